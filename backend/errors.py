@@ -1,0 +1,32 @@
+"""Exceptions raised by the backend. No bpy.
+
+MotionCloneError                 base of everything the backend raises on purpose
+├── ModelNotFoundError           a weight file, folder or hub id cannot be found (offline or missing)
+├── VideoInputError              a reference video is unreadable, empty or too short
+├── ParameterError (ValueError)  a parameter is outside its allowed range; names the parameter
+└── JobCancelled                 the caller's cancel check asked the engine to stop
+"""
+
+
+class MotionCloneError(Exception):
+    """Base class of the backend's own errors."""
+
+
+class ModelNotFoundError(MotionCloneError):
+    """A model file, folder or hub id could not be found or loaded."""
+
+
+class VideoInputError(MotionCloneError):
+    """A reference video could not be read, or holds too few frames."""
+
+
+class ParameterError(MotionCloneError, ValueError):
+    """A parameter is invalid. `name` is the parameter, so a server can point at the field."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(f"`{name}` {message}")
+        self.name = name
+
+
+class JobCancelled(MotionCloneError):
+    """The cancel check returned True; the engine stopped between two steps."""

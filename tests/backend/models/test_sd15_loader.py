@@ -1,0 +1,66 @@
+"""The real preset's loader, pointed at folders written with `save_pretrained` from tiny components."""
+
+import pytest
+import torch
+
+from motionclone.backend.errors import ModelNotFoundError, ParameterError
+from motionclone.backend.models import load_preset
+from motionclone.backend.models.sd15 import SD15Sources, load_sd15_bundle
+from motionclone.backend.models.tiny import build_tiny_bundle, build_tiny_components
+from motionclone.backend.models.tokenizer import build_offline_clip_tokenizer
+
+
+@pytest.fixture(scope="module")
+def saved_weights(tmp_path_factory):
+    root = tmp_path_factory.mktemp("weights")
+    unet2d, motion_adapter, vae, text_encoder = build_tiny_components(seed=5)
+    unet2d.save_pretrained(root / "base" / "unet")
+    vae.save_pretrained(root / "base" / "vae")
+    text_encoder.save_pretrained(root / "base" / "text_encoder")
+    build_offline_clip_tokenizer().save_pretrained(root / "base" / "tokenizer")
+    motion_adapter.save_pretrained(root / "adapter")
+    return root
+
+
+def test_loader_reads_saved_folders_offline_and_matches_the_source_weights(saved_weights, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    sources = SD15Sources(
+        base=str(saved_weights / "base"), motion_adapter=str(saved_weights / "adapter"), local_files_only=True
+    )
+    loaded = load_sd15_bundle(sources, device="cpu")
+    reference = build_tiny_bundle(seed=5)
+    assert loaded.dtype == torch.float32  # CPU default
+    for name, tensor in reference.unet.state_dict().items():
+        assert torch.equal(tensor, loaded.unet.state_dict()[name]), name
+    prompt = ["a cat"]
+    assert loaded.tokenizer(prompt).input_ids == reference.tokenizer(prompt).input_ids
+    assert loaded.description["preset"] == "sd15-animatediff-v3"
+    assert loaded.max_frames == reference.max_frames
+
+
+def test_missing_motion_adapter_names_the_path_and_how_to_get_it(saved_weights, tmp_path):
+    missing = tmp_path / "no-adapter-here"
+    sources = SD15Sources(base=str(saved_weights / "base"), motion_adapter=str(missing), local_files_only=True)
+    with pytest.raises(ModelNotFoundError) as raised:
+        load_sd15_bundle(sources, device="cpu")
+    message = str(raised.value)
+    assert str(missing) in message and "motion adapter" in message and "--local-dir" in message
+
+
+def test_unreachable_hub_id_names_the_id(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotFoundError) as raised:
+        load_preset("sd15-animatediff-v3", device="cpu", base="someone/not-a-cached-model")
+    assert "someone/not-a-cached-model" in str(raised.value)
+    assert "SD-1.5 base model" in str(raised.value)
+
+
+def test_missing_dreambooth_checkpoint_is_reported(saved_weights, tmp_path):
+    sources = SD15Sources(base=str(saved_weights / "base"), checkpoint=str(tmp_path / "rv.safetensors"))
+    with pytest.raises(ModelNotFoundError, match=r"rv\.safetensors"):
+        load_sd15_bundle(sources, device="cpu")
+
+
+def test_unknown_preset_lists_the_known_ones():
+    with pytest.raises(ParameterError, match=r"`preset`.*sd15-animatediff-v3.*tiny"):
+        load_preset("sdxl")

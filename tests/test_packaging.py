@@ -1,0 +1,39 @@
+"""The project installs under the `motionclone` namespace and lists every package it ships."""
+
+import importlib
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_every_backend_and_protocol_package_is_listed_for_the_wheel():
+    setuptools = PYPROJECT["tool"]["setuptools"]
+    listed = set(setuptools["packages"])
+    for installed, folder in setuptools["package-dir"].items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            relative = init.parent.relative_to(ROOT / folder).parts
+            assert ".".join((installed, *relative)) in listed, f"{init.parent} is missing from [tool.setuptools]"
+
+
+def test_import_names_are_namespaced():
+    setuptools = PYPROJECT["tool"]["setuptools"]
+    assert all(name.startswith("motionclone.") for name in setuptools["packages"])
+    assert importlib.import_module("motionclone.backend").__file__.startswith(str(ROOT / "backend"))
+    assert importlib.import_module("motionclone.protocol").__file__.startswith(str(ROOT / "protocol"))
+
+
+def test_protocol_declares_only_blender_safe_dependencies():
+    # protocol/ runs inside Blender's Python: standard library, msgpack, pyzmq and numpy only.
+    allowed = {"msgpack", "zmq", "numpy"}
+    import ast
+    import sys
+
+    for source in (ROOT / "protocol").rglob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Import | ast.ImportFrom) and getattr(node, "level", 0) == 0:
+                names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module]
+                for name in names:
+                    top = name.split(".")[0]
+                    assert top in allowed or top in sys.stdlib_module_names, f"{source.name} imports {name}"
