@@ -1,0 +1,600 @@
+"""Video input and output: read references, sample and resize frames, write mp4 and PNG sequences. No bpy.
+
+Everything here works on uint8 RGB frames shaped (F, H, W, 3):
+
+    read_clip            video file, image folder or numpy array -> Clip(frames, fps)
+    sample_frame_indices the official MotionClone rule: np.linspace(0, total - 1, n, dtype=int)
+    resize_frames        "squash" (official bilinear, align_corners=True), "crop" or "pad"
+    prepare_reference    read + sample + resize, holding only the sampled frames in memory
+    write_mp4            H.264 / yuv420p via the ffmpeg binary that imageio-ffmpeg ships, written atomically
+    write_png_sequence   0001.png, 0002.png, ... with Pillow, each file written atomically
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import secrets
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps
+
+from .errors import ParameterError, VideoInputError
+
+DEFAULT_FPS = 8.0  # AnimateDiff's native rate; used when a source carries no frame rate
+RESIZE_MODES = ("squash", "crop", "pad")
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
+MP4_CRF = 17  # visually lossless for x264; the output is a result, not an intermediate
+
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
+
+
+@dataclass
+class Clip:
+    """A decoded clip.
+
+    Attributes:
+        frames: (F, H, W, 3) uint8 RGB frames.
+        fps: frames per second.
+    """
+
+    frames: np.ndarray
+    fps: float
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Reading
+
+
+def read_clip(source: str | os.PathLike[str] | np.ndarray, fps: float | None = None) -> Clip:
+    """Read a whole reference clip into memory.
+
+    Args:
+        source: a video file (mp4, mov, webm, avi, mkv, gif, ... anything ffmpeg decodes), a single image file,
+            a folder of images (sorted naturally, so frame2 comes before frame10), or a numpy array shaped
+            (F, H, W, 3), (F, H, W, 4) (alpha is dropped) or (F, H, W) (grayscale), uint8 or float in [0, 1].
+        fps: frame rate to report. For video files it overrides the file's own rate; for folders and arrays it
+            defaults to 8.0.
+
+    Returns:
+        A Clip with (F, H, W, 3) uint8 frames.
+
+    Raises:
+        VideoInputError: the source is missing, unreadable, empty, or holds frames of different sizes.
+        ParameterError: fps is not a positive finite number.
+    """
+    if fps is not None:
+        _check_fps(fps)
+    if isinstance(source, np.ndarray):
+        frames = _to_rgb_uint8(source, _array_input_error)
+        return Clip(frames, float(fps) if fps is not None else DEFAULT_FPS)
+
+    path = _existing_path(source)
+    if path.is_dir():
+        frames = _load_images(_list_image_files(path))
+        return Clip(frames, float(fps) if fps is not None else DEFAULT_FPS)
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        # A single still is a one-frame clip; sampling later says clearly that it is too short.
+        return Clip(_load_images([path]), float(fps) if fps is not None else DEFAULT_FPS)
+    kept, total, file_fps = _decode_video(path, keep=None)
+    if total == 0:
+        raise VideoInputError(f"video {path} decoded to 0 frames: check that the file plays, or re-export it")
+    return Clip(np.stack(kept), float(fps) if fps is not None else file_fps)
+
+
+def sample_frame_indices(total_frames: int, num_frames: int) -> np.ndarray:
+    """Pick `num_frames` indices spread uniformly over the whole clip, exactly as the official MotionClone code.
+
+    The official rule is `np.linspace(0, total_frames - 1, num_frames, dtype=int)` (floored), so 100 frames
+    sampled down to 16 gives 0, 6, 13, 19, 26, ..., 99.
+
+    Args:
+        total_frames: number of frames in the clip.
+        num_frames: number of frames wanted.
+
+    Returns:
+        (num_frames,) integer array of strictly increasing frame indices.
+
+    Raises:
+        ParameterError: num_frames is not a positive integer.
+        VideoInputError: the clip has fewer frames than wanted.
+    """
+    _check_num_frames(num_frames)
+    if total_frames < num_frames:
+        # The official code would repeat frames silently (linspace floors duplicates); a repeated frame reads as
+        # a pause in the motion, so refuse and say how to fix it.
+        raise VideoInputError(
+            f"the reference clip has {total_frames} frames but {num_frames} are needed: "
+            f"lower the frame count to {max(total_frames, 1)} or less, or use a longer clip"
+        )
+    return np.linspace(0, total_frames - 1, num_frames, dtype=int)
+
+
+def prepare_reference(
+    source: str | os.PathLike[str] | np.ndarray,
+    num_frames: int,
+    height: int,
+    width: int,
+    resize_mode: str = "squash",
+) -> Clip:
+    """Read a reference, sample `num_frames` frames uniformly and resize them to (height, width).
+
+    Video files are decoded twice (once to count, once to keep the sampled frames) and image folders load only the
+    sampled files, so a long 4K reference never has to fit in memory whole.
+
+    Args:
+        source: anything read_clip accepts.
+        num_frames: number of frames to keep.
+        height: output height in pixels.
+        width: output width in pixels.
+        resize_mode: one of RESIZE_MODES.
+
+    Returns:
+        A Clip with (num_frames, height, width, 3) uint8 frames and the source's fps.
+
+    Raises:
+        VideoInputError: the source cannot be read or is shorter than num_frames.
+        ParameterError: a size, num_frames or resize_mode is invalid.
+    """
+    # Validate the cheap arguments before decoding anything.
+    _check_size(height, width)
+    _check_resize_mode(resize_mode)
+    _check_num_frames(num_frames)
+
+    if isinstance(source, np.ndarray):
+        clip = read_clip(source)
+        indices = _sample_for(clip.frames.shape[0], num_frames, "the reference array")
+        sampled, fps = clip.frames[indices], clip.fps
+    else:
+        path = _existing_path(source)
+        if path.is_dir():
+            files = _list_image_files(path)
+            indices = _sample_for(len(files), num_frames, f"folder {path}")
+            sampled, fps = _load_images([files[i] for i in indices]), DEFAULT_FPS
+        elif path.suffix.lower() in IMAGE_EXTENSIONS:
+            clip = read_clip(path)
+            sampled, fps = clip.frames[_sample_for(1, num_frames, f"image {path}")], clip.fps
+        else:
+            _, total, fps = _decode_video(path, keep=set())
+            indices = _sample_for(total, num_frames, f"video {path}")
+            kept, total_again, _ = _decode_video(path, keep=set(indices.tolist()))
+            if total_again != total:
+                raise VideoInputError(
+                    f"video {path} decoded to {total} frames, then to {total_again}: the file may still be "
+                    "being written; wait for it to finish or re-export it"
+                )
+            sampled = np.stack(kept)
+    return Clip(resize_frames(sampled, height, width, resize_mode), fps)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Resizing
+
+
+def resize_frames(frames: np.ndarray, height: int, width: int, mode: str = "squash") -> np.ndarray:
+    """Resize frames to exactly (height, width).
+
+    Args:
+        frames: (F, H, W, 3) uint8 frames (anything read_clip accepts as an array is converted first).
+        height: output height in pixels.
+        width: output width in pixels.
+        mode: "squash" stretches to the new size, as the official code does (bilinear, align_corners=True);
+            "crop" keeps the aspect ratio and centre-crops the overflow; "pad" keeps the aspect ratio and centres
+            the picture on black bars.
+
+    Returns:
+        (F, height, width, 3) uint8 frames (a new array).
+
+    Raises:
+        ParameterError: an invalid size, mode or frames array.
+    """
+    _check_size(height, width)
+    _check_resize_mode(mode)
+    frames = _to_rgb_uint8(frames, _frames_parameter_error)
+    src_h, src_w = frames.shape[1:3]
+
+    if mode == "squash":
+        return _bilinear(frames, height, width)
+
+    if mode == "crop":
+        # Crop the source to the target aspect ratio first, so there is a single interpolation. Integer
+        # cross-multiplication compares the aspect ratios without float error.
+        if src_w * height > width * src_h:  # source is wider: trim left and right
+            crop_h, crop_w = src_h, min(src_w, max(1, round(src_h * width / height)))
+        else:  # source is taller (or equal): trim top and bottom
+            crop_h, crop_w = min(src_h, max(1, round(src_w * height / width))), src_w
+        top, left = (src_h - crop_h) // 2, (src_w - crop_w) // 2
+        return _bilinear(frames[:, top : top + crop_h, left : left + crop_w], height, width)
+
+    # mode == "pad": scale to fit inside the target, then centre on black.
+    scale = min(height / src_h, width / src_w)
+    fit_h = min(height, max(1, round(src_h * scale)))
+    fit_w = min(width, max(1, round(src_w * scale)))
+    out = np.zeros((frames.shape[0], height, width, 3), dtype=np.uint8)
+    top, left = (height - fit_h) // 2, (width - fit_w) // 2
+    out[:, top : top + fit_h, left : left + fit_w] = _bilinear(frames, fit_h, fit_w)
+    return out
+
+
+def _bilinear(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resize with align_corners=True on the uint8 tensor, like the official video_preprocess.
+
+    The official code hands decord's uint8 (F, H, W, C) batch, rearranged to (F, C, H, W), straight to
+    F.interpolate. torch (>= 2.1; checked on 2.13) implements bilinear for uint8 on the CPU, so we call it on uint8
+    as well rather than going through float32: the uint8 kernel rounds differently from a float32 pass followed by
+    `.to(torch.uint8)`, and parity means the same kernel.
+    """
+    if frames.shape[1:3] == (height, width):
+        return frames.copy()  # align_corners=True at the same size samples every pixel exactly
+    # torch.from_numpy warns on read-only arrays (e.g. frames decoded from bytes) and needs positive strides.
+    frames = np.ascontiguousarray(frames)
+    if not frames.flags.writeable:
+        frames = frames.copy()
+    # A permuted view, not a copy: the same channels-last strides the official rearrange produces.
+    tensor = torch.from_numpy(frames).permute(0, 3, 1, 2)
+    resized = F.interpolate(tensor, size=(height, width), mode="bilinear", align_corners=True)
+    return resized.permute(0, 2, 3, 1).contiguous().numpy()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Writing
+
+
+def write_mp4(frames: np.ndarray, path: str | os.PathLike[str], fps: float = DEFAULT_FPS) -> Path:
+    """Encode frames as an H.264 mp4 (libx264, yuv420p, crf 17), keeping the exact frame size.
+
+    The file is written under a temporary name in the same folder and renamed into place, so a reader never sees
+    a half-written video. Missing parent folders are created.
+
+    Args:
+        frames: (F, H, W, 3) uint8 frames; H and W must be even (yuv420p halves the chroma planes).
+        path: output file; the container is always mp4 whatever the suffix.
+        fps: frames per second.
+
+    Returns:
+        The output path.
+
+    Raises:
+        ParameterError: bad frames (including odd sizes) or fps.
+        OSError: ffmpeg failed to write the file.
+    """
+    _check_fps(fps)
+    frames = _to_rgb_uint8(frames, _frames_parameter_error)
+    num, height, width = frames.shape[:3]
+    if height % 2 or width % 2:
+        # imageio's writer would silently rescale here; we keep sizes exact and say what to change instead.
+        raise ParameterError(
+            "frames",
+            f"are {width}x{height} pixels; H.264 (yuv420p) needs an even width and height: "
+            "crop or pad the frames by one pixel, or write a PNG sequence instead",
+        )
+    path = Path(path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_sibling(path)
+    rate = Fraction(float(fps)).limit_denominator(100_000)  # exact for 8, 24, 30000/1001, ...
+    cmd = [
+        imageio_ffmpeg.get_ffmpeg_exe(),
+        "-y",
+        "-v",
+        "error",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-s",
+        f"{width}x{height}",
+        "-framerate",
+        str(rate),
+        "-i",
+        "-",
+        "-an",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        "-crf",
+        str(MP4_CRF),
+        "-f",
+        "mp4",
+        str(tmp),
+    ]
+    try:
+        # We drive ffmpeg ourselves instead of through imageio's writer: it lets us check the exit code and
+        # report ffmpeg's own error text, which imageio's writer discards.
+        result = subprocess.run(cmd, input=frames.tobytes(), capture_output=True, check=False, **_no_console())
+        if result.returncode != 0 or not tmp.is_file() or tmp.stat().st_size == 0:
+            detail = result.stderr.decode(errors="replace").strip().splitlines()[-3:]
+            raise OSError(
+                f"ffmpeg could not write {path} ({num} frames of {width}x{height} at {fps} fps, exit code "
+                f"{result.returncode}): {' / '.join(detail) or 'no output'}. "
+                "Check that the folder is writable and the disk is not full"
+            )
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_png_sequence(
+    frames: np.ndarray,
+    directory: str | os.PathLike[str],
+    start: int = 1,
+    digits: int = 4,
+    *,
+    overwrite: bool = False,
+) -> list[Path]:
+    """Write frames as numbered PNG files (0001.png, 0002.png, ...), the layout Blender's image sequences use.
+
+    Each file is written under a temporary name and renamed into place. Existing files are checked for before
+    anything is written, so a refused call leaves the folder untouched.
+
+    Args:
+        frames: (F, H, W, 3) uint8 frames.
+        directory: output folder; created if missing.
+        start: number of the first file.
+        digits: zero-padded width of the file number.
+        overwrite: replace files that already exist instead of refusing.
+
+    Returns:
+        The written paths, in frame order.
+
+    Raises:
+        ParameterError: bad frames, start or digits.
+        FileExistsError: a target file exists and overwrite is False.
+    """
+    if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+        raise ParameterError("start", f"must be a non-negative integer, got {start!r}")
+    if isinstance(digits, bool) or not isinstance(digits, int) or digits < 1:
+        raise ParameterError("digits", f"must be a positive integer, got {digits!r}")
+    frames = _to_rgb_uint8(frames, _frames_parameter_error)
+    directory = Path(directory).expanduser()
+    if directory.exists() and not directory.is_dir():
+        raise NotADirectoryError(f"cannot write a PNG sequence into {directory}: it is a file; choose a folder")
+    paths = [directory / f"{start + i:0{digits}d}.png" for i in range(frames.shape[0])]
+    if not overwrite:
+        existing = [p for p in paths if p.exists()]
+        if existing:
+            raise FileExistsError(
+                f"{len(existing)} of the {len(paths)} PNG files already exist in {directory} "
+                f"(first: {existing[0].name}): choose an empty folder, delete them, or pass overwrite=True"
+            )
+    directory.mkdir(parents=True, exist_ok=True)
+    for frame, path in zip(frames, paths, strict=True):
+        tmp = _temp_sibling(path)
+        try:
+            Image.fromarray(frame).save(tmp, format="PNG")
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return paths
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _existing_path(source: object) -> Path:
+    """Turn a str/PathLike source into a Path that exists, or raise VideoInputError saying what is wrong."""
+    if not isinstance(source, str | os.PathLike):
+        raise VideoInputError(
+            f"cannot read a reference from a {type(source).__name__}: pass a video file, an image folder, "
+            "or a numpy array shaped (frames, height, width, 3)"
+        )
+    path = Path(os.fspath(source)).expanduser()
+    if not path.exists():
+        raise VideoInputError(
+            f"reference {path} does not exist (resolved to {path.absolute()}): check the path, "
+            "or save the reference video there first"
+        )
+    return path
+
+
+def _sample_for(total: int, num_frames: int, what: str) -> np.ndarray:
+    """sample_frame_indices, with the source named in the error so the user knows which clip is short."""
+    try:
+        return sample_frame_indices(total, num_frames)
+    except VideoInputError as exc:
+        raise VideoInputError(f"{what}: {exc}") from exc
+
+
+def _decode_video(path: Path, keep: set[int] | None) -> tuple[list[np.ndarray], int, float]:
+    """Decode a video with ffmpeg, keeping only some frames.
+
+    Args:
+        path: the video file.
+        keep: indices of the frames to return; None keeps every frame.
+
+    Returns:
+        (kept frames in order, total number of frames decoded, fps from the metadata or DEFAULT_FPS).
+    """
+    kept: list[np.ndarray] = []
+    total = 0
+    try:
+        reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")  # a generator: metadata, then frames
+        try:
+            meta = next(reader)
+            width, height = meta["size"]
+            for raw in reader:
+                if keep is None or total in keep:
+                    # frombuffer is a read-only view of the bytes; np.stack later copies into one array.
+                    kept.append(np.frombuffer(raw, dtype=np.uint8).reshape(height, width, 3))
+                total += 1
+        finally:
+            reader.close()  # stops ffmpeg even when we bail out early
+    except Exception as exc:  # ffmpeg and imageio-ffmpeg raise OSError, RuntimeError, KeyError, ... on bad input
+        last_line = str(exc).strip().splitlines()[-1:] or [type(exc).__name__]
+        raise VideoInputError(
+            f"could not decode video {path} ({last_line[0]}): check that it is a video file that plays, "
+            "or re-export it as H.264 mp4 or as a PNG sequence"
+        ) from exc
+    file_fps = meta.get("fps") or 0.0
+    fps = float(file_fps) if math.isfinite(file_fps) and file_fps > 0 else DEFAULT_FPS
+    return kept, total, fps
+
+
+def _natural_key(name: str) -> tuple[tuple[object, ...], str]:
+    """Sort key that orders embedded numbers by value: frame2 before frame10.
+
+    re.split with a capture group alternates text and digit runs, so element types line up between any two
+    names and tuples compare without mixing str and int.
+    """
+    parts = re.split(r"(\d+)", name.lower())
+    natural = tuple(int(part) if i % 2 else part for i, part in enumerate(parts))
+    return natural, name  # the raw name breaks ties such as frame01 / frame1
+
+
+def _list_image_files(folder: Path) -> list[Path]:
+    """Image files of a folder in natural order; hidden files (including our own temp files) are skipped."""
+    files = [
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+    ]
+    if not files:
+        extensions = ", ".join(sorted(IMAGE_EXTENSIONS))
+        raise VideoInputError(
+            f"folder {folder} holds no image files ({extensions}): render or export the reference frames "
+            "into it, or pass a video file instead"
+        )
+    return sorted(files, key=lambda p: _natural_key(p.name))
+
+
+def _load_image(path: Path) -> np.ndarray:
+    """Load one image file as (H, W, 3) uint8 RGB."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            # Honour the EXIF orientation of phone photos, as ffmpeg honours a video's rotation.
+            image = ImageOps.exif_transpose(image)
+            if image.mode in _SIXTEEN_BIT_MODES:
+                # Pillow opens 16-bit grayscale PNG/TIFF in these modes; convert("RGB") would clip, not scale.
+                gray = np.asarray(image, dtype=np.float64)
+                array = np.round(np.clip(gray, 0, 65535) * (255 / 65535)).astype(np.uint8)
+                return np.repeat(array[..., None], 3, axis=-1)
+            # Grayscale, palette, RGBA (alpha dropped), CMYK, ... all become plain RGB.
+            return np.asarray(image.convert("RGB"))
+    except Exception as exc:  # Pillow raises OSError, ValueError, SyntaxError, DecompressionBombError, ...
+        raise VideoInputError(
+            f"could not read image {path} ({exc}): check that the file is a valid image, or re-export it as PNG"
+        ) from exc
+
+
+def _load_images(files: Sequence[Path]) -> np.ndarray:
+    """Load image files into (F, H, W, 3) uint8, refusing frames of different sizes."""
+    first = _load_image(files[0])
+    frames = np.empty((len(files), *first.shape), dtype=np.uint8)
+    frames[0] = first
+    for i, path in enumerate(files[1:], start=1):
+        image = _load_image(path)
+        if image.shape != first.shape:
+            raise VideoInputError(
+                f"image {path} is {image.shape[1]}x{image.shape[0]} but {files[0].name} is "
+                f"{first.shape[1]}x{first.shape[0]}: all frames of a sequence must share one size; "
+                "re-export them at one resolution or remove the odd file"
+            )
+        frames[i] = image
+    return frames
+
+
+def _array_input_error(message: str) -> Exception:
+    return VideoInputError(f"the reference array {message}")
+
+
+def _frames_parameter_error(message: str) -> Exception:
+    return ParameterError("frames", message)
+
+
+def _to_rgb_uint8(array: object, fail: Callable[[str], Exception]) -> np.ndarray:
+    """Convert an array of frames to contiguous (F, H, W, 3) uint8.
+
+    Accepts (F, H, W, 3), (F, H, W, 4) (alpha dropped), (F, H, W, 1) and (F, H, W) (grayscale); uint8 as is,
+    floats in [0, 1] scaled by 255 and rounded. `fail(message)` builds the exception for anything else, so readers
+    raise VideoInputError and writers raise ParameterError with the same wording.
+    """
+    if not isinstance(array, np.ndarray):
+        raise fail(f"must be a numpy array, got {type(array).__name__}")
+    shape = array.shape
+    if array.ndim == 3:
+        array = array[..., None]
+    if array.ndim != 4 or array.shape[-1] not in (1, 3, 4):
+        raise fail(
+            f"has shape {shape}; expected (frames, height, width, 3), (frames, height, width, 4) or "
+            "(frames, height, width): stack single images along a new first axis"
+        )
+    if 0 in array.shape[:3]:
+        raise fail(f"has shape {shape}, which holds no pixels: pass at least one frame of at least 1x1")
+
+    if array.dtype == np.uint8:
+        pass
+    elif np.issubdtype(array.dtype, np.floating):
+        low, high = float(np.min(array)), float(np.max(array))
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise fail("holds NaN or infinite values: clean the frames before passing them")
+        tolerance = 1e-3  # float frames from a VAE decode may overshoot [0, 1] by rounding error
+        if low < -tolerance or high > 1 + tolerance:
+            raise fail(
+                f"is {array.dtype} with values from {low:g} to {high:g}; float frames must lie in [0, 1]: "
+                "divide 0-255 values by 255, or convert to uint8"
+            )
+        array = np.round(np.clip(array, 0.0, 1.0) * 255.0).astype(np.uint8)
+    else:
+        raise fail(
+            f"has dtype {array.dtype}; expected uint8 (0-255) or float in [0, 1]: convert it, "
+            "e.g. with array.astype(np.uint8) or array / 255.0"
+        )
+
+    channels = array.shape[-1]
+    if channels == 1:
+        array = np.repeat(array, 3, axis=-1)
+    elif channels == 4:
+        array = array[..., :3]
+    return np.ascontiguousarray(array)
+
+
+def _check_num_frames(num_frames: int) -> None:
+    if isinstance(num_frames, bool) or not isinstance(num_frames, int | np.integer) or num_frames < 1:
+        raise ParameterError("num_frames", f"must be a positive integer, got {num_frames!r}")
+
+
+def _check_fps(fps: float) -> None:
+    numeric = isinstance(fps, int | float | np.integer | np.floating) and not isinstance(fps, bool)
+    if not numeric or not math.isfinite(fps) or fps <= 0:
+        raise ParameterError("fps", f"must be a positive number of frames per second, got {fps!r}")
+
+
+def _check_size(height: int, width: int) -> None:
+    for name, value in (("height", height), ("width", width)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+            raise ParameterError(name, f"must be a positive integer number of pixels, got {value!r}")
+
+
+def _check_resize_mode(mode: str) -> None:
+    if mode not in RESIZE_MODES:
+        choices = ", ".join(f'"{m}"' for m in RESIZE_MODES)
+        raise ParameterError("resize_mode", f"must be one of {choices}, got {mode!r}")
+
+
+def _temp_sibling(path: Path) -> Path:
+    """A unique hidden temp name next to `path`, so os.replace stays on one filesystem (atomic).
+
+    A random name rather than mkstemp: the file is created by ffmpeg or Pillow with the usual umask permissions
+    instead of mkstemp's 0600.
+    """
+    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+
+
+def _no_console() -> dict[str, int]:
+    """subprocess kwargs that stop a console window flashing up on Windows when ffmpeg starts."""
+    if sys.platform == "win32":
+        return {"creationflags": subprocess.CREATE_NO_WINDOW}
+    return {}

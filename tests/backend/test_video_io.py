@@ -1,0 +1,389 @@
+"""Tests for motionclone.backend.video_io: reading, sampling, resizing and writing frames."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from motionclone.backend.errors import ParameterError, VideoInputError
+from motionclone.backend.video_io import (
+    RESIZE_MODES,
+    Clip,
+    prepare_reference,
+    read_clip,
+    resize_frames,
+    sample_frame_indices,
+    write_mp4,
+    write_png_sequence,
+)
+
+NUM, HEIGHT, WIDTH = 20, 48, 64
+
+
+def moving_square(num: int = NUM, height: int = HEIGHT, width: int = WIDTH) -> np.ndarray:
+    """A white 16x16 square moving right over a dark background: every frame differs from the others."""
+    frames = np.full((num, height, width, 3), 30, dtype=np.uint8)
+    for i in range(num):
+        frames[i, 12:28, 2 * i : 2 * i + 16] = 255
+    return frames
+
+
+def smooth_pattern(num: int = NUM, height: int = HEIGHT, width: int = WIDTH) -> np.ndarray:
+    """Smooth colour gradients shifting over time: easy for H.264, but not flat, so errors would show."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    frames = np.empty((num, height, width, 3), dtype=np.uint8)
+    for i in range(num):
+        frames[i, ..., 0] = 40 + 170 * x / (width - 1)
+        frames[i, ..., 1] = 40 + 170 * y / (height - 1)
+        frames[i, ..., 2] = 60 + 6 * i
+    return frames
+
+
+def save_png(path: Path, array: np.ndarray) -> None:
+    Image.fromarray(array).save(path)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Frame sampling
+
+
+def test_sampling_matches_official_linspace_rule_for_100_to_16() -> None:
+    indices = sample_frame_indices(100, 16)
+    # Independent of np.linspace: floor(i * (total - 1) / (num - 1)).
+    expected = [int(i * 99 / 15) for i in range(16)]
+    assert indices.tolist() == expected
+    assert [indices[k] for k in (0, 1, 2, 3, 4, 15)] == [0, 6, 13, 19, 26, 99]
+
+
+def test_sampling_is_identity_when_clip_length_equals_frame_count() -> None:
+    assert sample_frame_indices(16, 16).tolist() == list(range(16))
+
+
+def test_sampling_refuses_a_too_short_clip_with_both_numbers() -> None:
+    with pytest.raises(VideoInputError) as info:
+        sample_frame_indices(10, 16)
+    message = str(info.value)
+    assert "10 frames" in message and "16" in message
+    assert "longer clip" in message
+
+
+def test_sampling_rejects_a_non_positive_frame_count() -> None:
+    with pytest.raises(ParameterError, match="num_frames"):
+        sample_frame_indices(10, 0)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# mp4
+
+
+def test_mp4_round_trip_keeps_count_size_fps_and_content(tmp_path: Path) -> None:
+    frames = smooth_pattern()
+    out = write_mp4(frames, tmp_path / "nested" / "clip.mp4", fps=12.0)
+    assert out == tmp_path / "nested" / "clip.mp4"
+    assert out.is_file()
+    # Atomic write: no temp file left beside the result.
+    assert [p.name for p in out.parent.iterdir()] == ["clip.mp4"]
+
+    clip = read_clip(out)
+    assert clip.frames.shape == frames.shape
+    assert clip.frames.dtype == np.uint8
+    assert clip.fps == pytest.approx(12.0)
+    error = np.abs(clip.frames.astype(np.int16) - frames.astype(np.int16)).mean()
+    assert error < 8
+
+
+def test_mp4_keeps_a_size_that_is_not_a_multiple_of_16(tmp_path: Path) -> None:
+    # imageio's default macro_block_size=16 would silently resize 40x24 to 48x32.
+    frames = moving_square(num=8, height=24, width=40)
+    clip = read_clip(write_mp4(frames, tmp_path / "small.mp4"))
+    assert clip.frames.shape == (8, 24, 40, 3)
+    assert clip.fps == pytest.approx(8.0)
+
+
+def test_mp4_refuses_odd_sizes(tmp_path: Path) -> None:
+    with pytest.raises(ParameterError, match=r"`frames`.*64x47.*even"):
+        write_mp4(moving_square()[:, :47], tmp_path / "odd.mp4")
+    assert not any(tmp_path.iterdir())
+
+
+def test_read_clip_fps_argument_overrides_video_metadata(tmp_path: Path) -> None:
+    path = write_mp4(moving_square(num=4), tmp_path / "clip.mp4", fps=8.0)
+    assert read_clip(path, fps=24.0).fps == 24.0
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# PNG sequences and folders
+
+
+def test_png_round_trip_is_exact_and_numbered_from_0001(tmp_path: Path) -> None:
+    frames = moving_square(num=12)
+    paths = write_png_sequence(frames, tmp_path / "seq")
+    assert [p.name for p in paths] == [f"{i:04d}.png" for i in range(1, 13)]
+    assert sorted(p.name for p in (tmp_path / "seq").iterdir()) == [p.name for p in paths]  # no temp files left
+
+    clip = read_clip(tmp_path / "seq", fps=24.0)
+    assert np.array_equal(clip.frames, frames)
+    assert clip.fps == 24.0
+
+
+def test_png_sequence_honours_start_and_digits(tmp_path: Path) -> None:
+    paths = write_png_sequence(moving_square(num=2), tmp_path, start=7, digits=6)
+    assert [p.name for p in paths] == ["000007.png", "000008.png"]
+
+
+def test_png_sequence_refuses_to_overwrite_unless_asked(tmp_path: Path) -> None:
+    first = moving_square(num=3)
+    write_png_sequence(first, tmp_path)
+    second = 255 - first
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        write_png_sequence(second, tmp_path)
+    assert np.array_equal(read_clip(tmp_path).frames, first)  # the refused call changed nothing
+
+    write_png_sequence(second, tmp_path, overwrite=True)
+    assert np.array_equal(read_clip(tmp_path).frames, second)
+
+
+def test_folder_is_read_in_natural_order(tmp_path: Path) -> None:
+    # Lexical order would be frame1, frame10, frame2; each frame's grey level says which file it came from.
+    for number in (10, 2, 1):
+        save_png(tmp_path / f"frame{number}.png", np.full((8, 8, 3), number * 10, dtype=np.uint8))
+    (tmp_path / "notes.txt").write_text("not an image")
+    clip = read_clip(tmp_path)
+    assert clip.frames[:, 0, 0, 0].tolist() == [10, 20, 100]
+    assert clip.fps == 8.0
+
+
+def test_grayscale_and_rgba_image_files_become_rgb(tmp_path: Path) -> None:
+    gray = np.arange(64, dtype=np.uint8).reshape(8, 8) * 3
+    rgba = np.zeros((8, 8, 4), dtype=np.uint8)
+    rgba[..., 0], rgba[..., 3] = 200, 0  # fully transparent red: alpha is dropped, the colour is kept
+    Image.fromarray(gray, mode="L").save(tmp_path / "0001.png")
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "0002.png")
+    frames = read_clip(tmp_path).frames
+    assert frames.shape == (2, 8, 8, 3)
+    assert np.array_equal(frames[0], np.repeat(gray[..., None], 3, axis=-1))
+    assert np.array_equal(frames[1], rgba[..., :3])
+
+
+def test_sixteen_bit_grayscale_png_is_scaled_not_clipped(tmp_path: Path) -> None:
+    Image.fromarray(np.full((4, 4), 65535, dtype=np.uint16)).save(tmp_path / "0001.png")
+    assert read_clip(tmp_path).frames.min() == 255
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# numpy input
+
+
+def test_float_array_is_scaled_and_rounded() -> None:
+    frames = np.zeros((2, 4, 4, 3), dtype=np.float32)
+    frames[0] = 1.0
+    frames[1] = 0.5  # 127.5 rounds to 128 (half to even), truncation would give 127
+    clip = read_clip(frames)
+    assert clip.frames.dtype == np.uint8
+    assert clip.frames[0].min() == 255
+    assert np.all(clip.frames[1] == 128)
+    assert clip.fps == 8.0
+
+
+def test_grayscale_array_becomes_rgb() -> None:
+    gray = np.arange(2 * 4 * 5, dtype=np.uint8).reshape(2, 4, 5)
+    frames = read_clip(gray).frames
+    assert frames.shape == (2, 4, 5, 3)
+    for channel in range(3):
+        assert np.array_equal(frames[..., channel], gray)
+
+
+def test_rgba_array_drops_alpha() -> None:
+    rgba = np.random.default_rng(0).integers(0, 256, size=(3, 4, 5, 4), dtype=np.uint8)
+    frames = read_clip(rgba).frames
+    assert frames.shape == (3, 4, 5, 3)
+    assert np.array_equal(frames, rgba[..., :3])
+
+
+@pytest.mark.parametrize(
+    ("array", "fragment"),
+    [
+        (np.zeros((2, 4, 4, 3), dtype=np.int64), "dtype int64"),
+        (np.zeros((4, 4), dtype=np.uint8), "shape (4, 4)"),
+        (np.zeros((2, 4, 4, 2), dtype=np.uint8), "shape (2, 4, 4, 2)"),
+        (np.zeros((0, 4, 4, 3), dtype=np.uint8), "no pixels"),
+        (np.full((1, 2, 2, 3), 255.0), "[0, 1]"),
+        (np.full((1, 2, 2, 3), np.nan), "NaN"),
+    ],
+)
+def test_bad_arrays_raise_video_input_error(array: np.ndarray, fragment: str) -> None:
+    with pytest.raises(VideoInputError) as info:
+        read_clip(array)
+    assert fragment in str(info.value)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Bad paths
+
+
+def test_missing_file_names_the_path(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.mp4"
+    with pytest.raises(VideoInputError, match="does not exist") as info:
+        read_clip(missing)
+    assert str(missing) in str(info.value)
+
+
+def test_corrupt_video_names_the_path(tmp_path: Path) -> None:
+    fake = tmp_path / "fake.mp4"
+    fake.write_text("this is not a video\n" * 20)
+    with pytest.raises(VideoInputError, match="could not decode") as info:
+        read_clip(fake)
+    assert str(fake) in str(info.value)
+
+
+def test_corrupt_image_in_folder_names_the_file(tmp_path: Path) -> None:
+    save_png(tmp_path / "0001.png", np.zeros((8, 8, 3), dtype=np.uint8))
+    (tmp_path / "0002.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(VideoInputError) as info:
+        read_clip(tmp_path)
+    assert "0002.png" in str(info.value)
+
+
+def test_empty_folder_and_folder_without_images(tmp_path: Path) -> None:
+    with pytest.raises(VideoInputError, match="no image files") as info:
+        read_clip(tmp_path)
+    assert str(tmp_path) in str(info.value)
+    (tmp_path / "readme.txt").write_text("hello")
+    with pytest.raises(VideoInputError, match="no image files"):
+        read_clip(tmp_path)
+
+
+def test_folder_with_mismatched_sizes_names_the_first_odd_file(tmp_path: Path) -> None:
+    save_png(tmp_path / "0001.png", np.zeros((8, 8, 3), dtype=np.uint8))
+    save_png(tmp_path / "0002.png", np.zeros((8, 8, 3), dtype=np.uint8))
+    save_png(tmp_path / "0003.png", np.zeros((8, 6, 3), dtype=np.uint8))
+    save_png(tmp_path / "0004.png", np.zeros((5, 8, 3), dtype=np.uint8))
+    with pytest.raises(VideoInputError) as info:
+        read_clip(tmp_path)
+    message = str(info.value)
+    assert str(tmp_path / "0003.png") in message and "6x8" in message and "8x8" in message
+    assert "0004.png" not in message
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Resizing
+
+
+def test_squash_shape_and_dtype() -> None:
+    out = resize_frames(moving_square(num=3), 40, 72, "squash")
+    assert out.shape == (3, 40, 72, 3)
+    assert out.dtype == np.uint8
+
+
+def test_squash_matches_official_uint8_interpolate() -> None:
+    frames = np.random.default_rng(1).integers(0, 256, size=(3, HEIGHT, WIDTH, 3), dtype=np.uint8)
+    # The official video_preprocess: uint8 (F, H, W, C) -> (F, C, H, W) -> bilinear, align_corners=True.
+    tensor = torch.from_numpy(frames.copy()).permute(0, 3, 1, 2)
+    official = F.interpolate(tensor, size=(40, 72), mode="bilinear", align_corners=True)
+    expected = official.permute(0, 2, 3, 1).numpy()
+    assert np.array_equal(resize_frames(frames, 40, 72), expected)
+
+
+def split_frame(height: int = HEIGHT, width: int = WIDTH) -> np.ndarray:
+    """One frame: green 8-pixel stripes at both sides, red middle-left, blue middle-right."""
+    frame = np.zeros((1, height, width, 3), dtype=np.uint8)
+    frame[:, :, : width // 2] = (255, 0, 0)
+    frame[:, :, width // 2 :] = (0, 0, 255)
+    frame[:, :, :8] = (0, 255, 0)
+    frame[:, :, -8:] = (0, 255, 0)
+    return frame
+
+
+def is_black(pixels: np.ndarray) -> np.ndarray:
+    return np.all(pixels == 0, axis=-1)
+
+
+@pytest.mark.parametrize("size", [64, 32])
+def test_pad_keeps_aspect_with_black_bars_top_and_bottom(size: int) -> None:
+    out = resize_frames(split_frame(), size, size, "pad")[0]
+    assert out.shape == (size, size, 3)
+    content_rows = size * HEIGHT // WIDTH  # 64x48 fits a square as size x (3/4 size)
+    bar = (size - content_rows) // 2
+    assert is_black(out[:bar]).all() and is_black(out[bar + content_rows :]).all()
+    assert not is_black(out[bar : bar + content_rows]).any()
+    # Nothing is cut off: both green side stripes survive.
+    assert (out[size // 2, 0] == (0, 255, 0)).all() and (out[size // 2, -1] == (0, 255, 0)).all()
+
+
+def test_pad_puts_bars_left_and_right_for_a_tall_source() -> None:
+    tall = np.full((1, 64, 32, 3), 200, dtype=np.uint8)
+    out = resize_frames(tall, 32, 32, "pad")[0]
+    assert is_black(out[:, :8]).all() and is_black(out[:, 24:]).all()
+    assert (out[:, 8:24] == 200).all()
+
+
+@pytest.mark.parametrize("size", [48, 32])
+def test_crop_keeps_aspect_and_trims_the_sides_without_black(size: int) -> None:
+    out = resize_frames(split_frame(), size, size, "crop")[0]
+    assert out.shape == (size, size, 3)
+    assert not is_black(out).any()
+    # A 64x48 frame cropped to a square loses 8 columns each side: exactly the green stripes.
+    assert not np.any(np.all(out == (0, 255, 0), axis=-1))
+    assert (out[:, 0] == (255, 0, 0)).all() and (out[:, -1] == (0, 0, 255)).all()
+    # Squash, by contrast, keeps the stripes: the crop test would notice a crop that squashes.
+    assert np.any(np.all(resize_frames(split_frame(), size, size, "squash")[0] == (0, 255, 0), axis=-1))
+
+
+def test_unknown_resize_mode_names_the_parameter_and_lists_modes() -> None:
+    with pytest.raises(ParameterError) as info:
+        resize_frames(moving_square(num=1), 32, 32, "stretch")
+    message = str(info.value)
+    assert info.value.name == "resize_mode"
+    assert "`resize_mode`" in message and "stretch" in message
+    assert all(mode in message for mode in RESIZE_MODES)
+
+
+@pytest.mark.parametrize(("height", "width", "name"), [(0, 32, "height"), (32, -8, "width")])
+def test_non_positive_sizes_name_the_parameter(height: int, width: int, name: str) -> None:
+    with pytest.raises(ParameterError) as info:
+        resize_frames(moving_square(num=1), height, width)
+    assert info.value.name == name
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# prepare_reference
+
+
+def test_prepare_reference_from_video_samples_and_resizes(tmp_path: Path) -> None:
+    frames = moving_square(num=24)
+    path = write_mp4(frames, tmp_path / "ref.mp4", fps=10.0)
+    clip = prepare_reference(path, num_frames=16, height=32, width=40)
+    assert isinstance(clip, Clip)
+    assert clip.frames.shape == (16, 32, 40, 3)
+    assert clip.frames.dtype == np.uint8
+    assert clip.fps == pytest.approx(10.0)
+    # The square's position (its brightest column) follows the sampled frames, not the first 16.
+    expected = resize_frames(frames[sample_frame_indices(24, 16)], 32, 40)
+    assert np.abs(clip.frames.astype(np.int16) - expected.astype(np.int16)).mean() < 8
+    truncated = resize_frames(frames[:16], 32, 40)
+    assert np.abs(clip.frames[-1].astype(np.int16) - truncated[-1].astype(np.int16)).mean() > 8
+
+
+def test_prepare_reference_from_folder_loads_the_sampled_files(tmp_path: Path) -> None:
+    frames = moving_square(num=24)
+    write_png_sequence(frames, tmp_path)
+    clip = prepare_reference(tmp_path, 16, HEIGHT, WIDTH, resize_mode="pad")
+    assert np.array_equal(clip.frames, frames[sample_frame_indices(24, 16)])
+
+
+def test_prepare_reference_from_array_with_crop() -> None:
+    clip = prepare_reference(moving_square(num=20), 16, 32, 32, resize_mode="crop")
+    assert clip.frames.shape == (16, 32, 32, 3)
+
+
+def test_prepare_reference_too_short_names_source_and_counts(tmp_path: Path) -> None:
+    path = write_mp4(moving_square(num=6), tmp_path / "short.mp4")
+    with pytest.raises(VideoInputError) as info:
+        prepare_reference(path, 16, 32, 32)
+    message = str(info.value)
+    assert str(path) in message and "6 frames" in message and "16" in message
