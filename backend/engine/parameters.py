@@ -1,0 +1,219 @@
+"""MotionClone generation parameters: defaults, the official configs as presets, and validation. No bpy.
+
+Parity with the official code is the default; every deviation is a named field and ends up in the result metadata.
+"""
+
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from ..errors import ParameterError
+from ..video_io import RESIZE_MODES
+from .attention_capture import PRECISIONS as ATTENTION_PRECISIONS
+from .groupnorm import MOTION_NORMS
+
+# The official t2v configs (spec 4). `guidance_fraction` is the official yaml's `guidance_scale`: the fraction of the
+# timestep range, at the noisy end, that the guided steps cover.
+CONFIG_PRESETS: dict[str, dict[str, Any]] = {
+    "camera": {"num_inference_steps": 100, "guidance_steps": 50, "guidance_fraction": 0.3},
+    "object": {"num_inference_steps": 300, "guidance_steps": 180, "guidance_fraction": 0.4},
+}
+
+OFFICIAL_NEGATIVE_PROMPT = (
+    "bad anatomy, extra limbs, ugly, deformed, noisy, blurry, distorted, out of focus,  poorly drawn face, "
+    "poorly drawn hands, missing fingers"
+)
+# In the official yaml but never used there (spec bug B1); appended with ", " only when `append_positive_prompt`.
+OFFICIAL_POSITIVE_PROMPT = "8k, high detailed, best quality, film grain, Fujifilm XT3"
+
+CFG_FORMS = ("official", "standard")
+SCHEDULES = ("uneven", "leading")
+VAE_POSTERIORS = ("sample", "mode")
+
+MAX_SEED = 2**63 - 1
+MAX_SIDE = 2048
+MAX_PROMPT_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class MotionCloneParams:
+    """Everything that decides a MotionClone result. Defaults are the official `camera` config.
+
+    Attributes:
+        prompt: what the new video shows.
+        negative_prompt: CFG negative prompt; defaults to the official one.
+        num_frames: frames sampled uniformly from the reference (official 16); at most the adapter's maximum.
+        height, width: output size in pixels, multiples of 8 (official 512).
+        num_inference_steps: N, total DDIM steps (camera 100, object 300).
+        guidance_steps: G, steps with motion guidance, the first G of the schedule (camera 50, object 180).
+        guidance_fraction: the official `guidance_scale`; guided timesteps lie in [(1−f)·1000, 999] (camera 0.3).
+        motion_guidance_weight: w in L = w·λ·Σ_m MSE (official 2000).
+        warm_up_steps, cool_down_steps: lengths of the linear ramps on the loss (official 10 and 10).
+        motion_guidance_blocks: UNet blocks whose temporal attention is guided (official `up_blocks.1`).
+        add_noise_step: t*, the timestep the reference is noised to for extraction (official 400).
+        top_k: attention entries kept per query row (official 1).
+        schedule: "uneven" (official: G steps in the guided range, then N−G below it) or "leading" (diffusers'
+            DDIMScheduler default spacing, N evenly spaced steps; the first G of them are guided).
+        cfg_scale: classifier-free guidance scale (official 7.5).
+        cfg_form: "official" ε = ε_c + s(ε_c − ε_u) (7.5 here is 8.5 in the standard form) or "standard".
+        seed: seeds the initial noise (official default 2025).
+        motion_seed: seeds the extraction noise and VAE sampling. None couples them with `seed`, as in the official
+            code: the extraction noise and the initial latent are then the same tensor. Set it to reuse one
+            extracted representation across many seeds.
+        vae_posterior: "sample" (official) or "mode" of the VAE posterior for the reference latents.
+        resize_mode: "squash" (official), "crop" or "pad" to bring the reference to height × width.
+        attention_precision: "parity" computes the F×F attention in the model dtype like the official code;
+            "accurate" in float32 (recommended with bf16).
+        motion_norm: "per-frame" GroupNorm in the motion modules, as AnimateDiff was trained (official); or
+            diffusers' "cross-frame".
+        append_positive_prompt: append the official quality suffix with ", " (the official code never does: B1).
+        positive_prompt: that suffix.
+        decode_chunk_size: frames per VAE decode call (memory only; results are identical).
+        fps: frame rate written into the result.
+    """
+
+    prompt: str
+    negative_prompt: str = OFFICIAL_NEGATIVE_PROMPT
+    num_frames: int = 16
+    height: int = 512
+    width: int = 512
+    num_inference_steps: int = 100
+    guidance_steps: int = 50
+    guidance_fraction: float = 0.3
+    motion_guidance_weight: float = 2000.0
+    warm_up_steps: int = 10
+    cool_down_steps: int = 10
+    motion_guidance_blocks: tuple[str, ...] = ("up_blocks.1",)
+    add_noise_step: int = 400
+    top_k: int = 1
+    schedule: str = "uneven"
+    cfg_scale: float = 7.5
+    cfg_form: str = "official"
+    seed: int = 2025
+    motion_seed: int | None = None
+    vae_posterior: str = "sample"
+    resize_mode: str = "squash"
+    attention_precision: str = "parity"
+    motion_norm: str = "per-frame"
+    append_positive_prompt: bool = False
+    positive_prompt: str = OFFICIAL_POSITIVE_PROMPT
+    decode_chunk_size: int = 4
+    fps: float = 8.0
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_config(cls, config: str, **overrides: Any) -> "MotionCloneParams":
+        """Parameters of an official config ("camera" or "object"), with `overrides` on top."""
+        if config not in CONFIG_PRESETS:
+            raise ParameterError("config", f"must be one of {sorted(CONFIG_PRESETS)}, got {config!r}")
+        return cls.from_dict({**CONFIG_PRESETS[config], **overrides})
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "MotionCloneParams":
+        """Build from plain values (JSON, msgpack); unknown keys raise `ParameterError` naming them."""
+        known = {f.name for f in fields(cls)} - {"extra"}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ParameterError(unknown[0], f"is not a MotionClone parameter; known parameters: {sorted(known)}")
+        values = dict(values)
+        if "motion_guidance_blocks" in values and isinstance(values["motion_guidance_blocks"], list | tuple):
+            values["motion_guidance_blocks"] = tuple(values["motion_guidance_blocks"])
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values, for metadata and the wire."""
+        values = asdict(self)
+        values.pop("extra")
+        values["motion_guidance_blocks"] = list(self.motion_guidance_blocks)
+        return values
+
+    def replace(self, **changes: Any) -> "MotionCloneParams":
+        return replace(self, **changes)
+
+    @property
+    def effective_motion_seed(self) -> int:
+        return self.seed if self.motion_seed is None else self.motion_seed
+
+    @property
+    def full_prompt(self) -> str:
+        """The positive prompt the text encoder sees."""
+        if self.append_positive_prompt and self.positive_prompt:
+            return f"{self.prompt}, {self.positive_prompt}"
+        return self.prompt
+
+
+def validate_params(params: MotionCloneParams, max_frames: int | None = None) -> None:
+    """Raise `ParameterError` naming the first invalid parameter, its value and the allowed range.
+
+    Args:
+        params: the parameters to check.
+        max_frames: the motion adapter's maximum sequence length, when known.
+    """
+    _check_text(params.prompt, "prompt", allow_empty=False)
+    _check_text(params.negative_prompt, "negative_prompt", allow_empty=True)
+    _check_text(params.positive_prompt, "positive_prompt", allow_empty=True)
+    _check_int(params.num_frames, "num_frames", 2, max_frames or 255)
+    for name in ("height", "width"):
+        value = getattr(params, name)
+        _check_int(value, name, 8, MAX_SIDE)
+        if value % 8:
+            raise ParameterError(name, f"must be a multiple of 8, got {value}")
+    _check_int(params.num_inference_steps, "num_inference_steps", 1, 1000)
+    _check_int(params.guidance_steps, "guidance_steps", 1, params.num_inference_steps)
+    _check_float(params.guidance_fraction, "guidance_fraction", 0.0, 1.0, open_low=True, open_high=True)
+    _check_float(params.motion_guidance_weight, "motion_guidance_weight", 0.0, 1e7)
+    _check_int(params.warm_up_steps, "warm_up_steps", 0, 1000)
+    _check_int(params.cool_down_steps, "cool_down_steps", 0, 1000)
+    if not params.motion_guidance_blocks or not all(isinstance(b, str) for b in params.motion_guidance_blocks):
+        raise ParameterError(
+            "motion_guidance_blocks", f"must be a non-empty list of block names, got {params.motion_guidance_blocks!r}"
+        )
+    _check_int(params.add_noise_step, "add_noise_step", 0, 999)
+    _check_int(params.top_k, "top_k", 1, params.num_frames)
+    _check_float(params.cfg_scale, "cfg_scale", 0.0, 50.0)
+    _check_int(params.seed, "seed", 0, MAX_SEED)
+    if params.motion_seed is not None:
+        _check_int(params.motion_seed, "motion_seed", 0, MAX_SEED)
+    _check_choice(params.cfg_form, "cfg_form", CFG_FORMS)
+    _check_choice(params.schedule, "schedule", SCHEDULES)
+    _check_choice(params.vae_posterior, "vae_posterior", VAE_POSTERIORS)
+    _check_choice(params.resize_mode, "resize_mode", RESIZE_MODES)
+    _check_choice(params.attention_precision, "attention_precision", ATTENTION_PRECISIONS)
+    _check_choice(params.motion_norm, "motion_norm", MOTION_NORMS)
+    if not isinstance(params.append_positive_prompt, bool):
+        raise ParameterError("append_positive_prompt", f"must be true or false, got {params.append_positive_prompt!r}")
+    _check_int(params.decode_chunk_size, "decode_chunk_size", 1, 1024)
+    _check_float(params.fps, "fps", 0.0, 240.0, open_low=True)
+
+
+def _check_text(value: Any, name: str, allow_empty: bool) -> None:
+    if not isinstance(value, str):
+        raise ParameterError(name, f"must be a string, got {type(value).__name__}")
+    if not allow_empty and not value.strip():
+        raise ParameterError(name, "must not be empty")
+    if len(value) > MAX_PROMPT_CHARS:
+        raise ParameterError(name, f"must be at most {MAX_PROMPT_CHARS} characters, got {len(value)}")
+
+
+def _check_int(value: Any, name: str, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ParameterError(name, f"must be an integer between {low} and {high}, got {value!r}")
+    if not low <= value <= high:
+        raise ParameterError(name, f"must be between {low} and {high}, got {value}")
+
+
+def _check_float(
+    value: Any, name: str, low: float, high: float, open_low: bool = False, open_high: bool = False
+) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        raise ParameterError(name, f"must be a number between {low} and {high}, got {value!r}")
+    too_low = value <= low if open_low else value < low
+    too_high = value >= high if open_high else value > high
+    if too_low or too_high:
+        left, right = "(" if open_low else "[", ")" if open_high else "]"
+        raise ParameterError(name, f"must be in {left}{low}, {high}{right}, got {value}")
+
+
+def _check_choice(value: Any, name: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ParameterError(name, f"must be one of {', '.join(choices)}; got {value!r}")

@@ -1,0 +1,414 @@
+"""MotionClone on diffusers' AnimateDiff: motion-guided sampling from a reference video. No bpy.
+
+Paper: MotionClone: Training-Free Motion Cloning for Controllable Video Generation (arXiv 2406.05338), the
+inversion-free method (v4+). The numbered steps of `__call__` follow the paper; each calls one helper module:
+`representation` (section 2 of the spec), `schedule` (3.1, 3.2-5, 3.2-8), `attention_capture` (7.2),
+`partial_unet` (7.3), `groupnorm` (7.4).
+
+Notation:
+    x_t                    latent video at timestep t, (1, 4, F, h, w)
+    ε_u, ε_c               noise predictions with the negative and the positive prompt
+    A_m                    temporal attention probabilities of guided module m, (B·h·w, heads, F, F)
+    L = w·λ(i)·Σ_m L_m     motion loss at guided step i (eq. 3 of the paper, with the ramp λ)
+    ∇L                     ∂L/∂x_t through the conditional branch only
+"""
+
+import platform
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import diffusers
+import numpy as np
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline, MotionAdapter, UNetMotionModel
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from ..errors import JobCancelled, ParameterError
+from ..models.bundle import ModelBundle
+from ..video_io import prepare_reference
+from .attention_capture import capture_temporal_attention, guided_module_names
+from .groupnorm import set_motion_module_norm
+from .parameters import MotionCloneParams, validate_params
+from .partial_unet import last_block, no_grad_after
+from .representation import (
+    MotionRepresentation,
+    RepresentationCache,
+    encode_reference,
+    extract_motion_representation,
+    motion_loss,
+    representation_key,
+)
+from .schedule import guidance_ramp, guided_ddim_step, uneven_timesteps
+
+ProgressCallback = Callable[[str, int, int], None]
+CancelCheck = Callable[[], bool]
+
+# Stages reported to the progress callback, in order.
+STAGES = ("prepare", "extract", "denoise", "decode")
+# The VAE posterior sample gets its own generator so that it never shifts the extraction noise ε.
+VAE_SEED_OFFSET = 1
+
+
+@dataclass
+class MotionCloneOutput:
+    """A finished video.
+
+    Attributes:
+        frames: (F, H, W, 3) uint8 RGB.
+        metadata: plain values: every parameter, the seed, the model, per-stage timings, peak memory, versions.
+    """
+
+    frames: np.ndarray
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class MotionClonePipeline(DiffusionPipeline):
+    """Clone the motion of a reference video onto a new text-prompted video (inversion-free MotionClone).
+
+    Args:
+        vae (`AutoencoderKL`): SD-1.5 autoencoder.
+        text_encoder (`CLIPTextModel`): CLIP text encoder.
+        tokenizer (`CLIPTokenizer`): CLIP tokenizer.
+        unet (`UNetMotionModel`): SD-1.5 UNet with the AnimateDiff motion modules.
+        motion_adapter (`MotionAdapter`): the adapter the UNet was built from (gives the maximum frame count).
+        scheduler (`DDIMScheduler`): supplies ᾱ_t; the uneven schedule and the guided step are computed here.
+
+    Example:
+        >>> from motionclone.backend.models import load_preset
+        >>> from motionclone.backend.engine import MotionClonePipeline, MotionCloneParams
+        >>> pipe = MotionClonePipeline.from_bundle(load_preset("tiny"))
+        >>> params = MotionCloneParams(prompt="a red fox", num_frames=8, height=128, width=128,
+        ...                            num_inference_steps=6, guidance_steps=3)
+        >>> video = pipe("reference.mp4", params).frames  # (8, 128, 128, 3) uint8
+    """
+
+    model_cpu_offload_seq = "text_encoder->unet->vae"
+
+    def __init__(
+        self,
+        vae: AutoencoderKL,
+        text_encoder: CLIPTextModel,
+        tokenizer: CLIPTokenizer,
+        unet: UNetMotionModel,
+        motion_adapter: MotionAdapter,
+        scheduler: DDIMScheduler,
+    ) -> None:
+        super().__init__()
+        self.register_modules(
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            unet=unet,
+            motion_adapter=motion_adapter,
+            scheduler=scheduler,
+        )
+        self.model_description: dict[str, Any] = {}
+
+    @classmethod
+    def from_bundle(cls, bundle: ModelBundle) -> "MotionClonePipeline":
+        pipe = cls(
+            bundle.vae, bundle.text_encoder, bundle.tokenizer, bundle.unet, bundle.motion_adapter, bundle.scheduler
+        )
+        pipe.model_description = dict(bundle.description)
+        return pipe
+
+    @property
+    def max_frames(self) -> int:
+        return int(self.motion_adapter.config.motion_max_seq_length)
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    # ----------------------------------------------------------------------------------------------------------
+    def __call__(
+        self,
+        reference: Any,
+        params: MotionCloneParams,
+        representation_cache: RepresentationCache | None = None,
+        progress: ProgressCallback | None = None,
+        cancel: CancelCheck | None = None,
+    ) -> MotionCloneOutput:
+        """Generate a video whose motion follows `reference` and whose content follows `params.prompt`.
+
+        Args:
+            reference: a video file, an image folder, or a (frames, H, W, 3) array; it is sampled to
+                `params.num_frames` frames and resized to `params.height` × `params.width`.
+            params (`MotionCloneParams`): every setting; see its docstring for meanings and official values.
+            representation_cache (`RepresentationCache`, *optional*): reuse motion representations across calls.
+            progress (*optional*): called as `progress(stage, step, total)`; stages are `STAGES`.
+            cancel (*optional*): called before every step; returning True raises `JobCancelled`.
+
+        Returns:
+            `MotionCloneOutput` with uint8 frames and metadata.
+        """
+        timings: dict[str, float] = {}
+        report = progress or (lambda stage, step, total: None)
+        should_stop = cancel or (lambda: False)
+        self._reset_peak_memory()
+
+        # 1. Check inputs
+        started = time.perf_counter()
+        validate_params(params, max_frames=self.max_frames)
+        module_names = guided_module_names(self.unet, params.motion_guidance_blocks)
+        timesteps = self.prepare_timesteps(params)
+        set_motion_module_norm(self.unet, params.motion_norm)
+        report("prepare", 0, 1)
+
+        # 2. Read the reference: sample `num_frames` frames over the whole clip and resize (spec 2.1)
+        reference_frames = prepare_reference(
+            reference, params.num_frames, params.height, params.width, params.resize_mode
+        ).frames
+
+        # 3. Encode the prompts: the empty prompt for extraction, negative and positive for CFG
+        empty_embeds = self.encode_prompt("")
+        negative_embeds = self.encode_prompt(params.negative_prompt)
+        positive_embeds = self.encode_prompt(params.full_prompt)
+
+        # 4. Prepare the noise. Coupled (official): the extraction noise ε is the initial latent x_T (spec 2.2)
+        noise = self.prepare_noise(params.effective_motion_seed, params)
+        latents = noise if params.motion_seed is None else self.prepare_noise(params.seed, params)
+        timings["prepare"] = time.perf_counter() - started
+        report("prepare", 1, 1)
+
+        # 5. Extract the motion representation from the reference video (or take it from the cache)
+        started = time.perf_counter()
+        report("extract", 0, 1)
+        representation, cache_key, cache_hit = self.obtain_representation(
+            reference_frames, noise, empty_embeds, params, representation_cache
+        )
+        timings["extract"] = time.perf_counter() - started
+        report("extract", 1, 1)
+
+        # 6. Denoising loop with motion guidance on the first G steps
+        started = time.perf_counter()
+        latents, losses = self.denoise(
+            latents,
+            timesteps,
+            representation,
+            module_names,
+            negative_embeds,
+            positive_embeds,
+            params,
+            report,
+            should_stop,
+        )
+        timings["denoise"] = time.perf_counter() - started
+
+        # 7. Decode the latents in chunks
+        started = time.perf_counter()
+        frames = self.decode_latents_to_frames(latents, params.decode_chunk_size, report, should_stop)
+        timings["decode"] = time.perf_counter() - started
+
+        metadata = self.describe_result(params, timesteps, timings, cache_key, cache_hit, losses)
+        return MotionCloneOutput(frames=frames, metadata=metadata)
+
+    # ----------------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_prompt(self, prompt: str) -> torch.Tensor:
+        """CLIP embedding (1, 77, C) of `prompt`, padded to the tokenizer's maximum length."""
+        tokens = self.tokenizer(
+            [prompt],
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        )
+        return self.text_encoder(tokens.input_ids.to(self.text_encoder.device))[0].to(self.unet.dtype)
+
+    def prepare_timesteps(self, params: MotionCloneParams) -> torch.Tensor:
+        """The official uneven schedule (spec 3.1), or diffusers' evenly spaced "leading" DDIM schedule."""
+        if params.schedule == "uneven":
+            return uneven_timesteps(params.num_inference_steps, params.guidance_steps, params.guidance_fraction)
+        self.scheduler.set_timesteps(params.num_inference_steps)
+        return self.scheduler.timesteps.clone()
+
+    def prepare_noise(self, seed: int, params: MotionCloneParams) -> torch.Tensor:
+        """ε ~ N(0, I) of shape (1, 4, F, H/8, W/8) from a fresh generator seeded with `seed` (never the global RNG)."""
+        shape = (
+            1,
+            self.unet.config.in_channels,
+            params.num_frames,
+            params.height // self.vae_scale_factor,
+            params.width // self.vae_scale_factor,
+        )
+        generator = torch.Generator(device=self.unet.device).manual_seed(seed)
+        return torch.randn(shape, generator=generator, device=self.unet.device, dtype=self.unet.dtype)
+
+    def obtain_representation(
+        self,
+        reference_frames: np.ndarray,
+        noise: torch.Tensor,
+        empty_embeds: torch.Tensor,
+        params: MotionCloneParams,
+        cache: RepresentationCache | None,
+    ) -> tuple[MotionRepresentation, str, bool]:
+        """Return (representation, cache key, whether it came from the cache)."""
+        extraction = {
+            "add_noise_step": params.add_noise_step,
+            "motion_guidance_blocks": list(params.motion_guidance_blocks),
+            "top_k": params.top_k,
+            "vae_posterior": params.vae_posterior,
+            "motion_seed": params.effective_motion_seed,
+            "attention_precision": params.attention_precision,
+            "motion_norm": params.motion_norm,
+            "dtype": str(self.unet.dtype),
+        }
+        key = representation_key(reference_frames, self.model_description, extraction)
+        cached = cache.get(key) if cache is not None else None
+        if cached is not None:
+            return cached.to(self.unet.device), key, True
+        generator = torch.Generator(device=self.vae.device).manual_seed(params.effective_motion_seed + VAE_SEED_OFFSET)
+        z0 = encode_reference(self.vae, reference_frames, params.vae_posterior, generator).to(self.unet.dtype)
+        metadata = {key_: str(value) for key_, value in extraction.items()}
+        metadata["model"] = str(self.model_description)
+        representation = extract_motion_representation(
+            self.unet,
+            self.scheduler.alphas_cumprod,
+            z0,
+            noise,
+            empty_embeds,
+            params.add_noise_step,
+            params.motion_guidance_blocks,
+            params.top_k,
+            params.attention_precision,
+            metadata,
+        )
+        if cache is not None:
+            cache.put(key, representation)
+        return representation, key, False
+
+    def denoise(
+        self,
+        latents: torch.Tensor,
+        timesteps: torch.Tensor,
+        representation: MotionRepresentation,
+        module_names: list[str],
+        negative_embeds: torch.Tensor,
+        positive_embeds: torch.Tensor,
+        params: MotionCloneParams,
+        report: ProgressCallback,
+        should_stop: CancelCheck,
+    ) -> tuple[torch.Tensor, list[float]]:
+        """Run the N DDIM steps; the first G carry the motion-guidance gradient.
+
+        Returns (x_0, the unweighted motion loss Σ_m L_m of each guided step).
+        """
+        num_frames = latents.shape[2]
+        E_neg = negative_embeds.repeat_interleave(num_frames, dim=0)
+        E_pos = positive_embeds.repeat_interleave(num_frames, dim=0)
+        E_both = torch.cat([E_neg, E_pos])
+        alphas_cumprod = self.scheduler.alphas_cumprod
+        final_alpha_cumprod = self.scheduler.final_alpha_cumprod
+        guided_until = last_block(self.unet, params.motion_guidance_blocks)
+        losses: list[float] = []
+        total = len(timesteps)
+        report("denoise", 0, total)
+        with capture_temporal_attention(self.unet, module_names, params.attention_precision) as store:
+            for i, t in enumerate(timesteps.tolist()):
+                if should_stop():
+                    raise JobCancelled(f"cancelled at denoising step {i} of {total}")
+                t_prev = int(timesteps[i + 1]) if i + 1 < total else -1
+                if i < params.guidance_steps:
+                    # ε_u without autograd; ε_c with autograd up to the last guided block, recording A_m
+                    with torch.no_grad():
+                        noise_uncond = self.unet(latents, t, encoder_hidden_states=E_neg).sample
+                    x_g = latents.detach().clone().requires_grad_(True)
+                    store.clear()
+                    store.recording = True
+                    with no_grad_after(self.unet, guided_until):
+                        noise_cond = self.unet(x_g, t, encoder_hidden_states=E_pos).sample
+                    store.recording = False
+                    # L = w·λ(i)·Σ_m MSE(A^gen_m[idx_ref], val_ref), and its gradient with respect to x_t
+                    ramp = guidance_ramp(i, params.guidance_steps, params.warm_up_steps, params.cool_down_steps)
+                    mse = motion_loss(store.probs, representation)
+                    (score,) = torch.autograd.grad(params.motion_guidance_weight * ramp * mse, x_g)
+                    store.clear()
+                    losses.append(float(mse.detach()))
+                    noise_cond = noise_cond.detach()
+                else:
+                    with torch.no_grad():
+                        noise_both = self.unet(torch.cat([latents, latents]), t, encoder_hidden_states=E_both).sample
+                    noise_uncond, noise_cond = noise_both.chunk(2)
+                    score = None
+                noise_pred = self.combine_cfg(noise_uncond, noise_cond, params)
+                # x_{t_prev} = DDIM(x_t, ε) − √(1−ᾱ_{t_prev})·√(1−ᾱ_t)·∇L  (spec 3.2-8)
+                with torch.no_grad():
+                    latents = guided_ddim_step(
+                        latents, noise_pred, t, t_prev, alphas_cumprod, final_alpha_cumprod, score
+                    )
+                report("denoise", i + 1, total)
+        return latents, losses
+
+    @staticmethod
+    def combine_cfg(noise_uncond: torch.Tensor, noise_cond: torch.Tensor, params: MotionCloneParams) -> torch.Tensor:
+        """Classifier-free guidance.
+
+        Official form ε_c + s(ε_c − ε_u), so 7.5 there is 8.5 in the standard form ε_u + s(ε_c − ε_u) (bug B2).
+        """
+        if params.cfg_form == "official":
+            return noise_cond + params.cfg_scale * (noise_cond - noise_uncond)
+        if params.cfg_form == "standard":
+            return noise_uncond + params.cfg_scale * (noise_cond - noise_uncond)
+        raise ParameterError("cfg_form", f"unknown form {params.cfg_form!r}")
+
+    @torch.no_grad()
+    def decode_latents_to_frames(
+        self, latents: torch.Tensor, chunk_size: int, report: ProgressCallback, should_stop: CancelCheck
+    ) -> np.ndarray:
+        """x_0 -> uint8 (F, H, W, 3): VAE decode in chunks, (v/2 + 0.5) clamped, ×255 truncated (official)."""
+        latents = latents[0].permute(1, 0, 2, 3) / self.vae.config.scaling_factor
+        chunks = list(latents.split(chunk_size))
+        decoded = []
+        for index, chunk in enumerate(chunks):
+            if should_stop():
+                raise JobCancelled(f"cancelled while decoding chunk {index + 1} of {len(chunks)}")
+            report("decode", index, len(chunks))
+            video = self.vae.decode(chunk.to(self.vae.dtype)).sample
+            decoded.append((video.float() / 2 + 0.5).clamp(0, 1).cpu())
+        report("decode", len(chunks), len(chunks))
+        video = torch.cat(decoded).permute(0, 2, 3, 1)
+        return (video * 255).to(torch.uint8).numpy()
+
+    # ----------------------------------------------------------------------------------------------------------
+    def describe_result(
+        self,
+        params: MotionCloneParams,
+        timesteps: torch.Tensor,
+        timings: dict[str, float],
+        cache_key: str,
+        cache_hit: bool,
+        losses: list[float],
+    ) -> dict[str, Any]:
+        return {
+            "seed": params.seed,
+            "motion_seed": params.effective_motion_seed,
+            "noise_coupled": params.motion_seed is None,
+            "parameters": params.to_dict(),
+            "model": dict(self.model_description),
+            "device": str(self.unet.device),
+            "dtype": str(self.unet.dtype).removeprefix("torch."),
+            "timesteps": timesteps.tolist(),
+            "representation": {"key": cache_key, "cache_hit": cache_hit},
+            "motion_loss": losses,
+            "timings_s": {stage: round(seconds, 4) for stage, seconds in timings.items()},
+            "peak_memory_bytes": self._peak_memory(),
+            "versions": {
+                "torch": torch.__version__,
+                "diffusers": diffusers.__version__,
+                "python": platform.python_version(),
+            },
+        }
+
+    def _reset_peak_memory(self) -> None:
+        if self.unet.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.unet.device)
+
+    def _peak_memory(self) -> dict[str, int]:
+        if self.unet.device.type == "cuda":
+            return {"cuda_max_allocated": int(torch.cuda.max_memory_allocated(self.unet.device))}
+        # On the CPU only the process-wide peak resident set is measurable (kilobytes on Linux).
+        return {"process_max_rss": int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024}

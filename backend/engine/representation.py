@@ -1,0 +1,212 @@
+"""The motion representation: sparse temporal-attention maps of the reference video (spec section 2). No bpy.
+
+Extraction noises the reference latents once to t* and runs the UNet once with the empty prompt, stopping right
+after the last guided block. For every guided temporal attention A ∈ R^{(B·h·w) × heads × F × F} it keeps the top-k
+entries of each query row: their values (model dtype) and key-frame indices (uint8, since F ≤ 255).
+
+Representations are stored as safetensors with their metadata, cached by a content hash of the reference frames,
+the model and the extraction parameters, so one reference serves many prompts and seeds. Never pickle.
+"""
+
+import hashlib
+import json
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKL, UNetMotionModel
+from safetensors.torch import load_file, safe_open, save_file
+
+from .attention_capture import capture_temporal_attention, guided_module_names
+from .partial_unet import last_block, run_unet_until
+
+FORMAT_VERSION = "1"
+
+
+@dataclass
+class MotionRepresentation:
+    """Top-k values and indices of the reference's temporal attention, per guided module.
+
+    Attributes:
+        values: module name -> (B·h·w, heads, F, k) attention weights.
+        indices: module name -> (B·h·w, heads, F, k) uint8 key-frame indices.
+        metadata: plain strings (model, extraction parameters, frame hash).
+    """
+
+    values: dict[str, torch.Tensor]
+    indices: dict[str, torch.Tensor]
+    metadata: dict[str, str]
+
+    @property
+    def module_names(self) -> list[str]:
+        return list(self.values)
+
+    def to(self, device: torch.device | str) -> "MotionRepresentation":
+        return MotionRepresentation(
+            {name: value.to(device) for name, value in self.values.items()},
+            {name: index.to(device) for name, index in self.indices.items()},
+            dict(self.metadata),
+        )
+
+    def save(self, path: str | Path) -> Path:
+        """Write a safetensors file atomically; returns its path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {}
+        for name in self.values:
+            tensors[f"{name}.values"] = self.values[name].detach().contiguous().cpu()
+            tensors[f"{name}.indices"] = self.indices[name].detach().contiguous().cpu()
+        metadata = {**self.metadata, "format_version": FORMAT_VERSION, "modules": json.dumps(self.module_names)}
+        temporary = path.with_name(path.name + ".partial")
+        save_file(tensors, str(temporary), metadata=metadata)
+        temporary.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "MotionRepresentation":
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = dict(handle.metadata() or {})
+        tensors = load_file(str(path))
+        names = json.loads(metadata.pop("modules"))
+        metadata.pop("format_version", None)
+        return cls(
+            {name: tensors[f"{name}.values"] for name in names},
+            {name: tensors[f"{name}.indices"] for name in names},
+            metadata,
+        )
+
+
+def representation_key(frames: np.ndarray, model_description: dict[str, Any], extraction: dict[str, Any]) -> str:
+    """Content hash of the prepared reference frames, the model and the extraction parameters."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps([list(frames.shape), str(frames.dtype)]).encode())
+    digest.update(np.ascontiguousarray(frames).tobytes())
+    digest.update(json.dumps(model_description, sort_keys=True, default=str).encode())
+    digest.update(json.dumps(extraction, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+class RepresentationCache:
+    """Representations by key: a small in-memory LRU in front of an optional folder of safetensors files."""
+
+    def __init__(self, directory: str | Path | None = None, memory_items: int = 8) -> None:
+        self.directory = Path(directory) if directory is not None else None
+        self.memory_items = memory_items
+        self._memory: OrderedDict[str, MotionRepresentation] = OrderedDict()
+
+    def get(self, key: str) -> MotionRepresentation | None:
+        if key in self._memory:
+            self._memory.move_to_end(key)
+            return self._memory[key]
+        if self.directory is not None and (path := self._path(key)).is_file():
+            representation = MotionRepresentation.load(path)
+            self._remember(key, representation)
+            return representation
+        return None
+
+    def put(self, key: str, representation: MotionRepresentation) -> None:
+        self._remember(key, representation)
+        if self.directory is not None:
+            representation.save(self._path(key))
+
+    def _path(self, key: str) -> Path:
+        return Path(self.directory or ".") / f"{key}.safetensors"
+
+    def _remember(self, key: str, representation: MotionRepresentation) -> None:
+        self._memory[key] = representation
+        self._memory.move_to_end(key)
+        while len(self._memory) > self.memory_items:
+            self._memory.popitem(last=False)
+
+
+def frames_to_tensor(frames: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """uint8 (F, H, W, 3) -> (F, 3, H, W) in [−1, 1], as the official `x / 127.5 − 1`."""
+    video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+    return (video.to(device=device, dtype=torch.float32) / 127.5 - 1).to(dtype)
+
+
+@torch.no_grad()
+def encode_reference(
+    vae: AutoencoderKL,
+    frames: np.ndarray,
+    posterior: str,
+    generator: torch.Generator,
+    chunk_size: int = 8,
+) -> torch.Tensor:
+    """z_0 = scaling_factor · VAE.encode(frames), shape (1, 4, F, h, w).
+
+    `posterior` is "sample" (official; drawn from `generator`, never from the global RNG) or "mode".
+    """
+    video = frames_to_tensor(frames, vae.device, vae.dtype)
+    latents = []
+    for chunk in video.split(chunk_size):
+        distribution = vae.encode(chunk).latent_dist
+        latents.append(distribution.sample(generator) if posterior == "sample" else distribution.mode())
+    z0 = torch.cat(latents) * vae.config.scaling_factor
+    return z0.permute(1, 0, 2, 3).unsqueeze(0)
+
+
+def noise_latents(z0: torch.Tensor, noise: torch.Tensor, t: int, alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """x_t = √ᾱ_t·z_0 + √(1−ᾱ_t)·ε (spec 2.2)."""
+    alpha_prod_t = alphas_cumprod[t].to(torch.float32)
+    return (alpha_prod_t.sqrt() * z0.float() + (1 - alpha_prod_t).sqrt() * noise.float()).to(z0.dtype)
+
+
+@torch.no_grad()
+def extract_motion_representation(
+    unet: UNetMotionModel,
+    alphas_cumprod: torch.Tensor,
+    z0: torch.Tensor,
+    noise: torch.Tensor,
+    empty_prompt_embeds: torch.Tensor,
+    add_noise_step: int,
+    blocks: tuple[str, ...],
+    top_k: int,
+    precision: str,
+    metadata: dict[str, str] | None = None,
+) -> MotionRepresentation:
+    """Noise z_0 to t*, run the UNet once up to the last guided block, keep the top-k of each attention row.
+
+    Args:
+        unet: the AnimateDiff UNet.
+        alphas_cumprod: the scheduler's ᾱ table.
+        z0: reference latents (1, 4, F, h, w).
+        noise: ε of the same shape (the initial latent of the generation when coupled).
+        empty_prompt_embeds: CLIP embedding of "" (1, 77, C); no CFG.
+        add_noise_step: t*.
+        blocks: guided UNet blocks.
+        top_k: entries kept per query row.
+        precision: attention precision ("parity" or "accurate").
+        metadata: strings stored with the representation.
+    """
+    module_names = guided_module_names(unet, blocks)
+    x_t = noise_latents(z0, noise, add_noise_step, alphas_cumprod)
+    num_frames = z0.shape[2]
+    with capture_temporal_attention(unet, module_names, precision) as store:
+        store.recording = True
+        run_unet_until(
+            unet,
+            last_block(unet, blocks),
+            x_t,
+            add_noise_step,
+            encoder_hidden_states=empty_prompt_embeds.repeat_interleave(num_frames, dim=0),
+        )
+        probs = dict(store.probs)
+    values, indices = {}, {}
+    for name in module_names:
+        top_values, top_indices = probs[name].topk(top_k, dim=-1)
+        values[name] = top_values
+        indices[name] = top_indices.to(torch.uint8)
+    return MotionRepresentation(values, indices, dict(metadata or {}))
+
+
+def motion_loss(probs: dict[str, torch.Tensor], reference: MotionRepresentation) -> torch.Tensor:
+    """Σ_m mean((A^gen_m gathered at the reference indices − reference values)²) (spec 3.2-4)."""
+    module_losses = []
+    for name, reference_values in reference.values.items():
+        generated = probs[name].gather(-1, reference.indices[name].long())
+        module_losses.append(torch.nn.functional.mse_loss(generated, reference_values.to(generated.dtype).detach()))
+    return torch.stack(module_losses).sum()

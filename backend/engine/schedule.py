@@ -1,0 +1,117 @@
+"""The uneven timestep schedule, the guidance ramps and the guided DDIM step of MotionClone (spec 3.1, 3.2). No bpy.
+
+Notation (spec and DDIM paper):
+    ᾱ_t          alphas_cumprod[t]; ᾱ_{-1} = final_alpha_cumprod (1 with `set_alpha_to_one`)
+    x_t          the latent at timestep t
+    ε            the classifier-free-guided noise prediction at t
+    x̂_0          predicted clean latent, (x_t − √(1−ᾱ_t)·ε) / √ᾱ_t
+    ∇L           gradient of the motion loss with respect to x_t (the "score" here)
+    G, N         guided steps, total steps
+"""
+
+import numpy as np
+import torch
+
+from ..errors import ParameterError
+
+NUM_TRAIN_TIMESTEPS = 1000
+
+
+def uneven_timesteps(
+    num_inference_steps: int,
+    guidance_steps: int,
+    guidance_scale: float,
+    num_train_timesteps: int = NUM_TRAIN_TIMESTEPS,
+) -> torch.LongTensor:
+    """The official "uneven" schedule: G steps in [a, T−1] then N−G steps in [0, a−1], with a = int((1 − gs)·T).
+
+    Both halves are `round(linspace(...))` with numpy's round-half-to-even, descending. `steps_offset` plays no part.
+
+    Args:
+        num_inference_steps (`int`): N, the total number of denoising steps.
+        guidance_steps (`int`): G, the number of steps that get motion guidance (G ≤ N).
+        guidance_scale (`float`): the fraction of the timestep range, at the noisy end, that the guided steps cover.
+        num_train_timesteps (`int`, defaults to 1000): T.
+
+    Returns:
+        `torch.LongTensor` of N strictly decreasing timesteps, the guided ones first.
+    """
+    if not 0 < guidance_steps <= num_inference_steps:
+        raise ParameterError(
+            "guidance_steps",
+            f"must be between 1 and `num_inference_steps` ({num_inference_steps}), got {guidance_steps}",
+        )
+    T = num_train_timesteps
+    a = int((1 - guidance_scale) * T)
+    t_guided = np.round(np.linspace(a, T - 1, guidance_steps))[::-1]
+    t_unguided = np.round(np.linspace(0, a - 1, num_inference_steps - guidance_steps))[::-1]
+    timesteps = np.concatenate([t_guided, t_unguided]).astype(np.int64)
+    if np.any(np.diff(timesteps) >= 0):
+        # Happens only for tiny ranges (e.g. more guided steps than timesteps in [a, T−1]); the official code would
+        # silently repeat timesteps.
+        raise ParameterError(
+            "guidance_steps",
+            f"({guidance_steps} of {num_inference_steps}) does not fit into the timestep range that `guidance_scale` "
+            f"({guidance_scale}) leaves: {T - a} guided and {a} unguided timesteps are available",
+        )
+    return torch.from_numpy(timesteps.copy())
+
+
+def guidance_ramp(step_index: int, guidance_steps: int, warm_up_steps: int, cool_down_steps: int) -> float:
+    """λ(i), the factor on the motion loss at guided step i (spec 3.2-5).
+
+    Warm-up (i+1)/warm_up for i < warm_up; cool-down (G−i)/cool_down for i > G − cool_down. Where the two ramps
+    overlap (short runs: G < warm_up + cool_down) both factors apply, as in the official code.
+    """
+    ramp = 1.0
+    if step_index < warm_up_steps:
+        ramp *= (step_index + 1) / warm_up_steps
+    if cool_down_steps > 0 and step_index > guidance_steps - cool_down_steps:
+        ramp *= (guidance_steps - step_index) / cool_down_steps
+    return ramp
+
+
+def alpha_cumprod_at(alphas_cumprod: torch.Tensor, final_alpha_cumprod: torch.Tensor | float, t: int) -> torch.Tensor:
+    """ᾱ_t, with ᾱ_{-1} = `final_alpha_cumprod` for the step that lands on the clean sample."""
+    if t < 0:
+        return torch.as_tensor(final_alpha_cumprod, dtype=alphas_cumprod.dtype)
+    return alphas_cumprod[t]
+
+
+def guided_ddim_step(
+    x_t: torch.Tensor,
+    noise_pred: torch.Tensor,
+    t: int,
+    t_prev: int,
+    alphas_cumprod: torch.Tensor,
+    final_alpha_cumprod: torch.Tensor | float,
+    score: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """One deterministic DDIM step (η = 0) from t to an explicit t_prev, with the guidance gradient (spec 3.2-8).
+
+    x̂_0 comes from the unguided ε; only the direction term uses ε' = ε − √(1−ᾱ_t)·∇L (official behaviour, B11):
+        x_{t_prev} = √ᾱ_{t_prev}·x̂_0 + √(1−ᾱ_{t_prev})·ε'
+
+    Args:
+        x_t: latent at t.
+        noise_pred: ε at t (after classifier-free guidance).
+        t: current timestep.
+        t_prev: the next timestep of the schedule, or −1 after the last one.
+        alphas_cumprod: the scheduler's ᾱ table.
+        final_alpha_cumprod: ᾱ_{-1}.
+        score: ∇L with respect to x_t, or None for a plain DDIM step.
+
+    Returns:
+        x_{t_prev}, in the dtype of `x_t`.
+    """
+    alpha_prod_t = alpha_cumprod_at(alphas_cumprod, final_alpha_cumprod, t).to(x_t.device, torch.float32)
+    alpha_prod_t_prev = alpha_cumprod_at(alphas_cumprod, final_alpha_cumprod, t_prev).to(x_t.device, torch.float32)
+    beta_prod_t = 1 - alpha_prod_t
+    # Do the arithmetic in x_t's dtype like the official code; the scalars are computed in fp32 first.
+    sqrt_alpha_t = alpha_prod_t.sqrt().to(x_t.dtype)
+    sqrt_beta_t = beta_prod_t.sqrt().to(x_t.dtype)
+    x0_pred = (x_t - sqrt_beta_t * noise_pred) / sqrt_alpha_t
+    if score is not None:
+        noise_pred = noise_pred - sqrt_beta_t * score
+    direction = (1 - alpha_prod_t_prev).sqrt().to(x_t.dtype) * noise_pred
+    return alpha_prod_t_prev.sqrt().to(x_t.dtype) * x0_pred + direction

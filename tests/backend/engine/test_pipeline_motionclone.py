@@ -1,0 +1,234 @@
+"""End-to-end behaviour of the MotionClone pipeline on the tiny preset (CPU, 16x16 latents)."""
+
+import numpy as np
+import pytest
+import torch
+from diffusers import AnimateDiffPipeline
+
+from motionclone.backend.engine import MotionCloneParams, MotionClonePipeline, MotionRepresentation
+from motionclone.backend.engine.attention_capture import capture_temporal_attention, guided_module_names
+from motionclone.backend.engine.partial_unet import run_unet_until
+from motionclone.backend.engine.pipeline_motionclone import VAE_SEED_OFFSET
+from motionclone.backend.engine.representation import (
+    RepresentationCache,
+    encode_reference,
+    motion_loss,
+    noise_latents,
+)
+from motionclone.backend.errors import JobCancelled, ParameterError
+from motionclone.backend.models import load_preset
+from motionclone.backend.models.bundle import official_ddim_scheduler
+from motionclone.backend.samples import make_moving_square_clip
+from motionclone.backend.video_io import prepare_reference
+
+SIZE = 128  # 16x16 latents
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return MotionClonePipeline.from_bundle(load_preset("tiny", seed=0))
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return make_moving_square_clip(num_frames=20, height=SIZE, width=SIZE)
+
+
+def short_params(**changes):
+    values = dict(
+        prompt="a fox running",
+        num_frames=8,
+        height=SIZE,
+        width=SIZE,
+        num_inference_steps=6,
+        guidance_steps=3,
+        warm_up_steps=1,
+        cool_down_steps=1,
+    )
+    values.update(changes)
+    return MotionCloneParams(**values)
+
+
+def run_denoise(pipe, reference, params):
+    """Extraction and denoising without decoding; returns (x_0 latents, representation, extraction noise)."""
+    frames = prepare_reference(reference, params.num_frames, params.height, params.width).frames
+    empty = pipe.encode_prompt("")
+    noise = pipe.prepare_noise(params.seed, params)
+    representation, _, _ = pipe.obtain_representation(frames, noise, empty, params, None)
+    module_names = guided_module_names(pipe.unet, params.motion_guidance_blocks)
+    latents, _ = pipe.denoise(
+        noise,
+        pipe.prepare_timesteps(params),
+        representation,
+        module_names,
+        pipe.encode_prompt(params.negative_prompt),
+        pipe.encode_prompt(params.full_prompt),
+        params,
+        lambda *args: None,
+        lambda: False,
+    )
+    return latents, representation, noise, empty
+
+
+def motion_loss_of(pipe, latents, noise, empty, representation, params):
+    """The motion loss of a finished video: its attention at t* against the reference representation."""
+    module_names = guided_module_names(pipe.unet, params.motion_guidance_blocks)
+    x_t = noise_latents(latents, noise, params.add_noise_step, pipe.scheduler.alphas_cumprod)
+    with torch.no_grad(), capture_temporal_attention(pipe.unet, module_names) as store:
+        store.recording = True
+        run_unet_until(
+            pipe.unet,
+            "up_blocks.1",
+            x_t,
+            params.add_noise_step,
+            encoder_hidden_states=empty.repeat_interleave(params.num_frames, dim=0),
+        )
+        return float(motion_loss(store.probs, representation))
+
+
+def test_generates_uint8_frames_with_complete_metadata(pipe, reference):
+    stages = []
+    output = pipe(reference, short_params(), progress=lambda stage, step, total: stages.append((stage, step, total)))
+    assert output.frames.shape == (8, SIZE, SIZE, 3) and output.frames.dtype == np.uint8
+    meta = output.metadata
+    assert meta["seed"] == 2025 and meta["noise_coupled"] is True
+    assert meta["parameters"]["num_inference_steps"] == 6
+    assert meta["parameters"]["motion_norm"] == "per-frame"
+    assert meta["model"]["preset"] == "tiny"
+    assert set(meta["timings_s"]) == {"prepare", "extract", "denoise", "decode"}
+    assert len(meta["motion_loss"]) == 3 and all(np.isfinite(meta["motion_loss"]))
+    assert meta["timesteps"] == [999, 850, 700, 699, 350, 0]
+    assert ("denoise", 6, 6) in stages and stages[-1][0] == "decode"
+
+
+def test_same_seed_twice_gives_identical_frames_and_another_seed_does_not(pipe, reference):
+    first = pipe(reference, short_params(seed=7)).frames
+    second = pipe(reference, short_params(seed=7)).frames
+    other = pipe(reference, short_params(seed=8)).frames
+    assert np.array_equal(first, second)
+    assert not np.array_equal(first, other)
+
+
+def test_motion_guidance_lowers_the_motion_loss_of_the_result(pipe, reference):
+    for seed in (0, 1, 2):
+        unguided = short_params(seed=seed, num_inference_steps=8, guidance_steps=4, motion_guidance_weight=0.0)
+        guided = unguided.replace(motion_guidance_weight=20000.0)
+        losses = []
+        for params in (unguided, guided):
+            latents, representation, noise, empty = run_denoise(pipe, reference, params)
+            losses.append(motion_loss_of(pipe, latents, noise, empty, representation, params))
+        assert losses[1] < 0.95 * losses[0], (seed, losses)
+
+
+def test_without_guidance_it_reproduces_diffusers_animatediff(pipe, reference):
+    params = short_params(
+        motion_guidance_weight=0.0,
+        schedule="leading",
+        motion_norm="cross-frame",
+        cfg_form="standard",
+        cfg_scale=7.5,
+        seed=11,
+    )
+    ours = pipe(reference, params).frames
+    # diffusers runs the same UNet: make sure it is the stock one (cross-frame norms) again
+    assert type(pipe.unet.up_blocks[1].motion_modules[0].norm) is torch.nn.GroupNorm
+    scheduler = official_ddim_scheduler()
+    animatediff = AnimateDiffPipeline(
+        vae=pipe.vae,
+        text_encoder=pipe.text_encoder,
+        tokenizer=pipe.tokenizer,
+        unet=pipe.unet,
+        motion_adapter=pipe.motion_adapter,
+        scheduler=scheduler,
+    )
+    theirs = animatediff(
+        prompt=params.prompt,
+        negative_prompt=params.negative_prompt,
+        num_frames=params.num_frames,
+        height=params.height,
+        width=params.width,
+        num_inference_steps=params.num_inference_steps,
+        guidance_scale=params.cfg_scale,
+        latents=pipe.prepare_noise(params.seed, params),
+        output_type="np",
+    ).frames[0]
+    expected = (np.asarray(theirs) * 255).astype(np.uint8)
+    assert ours.shape == expected.shape
+    assert np.abs(ours.astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_official_cfg_form_equals_standard_form_with_scale_plus_one(pipe):
+    u, c = torch.randn(2, 1, 4, 2, 4, 4)
+    official = pipe.combine_cfg(u, c, short_params(cfg_scale=7.5))
+    standard = pipe.combine_cfg(u, c, short_params(cfg_scale=8.5, cfg_form="standard"))
+    torch.testing.assert_close(official, standard)
+
+
+def test_cancel_stops_within_one_step(pipe, reference):
+    steps_done = []
+
+    def progress(stage, step, total):
+        if stage == "denoise":
+            steps_done.append(step)
+
+    with pytest.raises(JobCancelled, match="step 2 of 6"):
+        pipe(reference, short_params(), progress=progress, cancel=lambda: len(steps_done) >= 3)
+    assert max(steps_done) == 2  # steps 1 and 2 finished, step 3 never started
+
+
+def test_representation_round_trip_through_safetensors_gives_zero_loss(pipe, reference, tmp_path):
+    params = short_params()
+    frames = prepare_reference(reference, params.num_frames, SIZE, SIZE).frames
+    empty = pipe.encode_prompt("")
+    noise = pipe.prepare_noise(params.seed, params)
+    representation, _, _ = pipe.obtain_representation(frames, noise, empty, params, None)
+    loaded = MotionRepresentation.load(representation.save(tmp_path / "rep.safetensors"))
+    assert loaded.module_names == representation.module_names
+    assert all(index.dtype == torch.uint8 for index in loaded.indices.values())
+    assert loaded.metadata["add_noise_step"] == "400"
+    # the same reference latents and noise again: the attention equals the reference, so the loss is 0
+    z0 = encode_reference(pipe.vae, frames, "sample", torch.Generator().manual_seed(params.seed + VAE_SEED_OFFSET))
+    assert motion_loss_of(pipe, z0, noise, empty, loaded, params) == 0.0
+
+
+def test_representation_cache_serves_other_seeds_when_decoupled(pipe, reference, tmp_path):
+    cache = RepresentationCache(tmp_path)
+    first = pipe(reference, short_params(seed=1, motion_seed=5), representation_cache=cache)
+    second = pipe(reference, short_params(seed=2, motion_seed=5), representation_cache=cache)
+    assert first.metadata["representation"]["cache_hit"] is False
+    assert second.metadata["representation"]["cache_hit"] is True
+    assert first.metadata["representation"]["key"] == second.metadata["representation"]["key"]
+    assert len(list(tmp_path.glob("*.safetensors"))) == 1
+    # a fresh cache object on the same folder finds it on disk
+    third = pipe(reference, short_params(seed=3, motion_seed=5), representation_cache=RepresentationCache(tmp_path))
+    assert third.metadata["representation"]["cache_hit"] is True
+    assert not np.array_equal(first.frames, second.frames)
+
+
+def test_coupled_noise_extracts_again_for_a_new_seed(pipe, reference):
+    cache = RepresentationCache()
+    first = pipe(reference, short_params(seed=1), representation_cache=cache)
+    second = pipe(reference, short_params(seed=2), representation_cache=cache)
+    assert first.metadata["representation"]["key"] != second.metadata["representation"]["key"]
+
+
+def test_accurate_precision_and_non_square_sizes_work(pipe, reference):
+    output = pipe(reference, short_params(attention_precision="accurate", height=64, width=96, top_k=2))
+    assert output.frames.shape == (8, 64, 96, 3)
+    assert output.metadata["parameters"]["attention_precision"] == "accurate"
+
+
+@pytest.mark.parametrize(
+    ("changes", "name"),
+    [
+        ({"num_frames": 33}, "num_frames"),
+        ({"width": 100}, "width"),
+        ({"guidance_steps": 7}, "guidance_steps"),
+        ({"motion_guidance_blocks": ("up_blocks.7",)}, "motion_guidance_blocks"),
+        ({"motion_guidance_weight": float("nan")}, "motion_guidance_weight"),
+    ],
+)
+def test_bad_parameters_raise_named_errors_before_any_work(pipe, reference, changes, name):
+    with pytest.raises(ParameterError) as raised:
+        pipe(reference, short_params(**changes), progress=lambda *args: pytest.fail("work started"))
+    assert raised.value.name == name
