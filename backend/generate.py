@@ -1,0 +1,59 @@
+"""Run one MotionClone job in this process: load a preset, generate, write the result folder. No bpy."""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .engine import MotionCloneOutput, MotionCloneParams, MotionClonePipeline, RepresentationCache
+from .models import load_preset
+from .results import write_result_folder
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class GenerateJob:
+    """One local generation.
+
+    Attributes:
+        reference: video file, image folder or array.
+        params: the MotionClone parameters.
+        out_dir: where result.mp4, frames/ and result.json go.
+        preset: model preset name.
+        preset_options: options for the preset (sources for real weights, `seed` for tiny).
+        device: "cpu", "cuda", "cuda:1" ...
+        dtype: "float32", "float16" or "bfloat16"; None takes the preset's default.
+        cache_dir: folder for cached motion representations, or None.
+    """
+
+    reference: Any
+    params: MotionCloneParams
+    out_dir: Path
+    preset: str = "sd15-animatediff-v3"
+    preset_options: dict[str, Any] = field(default_factory=dict)
+    device: str = "cpu"
+    dtype: str | None = None
+    cache_dir: Path | None = None
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def run_generate_job(
+    job: GenerateJob,
+    progress: Callable[[str, int, int], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> tuple[MotionCloneOutput, dict[str, Path]]:
+    """Load the models, generate, write the outputs; returns the output and the written paths."""
+    bundle = load_preset(
+        job.preset, device=job.device, dtype=DTYPES[job.dtype] if job.dtype else None, **job.preset_options
+    )
+    pipe = MotionClonePipeline.from_bundle(bundle)
+    cache = RepresentationCache(job.cache_dir)
+    output = pipe(job.reference, job.params, representation_cache=cache, progress=progress, cancel=cancel)
+    paths = write_result_folder(output.frames, output.metadata, job.out_dir, fps=job.params.fps)
+    return output, paths

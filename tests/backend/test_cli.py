@@ -1,0 +1,114 @@
+"""`motionclone generate` as a user runs it: a real process, a real video file, the tiny preset."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from motionclone.backend.samples import make_moving_square_clip
+from motionclone.backend.video_io import read_clip, write_mp4
+
+
+def run_cli(*args, cwd):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "motionclone.backend", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def reference_video(tmp_path_factory):
+    return write_mp4(make_moving_square_clip(20, 96, 96), tmp_path_factory.mktemp("ref") / "reference.mp4")
+
+
+def test_generate_writes_video_frames_and_metadata(reference_video, tmp_path):
+    out = tmp_path / "out"
+    result = run_cli(
+        "generate",
+        "--preset",
+        "tiny",
+        "--device",
+        "cpu",
+        "--reference",
+        str(reference_video),
+        "--prompt",
+        "a fox",
+        "--frames",
+        "8",
+        "--width",
+        "96",
+        "--height",
+        "64",
+        "--steps",
+        "4",
+        "--guidance-steps",
+        "2",
+        "--seed",
+        "42",
+        "--set",
+        "motion_norm=cross-frame",
+        "--out",
+        str(out),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "result.mp4" in result.stdout
+    video = read_clip(out / "result.mp4")
+    assert video.frames.shape == (8, 64, 96, 3)
+    assert sorted(path.name for path in (out / "frames").iterdir()) == [f"{i:04d}.png" for i in range(1, 9)]
+    metadata = json.loads((out / "result.json").read_text())
+    assert metadata["seed"] == 42
+    assert metadata["parameters"]["motion_norm"] == "cross-frame"
+    assert metadata["parameters"]["num_inference_steps"] == 4
+
+
+def test_bad_parameter_exits_2_and_names_it(reference_video, tmp_path):
+    result = run_cli(
+        "generate",
+        "--preset",
+        "tiny",
+        "--reference",
+        str(reference_video),
+        "--prompt",
+        "x",
+        "--width",
+        "100",
+        "--out",
+        str(tmp_path / "out"),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "`width` must be a multiple of 8, got 100" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_unreadable_reference_exits_4_with_the_path(tmp_path):
+    broken = tmp_path / "broken.mp4"
+    broken.write_text("not a video")
+    result = run_cli(
+        "generate",
+        "--preset",
+        "tiny",
+        "--reference",
+        str(broken),
+        "--prompt",
+        "x",
+        "--frames",
+        "8",
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "--out",
+        str(tmp_path / "out"),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 4
+    assert "broken.mp4" in result.stderr
