@@ -1,0 +1,225 @@
+"""Encode and decode protocol messages, with limits checked before anything is allocated. No bpy, no torch.
+
+`encode` and `decode` are the only places msgpack is called. `decode` checks, in order: part count, header size,
+msgpack well-formedness (with msgpack's own size caps), the version, the type, every field's presence and type,
+unknown fields, and declared shapes against the bytes that came with them. Each failure raises `ProtocolError`
+with a code from `errors` and the offending field.
+"""
+
+import math
+import types
+import typing
+from dataclasses import MISSING, asdict, dataclass, fields
+from typing import Any
+
+import msgpack
+
+from .errors import BAD_MESSAGE, INVALID_FIELD, TOO_LARGE, UNKNOWN_TYPE, UNSUPPORTED_VERSION, ProtocolError
+from .messages import DTYPE_SIZES, MESSAGE_TYPES, PROTOCOL_VERSION, ArraySpec, Message
+
+Buffer = bytes | bytearray | memoryview
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a peer accepts. The server announces its limits in Welcome.
+
+    Attributes:
+        max_message_bytes: whole multipart message (also set as the socket's ZMQ_MAXMSGSIZE).
+        max_header_bytes: the msgpack header.
+        max_frames: frames in an array part.
+        max_width, max_height: pixels of an array part.
+    """
+
+    max_message_bytes: int = 512 * 1024 * 1024
+    max_header_bytes: int = 64 * 1024
+    max_frames: int = 255
+    max_width: int = 2048
+    max_height: int = 2048
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def encode(message: Message, payload: Buffer | None = None) -> list[Buffer]:
+    """Message (+ the raw part its binary field declares) -> list of ZeroMQ frames."""
+    header = {"v": PROTOCOL_VERSION, "type": message.TYPE}
+    for item in fields(message):
+        value = getattr(message, item.name)
+        header[item.name] = _plain(value)
+    parts: list[Buffer] = [msgpack.packb(header, use_bin_type=True)]
+    declared = getattr(message, message.BINARY_FIELD) if message.BINARY_FIELD else None
+    if (declared is None) != (payload is None):
+        raise ProtocolError(BAD_MESSAGE, f"{message.TYPE}: the binary part and its declaration must come together")
+    if payload is not None:
+        view = memoryview(payload).cast("B")
+        if declared.nbytes != view.nbytes:
+            raise ProtocolError(
+                BAD_MESSAGE,
+                f"{message.TYPE}: {view.nbytes} bytes for shape {list(declared.shape)}",
+                message.BINARY_FIELD,
+            )
+        parts.append(view)
+    return parts
+
+
+def decode(frames: list[Buffer], limits: Limits = Limits()) -> tuple[Message, memoryview | None]:
+    """List of ZeroMQ frames -> (message, raw part or None). Raises `ProtocolError`."""
+    if not frames or len(frames) > 2:
+        raise ProtocolError(BAD_MESSAGE, f"a message has 1 or 2 parts, got {len(frames)}")
+    total = sum(memoryview(frame).nbytes for frame in frames)
+    if total > limits.max_message_bytes:
+        raise ProtocolError(TOO_LARGE, f"message of {total} bytes exceeds {limits.max_message_bytes}")
+    raw_header = bytes(frames[0])
+    if len(raw_header) > limits.max_header_bytes:
+        raise ProtocolError(TOO_LARGE, f"header of {len(raw_header)} bytes exceeds {limits.max_header_bytes}")
+    header = _unpack(raw_header, limits)
+    version = header.pop("v", None)
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(
+            UNSUPPORTED_VERSION,
+            f"protocol version {version!r} is not supported; this peer speaks {PROTOCOL_VERSION}",
+            "v",
+        )
+    message_type = header.pop("type", None)
+    cls = MESSAGE_TYPES.get(message_type) if isinstance(message_type, str) else None
+    if cls is None:
+        raise ProtocolError(
+            UNKNOWN_TYPE, f"unknown message type {message_type!r}; known: {sorted(MESSAGE_TYPES)}", "type"
+        )
+    message = _build(cls, header)
+    payload = memoryview(frames[1]).cast("B") if len(frames) == 2 else None
+    _check_payload(message, payload, limits)
+    return message, payload
+
+
+def _unpack(raw_header: bytes, limits: Limits) -> dict[str, Any]:
+    try:
+        header = msgpack.unpackb(
+            raw_header,
+            raw=False,
+            strict_map_key=True,
+            max_str_len=limits.max_header_bytes,
+            max_bin_len=0,
+            max_ext_len=0,
+            max_array_len=4096,
+            max_map_len=1024,
+        )
+    except Exception as error:  # msgpack raises several unrelated types for malformed input
+        raise ProtocolError(BAD_MESSAGE, f"the header is not valid msgpack ({type(error).__name__})") from error
+    if not isinstance(header, dict):
+        raise ProtocolError(BAD_MESSAGE, f"the header must be a map, got {type(header).__name__}")
+    return header
+
+
+def _build(cls: type[Message], header: dict[str, Any]) -> Message:
+    hints = typing.get_type_hints(cls)
+    known = {item.name: item for item in fields(cls)}
+    unknown = sorted(set(header) - set(known))
+    if unknown:
+        raise ProtocolError(INVALID_FIELD, f"{cls.TYPE}: unknown field {unknown[0]!r}", unknown[0])
+    values = {}
+    for name, item in known.items():
+        if name not in header:
+            if item.default is MISSING and item.default_factory is MISSING:
+                raise ProtocolError(INVALID_FIELD, f"{cls.TYPE}: missing field {name!r}", name)
+            continue
+        values[name] = _coerce(header[name], hints[name], f"{name}", cls.TYPE)
+    return cls(**values)
+
+
+def _coerce(value: Any, annotation: Any, name: str, message_type: str) -> Any:
+    """Check `value` against a field annotation; returns the typed value (ArraySpec for specs)."""
+    origin = typing.get_origin(annotation)
+    if origin in (types.UnionType, typing.Union):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        (inner,) = [option for option in options if option is not type(None)]
+        return _coerce(value, inner, name, message_type)
+    if annotation is ArraySpec:
+        return _array_spec(value, name, message_type)
+    if annotation is Any:
+        return value
+    expected = origin or annotation
+    ok = isinstance(value, expected) and not (isinstance(value, bool) and expected in (int, float))
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    if not ok:
+        raise ProtocolError(
+            INVALID_FIELD,
+            f"{message_type}: field {name!r} must be {_type_name(annotation)}, got {type(value).__name__}",
+            name,
+        )
+    if expected is float and not math.isfinite(value):
+        raise ProtocolError(INVALID_FIELD, f"{message_type}: field {name!r} must be a finite number, got {value}", name)
+    if expected is list:
+        (item_type,) = typing.get_args(annotation) or (Any,)
+        return [_coerce(item, item_type, f"{name}[{index}]", message_type) for index, item in enumerate(value)]
+    if expected is dict and not all(isinstance(key, str) for key in value):
+        raise ProtocolError(INVALID_FIELD, f"{message_type}: field {name!r} must have string keys", name)
+    return value
+
+
+def _array_spec(value: Any, name: str, message_type: str) -> ArraySpec:
+    if not isinstance(value, dict) or set(value) != {"shape", "dtype"}:
+        raise ProtocolError(INVALID_FIELD, f"{message_type}: {name!r} must be a map with shape and dtype", name)
+    shape, dtype = value["shape"], value["dtype"]
+    if not isinstance(shape, list) or not 1 <= len(shape) <= 4:
+        raise ProtocolError(INVALID_FIELD, f"{message_type}: {name}.shape must be a list of 1 to 4 sizes", name)
+    if not all(isinstance(size, int) and not isinstance(size, bool) and 0 < size < 2**31 for size in shape):
+        raise ProtocolError(
+            INVALID_FIELD, f"{message_type}: {name}.shape must hold positive integers, got {shape}", name
+        )
+    if dtype not in DTYPE_SIZES:
+        raise ProtocolError(INVALID_FIELD, f"{message_type}: {name}.dtype must be one of {sorted(DTYPE_SIZES)}", name)
+    return ArraySpec(tuple(shape), dtype)
+
+
+def _check_payload(message: Message, payload: memoryview | None, limits: Limits) -> None:
+    binary_field = message.BINARY_FIELD
+    declared = getattr(message, binary_field) if binary_field else None
+    if declared is None:
+        if payload is not None:
+            raise ProtocolError(BAD_MESSAGE, f"{message.TYPE}: an extra binary part came without a declaration")
+        return
+    if payload is None:
+        raise ProtocolError(
+            BAD_MESSAGE, f"{message.TYPE}: {binary_field} is declared but no binary part came", binary_field
+        )
+    if binary_field in ("reference", "frames"):
+        _check_video_shape(declared, binary_field, limits)
+    if declared.nbytes != payload.nbytes:
+        raise ProtocolError(
+            BAD_MESSAGE,
+            f"{message.TYPE}: {binary_field} declares shape {list(declared.shape)} ({declared.nbytes} bytes) but "
+            f"{payload.nbytes} bytes came",
+            binary_field,
+        )
+
+
+def _check_video_shape(spec: ArraySpec, name: str, limits: Limits) -> None:
+    if len(spec.shape) != 4 or spec.shape[3] != 3:
+        raise ProtocolError(
+            INVALID_FIELD, f"{name}.shape must be [frames, height, width, 3], got {list(spec.shape)}", name
+        )
+    frames, height, width, _ = spec.shape
+    for label, value, limit in (
+        ("frames", frames, limits.max_frames),
+        ("height", height, limits.max_height),
+        ("width", width, limits.max_width),
+    ):
+        if value > limit:
+            raise ProtocolError(TOO_LARGE, f"{name}: {value} {label} exceed the server's limit of {limit}", name)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, ArraySpec):
+        return {"shape": list(value.shape), "dtype": value.dtype}
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", str(annotation))

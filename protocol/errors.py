@@ -1,0 +1,63 @@
+"""Protocol errors and the error codes that travel in `Error` messages. Standard library only; no bpy, no torch.
+
+ProtocolError                 a message could not be encoded or decoded; `code` and `field` say why
+BackendUnavailable            the client has no live connection to a server (none yet, or heartbeats stopped)
+JobFailed                     a job ended with an `Error` message; carries code, message and hint
+JobCancelledError             a job ended with `Cancelled`
+"""
+
+# Error codes, as sent in `Error.code`. Clients may match on them; the message text is for people.
+BAD_MESSAGE = "bad_message"  # not msgpack, not a map, too many parts, bytes that do not match a declared shape
+UNSUPPORTED_VERSION = "unsupported_version"
+UNKNOWN_TYPE = "unknown_type"
+INVALID_FIELD = "invalid_field"  # missing, unknown or wrongly typed header field
+TOO_LARGE = "too_large"  # header, message, frame count or resolution over a limit
+INVALID_PARAMETER = "invalid_parameter"  # a MotionClone parameter out of range (the engine's validation)
+UNKNOWN_JOB = "unknown_job"  # no such job id, or its result has expired
+QUEUE_FULL = "queue_full"
+JOB_FAILED = "job_failed"  # an exception inside the job; the hint says what to change
+OUT_OF_MEMORY = "out_of_memory"
+SHUTTING_DOWN = "shutting_down"
+
+ERROR_CODES = (
+    BAD_MESSAGE,
+    UNSUPPORTED_VERSION,
+    UNKNOWN_TYPE,
+    INVALID_FIELD,
+    TOO_LARGE,
+    INVALID_PARAMETER,
+    UNKNOWN_JOB,
+    QUEUE_FULL,
+    JOB_FAILED,
+    OUT_OF_MEMORY,
+    SHUTTING_DOWN,
+)
+
+
+class ProtocolError(Exception):
+    """A message broke the protocol. `field` names the offending header field when there is one."""
+
+    def __init__(self, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.field = field
+        self.message = message
+
+
+class BackendUnavailable(Exception):
+    """No live connection to the backend server."""
+
+
+class JobFailed(Exception):
+    """A job ended with an error message from the server."""
+
+    def __init__(self, code: str, message: str, hint: str = "", field: str | None = None) -> None:
+        super().__init__(f"{message} {hint}".strip())
+        self.code = code
+        self.message = message
+        self.hint = hint
+        self.field = field
+
+
+class JobCancelledError(Exception):
+    """A job was cancelled before it finished."""

@@ -1,0 +1,236 @@
+"""MotionClone protocol v1: one frozen dataclass per message. Standard library only; no bpy, no torch.
+
+Wire layout (ZeroMQ multipart; the server's ROUTER adds and strips the routing id):
+
+    part 0      msgpack map: the header, {"v": 1, "type": <type>, <the message's fields>}
+    part 1..n   raw bytes, only where a header field declares them:
+                  Submit.reference  -> part 1: the reference frames, C-contiguous uint8 (F, H, W, 3)
+                  Result.frames     -> part 1: the result frames, C-contiguous uint8 (F, H, W, 3)
+                  Progress.preview  -> part 1: a PNG image
+
+An `ArraySpec` ({"shape": [...], "dtype": "uint8"}) declares a raw part; the byte count must match exactly.
+Field names and types below are the schema: `codec.decode` checks every one and rejects unknown fields.
+Client -> server: Hello, Submit, Cancel, Fetch, Ack, Ping. Server -> client: Welcome, Accepted, Queued, Progress,
+Result, Cancelled, JobStatus, Error, Pong.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+PROTOCOL_VERSION = 1
+
+# Job states reported in JobStatus.
+JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """Shape and dtype of a raw binary part."""
+
+    shape: tuple[int, ...]
+    dtype: str = "uint8"
+
+    @property
+    def nbytes(self) -> int:
+        count = 1
+        for size in self.shape:
+            count *= size
+        return count * DTYPE_SIZES[self.dtype]
+
+
+DTYPE_SIZES = {"uint8": 1}
+
+
+@dataclass(frozen=True)
+class Message:
+    """Base of all messages. `TYPE` is the wire name; `BINARY_FIELD` names the header field that declares part 1."""
+
+    TYPE: ClassVar[str] = ""
+    BINARY_FIELD: ClassVar[str | None] = None
+
+
+# ---- client -> server ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Hello(Message):
+    """First message of a connection. Answered with Welcome, or Error(unsupported_version)."""
+
+    TYPE: ClassVar[str] = "hello"
+    request_id: str
+    client: str = ""
+
+
+@dataclass(frozen=True)
+class Submit(Message):
+    """Queue a job. `params` are MotionClone parameters by name (see docs/configuration.md); part 1 holds the frames.
+
+    `reference_fps` is the reference clip's frame rate; `preset` must be one the server loaded (None: its default).
+    """
+
+    TYPE: ClassVar[str] = "submit"
+    BINARY_FIELD: ClassVar[str | None] = "reference"
+    request_id: str
+    params: dict[str, Any]
+    reference: ArraySpec
+    reference_fps: float = 8.0
+    preset: str | None = None
+
+
+@dataclass(frozen=True)
+class Cancel(Message):
+    """Stop a queued or running job. Answered with Cancelled (or Error(unknown_job))."""
+
+    TYPE: ClassVar[str] = "cancel"
+    request_id: str
+    job_id: str
+
+
+@dataclass(frozen=True)
+class Fetch(Message):
+    """Ask for a job by id: a finished job's Result is sent again; a queued or running job is re-attached to this
+    connection (its progress comes here from now on) and JobStatus is the reply."""
+
+    TYPE: ClassVar[str] = "fetch"
+    request_id: str
+    job_id: str
+
+
+@dataclass(frozen=True)
+class Ack(Message):
+    """The client has stored the result: the server may delete it. Answered with JobStatus."""
+
+    TYPE: ClassVar[str] = "ack"
+    request_id: str
+    job_id: str
+
+
+@dataclass(frozen=True)
+class Ping(Message):
+    """Heartbeat; answered with Pong."""
+
+    TYPE: ClassVar[str] = "ping"
+    request_id: str
+
+
+# ---- server -> client ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Welcome(Message):
+    """Reply to Hello: what this server is and what it accepts. `limits` is documented in docs/protocol.md."""
+
+    TYPE: ClassVar[str] = "welcome"
+    request_id: str
+    server_version: str
+    device: str
+    presets: list[str]
+    default_preset: str
+    limits: dict[str, Any]
+    heartbeat_interval: float
+
+
+@dataclass(frozen=True)
+class Accepted(Message):
+    """Reply to Submit: the job id (keep it to fetch the result later) and its place in the queue (0 = running next)."""
+
+    TYPE: ClassVar[str] = "accepted"
+    request_id: str
+    job_id: str
+    queue_position: int
+
+
+@dataclass(frozen=True)
+class Queued(Message):
+    """The job moved up in the queue."""
+
+    TYPE: ClassVar[str] = "queued"
+    job_id: str
+    queue_position: int
+
+
+@dataclass(frozen=True)
+class Progress(Message):
+    """A job advanced. Stages: prepare, extract, denoise, decode. With `preview`, part 1 is a small PNG."""
+
+    TYPE: ClassVar[str] = "progress"
+    BINARY_FIELD: ClassVar[str | None] = "preview"
+    job_id: str
+    stage: str
+    step: int
+    total: int
+    elapsed: float
+    eta: float | None = None
+    preview: ArraySpec | None = None
+
+
+@dataclass(frozen=True)
+class Result(Message):
+    """A finished job. Part 1 holds the frames; `metadata` is the engine's (seed, parameters, timings ...)."""
+
+    TYPE: ClassVar[str] = "result"
+    BINARY_FIELD: ClassVar[str | None] = "frames"
+    job_id: str
+    frames: ArraySpec
+    fps: float
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Cancelled(Message):
+    """A job stopped on request."""
+
+    TYPE: ClassVar[str] = "cancelled"
+    job_id: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class JobStatus(Message):
+    """Where a job stands: one of JOB_STATES, and its queue position while queued."""
+
+    TYPE: ClassVar[str] = "job_status"
+    request_id: str
+    job_id: str
+    state: str
+    queue_position: int | None = None
+
+
+@dataclass(frozen=True)
+class Error(Message):
+    """A request or a job failed. `code` is one of errors.ERROR_CODES, `field` names the offending field, `hint`
+    says what to do next. `request_id` and `job_id` tie it to what failed, when known."""
+
+    TYPE: ClassVar[str] = "error"
+    code: str
+    message: str
+    hint: str = ""
+    field: str | None = None
+    request_id: str | None = None
+    job_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Pong(Message):
+    """Reply to Ping."""
+
+    TYPE: ClassVar[str] = "pong"
+    request_id: str
+
+
+MESSAGE_TYPES: dict[str, type[Message]] = {
+    cls.TYPE: cls
+    for cls in (
+        Hello,
+        Submit,
+        Cancel,
+        Fetch,
+        Ack,
+        Ping,
+        Welcome,
+        Accepted,
+        Queued,
+        Progress,
+        Result,
+        Cancelled,
+        JobStatus,
+        Error,
+        Pong,
+    )
+}

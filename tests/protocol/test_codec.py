@@ -1,0 +1,191 @@
+import contextlib
+import math
+
+import msgpack
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from motionclone.protocol import errors as codes
+from motionclone.protocol.codec import Limits, decode, encode
+from motionclone.protocol.errors import ProtocolError
+from motionclone.protocol.messages import (
+    MESSAGE_TYPES,
+    PROTOCOL_VERSION,
+    Accepted,
+    ArraySpec,
+    Error,
+    Hello,
+    Progress,
+    Result,
+    Submit,
+)
+
+
+def header(**fields):
+    return msgpack.packb({"v": PROTOCOL_VERSION, **fields}, use_bin_type=True)
+
+
+def frames_payload(shape=(2, 8, 8, 3)):
+    return np.arange(np.prod(shape), dtype=np.uint8).reshape(shape)
+
+
+def test_submit_round_trip_keeps_fields_and_frames_bit_identical():
+    frames = frames_payload()
+    message = Submit("r1", {"prompt": "a fox", "seed": 3}, ArraySpec(frames.shape), reference_fps=24.0, preset="tiny")
+    decoded, payload = decode(encode(message, frames.data))
+    assert decoded == message
+    assert np.array_equal(np.frombuffer(payload, np.uint8).reshape(frames.shape), frames)
+
+
+@given(
+    job_id=st.text(max_size=40),
+    stage=st.sampled_from(["prepare", "extract", "denoise", "decode"]),
+    step=st.integers(0, 10_000),
+    total=st.integers(1, 10_000),
+    elapsed=st.floats(0, 1e6),
+    eta=st.none() | st.floats(0, 1e6),
+)
+def test_progress_round_trip(job_id, stage, step, total, elapsed, eta):
+    message = Progress(job_id, stage, step, total, elapsed, eta)
+    assert decode(encode(message))[0] == message
+
+
+def test_every_message_type_is_registered_under_its_wire_name():
+    assert all(name == cls.TYPE for name, cls in MESSAGE_TYPES.items())
+    assert {"hello", "submit", "cancel", "fetch", "ack", "ping"} <= set(MESSAGE_TYPES)
+
+
+def test_result_with_metadata_round_trip():
+    frames = frames_payload((3, 4, 4, 3))
+    message = Result("j", ArraySpec(frames.shape), 8.0, {"seed": 1, "timings_s": {"denoise": 1.5}})
+    decoded, payload = decode(encode(message, frames.data))
+    assert decoded == message and bytes(payload) == frames.tobytes()
+
+
+@pytest.mark.parametrize(
+    ("parts", "code", "field"),
+    [
+        ([b"\xc1"], codes.BAD_MESSAGE, None),
+        ([msgpack.packb([1, 2])], codes.BAD_MESSAGE, None),
+        ([msgpack.packb({"v": 99, "type": "ping", "request_id": "x"})], codes.UNSUPPORTED_VERSION, "v"),
+        ([header(type="teleport", request_id="x")], codes.UNKNOWN_TYPE, "type"),
+        ([header(type="ping")], codes.INVALID_FIELD, "request_id"),
+        ([header(type="ping", request_id="x", extra=1)], codes.INVALID_FIELD, "extra"),
+        ([header(type="ping", request_id=5)], codes.INVALID_FIELD, "request_id"),
+        ([header(type="queued", job_id="j", queue_position=True)], codes.INVALID_FIELD, "queue_position"),
+        (
+            [header(type="progress", job_id="j", stage="s", step=1, total=2, elapsed=math.nan)],
+            codes.INVALID_FIELD,
+            "elapsed",
+        ),
+        ([header(type="ping", request_id="x"), b"extra"], codes.BAD_MESSAGE, None),
+        ([header(type="ping", request_id="x"), b"a", b"b"], codes.BAD_MESSAGE, None),
+    ],
+)
+def test_malformed_messages_are_rejected_with_a_code_and_field(parts, code, field):
+    with pytest.raises(ProtocolError) as raised:
+        decode(parts)
+    assert raised.value.code == code
+    assert raised.value.field == field
+
+
+def submit_header(shape, dtype="uint8", **extra):
+    return header(
+        type="submit", request_id="r", params={"prompt": "x"}, reference={"shape": shape, "dtype": dtype}, **extra
+    )
+
+
+def test_declared_shape_must_match_the_bytes():
+    with pytest.raises(
+        ProtocolError, match=r"declares shape \[2, 8, 8, 3\] \(384 bytes\) but 383 bytes came"
+    ) as raised:
+        decode([submit_header([2, 8, 8, 3]), b"\0" * 383])
+    assert raised.value.field == "reference"
+
+
+def test_huge_declared_shapes_are_refused_before_allocation():
+    limits = Limits(max_frames=64, max_width=1024, max_height=1024)
+    with pytest.raises(ProtocolError) as raised:
+        decode([submit_header([100000, 512, 512, 3]), b"\0" * 16], limits)
+    assert raised.value.code == codes.TOO_LARGE and "100000 frames exceed the server's limit of 64" in str(raised.value)
+    with pytest.raises(ProtocolError, match="4096 width exceed the server's limit of 1024"):
+        decode([submit_header([2, 8, 4096, 3]), b"\0" * 16], limits)
+    with pytest.raises(ProtocolError, match=r"shape must be \[frames, height, width, 3\]"):
+        decode([submit_header([2, 8, 8, 4]), b"\0" * 512], limits)
+    with pytest.raises(ProtocolError, match="dtype must be one of"):
+        decode([submit_header([2, 8, 8, 3], dtype="float64"), b"\0" * 384], limits)
+
+
+def test_header_and_message_size_limits():
+    limits = Limits(max_header_bytes=100, max_message_bytes=1000)
+    big_prompt = header(type="hello", request_id="x", client="c" * 200)
+    with pytest.raises(ProtocolError, match="exceeds 100") as raised:
+        decode([big_prompt], limits)
+    assert raised.value.code == codes.TOO_LARGE
+    with pytest.raises(ProtocolError, match="exceeds 1000"):
+        decode([submit_header([2, 20, 20, 3]), b"\0" * 2400], limits)
+
+
+def test_encode_refuses_a_payload_that_does_not_match_its_declaration():
+    with pytest.raises(ProtocolError):
+        encode(Submit("r", {}, ArraySpec((1, 2, 2, 3))), b"\0" * 5)
+    with pytest.raises(ProtocolError):
+        encode(Submit("r", {}, ArraySpec((1, 2, 2, 3))))
+
+
+def test_error_message_fields_survive():
+    message = Error(codes.INVALID_PARAMETER, "`width` must be a multiple of 8", field="width", request_id="r")
+    assert decode(encode(message))[0] == message
+
+
+def test_ints_are_accepted_where_floats_are_declared():
+    decoded, _ = decode(
+        [
+            header(
+                type="welcome",
+                request_id="r",
+                server_version="1",
+                device="cpu",
+                presets=["tiny"],
+                default_preset="tiny",
+                limits={},
+                heartbeat_interval=1,
+            )
+        ]
+    )
+    assert decoded.heartbeat_interval == 1.0 and isinstance(decoded.heartbeat_interval, float)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=200), min_size=0, max_size=3))
+def test_random_bytes_only_ever_raise_protocol_error(parts):
+    with contextlib.suppress(ProtocolError):
+        decode(parts)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["v", "type", "request_id", "job_id", "params", "reference", "queue_position", "client", "x"]),
+        st.none()
+        | st.booleans()
+        | st.integers(-(2**63), 2**64 - 1)
+        | st.floats()
+        | st.text(max_size=10)
+        | st.lists(st.integers(-5, 10), max_size=5)
+        | st.dictionaries(st.text(max_size=5), st.integers(-(2**63), 2**64 - 1), max_size=3),
+        max_size=6,
+    ),
+    st.sampled_from(sorted(MESSAGE_TYPES)),
+)
+def test_random_headers_only_ever_raise_protocol_error(fields, message_type):
+    fields = {"v": PROTOCOL_VERSION, "type": message_type, **fields}
+    with contextlib.suppress(ProtocolError):
+        decode([msgpack.packb(fields, use_bin_type=True)])
+
+
+def test_accepted_queue_position_is_an_int():
+    decoded, _ = decode(encode(Accepted("r", "j", 2)))
+    assert decoded.queue_position == 2 and decode(encode(Hello("r")))[0] == Hello("r")
