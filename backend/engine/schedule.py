@@ -20,17 +20,18 @@ NUM_TRAIN_TIMESTEPS = 1000
 def uneven_timesteps(
     num_inference_steps: int,
     guidance_steps: int,
-    guidance_scale: float,
+    guidance_fraction: float,
     num_train_timesteps: int = NUM_TRAIN_TIMESTEPS,
 ) -> torch.LongTensor:
-    """The official "uneven" schedule: G steps in [a, T−1] then N−G steps in [0, a−1], with a = int((1 − gs)·T).
+    """The official "uneven" schedule: G steps in [a, T−1] then N−G steps in [0, a−1], with a = int((1 − f)·T).
 
     Both halves are `round(linspace(...))` with numpy's round-half-to-even, descending. `steps_offset` plays no part.
 
     Args:
         num_inference_steps (`int`): N, the total number of denoising steps.
         guidance_steps (`int`): G, the number of steps that get motion guidance (G ≤ N).
-        guidance_scale (`float`): the fraction of the timestep range, at the noisy end, that the guided steps cover.
+        guidance_fraction (`float`): the official `guidance_scale`: the fraction of the timestep range, at the noisy
+            end, that the guided steps cover.
         num_train_timesteps (`int`, defaults to 1000): T.
 
     Returns:
@@ -42,7 +43,7 @@ def uneven_timesteps(
             f"must be between 1 and `num_inference_steps` ({num_inference_steps}), got {guidance_steps}",
         )
     T = num_train_timesteps
-    a = int((1 - guidance_scale) * T)
+    a = int((1 - guidance_fraction) * T)
     t_guided = np.round(np.linspace(a, T - 1, guidance_steps))[::-1]
     t_unguided = np.round(np.linspace(0, a - 1, num_inference_steps - guidance_steps))[::-1]
     timesteps = np.concatenate([t_guided, t_unguided]).astype(np.int64)
@@ -51,8 +52,9 @@ def uneven_timesteps(
         # silently repeat timesteps.
         raise ParameterError(
             "guidance_steps",
-            f"({guidance_steps} of {num_inference_steps}) does not fit into the timestep range that `guidance_scale` "
-            f"({guidance_scale}) leaves: {T - a} guided and {a} unguided timesteps are available",
+            f"({guidance_steps} of {num_inference_steps}) does not fit into the timestep range that "
+            f"`guidance_fraction` ({guidance_fraction}) leaves: {T - a} guided and "
+            f"{a} unguided timesteps are available",
         )
     return torch.from_numpy(timesteps.copy())
 
