@@ -25,7 +25,8 @@ class Limits:
     """What a peer accepts. The server announces its limits in Welcome.
 
     Attributes:
-        max_message_bytes: whole multipart message (also set as the socket's ZMQ_MAXMSGSIZE).
+        max_message_bytes: whole multipart message; the server also sets it as ZMQ_MAXMSGSIZE, which libzmq applies
+            to each part, so an oversized part is dropped before it is even received.
         max_header_bytes: the msgpack header.
         max_frames: frames in an array part.
         max_width, max_height: pixels of an array part.

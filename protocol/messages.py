@@ -7,11 +7,12 @@ Wire layout (ZeroMQ multipart; the server's ROUTER adds and strips the routing i
                   Submit.reference  -> part 1: the reference frames, C-contiguous uint8 (F, H, W, 3)
                   Result.frames     -> part 1: the result frames, C-contiguous uint8 (F, H, W, 3)
                   Progress.preview  -> part 1: a PNG image
+                  Echo.data         -> part 1: any bytes (1-D uint8), sent back unchanged
 
 An `ArraySpec` ({"shape": [...], "dtype": "uint8"}) declares a raw part; the byte count must match exactly.
 Field names and types below are the schema: `codec.decode` checks every one and rejects unknown fields.
-Client -> server: Hello, Submit, Cancel, Fetch, Ack, Ping. Server -> client: Welcome, Accepted, Queued, Progress,
-Result, Cancelled, JobStatus, Error, Pong.
+Client -> server: Hello, Submit, Cancel, Fetch, Ack, Ping, Echo. Server -> client: Welcome, Accepted, Queued,
+Progress, Result, Cancelled, JobStatus, Error, Pong, Echo.
 """
 
 from dataclasses import dataclass, field
@@ -101,6 +102,17 @@ class Ack(Message):
     TYPE: ClassVar[str] = "ack"
     request_id: str
     job_id: str
+
+
+@dataclass(frozen=True)
+class Echo(Message):
+    """Diagnostics: the server sends the same bytes straight back (as Echo). Measures the link's round trip and
+    throughput, for example from "Test connection"."""
+
+    TYPE: ClassVar[str] = "echo"
+    BINARY_FIELD: ClassVar[str | None] = "data"
+    request_id: str
+    data: ArraySpec | None = None
 
 
 @dataclass(frozen=True)
@@ -223,6 +235,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         Fetch,
         Ack,
         Ping,
+        Echo,
         Welcome,
         Accepted,
         Queued,

@@ -15,6 +15,7 @@ from motionclone.protocol.messages import (
     PROTOCOL_VERSION,
     Accepted,
     ArraySpec,
+    Echo,
     Error,
     Hello,
     Progress,
@@ -189,3 +190,9 @@ def test_random_headers_only_ever_raise_protocol_error(fields, message_type):
 def test_accepted_queue_position_is_an_int():
     decoded, _ = decode(encode(Accepted("r", "j", 2)))
     assert decoded.queue_position == 2 and decode(encode(Hello("r")))[0] == Hello("r")
+
+
+def test_echo_carries_any_bytes_or_none():
+    decoded, payload = decode(encode(Echo("r", ArraySpec((5,))), b"abcde"))
+    assert decoded.data == ArraySpec((5,)) and bytes(payload) == b"abcde"
+    assert decode(encode(Echo("r")))[1] is None

@@ -1,0 +1,607 @@
+"""Tests for the protocol client and the CurveZMQ key helpers, against a fake server on real loopback sockets.
+
+No bpy, no torch. The fake server is a ROUTER on its own thread that speaks the codec and steers each job by
+`params["mode"]`: "ok" (accepted, progress, result), "reject" (error for the request), "fail" (accepted, progress,
+error for the job), "hang" (accepted, progress, then nothing), "silent" (no answer at all), "garbage" (an unreadable
+message first, then like "ok"). Results are the reference frames inverted (255 - x), so they prove a round trip.
+"""
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zmq
+import zmq.auth
+from zmq.auth.thread import ThreadAuthenticator
+
+from motionclone.protocol import keys
+from motionclone.protocol.client import Client, Event
+from motionclone.protocol.codec import Limits, decode, encode
+from motionclone.protocol.errors import (
+    BACKEND_UNAVAILABLE,
+    INVALID_PARAMETER,
+    OUT_OF_MEMORY,
+    UNKNOWN_JOB,
+    BackendUnavailable,
+    JobCancelledError,
+    JobFailed,
+)
+from motionclone.protocol.messages import (
+    Accepted,
+    Ack,
+    ArraySpec,
+    Cancel,
+    Cancelled,
+    Error,
+    Fetch,
+    Hello,
+    JobStatus,
+    Message,
+    Ping,
+    Pong,
+    Progress,
+    Result,
+    Submit,
+    Welcome,
+)
+
+HEARTBEAT = 0.2
+DEAD_AFTER = 1.0
+PREVIEW_PNG = b"\x89PNG\r\n\x1a\n-preview"
+
+
+class FakeServer:
+    """A minimal protocol server on a thread. `received` lists every message it decoded, in order."""
+
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        results: dict[str, np.ndarray] | None = None,
+        curve_keys: tuple[bytes, bytes] | None = None,
+        context: zmq.Context | None = None,
+    ) -> None:
+        self._own_context = context is None
+        self.context = zmq.Context() if context is None else context
+        self.socket = self.context.socket(zmq.ROUTER)
+        self.socket.linger = 0
+        if curve_keys is not None:
+            self.socket.curve_server = True
+            self.socket.curve_publickey, self.socket.curve_secretkey = curve_keys
+        if port is None:
+            self.port = self.socket.bind_to_random_port("tcp://127.0.0.1")
+        else:
+            self.port = port
+            self.socket.bind(f"tcp://127.0.0.1:{port}")
+        self.results = dict(results or {})
+        self.received: list[Message] = []
+        self._jobs = 0
+        self._running: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="fake-server", daemon=True)
+        self._thread.start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"tcp://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        """Stop answering and close the socket; idempotent."""
+        self._stop.set()
+        self._thread.join(5.0)
+        if self._own_context and not self.context.closed:
+            self.context.term()
+
+    def received_of(self, kind: type[Message]) -> list[Message]:
+        return [message for message in list(self.received) if isinstance(message, kind)]
+
+    def _serve(self) -> None:
+        try:
+            while not self._stop.is_set():
+                if self.socket.poll(20, zmq.POLLIN):
+                    identity, *frames = self.socket.recv_multipart()
+                    message, payload = decode(frames, Limits())
+                    self.received.append(message)
+                    self._answer(identity, message, payload)
+        finally:
+            self.socket.close(linger=0)
+
+    def _send(self, identity: bytes, message: Message, payload: bytes | None = None) -> None:
+        self.socket.send_multipart([identity, *encode(message, payload)])
+
+    def _answer(self, identity: bytes, message: Message, payload: memoryview | None) -> None:
+        if isinstance(message, Hello):
+            welcome = Welcome(
+                request_id=message.request_id,
+                server_version="fake-1",
+                device="cpu",
+                presets=["tiny"],
+                default_preset="tiny",
+                limits=Limits().to_dict(),
+                heartbeat_interval=HEARTBEAT,
+            )
+            self._send(identity, welcome)
+        elif isinstance(message, Ping):
+            self._send(identity, Pong(request_id=message.request_id))
+        elif isinstance(message, Submit):
+            self._answer_submit(identity, message, payload)
+        elif isinstance(message, Cancel):
+            self._running.discard(message.job_id)
+            self._send(identity, Cancelled(job_id=message.job_id, reason="requested"))
+        elif isinstance(message, Fetch):
+            self._answer_fetch(identity, message)
+        elif isinstance(message, Ack):
+            self._send(identity, JobStatus(request_id=message.request_id, job_id=message.job_id, state="done"))
+
+    def _answer_submit(self, identity: bytes, message: Submit, payload: memoryview | None) -> None:
+        mode = message.params.get("mode", "ok")
+        if mode == "silent":
+            return
+        if mode == "reject":
+            error = Error(
+                code=INVALID_PARAMETER,
+                message="`guidance_scale` must be at most 20, got 99",
+                hint="Lower it.",
+                field="guidance_scale",
+                request_id=message.request_id,
+            )
+            self._send(identity, error)
+            return
+        self._jobs += 1
+        job_id = f"job-{self.port}-{self._jobs}"
+        self._send(identity, Accepted(request_id=message.request_id, job_id=job_id, queue_position=0))
+        if mode == "garbage":
+            self.socket.send_multipart([identity, b"\xc1 not msgpack"])
+        progress = Progress(
+            job_id=job_id, stage="denoise", step=1, total=2, elapsed=0.1, preview=ArraySpec((len(PREVIEW_PNG),))
+        )
+        self._send(identity, progress, PREVIEW_PNG)
+        if mode == "hang":
+            self._running.add(job_id)
+        elif mode == "fail":
+            error = Error(code=OUT_OF_MEMORY, message="CUDA out of memory", hint="Use fewer frames.", job_id=job_id)
+            self._send(identity, error)
+        else:
+            reference = np.frombuffer(payload, np.uint8).reshape(message.reference.shape)
+            self._send_result(identity, job_id, 255 - reference)
+
+    def _answer_fetch(self, identity: bytes, message: Fetch) -> None:
+        if message.job_id in self.results:
+            self._send_result(identity, message.job_id, self.results[message.job_id])
+        elif message.job_id in self._running:
+            status = JobStatus(request_id=message.request_id, job_id=message.job_id, state="running")
+            self._send(identity, status)
+        else:
+            error = Error(
+                code=UNKNOWN_JOB,
+                message=f"no job {message.job_id}",
+                request_id=message.request_id,
+                job_id=message.job_id,
+            )
+            self._send(identity, error)
+
+    def _send_result(self, identity: bytes, job_id: str, frames: np.ndarray) -> None:
+        frames = np.ascontiguousarray(frames)
+        result = Result(job_id=job_id, frames=ArraySpec(frames.shape), fps=8.0, metadata={"seed": 7})
+        self._send(identity, result, frames.tobytes())
+
+
+@pytest.fixture
+def server() -> Iterator[FakeServer]:
+    fake = FakeServer()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def make_client() -> Iterator[Callable[..., Client]]:
+    clients: list[Client] = []
+
+    def make(endpoint: str, **options: object) -> Client:
+        options = {"heartbeat_interval": HEARTBEAT, "dead_after": DEAD_AFTER, "max_backoff": 0.4, **options}
+        client = Client(endpoint, **options)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+def make_frames(shape: tuple[int, ...] = (8, 64, 64, 3), seed: int = 0) -> np.ndarray:
+    # 8 x 64 x 64 x 3 = 96 KiB: above pyzmq's copy threshold, so the zero-copy send path is exercised.
+    return np.random.default_rng(seed).integers(0, 256, size=shape, dtype=np.uint8)
+
+
+def wait_for_event(client: Client, kind: str, timeout: float = 3.0) -> tuple[Event, list[Event]]:
+    """Read events until one of `kind` arrives; returns it and every event read before it."""
+    seen: list[Event] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        event = client.next_event(deadline - time.monotonic())
+        if event is None:
+            continue
+        if event.kind == kind:
+            return event, seen
+        seen.append(event)
+    raise AssertionError(f"no {kind!r} event within {timeout} s; saw {[event.kind for event in seen]}")
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 3.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.01)
+
+
+def free_port() -> int:
+    """A loopback port that nothing listens on."""
+    with zmq.Context() as context, context.socket(zmq.ROUTER) as socket:
+        socket.linger = 0
+        return socket.bind_to_random_port("tcp://127.0.0.1")
+
+
+# ---- connecting -----------------------------------------------------------------------------------------------------
+def test_connect_emits_connected_with_the_welcome(server: FakeServer, make_client: Callable[..., Client]) -> None:
+    client = make_client(server.endpoint, client_name="blender-test").start()
+
+    event, _ = wait_for_event(client, "connected")
+
+    assert isinstance(event.message, Welcome)
+    assert event.message.device == "cpu"
+    assert client.connected
+    assert client.server_info == event.message
+    assert client.wait_connected(timeout=1.0) == event.message
+    (hello,) = server.received_of(Hello)
+    assert hello.client == "blender-test"
+    assert event.request_id == hello.request_id
+
+
+def test_wait_connected_raises_when_no_server_exists(make_client: Callable[..., Client]) -> None:
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    client = make_client(endpoint).start()
+
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailable) as raised:
+        client.wait_connected(timeout=0.8)
+
+    assert time.monotonic() - started < 1.3
+    assert endpoint in str(raised.value)
+    assert "motionclone serve" in str(raised.value)
+    assert not client.connected
+
+
+# ---- jobs -----------------------------------------------------------------------------------------------------------
+def test_submit_streams_accepted_progress_result_with_identical_frames(
+    server: FakeServer, make_client: Callable[..., Client]
+) -> None:
+    client = make_client(server.endpoint).start()
+    # A non-contiguous view: the client must send its contents, made contiguous.
+    frames = make_frames()[:, ::-1]
+
+    request_id = client.submit(frames, {"prompt": "a fox"}, fps=12.0, preset="tiny")
+    result, seen = wait_for_event(client, "result")
+
+    assert [event.kind for event in seen] == ["connected", "accepted", "progress"]
+    accepted, progress = seen[1], seen[2]
+    assert accepted.request_id == request_id
+    assert progress.job_id == accepted.job_id
+    assert progress.payload == PREVIEW_PNG
+    assert result.job_id == accepted.job_id
+    output = result.frames()
+    assert output.dtype == np.uint8
+    assert output.shape == frames.shape
+    np.testing.assert_array_equal(output, 255 - frames)
+    (submit,) = server.received_of(Submit)
+    assert submit.reference_fps == 12.0
+    assert submit.preset == "tiny"
+    assert submit.params == {"prompt": "a fox"}
+    assert client.active_jobs == frozenset()
+
+
+def test_run_job_returns_the_result_and_forwards_every_event(
+    server: FakeServer, make_client: Callable[..., Client]
+) -> None:
+    client = make_client(server.endpoint).start()
+    client.wait_connected(timeout=2.0)
+    frames = make_frames(seed=1)
+    forwarded: list[Event] = []
+
+    result = client.run_job(frames, {"prompt": "a fox"}, on_event=forwarded.append, timeout=5.0)
+
+    assert result.kind == "result"
+    np.testing.assert_array_equal(result.frames(), 255 - frames)
+    assert [event.kind for event in forwarded] == ["accepted", "progress", "result"]
+    assert forwarded[-1] is result
+
+
+def test_run_job_raises_job_failed_when_the_request_is_rejected(
+    server: FakeServer, make_client: Callable[..., Client]
+) -> None:
+    client = make_client(server.endpoint).start()
+
+    with pytest.raises(JobFailed) as raised:
+        client.run_job(make_frames(), {"mode": "reject"}, timeout=5.0)
+
+    assert raised.value.code == INVALID_PARAMETER
+    assert raised.value.field == "guidance_scale"
+    assert raised.value.hint == "Lower it."
+
+
+def test_run_job_raises_job_failed_when_the_job_fails(server: FakeServer, make_client: Callable[..., Client]) -> None:
+    client = make_client(server.endpoint).start()
+    forwarded: list[Event] = []
+
+    with pytest.raises(JobFailed) as raised:
+        client.run_job(make_frames(), {"mode": "fail"}, on_event=forwarded.append, timeout=5.0)
+
+    assert raised.value.code == OUT_OF_MEMORY
+    assert [event.kind for event in forwarded] == ["accepted", "progress", "error"]
+    assert client.active_jobs == frozenset()
+
+
+def test_run_job_raises_job_cancelled_after_cancel(server: FakeServer, make_client: Callable[..., Client]) -> None:
+    client = make_client(server.endpoint).start()
+
+    def cancel_on_accept(event: Event) -> None:
+        if event.kind == "accepted":
+            client.cancel(event.job_id)
+
+    with pytest.raises(JobCancelledError, match="requested"):
+        client.run_job(make_frames(), {"mode": "hang"}, on_event=cancel_on_accept, timeout=5.0)
+
+    assert len(server.received_of(Cancel)) == 1
+
+
+def test_unreadable_message_becomes_an_error_event_and_the_client_carries_on(
+    server: FakeServer, make_client: Callable[..., Client]
+) -> None:
+    client = make_client(server.endpoint).start()
+    frames = make_frames(seed=2)
+
+    client.submit(frames, {"mode": "garbage"})
+    result, seen = wait_for_event(client, "result")
+
+    errors = [event for event in seen if event.kind == "error"]
+    assert len(errors) == 1
+    assert isinstance(errors[0].message, Error)
+    assert errors[0].message.code == "bad_message"
+    np.testing.assert_array_equal(result.frames(), 255 - frames)
+
+
+def test_fetch_result_returns_a_stored_result_and_fails_for_unknown_jobs(make_client: Callable[..., Client]) -> None:
+    stored = make_frames(seed=3)
+    fake = FakeServer(results={"job-old": stored})
+    try:
+        client = make_client(fake.endpoint).start()
+
+        result = client.fetch_result("job-old", timeout=3.0)
+        with pytest.raises(JobFailed) as raised:
+            client.fetch_result("job-missing", timeout=3.0)
+    finally:
+        fake.stop()
+
+    np.testing.assert_array_equal(result.frames(), stored)
+    assert raised.value.code == UNKNOWN_JOB
+
+
+def test_poll_events_never_blocks(server: FakeServer, make_client: Callable[..., Client]) -> None:
+    unreachable = make_client(f"tcp://127.0.0.1:{free_port()}").start()
+    client = make_client(server.endpoint).start()
+    wait_for_event(client, "connected")
+
+    for each in (unreachable, client):
+        started = time.monotonic()
+        for _ in range(20):
+            assert each.poll_events() == []
+        assert time.monotonic() - started < 0.05
+
+
+def test_submit_rejects_frames_that_are_not_uint8_video(make_client: Callable[..., Client]) -> None:
+    client = make_client("tcp://127.0.0.1:1")
+
+    with pytest.raises(ValueError, match="`frames`"):
+        client.submit(np.zeros((2, 8, 8, 3), np.float32), {})
+    with pytest.raises(ValueError, match="`frames`"):
+        client.submit(np.zeros((2, 8, 8), np.uint8), {})
+    with pytest.raises(ValueError, match="`params`"):
+        client.submit(np.zeros((2, 8, 8, 3), np.uint8), {"prompt": object()})
+
+
+# ---- losing and regaining the server ---------------------------------------------------------------------------------
+def test_dead_server_gives_disconnected_and_run_job_raises_naming_the_job(
+    server: FakeServer, make_client: Callable[..., Client]
+) -> None:
+    client = make_client(server.endpoint).start()
+    stopped_at: list[float] = []
+    job_ids: list[str] = []
+
+    def stop_server_mid_job(event: Event) -> None:
+        if event.kind == "accepted":
+            job_ids.append(event.job_id)
+        if event.kind == "progress" and not stopped_at:
+            server.stop()
+            stopped_at.append(time.monotonic())
+
+    with pytest.raises(BackendUnavailable) as raised:
+        client.run_job(make_frames(), {"mode": "hang"}, on_event=stop_server_mid_job, timeout=10.0)
+
+    assert time.monotonic() - stopped_at[0] < DEAD_AFTER + 1.0
+    assert job_ids[0] in str(raised.value)
+    assert not client.connected
+    assert client.active_jobs == frozenset(job_ids)
+
+
+def test_reconnect_fetches_active_jobs_and_fails_unaccepted_submits(make_client: Callable[..., Client]) -> None:
+    first = FakeServer()
+    second: FakeServer | None = None
+    try:
+        client = make_client(first.endpoint).start()
+        client.submit(make_frames(), {"mode": "hang"})
+        accepted, _ = wait_for_event(client, "accepted")
+        lost_request = client.submit(make_frames(), {"mode": "silent"})
+        wait_until(lambda: len(first.received_of(Submit)) == 2)
+
+        first.stop()
+        stopped_at = time.monotonic()
+        wait_for_event(client, "disconnected", timeout=DEAD_AFTER + 1.0)
+        assert time.monotonic() - stopped_at < DEAD_AFTER + 1.0
+        error, _ = wait_for_event(client, "error")
+        assert error.request_id == lost_request
+        assert error.message.code == BACKEND_UNAVAILABLE
+
+        stored = make_frames(seed=4)
+        second = FakeServer(first.port, results={accepted.job_id: stored})
+        wait_for_event(client, "connected", timeout=3.0)
+        result, _ = wait_for_event(client, "result")
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+
+    assert [fetch.job_id for fetch in second.received_of(Fetch)] == [accepted.job_id]
+    assert second.received_of(Submit) == []  # the lost submit is not sent twice
+    assert result.job_id == accepted.job_id
+    np.testing.assert_array_equal(result.frames(), stored)
+    assert client.active_jobs == frozenset()
+
+
+# ---- shutting down --------------------------------------------------------------------------------------------------
+def _start_zero_copy_collector() -> None:
+    # pyzmq starts one process-wide garbage-collector thread at the first zero-copy send; start it before counting.
+    with zmq.Context() as context, context.socket(zmq.PAIR) as sender, context.socket(zmq.PAIR) as receiver:
+        sender.linger = receiver.linger = 0
+        receiver.bind("inproc://warm-up")
+        sender.connect("inproc://warm-up")
+        sender.send(memoryview(bytes(1 << 17)), copy=False)
+        receiver.recv()
+
+
+def test_close_is_idempotent_and_joins_the_thread(server: FakeServer) -> None:
+    _start_zero_copy_collector()
+    threads_before = threading.active_count()
+    client = Client(server.endpoint, heartbeat_interval=HEARTBEAT, dead_after=DEAD_AFTER).start()
+    client.wait_connected(timeout=2.0)
+    client.run_job(make_frames(), {}, timeout=5.0)
+    assert threading.active_count() == threads_before + 1
+
+    client.close()
+    client.close()
+
+    assert threading.active_count() == threads_before
+    assert "motionclone-client" not in [thread.name for thread in threading.enumerate()]
+    assert not client.connected
+    assert [event.kind for event in client.poll_events()] == ["disconnected"]
+    assert client.next_event(timeout=None) is None  # a closed client never leaves a caller waiting
+    with pytest.raises(RuntimeError, match="closed"):
+        client.submit(make_frames(), {})
+    Client(server.endpoint).close()  # never started: closes too
+
+
+def test_close_fails_submits_the_server_never_accepted(server: FakeServer, make_client: Callable[..., Client]) -> None:
+    client = make_client(server.endpoint).start()
+    client.wait_connected(timeout=2.0)
+    lost_request = client.submit(make_frames(), {"mode": "silent"})
+    wait_until(lambda: len(server.received_of(Submit)) == 1)
+
+    client.close()
+
+    disconnected, error = client.poll_events()
+    assert disconnected.kind == "disconnected"
+    assert error.kind == "error"
+    assert error.request_id == lost_request
+    assert error.message.code == BACKEND_UNAVAILABLE
+
+
+# ---- CurveZMQ -------------------------------------------------------------------------------------------------------
+@pytest.fixture
+def curve_server(tmp_path: Path) -> Iterator[FakeServer]:
+    keys.write_server_keys(tmp_path)
+    keys.write_client_keys(tmp_path, "artist")
+    context = zmq.Context()
+    authenticator = ThreadAuthenticator(context)
+    authenticator.start()
+    authenticator.configure_curve(domain="*", location=str(tmp_path / keys.CLIENTS_DIR))
+    _, server_secret_path = keys.server_key_paths(tmp_path)
+    fake = FakeServer(curve_keys=keys.load_key_pair(server_secret_path), context=context)
+    yield fake
+    fake.stop()
+    authenticator.stop()
+    context.term()
+
+
+def test_curve_client_with_the_server_key_connects(
+    curve_server: FakeServer, tmp_path: Path, make_client: Callable[..., Client]
+) -> None:
+    server_public_path, _ = keys.server_key_paths(tmp_path)
+    _, client_secret_path = keys.client_key_paths(tmp_path, "artist")
+    client_public, client_secret = keys.load_key_pair(client_secret_path)
+    client = make_client(
+        curve_server.endpoint,
+        server_public_key=keys.load_public_key(server_public_path),
+        client_secret_key=client_secret,
+        client_public_key=client_public,
+    ).start()
+
+    welcome = client.wait_connected(timeout=2.0)
+    result = client.run_job(make_frames(seed=5), {}, timeout=5.0)
+
+    assert welcome.device == "cpu"
+    np.testing.assert_array_equal(result.frames(), 255 - make_frames(seed=5))
+
+
+def test_curve_client_without_the_server_key_never_connects(
+    curve_server: FakeServer, tmp_path: Path, make_client: Callable[..., Client]
+) -> None:
+    server_public_path, _ = keys.server_key_paths(tmp_path)
+    plain = make_client(curve_server.endpoint).start()
+    # The right server key, but a client key the server's clients/ folder does not hold.
+    stranger = make_client(curve_server.endpoint, server_public_key=keys.load_public_key(server_public_path)).start()
+
+    for client in (plain, stranger):
+        with pytest.raises(BackendUnavailable):
+            client.wait_connected(timeout=0.6)
+    assert curve_server.received == []
+
+
+# ---- key files ------------------------------------------------------------------------------------------------------
+def test_key_files_round_trip_and_follow_the_layout(tmp_path: Path) -> None:
+    server_public_path, server_secret_path = keys.write_server_keys(tmp_path)
+    client_public_path, client_secret_path = keys.write_client_keys(tmp_path, "artist")
+
+    assert server_public_path == tmp_path / "server.key"
+    assert server_secret_path == tmp_path / "server.key_secret"
+    assert client_public_path == tmp_path / "clients" / "artist.key"
+    assert client_secret_path == tmp_path / "clients" / "artist.key_secret"
+    public, secret = keys.load_key_pair(server_secret_path)
+    assert keys.load_public_key(server_public_path) == public
+    assert zmq.curve_public(secret) == public
+    assert server_secret_path.stat().st_mode & 0o077 == 0
+
+
+def test_key_loading_names_the_file_when_it_cannot_help(tmp_path: Path) -> None:
+    public_path, _ = keys.write_server_keys(tmp_path)
+
+    with pytest.raises(ValueError, match=r"server\.key'.*no secret key"):
+        keys.load_key_pair(public_path)
+    with pytest.raises(ValueError, match=r"missing\.key"):
+        keys.load_public_key(tmp_path / "missing.key")
+    with pytest.raises(FileExistsError):
+        keys.write_server_keys(tmp_path)
+    with pytest.raises(ValueError, match="`name`"):
+        keys.write_client_keys(tmp_path, "../escape")
+
+
+def test_client_rejects_malformed_curve_keys_up_front() -> None:
+    public, secret = zmq.curve_keypair()
+
+    with pytest.raises(ValueError, match="`server_public_key`"):
+        Client("tcp://127.0.0.1:1", server_public_key=b" " * 40)
+    with pytest.raises(ValueError, match="`server_public_key`"):
+        Client("tcp://127.0.0.1:1", client_secret_key=secret)
+    assert keys.curve_client_keys(public, secret) == (public, zmq.curve_public(secret), secret)
+    assert keys.curve_client_keys(None) is None
