@@ -6,11 +6,13 @@ Exit codes: 0 success, 2 invalid arguments or parameters, 3 model not found, 4 u
 
 import argparse
 import json
+import logging
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from ..protocol.errors import BackendUnavailable, JobCancelledError, JobFailed
 from .errors import JobCancelled, ModelNotFoundError, MotionCloneError, ParameterError, VideoInputError
 
 EXIT_PARAMETERS = 2
@@ -41,20 +43,54 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     generate = commands.add_parser("generate", help="generate a video in this process")
-    add_generate_arguments(generate)
+    add_job_arguments(generate)
+    add_model_arguments(generate)
+    generate.add_argument("--cache-dir", type=Path, help="folder for cached motion representations")
+
+    serve = commands.add_parser("serve", help="run the backend server")
+    serve.add_argument("--bind", default="tcp://127.0.0.1:5555", help="ZeroMQ endpoint (default tcp://127.0.0.1:5555)")
+    serve.add_argument("--results-dir", type=Path, default=Path("motionclone-results"), help="where results wait")
+    serve.add_argument("--keys", type=Path, help="CurveZMQ key folder written by `motionclone keygen`")
+    serve.add_argument("--insecure", action="store_true", help="allow a non-loopback bind without keys (unsafe)")
+    serve.add_argument("--retention-hours", type=float, default=24.0, help="keep unfetched results this long")
+    serve.add_argument("--max-queue", type=int, default=64, help="most queued jobs")
+    serve.add_argument("--preview-every", type=int, default=5, help="preview image every N steps (0: none)")
+    add_model_arguments(serve)
+
+    submit = commands.add_parser("submit", help="send a job to a running server and write its result")
+    submit.add_argument("--server", default="tcp://127.0.0.1:5555", help="server endpoint")
+    submit.add_argument("--server-key", type=Path, help="the server's public key file (server.key) for CurveZMQ")
+    submit.add_argument("--client-key", type=Path, help="this client's secret key file (clients/NAME.key_secret)")
+    submit.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the server to answer")
+    add_job_arguments(submit)
+
+    keygen = commands.add_parser("keygen", help="write CurveZMQ keys for a remote server and its clients")
+    keygen.add_argument("directory", type=Path)
+    keygen.add_argument("--client", action="append", default=[], help="client key name (repeatable; default client)")
     return parser
 
 
-def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments shared by `generate` (and, later, `submit`)."""
-    from .engine.parameters import CONFIG_PRESETS
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which weights run, and where."""
     from .models.registry import PRESETS
+
+    parser.add_argument("--preset", default="sd15-animatediff-v3", choices=sorted(PRESETS), help="model preset")
+    parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help="model dtype (preset default)")
+    parser.add_argument("--base", help="SD-1.5 base: diffusers folder or hub id")
+    parser.add_argument("--checkpoint", help="DreamBooth single-file checkpoint (.safetensors)")
+    parser.add_argument("--motion-adapter", help="AnimateDiff v3 motion adapter: folder or hub id")
+    parser.add_argument("--local-files-only", action="store_true", help="never contact the model hub")
+
+
+def add_job_arguments(parser: argparse.ArgumentParser) -> None:
+    """What to generate: shared by `generate` and `submit`."""
+    from .engine.parameters import CONFIG_PRESETS
 
     parser.add_argument("--reference", required=True, help="reference video file or folder of frames")
     parser.add_argument("--prompt", required=True, help="what the new video shows")
     parser.add_argument("--negative-prompt", help="negative prompt (default: the official one)")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
-    parser.add_argument("--preset", default="sd15-animatediff-v3", choices=sorted(PRESETS), help="model preset")
     parser.add_argument(
         "--config",
         default="camera",
@@ -78,13 +114,6 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME=VALUE",
         help="any other parameter, value in JSON (e.g. --set motion_norm='\"cross-frame\"')",
     )
-    parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help="model dtype (preset default)")
-    parser.add_argument("--base", help="SD-1.5 base: diffusers folder or hub id")
-    parser.add_argument("--checkpoint", help="DreamBooth single-file checkpoint (.safetensors)")
-    parser.add_argument("--motion-adapter", help="AnimateDiff v3 motion adapter: folder or hub id")
-    parser.add_argument("--local-files-only", action="store_true", help="never contact the model hub")
-    parser.add_argument("--cache-dir", type=Path, help="folder for cached motion representations")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -167,9 +196,90 @@ def command_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_serve(args: argparse.Namespace) -> int:
+    from .generate import default_device
+    from .server import ServerConfig, serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    config = ServerConfig(
+        bind=args.bind,
+        preset=args.preset,
+        preset_options=preset_options_from_args(args),
+        device=args.device or default_device(),
+        dtype=args.dtype,
+        results_dir=args.results_dir,
+        keys_dir=args.keys,
+        insecure=args.insecure,
+        retention_s=args.retention_hours * 3600.0,
+        max_queue=args.max_queue,
+        preview_every=args.preview_every,
+    )
+
+    def announce(server: Any) -> None:
+        print(f"MotionClone backend listening on {server.endpoint} ({config.preset} on {config.device})", flush=True)
+
+    serve(config, ready=announce)
+    print("MotionClone backend stopped.", flush=True)
+    return 0
+
+
+def command_keygen(args: argparse.Namespace) -> int:
+    from ..protocol.keys import write_client_keys, write_server_keys
+
+    server_public, _ = write_server_keys(args.directory)
+    print(f"Server keys: {server_public} (give this file to clients) and its secret next to it (keep it private).")
+    for name in args.client or ["client"]:
+        client_public, client_secret = write_client_keys(args.directory, name)
+        print(f"Client '{name}': give {client_secret} to that client; {client_public} stays with the server.")
+    print(f"Start the server with: motionclone serve --keys {args.directory} --bind tcp://0.0.0.0:5555")
+    return 0
+
+
+def command_submit(args: argparse.Namespace) -> int:
+    from ..protocol.client import Client
+    from ..protocol.keys import load_key_pair, load_public_key
+    from .results import write_result_folder
+    from .video_io import prepare_reference
+
+    params = params_from_args(args)
+    clip = prepare_reference(args.reference, params.num_frames, params.height, params.width, params.resize_mode)
+    keys: dict[str, Any] = {}
+    if args.server_key:
+        keys["server_public_key"] = load_public_key(args.server_key)
+    if args.client_key:
+        keys["client_public_key"], keys["client_secret_key"] = load_key_pair(args.client_key)
+    bar = ProgressBar(enabled=not args.no_progress)
+
+    def show(event: Any) -> None:
+        if event.kind == "accepted":
+            print(f"Job {event.job_id} accepted, queue position {event.message.queue_position}", flush=True)
+        elif event.kind == "queued":
+            print(f"Queue position {event.message.queue_position}", flush=True)
+        elif event.kind == "progress" and event.message.preview is None:
+            bar(event.message.stage, event.message.step, event.message.total)
+
+    with Client(args.server, client_name="motionclone-cli", **keys) as client:
+        client.wait_connected(args.timeout)
+        try:
+            event = client.run_job(clip.frames, params.to_dict(), fps=clip.fps, on_event=show)
+        finally:
+            bar.close()
+        frames = event.frames()
+        paths = write_result_folder(frames, event.message.metadata, args.out, fps=event.message.fps)
+        client.ack(event.job_id)
+    print(f"Wrote {paths['video']} ({len(frames)} frames); job {event.job_id}")
+    print(f"Frames: {paths['frames']}  Metadata: {paths['metadata']}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"generate": command_generate}
+    handlers = {
+        "generate": command_generate,
+        "serve": command_serve,
+        "submit": command_submit,
+        "keygen": command_keygen,
+    }
     try:
         return handlers[args.command](args)
     except ParameterError as error:
@@ -190,3 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     except MotionCloneError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BACKEND
+    except (BackendUnavailable, JobFailed, TimeoutError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_PARAMETERS if getattr(error, "code", None) == "invalid_parameter" else EXIT_BACKEND
+    except JobCancelledError as error:
+        print(f"cancelled: {error}", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -45,6 +45,7 @@ from .schedule import guidance_ramp, guided_ddim_step, uneven_timesteps
 
 ProgressCallback = Callable[[str, int, int], None]
 CancelCheck = Callable[[], bool]
+LatentsCallback = Callable[[int, torch.Tensor], None]
 
 # Stages reported to the progress callback, in order.
 STAGES = ("prepare", "extract", "denoise", "decode")
@@ -131,6 +132,7 @@ class MotionClonePipeline(DiffusionPipeline):
         representation_cache: RepresentationCache | None = None,
         progress: ProgressCallback | None = None,
         cancel: CancelCheck | None = None,
+        latents_callback: LatentsCallback | None = None,
     ) -> MotionCloneOutput:
         """Generate a video whose motion follows `reference` and whose content follows `params.prompt`.
 
@@ -141,6 +143,8 @@ class MotionClonePipeline(DiffusionPipeline):
             representation_cache (`RepresentationCache`, *optional*): reuse motion representations across calls.
             progress (*optional*): called as `progress(stage, step, total)`; stages are `STAGES`.
             cancel (*optional*): called before every step; returning True raises `JobCancelled`.
+            latents_callback (*optional*): called as `latents_callback(step, x_t)` after every denoising step
+                (for previews); must not modify the tensor.
 
         Returns:
             `MotionCloneOutput` with uint8 frames and metadata.
@@ -195,6 +199,7 @@ class MotionClonePipeline(DiffusionPipeline):
             params,
             report,
             should_stop,
+            latents_callback,
         )
         timings["denoise"] = time.perf_counter() - started
 
@@ -292,6 +297,7 @@ class MotionClonePipeline(DiffusionPipeline):
         params: MotionCloneParams,
         report: ProgressCallback,
         should_stop: CancelCheck,
+        latents_callback: LatentsCallback | None = None,
     ) -> tuple[torch.Tensor, list[float]]:
         """Run the N DDIM steps; the first G carry the motion-guidance gradient.
 
@@ -340,6 +346,8 @@ class MotionClonePipeline(DiffusionPipeline):
                     latents = guided_ddim_step(
                         latents, noise_pred, t, t_prev, alphas_cumprod, final_alpha_cumprod, score
                     )
+                if latents_callback is not None:
+                    latents_callback(i + 1, latents)
                 report("denoise", i + 1, total)
         return latents, losses
 

@@ -1,0 +1,43 @@
+"""Server settings, built by the CLI and passed to `Server`. No bpy."""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ...protocol.codec import Limits
+
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything `motionclone serve` can set.
+
+    Attributes:
+        bind: ZeroMQ endpoint to bind; anything but loopback needs `keys_dir` or `insecure`.
+        preset: model preset loaded at start and used when a job names none.
+        preset_options: options for that preset (weight sources).
+        device, dtype: where and how the models run (dtype None: the preset's default).
+        results_dir: finished results live here until acknowledged or older than `retention_s`.
+        keys_dir: CurveZMQ keys written by `motionclone keygen` (server.key_secret, clients/*.key).
+        insecure: allow a non-loopback bind without keys.
+        retention_s: how long an unacknowledged result is kept.
+        heartbeat_interval: announced to clients; they ping at this rate.
+        max_queue: queued jobs beyond this are refused with `queue_full`.
+        preview_every: send a preview image every this many denoising steps (0: never).
+        limits: message and size limits, enforced before decoding payloads.
+    """
+
+    bind: str = DEFAULT_ENDPOINT
+    preset: str = "sd15-animatediff-v3"
+    preset_options: dict[str, Any] = field(default_factory=dict)
+    device: str = "cpu"
+    dtype: str | None = None
+    results_dir: Path = Path("motionclone-results")
+    keys_dir: Path | None = None
+    insecure: bool = False
+    retention_s: float = 24 * 3600.0
+    heartbeat_interval: float = 1.0
+    max_queue: int = 64
+    preview_every: int = 5
+    limits: Limits = field(default_factory=Limits)

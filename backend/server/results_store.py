@@ -1,0 +1,73 @@
+"""Finished results on disk, so they survive a disconnect or a server restart until acknowledged. No bpy.
+
+Layout: <results_dir>/<job_id>/frames.npy (uint8, no pickle) and result.json (fps, metadata, finish time).
+Each result is written into a temporary folder and renamed into place, so a crash never leaves half a result.
+"""
+
+import json
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+JOB_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
+
+
+@dataclass
+class StoredResult:
+    job_id: str
+    frames: np.ndarray
+    fps: float
+    metadata: dict[str, Any]
+
+
+class ResultsStore:
+    """Results by job id in a folder, with a retention time."""
+
+    def __init__(self, directory: Path, retention_s: float) -> None:
+        self.directory = Path(directory)
+        self.retention_s = retention_s
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def save(self, job_id: str, frames: np.ndarray, fps: float, metadata: dict[str, Any]) -> None:
+        temporary = self.directory / f".{job_id}.partial"
+        shutil.rmtree(temporary, ignore_errors=True)
+        temporary.mkdir()
+        np.save(temporary / "frames.npy", np.ascontiguousarray(frames), allow_pickle=False)
+        record = {"fps": fps, "metadata": metadata, "finished_at": time.time()}
+        (temporary / "result.json").write_text(json.dumps(record, default=str))
+        temporary.rename(self.directory / job_id)
+
+    def has(self, job_id: str) -> bool:
+        return bool(JOB_ID_PATTERN.match(job_id)) and (self.directory / job_id / "result.json").is_file()
+
+    def load(self, job_id: str) -> StoredResult | None:
+        if not self.has(job_id):
+            return None
+        folder = self.directory / job_id
+        record = json.loads((folder / "result.json").read_text())
+        frames = np.load(folder / "frames.npy", allow_pickle=False)
+        return StoredResult(job_id, frames, float(record["fps"]), record["metadata"])
+
+    def delete(self, job_id: str) -> bool:
+        if not self.has(job_id):
+            return False
+        shutil.rmtree(self.directory / job_id, ignore_errors=True)
+        return True
+
+    def purge_expired(self, now: float | None = None) -> list[str]:
+        """Delete results older than the retention time; returns their job ids."""
+        now = time.time() if now is None else now
+        expired = []
+        for folder in self.directory.iterdir():
+            record_path = folder / "result.json"
+            if not (folder.is_dir() and JOB_ID_PATTERN.match(folder.name) and record_path.is_file()):
+                continue
+            if now - record_path.stat().st_mtime > self.retention_s:
+                shutil.rmtree(folder, ignore_errors=True)
+                expired.append(folder.name)
+        return expired

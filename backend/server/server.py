@@ -1,0 +1,364 @@
+"""The MotionClone server: a ROUTER socket, a FIFO queue and one engine worker. No bpy.
+
+One thread owns the socket: it polls with a short timeout, dispatches each request by type, then sends what the
+worker reported and does housekeeping (queue positions, expired results). The worker thread only touches the
+engine. Every bad input is answered with an `Error` naming the field and the limit; nothing a client sends can stop
+the loop.
+"""
+
+import logging
+import queue
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zmq
+
+from ...protocol import errors as codes
+from ...protocol.codec import decode, encode
+from ...protocol.errors import ProtocolError
+from ...protocol.messages import (
+    Accepted,
+    Ack,
+    ArraySpec,
+    Cancel,
+    Cancelled,
+    Echo,
+    Error,
+    Fetch,
+    Hello,
+    JobStatus,
+    Message,
+    Ping,
+    Pong,
+    Progress,
+    Queued,
+    Result,
+    Submit,
+    Welcome,
+)
+from ..engine import MotionCloneParams, MotionClonePipeline, RepresentationCache, validate_params
+from ..errors import ParameterError
+from ..generate import DTYPES
+from ..models import load_preset
+from .config import ServerConfig
+from .jobs import Job, JobQueue
+from .results_store import ResultsStore
+from .security import check_bind_allowed, secure_server_socket
+from .worker import Worker, WorkerEvent
+
+log = logging.getLogger(__name__)
+
+SERVER_VERSION = "0.1.0"
+POLL_MS = 20
+HOUSEKEEPING_S = 5.0
+
+
+class Server:
+    """Serve MotionClone jobs on `config.bind` until `stop()` (or SIGINT/SIGTERM through `serve`)."""
+
+    def __init__(self, config: ServerConfig, pipeline: MotionClonePipeline | None = None) -> None:
+        check_bind_allowed(config.bind, config.keys_dir, config.insecure)
+        self.config = config
+        self.pipeline = pipeline or MotionClonePipeline.from_bundle(
+            load_preset(
+                config.preset,
+                device=config.device,
+                dtype=DTYPES[config.dtype] if config.dtype else None,
+                **config.preset_options,
+            )
+        )
+        self.results = ResultsStore(config.results_dir, config.retention_s)
+        self.queue = JobQueue()
+        self.jobs: dict[str, Job] = {}
+        self.worker_events: queue.Queue[WorkerEvent] = queue.Queue()
+        cache = RepresentationCache(Path(config.results_dir) / "representations")
+        self.worker = Worker(self.pipeline, cache, self.worker_events, config.preview_every)
+        self._stop = threading.Event()
+        self._accepted = 0
+        self._completed = 0
+        self._context = zmq.Context()
+        self._authenticator = None
+        self.socket = self._context.socket(zmq.ROUTER)
+        self.socket.linger = 0
+        self.socket.setsockopt(zmq.MAXMSGSIZE, config.limits.max_message_bytes)
+        if config.keys_dir is not None:
+            self._authenticator = secure_server_socket(self._context, self.socket, Path(config.keys_dir))
+        self.socket.bind(config.bind)
+        self.endpoint = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
+
+    # ---- life cycle ----------------------------------------------------------------------------------------------
+    def run(self) -> None:
+        """Serve until `stop()`; then cancel the running job and close everything."""
+        self.worker.start()
+        poller = zmq.Poller()
+        poller.register(self.socket, zmq.POLLIN)
+        next_housekeeping = 0.0
+        try:
+            while not self._stop.is_set():
+                if dict(poller.poll(POLL_MS)).get(self.socket):
+                    self._receive_all()
+                self._send_worker_events()
+                self._start_next_job()
+                if time.monotonic() >= next_housekeeping:
+                    self.results.purge_expired()
+                    next_housekeeping = time.monotonic() + HOUSEKEEPING_S
+        finally:
+            self._shutdown()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _shutdown(self) -> None:
+        for job in self.queue:
+            self._send(job.identity, Error(codes.SHUTTING_DOWN, "The server is shutting down.", job_id=job.job_id))
+        self.worker.stop()
+        self._send_worker_events()  # the cancelled running job, or a result that finished just now
+        if self._authenticator is not None:
+            self._authenticator.stop()
+        self.socket.close(linger=0)
+        self._context.term()
+
+    # ---- receiving -----------------------------------------------------------------------------------------------
+    def _receive_all(self) -> None:
+        while True:
+            try:
+                frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            identity, parts = frames[0].bytes, [frame.buffer for frame in frames[1:]]
+            self._handle(identity, parts)
+
+    def _handle(self, identity: bytes, parts: list[memoryview]) -> None:
+        request_id = None
+        try:
+            message, payload = decode(parts, self.config.limits)
+            request_id = getattr(message, "request_id", None)
+            handler = self._handlers().get(type(message))
+            if handler is None:
+                raise ProtocolError(codes.UNKNOWN_TYPE, f"{message.TYPE} is sent by servers, not to them", "type")
+            handler(identity, message, payload)
+        except ProtocolError as error:
+            self._send(identity, Error(error.code, str(error), field=error.field, request_id=request_id))
+        except ParameterError as error:
+            self._send(
+                identity,
+                Error(codes.INVALID_PARAMETER, str(error), field=error.name, request_id=request_id),
+            )
+        except Exception as error:  # a bug in a handler must not stop the server; the client still gets an answer
+            log.exception("error while handling a request")
+            self._send(identity, Error(codes.BAD_MESSAGE, f"{type(error).__name__}: {error}", request_id=request_id))
+
+    def _handlers(self) -> dict[type[Message], Any]:
+        return {
+            Hello: self._on_hello,
+            Submit: self._on_submit,
+            Cancel: self._on_cancel,
+            Fetch: self._on_fetch,
+            Ack: self._on_ack,
+            Ping: self._on_ping,
+            Echo: self._on_echo,
+        }
+
+    def _on_hello(self, identity: bytes, message: Hello, payload: memoryview | None) -> None:
+        self._send(identity, self.welcome(message.request_id))
+
+    def welcome(self, request_id: str) -> Welcome:
+        limits = self.config.limits
+        return Welcome(
+            request_id=request_id,
+            server_version=SERVER_VERSION,
+            device=str(self.pipeline.unet.device),
+            presets=[self.config.preset],
+            default_preset=self.config.preset,
+            limits={
+                **limits.to_dict(),
+                "max_output_frames": self.pipeline.max_frames,
+                "size_multiple": 8,
+                "max_queue": self.config.max_queue,
+            },
+            heartbeat_interval=self.config.heartbeat_interval,
+        )
+
+    def _on_submit(self, identity: bytes, message: Submit, payload: memoryview | None) -> None:
+        preset = message.preset or self.config.preset
+        if preset != self.config.preset:
+            raise ProtocolError(
+                codes.INVALID_FIELD,
+                f"preset {preset!r} is not loaded; this server runs {self.config.preset!r}",
+                "preset",
+            )
+        if len(self.queue) >= self.config.max_queue:
+            self._send(
+                identity,
+                Error(
+                    codes.QUEUE_FULL,
+                    f"The queue holds {len(self.queue)} jobs, the limit is {self.config.max_queue}.",
+                    hint="Try again when some jobs have finished.",
+                    request_id=message.request_id,
+                ),
+            )
+            return
+        params = MotionCloneParams.from_dict(message.params)
+        validate_params(params, max_frames=self.pipeline.max_frames)
+        frame_count = message.reference.shape[0]
+        if frame_count < params.num_frames:
+            raise ProtocolError(
+                codes.INVALID_FIELD,
+                f"the reference has {frame_count} frames but num_frames is {params.num_frames}",
+                "reference",
+            )
+        assert payload is not None  # decode() guarantees the declared part is present
+        reference = np.frombuffer(payload, dtype=np.uint8).reshape(message.reference.shape).copy()
+        self._accepted += 1
+        job = Job(identity, params, reference, message.reference_fps, preset, sequence=self._accepted)
+        self.jobs[job.job_id] = job
+        position = self.queue.push(job) + (1 if self.worker.busy else 0)
+        log.info("job %s queued at position %d", job.job_id, position)
+        self._send(identity, Accepted(message.request_id, job.job_id, position))
+
+    def _on_cancel(self, identity: bytes, message: Cancel, payload: memoryview | None) -> None:
+        job = self.jobs.get(message.job_id)
+        if job is None or job.state not in ("queued", "running"):
+            self._send_unknown_job(identity, message.request_id, message.job_id)
+            return
+        if job.state == "queued" and self.queue.remove(job):
+            job.state = "cancelled"
+            self._forget(job)
+            self._send(job.identity, Cancelled(job.job_id, "cancelled while queued"))
+            self._send_queue_positions()
+            return
+        job.cancel_requested.set()  # the worker stops before its next step and reports Cancelled
+
+    def _on_fetch(self, identity: bytes, message: Fetch, payload: memoryview | None) -> None:
+        job = self.jobs.get(message.job_id)
+        if job is not None and job.state in ("queued", "running"):
+            job.identity = identity  # progress and the result now go to this connection
+            position = self.queue.position(job)
+            self._send(identity, JobStatus(message.request_id, job.job_id, job.state, position))
+            return
+        stored = self.results.load(message.job_id)
+        if stored is None:
+            self._send_unknown_job(identity, message.request_id, message.job_id)
+            return
+        self._send_result(identity, stored.job_id, stored.frames, stored.fps, stored.metadata)
+
+    def _on_ack(self, identity: bytes, message: Ack, payload: memoryview | None) -> None:
+        if not self.results.delete(message.job_id):
+            self._send_unknown_job(identity, message.request_id, message.job_id)
+            return
+        self._send(identity, JobStatus(message.request_id, message.job_id, "done"))
+
+    def _on_ping(self, identity: bytes, message: Ping, payload: memoryview | None) -> None:
+        self._send(identity, Pong(message.request_id))
+
+    def _on_echo(self, identity: bytes, message: Echo, payload: memoryview | None) -> None:
+        self._send(identity, message, payload)
+
+    # ---- the worker ----------------------------------------------------------------------------------------------
+    def _start_next_job(self) -> None:
+        if self.worker.busy or self._stop.is_set():
+            return
+        job = self.queue.pop()
+        if job is None:
+            return
+        job.state = "running"
+        self.worker.submit(job)
+        self._send_queue_positions()
+
+    def _send_worker_events(self) -> None:
+        while True:
+            try:
+                event = self.worker_events.get_nowait()
+            except queue.Empty:
+                return
+            job, data = event.job, event.data
+            if event.kind == "progress":
+                self._send(job.identity, Progress(job.job_id, **data))
+            elif event.kind == "preview":
+                png = data["png"]
+                preview = Progress(
+                    job.job_id,
+                    "denoise",
+                    data["step"],
+                    job.params.num_inference_steps,
+                    time.monotonic() - (job.started_at or job.submitted_at),
+                    preview=ArraySpec((len(png),)),
+                )
+                self._send(job.identity, preview, png)
+            elif event.kind == "done":
+                job.state = "done"
+                self._completed += 1
+                data["metadata"]["job"] = {**self._job_record(job), "completed": self._completed}
+                # On disk first: if the client is gone, the result waits for a Fetch, also across restarts.
+                self.results.save(job.job_id, data["frames"], data["fps"], data["metadata"])
+                self._send_result(job.identity, job.job_id, data["frames"], data["fps"], data["metadata"])
+                self._forget(job)
+            elif event.kind == "cancelled":
+                job.state = "cancelled"
+                self._send(job.identity, Cancelled(job.job_id, data["reason"]))
+                self._forget(job)
+            elif event.kind == "failed":
+                job.state = "failed"
+                self._send(job.identity, Error(job_id=job.job_id, **data))
+                self._forget(job)
+
+    def _job_record(self, job: Job) -> dict[str, Any]:
+        """Server-side facts about a job, added to its result metadata."""
+        started = job.started_at or job.submitted_at
+        return {
+            "job_id": job.job_id,
+            "sequence": job.sequence,
+            "preset": job.preset,
+            "reference_fps": job.reference_fps,
+            "queued_s": round(started - job.submitted_at, 4),
+            "run_s": round(time.monotonic() - started, 4),
+            "server_version": SERVER_VERSION,
+        }
+
+    def _forget(self, job: Job) -> None:
+        self.jobs.pop(job.job_id, None)
+
+    def _send_queue_positions(self) -> None:
+        for position, job in enumerate(self.queue):
+            self._send(job.identity, Queued(job.job_id, position + (1 if self.worker.busy else 0)))
+
+    # ---- sending -------------------------------------------------------------------------------------------------
+    def _send_result(self, identity: bytes, job_id: str, frames: np.ndarray, fps: float, metadata: dict) -> None:
+        frames = np.ascontiguousarray(frames, dtype=np.uint8)
+        self._send(identity, Result(job_id, ArraySpec(frames.shape), float(fps), metadata), frames.data)
+
+    def _send_unknown_job(self, identity: bytes, request_id: str, job_id: str) -> None:
+        self._send(
+            identity,
+            Error(
+                codes.UNKNOWN_JOB,
+                f"No job {job_id!r} on this server.",
+                hint="Its result may have been acknowledged already or expired after the retention time.",
+                field="job_id",
+                request_id=request_id,
+                job_id=job_id,
+            ),
+        )
+
+    def _send(self, identity: bytes, message: Message, payload: Any = None) -> None:
+        try:
+            self.socket.send_multipart([identity, *encode(message, payload)], copy=False)
+        except zmq.ZMQError as error:  # the peer is gone; results stay on disk for a later Fetch
+            log.warning("could not send %s: %s", message.TYPE, error)
+
+
+def serve(config: ServerConfig, ready: Any = None) -> None:
+    """Run a server in this thread until SIGINT or SIGTERM. `ready(server)` is called once it is bound."""
+    server = Server(config)
+    previous = {sig: signal.signal(sig, lambda *_: server.stop()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        if ready is not None:
+            ready(server)
+        server.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

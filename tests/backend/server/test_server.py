@@ -1,0 +1,418 @@
+"""The backend server with real processes, real sockets and the tiny preset."""
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from motionclone.backend.video_io import read_clip, write_mp4
+from motionclone.protocol import errors as codes
+from motionclone.protocol.client import Client
+from motionclone.protocol.codec import decode, encode
+from motionclone.protocol.errors import BackendUnavailable, JobCancelledError, JobFailed
+from motionclone.protocol.messages import PROTOCOL_VERSION, ArraySpec, Submit
+
+from .conftest import ServerProcess, job_params
+
+FAST = {"heartbeat_interval": 0.25, "dead_after": 1.5, "max_backoff": 1.0}
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory):
+    """One server for the tests that do not stop it (starting one costs seconds)."""
+    server = ServerProcess(tmp_path_factory.mktemp("shared")).start()
+    yield server
+    server.kill()
+
+
+def connect(endpoint, **keys):
+    client = Client(endpoint, **FAST, **keys).start()
+    client.wait_connected(10)
+    return client
+
+
+def test_job_end_to_end_matches_motionclone_generate_bit_for_bit(shared_server, reference_frames, tmp_path):
+    server = shared_server
+    reference = write_mp4(reference_frames, tmp_path / "reference.mp4")
+    options = [
+        "--reference",
+        str(reference),
+        "--prompt",
+        "a fox",
+        "--frames",
+        "8",
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "--steps",
+        "4",
+        "--guidance-steps",
+        "2",
+        "--seed",
+        "5",
+        "--no-progress",
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    cli = [sys.executable, "-m", "motionclone.backend"]
+    submitted = subprocess.run(
+        [*cli, "submit", "--server", server.endpoint, *options, "--out", str(tmp_path / "a")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    assert "accepted, queue position 0" in submitted.stdout
+    generated = subprocess.run(
+        [*cli, "generate", "--preset", "tiny", "--device", "cpu", *options, "--out", str(tmp_path / "b")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert generated.returncode == 0, generated.stderr
+    remote, local = read_clip(tmp_path / "a" / "frames").frames, read_clip(tmp_path / "b" / "frames").frames
+    assert remote.shape == (8, 64, 64, 3)
+    assert np.array_equal(remote, local)
+    assert (tmp_path / "a" / "result.mp4").is_file() and (tmp_path / "a" / "result.json").is_file()
+
+
+def test_progress_and_previews_arrive_for_every_step(shared_server, reference_frames):
+    server = shared_server
+    with connect(server.endpoint) as client:
+        events = []
+        result = client.run_job(reference_frames, job_params(), on_event=events.append, timeout=120)
+        welcome = client.server_info
+    denoise_steps = [
+        e.message.step
+        for e in events
+        if e.kind == "progress" and e.message.stage == "denoise" and e.message.preview is None
+    ]
+    assert denoise_steps == [0, 1, 2, 3, 4]
+    previews = [e for e in events if e.kind == "progress" and e.message.preview is not None]
+    assert [e.message.step for e in previews] == [2, 4]
+    assert previews[0].payload.startswith(b"\x89PNG")
+    assert result.frames().shape == (8, 64, 64, 3)
+    assert welcome.presets == ["tiny"] and welcome.limits["max_output_frames"] == 32
+    assert welcome.limits["size_multiple"] == 8
+
+
+def test_four_clients_with_three_jobs_each_finish_in_fifo_order_and_get_only_their_own(shared_server, reference_frames):
+    server = shared_server
+    outcomes: dict[int, list] = {}
+
+    def client_run(index):
+        with Client(server.endpoint, **FAST).start() as client:
+            client.wait_connected(10)
+            requests = [
+                client.submit(
+                    reference_frames, job_params(seed=index * 10 + n, num_inference_steps=2, guidance_steps=1)
+                )
+                for n in range(3)
+            ]
+            accepted, results = set(), []
+            deadline = time.monotonic() + 240
+            while len(results) < 3 and time.monotonic() < deadline:
+                event = client.next_event(1.0)
+                if event is None:
+                    continue
+                if event.kind == "accepted":
+                    assert event.request_id in requests
+                    accepted.add(event.job_id)
+                elif event.kind == "result":
+                    results.append(event)
+                    client.ack(event.job_id)
+                elif event.kind == "error":
+                    raise AssertionError(event.message)
+            outcomes[index] = [accepted, results]
+
+    threads = [threading.Thread(target=client_run, args=(index,)) for index in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(300)
+    assert sorted(outcomes) == [0, 1, 2, 3]
+    finished = []
+    for index, (accepted, results) in outcomes.items():
+        assert len(results) == 3
+        assert {result.job_id for result in results} == accepted  # only its own results
+        assert {result.message.metadata["seed"] for result in results} == {index * 10 + n for n in range(3)}
+        finished += [
+            (result.message.metadata["job"]["completed"], result.message.metadata["job"]["sequence"])
+            for result in results
+        ]
+    # FIFO: jobs complete in the order they were accepted, and no other job ran in between
+    sequences = [sequence for _, sequence in sorted(finished)]
+    completions = sorted(completed for completed, _ in finished)
+    assert sequences == list(range(sequences[0], sequences[0] + 12))
+    assert completions == list(range(completions[0], completions[0] + 12))
+
+
+def test_cancel_mid_job_stops_within_one_step_and_the_next_job_runs(shared_server, reference_frames):
+    server = shared_server
+    with connect(server.endpoint) as client:
+        client.submit(reference_frames, job_params(num_inference_steps=40, guidance_steps=2))
+        job_id, seen_step, cancelled = None, None, None
+        deadline = time.monotonic() + 120
+        while cancelled is None and time.monotonic() < deadline:
+            event = client.next_event(1.0)
+            if event is None:
+                continue
+            if event.kind == "accepted":
+                job_id = event.job_id
+            if event.kind == "progress" and event.message.stage == "denoise" and event.message.step == 3:
+                seen_step = 3
+                client.cancel(job_id)
+            if event.kind == "progress" and seen_step is not None and event.message.preview is None:
+                seen_step = max(seen_step, event.message.step)
+            if event.kind == "cancelled":
+                cancelled = event
+        assert cancelled is not None and cancelled.job_id == job_id
+        stopped_at = int(cancelled.message.reason.split("step ")[1].split()[0])
+        assert stopped_at <= seen_step + 1 and stopped_at < 40
+        result = client.run_job(reference_frames, job_params(), timeout=120)
+        assert result.frames().shape == (8, 64, 64, 3)
+
+
+def test_a_killed_server_is_noticed_quickly_and_finished_results_survive_a_restart(
+    start_server, reference_frames, tmp_path
+):
+    results_dir = tmp_path / "kept"
+    server = start_server(results_dir)
+    client = connect(server.endpoint)
+    finished = client.run_job(reference_frames, job_params(seed=3), timeout=120)  # not acknowledged
+    client.submit(reference_frames, job_params(num_inference_steps=400, guidance_steps=2))
+    while (event := client.next_event(30)) is not None and event.kind != "progress":
+        pass
+    killed_at = time.monotonic()
+    server.kill()
+    with pytest.raises(BackendUnavailable):
+        while True:
+            event = client.next_event(10)
+            assert event is not None, "no event within 10 s of the kill"
+            if event.kind == "disconnected":
+                raise BackendUnavailable("noticed")
+    assert time.monotonic() - killed_at < 5
+    client.close()
+
+    restarted = start_server(results_dir, bind=server.endpoint)
+    with connect(restarted.endpoint) as again:
+        fetched = again.fetch_result(finished.job_id, timeout=30)
+    assert np.array_equal(fetched.frames(), finished.frames())
+    assert fetched.message.metadata["seed"] == 3
+
+
+def test_run_job_raises_backend_unavailable_when_the_server_dies(start_server, reference_frames):
+    server = start_server()
+    with connect(server.endpoint) as client:
+        threading.Timer(3.0, server.kill).start()
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailable, match=r"while job [0-9a-f]{32} was running"):
+            client.run_job(reference_frames, job_params(num_inference_steps=400, guidance_steps=2), timeout=60)
+        assert time.monotonic() - started < 3.0 + 5.0
+
+
+def test_a_client_that_disconnects_mid_job_fetches_its_result_by_id_later(shared_server, reference_frames):
+    server = shared_server
+    first = connect(server.endpoint)
+    first.submit(reference_frames, job_params(num_inference_steps=12, guidance_steps=2, seed=9))
+    job_id = None
+    while job_id is None:
+        event = first.next_event(30)
+        assert event is not None
+        if event.kind == "accepted":
+            job_id = event.job_id
+    first.close()
+    with connect(server.endpoint) as second:
+        result = second.fetch_result(job_id, timeout=120)
+        assert result.frames().shape == (8, 64, 64, 3)
+        second.ack(job_id)
+        with pytest.raises(JobFailed) as raised:
+            second.fetch_result(job_id, timeout=30)  # acknowledged: deleted
+    assert raised.value.code == codes.UNKNOWN_JOB
+
+
+def test_bad_parameters_are_rejected_with_the_field_and_the_server_keeps_serving(shared_server, reference_frames):
+    server = shared_server
+    with connect(server.endpoint) as client:
+        for params, field in [
+            (job_params(width=60), "width"),
+            (job_params(num_frames=40), "num_frames"),
+            (job_params(motion_guidance_weight=float("nan")), "motion_guidance_weight"),
+            (job_params(guidance_sclae=1), "guidance_sclae"),
+            (job_params(num_frames=16), "reference"),  # the reference has only 12 frames
+        ]:
+            with pytest.raises(JobFailed) as raised:
+                client.run_job(reference_frames, params, timeout=30)
+            assert raised.value.field == field, raised.value
+        assert client.run_job(reference_frames, job_params(), timeout=120).frames().shape == (8, 64, 64, 3)
+
+
+@pytest.fixture(scope="module")
+def fuzz_server(shared_server):
+    server = shared_server
+    context = zmq.Context()
+    socket = context.socket(zmq.DEALER)
+    socket.linger = 0
+    socket.connect(server.endpoint)
+    yield server, socket
+    socket.close()
+    context.term()
+
+
+def valid_header(**fields):
+    return {"v": PROTOCOL_VERSION, "type": "ping", "request_id": "x", **fields}
+
+
+header_values = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats()
+    | st.text(max_size=20)
+    | st.lists(st.integers(-3, 2**40), max_size=5)
+    | st.dictionaries(
+        st.sampled_from(["shape", "dtype", "prompt", "width", "seed"]),
+        st.integers(-3, 2**40) | st.text(max_size=5) | st.floats(),
+        max_size=3,
+    )
+)
+hostile_messages = (
+    st.lists(st.binary(max_size=64), min_size=1, max_size=3)
+    | st.builds(
+        lambda h: [msgpack.packb(h)],
+        st.dictionaries(
+            st.sampled_from(["v", "type", "request_id", "job_id", "params", "reference", "preset", "junk"]),
+            header_values,
+            max_size=6,
+        ),
+    )
+    | st.builds(
+        lambda fields: [msgpack.packb({"v": PROTOCOL_VERSION, "type": "submit", "request_id": "r", **fields})],
+        st.fixed_dictionaries(
+            {
+                "params": st.dictionaries(
+                    st.sampled_from(["prompt", "width", "num_frames", "seed", "cfg_scale", "guidance_steps"]),
+                    header_values,
+                ),
+                "reference": st.fixed_dictionaries(
+                    {"shape": st.lists(st.integers(1, 2**31 - 1), min_size=4, max_size=4), "dtype": st.just("uint8")}
+                ),
+            }
+        ),
+    )
+    | st.builds(lambda version: [msgpack.packb(valid_header(v=version))], st.integers(-5, 5))
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(message=hostile_messages)
+def test_fuzzed_input_always_gets_an_answer_and_never_stops_the_server(fuzz_server, message):
+    server, socket = fuzz_server
+    socket.send_multipart(message)
+    assert socket.poll(5000), "the server stopped answering"
+    reply, _ = decode(socket.recv_multipart())
+    assert reply.TYPE in ("error", "pong", "accepted", "welcome", "job_status", "cancelled", "echo")
+    assert server.process.poll() is None
+
+
+def test_after_fuzzing_a_valid_job_still_completes(fuzz_server, reference_frames):
+    server, _ = fuzz_server
+    with connect(server.endpoint) as client:
+        assert client.run_job(reference_frames, job_params(), timeout=120).frames().shape == (8, 64, 64, 3)
+
+
+def test_declared_shape_larger_than_the_bytes_is_refused(fuzz_server):
+    _, socket = fuzz_server
+    parts = encode(Submit("r", job_params(), ArraySpec((8, 64, 64, 3))), b"\0" * (8 * 64 * 64 * 3))
+    socket.send_multipart([parts[0], b"\0" * 10])
+    assert socket.poll(5000)
+    reply, _ = decode(socket.recv_multipart())
+    assert reply.code == codes.BAD_MESSAGE and reply.field == "reference"
+
+
+def test_curve_keys_admit_only_clients_with_the_server_key(start_server, reference_frames, tmp_path):
+    keys = tmp_path / "keys"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    made = subprocess.run(
+        [sys.executable, "-m", "motionclone.backend", "keygen", str(keys)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert made.returncode == 0, made.stderr
+    server = start_server(extra=("--keys", str(keys)))
+    from motionclone.protocol.keys import load_key_pair, load_public_key
+
+    public, secret = load_key_pair(keys / "clients" / "client.key_secret")
+    with connect(
+        server.endpoint,
+        server_public_key=load_public_key(keys / "server.key"),
+        client_public_key=public,
+        client_secret_key=secret,
+    ) as client:
+        assert client.run_job(reference_frames, job_params(), timeout=120).frames().shape == (8, 64, 64, 3)
+    outsider = Client(server.endpoint, **FAST).start()
+    with pytest.raises(BackendUnavailable):
+        outsider.wait_connected(3)
+    outsider.close()
+
+
+def test_a_non_loopback_bind_without_keys_refuses_to_start(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "motionclone.backend",
+            "serve",
+            "--preset",
+            "tiny",
+            "--device",
+            "cpu",
+            "--bind",
+            "tcp://0.0.0.0:0",
+            "--results-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "Refusing to bind tcp://0.0.0.0:0 without encryption" in result.stderr
+    assert "motionclone keygen" in result.stderr
+
+
+def test_sigterm_shuts_down_cleanly(start_server):
+    server = start_server()
+    assert server.terminate() == 0
+    assert any("stopped" in line for line in server.output)
+
+
+def test_cancelled_job_raises_for_run_job_helpers(shared_server, reference_frames):
+    server = shared_server
+    with connect(server.endpoint) as client:
+
+        def cancel_on_accept(event):
+            if event.kind == "accepted":
+                client.cancel(event.job_id)
+
+        with pytest.raises(JobCancelledError):
+            client.run_job(
+                reference_frames,
+                job_params(num_inference_steps=60, guidance_steps=2),
+                on_event=cancel_on_accept,
+                timeout=60,
+            )
