@@ -5,8 +5,7 @@ from pathlib import Path
 from typing import Any
 
 from ...protocol.codec import Limits
-
-DEFAULT_ENDPOINT = "tcp://127.0.0.1:5555"
+from ...protocol.endpoints import DEFAULT_ENDPOINT
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,13 @@
 """Who may bind where, and CurveZMQ setup for the server socket. No bpy."""
 
-import ipaddress
 import logging
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
+from ...protocol.endpoints import is_loopback_endpoint
 from ...protocol.keys import CLIENTS_DIR, load_key_pair, server_key_paths
 from ..errors import MotionCloneError
 
@@ -17,20 +16,6 @@ log = logging.getLogger(__name__)
 
 class InsecureBindError(MotionCloneError):
     """A non-loopback bind was asked for without keys and without --insecure."""
-
-
-def is_loopback_endpoint(endpoint: str) -> bool:
-    """True for tcp endpoints on 127.0.0.0/8, ::1 or localhost, and for ipc:// and inproc://."""
-    scheme, _, rest = endpoint.partition("://")
-    if scheme in ("ipc", "inproc"):
-        return True
-    host = urlsplit(f"//{rest}").hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # "*", a host name or an interface name: reachable from outside
 
 
 def check_bind_allowed(endpoint: str, keys_dir: Path | None, insecure: bool) -> None:

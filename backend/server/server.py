@@ -57,6 +57,17 @@ POLL_MS = 20
 HOUSEKEEPING_S = 5.0
 
 
+def _params_from_request(values: dict[str, Any]) -> MotionCloneParams:
+    """MotionClone parameters from a Submit: an optional "config" ("camera" or "object") under explicit values."""
+    values = dict(values)
+    config = values.pop("config", None)
+    if config is None:
+        return MotionCloneParams.from_dict(values)
+    if not isinstance(config, str):
+        raise ParameterError("config", f"must be a config name, got {config!r}")
+    return MotionCloneParams.from_config(config, **values)
+
+
 class Server:
     """Serve MotionClone jobs on `config.bind` until `stop()` (or SIGINT/SIGTERM through `serve`)."""
 
@@ -202,7 +213,7 @@ class Server:
                 ),
             )
             return
-        params = MotionCloneParams.from_dict(message.params)
+        params = _params_from_request(message.params)
         validate_params(params, max_frames=self.pipeline.max_frames)
         frame_count = message.reference.shape[0]
         if frame_count < params.num_frames:

@@ -19,8 +19,7 @@ from motionclone.protocol.client import Client
 from motionclone.protocol.codec import decode, encode
 from motionclone.protocol.errors import BackendUnavailable, JobCancelledError, JobFailed
 from motionclone.protocol.messages import PROTOCOL_VERSION, ArraySpec, Submit
-
-from .conftest import ServerProcess, job_params
+from tests.server_process import ServerProcess, job_params
 
 FAST = {"heartbeat_interval": 0.25, "dead_after": 1.5, "max_backoff": 1.0}
 
