@@ -1,0 +1,49 @@
+"""MotionClone for Blender: clone the motion of an animation onto a text-prompted video. No torch.
+
+The add-on renders a reference, sends it to a MotionClone backend over ZeroMQ and puts the result into the Video
+Sequencer. All network I/O runs on the protocol client's thread; a persistent timer drains its events.
+"""
+
+import bpy
+
+from . import operators, panels, preferences, properties, session
+
+_modules = (properties, preferences, operators, panels)
+
+
+def _timer() -> float:
+    return session.pump()
+
+
+@bpy.app.handlers.persistent
+def _on_load_post(*_args) -> None:
+    # Jobs saved in the file that were still running: ask the backend for them again.
+    try:
+        session.refetch_active_jobs(bpy.context)
+    except RuntimeError as error:  # no usable connection settings; the panel shows the state
+        session.get_session().connection.message = str(error)
+
+
+def register() -> None:
+    for module in _modules:
+        if hasattr(module, "register"):
+            module.register()
+        else:
+            for cls in module.classes:
+                bpy.utils.register_class(cls)
+    bpy.app.timers.register(_timer, first_interval=0.1, persistent=True)
+    bpy.app.handlers.load_post.append(_on_load_post)
+
+
+def unregister() -> None:
+    if _on_load_post in bpy.app.handlers.load_post:
+        bpy.app.handlers.load_post.remove(_on_load_post)
+    if bpy.app.timers.is_registered(_timer):
+        bpy.app.timers.unregister(_timer)
+    session.close_session()
+    for module in reversed(_modules):
+        if hasattr(module, "unregister"):
+            module.unregister()
+        else:
+            for cls in reversed(module.classes):
+                bpy.utils.unregister_class(cls)

@@ -1,0 +1,87 @@
+"""Starting a job from the panel's settings: render or read the reference, build the request, submit. No torch.
+
+Operators call `start_job` and report what it raises; this module holds the steps so they stay testable.
+"""
+
+import json
+import random
+import tempfile
+from typing import Any
+
+import bpy
+import numpy as np
+
+from . import reference
+from .session import get_session
+
+MAX_SEED = 2**31 - 1
+
+
+def frame_range(scene: bpy.types.Scene, settings: Any) -> tuple[int, int]:
+    if settings.use_scene_range:
+        return scene.frame_start, scene.frame_end
+    return settings.frame_start, settings.frame_end
+
+
+def request_params(settings: Any, seed: int, width: int, height: int, fps: float) -> dict[str, Any]:
+    """The MotionClone parameters sent with the job (names as in the backend's docs/configuration.md)."""
+    params: dict[str, Any] = {
+        "config": settings.config,
+        "prompt": settings.prompt,
+        "seed": seed,
+        "num_frames": settings.num_frames,
+        "width": width,
+        "height": height,
+        "fps": fps,
+    }
+    if settings.negative_prompt.strip():
+        params["negative_prompt"] = settings.negative_prompt
+    if settings.use_advanced:
+        params.update(
+            num_inference_steps=settings.steps,
+            guidance_steps=settings.guidance_steps,
+            motion_guidance_weight=settings.guidance_weight,
+            cfg_scale=settings.cfg_scale,
+        )
+    return params
+
+
+def reference_frames(scene: bpy.types.Scene, settings: Any, frames: list[int], width: int, height: int) -> np.ndarray:
+    """The reference as uint8 (N, H, W, 3): the camera rendered, or an image strip read."""
+    if settings.source == "STRIP":
+        editor = scene.sequence_editor
+        strip = editor and editor.strips_all.get(settings.reference_strip)  # 4.4+; sequencer handles older
+        if strip is None:
+            raise ValueError(f"No sequencer strip named '{settings.reference_strip}': pick an image strip.")
+        return reference.read_image_strip_frames(strip, frames)
+    with tempfile.TemporaryDirectory(prefix="motionclone-reference-") as workdir:
+        return reference.render_camera_frames(scene, frames, width, height, settings.render_engine, workdir)
+
+
+def start_job(context: bpy.types.Context, scene: bpy.types.Scene) -> Any:
+    """Render the reference, submit it, and add a job to the scene's list. Returns the job item."""
+    settings = scene.motionclone
+    if not settings.prompt.strip():
+        raise ValueError("Write a prompt first: it says what the new video shows.")
+    client = get_session().ensure_client(context)
+    if settings.randomize_seed:
+        settings.seed = random.randint(0, MAX_SEED)
+    start, end = frame_range(scene, settings)
+    frames = reference.sample_frames(start, end, settings.num_frames)
+    width, height = reference.snapped_resolution(scene, settings.long_side)
+    fps = scene.render.fps / scene.render.fps_base
+    pixels = reference_frames(scene, settings, frames, width, height)
+    params = request_params(settings, settings.seed, width, height, fps)
+    request_id = client.submit(pixels, params, fps=fps)
+    job = settings.jobs.add()
+    job.request_id = request_id
+    job.state = "SUBMITTED"
+    job.prompt = settings.prompt
+    job.seed = settings.seed
+    job.config = settings.config
+    job.frame_start, job.frame_end = start, end
+    job.sampled_frames = json.dumps(frames)
+    job.params_json = json.dumps(params)
+    job.message = "Sent to the backend"
+    settings.active_job = len(settings.jobs) - 1
+    return job

@@ -1,0 +1,133 @@
+"""Operators: each translates the panel's state into one call and reports errors in one place. No torch."""
+
+import random
+
+import bpy
+
+from . import jobs
+from ._protocol import errors
+from .properties import ACTIVE_STATES
+from .reference import RenderCancelled
+from .session import Connection, get_session
+
+USER_ERRORS = (ValueError, RuntimeError, RenderCancelled, errors.BackendUnavailable)
+
+
+class MOTIONCLONE_OT_generate(bpy.types.Operator):
+    """Render the reference and send a MotionClone job to the backend"""
+
+    bl_idname = "motionclone.generate"
+    bl_label = "Generate"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        if context.scene is None:
+            return False
+        if not context.scene.motionclone.prompt.strip():
+            cls.poll_message_set("Write a prompt first")
+            return False
+        return True
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        try:
+            job = jobs.start_job(context, context.scene)
+        except USER_ERRORS as error:
+            self.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"MotionClone job sent (seed {job.seed})")
+        return {"FINISHED"}
+
+
+class MOTIONCLONE_OT_cancel(bpy.types.Operator):
+    """Cancel the selected job on the backend"""
+
+    bl_idname = "motionclone.cancel"
+    bl_label = "Cancel Job"
+
+    index: bpy.props.IntProperty(default=-1, options={"SKIP_SAVE"})
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return selected_job(context, -1) is not None and selected_job(context, -1).state in ACTIVE_STATES
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        job = selected_job(context, self.index)
+        if job is None or job.state not in ACTIVE_STATES:
+            self.report({"WARNING"}, "That job is not running")
+            return {"CANCELLED"}
+        if not job.job_id:
+            self.report({"WARNING"}, "The backend has not accepted this job yet; try again in a moment")
+            return {"CANCELLED"}
+        get_session().ensure_client(context).cancel(job.job_id)
+        job.message = "Cancelling ..."
+        return {"FINISHED"}
+
+
+class MOTIONCLONE_OT_redo(bpy.types.Operator):
+    """Run the selected job's settings again with a new random seed"""
+
+    bl_idname = "motionclone.redo"
+    bl_label = "Redo with New Seed"
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        settings = context.scene.motionclone
+        job = selected_job(context, -1)
+        if job is not None:
+            settings.prompt = job.prompt
+            settings.config = job.config
+        settings.seed = random.randint(0, jobs.MAX_SEED)
+        return bpy.ops.motionclone.generate()
+
+
+class MOTIONCLONE_OT_test_connection(bpy.types.Operator):
+    """Connect to the backend set in the preferences and show what it runs"""
+
+    bl_idname = "motionclone.test_connection"
+    bl_label = "Test Connection"
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        session = get_session()
+        try:
+            session.close()
+            session.ensure_client(context)
+        except USER_ERRORS as error:
+            session.connection = Connection("unreachable", str(error))
+            self.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
+        self.report({"INFO"}, session.connection.message)
+        return {"FINISHED"}
+
+
+class MOTIONCLONE_OT_remove_job(bpy.types.Operator):
+    """Remove the selected job from the list (its strip and files stay)"""
+
+    bl_idname = "motionclone.remove_job"
+    bl_label = "Remove Job"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        job = selected_job(context, -1)
+        return job is not None and job.state not in ACTIVE_STATES
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        settings = context.scene.motionclone
+        settings.jobs.remove(settings.active_job)
+        settings.active_job = max(0, min(settings.active_job, len(settings.jobs) - 1))
+        return {"FINISHED"}
+
+
+def selected_job(context: bpy.types.Context, index: int):
+    settings = context.scene.motionclone if context.scene else None
+    if settings is None or not settings.jobs:
+        return None
+    index = settings.active_job if index < 0 else index
+    return settings.jobs[index] if 0 <= index < len(settings.jobs) else None
+
+
+classes = (
+    MOTIONCLONE_OT_generate,
+    MOTIONCLONE_OT_cancel,
+    MOTIONCLONE_OT_redo,
+    MOTIONCLONE_OT_test_connection,
+    MOTIONCLONE_OT_remove_job,
+)

@@ -1,0 +1,117 @@
+"""Panels in the 3D viewport and sequencer sidebars, and the job list. Layout only. No torch."""
+
+import bpy
+
+from .properties import ACTIVE_STATES
+from .session import get_session
+
+STATE_ICONS = {
+    "RENDERING": "RENDER_ANIMATION",
+    "SUBMITTED": "EXPORT",
+    "QUEUED": "SORTTIME",
+    "RUNNING": "PLAY",
+    "DONE": "CHECKMARK",
+    "FAILED": "ERROR",
+    "CANCELLED": "X",
+}
+CONNECTION_ICONS = {"connected": "LINKED", "connecting": "TIME", "unreachable": "ERROR", "disconnected": "UNLINKED"}
+
+
+class MOTIONCLONE_UL_jobs(bpy.types.UIList):
+    def draw_item(self, context, layout, data, item, icon, active_data, active_property, index=0, flt_flag=0):
+        row = layout.row(align=True)
+        row.label(text=item.prompt or "(no prompt)", icon=STATE_ICONS.get(item.state, "DOT"))
+        row.label(text=f"{item.state.capitalize()} · seed {item.seed}")
+
+
+def draw_motionclone(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
+    """The whole panel; shared by the viewport and sequencer panels."""
+    settings = context.scene.motionclone
+    draw_connection(layout)
+
+    col = layout.column()
+    col.prop(settings, "prompt", text="", icon="TEXT")
+    col.prop(settings, "negative_prompt", text="", icon="REMOVE")
+    col.prop(settings, "config")
+    row = col.row(align=True)
+    row.prop(settings, "seed")
+    row.prop(settings, "randomize_seed", text="", icon="FILE_REFRESH")
+
+    box = layout.box()
+    box.prop(settings, "source")
+    if settings.source == "CAMERA":
+        box.prop(settings, "render_engine")
+    else:
+        box.prop(settings, "reference_strip", icon="SEQUENCE")
+    row = box.row(align=True)
+    row.prop(settings, "num_frames")
+    row.prop(settings, "long_side")
+    box.prop(settings, "use_scene_range")
+    if not settings.use_scene_range:
+        row = box.row(align=True)
+        row.prop(settings, "frame_start")
+        row.prop(settings, "frame_end")
+
+    layout.prop(settings, "show_advanced", icon="PREFERENCES", emboss=False)
+    if settings.show_advanced:
+        col = layout.column()
+        col.prop(settings, "use_advanced")
+        sub = col.column()
+        sub.active = settings.use_advanced
+        sub.prop(settings, "steps")
+        sub.prop(settings, "guidance_steps")
+        sub.prop(settings, "guidance_weight")
+        sub.prop(settings, "cfg_scale")
+
+    layout.operator("motionclone.generate", icon="PLAY")
+    draw_jobs(layout, settings)
+
+
+def draw_connection(layout: bpy.types.UILayout) -> None:
+    connection = get_session().connection
+    row = layout.row(align=True)
+    row.label(text=connection.message or "Not connected", icon=CONNECTION_ICONS.get(connection.state, "DOT"))
+    row.operator("motionclone.test_connection", text="", icon="FILE_REFRESH")
+
+
+def draw_jobs(layout: bpy.types.UILayout, settings) -> None:
+    if not settings.jobs:
+        return
+    layout.template_list("MOTIONCLONE_UL_jobs", "", settings, "jobs", settings, "active_job", rows=3)
+    if not 0 <= settings.active_job < len(settings.jobs):
+        return
+    job = settings.jobs[settings.active_job]
+    col = layout.column()
+    if job.state in ACTIVE_STATES:
+        col.progress(factor=job.progress, type="BAR", text=job.message or job.state.capitalize())
+    elif job.message:
+        col.label(text=job.message, icon=STATE_ICONS.get(job.state, "INFO"))
+    row = col.row(align=True)
+    row.operator("motionclone.cancel", icon="CANCEL")
+    row.operator("motionclone.redo", icon="FILE_REFRESH")
+    row.operator("motionclone.remove_job", text="", icon="TRASH")
+
+
+class MOTIONCLONE_PT_view3d(bpy.types.Panel):
+    bl_label = "MotionClone"
+    bl_idname = "MOTIONCLONE_PT_view3d"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "MotionClone"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        draw_motionclone(self.layout, context)
+
+
+class MOTIONCLONE_PT_sequencer(bpy.types.Panel):
+    bl_label = "MotionClone"
+    bl_idname = "MOTIONCLONE_PT_sequencer"
+    bl_space_type = "SEQUENCE_EDITOR"
+    bl_region_type = "UI"
+    bl_category = "MotionClone"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        draw_motionclone(self.layout, context)
+
+
+classes = (MOTIONCLONE_UL_jobs, MOTIONCLONE_PT_view3d, MOTIONCLONE_PT_sequencer)

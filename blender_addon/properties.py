@@ -1,0 +1,102 @@
+"""The add-on's settings and job list, stored on the scene. No torch.
+
+Everything the panel edits lives in one `PointerProperty` (`scene.motionclone`). The job list is saved with the
+.blend file, so jobs that were still running when the file was saved are fetched again when it is opened.
+"""
+
+import bpy
+
+# The official MotionClone configs; the backend expands the name (steps, guided steps, time fraction).
+CONFIG_ITEMS = [
+    ("camera", "Camera motion", "Official camera-motion config: 100 steps, 50 guided"),
+    ("object", "Object motion", "Official object-motion config: 300 steps, 180 guided (slower)"),
+]
+SOURCE_ITEMS = [
+    ("CAMERA", "Render camera", "Render the active camera's animation as the motion reference"),
+    ("STRIP", "Sequencer strip", "Use an image-sequence strip of the sequencer as the motion reference"),
+]
+ENGINE_ITEMS = [
+    ("WORKBENCH", "Workbench", "Fast flat shading; enough for motion"),
+    ("EEVEE", "EEVEE", "Real-time renderer"),
+    ("CYCLES", "Cycles", "Path tracer (slow)"),
+]
+JOB_STATES = [
+    ("RENDERING", "Rendering", "Rendering the reference frames"),
+    ("SUBMITTED", "Submitted", "Sent to the backend, waiting for it to accept"),
+    ("QUEUED", "Queued", "Waiting in the backend's queue"),
+    ("RUNNING", "Running", "Generating"),
+    ("DONE", "Done", "The result is in the sequencer"),
+    ("FAILED", "Failed", "The job failed; see its message"),
+    ("CANCELLED", "Cancelled", "The job was cancelled"),
+]
+ACTIVE_STATES = {"SUBMITTED", "QUEUED", "RUNNING"}
+
+
+class MOTIONCLONE_PG_job(bpy.types.PropertyGroup):
+    """One generation job: what was asked, and where it stands."""
+
+    request_id: bpy.props.StringProperty(name="Request")
+    job_id: bpy.props.StringProperty(name="Job ID")
+    state: bpy.props.EnumProperty(name="State", items=JOB_STATES, default="SUBMITTED")
+    stage: bpy.props.StringProperty(name="Stage")
+    progress: bpy.props.FloatProperty(name="Progress", min=0.0, max=1.0, subtype="FACTOR")
+    message: bpy.props.StringProperty(name="Message")
+    prompt: bpy.props.StringProperty(name="Prompt")
+    seed: bpy.props.IntProperty(name="Seed")
+    config: bpy.props.StringProperty(name="Config")
+    frame_start: bpy.props.IntProperty(name="Start")
+    frame_end: bpy.props.IntProperty(name="End")
+    sampled_frames: bpy.props.StringProperty(name="Sampled frames", description="JSON list of scene frames")
+    params_json: bpy.props.StringProperty(name="Parameters", description="Parameters sent to the backend (JSON)")
+    result_dir: bpy.props.StringProperty(name="Result folder", subtype="DIR_PATH")
+    strip_name: bpy.props.StringProperty(name="Strip")
+    preview_path: bpy.props.StringProperty(name="Preview", subtype="FILE_PATH")
+
+
+class MOTIONCLONE_PG_settings(bpy.types.PropertyGroup):
+    """What the panel edits."""
+
+    prompt: bpy.props.StringProperty(name="Prompt", description="What the new video shows")
+    negative_prompt: bpy.props.StringProperty(
+        name="Negative prompt", description="What to avoid; empty uses the official negative prompt"
+    )
+    config: bpy.props.EnumProperty(name="Motion", items=CONFIG_ITEMS, default="camera")
+    seed: bpy.props.IntProperty(name="Seed", default=2025, min=0, description="Seed; the one used is written back")
+    randomize_seed: bpy.props.BoolProperty(name="Random seed", default=False, description="New seed every run")
+    num_frames: bpy.props.IntProperty(
+        name="Frames", default=16, min=2, max=32, description="Frames sampled evenly over the frame range"
+    )
+    long_side: bpy.props.IntProperty(
+        name="Size", default=512, min=64, max=2048, step=8, description="Longer side in pixels (multiple of 8)"
+    )
+    use_scene_range: bpy.props.BoolProperty(name="Scene frame range", default=True)
+    frame_start: bpy.props.IntProperty(name="Start", default=1, min=0)
+    frame_end: bpy.props.IntProperty(name="End", default=16, min=0)
+    source: bpy.props.EnumProperty(name="Reference", items=SOURCE_ITEMS, default="CAMERA")
+    render_engine: bpy.props.EnumProperty(name="Engine", items=ENGINE_ITEMS, default="WORKBENCH")
+    reference_strip: bpy.props.StringProperty(name="Strip", description="Name of the image strip to use")
+    show_advanced: bpy.props.BoolProperty(name="Advanced", default=False)
+    use_advanced: bpy.props.BoolProperty(
+        name="Override config", default=False, description="Send the values below instead of the config's"
+    )
+    steps: bpy.props.IntProperty(name="Steps", default=100, min=1, max=1000)
+    guidance_steps: bpy.props.IntProperty(name="Guided steps", default=50, min=1, max=1000)
+    guidance_weight: bpy.props.FloatProperty(name="Guidance weight", default=2000.0, min=0.0, max=1e6)
+    cfg_scale: bpy.props.FloatProperty(name="CFG", default=7.5, min=0.0, max=50.0)
+    jobs: bpy.props.CollectionProperty(type=MOTIONCLONE_PG_job)
+    active_job: bpy.props.IntProperty(name="Active job", default=0)
+
+
+classes = (MOTIONCLONE_PG_job, MOTIONCLONE_PG_settings)
+
+
+def register() -> None:
+    for cls in classes:
+        bpy.utils.register_class(cls)
+    bpy.types.Scene.motionclone = bpy.props.PointerProperty(type=MOTIONCLONE_PG_settings)
+
+
+def unregister() -> None:
+    del bpy.types.Scene.motionclone
+    for cls in reversed(classes):
+        bpy.utils.unregister_class(cls)

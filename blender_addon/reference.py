@@ -1,0 +1,474 @@
+"""The motion reference: which frames to sample, and rendering or reading them as uint8 RGB arrays. No torch.
+
+Everything here runs on Blender's main thread and uses only bpy, numpy and the standard library (Blender's Python
+has no PIL). Frames always come back as one ``uint8`` array of shape (N, height, width, 3), top row first, holding
+the display-referred values of the PNG files (what the user sees, view transform applied).
+
+Public API:
+
+- `sample_frames`: the scene frames to use, by the backend's own sampling rule.
+- `snapped_resolution`: the model resolution for the scene's aspect ratio.
+- `RENDER_ENGINES`: the engine choices offered to the user, mapped to Blender identifiers.
+- `preserved_render_settings`: a context manager that restores every scene setting the reference render changes.
+- `render_camera_frames`: render frames of the scene camera.
+- `read_image_strip_frames`, `read_movie_strip_frames`: read the frames an existing sequencer strip shows.
+- `RenderCancelled`: raised when the caller's cancel callback asks to stop.
+"""
+
+import math
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import bpy
+import numpy as np
+
+from .sequencer import strips_of
+
+SIZE_MULTIPLE = 8  # the backend's VAE works on 8x8 pixel blocks
+
+
+def _eevee_identifier() -> str:
+    # EEVEE is 'BLENDER_EEVEE_NEXT' in 4.2-4.5 and 'BLENDER_EEVEE' again from 5.0: ask the enum which it accepts.
+    items = {item.identifier for item in bpy.types.RenderSettings.bl_rna.properties["engine"].enum_items}
+    for identifier in ("BLENDER_EEVEE_NEXT", "BLENDER_EEVEE"):
+        if identifier in items:
+            return identifier
+    return "BLENDER_EEVEE" if bpy.app.version >= (5, 0, 0) else "BLENDER_EEVEE_NEXT"
+
+
+RENDER_ENGINES: dict[str, str] = {
+    "WORKBENCH": "BLENDER_WORKBENCH",
+    "EEVEE": _eevee_identifier(),
+    "CYCLES": "CYCLES",
+}
+
+# Settings that `render_camera_frames` changes, restored by `preserved_render_settings` in this order.
+_RENDER_SETTINGS = (
+    "engine",
+    "resolution_x",
+    "resolution_y",
+    "resolution_percentage",
+    "pixel_aspect_x",
+    "pixel_aspect_y",
+    "filepath",
+    "use_file_extension",
+    "film_transparent",
+    "use_border",
+    "use_crop_to_border",
+    "use_compositing",
+    "use_sequencer",
+    "use_stamp",
+    "use_multiview",
+)
+# media_type first: on 5.x file_format only accepts the formats of the current media type.
+_IMAGE_SETTINGS = ("media_type", "file_format", "color_mode", "color_depth", "compression", "color_management")
+_SCENE_SETTINGS = ("frame_start", "frame_end", "frame_step", "camera")
+
+
+class RenderCancelled(Exception):
+    """The user cancelled the reference render between two frames."""
+
+
+def sample_frames(frame_start: int, frame_end: int, count: int) -> list[int]:
+    """The scene frames to use as the reference, spread evenly over a frame range.
+
+    Uses the backend's rule for sampling a clip, ``np.linspace(0, total - 1, count, dtype=int)``, so a rendered
+    reference and a reference video read by the backend pick the same frames.
+
+    Args:
+        frame_start (`int`): first scene frame of the range.
+        frame_end (`int`): last scene frame of the range (inclusive).
+        count (`int`): how many frames the model needs.
+
+    Returns:
+        `list[int]`: ``count`` increasing scene frames, the first being ``frame_start``.
+
+    Raises:
+        ValueError: ``count`` is below 1, or the range has fewer than ``count`` frames.
+    """
+    if count < 1:
+        raise ValueError(f"`count` must be at least 1, got {count}.")
+    total = frame_end - frame_start + 1
+    if total < count:
+        raise ValueError(
+            f"The frame range {frame_start}-{frame_end} has {max(total, 0)} frames but {count} are needed: "
+            "extend the frame range or lower the frame count."
+        )
+    return [frame_start + int(offset) for offset in np.linspace(0, total - 1, count, dtype=int)]
+
+
+def snapped_resolution(scene: bpy.types.Scene, long_side: int = 512) -> tuple[int, int]:
+    """The reference size for the scene's aspect ratio, snapped to the model's grid.
+
+    Args:
+        scene (`bpy.types.Scene`): its render resolution and pixel aspect give the aspect ratio.
+        long_side (`int`, defaults to 512): length of the longer side in pixels, a multiple of 8.
+
+    Returns:
+        `tuple[int, int]`: (width, height), each rounded to the nearest multiple of 8 and at least 8.
+
+    Raises:
+        ValueError: ``long_side`` is not a positive multiple of 8.
+    """
+    if long_side < SIZE_MULTIPLE or long_side % SIZE_MULTIPLE:
+        raise ValueError(f"`long_side` must be a positive multiple of {SIZE_MULTIPLE}, got {long_side}.")
+    render = scene.render
+    display_width = render.resolution_x * render.pixel_aspect_x
+    display_height = render.resolution_y * render.pixel_aspect_y
+    if display_width >= display_height:
+        width, height = float(long_side), long_side * display_height / display_width
+    else:
+        width, height = long_side * display_width / display_height, float(long_side)
+    return _snap(width), _snap(height)
+
+
+def _snap(size: float) -> int:
+    # Round half up (not Python's banker's rounding) so equal aspects always give equal sizes.
+    return max(SIZE_MULTIPLE, math.floor(size / SIZE_MULTIPLE + 0.5) * SIZE_MULTIPLE)
+
+
+@contextmanager
+def preserved_render_settings(scene: bpy.types.Scene) -> Iterator[None]:
+    """Snapshot the scene settings a reference render changes; restore them on exit, whatever happens.
+
+    Covers the render engine, resolution, percentage, pixel aspect, output path and file-extension flag, film
+    transparency, border, compositing, sequencer, stamp and multiview switches, the output image settings (media
+    type, file format, colour mode, colour depth, compression, colour management), the current frame and subframe,
+    the frame range and step, and the scene camera. The restore runs in ``finally``, so it also happens on
+    exceptions and KeyboardInterrupt.
+
+    Args:
+        scene (`bpy.types.Scene`): the scene whose settings are kept.
+
+    Raises:
+        RuntimeError: on exit, if a setting could not be put back (the others are still restored).
+    """
+    render = scene.render
+    image_settings = render.image_settings
+    saved_render = {name: getattr(render, name) for name in _RENDER_SETTINGS}
+    # media_type and color_management exist only in some versions (media_type is 5.x).
+    saved_image = {name: getattr(image_settings, name) for name in _IMAGE_SETTINGS if hasattr(image_settings, name)}
+    saved_scene = {name: getattr(scene, name) for name in _SCENE_SETTINGS}
+    saved_frame = (scene.frame_current, scene.frame_subframe)
+    try:
+        yield
+    finally:
+        failures = _restore(render, saved_render) + _restore(image_settings, saved_image)
+        failures += _restore(scene, saved_scene)
+        # frame_set rather than frame_current: it also re-evaluates the scene, so objects are posed as before.
+        scene.frame_set(saved_frame[0], subframe=saved_frame[1])
+        if failures:
+            raise RuntimeError(f"Could not restore render settings of scene '{scene.name}': {'; '.join(failures)}")
+
+
+def _restore(owner: Any, saved: dict[str, Any]) -> list[str]:
+    # Keep going after a failure so one bad value doesn't leave the rest of the user's settings changed.
+    failures = []
+    for name, value in saved.items():
+        try:
+            if getattr(owner, name) != value:
+                setattr(owner, name, value)
+        except (AttributeError, TypeError, ValueError) as error:
+            failures.append(f"{name}={value!r} ({error})")
+    return failures
+
+
+def render_camera_frames(
+    scene: bpy.types.Scene,
+    frames: list[int],
+    width: int,
+    height: int,
+    engine: str = "WORKBENCH",
+    workdir: str | Path | None = None,
+    camera: bpy.types.Object | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> np.ndarray:
+    """Render scene frames from a camera and return them as uint8 RGB.
+
+    Each frame is rendered with ``bpy.ops.render.render(write_still=True)`` to an 8-bit RGB PNG of exactly
+    ``width`` x ``height`` (compositor, sequencer, border and stamp switched off) and read back. The scene's
+    settings are restored afterwards (see `preserved_render_settings`), also on errors and cancellation, and no
+    image datablock is left behind.
+
+    Args:
+        scene (`bpy.types.Scene`): the scene to render; it need not be the active one.
+        frames (`list[int]`): scene frames to render, in output order.
+        width (`int`): output width in pixels.
+        height (`int`): output height in pixels.
+        engine (`str`, defaults to ``"WORKBENCH"``): a key of `RENDER_ENGINES`.
+        workdir (`str | Path | None`, defaults to None): folder for the PNGs ``frame_0001.png`` ... (created if
+            missing; files of an earlier call are overwritten). None renders into a temporary folder removed
+            afterwards.
+        camera (`bpy.types.Object | None`, defaults to None): the camera to render from; None uses the scene camera.
+        cancel (`Callable[[], bool] | None`, defaults to None): polled before each frame; True stops the render.
+
+    Returns:
+        `np.ndarray`: uint8 array of shape (len(frames), height, width, 3), top row first.
+
+    Raises:
+        ValueError: no frames, a non-positive size, an unknown engine, or no camera.
+        RenderCancelled: ``cancel()`` returned True.
+        RuntimeError: Blender did not render or write a frame.
+    """
+    if not frames:
+        raise ValueError("`frames` is empty: pass at least one scene frame to render.")
+    if width < 1 or height < 1:
+        raise ValueError(f"`width` and `height` must be positive, got {width}x{height}.")
+    if engine not in RENDER_ENGINES:
+        raise ValueError(f"`engine` must be one of {', '.join(RENDER_ENGINES)}, got {engine!r}.")
+    camera = camera or scene.camera
+    if camera is None:
+        raise ValueError(
+            f"Scene '{scene.name}' has no active camera: add a camera and make it active "
+            "(Scene Properties > Camera) to render the reference."
+        )
+
+    with ExitStack() as stack:
+        if workdir is None:
+            workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="motionclone-reference-"))
+        folder = Path(workdir)
+        folder.mkdir(parents=True, exist_ok=True)
+        stack.enter_context(_no_new_render_result())
+        stack.enter_context(preserved_render_settings(scene))
+        _apply_reference_settings(scene, camera, width, height, engine)
+        paths = []
+        for index, frame in enumerate(frames, start=1):
+            if cancel is not None and cancel():
+                raise RenderCancelled(f"Reference render cancelled after {index - 1} of {len(frames)} frames.")
+            paths.append(_render_still(scene, frame, folder / f"frame_{index:04d}.png"))
+        pixels = np.stack([load_image_rgb(path) for path in paths])
+    if pixels.shape[1:3] != (height, width):
+        raise RuntimeError(f"Blender rendered {pixels.shape[2]}x{pixels.shape[1]} frames instead of {width}x{height}.")
+    return pixels
+
+
+def _apply_reference_settings(
+    scene: bpy.types.Scene, camera: bpy.types.Object, width: int, height: int, engine: str
+) -> None:
+    render = scene.render
+    _set_engine(render, engine)
+    render.resolution_x, render.resolution_y, render.resolution_percentage = width, height, 100
+    # Square pixels: the aspect ratio is already in width/height, and the backend sees square pixels.
+    render.pixel_aspect_x = render.pixel_aspect_y = 1.0
+    render.use_file_extension = True
+    render.film_transparent = False
+    render.use_border = False  # a render border would crop the frame
+    # The reference is the camera view: skip the compositor, strips in the sequencer (our own results
+    # included) and burnt-in metadata, and write one view only.
+    render.use_compositing = False
+    render.use_sequencer = False
+    render.use_stamp = False
+    render.use_multiview = False
+    image_settings = render.image_settings
+    if hasattr(image_settings, "media_type"):
+        image_settings.media_type = "IMAGE"
+    image_settings.file_format = "PNG"
+    image_settings.color_mode = "RGB"
+    image_settings.color_depth = "8"
+    image_settings.compression = 15  # fast; the files are read back at once
+    if hasattr(image_settings, "color_management"):
+        image_settings.color_management = "FOLLOW_SCENE"  # the look the user sees in the viewport
+    scene.camera = camera
+
+
+def _set_engine(render: bpy.types.RenderSettings, engine: str) -> None:
+    identifier = RENDER_ENGINES[engine]
+    try:
+        render.engine = identifier
+    except TypeError:
+        if engine != "EEVEE":
+            raise
+        # The identifier guessed at import was refused: EEVEE has the other of its two names here.
+        render.engine = "BLENDER_EEVEE" if identifier == "BLENDER_EEVEE_NEXT" else "BLENDER_EEVEE_NEXT"
+
+
+def _render_still(scene: bpy.types.Scene, frame: int, path: Path) -> Path:
+    scene.frame_current = frame  # the render builds its own depsgraph for this frame
+    scene.render.filepath = str(path)
+    path.unlink(missing_ok=True)  # so a stale file from an earlier call can't pass as this frame
+    with bpy.context.temp_override(scene=scene):
+        result = bpy.ops.render.render(write_still=True)
+    if "FINISHED" not in result or not path.is_file():
+        raise RuntimeError(f"Blender did not render frame {frame} of scene '{scene.name}' to {path}.")
+    return path
+
+
+@contextmanager
+def _no_new_render_result() -> Iterator[None]:
+    # Rendering creates a "Render Result" image if there was none; remove it again so nothing new appears
+    # in bpy.data.images (an existing one is the user's and stays).
+    existing = {image.as_pointer() for image in bpy.data.images if image.type == "RENDER_RESULT"}
+    try:
+        yield
+    finally:
+        for image in [image for image in bpy.data.images if image.type == "RENDER_RESULT"]:
+            if image.as_pointer() not in existing:
+                bpy.data.images.remove(image)
+
+
+def load_image_rgb(path: str | Path) -> np.ndarray:
+    """Read an image file into a uint8 (height, width, 3) array, top row first, with the file's values.
+
+    The image is loaded as a new datablock and removed again before returning. It is marked Non-Color with
+    channel-packed alpha so Blender converts nothing: the values are those stored in the file (display-referred
+    for renders). Alpha is dropped; float images are clipped to [0, 1].
+
+    Args:
+        path (`str | Path`): the image file.
+
+    Returns:
+        `np.ndarray`: uint8 array of shape (height, width, 3).
+
+    Raises:
+        ValueError: Blender cannot read the file or it has no pixels.
+    """
+    try:
+        image = bpy.data.images.load(str(path), check_existing=False)
+    except RuntimeError as error:
+        raise ValueError(f"Cannot read image {path}: {error}") from error
+    try:
+        # Set before the first pixel access: that is when Blender decodes (and would convert) the file.
+        image.colorspace_settings.name = "Non-Color"
+        image.alpha_mode = "CHANNEL_PACKED"
+        width, height = image.size
+        channels = image.channels
+        if width == 0 or height == 0:
+            raise ValueError(f"Cannot read image {path}: Blender found no pixels in it.")
+        values = np.empty(width * height * channels, dtype=np.float32)
+        image.pixels.foreach_get(values)
+    finally:
+        bpy.data.images.remove(image)
+    # Blender stores the bottom row first.
+    values = values.reshape(height, width, channels)[::-1]
+    rgb = values[..., :3] if channels >= 3 else np.repeat(values[..., :1], 3, axis=2)
+    return np.round(np.clip(rgb, 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def read_image_strip_frames(strip: Any, frames: list[int]) -> np.ndarray:
+    """Read the frames an IMAGE strip shows at the given scene frames.
+
+    Scene frame ``f`` shows element ``f - strip.frame_start`` of the strip, clamped to its elements (so frames
+    before or after the strip hold its first or last image). Strip effects (transform, crop, modifiers, speed)
+    are not applied: the files are read as they are.
+
+    Args:
+        strip (`bpy.types.ImageStrip`): the strip (``bpy.types.ImageSequence`` before Blender 4.4).
+        frames (`list[int]`): scene frames, in output order.
+
+    Returns:
+        `np.ndarray`: uint8 array of shape (len(frames), height, width, 3).
+
+    Raises:
+        ValueError: not an image strip, no frames, a file Blender cannot read, or files of different sizes.
+    """
+    if strip.type != "IMAGE":
+        raise ValueError(f"Strip '{strip.name}' is a {strip.type} strip; pick an image-sequence strip.")
+    if not frames:
+        raise ValueError("`frames` is empty: pass at least one scene frame to read.")
+    elements = strip.elements
+    if len(elements) == 0:
+        raise ValueError(f"Strip '{strip.name}' has no images.")
+    loaded: dict[int, np.ndarray] = {}  # a held frame is read once
+    result = []
+    for frame in frames:
+        index = min(max(math.floor(frame - strip.frame_start), 0), len(elements) - 1)
+        if index not in loaded:
+            path = bpy.path.abspath(strip.directory + elements[index].filename)
+            rgb = load_image_rgb(path)
+            if result and rgb.shape != result[0].shape:
+                first = result[0].shape
+                raise ValueError(
+                    f"Image {path} is {rgb.shape[1]}x{rgb.shape[0]} but the first image read is "
+                    f"{first[1]}x{first[0]}: all images of strip '{strip.name}' must have one size."
+                )
+            loaded[index] = rgb
+        result.append(loaded[index])
+    return np.stack(result)
+
+
+def read_movie_strip_frames(strip: Any, frames: list[int]) -> np.ndarray:
+    """Read the frames a MOVIE strip shows at the given scene frames, at the movie's own size.
+
+    Scene frame ``f`` shows movie frame ``f - strip.frame_start``, clamped to the movie. Blender's Python has no
+    per-frame movie decoder (``Image.pixels`` of a loaded movie always returns the same frame in background mode),
+    so the movie is played by Blender's sequencer in a temporary scene with the same frame rate, rendered to PNG
+    and read back; the temporary scene is removed afterwards. The values are display-referred (view transform
+    Standard), which for an 8-bit sRGB movie are the decoded values. Strip effects are not applied.
+
+    Args:
+        strip (`bpy.types.MovieStrip`): the strip (``bpy.types.MovieSequence`` before Blender 4.4).
+        frames (`list[int]`): scene frames of the strip's scene, in output order.
+
+    Returns:
+        `np.ndarray`: uint8 array of shape (len(frames), height, width, 3).
+
+    Raises:
+        ValueError: not a movie strip, no frames, or a movie Blender cannot read.
+        RuntimeError: Blender did not render a frame.
+    """
+    if strip.type != "MOVIE":
+        raise ValueError(f"Strip '{strip.name}' is a {strip.type} strip; pick a movie strip.")
+    if not frames:
+        raise ValueError("`frames` is empty: pass at least one scene frame to read.")
+    path = bpy.path.abspath(strip.filepath)
+    width, height = _movie_size(path)
+    source_scene = strip.id_data
+    scene = bpy.data.scenes.new("MotionClone movie reader")
+    try:
+        # Same frame rate as the user's scene, so the strip has the same length and frame mapping there.
+        _prepare_player_scene(scene, source_scene, width, height)
+        player = strips_of(scene.sequence_editor_create()).new_movie(
+            name="reference", filepath=path, channel=1, frame_start=1
+        )
+        player.colorspace_settings.name = strip.colorspace_settings.name
+        # new_movie may have switched the scene to the movie's frame rate.
+        scene.render.fps, scene.render.fps_base = source_scene.render.fps, source_scene.render.fps_base
+        last = player.frame_final_duration - 1
+        offsets = [min(max(math.floor(frame - strip.frame_start), 0), last) for frame in frames]
+        with tempfile.TemporaryDirectory(prefix="motionclone-movie-") as workdir, _no_new_render_result():
+            paths = {
+                offset: _render_still(scene, 1 + offset, Path(workdir) / f"frame_{offset + 1:06d}.png")
+                for offset in sorted(set(offsets))
+            }
+            pixels = np.stack([load_image_rgb(paths[offset]) for offset in offsets])
+    finally:
+        bpy.data.scenes.remove(scene)
+    return pixels
+
+
+def _movie_size(path: str) -> tuple[int, int]:
+    try:
+        image = bpy.data.images.load(path, check_existing=False)
+    except RuntimeError as error:
+        raise ValueError(f"Cannot read movie {path}: {error}") from error
+    try:
+        width, height = image.size
+    finally:
+        bpy.data.images.remove(image)
+    if width == 0 or height == 0:
+        raise ValueError(f"Cannot read movie {path}: Blender found no frames in it.")
+    return width, height
+
+
+def _prepare_player_scene(scene: bpy.types.Scene, source: bpy.types.Scene, width: int, height: int) -> None:
+    render = scene.render
+    render.fps, render.fps_base = source.render.fps, source.render.fps_base
+    render.resolution_x, render.resolution_y, render.resolution_percentage = width, height, 100
+    render.pixel_aspect_x = render.pixel_aspect_y = 1.0
+    render.dither_intensity = 0.0  # dither noise would change the decoded values
+    render.use_sequencer = True
+    render.use_compositing = False
+    render.use_stamp = False
+    view = scene.view_settings
+    view.view_transform, view.look, view.exposure, view.gamma = "Standard", "None", 0.0, 1.0
+    scene.display_settings.display_device = "sRGB"
+    image_settings = render.image_settings
+    if hasattr(image_settings, "media_type"):
+        image_settings.media_type = "IMAGE"
+    image_settings.file_format = "PNG"
+    image_settings.color_mode = "RGB"
+    image_settings.color_depth = "8"
+    image_settings.compression = 15

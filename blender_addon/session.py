@@ -1,0 +1,273 @@
+"""The add-on's link to the backend: one protocol client, and the pump that applies its events to Blender data.
+
+Network I/O happens on the client's own thread. Blender data is touched only here, in `pump()`, which the
+persistent timer calls on the main thread (tests call it directly: timers never fire in background mode). No torch.
+"""
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import bpy
+
+from . import preferences, result_files, sequencer
+from ._protocol import client as protocol_client
+from ._protocol import errors, keys
+from .properties import ACTIVE_STATES
+
+PUMP_INTERVAL_ACTIVE = 0.1
+PUMP_INTERVAL_IDLE = 0.5
+# Share of the whole job each backend stage stands for, for one progress bar.
+STAGE_WEIGHTS = {"prepare": (0.0, 0.02), "extract": (0.02, 0.05), "denoise": (0.05, 0.95), "decode": (0.95, 1.0)}
+
+
+@dataclass
+class Connection:
+    """What the panel shows about the backend link (plain values; safe to read from draw code)."""
+
+    state: str = "disconnected"  # disconnected, connecting, connected, unreachable
+    message: str = ""
+    server_version: str = ""
+    device: str = ""
+    since: float = field(default_factory=time.monotonic)
+
+
+class Session:
+    """Owns the protocol client for the current preferences; recreated when the endpoint or keys change."""
+
+    def __init__(self) -> None:
+        self.client: Any = None
+        self.settings_key: tuple | None = None
+        self.connection = Connection()
+
+    def ensure_client(self, context: bpy.types.Context) -> Any:
+        """The running client for the current preferences; raises RuntimeError with a user-facing message."""
+        prefs = preferences.get_preferences(context)
+        problem = preferences.online_access_problem(prefs.endpoint)
+        if problem:
+            raise RuntimeError(problem)
+        server_key, client_key = preferences.key_paths(prefs)
+        settings_key = (prefs.endpoint, server_key, client_key, round(prefs.timeout, 3))
+        if self.client is not None and settings_key == self.settings_key:
+            return self.client
+        self.close()
+        options: dict[str, Any] = {}
+        try:
+            if server_key:
+                options["server_public_key"] = keys.load_public_key(server_key)
+            if client_key:
+                options["client_public_key"], options["client_secret_key"] = keys.load_key_pair(client_key)
+        except (OSError, ValueError) as error:
+            raise RuntimeError(f"Cannot read the key files set in the add-on preferences: {error}") from error
+        heartbeat = min(1.0, prefs.timeout / 3)
+        self.client = protocol_client.Client(
+            prefs.endpoint,
+            client_name=f"blender-{bpy.app.version_string}",
+            heartbeat_interval=heartbeat,
+            dead_after=prefs.timeout,
+            max_backoff=max(heartbeat, 4.0),
+            **options,
+        ).start()
+        self.settings_key = settings_key
+        self.connection = Connection("connecting", f"Connecting to {prefs.endpoint} ...")
+        return self.client
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+        self.client = None
+        self.settings_key = None
+        self.connection = Connection()
+
+
+_session: Session | None = None
+
+
+def get_session() -> Session:
+    global _session
+    if _session is None:
+        _session = Session()
+    return _session
+
+
+def close_session() -> None:
+    global _session
+    if _session is not None:
+        _session.close()
+    _session = None
+
+
+# ---- the pump ------------------------------------------------------------------------------------------------------
+def pump() -> float:
+    """Apply everything the backend sent since the last call to Blender data; returns the next timer interval."""
+    session = get_session()
+    context = bpy.context
+    if session.client is None:
+        return PUMP_INTERVAL_IDLE
+    for event in session.client.poll_events():
+        apply_event(context, session, event)
+    check_connection_timeout(context, session)
+    return PUMP_INTERVAL_ACTIVE if any_active_job() or session.connection.state == "connecting" else PUMP_INTERVAL_IDLE
+
+
+def check_connection_timeout(context: bpy.types.Context, session: Session) -> None:
+    """Turn a connection attempt that got no answer within the timeout into a clear message."""
+    if session.connection.state != "connecting":
+        return
+    if time.monotonic() - session.connection.since > preferences.get_preferences(context).timeout:
+        mark_unreachable(context, session)
+
+
+def mark_unreachable(context: bpy.types.Context, session: Session) -> str:
+    """Say that no backend answers, and fail the jobs it never accepted. Returns the message."""
+    prefs = preferences.get_preferences(context)
+    session.connection = Connection(
+        "unreachable",
+        f"No MotionClone backend answered at {prefs.endpoint} within {prefs.timeout:g} s. Start one with "
+        "`motionclone serve`, or check the endpoint (and keys) in the add-on preferences, then Generate again.",
+    )
+    fail_unaccepted_jobs(session.connection.message)
+    return session.connection.message
+
+
+def apply_event(context: bpy.types.Context, session: Session, event: Any) -> None:
+    kind = event.kind
+    if kind == "connected":
+        welcome = event.message
+        session.connection = Connection(
+            "connected", f"Connected to {welcome.device}", welcome.server_version, welcome.device
+        )
+        return
+    if kind == "disconnected":
+        if session.connection.state != "unreachable":
+            session.connection = Connection(
+                "unreachable", "The backend stopped answering; retrying. Running jobs continue when it is back."
+            )
+        return
+    job = find_job(event.request_id, event.job_id)
+    if job is None:
+        if kind == "error":
+            session.connection.message = event.message.message
+        return
+    if kind == "accepted":
+        job.job_id = event.job_id
+        job.state = "QUEUED"
+        job.message = f"Queue position {event.message.queue_position}"
+    elif kind == "queued":
+        job.state = "QUEUED"
+        job.message = f"Queue position {event.message.queue_position}"
+    elif kind == "job_status" and event.message.state in ("queued", "running"):
+        job.state = event.message.state.upper()
+    elif kind == "progress":
+        apply_progress(job, event)
+    elif kind == "result":
+        apply_result(context, session, job, event)
+    elif kind == "cancelled":
+        job.state = "CANCELLED"
+        job.message = "Cancelled"
+    elif kind == "error" and event.message.code == errors.BACKEND_UNAVAILABLE:
+        job.state = "FAILED"
+        job.message = mark_unreachable(context, session)
+    elif kind == "error":
+        job.state = "FAILED"
+        job.message = " ".join(part for part in (event.message.message, event.message.hint) if part)
+    tag_redraw()
+
+
+def apply_progress(job: Any, event: Any) -> None:
+    progress = event.message
+    if progress.preview is not None and event.payload:
+        folder = Path(bpy.app.tempdir or "/tmp") / "motionclone-previews"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{job.job_id or job.request_id}.png"
+        path.write_bytes(event.payload)
+        job.preview_path = str(path)
+        return
+    job.state = "RUNNING"
+    job.stage = progress.stage
+    low, high = STAGE_WEIGHTS.get(progress.stage, (0.0, 1.0))
+    job.progress = low + (high - low) * (progress.step / max(1, progress.total))
+    eta = f", about {progress.eta:.0f} s left" if progress.eta is not None else ""
+    job.message = f"{progress.stage.capitalize()} {progress.step}/{progress.total}{eta}"
+
+
+def apply_result(context: bpy.types.Context, session: Session, job: Any, event: Any) -> None:
+    """Write the frames into a new folder, add the strip, write the seed used back, acknowledge."""
+    result = event.message
+    frames = event.frames()
+    scene = scene_of(job)
+    folder = result_files.write_result_frames(
+        preferences.output_root(context), f"{result_files.safe_name(job.prompt)}-{job.seed}", frames
+    )
+    files = sorted(path.name for path in folder.glob("*.png"))
+    strip = sequencer.add_result_strip(
+        scene,
+        folder,
+        files,
+        json.loads(job.sampled_frames),
+        job.frame_start,
+        job.frame_end,
+        name=f"MotionClone {job.seed}",
+        properties={
+            "motionclone_prompt": job.prompt,
+            "motionclone_seed": int(result.metadata.get("seed", job.seed)),
+            "motionclone_job_id": event.job_id,
+            "motionclone_config": job.config,
+            "motionclone_backend_version": str(result.metadata.get("job", {}).get("server_version", "")),
+        },
+    )
+    job.result_dir = str(folder)
+    job.strip_name = strip.name
+    job.state = "DONE"
+    job.progress = 1.0
+    job.message = f"Added strip '{strip.name}' on channel {strip.channel}"
+    scene.motionclone.seed = int(result.metadata.get("seed", job.seed))  # the seed actually used
+    session.client.ack(event.job_id)
+
+
+def tag_redraw() -> None:
+    for window in getattr(bpy.context.window_manager, "windows", []):
+        for area in window.screen.areas:
+            if area.type in ("VIEW_3D", "SEQUENCE_EDITOR"):
+                area.tag_redraw()
+
+
+# ---- finding jobs --------------------------------------------------------------------------------------------------
+def all_jobs():
+    for scene in bpy.data.scenes:
+        yield from scene.motionclone.jobs
+
+
+def find_job(request_id: str | None, job_id: str | None) -> Any:
+    for job in all_jobs():
+        if (job_id and job.job_id == job_id) or (request_id and job.request_id == request_id):
+            return job
+    return None
+
+
+def scene_of(job: Any) -> bpy.types.Scene:
+    return job.id_data
+
+
+def any_active_job() -> bool:
+    return any(job.state in ACTIVE_STATES for job in all_jobs())
+
+
+def fail_unaccepted_jobs(message: str) -> None:
+    for job in all_jobs():
+        if job.state == "SUBMITTED":
+            job.state = "FAILED"
+            job.message = message
+
+
+def refetch_active_jobs(context: bpy.types.Context) -> int:
+    """Ask the backend again for every job of the open file that was still running (after loading a file)."""
+    active = [job for job in all_jobs() if job.state in ACTIVE_STATES and job.job_id]
+    if not active:
+        return 0
+    client = get_session().ensure_client(context)
+    for job in active:
+        client.fetch(job.job_id)
+    return len(active)

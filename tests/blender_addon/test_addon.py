@@ -1,0 +1,225 @@
+"""The add-on in real Blender (bpy 5.0.1, background mode) against a real backend process.
+
+Timers never fire in background mode, so the tests call the pump the timer would call.
+"""
+
+import socket
+import time
+from pathlib import Path
+
+import bpy
+import numpy as np
+import pytest
+
+from tests.server_process import ServerProcess
+
+ADDON = "blender_addon"
+
+
+def enable_addon():
+    import addon_utils
+
+    addon_utils.enable(ADDON, default_set=True, handle_error=lambda error: (_ for _ in ()).throw(error))
+    return bpy.context.preferences.addons[ADDON].preferences
+
+
+def disable_addon():
+    import addon_utils
+
+    addon_utils.disable(ADDON, default_set=True)
+
+
+@pytest.fixture
+def addon(tmp_path):
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    preferences = enable_addon()
+    preferences.output_dir = str(tmp_path / "results")
+    preferences.timeout = 3.0
+    yield preferences
+    disable_addon()
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory):
+    server = ServerProcess(tmp_path_factory.mktemp("addon-backend")).start()
+    yield server
+    server.kill()
+
+
+def animated_scene(frames: int = 8) -> bpy.types.Scene:
+    scene = bpy.context.scene
+    scene.frame_start, scene.frame_end = 1, frames
+    scene.render.resolution_x, scene.render.resolution_y = 640, 480
+    bpy.ops.mesh.primitive_cube_add(size=1.0, location=(-2, 0, 0))
+    cube = bpy.context.active_object
+    cube.keyframe_insert("location", frame=1)
+    cube.location.x = 2
+    cube.keyframe_insert("location", frame=frames)
+    bpy.ops.object.camera_add(location=(0, -8, 0), rotation=(np.pi / 2, 0, 0))
+    scene.camera = bpy.context.active_object
+    return scene
+
+
+def render_snapshot(scene):
+    render = scene.render
+    return (
+        render.engine,
+        render.resolution_x,
+        render.resolution_y,
+        render.resolution_percentage,
+        render.filepath,
+        render.image_settings.file_format,
+        scene.frame_start,
+        scene.frame_end,
+        scene.frame_current,
+        scene.camera.name,
+    )
+
+
+def pump_until(condition, timeout: float):
+    from blender_addon import session
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        session.pump()
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def configure_job(scene, prompt="a fox", steps=2, frames=4):
+    settings = scene.motionclone
+    settings.prompt = prompt
+    settings.num_frames = frames
+    settings.long_side = 64
+    settings.use_advanced = True
+    settings.steps = steps
+    settings.guidance_steps = 1
+    settings.seed = 7
+    return settings
+
+
+def test_register_and_unregister_twice_and_preferences_round_trip():
+    for _ in range(2):
+        preferences = enable_addon()
+        preferences.endpoint = "tcp://127.0.0.1:5999"
+        preferences.timeout = 2.5
+        assert bpy.context.preferences.addons[ADDON].preferences.endpoint == "tcp://127.0.0.1:5999"
+        assert hasattr(bpy.types.Scene, "motionclone")
+        assert hasattr(bpy.ops.motionclone, "generate")
+        disable_addon()
+        assert not hasattr(bpy.types.Scene, "motionclone")
+        assert "MOTIONCLONE_PT_view3d" not in dir(bpy.types)
+
+
+def test_full_job_puts_the_result_strip_into_the_sequencer(addon, backend, monkeypatch):
+    from blender_addon import session
+
+    addon.endpoint = backend.endpoint
+    scene = animated_scene(frames=8)
+    before = render_snapshot(scene)
+    settings = configure_job(scene)
+    received = {}
+    original = session.apply_result
+
+    def record(context, current, job, event):
+        received["frames"] = np.array(event.frames())
+        original(context, current, job, event)
+
+    monkeypatch.setattr(session, "apply_result", record)
+    assert bpy.ops.motionclone.generate() == {"FINISHED"}
+    job = settings.jobs[0]
+    assert pump_until(lambda: job.state in ("DONE", "FAILED"), 120), job.message
+    assert job.state == "DONE", job.message
+    strip = scene.sequence_editor.strips[job.strip_name]
+    assert strip.channel == 1
+    assert (strip.frame_final_start, strip.frame_final_duration) == (1, 8)
+    assert strip["motionclone_prompt"] == "a fox"
+    assert strip["motionclone_seed"] == 7
+    assert strip["motionclone_job_id"] == job.job_id and len(job.job_id) == 32
+    assert strip["motionclone_config"] == "camera"
+    assert strip["motionclone_backend_version"]
+    files = sorted(Path(job.result_dir).glob("*.png"))
+    assert len(files) == 4
+    on_disk = []
+    for path in files:
+        image = bpy.data.images.load(str(path), check_existing=False)
+        pixels = np.empty(image.size[0] * image.size[1] * 4, dtype=np.float32)
+        image.pixels.foreach_get(pixels)
+        on_disk.append(np.round(pixels.reshape(image.size[1], image.size[0], 4)[::-1, :, :3] * 255).astype(np.uint8))
+        bpy.data.images.remove(image)
+    assert np.array_equal(np.stack(on_disk), received["frames"])
+    assert render_snapshot(scene) == before
+    assert scene.motionclone.seed == 7
+
+
+def test_cancel_reaches_the_backend(addon, backend):
+    addon.endpoint = backend.endpoint
+    scene = animated_scene(frames=8)
+    settings = configure_job(scene, steps=300)
+    bpy.ops.motionclone.generate()
+    job = settings.jobs[0]
+    assert pump_until(lambda: job.state == "RUNNING" and job.stage == "denoise", 120), job.message
+    assert bpy.ops.motionclone.cancel() == {"FINISHED"}
+    assert pump_until(lambda: job.state == "CANCELLED", 30), job.message
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_backend_that_is_not_running_gives_a_clear_error_within_the_timeout(addon):
+    from blender_addon import session
+
+    addon.endpoint = f"tcp://127.0.0.1:{free_port()}"
+    addon.timeout = 1.5
+    scene = animated_scene(frames=8)
+    settings = configure_job(scene)
+    started = time.monotonic()
+    assert bpy.ops.motionclone.generate() == {"FINISHED"}  # returns at once; the client works in the background
+    assert time.monotonic() - started < 10
+    job = settings.jobs[0]
+    assert pump_until(lambda: job.state == "FAILED", 1.5 + 3.0)
+    connection = session.get_session().connection
+    assert connection.state == "unreachable"
+    assert "No MotionClone backend answered" in connection.message and "motionclone serve" in connection.message
+    assert "No MotionClone backend answered" in job.message
+
+
+class RecordingLayout:
+    """Stands in for bpy.types.UILayout: records every call; containers return new recorders."""
+
+    def __init__(self, calls: list):
+        self.calls = calls
+        self.active = True
+
+    def __getattr__(self, name):
+        def record(*args, **kwargs):
+            self.calls.append((name, args, kwargs))
+            if name in ("row", "column", "box", "split", "column_flow", "grid_flow"):
+                return RecordingLayout(self.calls)
+            return None
+
+        return record
+
+
+def test_panels_draw_against_a_recording_layout(addon):
+    from blender_addon import panels
+
+    scene = animated_scene()
+    settings = configure_job(scene)
+    settings.show_advanced = True
+    job = settings.jobs.add()
+    job.state, job.progress, job.message, job.prompt = "RUNNING", 0.5, "Denoise 3/6", "a fox"
+    calls = []
+    panels.draw_motionclone(RecordingLayout(calls), bpy.context)
+    names = [name for name, _, _ in calls]
+    props = {args[1] for name, args, _ in calls if name == "prop"}
+    assert {"prompt", "negative_prompt", "config", "seed", "randomize_seed", "steps", "cfg_scale"} <= props
+    assert ("operator", ("motionclone.generate",), {"icon": "PLAY"}) in calls
+    assert "template_list" in names
+    progress = [kwargs for name, _, kwargs in calls if name == "progress"]
+    assert progress == [{"factor": 0.5, "type": "BAR", "text": "Denoise 3/6"}]

@@ -1,0 +1,340 @@
+"""blender_addon.reference in real Blender: frame sampling, sizes, Workbench renders and strip reading. No torch."""
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import bpy
+import numpy as np
+import pytest
+
+from blender_addon import png, reference
+
+pytestmark = pytest.mark.usefixtures("scene")
+
+WIDTH, HEIGHT = 64, 48
+CUBE_LINEAR = (0.5, 0.2, 0.05)  # Workbench flat single colour, scene-linear
+WORLD_LINEAR = (0.02, 0.05, 0.1)
+ORTHO_SCALE = 8.0  # the camera sees x in [-4, 4] and y in [-3, 3]
+
+
+def srgb_u8(linear: float) -> int:
+    """The 8-bit sRGB value of a linear value: what the 'Standard' view transform writes."""
+    encoded = 12.92 * linear if linear <= 0.0031308 else 1.055 * linear ** (1 / 2.4) - 0.055
+    return round(encoded * 255)
+
+
+def build_animated_scene(scene: bpy.types.Scene) -> bpy.types.Object:
+    """A top-down orthographic camera, and a 2 m cube in the upper third moving from x=-2.5 (frame 1) to 2.5 (10)."""
+    camera = bpy.data.objects.new("Camera", bpy.data.cameras.new("Camera"))
+    camera.data.type = "ORTHO"
+    camera.data.ortho_scale = ORTHO_SCALE
+    camera.location = (0.0, 0.0, 10.0)  # no rotation: looks down -Z with +Y up in the image
+    scene.collection.objects.link(camera)
+    scene.camera = camera
+
+    mesh = bpy.data.meshes.new("Cube")
+    corners = [(x, y, z) for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)]
+    faces = [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)]
+    mesh.from_pydata(corners, [], faces)
+    cube = bpy.data.objects.new("Cube", mesh)
+    scene.collection.objects.link(cube)
+    for frame, x in ((1, -2.5), (10, 2.5)):
+        cube.location = (x, 2.0, 0.0)
+        cube.keyframe_insert("location", frame=frame)
+
+    world = bpy.data.worlds.new("World")
+    world.color = WORLD_LINEAR
+    scene.world = world
+    shading = scene.display.shading
+    shading.light = "FLAT"
+    shading.color_type = "SINGLE"
+    shading.single_color = CUBE_LINEAR
+    scene.view_settings.view_transform = "Standard"
+    scene.render.dither_intensity = 0.0  # dither noise would blur the exact colour check
+    return camera
+
+
+def rna_values(struct: Any) -> dict[str, Any]:
+    """Every readable non-pointer property of an RNA struct, arrays as tuples."""
+    values = {}
+    for prop in struct.bl_rna.properties:
+        if prop.identifier == "rna_type" or prop.type in {"POINTER", "COLLECTION"}:
+            continue
+        value = getattr(struct, prop.identifier)
+        values[prop.identifier] = tuple(value) if getattr(prop, "is_array", False) else value
+    return values
+
+
+def settings_snapshot(scene: bpy.types.Scene) -> dict[str, Any]:
+    """Everything of the user's that a reference render could change."""
+    return {
+        "render": rna_values(scene.render),
+        "image_settings": rna_values(scene.render.image_settings),
+        "ffmpeg": rna_values(scene.render.ffmpeg),
+        "shading": rna_values(scene.display.shading),
+        "view": rna_values(scene.view_settings),
+        "display": rna_values(scene.display_settings),
+        "frames": (scene.frame_current, scene.frame_start, scene.frame_end, scene.frame_step),
+        "camera": scene.camera.name if scene.camera else None,
+        "images": sorted(image.name for image in bpy.data.images),
+        "scenes": sorted(scene.name for scene in bpy.data.scenes),
+    }
+
+
+def set_unusual_user_settings(scene: bpy.types.Scene) -> None:
+    """Settings far from what the reference render uses, so any missed restore shows."""
+    render = scene.render
+    render.engine = "CYCLES"
+    render.resolution_x, render.resolution_y, render.resolution_percentage = 1920, 1080, 50
+    render.pixel_aspect_x, render.pixel_aspect_y = 2.0, 1.0
+    render.filepath = "//user_output/shot_"
+    render.use_file_extension = False
+    render.film_transparent = True
+    render.use_border = True
+    render.use_compositing = True
+    render.use_sequencer = True
+    image_settings = render.image_settings
+    image_settings.media_type = "VIDEO"  # 5.x: FFMPEG is only valid for the VIDEO media type
+    image_settings.file_format = "FFMPEG"
+    image_settings.color_mode = "RGB"
+    scene.frame_start, scene.frame_end, scene.frame_step = 3, 40, 2
+    scene.frame_current = 7
+
+
+# ---- sample_frames and snapped_resolution --------------------------------------------------------------------------
+def test_sample_frames_floors_linspace_like_the_backend() -> None:
+    frames = reference.sample_frames(1, 100, 16)
+
+    assert frames[:4] == [1, 7, 14, 20]
+    assert frames == [1 + math.floor(k * 99 / 15) for k in range(16)]
+    assert reference.sample_frames(5, 20, 16) == list(range(5, 21))
+    assert reference.sample_frames(-3, 30, 5) == [-3 + int(v) for v in np.linspace(0, 33, 5, dtype=int)]
+
+
+def test_sample_frames_rejects_a_range_shorter_than_the_frame_count() -> None:
+    with pytest.raises(ValueError, match=r"has 10 frames but 16 are needed.*extend the frame range"):
+        reference.sample_frames(1, 10, 16)
+
+
+def test_snapped_resolution_keeps_the_aspect_on_a_multiple_of_8_grid(scene: bpy.types.Scene) -> None:
+    render = scene.render
+    cases = [
+        ((1920, 1080, 1.0, 1.0), 512, (512, 288)),
+        ((1080, 1920, 1.0, 1.0), 512, (288, 512)),
+        ((720, 576, 16.0, 15.0), 512, (512, 384)),  # PAL 4:3 with non-square pixels
+        ((1000, 333, 1.0, 1.0), 512, (512, 168)),  # 170.5 rounds to the nearest multiple of 8
+        ((1920, 1080, 1.0, 1.0), 768, (768, 432)),
+        ((4000, 10, 1.0, 1.0), 512, (512, 8)),  # never below 8
+    ]
+    for (res_x, res_y, aspect_x, aspect_y), long_side, expected in cases:
+        render.resolution_x, render.resolution_y = res_x, res_y
+        render.pixel_aspect_x, render.pixel_aspect_y = aspect_x, aspect_y
+        size = reference.snapped_resolution(scene, long_side)
+        assert size == expected, (res_x, res_y, aspect_x, aspect_y)
+        assert all(side % 8 == 0 for side in size)
+
+
+def test_snapped_resolution_rejects_a_long_side_off_the_grid(scene: bpy.types.Scene) -> None:
+    with pytest.raises(ValueError, match="`long_side`"):
+        reference.snapped_resolution(scene, 500)
+
+
+def test_render_engines_are_accepted_by_this_blender(scene: bpy.types.Scene) -> None:
+    for identifier in reference.RENDER_ENGINES.values():
+        scene.render.engine = identifier
+        assert scene.render.engine == identifier
+
+
+# ---- render_camera_frames ------------------------------------------------------------------------------------------
+def test_render_is_right_side_up_colour_exact_and_follows_the_animation(
+    scene: bpy.types.Scene, tmp_path: Path, decode_png: Callable[[Path], np.ndarray]
+) -> None:
+    build_animated_scene(scene)
+    frames = reference.sample_frames(1, 10, 4)
+
+    pixels = reference.render_camera_frames(scene, frames, WIDTH, HEIGHT, "WORKBENCH", workdir=tmp_path)
+
+    assert pixels.shape == (4, HEIGHT, WIDTH, 3) and pixels.dtype == np.uint8
+    cube = np.array([srgb_u8(v) for v in CUBE_LINEAR])
+    world = np.array([srgb_u8(v) for v in WORLD_LINEAR])
+    # The cube covers y in [1, 3], the top third (rows 0..15); the bottom half is background only.
+    is_cube = np.abs(pixels.astype(int) - cube).max(axis=3) <= 2
+    assert is_cube[:, :16].any(axis=(1, 2)).all()
+    assert not is_cube[:, 24:].any()
+    assert np.abs(pixels[:, 40:, :, :].astype(int) - world).max() <= 2
+    # Centre of the cube at frame 1 (x=-2.5) is column 12; at frame 10 (x=2.5) column 52.
+    columns = [np.nonzero(is_cube[k, 8])[0] for k in range(4)]
+    assert abs(columns[0].mean() - 12) <= 1 and abs(columns[-1].mean() - 52) <= 1
+    assert all(np.diff([c.mean() for c in columns]) > 5)
+    assert np.abs(pixels[0, 8, 12].astype(int) - cube).max() <= 1
+    # The array holds exactly what is in the files Blender wrote (top row first, no colour conversion).
+    written = sorted(tmp_path.glob("frame_*.png"))
+    assert [path.name for path in written] == [f"frame_{k:04d}.png" for k in range(1, 5)]
+    for k, path in enumerate(written):
+        np.testing.assert_array_equal(decode_png(path), pixels[k])
+
+
+def test_render_restores_every_user_setting_and_leaks_no_image(scene: bpy.types.Scene, tmp_path: Path) -> None:
+    camera = build_animated_scene(scene)
+    other = bpy.data.objects.new("Other camera", bpy.data.cameras.new("Other camera"))
+    scene.collection.objects.link(other)
+    scene.camera = other
+    set_unusual_user_settings(scene)
+    # A strip in the user's sequencer must not replace the camera view (the scene renders strips when it has any).
+    scene.sequence_editor_create().strips.new_effect(
+        name="Overlay", type="COLOR", channel=1, frame_start=1, length=20
+    ).color = (1.0, 0.0, 1.0)
+    before = settings_snapshot(scene)
+
+    pixels = reference.render_camera_frames(scene, [1, 10], WIDTH, HEIGHT, "WORKBENCH", tmp_path, camera=camera)
+
+    assert pixels.shape == (2, HEIGHT, WIDTH, 3)
+    cube = np.array([srgb_u8(v) for v in CUBE_LINEAR])
+    assert np.abs(pixels[0, 8, 12].astype(int) - cube).max() <= 1  # the camera's view, unscaled
+    assert settings_snapshot(scene) == before
+    assert len(bpy.data.images) == 0
+
+
+def test_cancel_stops_between_frames_and_still_restores_the_settings(scene: bpy.types.Scene, tmp_path: Path) -> None:
+    build_animated_scene(scene)
+    set_unusual_user_settings(scene)
+    before = settings_snapshot(scene)
+    calls = []
+
+    def cancel() -> bool:
+        calls.append(1)
+        return len(calls) >= 2  # let the first frame render, stop before the second
+
+    with pytest.raises(reference.RenderCancelled):
+        reference.render_camera_frames(scene, [1, 4, 7, 10], WIDTH, HEIGHT, workdir=tmp_path, cancel=cancel)
+
+    assert [path.name for path in tmp_path.glob("*.png")] == ["frame_0001.png"]
+    assert settings_snapshot(scene) == before
+
+
+def test_keyboard_interrupt_mid_render_still_restores_the_settings(scene: bpy.types.Scene, tmp_path: Path) -> None:
+    build_animated_scene(scene)
+    set_unusual_user_settings(scene)
+    before = settings_snapshot(scene)
+    calls = []
+
+    def interrupt() -> bool:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return False
+
+    with pytest.raises(KeyboardInterrupt):
+        reference.render_camera_frames(scene, [1, 4, 7], WIDTH, HEIGHT, workdir=tmp_path, cancel=interrupt)
+
+    assert settings_snapshot(scene) == before
+
+
+def test_render_without_a_temporary_folder_argument_cleans_up(scene: bpy.types.Scene) -> None:
+    build_animated_scene(scene)
+
+    pixels = reference.render_camera_frames(scene, [1], WIDTH, HEIGHT)
+
+    assert pixels.shape == (1, HEIGHT, WIDTH, 3)
+    assert len(bpy.data.images) == 0
+
+
+def test_render_without_a_camera_asks_for_one(scene: bpy.types.Scene, tmp_path: Path) -> None:
+    build_animated_scene(scene)
+    scene.camera = None
+
+    with pytest.raises(ValueError, match="no active camera"):
+        reference.render_camera_frames(scene, [1], WIDTH, HEIGHT, workdir=tmp_path)
+
+
+def test_render_rejects_an_unknown_engine(scene: bpy.types.Scene, tmp_path: Path) -> None:
+    build_animated_scene(scene)
+
+    with pytest.raises(ValueError, match="WORKBENCH, EEVEE, CYCLES"):
+        reference.render_camera_frames(scene, [1], WIDTH, HEIGHT, "OPENGL", workdir=tmp_path)
+
+
+# ---- reading strips ------------------------------------------------------------------------------------------------
+def flat_frames(values: list[int], height: int = 6, width: int = 10) -> list[np.ndarray]:
+    frames = []
+    for value in values:
+        frame = np.full((height, width, 3), value, dtype=np.uint8)
+        frame[0, :, 1] = 255 - value  # mark the top row, so a flipped read shows
+        frames.append(frame)
+    return frames
+
+
+def add_image_strip(scene: bpy.types.Scene, folder: Path, names: list[str], frame_start: int) -> Any:
+    strips = scene.sequence_editor_create().strips
+    strip = strips.new_image(name="ref", filepath=str(folder / names[0]), channel=1, frame_start=frame_start)
+    for name in names[1:]:
+        strip.elements.append(name)
+    return strip
+
+
+def test_read_image_strip_frames_picks_the_element_shown_at_each_frame(scene: bpy.types.Scene, tmp_path: Path) -> None:
+    images = flat_frames([10, 120, 250])
+    names = [f"img_{k}.png" for k in range(3)]
+    for name, image in zip(names, images, strict=True):
+        png.write_png(tmp_path / name, image)
+    strip = add_image_strip(scene, tmp_path, names, frame_start=10)
+
+    pixels = reference.read_image_strip_frames(strip, [8, 10, 11, 12, 20])
+
+    expected = np.stack([images[k] for k in (0, 0, 1, 2, 2)])  # clamped before and after the strip
+    np.testing.assert_array_equal(pixels, expected)
+    assert len(bpy.data.images) == 0
+
+
+def test_read_image_strip_frames_names_the_file_of_another_size(scene: bpy.types.Scene, tmp_path: Path) -> None:
+    png.write_png(tmp_path / "a.png", flat_frames([10])[0])
+    png.write_png(tmp_path / "b.png", flat_frames([20], height=8)[0])
+    strip = add_image_strip(scene, tmp_path, ["a.png", "b.png"], frame_start=1)
+
+    with pytest.raises(ValueError, match=r"b\.png is 10x8 .* 10x6"):
+        reference.read_image_strip_frames(strip, [1, 2])
+    assert len(bpy.data.images) == 0
+
+
+def render_colour_movie(scene: bpy.types.Scene, path: Path, reds: list[float]) -> None:
+    """A lossless FFV1 movie whose frame k is a flat colour with red = reds[k] (linear)."""
+    world = bpy.data.worlds.new("World")
+    scene.world = world
+    for frame, red in enumerate(reds, start=1):
+        world.color = (red, 0.5 * red, 0.2)
+        world.keyframe_insert("color", frame=frame)  # a key on every frame: exact values at whole frames
+    camera = bpy.data.objects.new("Camera", bpy.data.cameras.new("Camera"))
+    scene.collection.objects.link(camera)
+    scene.camera = camera
+    render = scene.render
+    render.engine = "BLENDER_WORKBENCH"
+    render.resolution_x, render.resolution_y, render.resolution_percentage = 32, 24, 100
+    render.dither_intensity = 0.0
+    scene.view_settings.view_transform = "Standard"
+    scene.frame_start, scene.frame_end = 1, len(reds)
+    render.image_settings.media_type = "VIDEO"
+    render.image_settings.file_format = "FFMPEG"
+    render.ffmpeg.format, render.ffmpeg.codec = "MKV", "FFV1"
+    render.image_settings.color_mode = "RGB"
+    render.filepath = str(path)
+    with bpy.context.temp_override(scene=scene):
+        bpy.ops.render.render(animation=True)
+
+
+def test_read_movie_strip_frames_returns_the_frame_shown_at_each_scene_frame(
+    scene: bpy.types.Scene, tmp_path: Path
+) -> None:
+    reds = [0.0, 0.1, 0.3, 0.8]
+    movie = tmp_path / "movie.mkv"
+    render_colour_movie(scene, movie, reds)
+    strip = scene.sequence_editor_create().strips.new_movie(name="movie", filepath=str(movie), channel=1, frame_start=5)
+    before = settings_snapshot(scene)
+
+    pixels = reference.read_movie_strip_frames(strip, [3, 5, 6, 7, 8, 30])
+
+    assert pixels.shape == (6, 24, 32, 3) and pixels.dtype == np.uint8
+    expected_red = [srgb_u8(reds[k]) for k in (0, 0, 1, 2, 3, 3)]  # clamped before and after the movie
+    assert np.abs(pixels[:, :, :, 0].astype(int) - np.array(expected_red)[:, None, None]).max() <= 2
+    assert settings_snapshot(scene) == before  # includes: the temporary scene and its images are gone
