@@ -226,7 +226,14 @@ def command_serve(args: argparse.Namespace) -> int:
 def command_keygen(args: argparse.Namespace) -> int:
     from ..protocol.keys import write_client_keys, write_server_keys
 
-    server_public, _ = write_server_keys(args.directory)
+    try:
+        server_public, _ = write_server_keys(args.directory)
+    except FileExistsError as error:
+        raise ParameterError(
+            "directory",
+            f"already holds keys ({error}); use a new folder, or delete the old keys first (clients "
+            "holding the old server.key will then need the new one)",
+        ) from error
     print(f"Server keys: {server_public} (give this file to clients) and its secret next to it (keep it private).")
     for name in args.client or ["client"]:
         client_public, client_secret = write_client_keys(args.directory, name)

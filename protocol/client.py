@@ -54,6 +54,7 @@ from .messages import (
     ArraySpec,
     Cancel,
     Cancelled,
+    Echo,
     Error,
     Fetch,
     Hello,
@@ -87,6 +88,8 @@ DEFAULT_LIMITS = Limits()
 # long. 20 ms is below what a user notices and costs no measurable CPU; an inproc PAIR wake-up socket would save the
 # wait but adds a second socket, its own shutdown order, and nothing a user would notice.
 POLL_INTERVAL = 0.02
+# On close, queued messages get this long to leave a connected socket.
+SHUTDOWN_LINGER_MS = 500
 
 # Blocking waits sleep in slices this long so that they notice a closed client.
 _WAIT_SLICE = 0.1
@@ -348,6 +351,7 @@ class Client:
             parts = encode(message, frames)
         except (TypeError, ValueError, OverflowError) as error:
             raise ValueError(f"`params` must hold numbers, strings, lists and maps only: {error}") from error
+        self._check_size(parts, f"a reference of shape {list(frames.shape)}", "frames")
         self._enqueue(_Command(message, parts))
         return message.request_id
 
@@ -385,6 +389,43 @@ class Client:
             The request id.
         """
         return self._enqueue(_Command(Ack(request_id=_new_id(), job_id=_check_job_id(job_id))))
+
+    def echo(self, data: bytes | memoryview | np.ndarray) -> str:
+        """Send bytes that the server sends straight back: an "echo" event with the same request id and the bytes as
+        its payload. For "Test connection" and for measuring the link (`measure_round_trip` waits for the answer).
+
+        The bytes go out as they are, without a copy: do not change `data` after this call. Only a connected client
+        sends an Echo; without a connection it is dropped, and nothing answers it.
+
+        Args:
+            data: the bytes to send, as one 1-D uint8 part (an array is sent as its raw C-order bytes). Empty data
+                sends an Echo without a part, the smallest message the server answers.
+
+        Returns:
+            The request id.
+
+        Raises:
+            ValueError: `data` is not a contiguous buffer, or makes a message larger than this client's limit or the
+                connected server's `max_message_bytes`.
+            RuntimeError: the client is closed.
+        """
+        view = _echo_bytes(data)
+        spec = ArraySpec((view.nbytes,)) if view.nbytes else None
+        message = Echo(request_id=_new_id(), data=spec)
+        parts = encode(message, view if spec is not None else None)
+        self._check_size(parts, f"an Echo of {view.nbytes} bytes", "data")
+        return self._enqueue(_Command(message, parts))
+
+    def _check_size(self, parts: list[Buffer], what: str, name: str) -> None:
+        """Refuse a message over this client's or the server's `max_message_bytes`: libzmq would drop an oversized
+        part on arrival with no answer at all."""
+        limit = self._limits.max_message_bytes
+        info = self.server_info
+        if info is not None and isinstance(info.limits.get("max_message_bytes"), int):
+            limit = min(limit, info.limits["max_message_bytes"])
+        size = sum(memoryview(part).nbytes for part in parts)
+        if size > limit:
+            raise ValueError(f"`{name}`: {what} makes a {size}-byte message; the limit is {limit}")
 
     # ---- events --------------------------------------------------------------------------------------------------
     def poll_events(self, max_events: int | None = None) -> list[Event]:
@@ -549,6 +590,56 @@ class Client:
             if _job_outcome(event, job_id):
                 return event
 
+    def measure_round_trip(self, data: bytes | memoryview | np.ndarray, timeout: float) -> float:
+        """Send `data` with `echo` and wait for it to come back. Takes (and drops) the events that arrive meanwhile.
+
+        Waits for a connection first (within the same `timeout`). The time includes the client's own hand-over to its
+        I/O thread, which takes up to POLL_INTERVAL, so it is what a caller of this client sees, not the bare network.
+
+        Args:
+            data: as for `echo`.
+            timeout: seconds to wait for the connection and the answer together.
+
+        Returns:
+            Seconds from the send until the answer was taken from the event queue.
+
+        Raises:
+            BackendUnavailable: no connection within `timeout`, the connection died while waiting, or the client is
+                closed.
+            JobFailed: the server answered with an error (e.g. code "too_large"; field and hint as sent).
+            ProtocolError: the bytes that came back differ from those sent.
+            TimeoutError: no answer within `timeout`.
+            ValueError: as for `echo`.
+        """
+        self._check_started()
+        deadline = time.monotonic() + timeout
+        self.wait_connected(timeout)
+        sent = _echo_bytes(data)
+        started = time.perf_counter()
+        request_id = self.echo(sent)
+        while True:
+            event = self._wait_event(deadline)
+            if event is None:
+                raise TimeoutError(f"no echo from {self._endpoint} within {timeout:g} s")
+            if event.kind == "disconnected":
+                raise BackendUnavailable(f"lost the connection to {self._endpoint} while waiting for an echo")
+            if event.request_id != request_id:
+                continue
+            elapsed = time.perf_counter() - started
+            message = event.message
+            if event.kind == "error" and isinstance(message, Error):
+                if message.code == BACKEND_UNAVAILABLE:
+                    raise BackendUnavailable(f"{message.message}. {message.hint}".strip())
+                raise JobFailed(message.code, message.message, message.hint, message.field)
+            if event.kind != "echo":
+                continue
+            if (event.payload or b"") != sent:
+                received = len(event.payload or b"")
+                raise ProtocolError(
+                    BAD_MESSAGE, f"the echo of {sent.nbytes} bytes came back changed ({received} bytes)", "data"
+                )
+            return elapsed
+
     # ---- internals shared with caller threads --------------------------------------------------------------------
     def _enqueue(self, command: _Command) -> str:
         # Checked and queued under the lock: the I/O thread's last look at the queue comes after `_closed` is set.
@@ -649,19 +740,24 @@ class Client:
         self._backoff = min(self._backoff * 2, self._max_backoff)
 
     def _shut_down(self) -> None:
-        """The I/O thread's way out: close the socket and tell anyone still waiting."""
+        """The I/O thread's way out: send what callers queued last (say an Ack right before close), close the socket,
+        and tell anyone still waiting."""
+        if self._socket is not None and self.connected:
+            self._take_commands()
+            self._close_socket(linger_ms=SHUTDOWN_LINGER_MS)
         self._close_socket()
         self._take_commands()
         self._fail_unaccepted_submits("the client was closed")
 
-    def _close_socket(self) -> None:
-        """Close the socket with linger=0; a connection that had its Welcome ends with one "disconnected" event."""
+    def _close_socket(self, linger_ms: int = 0) -> None:
+        """Close the socket (linger 0 unless given); a connection that had its Welcome ends with one "disconnected"
+        event."""
         with self._lock:
             was_connected = self._connected
             self._connected = False
             self._server_info = None
         if self._socket is not None:
-            self._socket.close(linger=0)
+            self._socket.close(linger=linger_ms)
             self._socket = None
         if was_connected:
             self._emit(Event("disconnected"))
@@ -859,6 +955,19 @@ def _check_frames(frames: np.ndarray) -> np.ndarray:
     if frames.ndim != 4 or frames.shape[3] != 3 or 0 in frames.shape:
         raise ValueError(f"`frames` must have shape (frames, height, width, 3), got {frames.shape}")
     return np.ascontiguousarray(frames)
+
+
+def _echo_bytes(data: bytes | memoryview | np.ndarray) -> memoryview:
+    """The bytes of `data` as a flat uint8 view, without a copy (an array that is not C-contiguous is copied)."""
+    try:
+        if isinstance(data, np.ndarray):
+            data = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+        view = memoryview(data)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"`data` must be bytes, a memoryview or a numpy array: {error}") from error
+    if not view.c_contiguous:
+        raise ValueError("`data` must be a contiguous buffer; copy it with bytes(data) first")
+    return view if view.ndim == 1 and view.format == "B" else view.cast("B")
 
 
 def _check_job_id(job_id: str) -> str:

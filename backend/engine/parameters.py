@@ -115,6 +115,8 @@ class MotionCloneParams:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ParameterError(unknown[0], f"is not a MotionClone parameter; known parameters: {sorted(known)}")
+        if "prompt" not in values:
+            raise ParameterError("prompt", "is required")
         values = dict(values)
         if "motion_guidance_blocks" in values and isinstance(values["motion_guidance_blocks"], list | tuple):
             values["motion_guidance_blocks"] = tuple(values["motion_guidance_blocks"])

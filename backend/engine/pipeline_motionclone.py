@@ -156,9 +156,7 @@ class MotionClonePipeline(DiffusionPipeline):
 
         # 1. Check inputs
         started = time.perf_counter()
-        validate_params(params, max_frames=self.max_frames)
-        module_names = guided_module_names(self.unet, params.motion_guidance_blocks)
-        timesteps = self.prepare_timesteps(params)
+        module_names, timesteps = self.check_inputs(params)
         set_motion_module_norm(self.unet, params.motion_norm)
         report("prepare", 0, 1)
 
@@ -210,6 +208,15 @@ class MotionClonePipeline(DiffusionPipeline):
 
         metadata = self.describe_result(params, timesteps, timings, cache_key, cache_hit, losses)
         return MotionCloneOutput(frames=frames, metadata=metadata)
+
+    def check_inputs(self, params: MotionCloneParams) -> tuple[list[str], torch.Tensor]:
+        """Validate `params` against this model; returns the guided module names and the timesteps.
+
+        Raises `ParameterError` naming the first invalid parameter. Cheap: servers call it before queueing a job.
+        """
+        validate_params(params, max_frames=self.max_frames)
+        module_names = guided_module_names(self.unet, params.motion_guidance_blocks)
+        return module_names, self.prepare_timesteps(params)
 
     # ----------------------------------------------------------------------------------------------------------
     @torch.no_grad()

@@ -40,7 +40,7 @@ from ...protocol.messages import (
     Submit,
     Welcome,
 )
-from ..engine import MotionCloneParams, MotionClonePipeline, RepresentationCache, validate_params
+from ..engine import MotionCloneParams, MotionClonePipeline, RepresentationCache
 from ..errors import ParameterError
 from ..generate import DTYPES
 from ..models import load_preset
@@ -214,7 +214,7 @@ class Server:
             )
             return
         params = _params_from_request(message.params)
-        validate_params(params, max_frames=self.pipeline.max_frames)
+        self.pipeline.check_inputs(params)
         frame_count = message.reference.shape[0]
         if frame_count < params.num_frames:
             raise ProtocolError(
@@ -227,7 +227,8 @@ class Server:
         self._accepted += 1
         job = Job(identity, params, reference, message.reference_fps, preset, sequence=self._accepted)
         self.jobs[job.job_id] = job
-        position = self.queue.push(job) + (1 if self.worker.busy else 0)
+        self.queue.push(job)
+        position = self._position(job)
         log.info("job %s queued at position %d", job.job_id, position)
         self._send(identity, Accepted(message.request_id, job.job_id, position))
 
@@ -248,8 +249,7 @@ class Server:
         job = self.jobs.get(message.job_id)
         if job is not None and job.state in ("queued", "running"):
             job.identity = identity  # progress and the result now go to this connection
-            position = self.queue.position(job)
-            self._send(identity, JobStatus(message.request_id, job.job_id, job.state, position))
+            self._send(identity, JobStatus(message.request_id, job.job_id, job.state, self._position(job)))
             return
         stored = self.results.load(message.job_id)
         if stored is None:
@@ -333,9 +333,14 @@ class Server:
     def _forget(self, job: Job) -> None:
         self.jobs.pop(job.job_id, None)
 
+    def _position(self, job: Job) -> int | None:
+        """Jobs ahead of `job`, the running one included; None once it runs."""
+        position = self.queue.position(job)
+        return None if position is None else position + (1 if self.worker.busy else 0)
+
     def _send_queue_positions(self) -> None:
-        for position, job in enumerate(self.queue):
-            self._send(job.identity, Queued(job.job_id, position + (1 if self.worker.busy else 0)))
+        for job in self.queue:
+            self._send(job.identity, Queued(job.job_id, self._position(job)))
 
     # ---- sending -------------------------------------------------------------------------------------------------
     def _send_result(self, identity: bytes, job_id: str, frames: np.ndarray, fps: float, metadata: dict) -> None:

@@ -35,6 +35,7 @@ from motionclone.protocol.messages import (
     ArraySpec,
     Cancel,
     Cancelled,
+    Echo,
     Error,
     Fetch,
     Hello,
@@ -135,6 +136,8 @@ class FakeServer:
             self._answer_fetch(identity, message)
         elif isinstance(message, Ack):
             self._send(identity, JobStatus(request_id=message.request_id, job_id=message.job_id, state="done"))
+        elif isinstance(message, Echo):
+            self._send(identity, message, None if payload is None else bytes(payload))
 
     def _answer_submit(self, identity: bytes, message: Submit, payload: memoryview | None) -> None:
         mode = message.params.get("mode", "ok")
@@ -410,6 +413,31 @@ def test_submit_rejects_frames_that_are_not_uint8_video(make_client: Callable[..
         client.submit(np.zeros((2, 8, 8), np.uint8), {})
     with pytest.raises(ValueError, match="`params`"):
         client.submit(np.zeros((2, 8, 8, 3), np.uint8), {"prompt": object()})
+
+
+def test_echo_sends_the_bytes_back_unchanged_and_measures_the_round_trip(
+    server: FakeServer, make_client: Callable[..., Client]
+) -> None:
+    client = make_client(server.endpoint).start()
+    client.wait_connected(timeout=2.0)
+    data = make_frames(seed=6).tobytes()
+
+    request_id = client.echo(data)
+    echoed, _ = wait_for_event(client, "echo")
+    empty_id = client.echo(b"")
+    empty, _ = wait_for_event(client, "echo")
+    seconds = client.measure_round_trip(make_frames(seed=7), timeout=3.0)
+
+    assert echoed.request_id == request_id
+    assert isinstance(echoed.message, Echo)
+    assert echoed.payload == data
+    assert empty.request_id == empty_id
+    assert empty.payload is None
+    assert 0.0 < seconds < 3.0
+    sent = server.received_of(Echo)
+    assert [echo.data for echo in sent] == [ArraySpec((len(data),)), None, ArraySpec((len(data),))]
+    with pytest.raises(ValueError, match="`data`"):
+        client.echo(memoryview(data)[::2])
 
 
 # ---- losing and regaining the server ---------------------------------------------------------------------------------
