@@ -223,3 +223,46 @@ def test_panels_draw_against_a_recording_layout(addon):
     assert "template_list" in names
     progress = [kwargs for name, _, kwargs in calls if name == "progress"]
     assert progress == [{"factor": 0.5, "type": "BAR", "text": "Denoise 3/6"}]
+
+
+def client_threads():
+    import threading
+
+    return [thread for thread in threading.enumerate() if thread.name == "motionclone-client"]
+
+
+def test_disable_closes_the_client_thread_and_loading_a_file_keeps_the_pump(addon, backend, tmp_path):
+    import blender_addon
+    from blender_addon import session
+
+    addon.endpoint = backend.endpoint
+    assert bpy.ops.motionclone.test_connection() == {"FINISHED"}
+    assert pump_until(lambda: session.get_session().connection.state == "connected", 20)
+    assert len(client_threads()) == 1
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "saved.blend"))
+    bpy.ops.wm.open_mainfile(filepath=str(tmp_path / "saved.blend"))
+    assert bpy.app.timers.is_registered(blender_addon._timer)  # persistent across file loads
+    assert blender_addon._on_load_post in bpy.app.handlers.load_post
+    disable_addon()
+    assert client_threads() == []
+    assert not bpy.app.timers.is_registered(blender_addon._timer)
+    enable_addon()  # the fixture disables it again
+
+
+def test_a_job_saved_in_a_file_is_fetched_again_when_the_file_is_opened(addon, backend, tmp_path):
+    from blender_addon import session
+
+    addon.endpoint = backend.endpoint
+    scene = animated_scene(frames=8)
+    settings = configure_job(scene, steps=12)
+    bpy.ops.motionclone.generate()
+    job = settings.jobs[0]
+    assert pump_until(lambda: bool(job.job_id), 60), job.message
+    path = str(tmp_path / "with-job.blend")
+    bpy.ops.wm.save_as_mainfile(filepath=path)
+    session.close_session()  # as if Blender had been closed: the connection is gone
+    bpy.ops.wm.open_mainfile(filepath=path)  # load_post asks the backend for the saved job again
+    job = bpy.context.scene.motionclone.jobs[0]
+    assert pump_until(lambda: job.state in ("DONE", "FAILED"), 120), job.message
+    assert job.state == "DONE", job.message
+    assert bpy.context.scene.sequence_editor.strips[job.strip_name]["motionclone_job_id"] == job.job_id
