@@ -182,42 +182,36 @@ def test_cancel_mid_job_stops_within_one_step_and_the_next_job_runs(shared_serve
         assert result.frames().shape == (8, 64, 64, 3)
 
 
-def test_a_killed_server_is_noticed_quickly_and_finished_results_survive_a_restart(
+def test_a_killed_server_is_reported_within_5_s_and_finished_results_survive_a_restart(
     start_server, reference_frames, tmp_path
 ):
     results_dir = tmp_path / "kept"
     server = start_server(results_dir)
-    client = connect(server.endpoint)
-    finished = client.run_job(reference_frames, job_params(seed=3), timeout=120)  # not acknowledged
-    client.submit(reference_frames, job_params(num_inference_steps=400, guidance_steps=2))
-    while (event := client.next_event(30)) is not None and event.kind != "progress":
-        pass
-    killed_at = time.monotonic()
-    server.kill()
-    with pytest.raises(BackendUnavailable):
-        while True:
-            event = client.next_event(10)
-            assert event is not None, "no event within 10 s of the kill"
-            if event.kind == "disconnected":
-                raise BackendUnavailable("noticed")
-    assert time.monotonic() - killed_at < 5
-    client.close()
+    with connect(server.endpoint) as client:
+        finished = client.run_job(reference_frames, job_params(seed=3), timeout=120)  # not acknowledged
+        killed_at = []
+
+        def kill_once_running(event):
+            if event.kind == "progress" and not killed_at:
+                killed_at.append(time.monotonic())
+                server.kill()
+
+        with pytest.raises(BackendUnavailable, match=r"while job [0-9a-f]{32} was running"):
+            client.run_job(
+                reference_frames,
+                job_params(num_inference_steps=400, guidance_steps=2),
+                on_event=kill_once_running,
+                timeout=60,
+            )
+        assert time.monotonic() - killed_at[0] < 5
 
     restarted = start_server(results_dir, bind=server.endpoint)
     with connect(restarted.endpoint) as again:
         fetched = again.fetch_result(finished.job_id, timeout=30)
     assert np.array_equal(fetched.frames(), finished.frames())
     assert fetched.message.metadata["seed"] == 3
-
-
-def test_run_job_raises_backend_unavailable_when_the_server_dies(start_server, reference_frames):
-    server = start_server()
-    with connect(server.endpoint) as client:
-        threading.Timer(3.0, server.kill).start()
-        started = time.monotonic()
-        with pytest.raises(BackendUnavailable, match=r"while job [0-9a-f]{32} was running"):
-            client.run_job(reference_frames, job_params(num_inference_steps=400, guidance_steps=2), timeout=60)
-        assert time.monotonic() - started < 3.0 + 5.0
+    assert restarted.terminate() == 0  # SIGTERM shuts down cleanly
+    assert any("stopped" in line for line in restarted.output)
 
 
 def test_a_client_that_disconnects_mid_job_fetches_its_result_by_id_later(shared_server, reference_frames):
@@ -392,12 +386,6 @@ def test_a_non_loopback_bind_without_keys_refuses_to_start(tmp_path):
     assert result.returncode != 0
     assert "Refusing to bind tcp://0.0.0.0:0 without encryption" in result.stderr
     assert "motionclone keygen" in result.stderr
-
-
-def test_sigterm_shuts_down_cleanly(start_server):
-    server = start_server()
-    assert server.terminate() == 0
-    assert any("stopped" in line for line in server.output)
 
 
 def test_cancelled_job_raises_for_run_job_helpers(shared_server, reference_frames):
