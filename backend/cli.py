@@ -34,6 +34,11 @@ PARAMETER_FLAGS = {
     "motion_seed": "motion_seed",
     "negative_prompt": "negative_prompt",
     "fps": "fps",
+    "motion_source": "motion_source",
+    "inversion_prompt": "inversion_prompt",
+    "inversion_steps": "inversion_steps",
+    "object_pair": "semantic_object_pair",
+    "parity_prev_timestep": "inversion_parity_prev_timestep",
 }
 
 
@@ -95,7 +100,8 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
         "--config",
         default="camera",
         choices=sorted(CONFIG_PRESETS),
-        help="official MotionClone config: camera (100 steps, 50 guided) or object (300, 180)",
+        help="official MotionClone config: camera (100 steps, 50 guided) or object (300, 180); "
+        "inversion-{astronaut,fox,street,walk,wolf}: the five example configs of the inversion-based method",
     )
     parser.add_argument("--frames", type=int, help="number of frames (default 16)")
     parser.add_argument("--width", type=int, help="width in pixels, a multiple of 8 (default 512)")
@@ -107,6 +113,25 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="seed (default 2025)")
     parser.add_argument("--motion-seed", type=int, help="separate seed for the motion extraction (default: --seed)")
     parser.add_argument("--fps", type=float, help="frame rate of result.mp4 (default 8)")
+    parser.add_argument(
+        "--motion-source",
+        choices=["single-step", "inversion"],
+        help="single-step extraction (current method, default) or DDIM inversion (paper v1-v3)",
+    )
+    parser.add_argument("--inversion-prompt", help="inversion mode: a prompt describing the reference video")
+    parser.add_argument("--inversion-steps", type=int, help="inversion mode: DDIM inversion steps (default 1000)")
+    parser.add_argument(
+        "--object-pair",
+        nargs=2,
+        metavar=("REF_WORD", "NEW_WORD"),
+        help="inversion mode: word of the inversion prompt and word of the prompt for location-aware guidance",
+    )
+    parser.add_argument(
+        "--parity-prev-timestep",
+        action="store_const",
+        const=True,
+        help="inversion mode: the official off-by-one previous timestep t - 1000//N (bug B12)",
+    )
     parser.add_argument(
         "--set",
         action="append",

@@ -36,6 +36,11 @@ def request_params(settings: Any, seed: int, width: int, height: int, fps: float
     }
     if settings.negative_prompt.strip():
         params["negative_prompt"] = settings.negative_prompt
+    if settings.motion_source == "inversion":
+        params["motion_source"] = "inversion"
+        params["inversion_prompt"] = settings.inversion_prompt
+        if settings.reference_word.strip() and settings.new_word.strip():
+            params["semantic_object_pair"] = [settings.reference_word.strip(), settings.new_word.strip()]
     if settings.use_advanced:
         params.update(
             num_inference_steps=settings.steps,

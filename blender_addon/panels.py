@@ -33,6 +33,12 @@ def draw_motionclone(layout: bpy.types.UILayout, context: bpy.types.Context) -> 
     col.prop(settings, "prompt", text="", icon="TEXT")
     col.prop(settings, "negative_prompt", text="", icon="REMOVE")
     col.prop(settings, "config")
+    col.prop(settings, "motion_source")
+    if settings.motion_source == "inversion":
+        col.prop(settings, "inversion_prompt", text="", icon="FILE_MOVIE")
+        row = col.row(align=True)
+        row.prop(settings, "reference_word")
+        row.prop(settings, "new_word")
     row = col.row(align=True)
     row.prop(settings, "seed")
     row.prop(settings, "randomize_seed", text="", icon="FILE_REFRESH")

@@ -11,6 +11,11 @@ CONFIG_ITEMS = [
     ("camera", "Camera motion", "Official camera-motion config: 100 steps, 50 guided"),
     ("object", "Object motion", "Official object-motion config: 300 steps, 180 guided (slower)"),
 ]
+# How the motion is taken from the reference (backend `motion_source`).
+MOTION_SOURCE_ITEMS = [
+    ("single-step", "Single step", "Current MotionClone: one noisy pass over the reference (fast)"),
+    ("inversion", "DDIM inversion", "Paper v1-v3: DDIM-invert the reference, time-dependent guidance (slower)"),
+]
 SOURCE_ITEMS = [
     ("CAMERA", "Render camera", "Render the active camera's animation as the motion reference"),
     ("STRIP", "Sequencer strip", "Use an image-sequence strip of the sequencer as the motion reference"),
@@ -61,6 +66,16 @@ class MOTIONCLONE_PG_settings(bpy.types.PropertyGroup):
         name="Negative prompt", description="What to avoid; empty uses the official negative prompt"
     )
     config: bpy.props.EnumProperty(name="Motion", items=CONFIG_ITEMS, default="camera")
+    motion_source: bpy.props.EnumProperty(name="Motion source", items=MOTION_SOURCE_ITEMS, default="single-step")
+    inversion_prompt: bpy.props.StringProperty(
+        name="Reference prompt", description="Inversion: what the reference video shows, e.g. 'Fox, moves its head'"
+    )
+    reference_word: bpy.props.StringProperty(
+        name="Reference object", description="Inversion: the object's word in the reference prompt (optional)"
+    )
+    new_word: bpy.props.StringProperty(
+        name="New object", description="Inversion: the new object's word in the prompt (optional)"
+    )
     seed: bpy.props.IntProperty(name="Seed", default=2025, min=0, description="Seed; the one used is written back")
     randomize_seed: bpy.props.BoolProperty(name="Random seed", default=False, description="New seed every run")
     num_frames: bpy.props.IntProperty(

@@ -100,14 +100,20 @@ class TemporalAttentionStore:
     Attributes:
         probs: module name → A of shape (N, heads, F, F), not detached.
         recording: whether the processors write into `probs`; switch off for passes whose maps are not needed.
+        record_keys: whether the processors also write the temporal keys (the `to_k` output, (N, F, C)) into `keys`
+            while recording; off by default (the inversion-based semantic guidance reads them, spec 6.5).
+        keys: module name → temporal keys, not detached; empty unless `record_keys`.
     """
 
     probs: dict[str, torch.Tensor] = field(default_factory=dict)
     recording: bool = True
+    record_keys: bool = False
+    keys: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def clear(self) -> None:
-        """Drop the stored maps (and the autograd graph they keep alive)."""
+        """Drop the stored maps and keys (and the autograd graph they keep alive)."""
         self.probs.clear()
+        self.keys.clear()
 
 
 def temporal_attention_probs(query: torch.Tensor, key: torch.Tensor, scale: float, precision: str) -> torch.Tensor:
@@ -192,7 +198,10 @@ class TemporalAttentionProbsProcessor:
             hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
 
         q = _split_heads(attn.to_q(hidden_states), attn.heads)
-        k = _split_heads(attn.to_k(hidden_states), attn.heads)
+        key = attn.to_k(hidden_states)
+        if self.store.recording and self.store.record_keys:
+            self.store.keys[self.name] = key
+        k = _split_heads(key, attn.heads)
         v = _split_heads(attn.to_v(hidden_states), attn.heads)
         if attn.norm_q is not None:
             q = attn.norm_q(q)

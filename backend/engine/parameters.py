@@ -19,6 +19,73 @@ CONFIG_PRESETS: dict[str, dict[str, Any]] = {
     "object": {"num_inference_steps": 300, "guidance_steps": 180, "guidance_fraction": 0.4},
 }
 
+# The five example configs of the inversion-based method (paper v1-v3, official code up to `370558ee`; spec 6.5).
+# Their inversion prompt and object pair describe the official example videos: documented defaults the user overrides.
+_INVERSION_COMMON: dict[str, Any] = {
+    "motion_source": "inversion",
+    "inversion_steps": 1000,
+    "inversion_guidance_blocks": ("up_blocks.1", "up_blocks.2"),
+    "inversion_block_weights": (20000.0, 10000.0),
+    "warm_up_steps": 10,
+    "semantic_example_threshold": 0.3,
+    "semantic_app_threshold": 0.3,
+}
+CONFIG_PRESETS.update(
+    {
+        "inversion-astronaut": {
+            **_INVERSION_COMMON,
+            "num_inference_steps": 500,
+            "guidance_steps": 300,
+            "cool_down_steps": 0,
+            "semantic_guidance_blocks": ("up_blocks.1", "up_blocks.2"),
+            "semantic_block_weights": (500.0, 0.0),
+            "inversion_prompt": "Astronaut, walking, on the Mars surface",
+            "semantic_object_pair": ("Astronaut", "Hunter"),
+        },
+        "inversion-fox": {
+            **_INVERSION_COMMON,
+            "num_inference_steps": 500,
+            "guidance_steps": 300,
+            "cool_down_steps": 0,
+            "semantic_guidance_blocks": ("up_blocks.1", "up_blocks.2"),
+            "semantic_block_weights": (500.0, 0.0),
+            "inversion_prompt": "Fox, moves its head, in the wild",
+            "semantic_object_pair": ("Fox", "Cat"),
+        },
+        "inversion-street": {
+            **_INVERSION_COMMON,
+            "num_inference_steps": 200,
+            "guidance_steps": 120,
+            "cool_down_steps": 0,
+            "semantic_guidance_blocks": ("up_blocks.1",),
+            "semantic_block_weights": (500.0,),
+            "inversion_prompt": "Busy urban street",
+            "semantic_object_pair": ("street", "city-state"),
+        },
+        "inversion-walk": {
+            **_INVERSION_COMMON,
+            "num_inference_steps": 200,
+            "guidance_steps": 120,
+            "cool_down_steps": 10,
+            "semantic_guidance_blocks": ("up_blocks.1", "up_blocks.2"),
+            "semantic_block_weights": (400.0, 200.0),
+            "semantic_example_threshold": 0.2,
+            "inversion_prompt": "Astronaut, walks, in the dreamy world",
+            "semantic_object_pair": ("Astronaut", "Iron"),
+        },
+        "inversion-wolf": {
+            **_INVERSION_COMMON,
+            "num_inference_steps": 200,
+            "guidance_steps": 120,
+            "cool_down_steps": 60,
+            "semantic_guidance_blocks": ("up_blocks.1", "up_blocks.2"),
+            "semantic_block_weights": (200.0, 100.0),
+            "inversion_prompt": "Wolf, turns its head, in the wild",
+            "semantic_object_pair": ("Wolf", "Duck"),
+        },
+    }
+)
+
 OFFICIAL_NEGATIVE_PROMPT = (
     "bad anatomy, extra limbs, ugly, deformed, noisy, blurry, distorted, out of focus,  poorly drawn face, "
     "poorly drawn hands, missing fingers"
@@ -29,6 +96,16 @@ OFFICIAL_POSITIVE_PROMPT = "8k, high detailed, best quality, film grain, Fujifil
 CFG_FORMS = ("official", "standard")
 SCHEDULES = ("uneven", "leading")
 VAE_POSTERIORS = ("sample", "mode")
+MOTION_SOURCES = ("single-step", "inversion")
+# Tuple-valued fields: lists on the wire, tuples in the dataclass.
+_TUPLE_FIELDS = (
+    "motion_guidance_blocks",
+    "inversion_guidance_blocks",
+    "inversion_block_weights",
+    "semantic_guidance_blocks",
+    "semantic_block_weights",
+    "semantic_object_pair",
+)
 
 MAX_SEED = 2**63 - 1
 MAX_SIDE = 2048
@@ -70,6 +147,24 @@ class MotionCloneParams:
         positive_prompt: that suffix.
         decode_chunk_size: frames per VAE decode call (memory only; results are identical).
         fps: frame rate written into the result.
+        motion_source: "single-step" (current method: one noisy forward of the reference at t*) or "inversion"
+            (paper v1-v3: DDIM inversion and time-dependent guidance, spec 6). The fields below apply to
+            "inversion" only; there the schedule is linspace(0, 999, N) and `guidance_fraction`, `schedule`,
+            `add_noise_step`, `motion_guidance_weight` and `motion_guidance_blocks` are not used.
+        inversion_prompt: describes the reference video; used for the inversion and the reference stream.
+        inversion_steps: DDIM inversion steps (official 1000: every timestep; fewer reuse the nearest inverted t).
+        inversion_guidance_blocks: blocks whose temporal attention is guided (official up_blocks.1, up_blocks.2).
+        inversion_block_weights: w per guided block (official 20000, 10000); L_mot = mean_m w_m/100 · L^mot_m.
+        semantic_guidance_blocks: blocks whose temporal keys carry the semantic loss (official both, street up1).
+        semantic_block_weights: a per semantic block (official 500, 0); all zero switches semantic guidance and
+            the appearance stream off.
+        semantic_object_pair: (word of `inversion_prompt`, word of `prompt`) for location-aware guidance; None
+            uses the global variant.
+        semantic_example_threshold: τ_ex for the reference mask (official 0.3; 0.2 for "walk").
+        semantic_app_threshold: τ_app for the appearance mask (official 0.3).
+        semantic_sigma: σ of the Gaussian around the reference centroid, in cells of a 16-cell side (official 5).
+        inversion_parity_prev_timestep: use the old t_prev = t − 1000//N (bug B12) instead of the next timestep.
+        inversion_grad_threshold: optional element-wise clamp of ∇L (official `grad_guidance_threshold`, null).
     """
 
     prompt: str
@@ -99,6 +194,19 @@ class MotionCloneParams:
     positive_prompt: str = OFFICIAL_POSITIVE_PROMPT
     decode_chunk_size: int = 4
     fps: float = 8.0
+    motion_source: str = "single-step"
+    inversion_prompt: str = ""
+    inversion_steps: int = 1000
+    inversion_guidance_blocks: tuple[str, ...] = ("up_blocks.1", "up_blocks.2")
+    inversion_block_weights: tuple[float, ...] = (20000.0, 10000.0)
+    semantic_guidance_blocks: tuple[str, ...] = ("up_blocks.1", "up_blocks.2")
+    semantic_block_weights: tuple[float, ...] = (500.0, 0.0)
+    semantic_object_pair: tuple[str, str] | None = None
+    semantic_example_threshold: float = 0.3
+    semantic_app_threshold: float = 0.3
+    semantic_sigma: float = 5.0
+    inversion_parity_prev_timestep: bool = False
+    inversion_grad_threshold: float | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -118,15 +226,18 @@ class MotionCloneParams:
         if "prompt" not in values:
             raise ParameterError("prompt", "is required")
         values = dict(values)
-        if "motion_guidance_blocks" in values and isinstance(values["motion_guidance_blocks"], list | tuple):
-            values["motion_guidance_blocks"] = tuple(values["motion_guidance_blocks"])
+        for name in _TUPLE_FIELDS:
+            if isinstance(values.get(name), list | tuple):
+                values[name] = tuple(values[name])
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values, for metadata and the wire."""
         values = asdict(self)
         values.pop("extra")
-        values["motion_guidance_blocks"] = list(self.motion_guidance_blocks)
+        for name in _TUPLE_FIELDS:
+            if isinstance(values[name], tuple):
+                values[name] = list(values[name])
         return values
 
     def replace(self, **changes: Any) -> "MotionCloneParams":
@@ -186,6 +297,42 @@ def validate_params(params: MotionCloneParams, max_frames: int | None = None) ->
         raise ParameterError("append_positive_prompt", f"must be true or false, got {params.append_positive_prompt!r}")
     _check_int(params.decode_chunk_size, "decode_chunk_size", 1, 1024)
     _check_float(params.fps, "fps", 0.0, 240.0, open_low=True)
+    _check_choice(params.motion_source, "motion_source", MOTION_SOURCES)
+    if params.motion_source == "inversion":
+        _validate_inversion(params)
+
+
+def _validate_inversion(params: MotionCloneParams) -> None:
+    """The fields of the inversion-based method (spec 6)."""
+    _check_text(params.inversion_prompt, "inversion_prompt", allow_empty=True)
+    _check_int(params.inversion_steps, "inversion_steps", 1, 1000)
+    for blocks_name, weights_name in (
+        ("inversion_guidance_blocks", "inversion_block_weights"),
+        ("semantic_guidance_blocks", "semantic_block_weights"),
+    ):
+        blocks, weights = getattr(params, blocks_name), getattr(params, weights_name)
+        if not isinstance(blocks, tuple) or not blocks or not all(isinstance(b, str) for b in blocks):
+            raise ParameterError(blocks_name, f"must be a non-empty list of block names, got {blocks!r}")
+        if not isinstance(weights, tuple) or len(weights) != len(blocks):
+            raise ParameterError(weights_name, f"must give one weight per block of `{blocks_name}`, got {weights!r}")
+        for weight in weights:
+            _check_float(weight, weights_name, 0.0, 1e7)
+    pair = params.semantic_object_pair
+    if pair is not None and (
+        not isinstance(pair, tuple) or len(pair) != 2 or not all(isinstance(w, str) and w.strip() for w in pair)
+    ):
+        raise ParameterError(
+            "semantic_object_pair", f"must be [word of inversion_prompt, word of prompt] or null, got {pair!r}"
+        )
+    _check_float(params.semantic_example_threshold, "semantic_example_threshold", 0.0, 1.0)
+    _check_float(params.semantic_app_threshold, "semantic_app_threshold", 0.0, 1.0)
+    _check_float(params.semantic_sigma, "semantic_sigma", 0.0, 1000.0, open_low=True)
+    if not isinstance(params.inversion_parity_prev_timestep, bool):
+        raise ParameterError(
+            "inversion_parity_prev_timestep", f"must be true or false, got {params.inversion_parity_prev_timestep!r}"
+        )
+    if params.inversion_grad_threshold is not None:
+        _check_float(params.inversion_grad_threshold, "inversion_grad_threshold", 0.0, 1e9, open_low=True)
 
 
 def _check_text(value: Any, name: str, allow_empty: bool) -> None:

@@ -31,6 +31,8 @@ from ..models.bundle import ModelBundle
 from ..video_io import prepare_reference
 from .attention_capture import capture_temporal_attention, guided_module_names
 from .groupnorm import set_motion_module_norm
+from .guidance_inversion import InversionGuidanceConfig, denoise_inversion, linspace_timesteps
+from .inversion import InversionCache, InvertedLatents, ddim_invert, inversion_key
 from .parameters import MotionCloneParams, validate_params
 from .partial_unet import last_block, no_grad_after
 from .representation import (
@@ -42,6 +44,7 @@ from .representation import (
     representation_key,
 )
 from .schedule import guidance_ramp, guided_ddim_step, uneven_timesteps
+from .semantic_guidance import MASK_BLOCK, cross_attention_module_names, word_token_index
 
 ProgressCallback = Callable[[str, int, int], None]
 CancelCheck = Callable[[], bool]
@@ -107,6 +110,8 @@ class MotionClonePipeline(DiffusionPipeline):
             scheduler=scheduler,
         )
         self.model_description: dict[str, Any] = {}
+        # Inversion caches by folder (None: memory only); see `obtain_inversion`.
+        self._inversion_caches: dict[str | None, InversionCache] = {}
 
     @classmethod
     def from_bundle(cls, bundle: ModelBundle) -> "MotionClonePipeline":
@@ -176,6 +181,21 @@ class MotionClonePipeline(DiffusionPipeline):
         timings["prepare"] = time.perf_counter() - started
         report("prepare", 1, 1)
 
+        if params.motion_source == "inversion":
+            return self._call_inversion(
+                reference_frames,
+                latents,
+                negative_embeds,
+                positive_embeds,
+                params,
+                timesteps,
+                timings,
+                representation_cache,
+                report,
+                should_stop,
+                latents_callback,
+            )
+
         # 5. Extract the motion representation from the reference video (or take it from the cache)
         started = time.perf_counter()
         report("extract", 0, 1)
@@ -215,6 +235,9 @@ class MotionClonePipeline(DiffusionPipeline):
         Raises `ParameterError` naming the first invalid parameter. Cheap: servers call it before queueing a job.
         """
         validate_params(params, max_frames=self.max_frames)
+        if params.motion_source == "inversion":
+            self.inversion_guidance_config(params)  # checks blocks and the object words
+            return guided_module_names(self.unet, params.inversion_guidance_blocks), self.prepare_timesteps(params)
         module_names = guided_module_names(self.unet, params.motion_guidance_blocks)
         return module_names, self.prepare_timesteps(params)
 
@@ -232,7 +255,12 @@ class MotionClonePipeline(DiffusionPipeline):
         return self.text_encoder(tokens.input_ids.to(self.text_encoder.device))[0].to(self.unet.dtype)
 
     def prepare_timesteps(self, params: MotionCloneParams) -> torch.Tensor:
-        """The official uneven schedule (spec 3.1), or diffusers' evenly spaced "leading" DDIM schedule."""
+        """The official uneven schedule (spec 3.1), or diffusers' evenly spaced "leading" DDIM schedule.
+
+        The inversion-based method always uses its old schedule, round(linspace(0, 999, N)) descending (spec 6.2).
+        """
+        if params.motion_source == "inversion":
+            return linspace_timesteps(params.num_inference_steps)
         if params.schedule == "uneven":
             return uneven_timesteps(params.num_inference_steps, params.guidance_steps, params.guidance_fraction)
         self.scheduler.set_timesteps(params.num_inference_steps)
@@ -357,6 +385,162 @@ class MotionClonePipeline(DiffusionPipeline):
                     latents_callback(i + 1, latents)
                 report("denoise", i + 1, total)
         return latents, losses
+
+    # ----------------------------------------------------------------------------------------------------------
+    # The inversion-based method (paper v1-v3; spec 6)
+    def inversion_guidance_config(self, params: MotionCloneParams) -> InversionGuidanceConfig:
+        """Resolve the inversion-mode fields against this model: guided modules, weights, word positions.
+
+        Raises `ParameterError` naming the field (unknown blocks, words missing from their prompt).
+        """
+        motion_weights: dict[str, float] = {}
+        for block, weight in zip(params.inversion_guidance_blocks, params.inversion_block_weights, strict=True):
+            try:
+                names = guided_module_names(self.unet, [block])
+            except ParameterError as error:
+                raise ParameterError("inversion_guidance_blocks", str(error).split("` ", 1)[-1]) from error
+            motion_weights.update(dict.fromkeys(names, float(weight)))
+        semantic_weights: dict[str, float] = {}
+        if any(weight != 0 for weight in params.semantic_block_weights):
+            for block, weight in zip(params.semantic_guidance_blocks, params.semantic_block_weights, strict=True):
+                try:
+                    names = guided_module_names(self.unet, [block])
+                except ParameterError as error:
+                    raise ParameterError("semantic_guidance_blocks", str(error).split("` ", 1)[-1]) from error
+                semantic_weights.update(dict.fromkeys(names, float(weight)))
+        blocks = [*params.inversion_guidance_blocks, *(params.semantic_guidance_blocks if semantic_weights else ())]
+        token_indices = None
+        cross_modules: list[str] = []
+        if semantic_weights:
+            cross_modules = cross_attention_module_names(self.unet, MASK_BLOCK)
+            blocks.append(MASK_BLOCK)
+            if params.semantic_object_pair is not None:
+                reference_word, new_word = params.semantic_object_pair
+                token_indices = (
+                    word_token_index(self.tokenizer, params.inversion_prompt, reference_word, "semantic_object_pair"),
+                    word_token_index(self.tokenizer, params.full_prompt, new_word, "semantic_object_pair"),
+                )
+        return InversionGuidanceConfig(
+            guidance_steps=params.guidance_steps,
+            warm_up_steps=params.warm_up_steps,
+            cool_down_steps=params.cool_down_steps,
+            motion_weights=motion_weights,
+            semantic_weights=semantic_weights,
+            last_guided_block=last_block(self.unet, blocks),
+            cross_attention_modules=cross_modules,
+            token_indices=token_indices,
+            example_threshold=params.semantic_example_threshold,
+            app_threshold=params.semantic_app_threshold,
+            sigma=params.semantic_sigma,
+            parity_prev_timestep=params.inversion_parity_prev_timestep,
+            grad_threshold=params.inversion_grad_threshold,
+            attention_precision=params.attention_precision,
+            cfg=lambda noise_uncond, noise_cond: self.combine_cfg(noise_uncond, noise_cond, params),
+        )
+
+    def obtain_inversion(
+        self,
+        reference_frames: np.ndarray,
+        inversion_embeds: torch.Tensor,
+        params: MotionCloneParams,
+        directory: Any = None,
+        report: ProgressCallback | None = None,
+        should_stop: CancelCheck | None = None,
+    ) -> tuple[InvertedLatents, str, bool]:
+        """DDIM-invert the reference (spec 6.1) or take it from the cache; returns (latents, key, cache hit).
+
+        The inverted latents stay on the CPU in float16; `directory` (the representation cache's folder, if any)
+        also keeps them on disk as safetensors, keyed by a content hash.
+        """
+        inversion = {
+            "inversion_prompt": params.inversion_prompt,
+            "inversion_steps": params.inversion_steps,
+            "vae_posterior": params.vae_posterior,
+            "motion_seed": params.effective_motion_seed,
+            "motion_norm": params.motion_norm,
+            "dtype": str(self.unet.dtype),
+        }
+        key = inversion_key(reference_frames, self.model_description, inversion)
+        folder = None if directory is None else str(directory)
+        if folder not in self._inversion_caches:
+            self._inversion_caches[folder] = InversionCache(None if folder is None else f"{folder}/inversion")
+        cache = self._inversion_caches[folder]
+        cached = cache.get(key)
+        if cached is not None:
+            return cached, key, True
+        generator = torch.Generator(device=self.vae.device).manual_seed(params.effective_motion_seed + VAE_SEED_OFFSET)
+        z0 = encode_reference(self.vae, reference_frames, params.vae_posterior, generator).to(self.unet.dtype)
+        metadata = {name: str(value) for name, value in inversion.items()}
+        metadata["model"] = str(self.model_description)
+        inverted = ddim_invert(
+            self.unet,
+            z0,
+            inversion_embeds,
+            params.inversion_steps,
+            metadata=metadata,
+            progress=None if report is None else (lambda step, total: report("extract", step, total)),
+            cancel=should_stop,
+        )
+        cache.put(key, inverted)
+        return inverted, key, False
+
+    def _call_inversion(
+        self,
+        reference_frames: np.ndarray,
+        latents: torch.Tensor,
+        negative_embeds: torch.Tensor,
+        positive_embeds: torch.Tensor,
+        params: MotionCloneParams,
+        timesteps: torch.Tensor,
+        timings: dict[str, float],
+        representation_cache: RepresentationCache | None,
+        report: ProgressCallback,
+        should_stop: CancelCheck,
+        latents_callback: LatentsCallback | None,
+    ) -> MotionCloneOutput:
+        """Steps 5-7 of `__call__` for `motion_source="inversion"`: invert, guided denoising, decode."""
+        config = self.inversion_guidance_config(params)
+        inversion_embeds = self.encode_prompt(params.inversion_prompt)
+        started = time.perf_counter()
+        report("extract", 0, params.inversion_steps)
+        directory = None if representation_cache is None else representation_cache.directory
+        inverted, key, hit = self.obtain_inversion(
+            reference_frames, inversion_embeds, params, directory, report, should_stop
+        )
+        timings["extract"] = time.perf_counter() - started
+        report("extract", params.inversion_steps, params.inversion_steps)
+
+        started = time.perf_counter()
+        latents, losses = denoise_inversion(
+            self.unet,
+            self.scheduler.alphas_cumprod,
+            self.scheduler.final_alpha_cumprod,
+            latents,
+            timesteps,
+            inverted,
+            negative_embeds,
+            positive_embeds,
+            inversion_embeds,
+            config,
+            report,
+            should_stop,
+            latents_callback,
+        )
+        timings["denoise"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        frames = self.decode_latents_to_frames(latents, params.decode_chunk_size, report, should_stop)
+        timings["decode"] = time.perf_counter() - started
+        metadata = self.describe_result(params, timesteps, timings, key, hit, losses)
+        metadata["inversion"] = {
+            "key": key,
+            "cache_hit": hit,
+            "steps": params.inversion_steps,
+            "host_bytes": inverted.nbytes(),
+            "semantic_guidance": bool(config.semantic_weights),
+            "token_indices": None if config.token_indices is None else list(config.token_indices),
+        }
+        return MotionCloneOutput(frames=frames, metadata=metadata)
 
     @staticmethod
     def combine_cfg(noise_uncond: torch.Tensor, noise_cond: torch.Tensor, params: MotionCloneParams) -> torch.Tensor:
