@@ -51,7 +51,9 @@ class ModelBundle:
 
     def to(self, device: str | torch.device, dtype: torch.dtype | None = None) -> "ModelBundle":
         """Move every model to `device` (and `dtype` when given); returns self."""
-        for model in (self.vae, self.text_encoder, self.unet, self.motion_adapter):
+        # The motion adapter stays where it is: the UNet holds copies of its weights, and the adapter is only
+        # consulted for its config, so moving it would double the motion modules' memory on the device.
+        for model in (self.vae, self.text_encoder, self.unet):
             model.to(device=device)
             if dtype is not None and model.dtype != dtype:
                 model.to(dtype=dtype)
