@@ -181,52 +181,31 @@ class MotionClonePipeline(DiffusionPipeline):
         timings["prepare"] = time.perf_counter() - started
         report("prepare", 1, 1)
 
-        if params.motion_source == "inversion":
-            return self._call_inversion(
-                reference_frames,
-                latents,
-                negative_embeds,
-                positive_embeds,
-                params,
-                timesteps,
-                timings,
-                representation_cache,
-                report,
-                should_stop,
-                latents_callback,
-            )
-
-        # 5. Extract the motion representation from the reference video (or take it from the cache)
-        started = time.perf_counter()
-        report("extract", 0, 1)
-        representation, cache_key, cache_hit = self.obtain_representation(
-            reference_frames, noise, empty_embeds, params, representation_cache
-        )
-        timings["extract"] = time.perf_counter() - started
-        report("extract", 1, 1)
-
-        # 6. Denoising loop with motion guidance on the first G steps
-        started = time.perf_counter()
-        latents, losses = self.denoise(
+        # 5-6. Motion representation and guided denoising: single-step extraction (spec 2, 3) or DDIM inversion (6)
+        run_guided = self._invert_and_denoise if params.motion_source == "inversion" else self._extract_and_denoise
+        latents, losses, provenance = run_guided(
+            reference_frames,
+            noise,
             latents,
-            timesteps,
-            representation,
-            module_names,
+            empty_embeds,
             negative_embeds,
             positive_embeds,
             params,
+            module_names,
+            timesteps,
+            timings,
+            representation_cache,
             report,
             should_stop,
             latents_callback,
         )
-        timings["denoise"] = time.perf_counter() - started
 
         # 7. Decode the latents in chunks
         started = time.perf_counter()
         frames = self.decode_latents_to_frames(latents, params.decode_chunk_size, report, should_stop)
         timings["decode"] = time.perf_counter() - started
 
-        metadata = self.describe_result(params, timesteps, timings, cache_key, cache_hit, losses)
+        metadata = {**self.describe_result(params, timesteps, timings, losses), **provenance}
         return MotionCloneOutput(frames=frames, metadata=metadata)
 
     def check_inputs(self, params: MotionCloneParams) -> tuple[list[str], torch.Tensor]:
@@ -484,21 +463,68 @@ class MotionClonePipeline(DiffusionPipeline):
         cache.put(key, inverted)
         return inverted, key, False
 
-    def _call_inversion(
+    def _extract_and_denoise(
         self,
         reference_frames: np.ndarray,
+        noise: torch.Tensor,
         latents: torch.Tensor,
+        empty_embeds: torch.Tensor,
         negative_embeds: torch.Tensor,
         positive_embeds: torch.Tensor,
         params: MotionCloneParams,
+        module_names: list[str],
         timesteps: torch.Tensor,
         timings: dict[str, float],
         representation_cache: RepresentationCache | None,
         report: ProgressCallback,
         should_stop: CancelCheck,
         latents_callback: LatentsCallback | None,
-    ) -> MotionCloneOutput:
-        """Steps 5-7 of `__call__` for `motion_source="inversion"`: invert, guided denoising, decode."""
+    ) -> tuple[torch.Tensor, list[float], dict[str, Any]]:
+        """Steps 5-6 for `motion_source="single-step"`: extract (or reuse) the representation, guided denoising."""
+        started = time.perf_counter()
+        report("extract", 0, 1)
+        representation, cache_key, cache_hit = self.obtain_representation(
+            reference_frames, noise, empty_embeds, params, representation_cache
+        )
+        timings["extract"] = time.perf_counter() - started
+        report("extract", 1, 1)
+
+        started = time.perf_counter()
+        latents, losses = self.denoise(
+            latents,
+            timesteps,
+            representation,
+            module_names,
+            negative_embeds,
+            positive_embeds,
+            params,
+            report,
+            should_stop,
+            latents_callback,
+        )
+        timings["denoise"] = time.perf_counter() - started
+        return latents, losses, {"representation": {"key": cache_key, "cache_hit": cache_hit}}
+
+    def _invert_and_denoise(
+        self,
+        reference_frames: np.ndarray,
+        noise: torch.Tensor,
+        latents: torch.Tensor,
+        empty_embeds: torch.Tensor,
+        negative_embeds: torch.Tensor,
+        positive_embeds: torch.Tensor,
+        params: MotionCloneParams,
+        module_names: list[str],
+        timesteps: torch.Tensor,
+        timings: dict[str, float],
+        representation_cache: RepresentationCache | None,
+        report: ProgressCallback,
+        should_stop: CancelCheck,
+        latents_callback: LatentsCallback | None,
+    ) -> tuple[torch.Tensor, list[float], dict[str, Any]]:
+        """Steps 5-6 for `motion_source="inversion"`: DDIM-invert the reference (or reuse it), guided denoising with
+        the time-dependent reference attention. `noise`, `empty_embeds` and `module_names` belong to the single-step
+        method and are not used here."""
         config = self.inversion_guidance_config(params)
         inversion_embeds = self.encode_prompt(params.inversion_prompt)
         started = time.perf_counter()
@@ -527,12 +553,7 @@ class MotionClonePipeline(DiffusionPipeline):
             latents_callback,
         )
         timings["denoise"] = time.perf_counter() - started
-
-        started = time.perf_counter()
-        frames = self.decode_latents_to_frames(latents, params.decode_chunk_size, report, should_stop)
-        timings["decode"] = time.perf_counter() - started
-        metadata = self.describe_result(params, timesteps, timings, key, hit, losses)
-        metadata["inversion"] = {
+        inversion_info = {
             "key": key,
             "cache_hit": hit,
             "steps": params.inversion_steps,
@@ -540,7 +561,7 @@ class MotionClonePipeline(DiffusionPipeline):
             "semantic_guidance": bool(config.semantic_weights),
             "token_indices": None if config.token_indices is None else list(config.token_indices),
         }
-        return MotionCloneOutput(frames=frames, metadata=metadata)
+        return latents, losses, {"representation": {"key": key, "cache_hit": hit}, "inversion": inversion_info}
 
     @staticmethod
     def combine_cfg(noise_uncond: torch.Tensor, noise_cond: torch.Tensor, params: MotionCloneParams) -> torch.Tensor:
@@ -578,8 +599,6 @@ class MotionClonePipeline(DiffusionPipeline):
         params: MotionCloneParams,
         timesteps: torch.Tensor,
         timings: dict[str, float],
-        cache_key: str,
-        cache_hit: bool,
         losses: list[float],
     ) -> dict[str, Any]:
         return {
@@ -591,7 +610,6 @@ class MotionClonePipeline(DiffusionPipeline):
             "device": str(self.unet.device),
             "dtype": str(self.unet.dtype).removeprefix("torch."),
             "timesteps": timesteps.tolist(),
-            "representation": {"key": cache_key, "cache_hit": cache_hit},
             "motion_loss": losses,
             "timings_s": {stage: round(seconds, 4) for stage, seconds in timings.items()},
             "peak_memory_bytes": self._peak_memory(),
