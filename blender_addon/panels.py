@@ -3,7 +3,7 @@
 import bpy
 
 from .properties import ACTIVE_STATES
-from .session import get_session
+from .session import PREVIEW_IMAGE, get_session
 
 STATE_ICONS = {
     "RENDERING": "RENDER_ANIMATION",
@@ -90,6 +90,9 @@ def draw_jobs(layout: bpy.types.UILayout, settings) -> None:
     col = layout.column()
     if job.state in ACTIVE_STATES:
         col.progress(factor=job.progress, type="BAR", text=job.message or job.state.capitalize())
+        preview = bpy.data.images.get(PREVIEW_IMAGE)
+        if job.preview_path and preview is not None and preview.preview is not None:
+            col.template_icon(icon_value=preview.preview.icon_id, scale=6.0)
     elif job.message:
         col.label(text=job.message, icon=STATE_ICONS.get(job.state, "INFO"))
     row = col.row(align=True)

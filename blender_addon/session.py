@@ -19,6 +19,8 @@ from .properties import ACTIVE_STATES
 
 PUMP_INTERVAL_ACTIVE = 0.1
 PUMP_INTERVAL_IDLE = 0.5
+# The image datablock the panel shows the latest preview from (it has no users, so it is never saved).
+PREVIEW_IMAGE = "MotionClone Preview"
 # Share of the whole job each backend stage stands for, for one progress bar.
 STAGE_WEIGHTS = {"prepare": (0.0, 0.02), "extract": (0.02, 0.05), "denoise": (0.05, 0.95), "decode": (0.95, 1.0)}
 
@@ -184,6 +186,7 @@ def apply_progress(job: Any, event: Any) -> None:
         path = folder / f"{job.job_id or job.request_id}.png"
         path.write_bytes(event.payload)
         job.preview_path = str(path)
+        show_preview(path)
         return
     job.state = "RUNNING"
     job.stage = progress.stage
@@ -225,6 +228,19 @@ def apply_result(context: bpy.types.Context, session: Session, job: Any, event: 
     job.message = f"Added strip '{strip.name}' on channel {strip.channel}"
     scene.motionclone.seed = int(result.metadata.get("seed", job.seed))  # the seed actually used
     session.client.ack(event.job_id)
+
+
+def show_preview(path: Path) -> None:
+    """Point the preview image at `path` (draw code may not load images, so the pump does)."""
+    image = bpy.data.images.get(PREVIEW_IMAGE)
+    if image is None:
+        image = bpy.data.images.load(str(path), check_existing=False)
+        image.name = PREVIEW_IMAGE
+    else:
+        image.filepath = str(path)
+        image.reload()
+    image.preview_ensure()
+    image.preview.reload()
 
 
 def tag_redraw() -> None:

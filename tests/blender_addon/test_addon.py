@@ -152,6 +152,8 @@ def test_full_job_puts_the_result_strip_into_the_sequencer(addon, backend, monke
     assert np.array_equal(np.stack(on_disk), received["frames"])
     assert render_snapshot(scene) == before
     assert scene.motionclone.seed == 7
+    preview = bpy.data.images.get("MotionClone Preview")  # the server sends one every 2 steps here
+    assert preview is not None and preview.size[0] > 0 and Path(job.preview_path).is_file()
 
 
 def test_cancel_reaches_the_backend(addon, backend):
@@ -223,6 +225,14 @@ def test_panels_draw_against_a_recording_layout(addon):
     assert "template_list" in names
     progress = [kwargs for name, _, kwargs in calls if name == "progress"]
     assert progress == [{"factor": 0.5, "type": "BAR", "text": "Denoise 3/6"}]
+    assert "template_icon" not in names  # no preview has arrived yet
+    image = bpy.data.images.new("MotionClone Preview", 8, 8)
+    image.preview_ensure()
+    job.preview_path = "preview.png"
+    calls.clear()
+    panels.draw_motionclone(RecordingLayout(calls), bpy.context)
+    icons = [kwargs for name, _, kwargs in calls if name == "template_icon"]
+    assert icons == [{"icon_value": image.preview.icon_id, "scale": 6.0}]
 
 
 def client_threads():
