@@ -19,14 +19,8 @@ import argparse
 import json
 import os
 import platform
-import queue
-import re
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -35,66 +29,10 @@ import msgpack
 import numpy as np
 import zmq
 
+from motionclone.backend.process import BackendProcess
 from motionclone.protocol.client import Client
 
 MIB = 1024 * 1024
-LISTENING = re.compile(r"MotionClone backend listening on (\S+) \(")
-START_TIMEOUT_S = 120.0
-STOP_TIMEOUT_S = 30.0
-
-
-def start_server(results_dir: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
-    """Start a tiny-preset backend on a free loopback port; returns the process and the endpoint it announced."""
-    command = [
-        sys.executable,
-        "-m",
-        "motionclone.backend",
-        "serve",
-        "--preset",
-        "tiny",
-        "--device",
-        "cpu",
-        "--bind",
-        "tcp://127.0.0.1:*",
-        "--results-dir",
-        str(results_dir),
-    ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def read_stdout() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=read_stdout, name="server-stdout", daemon=True).start()
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        try:
-            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
-        except queue.Empty:
-            line = None
-        if line is None:
-            stop_server(process)
-            tail = log_path.read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"the backend did not announce its endpoint within {START_TIMEOUT_S:g} s:\n{tail}")
-        match = LISTENING.search(line)
-        if match:
-            return process, match.group(1)
-
-
-def stop_server(process: subprocess.Popen) -> int:
-    """SIGTERM, then wait; SIGKILL only if it does not stop in time. Returns the exit code."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            return process.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-    return process.wait()
 
 
 def median_seconds(action: Any, repeats: int) -> tuple[float, list[float]]:
@@ -167,7 +105,8 @@ def main() -> int:
     frames = np.random.default_rng(0).integers(0, 256, size=(args.frames, args.height, args.width, 3), dtype=np.uint8)
     payload_mib = frames.nbytes / MIB
     with tempfile.TemporaryDirectory(prefix="motionclone-bench-") as folder:
-        process, endpoint = start_server(Path(folder) / "results", Path(folder) / "server.log")
+        backend = BackendProcess.start(Path(folder) / "results")
+        endpoint = backend.endpoint
         try:
             with Client(endpoint, client_name="bench_protocol") as client:
                 welcome = client.wait_connected(timeout=30.0)
@@ -178,7 +117,7 @@ def main() -> int:
                 small_all, elapsed = sequential_round_trips(client, args.seconds)
                 pipelined, pipelined_elapsed = pipelined_round_trips(client, args.seconds, args.window)
         finally:
-            exit_code = stop_server(process)
+            exit_code = backend.stop()
 
     report = {
         "machine": machine(),

@@ -25,19 +25,14 @@ Exit codes: 0 success, 1 the demo failed (the message says why), 2 bad arguments
 """
 
 import argparse
-import collections
 import json
 import os
-import queue
-import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +40,7 @@ import bpy
 
 from motionclone.backend.comparison import comparison_sheet, write_png
 from motionclone.backend.errors import MotionCloneError
+from motionclone.backend.process import BackendProcess
 from motionclone.backend.video_io import read_clip, write_mp4
 
 # The add-on is enabled from this checkout, as `blender_addon`. Its modules are imported only once it is enabled:
@@ -87,19 +83,6 @@ class DemoFailed(RuntimeError):
     """A stage of the demo could not finish; the message says which and why."""
 
 
-@dataclass
-class BackendProcess:
-    """A `motionclone serve` child process and what it printed (the last lines, for error messages)."""
-
-    process: subprocess.Popen
-    endpoint: str = ""
-    lines: "queue.Queue[str]" = field(default_factory=queue.Queue)
-    tail: collections.deque = field(default_factory=lambda: collections.deque(maxlen=40))
-
-    def output(self) -> str:
-        return "".join(self.tail).rstrip()
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Animate a Blender blockout, send it through the MotionClone add-on, and write the result.",
@@ -137,7 +120,13 @@ def main(argv: list[str] | None = None) -> int:
                     endpoint = args.server
                 else:
                     with stage(timings, "backend start"):
-                        backend = start_backend(preset, device, Path(backend_results))
+                        backend = BackendProcess.start(
+                            Path(backend_results),
+                            preset,
+                            device,
+                            extra_args=("--preview-every", "0"),
+                            timeout=BACKEND_START_TIMEOUT_S,
+                        )
                     endpoint = backend.endpoint
                     print(f"  backend {preset} on {device} at {endpoint}", flush=True)
                 set_preferences(endpoint, out / "results")
@@ -150,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 close_session()
                 if backend is not None:
-                    stop_backend(backend)
+                    backend.stop(BACKEND_STOP_TIMEOUT_S)
     except KeyboardInterrupt:
         print("demo interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -322,67 +311,6 @@ def quiet_stdout() -> Iterator[None]:
                 os.dup2(saved, 1)
     finally:
         os.close(saved)
-
-
-# ---- the backend process -------------------------------------------------------------------------------------------
-def start_backend(preset: str, device: str, results_dir: Path) -> BackendProcess:
-    """Start `motionclone serve` on a free loopback port and wait for its "listening on" line.
-
-    Raises:
-        DemoFailed: the process exited, or did not announce its endpoint within `BACKEND_START_TIMEOUT_S`.
-    """
-    command = [
-        sys.executable,
-        "-m",
-        "motionclone.backend",
-        "serve",
-        "--preset",
-        preset,
-        "--device",
-        device,
-        "--bind",
-        "tcp://127.0.0.1:*",
-        "--results-dir",
-        str(results_dir),
-        "--preview-every",
-        "0",  # previews are for the panel; nobody sees them here
-    ]
-    environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment)
-    backend = BackendProcess(process)
-    threading.Thread(target=read_backend_output, args=(backend,), daemon=True).start()
-    deadline = time.monotonic() + BACKEND_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        try:
-            line = backend.lines.get(timeout=0.5)
-        except queue.Empty:
-            if process.poll() is not None:
-                break
-            continue
-        if "listening on " in line:
-            backend.endpoint = line.split("listening on ", 1)[1].split()[0]
-            return backend
-    stop_backend(backend)
-    raise DemoFailed(f"The backend did not start (`{' '.join(command[2:])}`):\n{backend.output()}")
-
-
-def read_backend_output(backend: BackendProcess) -> None:
-    # Drains the pipe for the process's whole life, so the backend never blocks on a full pipe.
-    for line in backend.process.stdout:
-        backend.tail.append(line)
-        backend.lines.put(line)
-
-
-def stop_backend(backend: BackendProcess) -> None:
-    """SIGTERM (the server stops cleanly), wait; SIGKILL only if it does not exit in time."""
-    process = backend.process
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(BACKEND_STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(BACKEND_STOP_TIMEOUT_S)
 
 
 if __name__ == "__main__":
