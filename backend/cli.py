@@ -69,10 +69,79 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the server to answer")
     add_job_arguments(submit)
 
+    evaluate = commands.add_parser(
+        "evaluate", help="score a result against its reference: motion fidelity, subject adherence, CLIP metrics"
+    )
+    add_evaluate_arguments(evaluate)
+
     keygen = commands.add_parser("keygen", help="write CurveZMQ keys for a remote server and its clients")
     keygen.add_argument("directory", type=Path)
     keygen.add_argument("--client", action="append", default=[], help="client key name (repeatable; default client)")
     return parser
+
+
+def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    """What `motionclone evaluate` compares, and how."""
+    from .evaluation.adherence import COLOURS, SUBJECTS
+    from .evaluation.motion_fidelity import DEFAULT_MOVING_FRACTION, DEFAULT_REGION, DEFAULT_STILL_STEP, REGIONS
+    from .evaluation.tracks import DEFAULT_GRID, TrackerSettings
+
+    tracker = TrackerSettings()
+    parser.add_argument("--reference", required=True, help="the reference video file or folder of frames")
+    parser.add_argument("--result", required=True, help="a result folder (result.mp4, frames/, result.json) or video")
+    parser.add_argument("--prompt", help="the result's prompt (default: the prompt in result.json)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="folder for metrics.json and tracks.png (default: RESULT/evaluation or VIDEO-evaluation)",
+    )
+    parser.add_argument(
+        "--grid", type=int, default=DEFAULT_GRID, help=f"tracking grid points per side (default {DEFAULT_GRID})"
+    )
+    parser.add_argument(
+        "--region",
+        choices=REGIONS,
+        default=DEFAULT_REGION,
+        help="tracks entering motion fidelity: moving (default: tracks that move, in each clip), all, or box",
+    )
+    parser.add_argument(
+        "--box",
+        type=float,
+        nargs=4,
+        metavar=("X0", "Y0", "X1", "Y1"),
+        help="region box: grid box in result pixels (default: around the reference's moving tracks on frame 0)",
+    )
+    parser.add_argument(
+        "--moving-threshold",
+        type=float,
+        default=DEFAULT_MOVING_FRACTION,
+        help="region moving: a moving track gets this far from its start, as a fraction of the longer side "
+        f"(default {DEFAULT_MOVING_FRACTION})",
+    )
+    parser.add_argument(
+        "--still-step",
+        type=float,
+        default=DEFAULT_STILL_STEP,
+        help=f"MF: steps shorter than this (pixels) count as no motion (default {DEFAULT_STILL_STEP}; 0: bare formula)",
+    )
+    parser.add_argument(
+        "--window", type=int, default=tracker.window, help=f"Lucas-Kanade window in pixels (default {tracker.window})"
+    )
+    parser.add_argument(
+        "--levels", type=int, default=tracker.levels, help=f"Lucas-Kanade pyramid levels (default {tracker.levels})"
+    )
+    parser.add_argument(
+        "--fb-threshold",
+        type=float,
+        default=tracker.fb_threshold,
+        help=f"forward-backward error limit, pixels per 256 px of the longer side (default {tracker.fb_threshold}, "
+        f"at least {tracker.fb_min_px} px)",
+    )
+    parser.add_argument("--clip-model", help="local CLIP folder (transformers layout); without it CLIP is not measured")
+    parser.add_argument("--cotracker", help="local CoTracker checkpoint; needs the `cotracker` package installed")
+    parser.add_argument("--subject-colour", help=f"expected colour, overriding the prompt: {', '.join(COLOURS)}")
+    parser.add_argument("--subject-class", help=f"expected subject, overriding the prompt: {', '.join(SUBJECTS)}")
+    parser.add_argument("--device", default="cpu", help="torch device for CLIP and CoTracker (default cpu)")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -221,6 +290,55 @@ def command_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import default_out_dir, evaluate
+    from .evaluation.tracks import TrackerSettings
+
+    out_dir = args.out if args.out is not None else default_out_dir(args.result)
+    report = evaluate(
+        args.reference,
+        args.result,
+        prompt=args.prompt,
+        out_dir=out_dir,
+        grid=args.grid,
+        region=args.region,
+        box=tuple(args.box) if args.box else None,
+        moving_fraction=args.moving_threshold,
+        still_step_px=args.still_step,
+        tracker=TrackerSettings(window=args.window, levels=args.levels, fb_threshold=args.fb_threshold),
+        cotracker=args.cotracker,
+        clip_model=args.clip_model,
+        subject_colour=args.subject_colour,
+        subject_class=args.subject_class,
+        device=args.device,
+    )
+    metrics = report["metrics"]
+    fidelity = metrics["motion_fidelity"]
+    tracks = fidelity["tracks"]
+    print(
+        f"Motion fidelity {report['motion_fidelity']:.4f} (symmetric; released-code variant "
+        f"{report['motion_fidelity_released']:.4f}) with {fidelity['tracker']['name']}, grid {args.grid}x{args.grid}, "
+        f"{fidelity['frames']} frames at {fidelity['resolution']['width']}x{fidelity['resolution']['height']}, "
+        f"region {args.region}: {tracks['reference']['used']} reference / {tracks['result']['used']} result tracks"
+    )
+    for name, label in (
+        ("colour_adherence", "Colour adherence"),
+        ("class_adherence", "Class adherence"),
+        ("clip_text_alignment", "CLIP text alignment"),
+        ("clip_temporal_consistency", "CLIP temporal consistency"),
+    ):
+        entry = metrics[name]
+        if entry["status"] == "measured":
+            expected = f" ({entry['expected']})" if "expected" in entry else ""
+            print(f"{label}: {entry['value']:.4f}{expected}")
+        else:
+            print(f"{label}: not measured ({entry['reason']})")
+    for warning in report["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"Wrote {report['files']['metrics']} and {report['files']['tracks_image']}")
+    return 0
+
+
 def command_serve(args: argparse.Namespace) -> int:
     from .generate import default_device
     from .server import ServerConfig, serve
@@ -311,6 +429,7 @@ def main(argv: list[str] | None = None) -> int:
         "serve": command_serve,
         "submit": command_submit,
         "keygen": command_keygen,
+        "evaluate": command_evaluate,
     }
     try:
         return handlers[args.command](args)

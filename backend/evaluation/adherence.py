@@ -1,0 +1,293 @@
+"""Subject colour and subject class adherence: heuristics for the built-in `blocks` model only. No bpy.
+
+The blocks model draws one subject (ball, cube, figure or car) in a named colour over a simple scene, from prompts
+such as "a red ball bouncing on grass under a blue sky". Both scores look at the moving region of the result:
+
+- the subject is the largest connected region that differs from the per-pixel temporal median of the clip (the
+  background, as long as the subject covers each pixel in fewer than half the frames);
+- colour: the region's mean colour per frame, named by the nearest palette colour in CIE Lab (grey, white and black
+  by chroma and lightness first); the score is the fraction of frames named as the prompt's colour;
+- class: the region's bounding box per frame: wide (aspect > 1.4) is a car, tall (aspect < 0.7) a figure, otherwise
+  a box filled to ≥ 0.89 is a cube (a square fills 1.0) and a rounder one a ball (a disc fills π/4 ≈ 0.785); the
+  score is the fraction of frames classified as the prompt's subject.
+
+A frame in which no region is found counts as a miss. These are not general measures of prompt adherence: real
+footage, camera motion or several moving things break their assumptions. Use CLIP text alignment for those.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ..errors import ParameterError
+
+# sRGB anchors of the chromatic names, lit and shaded (a rendered subject's mean colour is darker than its albedo);
+# grey, white and black are decided by chroma and lightness instead.
+CHROMATIC_COLOURS: dict[str, tuple[tuple[int, int, int], ...]] = {
+    "red": ((210, 40, 40), (120, 20, 20)),
+    "orange": ((240, 140, 30), (150, 80, 20)),
+    "yellow": ((240, 220, 40), (160, 145, 25)),
+    "green": ((50, 160, 60), (25, 80, 30)),
+    "blue": ((40, 80, 210), (20, 35, 100)),
+    "purple": ((130, 60, 180), (70, 30, 100)),
+    "pink": ((240, 140, 190), (190, 90, 140)),
+}
+COLOURS = (*CHROMATIC_COLOURS, "white", "black", "grey")
+SUBJECTS = ("ball", "cube", "figure", "car")
+COLOUR_ALIASES = {"gray": "grey", "violet": "purple"}
+
+ACHROMATIC_CHROMA = 18.0  # Lab chroma below this is grey, white or black
+WHITE_LIGHTNESS = 80.0  # L* above this (when achromatic) is white
+BLACK_LIGHTNESS = 25.0  # L* below this (when achromatic) is black
+LIGHTNESS_WEIGHT = 0.5  # shading changes lightness more than hue: weigh ΔL* less when naming chromatic colours
+
+DIFFERENCE_THRESHOLD = 40  # a pixel is foreground when a channel differs from the median by more (0-255)
+MIN_AREA_FRACTION = 0.002  # smaller regions are noise, not a subject
+WIDE_ASPECT = 1.4
+TALL_ASPECT = 0.7
+CUBE_FILL = 0.89  # halfway between a disc's π/4 and a square's 1
+
+NOTE = "heuristic for the built-in blocks model only (one coloured subject moving over a still scene)"
+
+
+@dataclass
+class SubjectRegion:
+    """The moving subject in one frame.
+
+    Attributes:
+        bbox: (x, y, width, height) of the region's bounding box in pixels.
+        area: pixels in the region.
+        mean_rgb: mean colour of the region (0-255), after eroding one pixel of its edge where possible.
+    """
+
+    bbox: tuple[int, int, int, int]
+    area: int
+    mean_rgb: tuple[float, float, float]
+
+    @property
+    def aspect(self) -> float:
+        """Bounding box width / height."""
+        return self.bbox[2] / self.bbox[3]
+
+    @property
+    def fill(self) -> float:
+        """Region area / bounding box area."""
+        return self.area / (self.bbox[2] * self.bbox[3])
+
+
+def parse_prompt(prompt: str | None) -> tuple[str | None, str | None]:
+    """The subject's colour and class named in a prompt, e.g. "a red ball under a blue sky" → ("red", "ball").
+
+    The colour is the colour word closest before the subject word (so the sky's colour is not taken); without a
+    subject word, the first colour word. Plurals ("cars") and "gray" are understood.
+    """
+    if not prompt:
+        return None, None
+    words = [_normalise_word(word) for word in re.findall(r"[a-z]+", prompt.lower())]
+    subject_at = next((i for i, word in enumerate(words) if word in SUBJECTS), None)
+    if subject_at is None:
+        return next((word for word in words if word in COLOURS), None), None
+    before = [word for word in words[max(0, subject_at - 3) : subject_at] if word in COLOURS]
+    return (before[-1] if before else None), words[subject_at]
+
+
+def name_colour(rgb: tuple[float, float, float] | np.ndarray) -> str:
+    """The palette name of an sRGB colour (0-255): grey, white or black by chroma and lightness, else nearest in Lab."""
+    lightness, a, b = _to_lab(np.asarray(rgb, dtype=np.float32).reshape(1, 3))[0]
+    if np.hypot(a, b) < ACHROMATIC_CHROMA:
+        if lightness >= WHITE_LIGHTNESS:
+            return "white"
+        return "black" if lightness <= BLACK_LIGHTNESS else "grey"
+    names = [name for name, anchors in CHROMATIC_COLOURS.items() for _ in anchors]
+    anchors = _to_lab(np.array([rgb for group in CHROMATIC_COLOURS.values() for rgb in group], dtype=np.float32))
+    weights = np.array([LIGHTNESS_WEIGHT, 1.0, 1.0])
+    distances = np.linalg.norm((anchors - np.array([lightness, a, b])) * weights, axis=1)
+    return names[int(np.argmin(distances))]
+
+
+def classify_shape(region: SubjectRegion) -> str:
+    """ball, cube, figure or car from the bounding box's aspect ratio and fill ratio."""
+    if region.aspect > WIDE_ASPECT:
+        return "car"
+    if region.aspect < TALL_ASPECT:
+        return "figure"
+    return "cube" if region.fill >= CUBE_FILL else "ball"
+
+
+def find_subject(
+    frames: np.ndarray, threshold: int = DIFFERENCE_THRESHOLD, min_area_fraction: float = MIN_AREA_FRACTION
+) -> list[SubjectRegion | None]:
+    """The moving subject of every frame: the largest region differing from the clip's per-pixel temporal median.
+
+    Args:
+        frames: (T, H, W, 3) uint8 RGB.
+        threshold: the largest channel difference (0-255) a background pixel may show.
+        min_area_fraction: regions smaller than this fraction of the frame are ignored.
+
+    Returns:
+        One SubjectRegion per frame, or None where nothing large enough moves.
+    """
+    if not isinstance(frames, np.ndarray) or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ParameterError("frames", f"must be (T, H, W, 3) RGB frames, got {getattr(frames, 'shape', None)}")
+    background = np.median(frames, axis=0).astype(np.int16)
+    height, width = frames.shape[1:3]
+    min_area = max(4, int(min_area_fraction * height * width))
+    kernel = np.ones((3, 3), dtype=np.uint8)
+    regions: list[SubjectRegion | None] = []
+    for frame in frames:
+        foreground = (np.abs(frame.astype(np.int16) - background).max(axis=-1) > threshold).astype(np.uint8)
+        foreground = cv2.morphologyEx(foreground, cv2.MORPH_OPEN, kernel)
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(foreground, connectivity=8)
+        if count < 2:
+            regions.append(None)
+            continue
+        largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+        x, y, w, h, area = (int(v) for v in stats[largest])
+        if area < min_area:
+            regions.append(None)
+            continue
+        mask = (labels == largest).astype(np.uint8)
+        inner = cv2.erode(mask, kernel)
+        colour_mask = inner if inner.sum() >= min_area // 2 else mask
+        mean = frame[colour_mask.astype(bool)].astype(np.float64).mean(axis=0)
+        regions.append(SubjectRegion((x, y, w, h), area, (float(mean[0]), float(mean[1]), float(mean[2]))))
+    return regions
+
+
+def colour_adherence(
+    frames: np.ndarray,
+    prompt: str | None = None,
+    colour: str | None = None,
+    regions: list[SubjectRegion | None] | None = None,
+) -> dict[str, Any]:
+    """Fraction of frames whose moving region is named as the prompt's subject colour.
+
+    Args:
+        frames: (T, H, W, 3) uint8 result frames.
+        prompt: the result's prompt; its subject colour is used unless `colour` is given.
+        colour: the expected colour (overrides the prompt), one of COLOURS.
+        regions: `find_subject(frames)`, if already computed.
+
+    Returns:
+        A metric entry: value, status, reason (when not measured), expected colour, per-frame names and settings.
+    """
+    expected, source = _expected(colour, "subject_colour", COLOURS, parse_prompt(prompt)[0])
+    method = {
+        "method": "mean colour of the moving region per frame, nearest named colour in CIE Lab",
+        "note": NOTE,
+        "settings": _region_settings()
+        | {
+            "achromatic_chroma": ACHROMATIC_CHROMA,
+            "white_lightness": WHITE_LIGHTNESS,
+            "black_lightness": BLACK_LIGHTNESS,
+            "lightness_weight": LIGHTNESS_WEIGHT,
+            "palette_srgb": {name: [list(rgb) for rgb in group] for name, group in CHROMATIC_COLOURS.items()},
+        },
+    }
+    if expected is None:
+        return _not_measured(f"the prompt names no known colour ({', '.join(COLOURS)}); pass --subject-colour", method)
+    regions = find_subject(frames) if regions is None else regions
+    named = [None if region is None else name_colour(region.mean_rgb) for region in regions]
+    return {
+        "value": _fraction(named, expected),
+        "status": "measured",
+        "expected": expected,
+        "expected_from": source,
+        "frames": len(named),
+        "frames_with_subject": sum(name is not None for name in named),
+        "per_frame": named,
+        "mean_rgb": [None if r is None else [round(c, 1) for c in r.mean_rgb] for r in regions],
+        **method,
+    }
+
+
+def class_adherence(
+    frames: np.ndarray,
+    prompt: str | None = None,
+    subject: str | None = None,
+    regions: list[SubjectRegion | None] | None = None,
+) -> dict[str, Any]:
+    """Fraction of frames whose moving region's shape is classified as the prompt's subject.
+
+    Args:
+        frames: (T, H, W, 3) uint8 result frames.
+        prompt: the result's prompt; its subject word is used unless `subject` is given.
+        subject: the expected subject (overrides the prompt), one of SUBJECTS.
+        regions: `find_subject(frames)`, if already computed.
+
+    Returns:
+        A metric entry: value, status, reason (when not measured), expected class, per-frame classes and settings.
+    """
+    expected, source = _expected(subject, "subject_class", SUBJECTS, parse_prompt(prompt)[1])
+    method = {
+        "method": "bounding box of the moving region per frame: aspect ratio and fill ratio",
+        "note": NOTE,
+        "settings": _region_settings()
+        | {"wide_aspect_car": WIDE_ASPECT, "tall_aspect_figure": TALL_ASPECT, "cube_min_fill": CUBE_FILL},
+    }
+    if expected is None:
+        return _not_measured(f"the prompt names no known subject ({', '.join(SUBJECTS)}); pass --subject-class", method)
+    regions = find_subject(frames) if regions is None else regions
+    classes = [None if region is None else classify_shape(region) for region in regions]
+    return {
+        "value": _fraction(classes, expected),
+        "status": "measured",
+        "expected": expected,
+        "expected_from": source,
+        "frames": len(classes),
+        "frames_with_subject": sum(name is not None for name in classes),
+        "per_frame": classes,
+        "shape": [None if r is None else {"aspect": round(r.aspect, 3), "fill": round(r.fill, 3)} for r in regions],
+        **method,
+    }
+
+
+def check_overrides(colour: str | None, subject: str | None) -> None:
+    """Raise ParameterError (naming the field) for an unknown --subject-colour or --subject-class."""
+    _expected(colour, "subject_colour", COLOURS, None)
+    _expected(subject, "subject_class", SUBJECTS, None)
+
+
+def _expected(
+    override: str | None, field: str, allowed: tuple[str, ...], parsed: str | None
+) -> tuple[str | None, str | None]:
+    if override is None:
+        return parsed, "prompt" if parsed else None
+    name = _normalise_word(override.strip().lower())
+    if name not in allowed:
+        raise ParameterError(field, f"must be one of {', '.join(allowed)}, got {override!r}")
+    return name, f"--{field.replace('_', '-')}"
+
+
+def _normalise_word(word: str) -> str:
+    word = COLOUR_ALIASES.get(word, word)
+    if word.endswith("s") and word[:-1] in SUBJECTS:
+        return word[:-1]
+    return word
+
+
+def _fraction(names: list[str | None], expected: str) -> float:
+    return sum(name == expected for name in names) / len(names) if names else 0.0
+
+
+def _not_measured(reason: str, method: dict[str, Any]) -> dict[str, Any]:
+    return {"value": None, "status": "not measured", "reason": reason, **method}
+
+
+def _region_settings() -> dict[str, Any]:
+    return {
+        "region": "largest connected region differing from the per-pixel temporal median by > threshold",
+        "difference_threshold": DIFFERENCE_THRESHOLD,
+        "min_area_fraction": MIN_AREA_FRACTION,
+    }
+
+
+def _to_lab(rgb: np.ndarray) -> np.ndarray:
+    """(N, 3) sRGB 0-255 → (N, 3) CIE Lab (D65; L* 0-100), via OpenCV's float conversion."""
+    scaled = (np.clip(rgb, 0, 255) / 255.0).astype(np.float32).reshape(-1, 1, 3)
+    return cv2.cvtColor(scaled, cv2.COLOR_RGB2Lab).reshape(-1, 3).astype(np.float64)

@@ -1,0 +1,401 @@
+"""`evaluate`: score a MotionClone result against its reference and write metrics.json and tracks.png. No bpy.
+
+Steps:
+
+1. Read the result: a result folder (its lossless frames/ PNGs, else its result.mp4) or a video file. A result
+   folder's result.json (or one next to a result.mp4) gives the prompt and the resize mode.
+2. Sample the reference to the result's frames with the rule the result was made with: `sample_frame_indices`
+   (np.linspace(0, total − 1, n, dtype=int)) over the reference's frames, then `resize_frames` to the result's size
+   with the result's resize mode ("squash" when there is no result.json). Both clips then share one pixel grid.
+3. Track the same grid in both with the same tracker and compute motion fidelity (motion_fidelity.py).
+4. Colour and class adherence (adherence.py), CLIP metrics when a local CLIP is given (clip_metrics.py).
+5. Write DIR/metrics.json and DIR/tracks.png when an output folder is given.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ..errors import ParameterError, VideoInputError
+from ..video_io import (
+    IMAGE_EXTENSIONS,
+    _decode_video,
+    _list_image_files,
+    prepare_reference,
+    read_clip,
+    resize_frames,
+    sample_frame_indices,
+)
+from .adherence import check_overrides, class_adherence, colour_adherence, find_subject
+from .clip_metrics import clip_scores
+from .motion_fidelity import (
+    DEFAULT_CHUNK,
+    DEFAULT_EPSILON,
+    DEFAULT_MOVING_FRACTION,
+    DEFAULT_REGION,
+    DEFAULT_STILL_STEP,
+    REGIONS,
+    motion_fidelity,
+    select_tracks,
+)
+from .report import draw_tracks_image, write_metrics
+from .tracks import (
+    DEFAULT_GRID,
+    TrackerSettings,
+    Tracks,
+    describe_cotracker,
+    grid_points,
+    track_points,
+    track_points_cotracker,
+)
+
+FORMAT = "motionclone-evaluate/1"
+METRICS_FILE = "metrics.json"
+TRACKS_IMAGE = "tracks.png"
+SAMPLING_RULE = "np.linspace(0, total_frames - 1, num_frames, dtype=int)"
+DEFINITIONS = {
+    "symmetric": "DMT paper text: ½ [mean over result tracks of max over reference tracks of sim + mean over "
+    "reference tracks of max over result tracks of sim], sim = mean over steps of ⟨ũ_k, u_k⟩",
+    "released": "DMT released code: mean over result tracks of max over reference tracks of (sim − 1 for the track "
+    "starting at the same grid point), i.e. the co-located track excluded",
+}
+
+
+@dataclass
+class ResultVideo:
+    """A result read for evaluation.
+
+    Attributes:
+        frames: (T, H, W, 3) uint8 RGB frames.
+        metadata: the result.json contents, or None when there is none.
+        frames_from: where the frames came from (for metrics.json).
+    """
+
+    frames: np.ndarray
+    metadata: dict[str, Any] | None
+    frames_from: str
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        """The MotionClone parameters recorded in result.json (empty without one)."""
+        if not isinstance(self.metadata, dict):
+            return {}
+        parameters = self.metadata.get("parameters")
+        return parameters if isinstance(parameters, dict) else {}
+
+
+@dataclass
+class SampledReference:
+    """The reference brought to the result's frames.
+
+    Attributes:
+        frames: (n, H, W, 3) uint8 frames at the result's size.
+        total_frames: frames in the whole reference.
+        indices: the reference frames used, in order.
+        resize_mode: how they were brought to the result's size.
+        notes: anything that departs from the plain rule.
+    """
+
+    frames: np.ndarray
+    total_frames: int
+    indices: np.ndarray
+    resize_mode: str
+    notes: list[str] = field(default_factory=list)
+
+
+def load_result(result: str | os.PathLike[str]) -> ResultVideo:
+    """Read a result folder (frames/ PNGs preferred over result.mp4) or a video file, with its result.json if any.
+
+    Raises:
+        VideoInputError: nothing readable at that path.
+    """
+    path = Path(result).expanduser()
+    if not path.exists():
+        raise VideoInputError(f"result {path} does not exist: pass a result folder or a video file")
+    if path.is_dir():
+        metadata = _read_metadata(path / "result.json")
+        frames_dir, video = path / "frames", path / "result.mp4"
+        if frames_dir.is_dir() and any(p.suffix.lower() in IMAGE_EXTENSIONS for p in frames_dir.iterdir()):
+            return ResultVideo(read_clip(frames_dir).frames, metadata, f"{frames_dir} (PNG sequence)")
+        if video.is_file():
+            return ResultVideo(read_clip(video).frames, metadata, str(video))
+        if any(p.suffix.lower() in IMAGE_EXTENSIONS for p in path.iterdir()):
+            return ResultVideo(read_clip(path).frames, metadata, f"{path} (image sequence)")
+        raise VideoInputError(
+            f"result folder {path} holds neither frames/ nor result.mp4: pass the folder `motionclone generate` "
+            "wrote, or the video file itself"
+        )
+    metadata = _read_metadata(path.with_name("result.json")) if path.name == "result.mp4" else None
+    return ResultVideo(read_clip(path).frames, metadata, str(path))
+
+
+def sample_reference(
+    reference: str | os.PathLike[str] | np.ndarray, num_frames: int, height: int, width: int, resize_mode: str
+) -> SampledReference:
+    """The reference frames a result of `num_frames` frames at height × width was made from.
+
+    Uses the pipeline's own `prepare_reference` (the official sampling rule, then `resize_frames`). A reference
+    shorter than the result cannot have produced it with that rule; then all its frames are used (and motion
+    fidelity truncates both clips to the shorter one), and a note says so.
+
+    Raises:
+        VideoInputError: the reference cannot be read.
+        ParameterError: a bad size or resize mode.
+    """
+    total = count_frames(reference)
+    if total < num_frames:
+        frames = resize_frames(read_clip(reference).frames, height, width, resize_mode)
+        note = (
+            f"the reference has {total} frames, fewer than the result's {num_frames}: all of them are used and "
+            "the clips are compared over the shorter length"
+        )
+        return SampledReference(frames, total, np.arange(total), resize_mode, [note])
+    indices = sample_frame_indices(total, num_frames)
+    frames = prepare_reference(reference, num_frames, height, width, resize_mode).frames
+    return SampledReference(frames, total, indices, resize_mode)
+
+
+def count_frames(reference: str | os.PathLike[str] | np.ndarray) -> int:
+    """Frames in a reference, counted the way `prepare_reference` counts them (decoded video frames, image files)."""
+    if isinstance(reference, np.ndarray):
+        return int(read_clip(reference).frames.shape[0])
+    path = Path(os.fspath(reference)).expanduser()
+    if not path.exists():
+        raise VideoInputError(f"reference {path} does not exist: check the path")
+    if path.is_dir():
+        return len(_list_image_files(path))
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        return 1
+    _, total, _ = _decode_video(path, keep=set())
+    if total == 0:
+        raise VideoInputError(f"video {path} decoded to 0 frames: check that the file plays, or re-export it")
+    return total
+
+
+def default_out_dir(result: str | os.PathLike[str]) -> Path:
+    """RESULT_DIR/evaluation for a result folder, VIDEO_STEM-evaluation next to a video file."""
+    path = Path(result).expanduser()
+    return path / "evaluation" if path.is_dir() else path.with_name(f"{path.stem}-evaluation")
+
+
+def evaluate(
+    reference: str | os.PathLike[str] | np.ndarray,
+    result: str | os.PathLike[str],
+    prompt: str | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
+    *,
+    grid: int = DEFAULT_GRID,
+    region: str = DEFAULT_REGION,
+    box: tuple[float, float, float, float] | None = None,
+    moving_fraction: float = DEFAULT_MOVING_FRACTION,
+    tracker: TrackerSettings | None = None,
+    cotracker: str | os.PathLike[str] | None = None,
+    clip_model: str | os.PathLike[str] | None = None,
+    subject_colour: str | None = None,
+    subject_class: str | None = None,
+    device: str = "cpu",
+    epsilon: float = DEFAULT_EPSILON,
+    still_step_px: float = DEFAULT_STILL_STEP,
+) -> dict[str, Any]:
+    """Score a result against its reference.
+
+    Args:
+        reference: the reference video file, image folder or (F, H, W, 3) array the result was made from.
+        result: a result folder (result.mp4, frames/, result.json) or a video file.
+        prompt: the result's prompt; default: the prompt in result.json.
+        out_dir: where metrics.json and tracks.png go; None writes nothing.
+        grid: tracking grid points per side (grid × grid points on frame 0).
+        region: which tracks enter motion fidelity: "moving" (default), "all", or "box".
+        box: (x0, y0, x1, y1) in result pixels for region "box"; default: the bounding box of the reference's
+            moving tracks on frame 0, one grid cell wider on each side.
+        moving_fraction: a moving track gets further than this fraction of the longer frame side from its start.
+        tracker: Lucas-Kanade settings (defaults: `TrackerSettings()`).
+        cotracker: a local CoTracker checkpoint; tracks with CoTracker instead (needs the `cotracker` package).
+        clip_model: a local CLIP folder (transformers layout); without it the CLIP metrics are "not measured".
+        subject_colour: expected subject colour, overriding the prompt.
+        subject_class: expected subject class, overriding the prompt.
+        device: torch device for CLIP and CoTracker.
+        epsilon: ε of the unit displacements, in pixels.
+        still_step_px: steps shorter than this (pixels) count as no motion in MF; 0 for the bare formula.
+
+    Returns:
+        The metrics.json contents: `motion_fidelity` (symmetric MF, a number), `motion_fidelity_released`, and
+        `metrics` with every metric's value, status, method and settings.
+
+    Raises:
+        VideoInputError: the reference or result cannot be read.
+        ParameterError: an invalid setting (named).
+        ModelNotFoundError: a CLIP or CoTracker checkpoint cannot be loaded.
+    """
+    if region not in REGIONS:
+        raise ParameterError("region", f"must be one of {', '.join(REGIONS)}, got {region!r}")
+    if box is not None and region != "box":
+        raise ParameterError("box", f"only applies with region 'box' (region is {region!r})")
+    check_overrides(subject_colour, subject_class)  # cheap checks first, before any video is decoded
+    tracker = tracker or TrackerSettings()
+    loaded = load_result(result)
+    frames = loaded.frames
+    num_frames, height, width = frames.shape[:3]
+    if num_frames < 2:
+        raise VideoInputError(f"result {result} has {num_frames} frame: motion needs at least 2 frames")
+    parameters = loaded.parameters
+    warnings: list[str] = []
+    resize_mode = parameters.get("resize_mode", "squash")
+    if parameters.get("num_frames") not in (None, num_frames):
+        warnings.append(f"result.json says num_frames {parameters['num_frames']}, the result has {num_frames}")
+    if (parameters.get("height"), parameters.get("width")) not in ((None, None), (height, width)):
+        warnings.append(
+            f"result.json says {parameters.get('width')}x{parameters.get('height')}, the result is {width}x{height}"
+        )
+    if prompt is None and isinstance(parameters.get("prompt"), str):
+        prompt, prompt_from = parameters["prompt"], "result.json"
+    else:
+        prompt_from = "--prompt" if prompt is not None else None
+
+    sampled = sample_reference(reference, num_frames, height, width, resize_mode)
+    warnings.extend(sampled.notes)
+
+    # Tracks: the same grid on both clips, at the result's size.
+    track = _tracker(tracker, cotracker, device)
+    if region == "box" and box is None:
+        full_grid = track(sampled.frames, grid_points(height, width, grid))
+        box = _moving_box(full_grid, grid, height, width, moving_fraction, still_step_px)
+        if box is None:
+            warnings.append("region 'box': the reference has no moving tracks, so the box is the whole frame")
+    points = grid_points(height, width, grid, box if region == "box" else None)
+    reference_tracks, result_tracks = track(sampled.frames, points), track(frames, points)
+    scores = motion_fidelity(
+        reference_tracks, result_tracks, (height, width), region, moving_fraction, epsilon, still_step_px
+    )
+    warnings.extend(scores["warnings"])
+    tracker_description = describe_cotracker(cotracker) if cotracker else tracker.describe(height, width)
+
+    common = {
+        "tracker": tracker_description,
+        "grid": {
+            "points_per_side": grid,
+            "points": len(points),
+            "placement": "centres of equal cells on frame 0",
+            "box_xyxy": [round(float(v), 2) for v in box] if region == "box" and box is not None else None,
+        },
+        "frames": scores["frames"],
+        "resolution": {"width": width, "height": height},
+        "region": scores["region"],
+        "tracks": scores["tracks"],
+        "epsilon_px": epsilon,
+        "still_step_px": still_step_px,
+        "chunk_rows": DEFAULT_CHUNK,
+        "warnings": scores["warnings"],
+    }
+    regions = find_subject(frames)
+    metrics: dict[str, Any] = {
+        "motion_fidelity": {
+            "value": scores["symmetric"],
+            "status": "measured",
+            "variant": "symmetric",
+            "definition": DEFINITIONS["symmetric"],
+            "result_to_reference": scores["result_to_reference"],
+            "reference_to_result": scores["reference_to_result"],
+            **common,
+        },
+        "motion_fidelity_released": {
+            "value": scores["released"],
+            "status": "measured",
+            "variant": "released",
+            "definition": DEFINITIONS["released"],
+            **common,
+        },
+        "colour_adherence": colour_adherence(frames, prompt, subject_colour, regions),
+        "class_adherence": class_adherence(frames, prompt, subject_class, regions),
+        **clip_scores(frames, prompt, clip_model, device=device),
+    }
+    report: dict[str, Any] = {
+        "format": FORMAT,
+        "motion_fidelity": scores["symmetric"],
+        "motion_fidelity_released": scores["released"],
+        "metrics": metrics,
+        "inputs": {
+            "reference": _describe_source(reference),
+            "result": str(result),
+            "result_frames_from": loaded.frames_from,
+            "result_json": loaded.metadata is not None,
+            "prompt": prompt,
+            "prompt_from": prompt_from,
+            "reference_sampling": {
+                "rule": SAMPLING_RULE,
+                "total_frames": sampled.total_frames,
+                "indices": sampled.indices.tolist(),
+                "resize_mode": resize_mode,
+                "resize_mode_from": "result.json" if "resize_mode" in parameters else "default (no result.json)",
+                "size": {"width": width, "height": height},
+            },
+        },
+        "warnings": warnings,
+        "files": {},
+        "versions": {"opencv": cv2.__version__, "numpy": np.__version__, "python": platform.python_version()},
+    }
+    if out_dir is not None:
+        out = Path(out_dir).expanduser()
+        report["files"] = {"metrics": str(out / METRICS_FILE), "tracks_image": str(out / TRACKS_IMAGE)}
+        caption = (
+            f"MF {scores['symmetric']:.3f} (symmetric) / {scores['released']:.3f} (released) · "
+            f"{tracker_description['name']} · grid {grid}x{grid} · {scores['frames']} frames at {width}x{height} · "
+            f"region {region}"
+        )
+        draw_tracks_image(
+            sampled.frames,
+            frames,
+            reference_tracks,
+            result_tracks,
+            scores["reference_indices"],
+            scores["result_indices"],
+            out / TRACKS_IMAGE,
+            caption=caption,
+            min_length=moving_fraction * max(height, width),
+        )
+        write_metrics(report, out / METRICS_FILE)
+    return report
+
+
+def _tracker(settings: TrackerSettings, cotracker: str | os.PathLike[str] | None, device: str) -> Any:
+    if cotracker is not None:
+        return lambda frames, points: track_points_cotracker(frames, points, cotracker, device)
+    return lambda frames, points: track_points(frames, points, settings)
+
+
+def _moving_box(
+    tracks: Tracks, grid: int, height: int, width: int, moving_fraction: float, still_step_px: float
+) -> tuple[float, float, float, float] | None:
+    """Bounding box of the moving tracks on frame 0, one grid cell wider on each side; None when nothing moves."""
+    moving = select_tracks(tracks, "moving", moving_fraction * max(height, width), still_step_px)
+    if len(moving) == 0:
+        return None
+    start = tracks.positions[moving, 0]
+    pad = np.array([width / grid, height / grid])
+    x0, y0 = start.min(axis=0) - pad
+    x1, y1 = start.max(axis=0) + pad
+    return max(0.0, float(x0)), max(0.0, float(y0)), min(float(width), float(x1)), min(float(height), float(y1))
+
+
+def _read_metadata(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise VideoInputError(f"could not read {path} ({error}): fix or remove it") from error
+    return data if isinstance(data, dict) else None
+
+
+def _describe_source(source: object) -> str:
+    if isinstance(source, np.ndarray):
+        return f"array {tuple(source.shape)} {source.dtype}"
+    return str(source)

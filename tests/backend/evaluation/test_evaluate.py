@@ -1,0 +1,166 @@
+"""`evaluate` and `motionclone evaluate`: reference sampling, result folders and bare videos, files and exit codes."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from motionclone.backend.cli import main
+from motionclone.backend.evaluation import evaluate, sample_reference
+from motionclone.backend.results import write_result_folder
+from motionclone.backend.video_io import resize_frames, write_mp4
+
+from .synthetic import texture
+
+SIZE = 96
+PROMPT = "a red ball bouncing on grass under a blue sky"
+
+
+def turning_square_clip(num_frames: int = 48) -> np.ndarray:
+    """A textured square over a plain gradient moving right, then down, then left (2 px per frame)."""
+    rows = np.linspace(40, 160, SIZE, dtype=np.float32)[:, None, None]
+    background = np.broadcast_to(rows * np.array([0.6, 0.8, 1.0], dtype=np.float32), (SIZE, SIZE, 3)).astype(np.uint8)
+    patch = texture(24, 24, seed=5)
+    x, y, frames = 8, 8, []
+    third = num_frames // 3
+    for t in range(num_frames):
+        frame = background.copy()
+        frame[y : y + 24, x : x + 24] = patch
+        frames.append(frame)
+        dx, dy = ((2, 0), (0, 2), (-2, 0))[min(t // third, 2)]
+        x, y = x + dx, y + dy
+    return np.stack(frames)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    """A 48-frame reference video and a 16-frame result folder made from it with the official sampling rule."""
+    root = tmp_path_factory.mktemp("evaluate")
+    reference = turning_square_clip()
+    reference_path = write_mp4(reference, root / "reference.mp4")
+    indices = np.linspace(0, 47, 16, dtype=int)
+    metadata = {
+        "seed": 1,
+        "parameters": {"prompt": PROMPT, "num_frames": 16, "height": SIZE, "width": SIZE, "resize_mode": "squash"},
+    }
+    result_dir = root / "result"
+    write_result_folder(reference[indices], metadata, result_dir, fps=8)
+    return {"reference": reference, "reference_path": reference_path, "result_dir": result_dir, "indices": indices}
+
+
+def test_sample_reference_follows_the_official_rule_and_resize_mode():
+    coded = np.broadcast_to((np.arange(48) * 5).astype(np.uint8)[:, None, None, None], (48, 8, 12, 3)).copy()
+    sampled = sample_reference(coded, 16, 8, 12, "squash")
+    expected = np.linspace(0, 47, 16, dtype=int)  # 0, 3, 6, 9, 12, 15, 18, 21, 25, ...
+    np.testing.assert_array_equal(sampled.indices, expected)
+    np.testing.assert_array_equal(sampled.frames[:, 0, 0, 0] // 5, expected)
+    assert sampled.total_frames == 48 and sampled.notes == []
+
+    varied = np.random.default_rng(0).integers(0, 256, (48, 24, 40, 3)).astype(np.uint8)
+    cropped = sample_reference(varied, 16, 16, 16, "crop")
+    np.testing.assert_array_equal(cropped.frames, resize_frames(varied[expected], 16, 16, "crop"))
+
+
+def test_a_reference_shorter_than_the_result_is_used_whole_with_a_note():
+    short = np.zeros((5, 8, 8, 3), dtype=np.uint8)
+    sampled = sample_reference(short, 16, 8, 8, "squash")
+    assert len(sampled.frames) == 5 and sampled.indices.tolist() == [0, 1, 2, 3, 4]
+    assert "fewer than the result's 16" in sampled.notes[0]
+
+
+def test_evaluate_samples_the_reference_like_the_result_was_made(clips, tmp_path):
+    report = evaluate(clips["reference_path"], clips["result_dir"], out_dir=None)
+    sampling = report["inputs"]["reference_sampling"]
+    assert sampling["indices"] == clips["indices"].tolist() and sampling["total_frames"] == 48
+    assert sampling["resize_mode"] == "squash" and sampling["resize_mode_from"] == "result.json"
+    assert report["inputs"]["prompt"] == PROMPT and report["inputs"]["prompt_from"] == "result.json"
+    assert "PNG sequence" in report["inputs"]["result_frames_from"]
+    # The result is the sampled reference, so motion agrees: right, then down, then left, in step.
+    assert report["motion_fidelity"] > 0.95
+    # Taking the reference's first 16 frames instead (all moving right) would not match the turns.
+    wrong = evaluate(clips["reference"][:16], clips["result_dir"])
+    assert wrong["motion_fidelity"] < report["motion_fidelity"] - 0.3
+    assert report["files"] == {} and not (tmp_path / "metrics.json").exists()
+
+
+def test_cli_on_a_result_folder_writes_metrics_and_tracks(clips, capsys):
+    result_dir = clips["result_dir"]
+    code = main(["evaluate", "--reference", str(clips["reference_path"]), "--result", str(result_dir)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    metrics_path, image_path = result_dir / "evaluation" / "metrics.json", result_dir / "evaluation" / "tracks.png"
+    metrics = json.loads(metrics_path.read_text())
+    assert isinstance(metrics["motion_fidelity"], float) and metrics["motion_fidelity"] > 0.95
+    fidelity = metrics["metrics"]["motion_fidelity"]
+    assert fidelity["variant"] == "symmetric"
+    assert metrics["metrics"]["motion_fidelity_released"]["variant"] == "released"
+    assert fidelity["tracker"]["name"] == "opencv-lk-pyramidal"
+    assert {"window_px", "pyramid_levels", "forward_backward_threshold_px"} <= set(fidelity["tracker"])
+    assert fidelity["grid"]["points_per_side"] == 32 and fidelity["frames"] == 16
+    assert fidelity["resolution"] == {"width": SIZE, "height": SIZE}
+    assert fidelity["region"]["mode"] == "moving"
+    assert fidelity["tracks"]["reference"]["used"] > 10 and fidelity["tracks"]["result"]["used"] > 10
+    assert metrics["metrics"]["clip_text_alignment"]["status"] == "not measured"
+    assert metrics["metrics"]["colour_adherence"]["expected"] == "red"  # parsed from result.json's prompt
+    with Image.open(image_path) as image:
+        assert image.format == "PNG" and image.width == 4 * 256 and image.height > 2 * 256
+    assert "Motion fidelity" in out and str(metrics_path) in out and "not measured" in out
+
+
+def test_cli_on_a_bare_video(clips, tmp_path, capsys):
+    video = tmp_path / "clip.mp4"
+    shutil.copy(clips["result_dir"] / "result.mp4", video)
+    args = ["evaluate", "--reference", str(clips["reference_path"]), "--result", str(video), "--prompt", PROMPT]
+    code = main([*args, "--region", "all", "--grid", "20"])
+    assert code == 0, capsys.readouterr()
+    metrics = json.loads((tmp_path / "clip-evaluation" / "metrics.json").read_text())
+    assert isinstance(metrics["motion_fidelity"], float)
+    assert metrics["inputs"]["result_json"] is False
+    assert metrics["inputs"]["reference_sampling"]["resize_mode_from"] == "default (no result.json)"
+    assert metrics["inputs"]["reference_sampling"]["indices"] == clips["indices"].tolist()
+    assert metrics["metrics"]["motion_fidelity"]["region"]["mode"] == "all"
+    assert metrics["metrics"]["motion_fidelity"]["grid"]["points"] == 400
+    assert (tmp_path / "clip-evaluation" / "tracks.png").is_file()
+
+
+def test_cli_region_box_restricts_the_grid(clips, tmp_path, capsys):
+    out = tmp_path / "boxed"
+    args = ["evaluate", "--reference", str(clips["reference_path"]), "--result", str(clips["result_dir"])]
+    assert main([*args, "--out", str(out), "--region", "box", "--box", "4", "4", "40", "40"]) == 0
+    grid = json.loads((out / "metrics.json").read_text())["metrics"]["motion_fidelity"]["grid"]
+    assert grid["box_xyxy"] == [4.0, 4.0, 40.0, 40.0]
+    assert main([*args, "--out", str(out), "--region", "box"]) == 0  # box from the reference's moving tracks
+    box = json.loads((out / "metrics.json").read_text())["metrics"]["motion_fidelity"]["grid"]["box_xyxy"]
+    assert box is not None and box[0] < 12 and box[1] < 12 and box[2] < SIZE  # around the square's start (8, 8)
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    ("extra", "code", "message"),
+    [
+        (["--grid", "1"], 2, "`grid`"),
+        (["--subject-colour", "mauve"], 2, "`subject_colour`"),
+        (["--box", "0", "0", "10", "10"], 2, "`box`"),
+        (["--clip-model", "/nonexistent/clip"], 3, "CLIP checkpoint folder"),
+        (["--cotracker", "/nonexistent/cotracker.pth"], 3, "CoTracker"),
+    ],
+)
+def test_cli_errors_map_to_exit_codes(clips, tmp_path, capsys, monkeypatch, extra, code, message):
+    monkeypatch.setitem(__import__("sys").modules, "cotracker", None)
+    args = ["evaluate", "--reference", str(clips["reference_path"]), "--result", str(clips["result_dir"])]
+    assert main([*args, "--out", str(tmp_path / "out"), *extra]) == code
+    assert message in capsys.readouterr().err
+
+
+def test_cli_unreadable_videos_exit_4(clips, tmp_path, capsys):
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"not a video")
+    assert main(["evaluate", "--reference", str(garbage), "--result", str(clips["result_dir"])]) == 4
+    assert "garbage.mp4" in capsys.readouterr().err
+    assert main(["evaluate", "--reference", str(clips["reference_path"]), "--result", str(tmp_path / "none")]) == 4
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["evaluate", "--reference", str(clips["reference_path"]), "--result", str(tmp_path / "empty")]) == 4
+    assert "neither frames/ nor result.mp4" in capsys.readouterr().err
