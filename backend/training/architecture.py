@@ -1,0 +1,88 @@
+"""The `blocks` model's architecture: SD-1.5's classes and block layout, narrow enough to train on a CPU. No bpy.
+
+Every part is the diffusers (or transformers) class the `sd15-animatediff-v3` preset uses, so the trained folder
+loads through the same code:
+
+- `AutoencoderKL` that down-samples twice (64 x 64 frames -> 32 x 32 latents). SD-1.5's VAE down-samples three
+  times; one step fewer keeps `up_blocks.1` of the UNet at 8 x 8 positions, enough to carry a trajectory.
+- `CLIPTextModel` (2 layers, width 64) with a word-level CLIP tokenizer over the captions' vocabulary.
+- `UNet2DConditionModel` with SD-1.5's four down and four up blocks (cross-attention in the first three down and the
+  last three up blocks), so `up_blocks.1` runs at a quarter of the latent side exactly as in SD-1.5.
+- `MotionAdapter` with motion modules at every resolution and none in the mid block (AnimateDiff v3's layout).
+
+The UNet is narrow (32-128 channels) and uses few heads at high resolution: on a CPU, attention with 4-channel heads
+over 1,024 positions costs more than the whole rest of the network.
+"""
+
+from diffusers import AutoencoderKL, MotionAdapter, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel
+
+FRAME_SIZE = 64  # native width and height in pixels
+NUM_FRAMES = 16  # native clip length
+VAE_BLOCK_OUT_CHANNELS = (32, 64)  # two blocks: one down-sampling step, scale factor 2
+UNET_BLOCK_OUT_CHANNELS = (32, 64, 96, 128)
+UNET_ATTENTION_HEADS = (1, 2, 4, 4)  # diffusers' `attention_head_dim` is SD-1.5's head count per block
+MOTION_HEADS = 4
+TEXT_WIDTH = 64
+MAX_FRAMES = 32  # motion modules' positional encoding length
+
+
+def build_vae() -> AutoencoderKL:
+    """A KL autoencoder with 4 latent channels and a spatial scale factor of 2."""
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * len(VAE_BLOCK_OUT_CHANNELS),
+        up_block_types=("UpDecoderBlock2D",) * len(VAE_BLOCK_OUT_CHANNELS),
+        block_out_channels=VAE_BLOCK_OUT_CHANNELS,
+        layers_per_block=2,
+        latent_channels=4,
+        norm_num_groups=16,
+        sample_size=FRAME_SIZE,
+    )
+
+
+def build_text_encoder(vocab_size: int) -> CLIPTextModel:
+    """A 2-layer CLIP text transformer; `vocab_size` comes from the word-level tokenizer."""
+    return CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=vocab_size,
+            hidden_size=TEXT_WIDTH,
+            intermediate_size=4 * TEXT_WIDTH,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            bos_token_id=vocab_size - 2,
+            eos_token_id=vocab_size - 1,
+            pad_token_id=vocab_size - 1,
+            layer_norm_eps=1e-5,
+        )
+    )
+
+
+def build_image_unet() -> UNet2DConditionModel:
+    """The 2-D UNet in SD-1.5's block layout."""
+    return UNet2DConditionModel(
+        sample_size=FRAME_SIZE // 2,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=UNET_BLOCK_OUT_CHANNELS,
+        layers_per_block=2,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        cross_attention_dim=TEXT_WIDTH,
+        attention_head_dim=UNET_ATTENTION_HEADS,
+        norm_num_groups=8,
+    )
+
+
+def build_motion_adapter() -> MotionAdapter:
+    """AnimateDiff v3-style motion modules for `build_image_unet`'s channels (zero-initialised outputs)."""
+    return MotionAdapter(
+        block_out_channels=UNET_BLOCK_OUT_CHANNELS,
+        motion_layers_per_block=2,
+        motion_norm_num_groups=8,
+        motion_num_attention_heads=MOTION_HEADS,
+        motion_max_seq_length=MAX_FRAMES,
+        use_motion_mid_block=False,
+    )

@@ -1,0 +1,80 @@
+"""Write the trained `blocks` model as a diffusers folder with a SHA-256 manifest, and verify one. No bpy.
+
+Layout (AnimateDiffPipeline's, so diffusers can load it too): `model_index.json`, `vae/`, `text_encoder/`,
+`tokenizer/`, `unet/` (the 2-D UNet), `motion_adapter/`, `scheduler/`, and `SHA256SUMS` over every other file.
+Weights are stored in float16 to keep the folder small; the presets load them in the dtype they run in.
+"""
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKL, MotionAdapter, UNet2DConditionModel
+from transformers import CLIPTextModel
+
+from ..models.bundle import official_ddim_scheduler
+from .word_tokenizer import save_word_tokenizer
+
+MANIFEST_NAME = "SHA256SUMS"
+TRAINING_INFO_NAME = "training.json"
+
+
+def export_model(
+    folder: Path,
+    vae: AutoencoderKL,
+    text_encoder: CLIPTextModel,
+    words: list[str],
+    unet2d: UNet2DConditionModel,
+    motion_adapter: MotionAdapter,
+    training_info: dict[str, Any],
+) -> Path:
+    """Save every component into `folder` (float16 safetensors) and write the manifest."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, model in (
+        ("vae", vae),
+        ("text_encoder", text_encoder),
+        ("unet", unet2d),
+        ("motion_adapter", motion_adapter),
+    ):
+        original_dtype = next(model.parameters()).dtype
+        model.to(torch.float16).save_pretrained(folder / name, safe_serialization=True)
+        model.to(original_dtype)
+    save_word_tokenizer(words, folder / "tokenizer")
+    official_ddim_scheduler().save_pretrained(folder / "scheduler")
+    index = {
+        "_class_name": "AnimateDiffPipeline",
+        "vae": ["diffusers", "AutoencoderKL"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "motion_adapter": ["diffusers", "MotionAdapter"],
+        "scheduler": ["diffusers", "DDIMScheduler"],
+        "feature_extractor": [None, None],
+        "image_encoder": [None, None],
+    }
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+    (folder / TRAINING_INFO_NAME).write_text(json.dumps(training_info, indent=2, sort_keys=True) + "\n")
+    write_manifest(folder)
+    return folder
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def manifest_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST_NAME)
+
+
+def write_manifest(folder: Path) -> Path:
+    """`SHA256SUMS` in sha256sum's format (`<hex>  <relative path>`), so `sha256sum -c` checks it too."""
+    lines = [f"{file_digest(path)}  {path.relative_to(folder).as_posix()}" for path in manifest_files(folder)]
+    manifest = folder / MANIFEST_NAME
+    manifest.write_text("\n".join(lines) + "\n")
+    return manifest

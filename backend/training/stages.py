@@ -1,0 +1,346 @@
+"""The three training stages of the `blocks` model, each resumable from its checkpoint. No bpy.
+
+1. `train_vae`: the autoencoder on single frames, with the loss weighted towards the subject so that its colour
+   survives (a small subject is a few percent of the pixels and would otherwise be the first thing lost).
+2. `train_image_model`: the 2-D UNet and the text encoder together on single frames (epsilon prediction with the
+   betas the presets sample with; 10 % empty captions, so classifier-free guidance has an unconditional branch).
+3. `train_motion_modules`: the motion modules on 16-frame clips, everything else frozen (AnimateDiff's recipe).
+
+Each stage keeps an exponential moving average of the weights it trains; the average is what gets exported.
+"""
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDIMScheduler, MotionAdapter, UNet2DConditionModel, UNetMotionModel
+from tqdm import tqdm
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from ..models.bundle import build_motion_unet, official_ddim_scheduler
+
+SUBJECT_LOSS_WEIGHT = 9.0  # extra weight of subject pixels in the VAE loss
+KL_WEIGHT = 1e-6
+CAPTION_DROPOUT = 0.1
+EMA_DECAY = 0.995
+CHECKPOINT_EVERY = 100
+
+
+@dataclass
+class StageSettings:
+    """How long and how hard one stage trains."""
+
+    steps: int
+    batch_size: int
+    learning_rate: float
+    device: str = "cpu"
+    seed: int = 0
+    subject_weight: float = 0.0  # extra weight of the subject's latent positions in the denoising loss ...
+    subject_weight_from: int = 0  # ... from this step on (a curriculum: first the scenes, then the subjects)
+
+
+class EMA:
+    """Exponential moving average of some parameters, with the usual warm-up of the decay."""
+
+    def __init__(self, parameters: list[torch.nn.Parameter], decay: float = EMA_DECAY) -> None:
+        self.parameters = parameters
+        self.shadow = [p.detach().clone() for p in parameters]
+        self.decay = decay
+
+    @torch.no_grad()
+    def update(self, step: int) -> None:
+        decay = min(self.decay, (1 + step) / (10 + step))
+        for average, parameter in zip(self.shadow, self.parameters, strict=True):
+            average.lerp_(parameter.detach(), 1 - decay)
+
+    @torch.no_grad()
+    def copy_to_model(self) -> None:
+        for average, parameter in zip(self.shadow, self.parameters, strict=True):
+            parameter.copy_(average)
+
+    def state_dict(self) -> list[torch.Tensor]:
+        return self.shadow
+
+    def load_state_dict(self, shadow: list[torch.Tensor]) -> None:
+        self.shadow = [tensor.clone() for tensor in shadow]
+
+
+class Checkpoint:
+    """One stage's resumable state in `path`: model weights, optimizer, EMA and step (loaded with weights_only)."""
+
+    def __init__(self, path: Path, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer, ema: EMA):
+        self.path, self.modules, self.optimizer, self.ema = path, modules, optimizer, ema
+
+    def load(self) -> tuple[int, list[float]]:
+        """Restore the saved state; returns (next step, loss history), or (0, []) when nothing was saved."""
+        if not self.path.exists():
+            return 0, []
+        state = torch.load(self.path, map_location="cpu", weights_only=True)
+        for name, module in self.modules.items():
+            module.load_state_dict(state["modules"][name])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.ema.load_state_dict(state["ema"])
+        torch.set_rng_state(state["torch_rng"])
+        return int(state["step"]), [float(value) for value in state["losses"]]
+
+    def save(self, step: int, losses: list[float]) -> None:
+        state = {
+            "modules": {name: module.state_dict() for name, module in self.modules.items()},
+            "optimizer": self.optimizer.state_dict(),
+            "ema": self.ema.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "step": step,
+            "losses": torch.tensor(losses),
+        }
+        temporary = self.path.with_suffix(".partial")
+        torch.save(state, temporary)
+        temporary.replace(self.path)
+
+
+def run_stage(
+    name: str,
+    settings: StageSettings,
+    checkpoint: Checkpoint,
+    loss_for_step: Callable[[int], torch.Tensor],
+    parameters: list[torch.nn.Parameter],
+) -> list[float]:
+    """The shared loop: warm-up then cosine learning rate, gradient clipping, EMA, checkpoints, a progress bar."""
+    start, losses = checkpoint.load()
+    optimizer = checkpoint.optimizer
+    warmup = max(1, min(100, settings.steps // 20))
+    bar = tqdm(range(start, settings.steps), desc=name, initial=start, total=settings.steps, unit="step")
+    for step in bar:
+        factor = min(1.0, (step + 1) / warmup) * (0.55 + 0.45 * math.cos(math.pi * step / settings.steps))
+        for group in optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * factor
+        loss = loss_for_step(step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        checkpoint.ema.update(step)
+        losses.append(float(loss.detach()))
+        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+        if (step + 1) % CHECKPOINT_EVERY == 0 or step + 1 == settings.steps:
+            checkpoint.save(step + 1, losses)
+    bar.close()
+    checkpoint.ema.copy_to_model()
+    return losses
+
+
+def make_optimizer(groups: list[tuple[list[torch.nn.Parameter], float]]) -> torch.optim.Optimizer:
+    optimizer = torch.optim.AdamW(
+        [{"params": params, "lr": lr, "initial_lr": lr} for params, lr in groups], weight_decay=0.01
+    )
+    return optimizer
+
+
+def frames_to_tensor(frames: np.ndarray, device: str) -> torch.Tensor:
+    """uint8 (..., H, W, 3) -> float (..., 3, H, W) in [-1, 1]."""
+    tensor = torch.from_numpy(np.ascontiguousarray(frames)).to(device).float() / 127.5 - 1.0
+    return tensor.movedim(-1, -3)
+
+
+# --- Stage 1: the autoencoder -----------------------------------------------------------------------------------
+
+
+def train_vae(
+    vae: AutoencoderKL, frames: np.ndarray, masks: np.ndarray, settings: StageSettings, work_dir: Path
+) -> list[float]:
+    """Train `vae` to reconstruct single frames; `frames` uint8 (N, F, H, W, 3), `masks` (N, F, H, W)."""
+    vae.to(settings.device).train()
+    parameters = list(vae.parameters())
+    optimizer = make_optimizer([(parameters, settings.learning_rate)])
+    checkpoint = Checkpoint(work_dir / "stage1_vae.pt", {"vae": vae}, optimizer, EMA(parameters))
+
+    def loss_for_step(step: int) -> torch.Tensor:
+        clip_rng = np.random.default_rng([settings.seed, 1, step])
+        clips = clip_rng.integers(0, frames.shape[0], settings.batch_size)
+        frame_ids = clip_rng.integers(0, frames.shape[1], settings.batch_size)
+        x = frames_to_tensor(frames[clips, frame_ids], settings.device)
+        weight = 1.0 + SUBJECT_LOSS_WEIGHT * torch.from_numpy(masks[clips, frame_ids]).to(settings.device).float()
+        posterior = vae.encode(x).latent_dist
+        reconstruction = vae.decode(posterior.sample()).sample
+        error = (reconstruction - x).abs().mean(dim=1)
+        return (weight * error).mean() / weight.mean() + KL_WEIGHT * posterior.kl().mean()
+
+    losses = run_stage("1/3 VAE", settings, checkpoint, loss_for_step, parameters)
+    vae.eval()
+    return losses
+
+
+@torch.no_grad()
+def encode_clips(vae: AutoencoderKL, frames: np.ndarray, device: str, batch: int = 256) -> np.ndarray:
+    """Posterior means of every frame, float16 (N, F, 4, h, w), before scaling."""
+    flat = frames.reshape(-1, *frames.shape[2:])
+    latents = []
+    for start in tqdm(range(0, flat.shape[0], batch), desc="encode", unit="batch"):
+        x = frames_to_tensor(flat[start : start + batch], device)
+        latents.append(vae.encode(x).latent_dist.mean.half().cpu())
+    stacked = torch.cat(latents).numpy()
+    return stacked.reshape(*frames.shape[:2], *stacked.shape[1:])
+
+
+def latent_scaling_factor(latents: np.ndarray) -> float:
+    """1 / standard deviation of the latents, SD's convention (its 0.18215 was found the same way)."""
+    sample = latents[: min(len(latents), 512)].astype(np.float32)
+    return float(1.0 / sample.std())
+
+
+# --- Stage 2: the image model -----------------------------------------------------------------------------------
+
+
+def latent_subject_masks(masks: np.ndarray, scale_factor: int) -> np.ndarray:
+    """Pixel masks (N, F, H, W) -> latent-resolution masks (N, F, H/s, W/s): a position counts if any pixel does."""
+    n, f, h, w = masks.shape
+    blocks = masks.reshape(n, f, h // scale_factor, scale_factor, w // scale_factor, scale_factor)
+    return blocks.any(axis=(3, 5))
+
+
+def denoising_loss(
+    prediction: torch.Tensor, epsilon: torch.Tensor, subject: torch.Tensor | None, weight: float
+) -> torch.Tensor:
+    """MSE between predicted and true noise; with `subject` (1 on the subject's latent positions, broadcastable over
+    channels) those positions weigh `1 + weight` times as much, normalised so the loss keeps its scale."""
+    if subject is None or weight == 0:
+        return F.mse_loss(prediction, epsilon)
+    weights = 1.0 + weight * subject
+    return (weights * (prediction - epsilon) ** 2).mean() / weights.expand_as(prediction).mean()
+
+
+def subject_weights(
+    subject_masks: np.ndarray | None, index: object, step: int, settings: StageSettings
+) -> torch.Tensor | None:
+    """The latent subject masks of this batch with a channel axis, or None before the weighting starts."""
+    if subject_masks is None or step < settings.subject_weight_from or settings.subject_weight == 0:
+        return None
+    return torch.from_numpy(subject_masks[index]).to(settings.device).float().unsqueeze(1)
+
+
+def tokenize(tokenizer: CLIPTokenizer, captions: list[str], device: str) -> torch.Tensor:
+    return tokenizer(
+        captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids.to(device)
+
+
+def drop_captions(captions: list[str], rng: np.random.Generator) -> list[str]:
+    """Replace a random 10 % of the captions by the empty prompt (the unconditional branch of CFG)."""
+    return ["" if rng.random() < CAPTION_DROPOUT else caption for caption in captions]
+
+
+def noised(
+    scheduler: DDIMScheduler, z0: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x_t = √ᾱ_t·z0 + √(1−ᾱ_t)·ε for one uniform t per sample; returns (x_t, t, ε)."""
+    batch = z0.shape[0]
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (batch,), generator=generator).to(z0.device)
+    epsilon = torch.randn(z0.shape, generator=generator).to(z0.device)
+    return scheduler.add_noise(z0, epsilon, t), t, epsilon
+
+
+def train_image_model(
+    unet: UNet2DConditionModel,
+    text_encoder: CLIPTextModel,
+    tokenizer: CLIPTokenizer,
+    latents: np.ndarray,
+    captions: list[str],
+    scaling_factor: float,
+    settings: StageSettings,
+    work_dir: Path,
+    subject_masks: np.ndarray | None = None,
+) -> list[float]:
+    """Train the 2-D UNet and the text encoder on single frames of the encoded clips.
+
+    `subject_masks` (N, F, h, w) at latent resolution enable the subject weighting of `settings`.
+    """
+    device = settings.device
+    unet.to(device).train()
+    text_encoder.to(device).train()
+    scheduler = official_ddim_scheduler()
+    parameters = list(unet.parameters()) + list(text_encoder.parameters())
+    optimizer = make_optimizer([(parameters, settings.learning_rate)])
+    checkpoint = Checkpoint(
+        work_dir / "stage2_image.pt", {"unet": unet, "text_encoder": text_encoder}, optimizer, EMA(parameters)
+    )
+
+    def loss_for_step(step: int) -> torch.Tensor:
+        rng = np.random.default_rng([settings.seed, 2, step])
+        clips = rng.integers(0, latents.shape[0], settings.batch_size)
+        frame_ids = rng.integers(0, latents.shape[1], settings.batch_size)
+        z0 = torch.from_numpy(latents[clips, frame_ids]).to(device).float() * scaling_factor
+        generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        x_t, t, epsilon = noised(scheduler, z0, generator)
+        text = drop_captions([captions[i] for i in clips], rng)
+        embeddings = text_encoder(tokenize(tokenizer, text, device))[0]
+        subject = subject_weights(subject_masks, (clips, frame_ids), step, settings)
+        return denoising_loss(unet(x_t, t, embeddings).sample, epsilon, subject, settings.subject_weight)
+
+    losses = run_stage("2/3 image UNet + text", settings, checkpoint, loss_for_step, parameters)
+    unet.eval()
+    text_encoder.eval()
+    return losses
+
+
+# --- Stage 3: the motion modules --------------------------------------------------------------------------------
+
+
+def motion_parameters(unet: UNetMotionModel) -> list[torch.nn.Parameter]:
+    return [parameter for name, parameter in unet.named_parameters() if "motion_modules" in name]
+
+
+def train_motion_modules(
+    unet2d: UNet2DConditionModel,
+    motion_adapter: MotionAdapter,
+    text_encoder: CLIPTextModel,
+    tokenizer: CLIPTokenizer,
+    latents: np.ndarray,
+    captions: list[str],
+    scaling_factor: float,
+    settings: StageSettings,
+    work_dir: Path,
+    subject_masks: np.ndarray | None = None,
+) -> tuple[UNetMotionModel, list[float]]:
+    """Inflate the trained 2-D UNet with `motion_adapter` and train only the motion modules on whole clips.
+
+    `subject_masks` (N, F, h, w) at latent resolution enable the subject weighting of `settings`.
+    """
+    device = settings.device
+    unet = build_motion_unet(unet2d, motion_adapter).to(device).train()
+    unet.requires_grad_(False)
+    text_encoder.to(device).eval().requires_grad_(False)
+    parameters = motion_parameters(unet)
+    for parameter in parameters:
+        parameter.requires_grad_(True)
+    scheduler = official_ddim_scheduler()
+    optimizer = make_optimizer([(parameters, settings.learning_rate)])
+    checkpoint = Checkpoint(work_dir / "stage3_motion.pt", {"unet": unet}, optimizer, EMA(parameters))
+    num_frames = latents.shape[1]
+
+    def loss_for_step(step: int) -> torch.Tensor:
+        rng = np.random.default_rng([settings.seed, 3, step])
+        clips = rng.integers(0, latents.shape[0], settings.batch_size)
+        z0 = torch.from_numpy(latents[clips]).to(device).float() * scaling_factor  # (B, F, C, h, w)
+        z0 = z0.permute(0, 2, 1, 3, 4)  # UNetMotionModel takes (B, C, F, h, w)
+        generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        x_t, t, epsilon = noised(scheduler, z0, generator)
+        with torch.no_grad():
+            text = drop_captions([captions[i] for i in clips], rng)
+            embeddings = text_encoder(tokenize(tokenizer, text, device))[0]
+        embeddings = embeddings.repeat_interleave(num_frames, dim=0)
+        subject = subject_weights(subject_masks, clips, step, settings)  # (B, 1, F, h, w)
+        return denoising_loss(unet(x_t, t, embeddings).sample, epsilon, subject, settings.subject_weight)
+
+    losses = run_stage("3/3 motion modules", settings, checkpoint, loss_for_step, parameters)
+    unet.eval()
+    return unet, losses
+
+
+def extract_motion_adapter(unet: UNetMotionModel, motion_adapter: MotionAdapter) -> MotionAdapter:
+    """Copy the trained motion modules of `unet` back into `motion_adapter` (same key names)."""
+    weights = {name: tensor for name, tensor in unet.state_dict().items() if "motion_modules" in name}
+    motion_adapter.load_state_dict(weights, strict=True)
+    return motion_adapter

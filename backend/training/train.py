@@ -1,0 +1,169 @@
+"""Train the `blocks` model end to end: data, three stages with their checks, export. No bpy.
+
+Every artefact lives in `work_dir` (the data set, each stage's checkpoint, the encoded latents), so a stopped run
+picks up where it stopped, and a finished stage is not trained again.
+"""
+
+import json
+import logging
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .architecture import (
+    FRAME_SIZE,
+    NUM_FRAMES,
+    build_image_unet,
+    build_motion_adapter,
+    build_text_encoder,
+    build_vae,
+)
+from .checks import CheckResult, check_motion_coherence, check_text_conditioning, check_vae_colours
+from .data import caption_words, load_dataset, write_dataset
+from .export import export_model
+from .loss_plot import plot_losses
+from .stages import (
+    StageSettings,
+    encode_clips,
+    extract_motion_adapter,
+    latent_scaling_factor,
+    latent_subject_masks,
+    train_image_model,
+    train_motion_modules,
+    train_vae,
+)
+from .word_tokenizer import load_word_tokenizer, save_word_tokenizer
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingCheckFailed(RuntimeError):
+    """A stage did not learn what the next one builds on."""
+
+
+@dataclass
+class TrainingPlan:
+    """Everything that decides the trained model. The defaults are the shipped model's recipe."""
+
+    work_dir: Path
+    out_dir: Path
+    data_seed: int = 1
+    clips: int = 3000
+    vae: StageSettings = field(default_factory=lambda: StageSettings(steps=600, batch_size=32, learning_rate=1e-3))
+    image: StageSettings = field(
+        default_factory=lambda: StageSettings(
+            steps=600, batch_size=32, learning_rate=4e-4, subject_weight=4.0, subject_weight_from=450
+        )
+    )
+    motion: StageSettings = field(
+        default_factory=lambda: StageSettings(steps=400, batch_size=2, learning_rate=3e-4, subject_weight=4.0)
+    )
+    device: str = "cpu"
+    seed: int = 0
+    run_checks: bool = True
+
+    def __post_init__(self) -> None:
+        for stage in (self.vae, self.image, self.motion):
+            stage.device = self.device
+            stage.seed = self.seed
+
+
+def train_blocks_model(plan: TrainingPlan) -> Path:
+    """Run (or resume) every step of `plan`; returns the exported model folder."""
+    started = time.perf_counter()
+    plan.work_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(plan.seed)
+    data = load_or_make_dataset(plan)
+    frames, masks, captions = data["frames"], data["masks"], [str(c) for c in data["captions"]]
+    checks: list[CheckResult] = []
+
+    vae = build_vae()
+    vae_losses = train_vae(vae, frames, masks, plan.vae, plan.work_dir)
+    checks.append(gate(check_vae_colours(vae, frames, masks), plan))
+
+    latents, scaling_factor = load_or_encode_latents(vae, frames, plan)
+    vae.register_to_config(scaling_factor=scaling_factor)
+    subject_masks = latent_subject_masks(masks, frames.shape[2] // latents.shape[3])
+
+    tokenizer_dir = save_word_tokenizer(caption_words(), plan.work_dir / "tokenizer")
+    tokenizer = load_word_tokenizer(tokenizer_dir)
+    text_encoder = build_text_encoder(len(tokenizer))
+    unet2d = build_image_unet()
+    image_losses = train_image_model(
+        unet2d, text_encoder, tokenizer, latents, captions, scaling_factor, plan.image, plan.work_dir, subject_masks
+    )
+    checks.append(
+        gate(check_text_conditioning(unet2d, text_encoder, tokenizer, vae, latents, captions, scaling_factor), plan)
+    )
+
+    motion_adapter = build_motion_adapter()
+    unet, motion_losses = train_motion_modules(
+        unet2d,
+        motion_adapter,
+        text_encoder,
+        tokenizer,
+        latents,
+        captions,
+        scaling_factor,
+        plan.motion,
+        plan.work_dir,
+        subject_masks,
+    )
+    checks.append(gate(check_motion_coherence(unet, text_encoder, tokenizer, vae, captions), plan))
+    extract_motion_adapter(unet, motion_adapter)
+
+    losses = {"vae": vae_losses, "image": image_losses, "motion": motion_losses}
+    info = training_info(plan, checks, losses, time.perf_counter() - started)
+    folder = export_model(plan.out_dir, vae, text_encoder, caption_words(), unet2d, motion_adapter, info)
+    plot_losses(losses, plan.work_dir / "loss_curves.png")
+    return folder
+
+
+def gate(result: CheckResult, plan: TrainingPlan) -> CheckResult:
+    logger.warning(result.summary())
+    print(result.summary(), flush=True)
+    if plan.run_checks and not result.passed:
+        raise TrainingCheckFailed(
+            f"{result.summary()}. Train this stage longer (raise its steps and run again: the run resumes), "
+            "or pass --skip-checks to build on it anyway."
+        )
+    return result
+
+
+def load_or_make_dataset(plan: TrainingPlan) -> dict[str, np.ndarray]:
+    path = plan.work_dir / f"clips-seed{plan.data_seed}-n{plan.clips}-{FRAME_SIZE}px.npz"
+    if not path.exists():
+        write_dataset(path, seed=plan.data_seed, count=plan.clips, size=FRAME_SIZE, frames=NUM_FRAMES)
+    return load_dataset(path)
+
+
+def load_or_encode_latents(vae, frames: np.ndarray, plan: TrainingPlan) -> tuple[np.ndarray, float]:
+    path = plan.work_dir / "latents.npy"
+    scale_path = plan.work_dir / "latent_scale.json"
+    if path.exists() and scale_path.exists():
+        return np.load(path), float(json.loads(scale_path.read_text())["scaling_factor"])
+    latents = encode_clips(vae, frames, plan.device)
+    scaling_factor = latent_scaling_factor(latents)
+    np.save(path, latents)
+    scale_path.write_text(json.dumps({"scaling_factor": scaling_factor}) + "\n")
+    return latents, scaling_factor
+
+
+def training_info(
+    plan: TrainingPlan, checks: list[CheckResult], losses: dict[str, list[float]], seconds: float
+) -> dict[str, object]:
+    """What the model folder records about how it was made."""
+    settings = asdict(plan)
+    settings["work_dir"] = settings["out_dir"] = None  # machine paths stay out of the shipped folder
+    return {
+        "recipe": settings,
+        "checks": [{"name": c.name, "passed": c.passed, **c.measured} for c in checks],
+        "final_losses": {stage: float(np.mean(values[-50:])) if values else None for stage, values in losses.items()},
+        "seconds_this_run": round(seconds, 1),
+        "torch": torch.__version__,
+        "processor": platform.processor() or platform.machine(),
+    }

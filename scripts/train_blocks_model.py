@@ -1,0 +1,76 @@
+"""Train the built-in `blocks` model: procedural clips, VAE, image UNet + text encoder, motion modules, export.
+
+    .venv/bin/python scripts/train_blocks_model.py --work-dir train-work --out backend/models/blocks_model
+
+The run is resumable: run the same command again after a stop and it continues from the last checkpoint (every
+100 steps) in --work-dir. --device cuda trains on a GPU. Each stage is gated on a check of what it learned (see
+backend/training/checks.py); a failed check stops the run with the numbers it measured.
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from motionclone.backend.training.stages import StageSettings
+from motionclone.backend.training.train import TrainingCheckFailed, TrainingPlan, train_blocks_model
+
+
+def main() -> int:
+    defaults = TrainingPlan(work_dir=Path("."), out_dir=Path("."))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work-dir", type=Path, required=True, help="data, checkpoints and latents (resumable)")
+    parser.add_argument("--out", type=Path, required=True, help="the exported model folder")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--data-seed", type=int, default=defaults.data_seed, help="seed of the procedural clips")
+    parser.add_argument("--clips", type=int, default=defaults.clips, help="number of training clips")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of initialisation and batches")
+    for stage in ("vae", "image", "motion"):
+        settings: StageSettings = getattr(defaults, stage)
+        parser.add_argument(f"--{stage}-steps", type=int, default=settings.steps)
+        parser.add_argument(f"--{stage}-batch", type=int, default=settings.batch_size)
+        parser.add_argument(f"--{stage}-lr", type=float, default=settings.learning_rate)
+        if stage != "vae":
+            parser.add_argument(f"--{stage}-subject-weight", type=float, default=settings.subject_weight)
+            parser.add_argument(f"--{stage}-subject-weight-from", type=int, default=settings.subject_weight_from)
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument("--skip-checks", action="store_true", help="continue even when a stage's check fails")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    def stage(name: str) -> StageSettings:
+        return StageSettings(
+            steps=getattr(args, f"{name}_steps"),
+            batch_size=getattr(args, f"{name}_batch"),
+            learning_rate=getattr(args, f"{name}_lr"),
+            subject_weight=getattr(args, f"{name}_subject_weight", 0.0),
+            subject_weight_from=getattr(args, f"{name}_subject_weight_from", 0),
+        )
+
+    plan = TrainingPlan(
+        work_dir=args.work_dir,
+        out_dir=args.out,
+        data_seed=args.data_seed,
+        clips=args.clips,
+        vae=stage("vae"),
+        image=stage("image"),
+        motion=stage("motion"),
+        device=args.device,
+        seed=args.seed,
+        run_checks=not args.skip_checks,
+    )
+    started = time.perf_counter()
+    try:
+        folder = train_blocks_model(plan)
+    except TrainingCheckFailed as error:
+        print(f"Stopped: {error}", file=sys.stderr)
+        return 1
+    print(f"Wrote {folder} in {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""A few steps of each training stage lower its loss; stage 3 trains the motion modules and nothing else."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from motionclone.backend.models.bundle import official_ddim_scheduler
+from motionclone.backend.models.tiny import build_tiny_components
+from motionclone.backend.training.architecture import build_vae
+from motionclone.backend.training.data import caption_words, clip_at
+from motionclone.backend.training.stages import (
+    StageSettings,
+    extract_motion_adapter,
+    frames_to_tensor,
+    tokenize,
+    train_image_model,
+    train_motion_modules,
+    train_vae,
+)
+from motionclone.backend.training.word_tokenizer import load_word_tokenizer, save_word_tokenizer
+
+
+@pytest.fixture(scope="module")
+def clips():
+    rendered = [clip_at(3, index, 32, 4) for index in range(6)]
+    frames = np.stack([clip.frames for clip in rendered])
+    masks = np.stack([clip.masks for clip in rendered])
+    return frames, masks, [clip.caption for clip in rendered]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    return load_word_tokenizer(save_word_tokenizer(caption_words(), tmp_path_factory.mktemp("tokenizer")))
+
+
+def reconstruction_error(vae, frames):
+    with torch.no_grad():
+        x = frames_to_tensor(frames[:, 0], "cpu")
+        return float((vae.decode(vae.encode(x).latent_dist.mean).sample - x).abs().mean())
+
+
+def test_vae_stage_lowers_the_reconstruction_error_and_resumes(clips, tmp_path):
+    frames, masks, _ = clips
+    torch.manual_seed(0)
+    vae = build_vae()
+    before = reconstruction_error(vae, frames)
+    settings = StageSettings(steps=30, batch_size=4, learning_rate=2e-3)
+    losses = train_vae(vae, frames, masks, settings, tmp_path)
+    assert len(losses) == 30
+    assert reconstruction_error(vae, frames) < 0.7 * before
+    # A finished stage resumes from its checkpoint without training again.
+    assert (tmp_path / "stage1_vae.pt").exists()
+    assert train_vae(build_vae(), frames, masks, settings, tmp_path) == losses
+
+
+def denoising_loss(unet, text_encoder, tokenizer, latents, captions, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    scheduler = official_ddim_scheduler()
+    z0 = torch.from_numpy(latents[:, 0]).float()
+    t = torch.randint(100, 900, (len(z0),), generator=generator)
+    epsilon = torch.randn(z0.shape, generator=generator)
+    with torch.no_grad():
+        embeddings = text_encoder(tokenize(tokenizer, captions, "cpu"))[0]
+        return float(F.mse_loss(unet(scheduler.add_noise(z0, epsilon, t), t, embeddings).sample, epsilon))
+
+
+def structured_latents(count: int, frames: int, size: int) -> np.ndarray:
+    """Smooth latents a small UNet can learn quickly: one blob per clip that moves over the frames."""
+    grid = np.linspace(-1, 1, size)
+    y, x = np.meshgrid(grid, grid, indexing="ij")
+    latents = np.zeros((count, frames, 4, size, size), np.float16)
+    for clip in range(count):
+        for frame in range(frames):
+            centre = -0.5 + frame / max(1, frames - 1) * (1 if clip % 2 else -1) * 0.5
+            blob = np.exp(-((x - centre) ** 2 + y**2) * 6)
+            latents[clip, frame] = (blob * (1 + clip % 4))[None] - 0.5
+    return latents
+
+
+def test_image_stage_lowers_the_denoising_loss_and_trains_the_text_encoder(clips, tokenizer, tmp_path):
+    _, _, captions = clips
+    unet2d, _, _, text_encoder = build_tiny_components(seed=1)
+    latents = structured_latents(len(captions), 2, 8)
+    text_before = [p.detach().clone() for p in text_encoder.parameters()]
+    before = denoising_loss(unet2d, text_encoder, tokenizer, latents, captions)
+    settings = StageSettings(steps=40, batch_size=6, learning_rate=3e-3)
+    train_image_model(unet2d, text_encoder, tokenizer, latents, captions, 1.0, settings, tmp_path)
+    assert denoising_loss(unet2d, text_encoder, tokenizer, latents, captions) < 0.8 * before
+    changed = [not torch.equal(a, b) for a, b in zip(text_before, text_encoder.parameters(), strict=True)]
+    assert any(changed)
+
+
+def test_motion_stage_trains_only_the_motion_modules(clips, tokenizer, tmp_path):
+    _, _, captions = clips
+    unet2d, motion_adapter, _, text_encoder = build_tiny_components(seed=2)
+    latents = structured_latents(len(captions), 4, 8)
+    image_weights = {name: tensor.clone() for name, tensor in unet2d.state_dict().items()}
+    text_weights = {name: tensor.clone() for name, tensor in text_encoder.state_dict().items()}
+    settings = StageSettings(steps=30, batch_size=2, learning_rate=3e-3)
+    unet, losses = train_motion_modules(
+        unet2d, motion_adapter, text_encoder, tokenizer, latents, captions, 1.0, settings, tmp_path
+    )
+    assert np.mean(losses[-10:]) < np.mean(losses[:10])
+    state = unet.state_dict()
+    for name, tensor in image_weights.items():
+        assert torch.equal(state[name], tensor), name  # the UNet keeps the 2-D model's names
+    for name, tensor in text_encoder.state_dict().items():
+        assert torch.equal(tensor, text_weights[name]), name
+    before = {name: tensor.clone() for name, tensor in motion_adapter.state_dict().items()}
+    extract_motion_adapter(unet, motion_adapter)
+    after = motion_adapter.state_dict()
+    assert any(not torch.equal(before[name], after[name]) for name in before)
+    for name, tensor in after.items():
+        assert torch.equal(tensor, state[name]), name
