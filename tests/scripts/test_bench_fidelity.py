@@ -1,0 +1,210 @@
+"""scripts/bench_fidelity.py and its reference set (motionclone.backend.evaluation.benchmark_references).
+
+The end-to-end test runs the script's `main` in this process on the `tiny` preset (random weights: the numbers mean
+nothing, the files and fields are what is checked) with two procedural references, 2 steps and 8 frames. Blender is
+only used in a child process (the script's own renderer), so no bpy state is shared with other tests.
+"""
+
+import ast
+import importlib.util
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from motionclone.backend.evaluation import benchmark_references as refs
+from motionclone.backend.training.data import (
+    _EXCLUDED_COLOURS,
+    CAPTION_VOCABULARY,
+    MAX_CAPTION_CHARS,
+    render_clip,
+    sample_clip_spec,
+)
+from motionclone.backend.video_io import read_clip
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "bench_fidelity.py"
+BLENDER_HELPER = ROOT / "scripts" / "bench_blender_render.py"
+# One thread: with torch's default (every core) a busy machine can make the run 50x slower (threads wait on each other).
+QUICK = [
+    "--preset",
+    "tiny",
+    "--steps",
+    "2",
+    "--guidance-steps",
+    "1",
+    "--frames",
+    "8",
+    "--device",
+    "cpu",
+    "--threads",
+    "1",
+]
+PICKED = ("ball_line", "cube_bounce")
+
+
+def _load_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_fidelity", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is created
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _load_script()
+PROCEDURAL = [r for r in refs.REFERENCES if r.source == "procedural"]
+
+
+# ---- the script end to end -------------------------------------------------------------------------------------------
+def test_quick_run_on_tiny_writes_every_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    argv = [*QUICK, "--no-blender", "--out", str(out)]
+    for name in PICKED:
+        argv += ["--only", name]
+    assert bench.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("seed=2025") == 4  # one progress line per generation: 2 references x 2 weights
+
+    report = json.loads((out / "fidelity.json").read_text())
+    settings = report["settings"]
+    assert settings["preset"] == "tiny" and settings["config"] == "blocks"
+    assert settings["steps"] == 2 and settings["guidance_steps"] == 1 and settings["num_frames"] == 8
+    assert settings["weights"] == {"unguided": 0.0, "guided": 4000.0}  # 0 and the blocks config's weight
+    assert settings["seeds"] == [2025]
+    assert settings["reference_set"]["selected"] == list(PICKED)
+    assert settings["config_values"]["motion_guidance_weight"] == 4000.0
+    assert {"processor", "cpu_count", "torch"} <= set(report["machine"])
+    assert {"grid", "region", "moving_fraction", "tracker"} <= set(report["evaluation"])
+    assert [e["name"] for e in report["references"]] == list(PICKED)
+    for entry in report["references"]:
+        assert [(r["weight"], r["seed"]) for r in entry["runs"]] == [(0.0, 2025), (4000.0, 2025)]
+        for run in entry["runs"]:
+            assert 0.0 <= run["motion_fidelity"] <= 1.0
+            assert run["seconds"] > 0
+            assert run["colour_status"] == "measured" and run["class_status"] == "measured"
+            assert (Path(run["result_dir"]) / "evaluation" / "metrics.json").is_file()
+        summary = entry["summary"]
+        assert summary["gain"] == pytest.approx(summary["mf_guided"] - summary["mf_unguided"])
+        assert {"colour_guided", "class_guided"} <= set(summary)
+    summary = report["summary"]
+    assert summary["references"] == 2 and summary["full_set"] is False
+    assert len(summary["targets"]) == 3 and all(isinstance(t["passed"], bool) for t in summary["targets"])
+
+    markdown = (out / "fidelity.md").read_text()
+    assert "| reference | prompt | MF unguided | MF guided | gain | colour (guided) | class (guided) |" in markdown
+    assert "a red ball rolling right" in markdown and markdown.count("PASS") + markdown.count("FAIL") >= 3
+
+    picture = np.asarray(Image.open(out / "fidelity.png"))
+    rows = bench.PICTURE_LABEL + 2 * (bench.PICTURE_LABEL + bench.PICTURE_TILE + bench.PICTURE_GAP)
+    assert picture.shape[0] == rows + bench.PICTURE_GAP and picture.shape[1] > 12 * bench.PICTURE_TILE
+    for name in PICKED:
+        assert len(list((out / "references" / name / "frames").glob("*.png"))) == refs.REFERENCE_FRAMES
+        assert (out / "references" / name / "reference.mp4").is_file()
+
+
+def test_bad_arguments_exit_2(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as raised:
+        bench.main(["--only", "no_such_reference", "--out", str(tmp_path)])
+    assert raised.value.code == 2
+    with pytest.raises(SystemExit) as raised:
+        bench.main(["--preset", "no_such_preset", "--out", str(tmp_path)])
+    assert raised.value.code == 2
+
+
+def test_steps_alone_keep_the_configs_share_of_guided_steps(tmp_path: Path) -> None:
+    args = bench.build_parser().parse_args(["--steps", "10", "--out", str(tmp_path), "--no-blender"])
+    settings = bench.settings_from_args(args)
+    params = bench.make_params(settings, "a red ball rolling right on the grass", 7, 0.0)
+    assert (params.num_inference_steps, params.guidance_steps) == (10, 5)  # blocks: 20 of 40
+    assert (params.num_frames, params.height, params.width) == (16, 64, 64)  # the blocks model's native size
+    assert [r.source for r in settings.references] == ["procedural"] * len(PROCEDURAL)
+
+
+# ---- the reference set -----------------------------------------------------------------------------------------------
+def test_set_has_six_procedural_and_two_blender_references_covering_the_motions() -> None:
+    assert len(refs.REFERENCES) >= 8 and len(set(refs.reference_names())) == len(refs.REFERENCES)
+    assert len(PROCEDURAL) == 6
+    assert sorted(r.scene_kind for r in refs.REFERENCES if r.source == "blender") == ["camera", "object"]
+    covered = {(r.spec.subject, r.spec.motion, r.spec.camera) for r in PROCEDURAL}
+    assert ("ball", "line", "static") in covered and ("figure", "walk", "static") in covered
+    assert ("cube", "bounce", "static") in covered
+    assert any(s == "car" and m in ("zigzag", "arc") for s, m, _ in covered)
+    assert any(m == "still" and c.startswith("pan") for _, m, c in covered)
+    assert any(m == "depth" or c.startswith("zoom") for _, m, c in covered)
+
+
+def test_procedural_references_are_hand_picked_from_another_seed_than_training() -> None:
+    assert refs.REFERENCE_SEED != refs.TRAINING_SEED
+    # Specs are written out, not sampled: their background seeds derive from REFERENCE_SEED, and none of them is a
+    # background seed of the first training clips (a sampled spec draws its seed from the data seed's stream).
+    seeds = [r.spec.seed for r in PROCEDURAL]
+    assert len(set(seeds)) == len(seeds)
+    training_seeds = {sample_clip_spec(np.random.default_rng([refs.TRAINING_SEED, i])).seed for i in range(300)}
+    assert not training_seeds & set(seeds)
+
+
+def test_prompts_use_the_training_grammar_with_another_colour_and_background() -> None:
+    for reference in refs.REFERENCES:
+        prompt, spec = reference.prompt, reference.prompt_spec
+        assert len(prompt) <= MAX_CAPTION_CHARS
+        assert set(prompt.split()) <= set(CAPTION_VOCABULARY), prompt
+        assert spec.colour not in _EXCLUDED_COLOURS[spec.background], prompt  # never a low-contrast pair
+        if reference.spec is not None:
+            same = replace(reference.spec, colour=spec.colour, background=spec.background)
+            assert same == spec, "only colour and background may differ from the reference"
+            assert spec.colour != reference.spec.colour and spec.background != reference.spec.background
+    assert refs.select_references(["blender_walk"])[0].prompt_spec.subject == "figure"
+
+
+def test_procedural_subjects_stay_inside_the_frame() -> None:
+    for reference in PROCEDURAL:
+        masks = render_clip(reference.spec, refs.REFERENCE_SIZE, refs.REFERENCE_FRAMES).masks
+        assert masks.any(axis=(1, 2)).all(), f"{reference.name}: the subject leaves the frame"
+        edges = masks[:, 0].any() or masks[:, -1].any() or masks[:, :, 0].any() or masks[:, :, -1].any()
+        assert not edges, f"{reference.name}: the subject touches the frame edge"
+
+
+def test_reference_set_is_deterministic_and_cached(tmp_path: Path) -> None:
+    first = refs.ensure_references(tmp_path / "a", PROCEDURAL)
+    second = refs.ensure_references(tmp_path / "b", PROCEDURAL)
+    for a, b in zip(first, second, strict=True):
+        names = sorted(p.name for p in a.frames_dir.iterdir())
+        assert names == sorted(p.name for p in b.frames_dir.iterdir()) and len(names) == refs.REFERENCE_FRAMES
+        for name in names:
+            assert (a.frames_dir / name).read_bytes() == (b.frames_dir / name).read_bytes()
+        assert (a.folder / "reference.json").read_text() == (b.folder / "reference.json").read_text()
+        np.testing.assert_array_equal(read_clip(a.frames_dir).frames, refs.render_procedural(a.reference))
+    again = refs.ensure_references(tmp_path / "a", PROCEDURAL)
+    assert all(c.reused for c in again)
+    # A cached reference whose definition changed is rendered again.
+    info_path = tmp_path / "a" / PROCEDURAL[0].name / "reference.json"
+    info = json.loads(info_path.read_text())
+    info["definition"]["set_version"] = -1
+    info_path.write_text(json.dumps(info))
+    refreshed = refs.ensure_references(tmp_path / "a", PROCEDURAL[:1])
+    assert not refreshed[0].reused
+    assert json.loads(info_path.read_text())["definition"]["set_version"] == refs.SET_VERSION
+
+
+def test_blender_reference_needs_a_renderer(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="needs Blender"):
+        refs.ensure_references(tmp_path, refs.select_references(["blender_camera"]))
+
+
+def test_blender_renderer_runs_in_a_child_process_without_torch() -> None:
+    tree = ast.parse(BLENDER_HELPER.read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert not {name for name in imported if name.split(".")[0] in ("torch", "motionclone", "diffusers")}
+    walk = refs.select_references(["blender_walk"])[0]
+    pixels, extra = bench.render_blender(walk, 32, 4)
+    assert pixels.shape == (4, 32, 32, 3) and pixels.dtype == np.uint8
+    assert pixels.std() > 5  # a render, not a blank frame
+    height = extra["blender"]["figure_height_fraction"]
+    assert 0.1 < height["min"] <= height["max"] < 0.6  # the demo figure is about a quarter of the frame high
