@@ -148,7 +148,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Which weights run, and where."""
     from .models.registry import PRESETS
 
-    parser.add_argument("--preset", default="sd15-animatediff-v3", choices=sorted(PRESETS), help="model preset")
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="model preset (default: blocks, the built-in trained model, on a CPU; sd15-animatediff-v3 on CUDA)",
+    )
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help="model dtype (preset default)")
     parser.add_argument("--base", help="SD-1.5 base: diffusers folder or hub id")
@@ -167,14 +171,18 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument(
         "--config",
-        default="camera",
         choices=sorted(CONFIG_PRESETS),
         help="official MotionClone config: camera (100 steps, 50 guided) or object (300, 180); "
-        "inversion-{astronaut,fox,street,walk,wolf}: the five example configs of the inversion-based method",
+        "inversion-{astronaut,fox,street,walk,wolf}: the five example configs of the inversion-based method; "
+        "blocks: the built-in model's config (default with the blocks preset; camera otherwise)",
     )
-    parser.add_argument("--frames", type=int, help="number of frames (default 16)")
-    parser.add_argument("--width", type=int, help="width in pixels, a multiple of 8 (default 512)")
-    parser.add_argument("--height", type=int, help="height in pixels, a multiple of 8 (default 512)")
+    parser.add_argument("--frames", type=int, help="number of frames (default: the preset's native 16)")
+    parser.add_argument(
+        "--width", type=int, help="width in pixels, a multiple of 8 (default: the preset's native size; blocks 64)"
+    )
+    parser.add_argument(
+        "--height", type=int, help="height in pixels, a multiple of 8 (default: the preset's native size; blocks 64)"
+    )
     parser.add_argument("--steps", type=int, help="denoising steps (config default)")
     parser.add_argument("--guidance-steps", type=int, help="motion-guided steps (config default)")
     parser.add_argument("--guidance-weight", type=float, help="motion guidance weight (default 2000)")
@@ -211,7 +219,7 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def params_from_args(args: argparse.Namespace) -> Any:
+def params_from_args(args: argparse.Namespace, preset: str | None = None) -> Any:
     from .engine import MotionCloneParams
 
     overrides: dict[str, Any] = {"prompt": args.prompt}
@@ -227,11 +235,26 @@ def params_from_args(args: argparse.Namespace) -> Any:
             overrides[name.strip()] = json.loads(raw)
         except json.JSONDecodeError:
             overrides[name.strip()] = raw  # a bare word such as cross-frame
-    return MotionCloneParams.from_config(args.config, **overrides)
+    if preset is not None:
+        from .models.registry import NATIVE_SIZES
+
+        for name, value in NATIVE_SIZES[preset].items():
+            overrides.setdefault(name, value)
+    config = args.config or ("blocks" if preset == "blocks" else "camera")
+    return MotionCloneParams.from_config(config, **overrides)
 
 
-def preset_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    if args.preset == "tiny":
+def resolve_preset(args: argparse.Namespace) -> tuple[str, str]:
+    """(preset, device): the named ones, else the machine's default device and that device's default preset."""
+    from .generate import default_device
+    from .models.registry import default_preset
+
+    device = args.device or default_device()
+    return args.preset or default_preset(device), device
+
+
+def preset_options_from_args(args: argparse.Namespace, preset: str) -> dict[str, Any]:
+    if preset in ("tiny", "blocks"):
         return {}
     options: dict[str, Any] = {"local_files_only": args.local_files_only}
     for flag in ("base", "checkpoint", "motion_adapter"):
@@ -267,15 +290,16 @@ class ProgressBar:
 
 
 def command_generate(args: argparse.Namespace) -> int:
-    from .generate import GenerateJob, default_device, run_generate_job
+    from .generate import GenerateJob, run_generate_job
 
+    preset, device = resolve_preset(args)
     job = GenerateJob(
         reference=args.reference,
-        params=params_from_args(args),
+        params=params_from_args(args, preset),
         out_dir=args.out,
-        preset=args.preset,
-        preset_options=preset_options_from_args(args),
-        device=args.device or default_device(),
+        preset=preset,
+        preset_options=preset_options_from_args(args, preset),
+        device=device,
         dtype=args.dtype,
         cache_dir=args.cache_dir,
     )
@@ -340,15 +364,15 @@ def command_evaluate(args: argparse.Namespace) -> int:
 
 
 def command_serve(args: argparse.Namespace) -> int:
-    from .generate import default_device
     from .server import ServerConfig, serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    preset, device = resolve_preset(args)
     config = ServerConfig(
         bind=args.bind,
-        preset=args.preset,
-        preset_options=preset_options_from_args(args),
-        device=args.device or default_device(),
+        preset=preset,
+        preset_options=preset_options_from_args(args, preset),
+        device=device,
         dtype=args.dtype,
         results_dir=args.results_dir,
         keys_dir=args.keys,

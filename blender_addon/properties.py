@@ -6,10 +6,12 @@ Everything the panel edits lives in one `PointerProperty` (`scene.motionclone`).
 
 import bpy
 
-# The official MotionClone configs; the backend expands the name (steps, guided steps, time fraction).
+# The official MotionClone configs, and the built-in model's; the backend expands the name (steps, guided steps, time
+# fraction).
 CONFIG_ITEMS = [
     ("camera", "Camera motion", "Official camera-motion config: 100 steps, 50 guided"),
     ("object", "Object motion", "Official object-motion config: 300 steps, 180 guided (slower)"),
+    ("blocks", "Built-in model", "For the backend's built-in blocks model (CPU, 64 x 64): 40 steps, 20 guided"),
 ]
 # How the motion is taken from the reference (backend `motion_source`).
 MOTION_SOURCE_ITEMS = [

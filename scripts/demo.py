@@ -5,7 +5,7 @@ Usage: python scripts/demo.py [--scene object|camera] [--out DIR] [--prompt TEXT
 
 Runs real Blender as a Python module (bpy) with the add-on enabled from this checkout, and does what a user does in
 the panel: builds a blockout clip (`blender_addon.demo_scene`), starts a backend process (`motionclone serve`, the
-built-in tiny model on the CPU unless told otherwise; or uses the one at --server), presses Generate
+built-in trained `blocks` model on the CPU unless told otherwise; or uses the one at --server), presses Generate
 (`blender_addon.jobs.start_job`: renders the reference with Workbench and submits it) and lets the add-on's pump
 bring the result into the Video Sequencer. Blender's timers never fire in background mode, so the pump is called
 here in a loop. Then it writes into --out (default demo-output/):
@@ -16,10 +16,12 @@ here in a loop. Then it writes into --out (default demo-output/):
     comparison.png   reference frames (top row) above result frames (bottom row)
     parameters.json  every parameter sent to the backend, the sampled frames, job id and timings
 
-Sizes: the default (16 frames at 128 x 128, 8 steps of which 4 guided) takes under two minutes on a 2-core
-CPU; --small (8 frames at 64 x 64, 2 steps, 1 guided) is for CI; --official (16 frames at 512 x 512, the official
-config's 300 or 100 steps) is for real weights on a GPU. The tiny model has random weights: its result looks like
-noise; it shows that every step works.
+Sizes: the default runs the preset at its native size with its config: for the built-in `blocks` model 16 frames
+at 64 x 64 with the `blocks` config (40 steps, 20 guided), a few minutes at most on a 2-core CPU; --small (8 frames
+at 64 x 64, 2 steps, 1 guided) is for CI; --official (16 frames at 512 x 512, the official config's 300 or 100
+steps) is for real weights on a GPU. The `blocks` model knows only its training world (coloured balls, cubes,
+figures and cars on grass, snow, desert, night, water or a grey blockout floor), so the default prompts stay in it.
+The random `tiny` model (--preset tiny: 16 frames at 128 x 128, 8 steps) draws noise; it shows that every step works.
 
 Exit codes: 0 success, 1 the demo failed (the message says why), 2 bad arguments, 130 interrupted.
 """
@@ -47,11 +49,17 @@ from motionclone.backend.video_io import read_clip, write_mp4
 # Blender reloads an add-on package that was imported before `addon_utils.enable`.
 ROOT = Path(__file__).resolve().parents[1]
 ADDON = "blender_addon"
-# One default prompt per blockout kind (`blender_addon.demo_scene.SCENE_KINDS`, which checks the name).
+# One default prompt per blockout kind (`blender_addon.demo_scene.SCENE_KINDS`, which checks the name): for the
+# built-in blocks model, sentences of its caption grammar; for real weights, anything.
 DEFAULT_PROMPTS = {
     "object": "a knight in armour walking through a misty forest, cinematic",
     "camera": "ancient stone ruins in a misty forest at dawn, cinematic",
 }
+BLOCKS_PROMPTS = {
+    "object": "a red figure walking right in a grey blockout room",
+    "camera": "a yellow cube resting in the snow as the camera pans right",
+}
+DEFAULT_PRESET = "blocks"
 BACKEND_START_TIMEOUT_S = 180.0
 BACKEND_STOP_TIMEOUT_S = 30.0
 CONNECTION_TIMEOUT_S = 15.0
@@ -76,6 +84,7 @@ SIZES = {
     "small": Size(frames=8, long_side=64, steps=2, guidance_steps=1),
     "default": Size(frames=16, long_side=128, steps=8, guidance_steps=4),
     "official": Size(frames=16, long_side=512, steps=None, guidance_steps=None),
+    "blocks": Size(frames=16, long_side=64, steps=None, guidance_steps=None),  # native size, `blocks` config
 }
 
 
@@ -95,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     size.add_argument("--small", action="store_true", help="8 frames at 64x64, 2 steps: a quick check (CI)")
     size.add_argument("--official", action="store_true", help="16 frames at 512x512, the official step counts")
     parser.add_argument("--server", help="use the backend running at this endpoint instead of starting one")
-    parser.add_argument("--preset", help="model preset of the backend the demo starts (default tiny)")
+    parser.add_argument(
+        "--preset", help=f"model preset of the backend the demo starts (default {DEFAULT_PRESET}, the built-in model)"
+    )
     parser.add_argument("--device", help="device of the backend the demo starts (default cpu)")
     return parser
 
@@ -106,16 +117,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.server and (args.preset or args.device):
         parser.error("--preset and --device configure the backend the demo starts; with --server, give them to it")
     out = args.out.expanduser().resolve()
-    size = SIZES["small" if args.small else "official" if args.official else "default"]
-    prompt = args.prompt or DEFAULT_PROMPTS[args.scene]
-    preset, device = args.preset or "tiny", args.device or "cpu"
+    preset, device = args.preset or DEFAULT_PRESET, args.device or "cpu"
+    blocks = preset == "blocks" and not args.server
+    size = SIZES["small" if args.small else "official" if args.official else "blocks" if blocks else "default"]
+    prompt = args.prompt or (BLOCKS_PROMPTS if blocks else DEFAULT_PROMPTS)[args.scene]
+    config = "blocks" if blocks else args.scene
     timings: dict[str, float] = {}
     backend: BackendProcess | None = None
     try:
         with tempfile.TemporaryDirectory(prefix="motionclone-demo-backend-") as backend_results:
             try:
                 with stage(timings, "scene"):
-                    scene = prepare_scene(args.scene, size, prompt, args.seed)
+                    scene = prepare_scene(args.scene, size, prompt, args.seed, config)
                 if args.server:
                     endpoint = args.server
                 else:
@@ -161,7 +174,7 @@ def stage(timings: dict[str, float], name: str) -> Iterator[None]:
     print(f"[{name}] done in {timings[name]:.1f} s", flush=True)
 
 
-def prepare_scene(kind: str, size: Size, prompt: str, seed: int) -> bpy.types.Scene:
+def prepare_scene(kind: str, size: Size, prompt: str, seed: int, config: str) -> bpy.types.Scene:
     """An empty Blender with the add-on enabled, the blockout built, and the panel's settings filled in."""
     bpy.ops.wm.read_factory_settings(use_empty=True)
     enable_addon()
@@ -171,7 +184,7 @@ def prepare_scene(kind: str, size: Size, prompt: str, seed: int) -> bpy.types.Sc
     demo_scene.build_blockout_scene(scene, kind, size.frames)
     settings = scene.motionclone
     settings.prompt = prompt
-    settings.config = kind  # the scene kinds are named after the official configs
+    settings.config = config  # the scene kinds are named after the official configs; blocks has its own
     settings.seed = seed
     settings.num_frames = size.frames
     settings.long_side = size.long_side
@@ -290,6 +303,11 @@ def print_summary(paths: dict[str, Path], job: Any, timings: dict[str, float], p
         print(f"  {name:<16} {path}")
     stages = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in timings.items())
     print(f"Timings: {stages}; total {sum(timings.values()):.1f} s")
+    if preset == "blocks":
+        print(
+            "The result comes from the built-in blocks model (64 x 64, trained by scripts/train_blocks_model.py on "
+            "procedural clips); docs/training.md says what it can and cannot do yet. Real weights on a GPU: README.md."
+        )
     if preset == "tiny":
         print(
             "Note: the tiny preset has random weights, so result.mp4 looks like noise; it shows that every step "

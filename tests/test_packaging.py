@@ -37,3 +37,11 @@ def test_protocol_declares_only_blender_safe_dependencies():
                 for name in names:
                     top = name.split(".")[0]
                     assert top in allowed or top in sys.stdlib_module_names, f"{source.name} imports {name}"
+
+
+def test_the_built_in_model_ships_as_package_data():
+    patterns = PYPROJECT["tool"]["setuptools"]["package-data"]["motionclone.backend.models"]
+    model_dir = ROOT / "backend" / "models" / "blocks_model"
+    files = {p for p in model_dir.rglob("*") if p.is_file()}
+    covered = {p for pattern in patterns for p in (ROOT / "backend" / "models").glob(pattern) if p.is_file()}
+    assert files and files == covered

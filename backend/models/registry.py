@@ -6,6 +6,8 @@ from typing import Any
 import torch
 
 from ..errors import ParameterError
+from .blocks import NATIVE_SIZE as BLOCKS_NATIVE_SIZE
+from .blocks import load_blocks_bundle
 from .bundle import ModelBundle
 from .sd15 import SD15Sources, load_sd15_bundle
 from .tiny import build_tiny_bundle
@@ -15,24 +17,45 @@ def _tiny(device: str, dtype: torch.dtype | None, options: dict[str, Any]) -> Mo
     return build_tiny_bundle(seed=int(options.get("seed", 0)), device=device, dtype=dtype or torch.float32)
 
 
+def _blocks(device: str, dtype: torch.dtype | None, options: dict[str, Any]) -> ModelBundle:
+    return load_blocks_bundle(device=device, dtype=dtype, folder=options.get("folder"))
+
+
 def _sd15(device: str, dtype: torch.dtype | None, options: dict[str, Any]) -> ModelBundle:
     return load_sd15_bundle(SD15Sources(**options), device=device, dtype=dtype)
 
 
 PRESETS: dict[str, Callable[[str, torch.dtype | None, dict[str, Any]], ModelBundle]] = {
+    "blocks": _blocks,
     "tiny": _tiny,
     "sd15-animatediff-v3": _sd15,
 }
+
+# The size each preset generates when the job leaves num_frames, height or width out: what its weights learned.
+NATIVE_SIZES: dict[str, dict[str, int]] = {
+    "blocks": BLOCKS_NATIVE_SIZE,
+    "tiny": {"num_frames": 16, "height": 64, "width": 64},
+    "sd15-animatediff-v3": {"num_frames": 16, "height": 512, "width": 512},
+}
+
+# The preset a CPU uses when none is named: the trained blocks model; GPUs default to SD-1.5.
+CPU_DEFAULT_PRESET = "blocks"
+GPU_DEFAULT_PRESET = "sd15-animatediff-v3"
+
+
+def default_preset(device: str) -> str:
+    return GPU_DEFAULT_PRESET if str(device).startswith("cuda") else CPU_DEFAULT_PRESET
 
 
 def load_preset(name: str, device: str = "cpu", dtype: torch.dtype | None = None, **options: Any) -> ModelBundle:
     """Build or load the components of preset `name`.
 
     Args:
-        name (`str`): one of `PRESETS` ("tiny", "sd15-animatediff-v3").
+        name (`str`): one of `PRESETS` ("blocks", "tiny", "sd15-animatediff-v3").
         device (`str`, defaults to "cpu"): target device.
         dtype (`torch.dtype`, *optional*): model dtype; each preset has its own default.
-        **options: preset options: `seed` for tiny; the fields of `SD15Sources` for sd15-animatediff-v3.
+        **options: preset options: `folder` (another trained model folder) for blocks; `seed` for tiny; the fields
+            of `SD15Sources` for sd15-animatediff-v3.
     """
     if name not in PRESETS:
         raise ParameterError("preset", f"must be one of {sorted(PRESETS)}, got {name!r}")

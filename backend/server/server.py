@@ -44,6 +44,7 @@ from ..engine import MotionCloneParams, MotionClonePipeline, RepresentationCache
 from ..errors import ParameterError
 from ..generate import DTYPES
 from ..models import load_preset
+from ..models.registry import NATIVE_SIZES
 from .config import ServerConfig
 from .jobs import Job, JobQueue
 from .results_store import ResultsStore
@@ -57,9 +58,12 @@ POLL_MS = 20
 HOUSEKEEPING_S = 5.0
 
 
-def _params_from_request(values: dict[str, Any]) -> MotionCloneParams:
-    """MotionClone parameters from a Submit: an optional "config" ("camera" or "object") under explicit values."""
-    values = dict(values)
+def _params_from_request(values: dict[str, Any], preset: str) -> MotionCloneParams:
+    """MotionClone parameters from a Submit: an optional "config" ("camera" or "object") under explicit values.
+
+    Frame count and size left out of the request are the preset's native ones (64 x 64 for blocks, 512 for SD-1.5).
+    """
+    values = {**NATIVE_SIZES.get(preset, {}), **values}
     config = values.pop("config", None)
     if config is None:
         return MotionCloneParams.from_dict(values)
@@ -213,7 +217,7 @@ class Server:
                 ),
             )
             return
-        params = _params_from_request(message.params)
+        params = _params_from_request(message.params, preset)
         self.pipeline.check_inputs(params)
         frame_count = message.reference.shape[0]
         if frame_count < params.num_frames:

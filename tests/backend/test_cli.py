@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from motionclone.backend.engine.parameters import CONFIG_PRESETS
 from motionclone.backend.samples import make_moving_square_clip
 from motionclone.backend.video_io import read_clip, write_mp4
 
@@ -112,3 +113,43 @@ def test_unreadable_reference_exits_4_with_the_path(tmp_path):
     )
     assert result.returncode == 4
     assert "broken.mp4" in result.stderr
+
+
+def parse_generate(*extra: str):
+    from motionclone.backend.cli import build_parser
+
+    return build_parser().parse_args(
+        ["generate", "--reference", "r.mp4", "--prompt", "a red ball", "--out", "o", *extra]
+    )
+
+
+def test_cpu_default_is_the_blocks_preset_at_its_native_size_and_config():
+    from motionclone.backend.cli import params_from_args, resolve_preset
+
+    args = parse_generate("--device", "cpu")
+    preset, device = resolve_preset(args)
+    assert (preset, device) == ("blocks", "cpu")
+    params = params_from_args(args, preset)
+    assert (params.num_frames, params.height, params.width) == (16, 64, 64)
+    assert params.num_inference_steps == CONFIG_PRESETS["blocks"]["num_inference_steps"]
+    assert params.negative_prompt == ""
+
+
+def test_explicit_size_config_and_preset_win_over_the_defaults():
+    from motionclone.backend.cli import params_from_args, resolve_preset
+
+    args = parse_generate("--preset", "tiny", "--width", "96", "--config", "object", "--device", "cpu")
+    preset, _ = resolve_preset(args)
+    params = params_from_args(args, preset)
+    assert preset == "tiny"
+    assert (params.height, params.width) == (64, 96)
+    assert params.num_inference_steps == CONFIG_PRESETS["object"]["num_inference_steps"]
+    assert resolve_preset(parse_generate("--device", "cuda"))[0] == "sd15-animatediff-v3"
+
+
+def test_server_fills_the_native_size_of_its_preset_only_where_the_request_is_silent():
+    from motionclone.backend.server.server import _params_from_request
+
+    params = _params_from_request({"prompt": "a red ball", "config": "blocks", "width": 128}, "blocks")
+    assert (params.num_frames, params.height, params.width) == (16, 64, 128)
+    assert params.negative_prompt == ""
