@@ -160,9 +160,10 @@ def test_demo_blend_holds_the_result_strip_with_its_properties(demo_run):
     assert len(strips) == 1
     strip = strips[0]
     assert (strip["start"], strip["duration"], strip["elements"]) == (1, SMALL_FRAMES, SMALL_FRAMES)
-    assert strip["motionclone_prompt"] == "a knight in armour walking through a misty forest, cinematic"
+    # The demo's default backend is the built-in blocks model, with a prompt of its grammar and its own config.
+    assert strip["motionclone_prompt"] == "a red figure walking right in a grey blockout room"
     assert strip["motionclone_seed"] == 2025
-    assert strip["motionclone_config"] == "object"
+    assert strip["motionclone_config"] == "blocks"
     assert len(strip["motionclone_job_id"]) == 32
     assert strip["motionclone_backend_version"]
     assert tagged_json(inspected.stdout, "CAMERA") == "Blockout Camera"
