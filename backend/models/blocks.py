@@ -21,6 +21,22 @@ MANIFEST_NAME = "SHA256SUMS"
 NATIVE_SIZE = {"num_frames": 16, "height": 64, "width": 64}
 
 
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(folder: Path) -> Path:
+    """`SHA256SUMS` over every other file in `folder`, in sha256sum's format (`sha256sum -c` checks it too)."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST_NAME)
+    manifest = folder / MANIFEST_NAME
+    manifest.write_text("".join(f"{file_sha256(p)}  {p.relative_to(folder).as_posix()}\n" for p in files))
+    return manifest
+
+
 def verify_manifest(folder: Path) -> None:
     """Raise `ModelNotFoundError` when a file listed in `folder/SHA256SUMS` is missing or has other contents."""
     manifest = folder / MANIFEST_NAME
@@ -33,7 +49,7 @@ def verify_manifest(folder: Path) -> None:
         path = folder / name.strip()
         if not path.is_file():
             raise ModelNotFoundError(f"The blocks model file '{path}' is missing. Restore it from the repository.")
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        digest = file_sha256(path)
         if digest != expected:
             raise ModelNotFoundError(
                 f"The blocks model file '{path}' does not match its SHA-256 in {MANIFEST_NAME} (got {digest}); "
@@ -60,7 +76,7 @@ def load_blocks_bundle(
     bundle.description = {
         "preset": "blocks",
         "weights": folder.name if folder == BLOCKS_MODEL_DIR else str(folder),
-        "manifest_sha256": hashlib.sha256((folder / MANIFEST_NAME).read_bytes()).hexdigest(),
+        "manifest_sha256": file_sha256(folder / MANIFEST_NAME),
         "dtype": bundle.description["dtype"],
     }
     return bundle

@@ -5,7 +5,6 @@ Layout (AnimateDiffPipeline's, so diffusers can load it too): `model_index.json`
 Weights are stored in float16 to keep the folder small; the presets load them in the dtype they run in.
 """
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -14,10 +13,10 @@ import torch
 from diffusers import AutoencoderKL, MotionAdapter, UNet2DConditionModel
 from transformers import CLIPTextModel
 
+from ..models.blocks import write_manifest
 from ..models.bundle import official_ddim_scheduler
 from .word_tokenizer import save_word_tokenizer
 
-MANIFEST_NAME = "SHA256SUMS"
 TRAINING_INFO_NAME = "training.json"
 
 
@@ -58,23 +57,3 @@ def export_model(
     (folder / TRAINING_INFO_NAME).write_text(json.dumps(training_info, indent=2, sort_keys=True) + "\n")
     write_manifest(folder)
     return folder
-
-
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def manifest_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST_NAME)
-
-
-def write_manifest(folder: Path) -> Path:
-    """`SHA256SUMS` in sha256sum's format (`<hex>  <relative path>`), so `sha256sum -c` checks it too."""
-    lines = [f"{file_digest(path)}  {path.relative_to(folder).as_posix()}" for path in manifest_files(folder)]
-    manifest = folder / MANIFEST_NAME
-    manifest.write_text("\n".join(lines) + "\n")
-    return manifest
