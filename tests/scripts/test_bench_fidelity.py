@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from motionclone.backend.evaluation import benchmark_references as refs
+from motionclone.backend.models.blocks import BLOCKS_MODEL_DIR
 from motionclone.backend.training.data import (
     _EXCLUDED_COLOURS,
     CAPTION_VOCABULARY,
@@ -140,6 +141,9 @@ def test_set_has_six_procedural_and_two_blender_references_covering_the_motions(
 
 
 def test_procedural_references_are_hand_picked_from_another_seed_than_training() -> None:
+    # TRAINING_SEED must be the data seed the shipped model records, or the "unseen" claim means nothing.
+    shipped = json.loads((BLOCKS_MODEL_DIR / "training.json").read_text())
+    assert shipped["recipe"]["data_seed"] == refs.TRAINING_SEED
     assert refs.REFERENCE_SEED != refs.TRAINING_SEED
     # Specs are written out, not sampled: their background seeds derive from REFERENCE_SEED, and none of them is a
     # background seed of the first training clips (a sampled spec draws its seed from the data seed's stream).

@@ -1,0 +1,41 @@
+"""Pieces of the training gates: the flicker measure and switching motion modules off and back on."""
+
+import numpy as np
+import torch
+
+from motionclone.backend.models.bundle import build_motion_unet
+from motionclone.backend.models.tiny import build_tiny_components
+from motionclone.backend.training.checks import colour_share, flicker, motion_modules_scaled
+
+
+def test_flicker_is_zero_for_a_still_clip_and_grows_with_change():
+    still = np.full((4, 8, 8, 3), 100, np.uint8)
+    changing = still.copy()
+    changing[1::2] = 200
+    assert flicker(still) == 0.0
+    assert flicker(changing) == np.float32(100 / 255)
+
+
+def test_colour_share_counts_pixels_near_the_named_colour():
+    images = np.zeros((1, 4, 4, 3), np.uint8)
+    images[0, :2] = (210, 40, 40)  # the palette's red
+    assert colour_share(images, "red")[0] == 0.5
+    assert colour_share(images, "blue")[0] == 0.0
+
+
+def test_scaling_motion_modules_to_zero_removes_them_and_restores_the_weights():
+    unet2d, adapter, _, _ = build_tiny_components(seed=4)
+    unet = build_motion_unet(unet2d, adapter)
+    for name, parameter in unet.named_parameters():
+        if "motion_modules" in name and "proj_out" in name:
+            torch.nn.init.normal_(parameter)  # zero-initialised in a fresh adapter; make them matter
+    before = {k: v.clone() for k, v in unet.state_dict().items()}
+    x = torch.randn(1, 4, 4, 8, 8)
+    embeddings = torch.randn(4, 77, 32)
+    with torch.no_grad():
+        with_modules = unet(x, 10, embeddings).sample
+        with motion_modules_scaled(unet, 0.0):
+            assert all(layer.weight.abs().sum() == 0 for layer in motion_modules_scaled(unet, 1.0).layers)
+            without = unet(x, 10, embeddings).sample
+    assert not torch.allclose(with_modules, without)
+    assert all(torch.equal(before[k], v) for k, v in unet.state_dict().items())
