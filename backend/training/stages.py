@@ -43,6 +43,23 @@ class StageSettings:
     subject_weight_from: int = 0  # ... from this step on (a curriculum: first the scenes, then the subjects)
 
 
+@dataclass
+class EncodedClips:
+    """The training clips as the UNet stages see them.
+
+    Attributes:
+        latents: VAE posterior means, float16 (N, F, 4, h, w), before scaling.
+        captions: one caption per clip.
+        scaling_factor: multiplies the latents (SD's 0.18215, measured for this VAE).
+        subject_masks: (N, F, h, w) booleans at latent resolution, for the subject weighting; None to train without.
+    """
+
+    latents: np.ndarray
+    captions: list[str]
+    scaling_factor: float
+    subject_masks: np.ndarray | None = None
+
+
 class EMA:
     """Exponential moving average of some parameters, with the usual warm-up of the decay."""
 
@@ -246,17 +263,11 @@ def train_image_model(
     unet: UNet2DConditionModel,
     text_encoder: CLIPTextModel,
     tokenizer: CLIPTokenizer,
-    latents: np.ndarray,
-    captions: list[str],
-    scaling_factor: float,
+    clips: EncodedClips,
     settings: StageSettings,
     work_dir: Path,
-    subject_masks: np.ndarray | None = None,
 ) -> list[float]:
-    """Train the 2-D UNet and the text encoder on single frames of the encoded clips.
-
-    `subject_masks` (N, F, h, w) at latent resolution enable the subject weighting of `settings`.
-    """
+    """Train the 2-D UNet and the text encoder on single frames of the encoded clips."""
     device = settings.device
     unet.to(device).train()
     text_encoder.to(device).train()
@@ -269,14 +280,14 @@ def train_image_model(
 
     def loss_for_step(step: int) -> torch.Tensor:
         rng = np.random.default_rng([settings.seed, 2, step])
-        clips = rng.integers(0, latents.shape[0], settings.batch_size)
-        frame_ids = rng.integers(0, latents.shape[1], settings.batch_size)
-        z0 = torch.from_numpy(latents[clips, frame_ids]).to(device).float() * scaling_factor
+        picked = rng.integers(0, clips.latents.shape[0], settings.batch_size)
+        frame_ids = rng.integers(0, clips.latents.shape[1], settings.batch_size)
+        z0 = torch.from_numpy(clips.latents[picked, frame_ids]).to(device).float() * clips.scaling_factor
         generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
         x_t, t, epsilon = noised(scheduler, z0, generator)
-        text = drop_captions([captions[i] for i in clips], rng)
+        text = drop_captions([clips.captions[i] for i in picked], rng)
         embeddings = text_encoder(tokenize(tokenizer, text, device))[0]
-        subject = subject_weights(subject_masks, (clips, frame_ids), step, settings)
+        subject = subject_weights(clips.subject_masks, (picked, frame_ids), step, settings)
         return denoising_loss(unet(x_t, t, embeddings).sample, epsilon, subject, settings.subject_weight)
 
     losses = run_stage("2/3 image UNet + text", settings, checkpoint, loss_for_step, parameters)
@@ -297,17 +308,11 @@ def train_motion_modules(
     motion_adapter: MotionAdapter,
     text_encoder: CLIPTextModel,
     tokenizer: CLIPTokenizer,
-    latents: np.ndarray,
-    captions: list[str],
-    scaling_factor: float,
+    clips: EncodedClips,
     settings: StageSettings,
     work_dir: Path,
-    subject_masks: np.ndarray | None = None,
 ) -> tuple[UNetMotionModel, list[float]]:
-    """Inflate the trained 2-D UNet with `motion_adapter` and train only the motion modules on whole clips.
-
-    `subject_masks` (N, F, h, w) at latent resolution enable the subject weighting of `settings`.
-    """
+    """Inflate the trained 2-D UNet with `motion_adapter` and train only the motion modules on whole clips."""
     device = settings.device
     unet = build_motion_unet(unet2d, motion_adapter).to(device).train()
     unet.requires_grad_(False)
@@ -318,20 +323,20 @@ def train_motion_modules(
     scheduler = official_ddim_scheduler()
     optimizer = make_optimizer([(parameters, settings.learning_rate)])
     checkpoint = Checkpoint(work_dir / "stage3_motion.pt", {"unet": unet}, optimizer, EMA(parameters))
-    num_frames = latents.shape[1]
+    num_frames = clips.latents.shape[1]
 
     def loss_for_step(step: int) -> torch.Tensor:
         rng = np.random.default_rng([settings.seed, 3, step])
-        clips = rng.integers(0, latents.shape[0], settings.batch_size)
-        z0 = torch.from_numpy(latents[clips]).to(device).float() * scaling_factor  # (B, F, C, h, w)
+        picked = rng.integers(0, clips.latents.shape[0], settings.batch_size)
+        z0 = torch.from_numpy(clips.latents[picked]).to(device).float() * clips.scaling_factor  # (B, F, C, h, w)
         z0 = z0.permute(0, 2, 1, 3, 4)  # UNetMotionModel takes (B, C, F, h, w)
         generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
         x_t, t, epsilon = noised(scheduler, z0, generator)
         with torch.no_grad():
-            text = drop_captions([captions[i] for i in clips], rng)
+            text = drop_captions([clips.captions[i] for i in picked], rng)
             embeddings = text_encoder(tokenize(tokenizer, text, device))[0]
         embeddings = embeddings.repeat_interleave(num_frames, dim=0)
-        subject = subject_weights(subject_masks, clips, step, settings)  # (B, 1, F, h, w)
+        subject = subject_weights(clips.subject_masks, picked, step, settings)  # (B, 1, F, h, w)
         return denoising_loss(unet(x_t, t, embeddings).sample, epsilon, subject, settings.subject_weight)
 
     losses = run_stage("3/3 motion modules", settings, checkpoint, loss_for_step, parameters)

@@ -27,6 +27,7 @@ from .data import caption_words, load_dataset, write_dataset
 from .export import export_model
 from .loss_plot import plot_losses
 from .stages import (
+    EncodedClips,
     StageSettings,
     encode_clips,
     extract_motion_adapter,
@@ -87,31 +88,22 @@ def train_blocks_model(plan: TrainingPlan) -> Path:
 
     latents, scaling_factor = load_or_encode_latents(vae, frames, plan)
     vae.register_to_config(scaling_factor=scaling_factor)
-    subject_masks = latent_subject_masks(masks, frames.shape[2] // latents.shape[3])
+    clips = EncodedClips(
+        latents, captions, scaling_factor, latent_subject_masks(masks, frames.shape[2] // latents.shape[3])
+    )
 
     tokenizer_dir = save_word_tokenizer(caption_words(), plan.work_dir / "tokenizer")
     tokenizer = load_word_tokenizer(tokenizer_dir)
     text_encoder = build_text_encoder(len(tokenizer))
     unet2d = build_image_unet()
-    image_losses = train_image_model(
-        unet2d, text_encoder, tokenizer, latents, captions, scaling_factor, plan.image, plan.work_dir, subject_masks
-    )
+    image_losses = train_image_model(unet2d, text_encoder, tokenizer, clips, plan.image, plan.work_dir)
     checks.append(
         gate(check_text_conditioning(unet2d, text_encoder, tokenizer, vae, latents, captions, scaling_factor), plan)
     )
 
     motion_adapter = build_motion_adapter()
     unet, motion_losses = train_motion_modules(
-        unet2d,
-        motion_adapter,
-        text_encoder,
-        tokenizer,
-        latents,
-        captions,
-        scaling_factor,
-        plan.motion,
-        plan.work_dir,
-        subject_masks,
+        unet2d, motion_adapter, text_encoder, tokenizer, clips, plan.motion, plan.work_dir
     )
     checks.append(gate(check_motion_coherence(unet, text_encoder, tokenizer, vae, captions), plan))
     extract_motion_adapter(unet, motion_adapter)

@@ -10,6 +10,7 @@ from motionclone.backend.models.tiny import build_tiny_components
 from motionclone.backend.training.architecture import build_vae
 from motionclone.backend.training.data import caption_words, clip_at
 from motionclone.backend.training.stages import (
+    EncodedClips,
     StageSettings,
     extract_motion_adapter,
     frames_to_tensor,
@@ -85,7 +86,7 @@ def test_image_stage_lowers_the_denoising_loss_and_trains_the_text_encoder(clips
     text_before = [p.detach().clone() for p in text_encoder.parameters()]
     before = denoising_loss(unet2d, text_encoder, tokenizer, latents, captions)
     settings = StageSettings(steps=40, batch_size=6, learning_rate=3e-3)
-    train_image_model(unet2d, text_encoder, tokenizer, latents, captions, 1.0, settings, tmp_path)
+    train_image_model(unet2d, text_encoder, tokenizer, EncodedClips(latents, captions, 1.0), settings, tmp_path)
     assert denoising_loss(unet2d, text_encoder, tokenizer, latents, captions) < 0.8 * before
     changed = [not torch.equal(a, b) for a, b in zip(text_before, text_encoder.parameters(), strict=True)]
     assert any(changed)
@@ -99,7 +100,7 @@ def test_motion_stage_trains_only_the_motion_modules(clips, tokenizer, tmp_path)
     text_weights = {name: tensor.clone() for name, tensor in text_encoder.state_dict().items()}
     settings = StageSettings(steps=30, batch_size=2, learning_rate=3e-3)
     unet, losses = train_motion_modules(
-        unet2d, motion_adapter, text_encoder, tokenizer, latents, captions, 1.0, settings, tmp_path
+        unet2d, motion_adapter, text_encoder, tokenizer, EncodedClips(latents, captions, 1.0), settings, tmp_path
     )
     assert np.mean(losses[-10:]) < np.mean(losses[:10])
     state = unet.state_dict()
