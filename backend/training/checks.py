@@ -26,6 +26,7 @@ TEXT_LOSS_MARGIN = 0.97  # matched-caption loss must be below this fraction of t
 COLOUR_SWAP_ACCURACY = 0.75
 FLICKER_RATIO = 0.6  # motion model's frame-to-frame change / independent frames' change
 SWAPPABLE_COLOURS = ("red", "blue", "yellow", "purple", "orange", "pink")
+FALLBACK_SWAP_CAPTION = "a red ball rolling right on the grass"
 
 
 @dataclass
@@ -110,6 +111,7 @@ def colour_swap_accuracy(
     """Same noise, captions that differ only in the colour word: does the prompted colour win each time?"""
     rng = np.random.default_rng(5)
     usable = [c for c in captions if c.split()[1] in SWAPPABLE_COLOURS and "night" not in c and "water" not in c]
+    usable = usable or [FALLBACK_SWAP_CAPTION]  # a small data set may hold no caption with a swappable colour
     correct = 0
     for pair in range(pairs):
         caption = usable[int(rng.integers(len(usable)))]
