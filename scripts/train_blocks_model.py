@@ -1,4 +1,4 @@
-"""Train the built-in `blocks` model: procedural clips, VAE, image UNet + text encoder, motion modules, export.
+"""Train the built-in `blocks` model: procedural clips, VAE, text encoder, image UNet, motion modules, export.
 
     .venv/bin/python scripts/train_blocks_model.py --work-dir train-work --out backend/models/blocks_model
 
@@ -27,14 +27,20 @@ def main() -> int:
     parser.add_argument("--data-seed", type=int, default=defaults.data_seed, help="seed of the procedural clips")
     parser.add_argument("--clips", type=int, default=defaults.clips, help="number of training clips")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of initialisation and batches")
-    for stage in ("vae", "image", "motion"):
+    for stage in ("vae", "text", "image", "motion"):
         settings: StageSettings = getattr(defaults, stage)
         parser.add_argument(f"--{stage}-steps", type=int, default=settings.steps)
         parser.add_argument(f"--{stage}-batch", type=int, default=settings.batch_size)
         parser.add_argument(f"--{stage}-lr", type=float, default=settings.learning_rate)
-        if stage != "vae":
+        if stage in ("image", "motion"):
             parser.add_argument(f"--{stage}-subject-weight", type=float, default=settings.subject_weight)
             parser.add_argument(f"--{stage}-subject-weight-from", type=int, default=settings.subject_weight_from)
+    parser.add_argument(
+        "--motion-spatial-lr",
+        type=float,
+        default=defaults.motion.spatial_learning_rate,
+        help="learning rate of the image UNet's weights in the motion stage (0 freezes them)",
+    )
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     parser.add_argument("--skip-checks", action="store_true", help="continue even when a stage's check fails")
     args = parser.parse_args()
@@ -48,6 +54,7 @@ def main() -> int:
             learning_rate=getattr(args, f"{name}_lr"),
             subject_weight=getattr(args, f"{name}_subject_weight", 0.0),
             subject_weight_from=getattr(args, f"{name}_subject_weight_from", 0),
+            spatial_learning_rate=args.motion_spatial_lr if name == "motion" else 0.0,
         )
 
     plan = TrainingPlan(
@@ -56,6 +63,7 @@ def main() -> int:
         data_seed=args.data_seed,
         clips=args.clips,
         vae=stage("vae"),
+        text=stage("text"),
         image=stage("image"),
         motion=stage("motion"),
         device=args.device,

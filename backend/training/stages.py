@@ -2,9 +2,15 @@
 
 1. `train_vae`: the autoencoder on single frames, with the loss weighted towards the subject so that its colour
    survives (a small subject is a few percent of the pixels and would otherwise be the first thing lost).
-2. `train_image_model`: the 2-D UNet and the text encoder together on single frames (epsilon prediction with the
-   betas the presets sample with; 10 % empty captions, so classifier-free guidance has an unconditional branch).
-3. `train_motion_modules`: the motion modules on 16-frame clips, everything else frozen (AnimateDiff's recipe).
+2. the text encoder alone (`text_pretraining.py`), so that its outputs tell the captions apart;
+3. `train_image_model`: the 2-D UNet and the text encoder together on single frames (epsilon prediction with the
+   betas the presets sample with; 10 % empty captions, so classifier-free guidance has an unconditional branch);
+4. `train_motion_modules`: the motion modules on 16-frame clips. AnimateDiff freezes everything else, because its
+   videos are not the images its image model learned; here they are the same clips, so the recipe may also let the
+   image UNet keep learning at a lower rate (`spatial_learning_rate`), which costs little more per step.
+
+Both UNet stages weight the loss by Min-SNR-5 (Hang et al., 2023): min(SNR_t, 5) / SNR_t, which stops the nearly
+noise-free timesteps (large, hard to lower, and of little use to the picture) from dominating the gradient.
 
 Each stage keeps an exponential moving average of the weights it trains; the average is what gets exported.
 """
@@ -16,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDIMScheduler, MotionAdapter, UNet2DConditionModel, UNetMotionModel
 from tqdm import tqdm
 from transformers import CLIPTextModel, CLIPTokenizer
@@ -27,6 +32,7 @@ SUBJECT_LOSS_WEIGHT = 9.0  # extra weight of subject pixels in the VAE loss
 KL_WEIGHT = 1e-6
 CAPTION_DROPOUT = 0.1
 EMA_DECAY = 0.995
+MIN_SNR_GAMMA = 5.0
 CHECKPOINT_EVERY = 100
 
 
@@ -41,6 +47,7 @@ class StageSettings:
     seed: int = 0
     subject_weight: float = 0.0  # extra weight of the subject's latent positions in the denoising loss ...
     subject_weight_from: int = 0  # ... from this step on (a curriculum: first the scenes, then the subjects)
+    spatial_learning_rate: float = 0.0  # motion stage only: the image UNet's own weights (0: frozen, AnimateDiff)
 
 
 @dataclass
@@ -185,7 +192,7 @@ def train_vae(
         error = (reconstruction - x).abs().mean(dim=1)
         return (weight * error).mean() / weight.mean() + KL_WEIGHT * posterior.kl().mean()
 
-    losses = run_stage("1/3 VAE", settings, checkpoint, loss_for_step, parameters)
+    losses = run_stage("1/4 VAE", settings, checkpoint, loss_for_step, parameters)
     vae.eval()
     return losses
 
@@ -219,14 +226,30 @@ def latent_subject_masks(masks: np.ndarray, scale_factor: int) -> np.ndarray:
 
 
 def denoising_loss(
-    prediction: torch.Tensor, epsilon: torch.Tensor, subject: torch.Tensor | None, weight: float
+    prediction: torch.Tensor,
+    epsilon: torch.Tensor,
+    subject: torch.Tensor | None,
+    weight: float,
+    timestep_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """MSE between predicted and true noise; with `subject` (1 on the subject's latent positions, broadcastable over
-    channels) those positions weigh `1 + weight` times as much, normalised so the loss keeps its scale."""
-    if subject is None or weight == 0:
-        return F.mse_loss(prediction, epsilon)
-    weights = 1.0 + weight * subject
-    return (weights * (prediction - epsilon) ** 2).mean() / weights.expand_as(prediction).mean()
+    channels) those positions weigh `1 + weight` times as much, normalised so the loss keeps its scale; with
+    `timestep_weights` (one per sample) each sample's error is scaled by its weight."""
+    error = (prediction - epsilon) ** 2
+    if subject is not None and weight != 0:
+        weights = 1.0 + weight * subject
+        error = weights * error / weights.expand_as(prediction).mean()
+    per_sample = error.flatten(1).mean(dim=1)
+    if timestep_weights is not None:
+        per_sample = per_sample * timestep_weights
+    return per_sample.mean()
+
+
+def min_snr_weights(scheduler: DDIMScheduler, t: torch.Tensor, gamma: float = MIN_SNR_GAMMA) -> torch.Tensor:
+    """min(SNR_t, γ) / SNR_t per sample, with SNR_t = ᾱ_t / (1 − ᾱ_t) (epsilon prediction)."""
+    alpha_bar = scheduler.alphas_cumprod.to(t.device)[t]
+    snr = alpha_bar / (1 - alpha_bar)
+    return snr.clamp(max=gamma) / snr
 
 
 def subject_weights(
@@ -275,7 +298,7 @@ def train_image_model(
     parameters = list(unet.parameters()) + list(text_encoder.parameters())
     optimizer = make_optimizer([(parameters, settings.learning_rate)])
     checkpoint = Checkpoint(
-        work_dir / "stage2_image.pt", {"unet": unet, "text_encoder": text_encoder}, optimizer, EMA(parameters)
+        work_dir / "stage3_image.pt", {"unet": unet, "text_encoder": text_encoder}, optimizer, EMA(parameters)
     )
 
     def loss_for_step(step: int) -> torch.Tensor:
@@ -288,9 +311,10 @@ def train_image_model(
         text = drop_captions([clips.captions[i] for i in picked], rng)
         embeddings = text_encoder(tokenize(tokenizer, text, device))[0]
         subject = subject_weights(clips.subject_masks, (picked, frame_ids), step, settings)
-        return denoising_loss(unet(x_t, t, embeddings).sample, epsilon, subject, settings.subject_weight)
+        prediction = unet(x_t, t, embeddings).sample
+        return denoising_loss(prediction, epsilon, subject, settings.subject_weight, min_snr_weights(scheduler, t))
 
-    losses = run_stage("2/3 image UNet + text", settings, checkpoint, loss_for_step, parameters)
+    losses = run_stage("3/4 image UNet + text", settings, checkpoint, loss_for_step, parameters)
     unet.eval()
     text_encoder.eval()
     return losses
@@ -303,6 +327,11 @@ def motion_parameters(unet: UNetMotionModel) -> list[torch.nn.Parameter]:
     return [parameter for name, parameter in unet.named_parameters() if "motion_modules" in name]
 
 
+def spatial_parameters(unet: UNetMotionModel) -> list[torch.nn.Parameter]:
+    """The image UNet's own weights inside the inflated UNet."""
+    return [parameter for name, parameter in unet.named_parameters() if "motion_modules" not in name]
+
+
 def train_motion_modules(
     unet2d: UNet2DConditionModel,
     motion_adapter: MotionAdapter,
@@ -312,17 +341,22 @@ def train_motion_modules(
     settings: StageSettings,
     work_dir: Path,
 ) -> tuple[UNetMotionModel, list[float]]:
-    """Inflate the trained 2-D UNet with `motion_adapter` and train only the motion modules on whole clips."""
+    """Inflate the trained 2-D UNet with `motion_adapter` and train it on whole clips: the motion modules, and the
+    image UNet's own weights too when `settings.spatial_learning_rate` is above 0 (`extract_image_unet` copies them
+    back). The text encoder stays frozen."""
     device = settings.device
     unet = build_motion_unet(unet2d, motion_adapter).to(device).train()
     unet.requires_grad_(False)
     text_encoder.to(device).eval().requires_grad_(False)
-    parameters = motion_parameters(unet)
+    groups = [(motion_parameters(unet), settings.learning_rate)]
+    if settings.spatial_learning_rate > 0:
+        groups.append((spatial_parameters(unet), settings.spatial_learning_rate))
+    parameters = [parameter for group, _ in groups for parameter in group]
     for parameter in parameters:
         parameter.requires_grad_(True)
     scheduler = official_ddim_scheduler()
-    optimizer = make_optimizer([(parameters, settings.learning_rate)])
-    checkpoint = Checkpoint(work_dir / "stage3_motion.pt", {"unet": unet}, optimizer, EMA(parameters))
+    optimizer = make_optimizer(groups)
+    checkpoint = Checkpoint(work_dir / "stage4_motion.pt", {"unet": unet}, optimizer, EMA(parameters))
     num_frames = clips.latents.shape[1]
 
     def loss_for_step(step: int) -> torch.Tensor:
@@ -337,9 +371,10 @@ def train_motion_modules(
             embeddings = text_encoder(tokenize(tokenizer, text, device))[0]
         embeddings = embeddings.repeat_interleave(num_frames, dim=0)
         subject = subject_weights(clips.subject_masks, picked, step, settings)  # (B, 1, F, h, w)
-        return denoising_loss(unet(x_t, t, embeddings).sample, epsilon, subject, settings.subject_weight)
+        prediction = unet(x_t, t, embeddings).sample
+        return denoising_loss(prediction, epsilon, subject, settings.subject_weight, min_snr_weights(scheduler, t))
 
-    losses = run_stage("3/3 motion modules", settings, checkpoint, loss_for_step, parameters)
+    losses = run_stage("4/4 motion modules", settings, checkpoint, loss_for_step, parameters)
     unet.eval()
     return unet, losses
 
@@ -349,3 +384,10 @@ def extract_motion_adapter(unet: UNetMotionModel, motion_adapter: MotionAdapter)
     weights = {name: tensor for name, tensor in unet.state_dict().items() if "motion_modules" in name}
     motion_adapter.load_state_dict(weights, strict=True)
     return motion_adapter
+
+
+def extract_image_unet(unet: UNetMotionModel, unet2d: UNet2DConditionModel) -> UNet2DConditionModel:
+    """Copy the image weights of `unet` back into `unet2d` (the inflated UNet keeps the 2-D model's key names)."""
+    weights = {name: tensor for name, tensor in unet.state_dict().items() if "motion_modules" not in name}
+    unet2d.load_state_dict(weights, strict=True)
+    return unet2d

@@ -1,4 +1,4 @@
-"""Train the `blocks` model end to end: data, three stages with their checks, export. No bpy.
+"""Train the `blocks` model end to end: data, four stages with their checks, export. No bpy.
 
 Every artefact lives in `work_dir` (the data set, each stage's checkpoint, the encoded latents), so a stopped run
 picks up where it stopped, and a finished stage is not trained again.
@@ -30,6 +30,7 @@ from .stages import (
     EncodedClips,
     StageSettings,
     encode_clips,
+    extract_image_unet,
     extract_motion_adapter,
     latent_scaling_factor,
     latent_subject_masks,
@@ -37,6 +38,7 @@ from .stages import (
     train_motion_modules,
     train_vae,
 )
+from .text_pretraining import check_text_encoder, pretrain_text_encoder
 from .word_tokenizer import load_word_tokenizer, save_word_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -54,21 +56,24 @@ class TrainingPlan:
     out_dir: Path
     data_seed: int = 1
     clips: int = 3000
-    vae: StageSettings = field(default_factory=lambda: StageSettings(steps=600, batch_size=32, learning_rate=1e-3))
+    vae: StageSettings = field(default_factory=lambda: StageSettings(steps=500, batch_size=16, learning_rate=1e-3))
+    text: StageSettings = field(default_factory=lambda: StageSettings(steps=1500, batch_size=128, learning_rate=2e-3))
     image: StageSettings = field(
         default_factory=lambda: StageSettings(
-            steps=600, batch_size=32, learning_rate=4e-4, subject_weight=4.0, subject_weight_from=450
+            steps=900, batch_size=32, learning_rate=5e-4, subject_weight=4.0, subject_weight_from=300
         )
     )
     motion: StageSettings = field(
-        default_factory=lambda: StageSettings(steps=400, batch_size=2, learning_rate=3e-4, subject_weight=4.0)
+        default_factory=lambda: StageSettings(
+            steps=1100, batch_size=2, learning_rate=4e-4, subject_weight=4.0, spatial_learning_rate=1e-4
+        )
     )
     device: str = "cpu"
     seed: int = 0
     run_checks: bool = True
 
     def __post_init__(self) -> None:
-        for stage in (self.vae, self.image, self.motion):
+        for stage in (self.vae, self.text, self.image, self.motion):
             stage.device = self.device
             stage.seed = self.seed
 
@@ -95,6 +100,9 @@ def train_blocks_model(plan: TrainingPlan) -> Path:
     tokenizer_dir = save_word_tokenizer(caption_words(), plan.work_dir / "tokenizer")
     tokenizer = load_word_tokenizer(tokenizer_dir)
     text_encoder = build_text_encoder(len(tokenizer))
+    text_losses, probe = pretrain_text_encoder(text_encoder, tokenizer, captions, plan.text, plan.work_dir)
+    checks.append(gate(check_text_encoder(text_encoder, tokenizer, captions[::-1], probe), plan))
+
     unet2d = build_image_unet()
     image_losses = train_image_model(unet2d, text_encoder, tokenizer, clips, plan.image, plan.work_dir)
     checks.append(
@@ -107,8 +115,9 @@ def train_blocks_model(plan: TrainingPlan) -> Path:
     )
     checks.append(gate(check_motion_coherence(unet, text_encoder, tokenizer, vae, captions), plan))
     extract_motion_adapter(unet, motion_adapter)
+    extract_image_unet(unet, unet2d)
 
-    losses = {"vae": vae_losses, "image": image_losses, "motion": motion_losses}
+    losses = {"vae": vae_losses, "text": text_losses, "image": image_losses, "motion": motion_losses}
     info = training_info(plan, checks, losses, time.perf_counter() - started)
     folder = export_model(plan.out_dir, vae, text_encoder, caption_words(), unet2d, motion_adapter, info)
     plot_losses(losses, plan.work_dir / "loss_curves.png")

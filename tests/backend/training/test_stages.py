@@ -1,4 +1,4 @@
-"""A few steps of each training stage lower its loss; stage 3 trains the motion modules and nothing else."""
+"""A few steps of each training stage lower its loss; the motion stage trains what its settings say, nothing else."""
 
 import numpy as np
 import pytest
@@ -12,13 +12,16 @@ from motionclone.backend.training.data import caption_words, clip_at
 from motionclone.backend.training.stages import (
     EncodedClips,
     StageSettings,
+    extract_image_unet,
     extract_motion_adapter,
     frames_to_tensor,
+    min_snr_weights,
     tokenize,
     train_image_model,
     train_motion_modules,
     train_vae,
 )
+from motionclone.backend.training.stages import denoising_loss as weighted_denoising_loss
 from motionclone.backend.training.word_tokenizer import load_word_tokenizer, save_word_tokenizer
 
 
@@ -114,3 +117,41 @@ def test_motion_stage_trains_only_the_motion_modules(clips, tokenizer, tmp_path)
     assert any(not torch.equal(before[name], after[name]) for name in before)
     for name, tensor in after.items():
         assert torch.equal(tensor, state[name]), name
+
+
+def test_motion_stage_with_a_spatial_rate_also_trains_the_image_unet_and_hands_it_back(clips, tokenizer, tmp_path):
+    _, _, captions = clips
+    unet2d, motion_adapter, _, text_encoder = build_tiny_components(seed=3)
+    latents = structured_latents(len(captions), 4, 8)
+    image_weights = {name: tensor.clone() for name, tensor in unet2d.state_dict().items()}
+    settings = StageSettings(steps=5, batch_size=2, learning_rate=3e-3, spatial_learning_rate=1e-3)
+    unet, _ = train_motion_modules(
+        unet2d, motion_adapter, text_encoder, tokenizer, EncodedClips(latents, captions, 1.0), settings, tmp_path
+    )
+    state = unet.state_dict()
+    assert any(not torch.equal(state[name], tensor) for name, tensor in image_weights.items())
+    extract_image_unet(unet, unet2d)
+    for name, tensor in unet2d.state_dict().items():
+        assert torch.equal(tensor, state[name]), name
+
+
+def test_min_snr_weights_are_one_at_low_snr_and_gamma_over_snr_above() -> None:
+    scheduler = official_ddim_scheduler()
+    t = torch.arange(0, 1000)
+    weights = min_snr_weights(scheduler, t, gamma=5.0)
+    snr = scheduler.alphas_cumprod / (1 - scheduler.alphas_cumprod)
+    noisy = snr < 5.0
+    assert noisy.any() and (~noisy).any()
+    assert torch.allclose(weights[noisy], torch.ones(int(noisy.sum())))
+    assert torch.allclose(weights[~noisy], 5.0 / snr[~noisy])
+    assert weights[0] < 0.01  # the nearly noise-free end weighs almost nothing
+
+
+def test_weighted_loss_scales_each_sample_and_keeps_the_plain_mse_without_weights() -> None:
+    generator = torch.Generator().manual_seed(0)
+    prediction, epsilon = torch.randn(2, 4, 3, 3, generator=generator), torch.randn(2, 4, 3, 3, generator=generator)
+    plain = weighted_denoising_loss(prediction, epsilon, None, 0.0)
+    assert torch.allclose(plain, F.mse_loss(prediction, epsilon))
+    per_sample = ((prediction - epsilon) ** 2).flatten(1).mean(dim=1)
+    weighted = weighted_denoising_loss(prediction, epsilon, None, 0.0, torch.tensor([1.0, 0.0]))
+    assert torch.allclose(weighted, per_sample[0] / 2)
