@@ -97,7 +97,7 @@ class MOTIONCLONE_PG_settings(bpy.types.PropertyGroup):
         name="Override config", default=False, description="Send the values below instead of the config's"
     )
     steps: bpy.props.IntProperty(name="Steps", default=100, min=1, max=1000)
-    guidance_steps: bpy.props.IntProperty(name="Guided steps", default=50, min=1, max=1000)
+    guidance_steps: bpy.props.IntProperty(name="Guided steps", default=50, min=0, max=1000)
     guidance_weight: bpy.props.FloatProperty(name="Guidance weight", default=2000.0, min=0.0, max=1e6)
     cfg_scale: bpy.props.FloatProperty(name="CFG", default=7.5, min=0.0, max=50.0)
     jobs: bpy.props.CollectionProperty(type=MOTIONCLONE_PG_job)

@@ -137,7 +137,10 @@ class MotionCloneParams:
         num_frames: frames sampled uniformly from the reference (official 16); at most the adapter's maximum.
         height, width: output size in pixels, multiples of 8 (official 512).
         num_inference_steps: N, total DDIM steps (camera 100, object 300).
-        guidance_steps: G, steps with motion guidance, the first G of the schedule (camera 50, object 180).
+        guidance_steps: G, steps with motion guidance, the first G of the schedule (camera 50, object 180). 0 runs
+            without guidance and without extracting a motion representation (the uneven schedule then spreads its N
+            steps over the whole range); for a baseline that differs from a guided run by the guidance alone, keep G
+            and set the guidance weight to 0.
         guidance_fraction: the official `guidance_scale`; guided timesteps lie in [(1−f)·1000, 999] (camera 0.3).
         motion_guidance_weight: w in L = w·λ·Σ_m MSE (official 2000).
         warm_up_steps, cool_down_steps: lengths of the linear ramps on the loss (official 10 and 10).
@@ -270,6 +273,15 @@ class MotionCloneParams:
         return self.prompt
 
 
+def is_guided(params: MotionCloneParams) -> bool:
+    """Whether any step gets a guidance gradient; False for an unguided baseline (G = 0 or every weight 0)."""
+    if params.guidance_steps == 0:
+        return False
+    if params.motion_source == "inversion":
+        return any(w != 0 for w in (*params.inversion_block_weights, *params.semantic_block_weights))
+    return params.motion_guidance_weight != 0
+
+
 def validate_params(params: MotionCloneParams, max_frames: int | None = None) -> None:
     """Raise `ParameterError` naming the first invalid parameter, its value and the allowed range.
 
@@ -287,7 +299,7 @@ def validate_params(params: MotionCloneParams, max_frames: int | None = None) ->
         if value % 8:
             raise ParameterError(name, f"must be a multiple of 8, got {value}")
     _check_int(params.num_inference_steps, "num_inference_steps", 1, 1000)
-    _check_int(params.guidance_steps, "guidance_steps", 1, params.num_inference_steps)
+    _check_int(params.guidance_steps, "guidance_steps", 0, params.num_inference_steps)
     _check_float(params.guidance_fraction, "guidance_fraction", 0.0, 1.0, open_low=True, open_high=True)
     _check_float(params.motion_guidance_weight, "motion_guidance_weight", 0.0, 1e7)
     _check_int(params.warm_up_steps, "warm_up_steps", 0, 1000)

@@ -33,7 +33,7 @@ from .attention_capture import capture_temporal_attention, guided_module_names
 from .groupnorm import set_motion_module_norm
 from .guidance_inversion import InversionGuidanceConfig, denoise_inversion, linspace_timesteps
 from .inversion import InversionCache, InvertedLatents, ddim_invert, inversion_key
-from .parameters import MotionCloneParams, validate_params
+from .parameters import MotionCloneParams, is_guided, validate_params
 from .partial_unet import last_block, no_grad_after
 from .representation import (
     MotionRepresentation,
@@ -304,7 +304,7 @@ class MotionClonePipeline(DiffusionPipeline):
         self,
         latents: torch.Tensor,
         timesteps: torch.Tensor,
-        representation: MotionRepresentation,
+        representation: MotionRepresentation | None,
         module_names: list[str],
         negative_embeds: torch.Tensor,
         positive_embeds: torch.Tensor,
@@ -324,7 +324,7 @@ class MotionClonePipeline(DiffusionPipeline):
         alphas_cumprod = self.scheduler.alphas_cumprod
         final_alpha_cumprod = self.scheduler.final_alpha_cumprod
         guided_until = last_block(self.unet, params.motion_guidance_blocks)
-        losses: list[float] = []
+        losses: list[torch.Tensor] = []
         total = len(timesteps)
         report("denoise", 0, total)
         with capture_temporal_attention(self.unet, module_names, params.attention_precision) as store:
@@ -333,22 +333,31 @@ class MotionClonePipeline(DiffusionPipeline):
                     raise JobCancelled(f"cancelled at denoising step {i} of {total}")
                 t_prev = int(timesteps[i + 1]) if i + 1 < total else -1
                 if i < params.guidance_steps:
+                    ramp = guidance_ramp(i, params.guidance_steps, params.warm_up_steps, params.cool_down_steps)
+                    weight = params.motion_guidance_weight * ramp
                     # ε_u without autograd; ε_c with autograd up to the last guided block, recording A_m
                     with torch.no_grad():
                         noise_uncond = self.unet(latents, t, encoder_hidden_states=E_neg).sample
-                    x_g = latents.detach().clone().requires_grad_(True)
                     store.clear()
                     store.recording = True
-                    with no_grad_after(self.unet, guided_until):
-                        noise_cond = self.unet(x_g, t, encoder_hidden_states=E_pos).sample
+                    if weight == 0:
+                        # An unguided baseline (weight 0) keeps the guided steps' batching, so that it differs from
+                        # a guided run by the guidance alone, but needs no autograd: the gradient would be zero.
+                        with torch.no_grad():
+                            noise_cond = self.unet(latents, t, encoder_hidden_states=E_pos).sample
+                            mse = motion_loss(store.probs, representation)
+                        score = None
+                    else:
+                        x_g = latents.detach().clone().requires_grad_(True)
+                        with no_grad_after(self.unet, guided_until):
+                            noise_cond = self.unet(x_g, t, encoder_hidden_states=E_pos).sample
+                        # L = w·λ(i)·Σ_m MSE(A^gen_m[idx_ref], val_ref), and its gradient with respect to x_t
+                        mse = motion_loss(store.probs, representation)
+                        (score,) = torch.autograd.grad(weight * mse, x_g)
+                        noise_cond = noise_cond.detach()
                     store.recording = False
-                    # L = w·λ(i)·Σ_m MSE(A^gen_m[idx_ref], val_ref), and its gradient with respect to x_t
-                    ramp = guidance_ramp(i, params.guidance_steps, params.warm_up_steps, params.cool_down_steps)
-                    mse = motion_loss(store.probs, representation)
-                    (score,) = torch.autograd.grad(params.motion_guidance_weight * ramp * mse, x_g)
                     store.clear()
-                    losses.append(float(mse.detach()))
-                    noise_cond = noise_cond.detach()
+                    losses.append(mse.detach())  # read once after the loop: no host synchronisation per step
                 else:
                     with torch.no_grad():
                         noise_both = self.unet(torch.cat([latents, latents]), t, encoder_hidden_states=E_both).sample
@@ -363,7 +372,7 @@ class MotionClonePipeline(DiffusionPipeline):
                 if latents_callback is not None:
                     latents_callback(i + 1, latents)
                 report("denoise", i + 1, total)
-        return latents, losses
+        return latents, [float(value) for value in torch.stack(losses).float().cpu()] if losses else []
 
     # ----------------------------------------------------------------------------------------------------------
     # The inversion-based method (paper v1-v3; spec 6)
@@ -480,12 +489,17 @@ class MotionClonePipeline(DiffusionPipeline):
         should_stop: CancelCheck,
         latents_callback: LatentsCallback | None,
     ) -> tuple[torch.Tensor, list[float], dict[str, Any]]:
-        """Steps 5-6 for `motion_source="single-step"`: extract (or reuse) the representation, guided denoising."""
+        """Steps 5-6 for `motion_source="single-step"`: extract (or reuse) the representation, guided denoising.
+
+        With `guidance_steps=0` nothing reads a representation, so none is extracted."""
         started = time.perf_counter()
         report("extract", 0, 1)
-        representation, cache_key, cache_hit = self.obtain_representation(
-            reference_frames, noise, empty_embeds, params, representation_cache
-        )
+        representation, provenance = None, {"representation": None}
+        if params.guidance_steps > 0:
+            representation, cache_key, cache_hit = self.obtain_representation(
+                reference_frames, noise, empty_embeds, params, representation_cache
+            )
+            provenance = {"representation": {"key": cache_key, "cache_hit": cache_hit}}
         timings["extract"] = time.perf_counter() - started
         report("extract", 1, 1)
 
@@ -503,7 +517,7 @@ class MotionClonePipeline(DiffusionPipeline):
             latents_callback,
         )
         timings["denoise"] = time.perf_counter() - started
-        return latents, losses, {"representation": {"key": cache_key, "cache_hit": cache_hit}}
+        return latents, losses, provenance
 
     def _invert_and_denoise(
         self,
@@ -605,6 +619,7 @@ class MotionClonePipeline(DiffusionPipeline):
             "seed": params.seed,
             "motion_seed": params.effective_motion_seed,
             "noise_coupled": params.motion_seed is None,
+            "guided": is_guided(params),  # False: an unguided baseline (guidance_steps 0 or guidance weight 0)
             "parameters": params.to_dict(),
             "model": dict(self.model_description),
             "device": str(self.unet.device),

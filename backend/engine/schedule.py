@@ -35,15 +35,16 @@ def uneven_timesteps(
         num_train_timesteps (`int`, defaults to 1000): T.
 
     Returns:
-        `torch.LongTensor` of N strictly decreasing timesteps, the guided ones first.
+        `torch.LongTensor` of N strictly decreasing timesteps, the guided ones first. With G = 0 (no guidance) there
+        is no guided part, and the N steps spread over the whole range: round(linspace(0, T − 1, N)), descending.
     """
-    if not 0 < guidance_steps <= num_inference_steps:
+    if not 0 <= guidance_steps <= num_inference_steps:
         raise ParameterError(
             "guidance_steps",
-            f"must be between 1 and `num_inference_steps` ({num_inference_steps}), got {guidance_steps}",
+            f"must be between 0 and `num_inference_steps` ({num_inference_steps}), got {guidance_steps}",
         )
     T = num_train_timesteps
-    a = int((1 - guidance_fraction) * T)
+    a = int((1 - guidance_fraction) * T) if guidance_steps > 0 else T
     t_guided = np.round(np.linspace(a, T - 1, guidance_steps))[::-1]
     t_unguided = np.round(np.linspace(0, a - 1, num_inference_steps - guidance_steps))[::-1]
     timesteps = np.concatenate([t_guided, t_unguided]).astype(np.int64)

@@ -32,6 +32,12 @@ class ModelBundle:
     scheduler: DDIMScheduler
     description: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Inference only. Motion guidance differentiates with respect to the latents alone; with trainable weights
+        # autograd would also keep every input a weight gradient needs during the guided pass.
+        for model in (self.vae, self.text_encoder, self.unet, self.motion_adapter):
+            model.requires_grad_(False)
+
     @property
     def device(self) -> torch.device:
         return self.unet.device

@@ -52,7 +52,7 @@ def test_round_trip_through_plain_values():
 @pytest.mark.parametrize(
     ("changes", "name", "fragment"),
     [
-        ({"guidance_steps": 101}, "guidance_steps", "between 1 and 100"),
+        ({"guidance_steps": 101}, "guidance_steps", "between 0 and 100"),
         ({"num_frames": 33}, "num_frames", "between 2 and 32"),
         ({"width": 500}, "width", "multiple of 8"),
         ({"height": -8}, "height", "between 8 and 2048"),

@@ -120,6 +120,34 @@ def test_motion_guidance_lowers_the_motion_loss_of_the_result(pipe, reference):
         assert losses[1] < 0.95 * losses[0], (seed, losses)
 
 
+def test_weight_zero_is_an_unguided_baseline_that_needs_no_autograd(pipe, reference, monkeypatch):
+    guided = pipe(reference, short_params(seed=5, motion_guidance_weight=3000.0))
+    assert guided.metadata["guided"] is True
+
+    def no_gradients(*args, **kwargs):
+        raise AssertionError("an unguided step asked autograd for a gradient")
+
+    monkeypatch.setattr(torch.autograd, "grad", no_gradients)
+    baseline = pipe(reference, short_params(seed=5, motion_guidance_weight=0.0))
+    assert baseline.metadata["guided"] is False
+    assert len(baseline.metadata["motion_loss"]) == 3  # still measured, for comparison with the guided run
+    assert baseline.metadata["timesteps"] == guided.metadata["timesteps"]
+    assert not np.array_equal(baseline.frames, guided.frames)
+
+
+def test_zero_guidance_steps_generate_without_extracting_a_representation(pipe, reference, monkeypatch):
+    def no_extraction(*args, **kwargs):
+        raise AssertionError("a run without guided steps extracted a motion representation")
+
+    monkeypatch.setattr(pipe, "obtain_representation", no_extraction)
+    result = pipe(reference, short_params(guidance_steps=0))
+    assert result.metadata["guided"] is False
+    assert result.metadata["representation"] is None
+    assert result.metadata["motion_loss"] == []
+    assert result.metadata["timesteps"] == [999, 799, 599, 400, 200, 0]
+    assert result.frames.shape == (8, SIZE, SIZE, 3)
+
+
 def test_without_guidance_it_reproduces_diffusers_animatediff(pipe, reference):
     params = short_params(
         motion_guidance_weight=0.0,

@@ -31,6 +31,10 @@ def test_short_preview_schedule_is_strictly_decreasing():
     assert timesteps.tolist() == [999, 850, 700, 699, 350, 0]
 
 
+def test_schedule_without_guided_steps_spreads_over_the_whole_range():
+    assert uneven_timesteps(6, 0, 0.3).tolist() == [999, 799, 599, 400, 200, 0]
+
+
 def test_schedule_rejects_more_guided_than_total_steps():
     with pytest.raises(ParameterError, match="`guidance_steps`"):
         uneven_timesteps(10, 11, 0.3)

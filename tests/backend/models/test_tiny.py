@@ -27,6 +27,12 @@ def test_tiny_preset_has_sd15_block_layout():
     assert len(unet.up_blocks[1].motion_modules) == 3
 
 
+def test_bundle_weights_are_frozen_so_the_guided_pass_keeps_no_weight_gradient_inputs():
+    bundle = build_tiny_bundle()
+    for model in (bundle.vae, bundle.text_encoder, bundle.unet, bundle.motion_adapter):
+        assert not any(parameter.requires_grad for parameter in model.parameters()), type(model).__name__
+
+
 def test_same_seed_gives_identical_weights_and_different_seed_does_not():
     first, second, other = build_tiny_bundle(seed=3), build_tiny_bundle(seed=3), build_tiny_bundle(seed=4)
     for name, tensor in first.unet.state_dict().items():
