@@ -49,7 +49,7 @@ def test_loads_with_sd15_block_roles(bundle):
         "UpBlockMotion",
         "CrossAttnUpBlockMotion",
         "CrossAttnUpBlockMotion",
-        "CrossAttnUpBlockMotion",
+        "UpBlockMotion",
     ]
     assert len(bundle.unet.up_blocks[1].motion_modules) == 3
     # Every caption word is a single token of the shipped tokenizer.
