@@ -50,6 +50,22 @@ ProgressCallback = Callable[[str, int, int], None]
 CancelCheck = Callable[[], bool]
 LatentsCallback = Callable[[int, torch.Tensor], None]
 
+
+@dataclass
+class _Call:
+    """What one generation carries from step to step: its inputs, callbacks and the seconds each stage took."""
+
+    params: MotionCloneParams
+    reference_frames: np.ndarray
+    timesteps: torch.Tensor
+    negative_embeds: torch.Tensor
+    positive_embeds: torch.Tensor
+    report: ProgressCallback
+    should_stop: CancelCheck
+    latents_callback: LatentsCallback | None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
 # Stages reported to the progress callback, in order.
 STAGES = ("prepare", "extract", "denoise", "decode")
 # The VAE posterior sample gets its own generator so that it never shifts the extraction noise ε.
@@ -182,23 +198,23 @@ class MotionClonePipeline(DiffusionPipeline):
         report("prepare", 1, 1)
 
         # 5-6. Motion representation and guided denoising: single-step extraction (spec 2, 3) or DDIM inversion (6)
-        run_guided = self._invert_and_denoise if params.motion_source == "inversion" else self._extract_and_denoise
-        latents, losses, provenance = run_guided(
+        call = _Call(
+            params,
             reference_frames,
-            noise,
-            latents,
-            empty_embeds,
+            timesteps,
             negative_embeds,
             positive_embeds,
-            params,
-            module_names,
-            timesteps,
-            timings,
-            representation_cache,
             report,
             should_stop,
             latents_callback,
+            timings,
         )
+        if params.motion_source == "inversion":
+            latents, losses, provenance = self._invert_and_denoise(call, latents, representation_cache)
+        else:
+            latents, losses, provenance = self._extract_and_denoise(
+                call, latents, noise, empty_embeds, module_names, representation_cache
+            )
 
         # 7. Decode the latents in chunks
         started = time.perf_counter()
@@ -474,80 +490,59 @@ class MotionClonePipeline(DiffusionPipeline):
 
     def _extract_and_denoise(
         self,
-        reference_frames: np.ndarray,
-        noise: torch.Tensor,
+        call: _Call,
         latents: torch.Tensor,
+        noise: torch.Tensor,
         empty_embeds: torch.Tensor,
-        negative_embeds: torch.Tensor,
-        positive_embeds: torch.Tensor,
-        params: MotionCloneParams,
         module_names: list[str],
-        timesteps: torch.Tensor,
-        timings: dict[str, float],
         representation_cache: RepresentationCache | None,
-        report: ProgressCallback,
-        should_stop: CancelCheck,
-        latents_callback: LatentsCallback | None,
     ) -> tuple[torch.Tensor, list[float], dict[str, Any]]:
         """Steps 5-6 for `motion_source="single-step"`: extract (or reuse) the representation, guided denoising.
 
         With `guidance_steps=0` nothing reads a representation, so none is extracted."""
+        params = call.params
         started = time.perf_counter()
-        report("extract", 0, 1)
+        call.report("extract", 0, 1)
         representation, provenance = None, {"representation": None}
         if params.guidance_steps > 0:
             representation, cache_key, cache_hit = self.obtain_representation(
-                reference_frames, noise, empty_embeds, params, representation_cache
+                call.reference_frames, noise, empty_embeds, params, representation_cache
             )
             provenance = {"representation": {"key": cache_key, "cache_hit": cache_hit}}
-        timings["extract"] = time.perf_counter() - started
-        report("extract", 1, 1)
+        call.timings["extract"] = time.perf_counter() - started
+        call.report("extract", 1, 1)
 
         started = time.perf_counter()
         latents, losses = self.denoise(
             latents,
-            timesteps,
+            call.timesteps,
             representation,
             module_names,
-            negative_embeds,
-            positive_embeds,
+            call.negative_embeds,
+            call.positive_embeds,
             params,
-            report,
-            should_stop,
-            latents_callback,
+            call.report,
+            call.should_stop,
+            call.latents_callback,
         )
-        timings["denoise"] = time.perf_counter() - started
+        call.timings["denoise"] = time.perf_counter() - started
         return latents, losses, provenance
 
     def _invert_and_denoise(
-        self,
-        reference_frames: np.ndarray,
-        noise: torch.Tensor,
-        latents: torch.Tensor,
-        empty_embeds: torch.Tensor,
-        negative_embeds: torch.Tensor,
-        positive_embeds: torch.Tensor,
-        params: MotionCloneParams,
-        module_names: list[str],
-        timesteps: torch.Tensor,
-        timings: dict[str, float],
-        representation_cache: RepresentationCache | None,
-        report: ProgressCallback,
-        should_stop: CancelCheck,
-        latents_callback: LatentsCallback | None,
+        self, call: _Call, latents: torch.Tensor, representation_cache: RepresentationCache | None
     ) -> tuple[torch.Tensor, list[float], dict[str, Any]]:
         """Steps 5-6 for `motion_source="inversion"`: DDIM-invert the reference (or reuse it), guided denoising with
-        the time-dependent reference attention. `noise`, `empty_embeds` and `module_names` belong to the single-step
-        method and are not used here."""
+        the time-dependent reference attention."""
+        params, report = call.params, call.report
         config = self.inversion_guidance_config(params)
         inversion_embeds = self.encode_prompt(params.inversion_prompt)
         started = time.perf_counter()
         report("extract", 0, params.inversion_steps)
         directory = None if representation_cache is None else representation_cache.directory
         inverted, key, hit = self.obtain_inversion(
-            reference_frames, inversion_embeds, params, directory, report, should_stop
+            call.reference_frames, inversion_embeds, params, directory, report, call.should_stop
         )
-        timings["extract"] = time.perf_counter() - started
+        call.timings["extract"] = time.perf_counter() - started
         report("extract", params.inversion_steps, params.inversion_steps)
 
         started = time.perf_counter()
@@ -556,17 +551,17 @@ class MotionClonePipeline(DiffusionPipeline):
             self.scheduler.alphas_cumprod,
             self.scheduler.final_alpha_cumprod,
             latents,
-            timesteps,
+            call.timesteps,
             inverted,
-            negative_embeds,
-            positive_embeds,
+            call.negative_embeds,
+            call.positive_embeds,
             inversion_embeds,
             config,
             report,
-            should_stop,
-            latents_callback,
+            call.should_stop,
+            call.latents_callback,
         )
-        timings["denoise"] = time.perf_counter() - started
+        call.timings["denoise"] = time.perf_counter() - started
         inversion_info = {
             "key": key,
             "cache_hit": hit,
