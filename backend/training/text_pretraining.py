@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from .checks import CheckResult
-from .stages import EMA, Checkpoint, StageSettings, make_optimizer, run_stage, tokenize
+from .stages import EMA, Checkpoint, StageSettings, drop_captions, make_optimizer, run_stage, tokenize
 
 WORD_F1_TARGET = 0.95
 
@@ -66,7 +66,7 @@ def pretrain_text_encoder(
     def loss_for_step(step: int) -> torch.Tensor:
         rng = np.random.default_rng([settings.seed, 20, step])
         picked = rng.integers(0, len(captions), settings.batch_size)
-        text = ["" if rng.random() < 0.1 else captions[i] for i in picked]
+        text = drop_captions([captions[i] for i in picked], rng)
         return bag_of_words_loss(text_encoder, probe, tokenizer, tokenize(tokenizer, text, device))
 
     losses = run_stage("2/4 text encoder", settings, checkpoint, loss_for_step, parameters)
