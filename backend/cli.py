@@ -416,7 +416,9 @@ def command_submit(args: argparse.Namespace) -> int:
     from .video_io import prepare_reference
 
     params = params_from_args(args)
-    clip = prepare_reference(args.reference, params.num_frames, params.height, params.width, params.resize_mode)
+    clip = prepare_reference(
+        args.reference, params.num_frames, params.height, params.width, params.resize_mode, params.frame_sampling
+    )
     keys: dict[str, Any] = {}
     if args.server_key:
         keys["server_public_key"] = load_public_key(args.server_key)

@@ -3,7 +3,8 @@
 Everything here works on uint8 RGB frames shaped (F, H, W, 3):
 
     read_clip            video file, image folder or numpy array -> Clip(frames, fps)
-    sample_frame_indices the official MotionClone rule: np.linspace(0, total - 1, n, dtype=int)
+    sample_frame_indices the official MotionClone rule: np.linspace(0, total - 1, n, dtype=int) (or the old
+                         inversion code's every (total // n)-th frame)
     resize_frames        "squash" (official bilinear, align_corners=True), "crop" or "pad"
     prepare_reference    read + sample + resize, holding only the sampled frames in memory
     write_mp4            H.264 / yuv420p via the ffmpeg binary that imageio-ffmpeg ships, written atomically
@@ -33,6 +34,7 @@ from .errors import ParameterError, VideoInputError
 
 DEFAULT_FPS = 8.0  # AnimateDiff's native rate; used when a source carries no frame rate
 RESIZE_MODES = ("squash", "crop", "pad")
+FRAME_SAMPLING_RULES = ("linspace", "interval")
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
 MP4_CRF = 17  # visually lossless for x264; the output is a result, not an intermediate
 
@@ -92,24 +94,28 @@ def read_clip(source: str | os.PathLike[str] | np.ndarray, fps: float | None = N
     return Clip(np.stack(kept), float(fps) if fps is not None else file_fps)
 
 
-def sample_frame_indices(total_frames: int, num_frames: int) -> np.ndarray:
-    """Pick `num_frames` indices spread uniformly over the whole clip, exactly as the official MotionClone code.
+def sample_frame_indices(total_frames: int, num_frames: int, rule: str = "linspace") -> np.ndarray:
+    """Pick `num_frames` indices spread uniformly over the clip, exactly as the official MotionClone code.
 
-    The official rule is `np.linspace(0, total_frames - 1, num_frames, dtype=int)` (floored), so 100 frames
-    sampled down to 16 gives 0, 6, 13, 19, 26, ..., 99.
+    "linspace", the current official rule, is `np.linspace(0, total_frames - 1, num_frames, dtype=int)` (floored),
+    so 100 frames sampled down to 16 gives 0, 6, 13, 19, 26, ..., 99. "interval", the rule of the official code's
+    inversion-based version, takes every (total_frames // num_frames)-th frame from the first: 0, 6, 12, ..., 90,
+    leaving out the tail that does not fill a whole interval.
 
     Args:
         total_frames: number of frames in the clip.
         num_frames: number of frames wanted.
+        rule: one of FRAME_SAMPLING_RULES.
 
     Returns:
         (num_frames,) integer array of strictly increasing frame indices.
 
     Raises:
-        ParameterError: num_frames is not a positive integer.
+        ParameterError: num_frames is not a positive integer, or an unknown rule.
         VideoInputError: the clip has fewer frames than wanted.
     """
     _check_num_frames(num_frames)
+    _check_frame_sampling(rule)
     if total_frames < num_frames:
         # The official code would repeat frames silently (linspace floors duplicates); a repeated frame reads as
         # a pause in the motion, so refuse and say how to fix it.
@@ -117,6 +123,8 @@ def sample_frame_indices(total_frames: int, num_frames: int) -> np.ndarray:
             f"the reference clip has {total_frames} frames but {num_frames} are needed: "
             f"lower the frame count to {max(total_frames, 1)} or less, or use a longer clip"
         )
+    if rule == "interval":
+        return np.arange(num_frames) * (total_frames // num_frames)
     return np.linspace(0, total_frames - 1, num_frames, dtype=int)
 
 
@@ -126,6 +134,7 @@ def prepare_reference(
     height: int,
     width: int,
     resize_mode: str = "squash",
+    frame_sampling: str = "linspace",
 ) -> Clip:
     """Read a reference, sample `num_frames` frames uniformly and resize them to (height, width).
 
@@ -138,6 +147,7 @@ def prepare_reference(
         height: output height in pixels.
         width: output width in pixels.
         resize_mode: one of RESIZE_MODES.
+        frame_sampling: one of FRAME_SAMPLING_RULES (see sample_frame_indices).
 
     Returns:
         A Clip with (num_frames, height, width, 3) uint8 frames and the source's fps.
@@ -150,23 +160,27 @@ def prepare_reference(
     _check_size(height, width)
     _check_resize_mode(resize_mode)
     _check_num_frames(num_frames)
+    _check_frame_sampling(frame_sampling)
+
+    def sample(total: int, what: str) -> np.ndarray:
+        return _sample_for(total, num_frames, what, frame_sampling)
 
     if isinstance(source, np.ndarray):
         clip = read_clip(source)
-        indices = _sample_for(clip.frames.shape[0], num_frames, "the reference array")
+        indices = sample(clip.frames.shape[0], "the reference array")
         sampled, fps = clip.frames[indices], clip.fps
     else:
         path = _existing_path(source)
         if path.is_dir():
             files = _list_image_files(path)
-            indices = _sample_for(len(files), num_frames, f"folder {path}")
+            indices = sample(len(files), f"folder {path}")
             sampled, fps = _load_images([files[i] for i in indices]), DEFAULT_FPS
         elif path.suffix.lower() in IMAGE_EXTENSIONS:
             clip = read_clip(path)
-            sampled, fps = clip.frames[_sample_for(1, num_frames, f"image {path}")], clip.fps
+            sampled, fps = clip.frames[sample(1, f"image {path}")], clip.fps
         else:
             _, total, fps = _decode_video(path, keep=set())
-            indices = _sample_for(total, num_frames, f"video {path}")
+            indices = sample(total, f"video {path}")
             kept, total_again, _ = _decode_video(path, keep=set(indices.tolist()))
             if total_again != total:
                 raise VideoInputError(
@@ -399,10 +413,10 @@ def _existing_path(source: object) -> Path:
     return path
 
 
-def _sample_for(total: int, num_frames: int, what: str) -> np.ndarray:
+def _sample_for(total: int, num_frames: int, what: str, rule: str) -> np.ndarray:
     """sample_frame_indices, with the source named in the error so the user knows which clip is short."""
     try:
-        return sample_frame_indices(total, num_frames)
+        return sample_frame_indices(total, num_frames, rule)
     except VideoInputError as exc:
         raise VideoInputError(f"{what}: {exc}") from exc
 
@@ -582,6 +596,12 @@ def _check_resize_mode(mode: str) -> None:
     if mode not in RESIZE_MODES:
         choices = ", ".join(f'"{m}"' for m in RESIZE_MODES)
         raise ParameterError("resize_mode", f"must be one of {choices}, got {mode!r}")
+
+
+def _check_frame_sampling(rule: str) -> None:
+    if rule not in FRAME_SAMPLING_RULES:
+        choices = ", ".join(f'"{r}"' for r in FRAME_SAMPLING_RULES)
+        raise ParameterError("frame_sampling", f"must be one of {choices}, got {rule!r}")
 
 
 def _temp_sibling(path: Path) -> Path:

@@ -6,8 +6,8 @@ inversion prompt (no grad), so the motion target changes with t (time-dependent 
     M_m      = one-hot of argmax_k A^ref_m[..., k]                       (top-1 mask of the reference)
     L^mot_m  = mean over the selected entries of (A^ref_m − A^gen_m)²
     L_mot    = mean_m (w_m/100 · L^mot_m)       w = 20000 (up_blocks.1), 10000 (up_blocks.2)
-    L        = 100·λ(i)·(L_mot + L_sem)         λ(i) = (i+1)/warm_up for i < warm_up; L_mot = 0 in the last
-                                                 `cool_down_steps` guided steps (L_sem continues)
+    L        = 100·λ(i)·(L_mot + L_sem)         λ(i) = (i+1)/warm_up for i < warm_up; L_mot = 0 for
+                                                 i > G − cool_down_steps, as official (L_sem continues)
     x_{t_prev} = DDIM(x_t, ε) − √(1−ᾱ_{t_prev})·√(1−ᾱ_t)·∇_{x_t}L   (spec 3.2-8)
 
 The official code ran five streams in two big batches with processors on every attention (30-45 GB, spec B13). Here
@@ -67,9 +67,10 @@ def previous_timestep(
 def inversion_ramp(
     step_index: int, guidance_steps: int, warm_up_steps: int, cool_down_steps: int
 ) -> tuple[float, bool]:
-    """(λ(i) on the whole loss, whether L_mot is active): warm-up ramp; L_mot zeroed in the last cool-down steps."""
+    """(λ(i) on the whole loss, whether L_mot is active): warm-up ramp; L_mot zeroed where the official code zeroes
+    it, `step_index > guidance_steps − cool_down_steps` (so the last cool_down_steps − 1 guided steps)."""
     ramp = (step_index + 1) / warm_up_steps if step_index < warm_up_steps else 1.0
-    return ramp, step_index < guidance_steps - cool_down_steps
+    return ramp, step_index <= guidance_steps - cool_down_steps
 
 
 def top1_motion_loss(

@@ -8,10 +8,19 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from ..errors import ParameterError
-from ..video_io import RESIZE_MODES
+from ..video_io import FRAME_SAMPLING_RULES, RESIZE_MODES
 from .attention_capture import PRECISIONS as ATTENTION_PRECISIONS
 from .groupnorm import MOTION_NORMS
 
+OFFICIAL_NEGATIVE_PROMPT = (
+    "bad anatomy, extra limbs, ugly, deformed, noisy, blurry, distorted, out of focus,  poorly drawn face, "
+    "poorly drawn hands, missing fingers"
+)
+# The old (inversion-method) configs' negative prompt: the same words in another order, which the tokenizer sees.
+OFFICIAL_INVERSION_NEGATIVE_PROMPT = (
+    "ugly, deformed, noisy, blurry, distorted, out of focus, bad anatomy, extra limbs, poorly drawn face, "
+    "poorly drawn hands, missing fingers"
+)
 # The official t2v configs (spec 4). `guidance_fraction` is the official yaml's `guidance_scale`: the fraction of the
 # timestep range, at the noisy end, that the guided steps cover.
 CONFIG_PRESETS: dict[str, dict[str, Any]] = {
@@ -38,6 +47,8 @@ CONFIG_PRESETS["blocks"] = {
 # Their inversion prompt and object pair describe the official example videos: documented defaults the user overrides.
 _INVERSION_COMMON: dict[str, Any] = {
     "motion_source": "inversion",
+    "frame_sampling": "interval",  # the old video_preprocess rule (spec 6.1)
+    "negative_prompt": OFFICIAL_INVERSION_NEGATIVE_PROMPT,
     "inversion_steps": 1000,
     "inversion_guidance_blocks": ("up_blocks.1", "up_blocks.2"),
     "inversion_block_weights": (20000.0, 10000.0),
@@ -101,10 +112,6 @@ CONFIG_PRESETS.update(
     }
 )
 
-OFFICIAL_NEGATIVE_PROMPT = (
-    "bad anatomy, extra limbs, ugly, deformed, noisy, blurry, distorted, out of focus,  poorly drawn face, "
-    "poorly drawn hands, missing fingers"
-)
 # In the official yaml but never used there (spec bug B1); appended with ", " only when `append_positive_prompt`.
 OFFICIAL_POSITIVE_PROMPT = "8k, high detailed, best quality, film grain, Fujifilm XT3"
 
@@ -157,6 +164,9 @@ class MotionCloneParams:
             extracted representation across many seeds.
         vae_posterior: "sample" (official) or "mode" of the VAE posterior for the reference latents.
         resize_mode: "squash" (official), "crop" or "pad" to bring the reference to height × width.
+        frame_sampling: how the reference's frames are picked: "linspace" (current official code:
+            linspace(0, total − 1, F) floored, spread over the whole clip) or "interval" (the inversion method's
+            old rule: every (total // F)-th frame from the first, so the tail of the clip may be left out).
         attention_precision: "parity" computes the F×F attention in the model dtype like the official code;
             "accurate" in float32 (recommended with bf16).
         motion_norm: "per-frame" GroupNorm in the motion modules, as AnimateDiff was trained (official); or
@@ -206,6 +216,7 @@ class MotionCloneParams:
     motion_seed: int | None = None
     vae_posterior: str = "sample"
     resize_mode: str = "squash"
+    frame_sampling: str = "linspace"
     attention_precision: str = "parity"
     motion_norm: str = "per-frame"
     append_positive_prompt: bool = False
@@ -318,6 +329,7 @@ def validate_params(params: MotionCloneParams, max_frames: int | None = None) ->
     _check_choice(params.schedule, "schedule", SCHEDULES)
     _check_choice(params.vae_posterior, "vae_posterior", VAE_POSTERIORS)
     _check_choice(params.resize_mode, "resize_mode", RESIZE_MODES)
+    _check_choice(params.frame_sampling, "frame_sampling", FRAME_SAMPLING_RULES)
     _check_choice(params.attention_precision, "attention_precision", ATTENTION_PRECISIONS)
     _check_choice(params.motion_norm, "motion_norm", MOTION_NORMS)
     if not isinstance(params.append_positive_prompt, bool):

@@ -183,7 +183,7 @@ class MotionClonePipeline(DiffusionPipeline):
 
         # 2. Read the reference: sample `num_frames` frames over the whole clip and resize (spec 2.1)
         reference_frames = prepare_reference(
-            reference, params.num_frames, params.height, params.width, params.resize_mode
+            reference, params.num_frames, params.height, params.width, params.resize_mode, params.frame_sampling
         ).frames
 
         # 3. Encode the prompts: the empty prompt for extraction, negative and positive for CFG

@@ -14,7 +14,9 @@ Notation (paper v1-v3):
     L^sem_m = MSE(fg_gen(M_ex_fg), fg_app(M_app_fg)) + MSE(bg_gen(M_ex_bg), bg_app(M_app_bg))
     L_sem = mean_m (a_m/100 · L^sem_m)
 
-Fixes of the official code (spec B14): frames whose masks are empty contribute zero instead of NaN; masks follow
+Fixes of the official code (spec B14): a frame where the reference word is found nowhere (empty binary mask b, whose
+centroid the official code divides by zero, turning the whole loss into NaN) is left out of both terms; every other
+frame counts as in the official mean, even where another mask is empty (its masked mean is then 0); masks follow
 non-square latents and any frame count; σ scales with the map (5 cells at 16×16, as official); words are looked up
 as whole token sequences and a missing word raises `ParameterError` naming the field.
 """
@@ -205,12 +207,14 @@ def gaussian_around_centroid(binary: torch.Tensor, sigma_cells: float) -> torch.
 
 @dataclass
 class SemanticMasks:
-    """The four masks of spec 6.5 at the mask block's resolution, each (F, h, w) float32."""
+    """The four masks of spec 6.5 at the mask block's resolution, each (F, h, w) float32, and which frames count:
+    `reference_found` (F,) bool, False where the reference mask b is empty (official: NaN)."""
 
     example_fg: torch.Tensor
     example_bg: torch.Tensor
     app_fg: torch.Tensor
     app_bg: torch.Tensor
+    reference_found: torch.Tensor
 
     def resized(self, height: int, width: int) -> "SemanticMasks":
         """The masks at another block's resolution (nearest neighbour; official: ×2 for square latents only)."""
@@ -220,7 +224,13 @@ class SemanticMasks:
         def resize(mask: torch.Tensor) -> torch.Tensor:
             return F.interpolate(mask.unsqueeze(1), size=(height, width), mode="nearest").squeeze(1)
 
-        return SemanticMasks(resize(self.example_fg), resize(self.example_bg), resize(self.app_fg), resize(self.app_bg))
+        return SemanticMasks(
+            resize(self.example_fg),
+            resize(self.example_bg),
+            resize(self.app_fg),
+            resize(self.app_bg),
+            self.reference_found,
+        )
 
 
 def semantic_masks(
@@ -230,7 +240,8 @@ def semantic_masks(
     binary = (reference_map > example_threshold).float()
     gaussian = gaussian_around_centroid(binary, sigma)
     app_fg = (app_map > app_threshold).float()
-    return SemanticMasks(gaussian * binary, (1 - gaussian) * (1 - binary), app_fg, 1 - app_fg)
+    found = binary.flatten(1).sum(dim=1) > 0
+    return SemanticMasks(gaussian * binary, (1 - gaussian) * (1 - binary), app_fg, 1 - app_fg, found)
 
 
 def masked_mean(keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -240,14 +251,13 @@ def masked_mean(keys: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def _masked_term(
-    gen_keys: torch.Tensor, gen_mask: torch.Tensor, app_keys: torch.Tensor, app_mask: torch.Tensor
+    gen_keys: torch.Tensor, gen_mask: torch.Tensor, app_keys: torch.Tensor, app_mask: torch.Tensor, frames: torch.Tensor
 ) -> torch.Tensor:
-    """MSE(fg_gen, fg_app) over the frames where both masks are non-empty; zero when there are none (B14)."""
-    valid = (gen_mask.sum(dim=1) > 0) & (app_mask.sum(dim=1) > 0)
-    if not bool(valid.any()):
+    """MSE(fg_gen, fg_app) over the frames that count (`frames`, (F,) bool); zero when none does (B14)."""
+    if not bool(frames.any()):
         return gen_keys.sum() * 0.0
-    gen_mean = masked_mean(gen_keys, gen_mask)[valid]
-    app_mean = masked_mean(app_keys, app_mask)[valid]
+    gen_mean = masked_mean(gen_keys, gen_mask)[frames]
+    app_mean = masked_mean(app_keys, app_mask)[frames]
     return F.mse_loss(gen_mean.float(), app_mean.float().detach())
 
 
@@ -276,8 +286,9 @@ def module_semantic_loss(
         # Global variant: MSE(mean_{hw,f} K_app, mean_hw K_gen).
         return F.mse_loss(gen.float().mean(dim=1), app.float().mean(dim=(0, 1)).expand(frames, -1))
     masks = masks.resized(height, width)
-    fg = _masked_term(gen, masks.example_fg.flatten(1), app, masks.app_fg.flatten(1))
-    bg = _masked_term(gen, masks.example_bg.flatten(1), app, masks.app_bg.flatten(1))
+    found = masks.reference_found.to(gen.device)
+    fg = _masked_term(gen, masks.example_fg.flatten(1), app, masks.app_fg.flatten(1), found)
+    bg = _masked_term(gen, masks.example_bg.flatten(1), app, masks.app_bg.flatten(1), found)
     return fg + bg
 
 

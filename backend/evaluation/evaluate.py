@@ -60,7 +60,10 @@ from .tracks import (
 FORMAT = "motionclone-evaluate/1"
 METRICS_FILE = "metrics.json"
 TRACKS_IMAGE = "tracks.png"
-SAMPLING_RULE = "np.linspace(0, total_frames - 1, num_frames, dtype=int)"
+SAMPLING_RULES = {
+    "linspace": "np.linspace(0, total_frames - 1, num_frames, dtype=int)",
+    "interval": "np.arange(num_frames) * (total_frames // num_frames)",
+}
 DEFINITIONS = {
     "symmetric": "DMT paper text: ½ [mean over result tracks of max over reference tracks of sim + mean over "
     "reference tracks of max over result tracks of sim], sim = mean over steps of ⟨ũ_k, u_k⟩",
@@ -138,13 +141,18 @@ def load_result(result: str | os.PathLike[str]) -> ResultVideo:
 
 
 def sample_reference(
-    reference: str | os.PathLike[str] | np.ndarray, num_frames: int, height: int, width: int, resize_mode: str
+    reference: str | os.PathLike[str] | np.ndarray,
+    num_frames: int,
+    height: int,
+    width: int,
+    resize_mode: str,
+    frame_sampling: str = "linspace",
 ) -> SampledReference:
     """The reference frames a result of `num_frames` frames at height × width was made from.
 
-    Uses the pipeline's own `prepare_reference` (the official sampling rule, then `resize_frames`). A reference
-    shorter than the result cannot have produced it with that rule; then all its frames are used (and motion
-    fidelity truncates both clips to the shorter one), and a note says so.
+    Uses the pipeline's own `prepare_reference` (the sampling rule the result was made with, then `resize_frames`).
+    A reference shorter than the result cannot have produced it with that rule; then all its frames are used (and
+    motion fidelity truncates both clips to the shorter one), and a note says so.
 
     Raises:
         VideoInputError: the reference cannot be read.
@@ -158,8 +166,8 @@ def sample_reference(
             "the clips are compared over the shorter length"
         )
         return SampledReference(frames, total, np.arange(total), resize_mode, [note])
-    indices = sample_frame_indices(total, num_frames)
-    frames = prepare_reference(reference, num_frames, height, width, resize_mode).frames
+    indices = sample_frame_indices(total, num_frames, frame_sampling)
+    frames = prepare_reference(reference, num_frames, height, width, resize_mode, frame_sampling).frames
     return SampledReference(frames, total, indices, resize_mode)
 
 
@@ -249,6 +257,7 @@ def evaluate(
     parameters = loaded.parameters
     warnings: list[str] = []
     resize_mode = parameters.get("resize_mode", "squash")
+    frame_sampling = parameters.get("frame_sampling", "linspace")
     if parameters.get("num_frames") not in (None, num_frames):
         warnings.append(f"result.json says num_frames {parameters['num_frames']}, the result has {num_frames}")
     if (parameters.get("height"), parameters.get("width")) not in ((None, None), (height, width)):
@@ -260,7 +269,7 @@ def evaluate(
     else:
         prompt_from = "--prompt" if prompt is not None else None
 
-    sampled = sample_reference(reference, num_frames, height, width, resize_mode)
+    sampled = sample_reference(reference, num_frames, height, width, resize_mode, frame_sampling)
     warnings.extend(sampled.notes)
 
     # Tracks: the same grid on both clips, at the result's size.
@@ -330,7 +339,8 @@ def evaluate(
             "prompt": prompt,
             "prompt_from": prompt_from,
             "reference_sampling": {
-                "rule": SAMPLING_RULE,
+                "rule": SAMPLING_RULES.get(frame_sampling, frame_sampling),
+                "rule_from": "result.json" if "frame_sampling" in parameters else "default (linspace)",
                 "total_frames": sampled.total_frames,
                 "indices": sampled.indices.tolist(),
                 "resize_mode": resize_mode,

@@ -60,6 +60,19 @@ def test_sampling_matches_official_linspace_rule_for_100_to_16() -> None:
     assert [indices[k] for k in (0, 1, 2, 3, 4, 15)] == [0, 6, 13, 19, 26, 99]
 
 
+def test_interval_rule_matches_the_old_inversion_code() -> None:
+    # Official video_preprocess: interval = len // L; list(range(0, len, interval))[:L].
+    for total, num in ((100, 16), (16, 16), (47, 16), (33, 8)):
+        expected = list(range(0, total, total // num))[:num]
+        assert sample_frame_indices(total, num, "interval").tolist() == expected
+    assert sample_frame_indices(100, 16, "interval")[-1] == 90  # the tail is left out, unlike linspace's 99
+
+
+def test_unknown_sampling_rule_names_the_field() -> None:
+    with pytest.raises(ParameterError, match="frame_sampling"):
+        sample_frame_indices(100, 16, "random")
+
+
 def test_sampling_is_identity_when_clip_length_equals_frame_count() -> None:
     assert sample_frame_indices(16, 16).tolist() == list(range(16))
 
@@ -374,6 +387,15 @@ def test_prepare_reference_from_folder_loads_the_sampled_files(tmp_path: Path) -
     write_png_sequence(frames, tmp_path)
     clip = prepare_reference(tmp_path, 16, HEIGHT, WIDTH, resize_mode="pad")
     assert np.array_equal(clip.frames, frames[sample_frame_indices(24, 16)])
+
+
+def test_prepare_reference_follows_the_sampling_rule(tmp_path: Path) -> None:
+    frames = moving_square(num=40)
+    write_png_sequence(frames, tmp_path)
+    clip = prepare_reference(tmp_path, 16, HEIGHT, WIDTH, resize_mode="pad", frame_sampling="interval")
+    assert np.array_equal(clip.frames, frames[np.arange(16) * 2])
+    with pytest.raises(ParameterError, match="frame_sampling"):
+        prepare_reference(tmp_path, 16, HEIGHT, WIDTH, frame_sampling="every")
 
 
 def test_prepare_reference_from_array_with_crop() -> None:

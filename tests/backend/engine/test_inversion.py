@@ -16,8 +16,14 @@ from motionclone.backend.engine.guidance_inversion import (
     top1_motion_loss,
 )
 from motionclone.backend.engine.inversion import InversionCache, InvertedLatents, ddim_invert, inverse_scheduler
-from motionclone.backend.engine.parameters import CONFIG_PRESETS, validate_params
+from motionclone.backend.engine.parameters import (
+    CONFIG_PRESETS,
+    OFFICIAL_INVERSION_NEGATIVE_PROMPT,
+    OFFICIAL_NEGATIVE_PROMPT,
+    validate_params,
+)
 from motionclone.backend.engine.schedule import guided_ddim_step
+from motionclone.backend.engine.semantic_guidance import semantic_loss
 from motionclone.backend.errors import ParameterError
 from motionclone.backend.models import load_preset
 from motionclone.backend.samples import make_moving_square_clip
@@ -128,10 +134,15 @@ def test_linspace_schedule_and_previous_timestep_parity() -> None:
     assert sum(a != b for a, b in zip(fixed, old, strict=True)) == 4
 
 
-def test_ramp_zeroes_motion_loss_in_cool_down() -> None:
+def test_ramp_zeroes_motion_loss_where_the_official_code_does() -> None:
+    # Official: `if step_index > guidance_step - cool_up_step: loss_motion = 0`, so with G = 10 and 3 cool-down
+    # steps, steps 0-7 keep L_mot and only 8 and 9 lose it.
     assert inversion_ramp(0, 10, 4, 3) == (0.25, True)
-    assert inversion_ramp(6, 10, 4, 3) == (1.0, True)
-    assert inversion_ramp(7, 10, 4, 3) == (1.0, False)
+    assert inversion_ramp(7, 10, 4, 3) == (1.0, True)
+    assert inversion_ramp(8, 10, 4, 3) == (1.0, False)
+    assert inversion_ramp(9, 10, 4, 3) == (1.0, False)
+    # No cool-down: every guided step keeps L_mot.
+    assert all(inversion_ramp(i, 10, 4, 0)[1] for i in range(10))
 
 
 def test_top1_motion_loss_is_zero_for_identical_maps() -> None:
@@ -143,11 +154,11 @@ def test_top1_motion_loss_is_zero_for_identical_maps() -> None:
     assert float(weighted) == pytest.approx(200 * float(plain))
 
 
-def run_inversion_denoise(pipe, frames, params, seed):
+def run_inversion_denoise(pipe, frames, params, seed, latents=None):
     config = pipe.inversion_guidance_config(params)
     embeds = pipe.encode_prompt(params.inversion_prompt)
     inverted, _, _ = pipe.obtain_inversion(frames, embeds, params)
-    latents = pipe.prepare_noise(seed, params)
+    latents = pipe.prepare_noise(seed, params) if latents is None else latents
     return denoise_inversion(
         pipe.unet,
         pipe.scheduler.alphas_cumprod,
@@ -173,6 +184,47 @@ def test_guidance_lowers_time_dependent_motion_loss(pipe, frames) -> None:
         assert len(guided) == len(unguided) == 4
         assert guided[0] == pytest.approx(unguided[0])  # same x_T, same reference
         assert sum(guided[1:]) < sum(unguided[1:])
+
+
+def test_semantic_guidance_steps_down_the_semantic_loss(pipe, frames, monkeypatch) -> None:
+    """Motion weights 0, one guided step: the gradient the step applies points up L_sem, so moving x_T a little
+    against it lowers L_sem (same appearance targets and masks) and moving along it raises it."""
+    targets: dict[str, object] = {}
+    values: list[float] = []
+    scores: list[torch.Tensor] = []
+
+    def pinned_loss(gen_keys, app_keys, module_weights, masks, height, width):
+        if not targets:
+            targets.update(app_keys=app_keys, masks=masks)  # the first run's targets are kept for the others
+        loss = semantic_loss(gen_keys, targets["app_keys"], module_weights, targets["masks"], height, width)
+        values.append(float(loss.detach()))
+        return loss
+
+    def recording_step(*args, **kwargs):
+        score = kwargs.get("score", args[6] if len(args) > 6 else None)
+        if score is not None:
+            scores.append(score.detach().clone())
+        return guided_ddim_step(*args, **kwargs)
+
+    monkeypatch.setattr(guidance_inversion, "semantic_loss", pinned_loss)
+    monkeypatch.setattr(guidance_inversion, "guided_ddim_step", recording_step)
+    params = inversion_params(
+        num_inference_steps=2,
+        guidance_steps=1,
+        inversion_steps=2,
+        inversion_block_weights=(0.0, 0.0),
+        semantic_block_weights=(500.0, 500.0),
+        semantic_object_pair=("fox", "cat"),
+        semantic_example_threshold=0.0,  # every cell of the tiny model's maps counts as the object
+    )
+    x_T = pipe.prepare_noise(0, params)
+    run_inversion_denoise(pipe, frames, params, 0, latents=x_T)
+    assert len(scores) == 1 and scores[0].abs().sum() > 0
+    direction = scores[0] / scores[0].norm() * x_T.norm() * 1e-3
+    run_inversion_denoise(pipe, frames, params, 0, latents=x_T - direction)
+    run_inversion_denoise(pipe, frames, params, 0, latents=x_T + direction)
+    at_start, against, along = values
+    assert against < at_start < along
 
 
 def test_parity_switch_uses_the_old_previous_timestep(pipe, frames, monkeypatch) -> None:
@@ -230,6 +282,10 @@ def test_old_configs_are_presets_and_survive_the_wire() -> None:
         validate_params(params)
         assert params.motion_source == "inversion"
         assert MotionCloneParams.from_dict(params.to_dict()) == params
+        # The old configs' own negative prompt and frame rule (spec 6.1), not the text-to-video ones.
+        assert params.negative_prompt == OFFICIAL_INVERSION_NEGATIVE_PROMPT != OFFICIAL_NEGATIVE_PROMPT
+        assert params.frame_sampling == "interval"
+    assert MotionCloneParams.from_config("camera", prompt="x").frame_sampling == "linspace"
     walk = CONFIG_PRESETS["inversion-walk"]
     assert (walk["num_inference_steps"], walk["guidance_steps"], walk["cool_down_steps"]) == (200, 120, 10)
     assert walk["semantic_example_threshold"] == 0.2

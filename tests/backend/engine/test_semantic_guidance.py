@@ -41,9 +41,9 @@ def test_semantic_loss_is_finite_for_empty_and_full_masks(fill: float) -> None:
     (gradient,) = torch.autograd.grad(loss, gen)
     assert torch.isfinite(gradient).all()
     if fill == 0.0:
-        # Empty foreground: the fg term is zero (official: NaN, B14); the background is the whole frame.
-        assert masks.example_fg.sum() == 0 and masks.app_fg.sum() == 0
-        assert torch.equal(masks.example_bg, torch.ones_like(masks.example_bg))
+        # The reference word is found nowhere (official: NaN, B14): every frame is left out and nothing steers.
+        assert masks.example_fg.sum() == 0 and not masks.reference_found.any()
+        assert float(loss.detach()) == 0.0
 
 
 def test_empty_masks_everywhere_give_zero_loss() -> None:
@@ -54,6 +54,29 @@ def test_empty_masks_everywhere_give_zero_loss() -> None:
     masks.app_bg = zero
     loss = semantic_loss({"m": keys(4, frames, grad=True)}, {"m": keys(4, frames, seed=1)}, {"m": 500.0}, masks, 2, 2)
     assert float(loss.detach()) == 0.0
+
+
+def test_frames_count_as_in_the_official_mean_unless_the_reference_word_is_missing() -> None:
+    """Frame 0: both words found; frame 1: the new word nowhere (its masked mean is 0, as official); frame 2: the
+    reference word nowhere (official: NaN), the only frame left out."""
+    frames, height, width = 3, 4, 4
+    reference = torch.zeros(frames, height, width)
+    reference[0, 1, 1] = reference[1, 2, 3] = 1.0
+    app = torch.zeros(frames, height, width)
+    app[0, 0, 0] = 1.0
+    masks = semantic_masks(reference, app, 0.3, 0.3, 5.0)
+    assert masks.reference_found.tolist() == [True, True, False]
+    gen, other = keys(16, frames, grad=True), keys(16, frames, seed=1)
+    loss = semantic_loss({"m": gen}, {"m": other}, {"m": 100.0}, masks, height, width)
+
+    def masked(keys_hw: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # Σ K·M / (Σ M + 1e−5) per frame
+        k, m = keys_hw.detach().permute(1, 0, 2), mask.flatten(1).unsqueeze(-1)
+        return (k * m).sum(1) / (m.sum(1) + 1e-5)
+
+    kept = [0, 1]
+    fg = ((masked(gen, masks.example_fg) - masked(other, masks.app_fg))[kept] ** 2).mean()
+    bg = ((masked(gen, masks.example_bg) - masked(other, masks.app_bg))[kept] ** 2).mean()
+    assert float(loss) == pytest.approx(float(fg + bg), rel=1e-5)
 
 
 def test_masks_resize_to_other_blocks_and_global_variant() -> None:

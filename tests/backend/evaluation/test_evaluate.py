@@ -85,6 +85,17 @@ def test_evaluate_samples_the_reference_like_the_result_was_made(clips, tmp_path
     assert report["files"] == {} and not (tmp_path / "metrics.json").exists()
 
 
+def test_evaluate_uses_the_interval_rule_an_inversion_result_was_made_with(clips, tmp_path):
+    indices = np.arange(16) * 3  # 48 // 16: 0, 3, ..., 45, where linspace ends on 47
+    metadata = {"parameters": {"num_frames": 16, "height": SIZE, "width": SIZE, "frame_sampling": "interval"}}
+    write_result_folder(clips["reference"][indices], metadata, tmp_path / "result", fps=8)
+    report = evaluate(clips["reference_path"], tmp_path / "result")
+    sampling = report["inputs"]["reference_sampling"]
+    assert sampling["indices"] == indices.tolist() and sampling["rule_from"] == "result.json"
+    assert "total_frames // num_frames" in sampling["rule"]
+    assert report["motion_fidelity"] > 0.95
+
+
 def test_cli_on_a_result_folder_writes_metrics_and_tracks(clips, capsys):
     result_dir = clips["result_dir"]
     code = main(["evaluate", "--reference", str(clips["reference_path"]), "--result", str(result_dir)])
