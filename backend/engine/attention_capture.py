@@ -5,9 +5,10 @@ MotionClone's motion representation and its guidance loss are both built from th
     A = softmax(q kᵀ · d^−½)  ∈ R^{(B·h·w) × heads × F × F}    (softmax over the key-frame axis)
 
 of the motion modules in the guided blocks (spec 7.2). diffusers runs these modules with SDPA, where A never exists,
-so a processor that computes A explicitly is installed on exactly the guided modules, for the duration of a
-`capture_temporal_attention` block; every other attention keeps SDPA. A is computed once per forward and stored
-without detaching, so ∂L/∂x_t flows through it (no second fp16 recomputation as in the official code, spec B9).
+so a processor that also computes A explicitly is installed on exactly the guided modules, for the duration of a
+`capture_temporal_attention` block. The module's output still comes from SDPA, exactly as diffusers' own processor
+computes it (the official code likewise took the output from its fused xformers kernel); A is computed from the same
+q and k only while recording, feeds only the loss, and is stored without detaching, so ∂L/∂x_t flows through it.
 
 Notation: N = B·h·w query sequences (one per latent pixel), F frames, d head dim.
 """
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention
 
 from ..errors import ParameterError
@@ -145,10 +147,10 @@ def temporal_attention_probs(query: torch.Tensor, key: torch.Tensor, scale: floa
 
 
 class TemporalAttentionProbsProcessor:
-    """diffusers attention processor for one temporal self-attention that computes and stores A explicitly.
+    """diffusers attention processor for one temporal self-attention that also computes and stores A explicitly.
 
-    Same result as `AttnProcessor2_0` (SDPA) up to rounding, for the 3-D (N, F, C) self-attention input the motion
-    modules give it.
+    Its output is `AttnProcessor2_0`'s, bit for bit, for the 3-D (N, F, C) self-attention input the motion modules
+    give it; A is computed besides, from the same q and k, only while `store.recording`.
 
     Args:
         store: where A goes while `store.recording` is True.
@@ -171,7 +173,7 @@ class TemporalAttentionProbsProcessor:
         temb: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> torch.Tensor:
-        """Temporal self-attention with explicit probabilities.
+        """Temporal self-attention through SDPA, recording explicit probabilities.
 
         Args:
             attn: the `Attention` module.
@@ -208,11 +210,12 @@ class TemporalAttentionProbsProcessor:
         if attn.norm_k is not None:
             k = attn.norm_k(k)
 
-        A = temporal_attention_probs(q, k, attn.scale, self.precision)
         if self.store.recording:
-            self.store.probs[self.name] = A
+            self.store.probs[self.name] = temporal_attention_probs(q, k, attn.scale, self.precision)
 
-        hidden_states = _merge_heads(A.to(v.dtype) @ v)
+        # The scale SDPA applies by default is d^−½, the motion modules' `attn.scale`.
+        hidden_states = F.scaled_dot_product_attention(q, k, v, dropout_p=0.0, is_causal=False)
+        hidden_states = _merge_heads(hidden_states).to(q.dtype)
         hidden_states = attn.to_out[0](hidden_states)
         hidden_states = attn.to_out[1](hidden_states)
         if attn.residual_connection:

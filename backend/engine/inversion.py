@@ -181,8 +181,9 @@ def ddim_invert(
         if cancel is not None and cancel():
             raise JobCancelled(f"cancelled at inversion step {step} of {total}")
         noise_pred = unet(x, t, encoder_hidden_states=encoder_hidden_states).sample
-        # x_t from x_{t−k}: the scheduler evaluates ᾱ_{t−k} (ᾱ_{-k} = 1) and ᾱ_t; arithmetic in float32.
-        x = scheduler.step(noise_pred.float(), t, x.float()).prev_sample.to(z0.dtype)
+        # x_t from x_{t−k}: the scheduler evaluates ᾱ_{t−k} (ᾱ_{-k} = 1) and ᾱ_t as float32 host scalars and does
+        # the arithmetic in the latents' dtype, operation for operation as the official `next_step`.
+        x = scheduler.step(noise_pred, t, x).prev_sample
         inverted.latents[int(t)] = x.detach().to("cpu", store_dtype)
         if record_noise:
             inverted.noise_preds[int(t)] = noise_pred.detach().to("cpu", store_dtype)

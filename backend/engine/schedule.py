@@ -107,14 +107,14 @@ def guided_ddim_step(
     Returns:
         x_{t_prev}, in the dtype of `x_t`.
     """
-    alpha_prod_t = alpha_cumprod_at(alphas_cumprod, final_alpha_cumprod, t).to(x_t.device, torch.float32)
-    alpha_prod_t_prev = alpha_cumprod_at(alphas_cumprod, final_alpha_cumprod, t_prev).to(x_t.device, torch.float32)
+    # The coefficients stay 0-dim float32 tensors on the host, as in the official step and diffusers' DDIMScheduler
+    # (whose ᾱ table never leaves the CPU): a float16 tensor times such a scalar keeps the x_t dtype, and on CUDA the
+    # kernel reads the scalar at float32 precision instead of rounding it to float16 first.
+    alpha_prod_t = alpha_cumprod_at(alphas_cumprod, final_alpha_cumprod, t).to("cpu", torch.float32)
+    alpha_prod_t_prev = alpha_cumprod_at(alphas_cumprod, final_alpha_cumprod, t_prev).to("cpu", torch.float32)
     beta_prod_t = 1 - alpha_prod_t
-    # Do the arithmetic in x_t's dtype like the official code; the scalars are computed in fp32 first.
-    sqrt_alpha_t = alpha_prod_t.sqrt().to(x_t.dtype)
-    sqrt_beta_t = beta_prod_t.sqrt().to(x_t.dtype)
-    x0_pred = (x_t - sqrt_beta_t * noise_pred) / sqrt_alpha_t
+    x0_pred = (x_t - beta_prod_t**0.5 * noise_pred) / alpha_prod_t**0.5
     if score is not None:
-        noise_pred = noise_pred - sqrt_beta_t * score
-    direction = (1 - alpha_prod_t_prev).sqrt().to(x_t.dtype) * noise_pred
-    return alpha_prod_t_prev.sqrt().to(x_t.dtype) * x0_pred + direction
+        noise_pred = noise_pred - beta_prod_t**0.5 * score
+    direction = (1 - alpha_prod_t_prev) ** 0.5 * noise_pred
+    return alpha_prod_t_prev**0.5 * x0_pred + direction

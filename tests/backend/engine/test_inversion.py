@@ -3,6 +3,8 @@
 Tiny preset on the CPU: 64×64 frames (8×8 latents), 4 frames, a handful of steps.
 """
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -77,6 +79,32 @@ def test_inverse_scheduler_matches_the_official_next_step() -> None:
         expected = a_t.sqrt() * (x - (1 - a_prev).sqrt() * eps) / a_prev.sqrt() + (1 - a_t).sqrt() * eps
         got = scheduler.step(eps, t, x).prev_sample
         torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+
+
+class FixedNoiseUNet(torch.nn.Module):
+    """Stands in for the UNet: ε depends on x and t only through a fixed rule, so both loops see the same ε."""
+
+    def forward(self, x: torch.Tensor, t: int, encoder_hidden_states: torch.Tensor) -> SimpleNamespace:
+        return SimpleNamespace(sample=torch.sin(x * 3 + t / 100))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_inversion_steps_equal_the_official_next_step_bit_for_bit(dtype) -> None:
+    """The official `next_step`, operation by operation, with ᾱ as float32 host scalars and the latents' dtype."""
+    scheduler = inverse_scheduler()
+    alphas = scheduler.alphas_cumprod
+    z0 = torch.randn(1, 4, 2, 4, 4, generator=torch.Generator().manual_seed(5)).to(dtype)
+    unet = FixedNoiseUNet()
+    inverted = ddim_invert(unet, z0, torch.zeros(1, 77, 8), 10, store_dtype=dtype)
+    x = z0
+    for t in range(0, 1000, 100):
+        noise_pred = unet(x, t, None).sample
+        previous = t - 100
+        alpha_prod_t = alphas[previous] if previous >= 0 else torch.tensor(1.0)
+        alpha_prod_t_next = alphas[t]
+        original = (x - (1 - alpha_prod_t) ** 0.5 * noise_pred) / alpha_prod_t**0.5
+        x = alpha_prod_t_next**0.5 * original + (1 - alpha_prod_t_next) ** 0.5 * noise_pred
+        assert x.dtype == dtype and torch.equal(inverted.latents[t], x), t
 
 
 def test_inversion_round_trip_reconstructs_the_latents(pipe: MotionClonePipeline) -> None:

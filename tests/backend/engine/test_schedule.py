@@ -88,6 +88,40 @@ def test_score_enters_the_direction_term_only():
     torch.testing.assert_close(guided, expected.to(guided.dtype))
 
 
+DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+
+
+def official_customized_step(x, noise, t, t_prev, alphas_cumprod, final_alpha_cumprod, score=None):
+    """The official DDIM step with guidance, operation by operation (η = 0, guidance_scale 1.0, host-side ᾱ)."""
+    alpha_prod_t = alphas_cumprod[t]
+    alpha_prod_t_prev = alphas_cumprod[t_prev] if t_prev >= 0 else final_alpha_cumprod
+    beta_prod_t = 1 - alpha_prod_t
+    pred_original_sample = (x - beta_prod_t ** (0.5) * noise) / alpha_prod_t ** (0.5)
+    pred_epsilon = noise
+    if score is not None:
+        pred_epsilon = pred_epsilon - 1.0 * (1 - alpha_prod_t) ** (0.5) * score
+    std_dev_t = 0.0 * alpha_prod_t
+    pred_sample_direction = (1 - alpha_prod_t_prev - std_dev_t**2) ** (0.5) * pred_epsilon
+    return alpha_prod_t_prev ** (0.5) * pred_original_sample + pred_sample_direction
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_reduced_precision_step_equals_the_official_formula_bit_for_bit(device, dtype):
+    scheduler = official_ddim_scheduler()
+    generator = torch.Generator().manual_seed(3)
+    for t, t_prev in ((999, 993), (700, 699), (400, 386), (14, 0), (0, -1)):
+        x, noise, score = (torch.randn(1, 4, 2, 8, 8, generator=generator).to(device, dtype) for _ in range(3))
+        for guidance in (None, score):
+            ours = guided_ddim_step(
+                x, noise, t, t_prev, scheduler.alphas_cumprod, scheduler.final_alpha_cumprod, guidance
+            )
+            official = official_customized_step(
+                x, noise, t, t_prev, scheduler.alphas_cumprod, scheduler.final_alpha_cumprod, guidance
+            )
+            assert ours.dtype == dtype and torch.equal(ours, official), (t, guidance is None)
+
+
 def test_last_step_uses_the_final_alpha():
     scheduler = official_ddim_scheduler()
     x = torch.randn(1, 4, 2, 4, 4, dtype=torch.float64)
