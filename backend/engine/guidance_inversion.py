@@ -11,9 +11,11 @@ inversion prompt (no grad), so the motion target changes with t (time-dependent 
     x_{t_prev} = DDIM(x_t, ε) − √(1−ᾱ_{t_prev})·√(1−ᾱ_t)·∇_{x_t}L   (spec 3.2-8)
 
 The official code ran five streams in two big batches with processors on every attention (30-45 GB, spec B13). Here
-each stream is its own pass: ε_u and the reference under no_grad (the reference stops after the last guided block),
-the appearance stream only when semantic guidance is on, and the conditional pass with autograd only up to the last
-guided block. Only x_t, x^app_t and the current x^ref_t are on the device.
+the no-grad passes that run the whole network at a timestep go as one batch, as the official code batched them: ε_u
+of the generated video and, when semantic guidance is on, both CFG passes of the appearance stream. The reference
+stream runs on its own because it stops after the last guided block (in the official batch it ran the whole network
+for nothing), and the conditional pass carries autograd only up to the last guided block. Only x_t, x^app_t and the
+current x^ref_t are on the device.
 
 Schedule (spec 6.2): linspace(0, 999, N) rounded, descending. The official DDIM step took t_prev = t − 1000//N, off
 by about one timestep from the schedule's next value (bug B12); by default t_prev is the actual next timestep, and
@@ -153,7 +155,7 @@ def denoise_inversion(
     semantic = bool(config.semantic_weights) and any(w != 0 for w in config.semantic_weights.values())
     captured = list(dict.fromkeys([*config.motion_weights, *config.semantic_weights]))
     app_latents = latents.clone() if semantic else None
-    losses: list[float] = []
+    losses: list[torch.Tensor] = []
     total = len(timesteps)
     report("denoise", 0, total)
     with (
@@ -171,7 +173,6 @@ def denoise_inversion(
                     i, config.guidance_steps, config.warm_up_steps, config.cool_down_steps
                 )
                 with torch.no_grad():
-                    noise_uncond = unet(latents, t, encoder_hidden_states=E_neg).sample
                     # Reference stream: x^ref_t with the inversion prompt, up to the last guided block.
                     store.clear()
                     store.recording = True
@@ -185,13 +186,18 @@ def denoise_inversion(
                     app_keys: dict[str, torch.Tensor] = {}
                     masks = None
                     if semantic:
-                        # Appearance stream: plain CFG of the new prompt; its cond pass gives keys and masks.
+                        # One batch: [ε_u of x_t, ε_u and ε_c of the appearance stream (plain CFG of the new
+                        # prompt)]; the keys and cross-attention of its cond pass, the batch's last third, give the
+                        # semantic targets and masks.
                         store.record_keys = True
-                        app_uncond = unet(app_latents, t, encoder_hidden_states=E_neg).sample
-                        app_cond = unet(app_latents, t, encoder_hidden_states=E_pos).sample
-                        app_keys = {name: store.keys[name].detach() for name in config.semantic_weights}
+                        noise_uncond, app_uncond, app_cond = unet(
+                            torch.cat([latents, app_latents, app_latents]),
+                            t,
+                            encoder_hidden_states=torch.cat([E_neg, E_neg, E_pos]),
+                        ).sample.chunk(3)
+                        app_keys = {name: store.keys[name].chunk(3)[2] for name in config.semantic_weights}
                         if config.token_indices is not None:
-                            cross_app = _token_map(cross, config.token_indices, 1, frames, height, width)
+                            cross_app = _token_map(cross, config.token_indices, 1, frames, height, width, part=(2, 3))
                             masks = semantic_masks(
                                 cross_ref, cross_app, config.example_threshold, config.app_threshold, config.sigma
                             )
@@ -203,10 +209,15 @@ def denoise_inversion(
                             alphas_cumprod,
                             final_alpha_cumprod,
                         )
-                        store.clear()
+                    else:
+                        store.recording = False
+                        noise_uncond = unet(latents, t, encoder_hidden_states=E_neg).sample
                     cross.recording = False
                     cross.clear()
                 # Generated stream, conditional pass with autograd up to the last guided block.
+                store.clear()
+                store.recording = True
+                store.record_keys = semantic
                 x_g = latents.detach().clone().requires_grad_(True)
                 with no_grad_after(unet, config.last_guided_block):
                     noise_cond = unet(x_g, t, encoder_hidden_states=E_pos).sample
@@ -223,7 +234,7 @@ def denoise_inversion(
                         score = score.clamp(-config.grad_threshold, config.grad_threshold)
                 store.clear()
                 del reference_probs, app_keys
-                losses.append(float(plain_motion))
+                losses.append(plain_motion)  # read once after the loop: no host synchronisation per step
                 noise_cond = noise_cond.detach()
             else:
                 with torch.no_grad():
@@ -235,15 +246,22 @@ def denoise_inversion(
             if latents_callback is not None:
                 latents_callback(i + 1, latents)
             report("denoise", i + 1, total)
-    return latents, losses
+    return latents, [float(value) for value in torch.stack(losses).float().cpu()] if losses else []
 
 
 def _token_map(
-    cross: CrossAttentionStore, token_indices: tuple[int, int] | None, which: int, frames: int, height: int, width: int
+    cross: CrossAttentionStore,
+    token_indices: tuple[int, int] | None,
+    which: int,
+    frames: int,
+    height: int,
+    width: int,
+    part: tuple[int, int] = (0, 1),
 ) -> torch.Tensor | None:
-    """Normalised (F, h, w) map of the reference (which=0) or new (which=1) word from the last recorded pass."""
+    """Normalised (F, h, w) map of the reference (which=0) or new (which=1) word from the last recorded pass, whose
+    batch is cut into part[1] equal streams of which stream part[0] is read."""
     if token_indices is None:
         return None
-    maps = cross.token_maps(token_indices[which])  # (F, h_m·w_m) at the mask block
+    maps = cross.token_maps(token_indices[which]).chunk(part[1])[part[0]]  # (F, h_m·w_m) at the mask block
     grid_h, grid_w = block_grid(maps.shape[-1], height, width)
     return normalized_token_map(maps, frames, grid_h, grid_w)

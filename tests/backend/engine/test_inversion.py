@@ -255,6 +255,32 @@ def test_semantic_guidance_steps_down_the_semantic_loss(pipe, frames, monkeypatc
     assert against < at_start < along
 
 
+def test_full_network_passes_of_a_guided_step_run_as_one_batch(pipe, frames, monkeypatch) -> None:
+    """Per guided step with semantic guidance: the reference pass, one batch [ε_u, appearance ε_u, appearance ε_c]
+    and the conditional pass; unguided steps one CFG batch of 2."""
+    params = inversion_params(
+        num_inference_steps=3,
+        guidance_steps=2,
+        inversion_steps=1,
+        semantic_block_weights=(500.0, 100.0),
+        semantic_object_pair=("fox", "cat"),
+    )
+    run_inversion_denoise(pipe, frames, params, 0)  # the inversion is then reused from memory: only sampling counts
+    batches: list[int] = []
+    forward = pipe.unet.forward
+
+    def counting_forward(sample, *args, **kwargs):
+        batches.append(sample.shape[0])
+        return forward(sample, *args, **kwargs)
+
+    monkeypatch.setattr(pipe.unet, "forward", counting_forward)
+    run_inversion_denoise(pipe, frames, params, 0)
+    assert batches == [1, 3, 1, 1, 3, 1, 2]
+    batches.clear()
+    run_inversion_denoise(pipe, frames, params.replace(semantic_block_weights=(0.0, 0.0)), 0)
+    assert batches == [1, 1, 1, 1, 1, 1, 2]  # no appearance stream: reference, ε_u, ε_c
+
+
 def test_parity_switch_uses_the_old_previous_timestep(pipe, frames, monkeypatch) -> None:
     calls: list[tuple[int, int]] = []
 
