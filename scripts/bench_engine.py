@@ -33,8 +33,9 @@ from diffusers import AutoencoderKL, MotionAdapter, UNet2DConditionModel, UNetMo
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from motionclone.backend.engine import MotionCloneParams, MotionClonePipeline
-from motionclone.backend.engine.attention_capture import PRECISIONS, guided_module_names
+from motionclone.backend.engine.attention_capture import PRECISIONS, capture_temporal_attention, guided_module_names
 from motionclone.backend.engine.groupnorm import set_motion_module_norm
+from motionclone.backend.engine.partial_unet import last_block, no_grad_after, run_unet_until
 from motionclone.backend.engine.representation import encode_reference
 from motionclone.backend.models.bundle import ModelBundle, official_ddim_scheduler
 from motionclone.backend.models.tiny import build_tiny_bundle
@@ -323,7 +324,13 @@ def time_stages(
     repeats: int,
 ) -> dict[str, Any]:
     """Time extraction, one batch-1 forward, N denoising steps and the decode, as `__call__` runs them."""
-    samples: dict[str, list[float]] = {"extract": [], "vae_encode": [], "unet_forward": [], "decode": []}
+    samples: dict[str, list[float]] = {
+        "extract": [],
+        "vae_encode": [],
+        "unet_forward": [],
+        "partial_forward": [],
+        "decode": [],
+    }
     peaks: dict[str, int] = {}
     frames = prepare_reference(reference, params.num_frames, params.height, params.width, params.resize_mode).frames
     module_names = guided_module_names(pipe.unet, params.motion_guidance_blocks)
@@ -349,10 +356,17 @@ def time_stages(
     # One forward of batch 1 without autograd: the spec's cost unit (section 10).
     E_pos = positive_embeds.repeat_interleave(params.num_frames, dim=0)
     t_first = int(timesteps[0])
+    guided_until = last_block(pipe.unet, params.motion_guidance_blocks)
     with torch.no_grad():
         for _ in range(repeats):
             _, seconds = timed(device, lambda: pipe.unet(noise, t_first, encoder_hidden_states=E_pos).sample)
             samples["unet_forward"].append(seconds)
+            # The extraction's forward: the same network stopped after the last guided block.
+            _, seconds = timed(
+                device, lambda: run_unet_until(pipe.unet, guided_until, noise, t_first, encoder_hidden_states=E_pos)
+            )
+            samples["partial_forward"].append(seconds)
+    saved_bytes = guided_pass_saved_bytes(pipe, noise, t_first, E_pos, params)
 
     reset_peak(device)
     clock = StepClock(device)
@@ -388,7 +402,34 @@ def time_stages(
         "motion_loss": losses,
         "latents_finite": bool(torch.isfinite(latents).all()),
         "peaks": peaks,
+        "guided_pass_saved_bytes": saved_bytes,
     }
+
+
+def guided_pass_saved_bytes(
+    pipe: MotionClonePipeline, x_t: torch.Tensor, t: int, E_pos: torch.Tensor, params: MotionCloneParams
+) -> int:
+    """Bytes autograd keeps for the backward of one guided pass (ε_c with autograd up to the last guided block, as
+    `denoise` runs it), counted once per storage and without the model's weights: the guided pass's activations."""
+    weights = {parameter.untyped_storage().data_ptr() for parameter in pipe.unet.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in weights:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    module_names = guided_module_names(pipe.unet, params.motion_guidance_blocks)
+    x_g = x_t.detach().clone().requires_grad_(True)
+    with (
+        capture_temporal_attention(pipe.unet, module_names, params.attention_precision) as store,
+        torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor),
+        no_grad_after(pipe.unet, last_block(pipe.unet, params.motion_guidance_blocks)),
+    ):
+        store.recording = True
+        pipe.unet(x_g, t, encoder_hidden_states=E_pos)
+    return sum(saved.values())
 
 
 def time_full_run(
@@ -523,6 +564,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             "extract": rounded(mean(samples["extract"])),
             "extract_vae_encode_part": rounded(mean(samples["vae_encode"])),
             "unet_forward_batch1": rounded(forward_mean),
+            "partial_forward_batch1": rounded(mean(samples["partial_forward"])),
             "guided_step_mean": rounded(guided_mean),
             "unguided_step_mean": rounded(unguided_mean),
             "decode": rounded(mean(samples["decode"])),
@@ -542,6 +584,10 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             "guided_over_unguided_target_max": GUIDED_RATIO_TARGET,
             "within_target": None if ratio is None else ratio <= GUIDED_RATIO_TARGET,
             "extract_in_forwards": in_forwards(mean(samples["extract"])),
+            "extract_without_vae_encode_in_forwards": in_forwards(
+                mean(samples["extract"]) - mean(samples["vae_encode"])
+            ),
+            "partial_forward_in_forwards": in_forwards(mean(samples["partial_forward"])),
             "guided_step_in_forwards": in_forwards(guided_mean),
             "unguided_step_in_forwards": in_forwards(unguided_mean),
         },
@@ -551,6 +597,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             "denoise_bytes": peaks["denoise"],
             "decode_bytes": peaks["decode"],
             "max_gib": gib(max(peaks.values())),
+            "guided_pass_saved_activation_bytes": result["guided_pass_saved_bytes"],
         },
         "motion_loss": result["motion_loss"],
         "latents_finite": result["latents_finite"],
