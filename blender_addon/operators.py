@@ -98,6 +98,34 @@ class MOTIONCLONE_OT_test_connection(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class MOTIONCLONE_OT_fetch_again(bpy.types.Operator):
+    """Ask the backend again for the selected job's state and result (after a result could not be stored)"""
+
+    bl_idname = "motionclone.fetch_again"
+    bl_label = "Fetch Result Again"
+
+    index: bpy.props.IntProperty(default=-1, options={"SKIP_SAVE"})
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        job = selected_job(context, -1)
+        return job is not None and job.state == "FAILED" and bool(job.job_id)
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        job = selected_job(context, self.index)
+        if job is None or job.state != "FAILED" or not job.job_id:
+            self.report({"WARNING"}, "Only a failed job the backend accepted can be fetched again")
+            return {"CANCELLED"}
+        try:
+            get_session().ensure_client(context).fetch(job.job_id)
+        except USER_ERRORS as error:
+            self.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
+        job.state = "QUEUED"
+        job.message = "Asking the backend for this job again ..."
+        return {"FINISHED"}
+
+
 class MOTIONCLONE_OT_remove_job(bpy.types.Operator):
     """Remove the selected job from the list (its strip and files stay)"""
 
@@ -129,5 +157,6 @@ classes = (
     MOTIONCLONE_OT_cancel,
     MOTIONCLONE_OT_redo,
     MOTIONCLONE_OT_test_connection,
+    MOTIONCLONE_OT_fetch_again,
     MOTIONCLONE_OT_remove_job,
 )

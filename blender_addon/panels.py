@@ -98,6 +98,7 @@ def draw_jobs(layout: bpy.types.UILayout, settings) -> None:
     row = col.row(align=True)
     row.operator("motionclone.cancel", icon="CANCEL")
     row.operator("motionclone.redo", icon="FILE_REFRESH")
+    row.operator("motionclone.fetch_again", text="", icon="IMPORT")
     row.operator("motionclone.remove_job", text="", icon="TRASH")
 
 

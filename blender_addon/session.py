@@ -6,6 +6,7 @@ persistent timer calls on the main thread (tests call it directly: timers never 
 
 import json
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ PUMP_INTERVAL_IDLE = 0.5
 PREVIEW_IMAGE = "MotionClone Preview"
 # Share of the whole job each backend stage stands for, for one progress bar.
 STAGE_WEIGHTS = {"prepare": (0.0, 0.02), "extract": (0.02, 0.05), "denoise": (0.05, 0.95), "decode": (0.95, 1.0)}
+# A job in one of these states is over: late or repeated events never set it back.
+FINISHED_STATES = {"DONE", "CANCELLED"}
 
 
 @dataclass
@@ -103,15 +106,50 @@ def close_session() -> None:
 
 # ---- the pump ------------------------------------------------------------------------------------------------------
 def pump() -> float:
-    """Apply everything the backend sent since the last call to Blender data; returns the next timer interval."""
-    session = get_session()
-    context = bpy.context
-    if session.client is None:
+    """Apply everything the backend sent since the last call to Blender data; returns the next timer interval.
+
+    Never raises: Blender unregisters a timer whose callback raises, and with it every later update. Each event is
+    applied in its own guard, and one that fails is reported on its job (`report_event_failure`).
+    """
+    try:
+        session = get_session()
+        context = bpy.context
+        if session.client is None:
+            return PUMP_INTERVAL_IDLE
+        for event in session.client.poll_events():
+            try:
+                apply_event(context, session, event)
+            except Exception as error:  # any failure of one event must leave the pump running
+                report_event_failure(session, event, error)
+        check_connection_timeout(context, session)
+        busy = any_active_job() or session.connection.state == "connecting"
+    except Exception:  # the same for anything around the events
+        traceback.print_exc()
         return PUMP_INTERVAL_IDLE
-    for event in session.client.poll_events():
-        apply_event(context, session, event)
-    check_connection_timeout(context, session)
-    return PUMP_INTERVAL_ACTIVE if any_active_job() or session.connection.state == "connecting" else PUMP_INTERVAL_IDLE
+    return PUMP_INTERVAL_ACTIVE if busy else PUMP_INTERVAL_IDLE
+
+
+def report_event_failure(session: Session, event: Any, error: Exception) -> None:
+    """Say on the event's job what went wrong. A result that could not be stored was not acknowledged, so the
+    backend keeps it: the message says how to fetch it again."""
+    traceback.print_exc()
+    reason = str(error) or type(error).__name__
+    job = find_job(getattr(event, "request_id", None), getattr(event, "job_id", None))
+    if getattr(event, "kind", None) == "result":
+        message = (
+            f"The result arrived but could not be stored: {reason}. The backend keeps it: fix the cause (the output "
+            "folder in the add-on preferences, a free sequencer channel), then press Fetch Result Again."
+        )
+        if job is not None:
+            job.state = "FAILED"
+            job.message = message
+        else:
+            session.connection.message = message
+    elif job is not None:
+        job.message = f"Could not apply a '{getattr(event, 'kind', '?')}' update from the backend: {reason}"
+    else:
+        session.connection.message = f"Could not apply a message from the backend: {reason}"
+    tag_redraw()
 
 
 def check_connection_timeout(context: bpy.types.Context, session: Session) -> None:
@@ -152,6 +190,10 @@ def apply_event(context: bpy.types.Context, session: Session, event: Any) -> Non
     if job is None:
         if kind == "error":
             session.connection.message = event.message.message
+        return
+    if job.state in FINISHED_STATES:
+        if kind == "result":
+            session.client.ack(event.job_id)  # a repeated result of a stored job: the backend may forget it
         return
     if kind == "accepted":
         job.job_id = event.job_id

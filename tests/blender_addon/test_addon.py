@@ -156,6 +156,72 @@ def test_full_job_puts_the_result_strip_into_the_sequencer(addon, backend, monke
     assert preview is not None and preview.size[0] > 0 and Path(job.preview_path).is_file()
 
 
+class BrokenEvent:
+    """A backend message the add-on cannot apply: its payload lacks every field."""
+
+    kind = "progress"
+    job_id = None
+
+    def __init__(self, request_id: str):
+        self.request_id = request_id
+        self.message = object()
+        self.payload = b""
+
+
+def fill_every_channel(scene, frames: int) -> None:
+    editor = scene.sequence_editor_create()
+    strips = editor.strips if hasattr(editor, "strips") else editor.sequences
+    for channel in range(1, 129):
+        strips.new_effect(name=f"busy {channel}", type="COLOR", channel=channel, frame_start=1, length=frames)
+
+
+def test_the_pump_survives_failures_and_stores_the_result_once_they_are_fixed(addon, backend, tmp_path, monkeypatch):
+    """An unwritable output folder, a sequencer without a free channel and a malformed event each fail only what
+    they touch: the pump keeps running, the result stays on the backend, and Fetch Result Again stores it."""
+    from blender_addon import session
+
+    addon.endpoint = backend.endpoint
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the results folder should be")
+    addon.output_dir = str(blocked)
+    scene = animated_scene(frames=8)
+    settings = configure_job(scene)
+    assert bpy.ops.motionclone.generate() == {"FINISHED"}
+    job = settings.jobs[0]
+    assert pump_until(lambda: job.state in ("DONE", "FAILED"), 120), job.message
+    assert job.state == "FAILED" and "could not be stored" in job.message and "Fetch Result Again" in job.message
+
+    # A malformed event on top: reported on its job, and the pump goes on.
+    client = session.get_session().client
+    poll = client.poll_events
+    monkeypatch.setattr(client, "poll_events", lambda: [BrokenEvent(job.request_id), *poll()])
+    assert session.pump() in (session.PUMP_INTERVAL_ACTIVE, session.PUMP_INTERVAL_IDLE)
+    assert "Could not apply a 'progress' update" in job.message
+    monkeypatch.setattr(client, "poll_events", poll)
+
+    # The folder is fixed, but every channel is taken: the result is fetched again and fails again, kept.
+    addon.output_dir = str(tmp_path / "results")
+    fill_every_channel(scene, 8)
+    assert bpy.ops.motionclone.fetch_again(index=0) == {"FINISHED"}
+    assert pump_until(lambda: job.state in ("DONE", "FAILED"), 60), job.message
+    assert job.state == "FAILED" and "channel" in job.message
+
+    # With a free channel the third fetch stores it: the backend kept the result through both failures.
+    editor = scene.sequence_editor
+    strips = editor.strips if hasattr(editor, "strips") else editor.sequences
+    strips.remove(strips["busy 1"])
+    assert bpy.ops.motionclone.fetch_again(index=0) == {"FINISHED"}
+    assert pump_until(lambda: job.state in ("DONE", "FAILED"), 60), job.message
+    assert job.state == "DONE", job.message
+    assert strips[job.strip_name].channel == 1 and len(list(Path(job.result_dir).glob("*.png"))) == 4
+
+    # The same result again (a repeated fetch) changes nothing: a finished job is never set back.
+    strip_count = len(strips)
+    client.fetch(job.job_id)
+    pump_until(lambda: False, 2.0)
+    assert job.state == "DONE" and len(strips) == strip_count
+
+
 def test_cancel_reaches_the_backend(addon, backend):
     addon.endpoint = backend.endpoint
     scene = animated_scene(frames=8)
