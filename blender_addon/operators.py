@@ -88,13 +88,13 @@ class MOTIONCLONE_OT_test_connection(bpy.types.Operator):
     def execute(self, context: bpy.types.Context) -> set[str]:
         session = get_session()
         try:
-            session.close()
+            # Keeps the running client and the jobs it follows; a changed endpoint or key moves them to a new one.
             session.ensure_client(context)
         except USER_ERRORS as error:
             session.connection = Connection("unreachable", str(error))
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
-        self.report({"INFO"}, session.connection.message)
+        self.report({"INFO"}, session.connection.describe())
         return {"FINISHED"}
 
 

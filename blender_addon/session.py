@@ -36,11 +36,22 @@ class Connection:
     message: str = ""
     server_version: str = ""
     device: str = ""
+    default_preset: str = ""
     since: float = field(default_factory=time.monotonic)
+
+    def describe(self) -> str:
+        """One line for a report: what the backend answered, or where the connection stands."""
+        if self.state != "connected":
+            return self.message or self.state.capitalize()
+        return (
+            f"Connected: MotionClone backend {self.server_version} on {self.device}, "
+            f"default model {self.default_preset or 'unknown'}"
+        )
 
 
 class Session:
-    """Owns the protocol client for the current preferences; recreated when the endpoint or keys change."""
+    """Owns the protocol client for the current preferences. It lives as long as the add-on is enabled; only a
+    change of endpoint, keys or timeout replaces it, and the jobs the old one followed move to the new one."""
 
     def __init__(self) -> None:
         self.client: Any = None
@@ -57,6 +68,7 @@ class Session:
         settings_key = (prefs.endpoint, server_key, client_key, round(prefs.timeout, 3))
         if self.client is not None and settings_key == self.settings_key:
             return self.client
+        reconfigured = self.client is not None
         self.close()
         options: dict[str, Any] = {}
         try:
@@ -77,6 +89,9 @@ class Session:
         ).start()
         self.settings_key = settings_key
         self.connection = Connection("connecting", f"Connecting to {prefs.endpoint} ...")
+        if reconfigured:
+            fail_unaccepted_jobs("The backend settings changed before the backend accepted this job: Generate again.")
+            follow_active_jobs(self.client)
         return self.client
 
     def close(self) -> None:
@@ -177,7 +192,11 @@ def apply_event(context: bpy.types.Context, session: Session, event: Any) -> Non
     if kind == "connected":
         welcome = event.message
         session.connection = Connection(
-            "connected", f"Connected to {welcome.device}", welcome.server_version, welcome.device
+            "connected",
+            f"Connected to {welcome.device}",
+            welcome.server_version,
+            welcome.device,
+            welcome.default_preset,
         )
         return
     if kind == "disconnected":
@@ -322,10 +341,14 @@ def fail_unaccepted_jobs(message: str) -> None:
 
 def refetch_active_jobs(context: bpy.types.Context) -> int:
     """Ask the backend again for every job of the open file that was still running (after loading a file)."""
-    active = [job for job in all_jobs() if job.state in ACTIVE_STATES and job.job_id]
-    if not active:
+    if not any(job.state in ACTIVE_STATES and job.job_id for job in all_jobs()):
         return 0
-    client = get_session().ensure_client(context)
+    return follow_active_jobs(get_session().ensure_client(context))
+
+
+def follow_active_jobs(client: Any) -> int:
+    """Have `client` fetch every running job the backend accepted, so that their events reach it."""
+    active = [job for job in all_jobs() if job.state in ACTIVE_STATES and job.job_id]
     for job in active:
         client.fetch(job.job_id)
     return len(active)

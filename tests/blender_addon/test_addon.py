@@ -222,6 +222,29 @@ def test_the_pump_survives_failures_and_stores_the_result_once_they_are_fixed(ad
     assert job.state == "DONE" and len(strips) == strip_count
 
 
+def test_test_connection_keeps_a_running_job_and_new_settings_take_it_along(addon, backend):
+    from blender_addon import session
+
+    addon.endpoint = backend.endpoint
+    scene = animated_scene(frames=8)
+    settings = configure_job(scene, steps=40)
+    bpy.ops.motionclone.generate()
+    job = settings.jobs[0]
+    assert pump_until(lambda: job.state == "RUNNING" and job.stage == "denoise", 120), job.message
+    client = session.get_session().client
+    assert bpy.ops.motionclone.test_connection() == {"FINISHED"}
+    assert session.get_session().client is client  # only a probe: the client and the jobs it follows stay
+    assert "Connected: MotionClone backend" in session.get_session().connection.describe()
+    step_seen = job.progress
+    assert pump_until(lambda: job.progress > step_seen, 60), job.message
+    # Another timeout is another client; the running job moves to it and still finishes there.
+    addon.timeout = 4.0
+    assert bpy.ops.motionclone.test_connection() == {"FINISHED"}
+    assert session.get_session().client is not client
+    assert pump_until(lambda: job.state in ("DONE", "FAILED"), 120), job.message
+    assert job.state == "DONE", job.message
+
+
 def test_cancel_reaches_the_backend(addon, backend):
     addon.endpoint = backend.endpoint
     scene = animated_scene(frames=8)
