@@ -9,6 +9,7 @@ with a code from `errors` and the offending field.
 import math
 import types
 import typing
+from collections.abc import Collection
 from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any
 
@@ -64,8 +65,14 @@ def encode(message: Message, payload: Buffer | None = None) -> list[Buffer]:
     return parts
 
 
-def decode(frames: list[Buffer], limits: Limits = Limits()) -> tuple[Message, memoryview | None]:
-    """List of ZeroMQ frames -> (message, raw part or None). Raises `ProtocolError`."""
+def decode(
+    frames: list[Buffer], limits: Limits = Limits(), accepted_types: Collection[str] | None = None
+) -> tuple[Message, memoryview | None]:
+    """List of ZeroMQ frames -> (message, raw part or None). Raises `ProtocolError`.
+
+    `accepted_types` limits the message types this peer takes (a server takes only what clients send): any other
+    known type is refused as `unknown_type` before its fields are looked at.
+    """
     if not frames or len(frames) > 2:
         raise ProtocolError(BAD_MESSAGE, f"a message has 1 or 2 parts, got {len(frames)}")
     total = sum(memoryview(frame).nbytes for frame in frames)
@@ -76,7 +83,7 @@ def decode(frames: list[Buffer], limits: Limits = Limits()) -> tuple[Message, me
         raise ProtocolError(TOO_LARGE, f"header of {len(raw_header)} bytes exceeds {limits.max_header_bytes}")
     header = _unpack(raw_header, limits)
     version = header.pop("v", None)
-    if version != PROTOCOL_VERSION:
+    if type(version) is not int or version != PROTOCOL_VERSION:  # not True, not 1.0: an integer
         raise ProtocolError(
             UNSUPPORTED_VERSION,
             f"protocol version {version!r} is not supported; this peer speaks {PROTOCOL_VERSION}",
@@ -87,6 +94,14 @@ def decode(frames: list[Buffer], limits: Limits = Limits()) -> tuple[Message, me
     if cls is None:
         raise ProtocolError(
             UNKNOWN_TYPE, f"unknown message type {message_type!r}; known: {sorted(MESSAGE_TYPES)}", "type"
+        )
+    if accepted_types is not None and message_type not in accepted_types:
+        request_id = header.get("request_id")
+        raise ProtocolError(
+            UNKNOWN_TYPE,
+            f"{message_type} is not a message this peer takes; it takes {sorted(accepted_types)}",
+            "type",
+            request_id if isinstance(request_id, str) else None,
         )
     message = _build(cls, header)
     payload = memoryview(frames[1]).cast("B") if len(frames) == 2 else None

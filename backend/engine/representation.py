@@ -10,6 +10,8 @@ the model and the extraction parameters, so one reference serves many prompts an
 
 import hashlib
 import json
+import os
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,6 +105,7 @@ class RepresentationCache:
             return self._memory[key]
         if self.directory is not None and (path := self._path(key)).is_file():
             representation = MotionRepresentation.load(path)
+            os.utime(path)  # last used now: `purge_unused` keeps it
             self._remember(key, representation)
             return representation
         return None
@@ -111,6 +114,19 @@ class RepresentationCache:
         self._remember(key, representation)
         if self.directory is not None:
             representation.save(self._path(key))
+
+    def purge_unused(self, max_age_s: float, now: float | None = None) -> list[str]:
+        """Delete the files not written or read for `max_age_s` seconds; returns their keys."""
+        if self.directory is None or not self.directory.is_dir():
+            return []
+        now = time.time() if now is None else now
+        purged = []
+        for path in self.directory.glob("*.safetensors"):
+            if now - path.stat().st_mtime > max_age_s:
+                path.unlink(missing_ok=True)
+                self._memory.pop(path.stem, None)
+                purged.append(path.stem)
+        return purged
 
     def _path(self, key: str) -> Path:
         return Path(self.directory or ".") / f"{key}.safetensors"

@@ -90,8 +90,8 @@ class Server:
         self.queue = JobQueue()
         self.jobs: dict[str, Job] = {}
         self.worker_events: queue.Queue[WorkerEvent] = queue.Queue()
-        cache = RepresentationCache(Path(config.results_dir) / "representations")
-        self.worker = Worker(self.pipeline, cache, self.worker_events, config.preview_every)
+        self.representations = RepresentationCache(Path(config.results_dir) / "representations")
+        self.worker = Worker(self.pipeline, self.representations, self.worker_events, config.preview_every)
         self._stop = threading.Event()
         self._accepted = 0
         self._completed = 0
@@ -120,6 +120,7 @@ class Server:
                 self._start_next_job()
                 if time.monotonic() >= next_housekeeping:
                     self.results.purge_expired()
+                    self.representations.purge_unused(self.config.retention_s)
                     next_housekeeping = time.monotonic() + HOUSEKEEPING_S
         finally:
             self._shutdown()
@@ -150,13 +151,13 @@ class Server:
     def _handle(self, identity: bytes, parts: list[memoryview]) -> None:
         request_id = None
         try:
-            message, payload = decode(parts, self.config.limits)
+            handlers = self._handlers()
+            accepted = {cls.TYPE for cls in handlers}
+            message, payload = decode(parts, self.config.limits, accepted)
             request_id = getattr(message, "request_id", None)
-            handler = self._handlers().get(type(message))
-            if handler is None:
-                raise ProtocolError(codes.UNKNOWN_TYPE, f"{message.TYPE} is sent by servers, not to them", "type")
-            handler(identity, message, payload)
+            handlers[type(message)](identity, message, payload)
         except ProtocolError as error:
+            request_id = request_id or error.request_id
             self._send(identity, Error(error.code, str(error), field=error.field, request_id=request_id))
         except ParameterError as error:
             self._send(

@@ -71,6 +71,8 @@ def test_result_with_metadata_round_trip():
         ([b"\xc1"], codes.BAD_MESSAGE, None),
         ([msgpack.packb([1, 2])], codes.BAD_MESSAGE, None),
         ([msgpack.packb({"v": 99, "type": "ping", "request_id": "x"})], codes.UNSUPPORTED_VERSION, "v"),
+        ([msgpack.packb({"v": True, "type": "ping", "request_id": "x"})], codes.UNSUPPORTED_VERSION, "v"),
+        ([msgpack.packb({"v": 1.0, "type": "ping", "request_id": "x"})], codes.UNSUPPORTED_VERSION, "v"),
         ([header(type="teleport", request_id="x")], codes.UNKNOWN_TYPE, "type"),
         ([header(type="ping")], codes.INVALID_FIELD, "request_id"),
         ([header(type="ping", request_id="x", extra=1)], codes.INVALID_FIELD, "extra"),
@@ -90,6 +92,15 @@ def test_malformed_messages_are_rejected_with_a_code_and_field(parts, code, fiel
         decode(parts)
     assert raised.value.code == code
     assert raised.value.field == field
+
+
+def test_a_type_this_peer_does_not_take_is_unknown_before_its_fields_are_read():
+    # A server-only message with none of its fields, sent to a server: unknown_type, with the request id it carried.
+    with pytest.raises(ProtocolError) as raised:
+        decode([header(type="welcome", request_id="r1")], accepted_types={"hello", "ping"})
+    assert (raised.value.code, raised.value.field, raised.value.request_id) == (codes.UNKNOWN_TYPE, "type", "r1")
+    decoded, _ = decode([header(type="ping", request_id="r2")], accepted_types={"hello", "ping"})
+    assert decoded.request_id == "r2"
 
 
 def submit_header(shape, dtype="uint8", **extra):

@@ -233,6 +233,22 @@ def test_representation_cache_serves_other_seeds_when_decoupled(pipe, reference,
     assert not np.array_equal(first.frames, second.frames)
 
 
+def test_representation_files_unused_for_the_retention_time_are_purged(pipe, reference, tmp_path):
+    import os
+    import time
+
+    cache = RepresentationCache(tmp_path)
+    key = pipe(reference, short_params(seed=1, motion_seed=5), representation_cache=cache).metadata["representation"]
+    path = tmp_path / f"{key['key']}.safetensors"
+    day_ago = time.time() - 86400
+    os.utime(path, (day_ago, day_ago))
+    assert RepresentationCache(tmp_path).get(key["key"]) is not None  # reading it counts as a use
+    assert cache.purge_unused(3600) == [] and path.is_file()
+    os.utime(path, (day_ago, day_ago))
+    assert cache.purge_unused(3600) == [key["key"]] and not path.exists()
+    assert cache.get(key["key"]) is None  # gone from memory too
+
+
 def test_coupled_noise_extracts_again_for_a_new_seed(pipe, reference):
     cache = RepresentationCache()
     first = pipe(reference, short_params(seed=1), representation_cache=cache)

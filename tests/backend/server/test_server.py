@@ -250,6 +250,38 @@ def test_bad_parameters_are_rejected_with_the_field_and_the_server_keeps_serving
         assert client.run_job(reference_frames, job_params(), timeout=120).frames().shape == (8, 64, 64, 3)
 
 
+def test_job_status_counts_the_running_job_in_the_queue_position(shared_server, reference_frames):
+    with connect(shared_server.endpoint) as client:
+        running = client.submit(reference_frames, job_params(num_inference_steps=60, guidance_steps=2))
+        waiting = client.submit(reference_frames, job_params())
+        ids: dict[str, str] = {}
+        status, running_seen = None, False
+        deadline = time.monotonic() + 120
+        while status is None and time.monotonic() < deadline:
+            event = client.next_event(1.0)
+            if event is None:
+                continue
+            if event.kind == "accepted":
+                ids[event.request_id] = event.job_id
+            if event.kind == "progress" and len(ids) == 2 and event.job_id == ids[running] and not running_seen:
+                client.fetch(ids[waiting])
+                running_seen = True
+            if event.kind == "job_status" and event.job_id == ids.get(waiting):
+                status = event.message
+        assert running_seen and status is not None
+        assert (status.state, status.queue_position) == ("queued", 1)  # one job, the running one, before it
+        client.cancel(ids[running])
+        client.cancel(ids[waiting])
+
+
+def test_a_server_only_message_without_its_fields_is_an_unknown_type(fuzz_server):
+    _, socket = fuzz_server
+    socket.send_multipart([msgpack.packb({"v": PROTOCOL_VERSION, "type": "welcome", "request_id": "w1"})])
+    assert socket.poll(10000)
+    reply, _ = decode(socket.recv_multipart())
+    assert (reply.code, reply.field, reply.request_id) == (codes.UNKNOWN_TYPE, "type", "w1")
+
+
 @pytest.fixture(scope="module")
 def fuzz_server(shared_server):
     server = shared_server
