@@ -63,11 +63,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arguments(serve)
 
     submit = commands.add_parser("submit", help="send a job to a running server and write its result")
-    submit.add_argument("--server", default="tcp://127.0.0.1:5555", help="server endpoint")
-    submit.add_argument("--server-key", type=Path, help="the server's public key file (server.key) for CurveZMQ")
-    submit.add_argument("--client-key", type=Path, help="this client's secret key file (clients/NAME.key_secret)")
-    submit.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the server to answer")
+    add_server_arguments(submit)
     add_job_arguments(submit)
+
+    fetch = commands.add_parser("fetch", help="get a job's result from a server by job id and write it")
+    fetch.add_argument("job_id", help="the job id `submit` printed (32 hex characters)")
+    fetch.add_argument("--out", type=Path, required=True, help="result folder to write")
+    fetch.add_argument("--wait", type=float, help="seconds to wait for a job still running (default: until it ends)")
+    add_server_arguments(fetch)
+
+    status = commands.add_parser("status", help="show what a server runs: version, device, model presets, limits")
+    add_server_arguments(status)
 
     evaluate = commands.add_parser(
         "evaluate", help="score a result against its reference: motion fidelity, subject adherence, CLIP metrics"
@@ -78,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.add_argument("directory", type=Path)
     keygen.add_argument("--client", action="append", default=[], help="client key name (repeatable; default client)")
     return parser
+
+
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the server is and how to reach it."""
+    parser.add_argument("--server", default="tcp://127.0.0.1:5555", help="server endpoint")
+    parser.add_argument("--server-key", type=Path, help="the server's public key file (server.key) for CurveZMQ")
+    parser.add_argument("--client-key", type=Path, help="this client's secret key file (clients/NAME.key_secret)")
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the server to answer")
 
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -409,9 +423,70 @@ def command_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def server_keys(args: argparse.Namespace) -> dict[str, Any]:
+    """The CurveZMQ keys of `--server-key` and `--client-key`, as `Client` takes them."""
+    from ..protocol.keys import load_key_pair, load_public_key
+
+    keys: dict[str, Any] = {}
+    if args.server_key:
+        keys["server_public_key"] = load_public_key(args.server_key)
+    if args.client_key:
+        keys["client_public_key"], keys["client_secret_key"] = load_key_pair(args.client_key)
+    return keys
+
+
+def server_options(args: argparse.Namespace) -> str:
+    """The flags that reach the same server again, for a command the user can copy."""
+    options = [f"--server {args.server}"]
+    if args.server_key:
+        options.append(f"--server-key {args.server_key}")
+    if args.client_key:
+        options.append(f"--client-key {args.client_key}")
+    return " ".join(options)
+
+
+def command_status(args: argparse.Namespace) -> int:
+    from ..protocol.client import Client
+
+    with Client(args.server, client_name="motionclone-cli", **server_keys(args)) as client:
+        welcome = client.wait_connected(args.timeout)
+    print(f"MotionClone backend {welcome.server_version} at {args.server}")
+    print(f"Device: {welcome.device}")
+    print(f"Model presets: {', '.join(welcome.presets)} (default {welcome.default_preset})")
+    limits = ", ".join(f"{key} {value}" for key, value in sorted(welcome.limits.items()))
+    print(f"Limits: {limits}")
+    return 0
+
+
+def command_fetch(args: argparse.Namespace) -> int:
+    from ..protocol.client import Client
+    from ..protocol.errors import JobFailed
+    from .results import write_result_folder
+
+    with Client(args.server, client_name="motionclone-cli", **server_keys(args)) as client:
+        client.wait_connected(args.timeout)
+        try:
+            event = client.fetch_result(args.job_id, args.wait)
+        except JobFailed as error:
+            if error.code == "unknown_job":
+                raise JobFailed(
+                    error.code,
+                    f"{args.server} does not know job {args.job_id}: it never finished there (a server that stopped "
+                    "drops queued and running jobs), its result was already fetched and acknowledged, or it expired "
+                    "after the server's retention time",
+                ) from error
+            raise
+        frames = event.frames()
+        paths = write_result_folder(frames, event.message.metadata, args.out, fps=event.message.fps)
+        client.ack(event.job_id)
+    print(f"Wrote {paths['video']} ({len(frames)} frames); job {event.job_id}")
+    print(f"Frames: {paths['frames']}  Metadata: {paths['metadata']}")
+    return 0
+
+
 def command_submit(args: argparse.Namespace) -> int:
     from ..protocol.client import Client
-    from ..protocol.keys import load_key_pair, load_public_key
+    from ..protocol.errors import BackendUnavailable
     from .results import write_result_folder
     from .video_io import prepare_reference
 
@@ -419,11 +494,7 @@ def command_submit(args: argparse.Namespace) -> int:
     clip = prepare_reference(
         args.reference, params.num_frames, params.height, params.width, params.resize_mode, params.frame_sampling
     )
-    keys: dict[str, Any] = {}
-    if args.server_key:
-        keys["server_public_key"] = load_public_key(args.server_key)
-    if args.client_key:
-        keys["client_public_key"], keys["client_secret_key"] = load_key_pair(args.client_key)
+    keys = server_keys(args)
     bar = ProgressBar(enabled=not args.no_progress)
 
     def show(event: Any) -> None:
@@ -438,6 +509,14 @@ def command_submit(args: argparse.Namespace) -> int:
         client.wait_connected(args.timeout)
         try:
             event = client.run_job(clip.frames, params.to_dict(), fps=clip.fps, on_event=show)
+        except BackendUnavailable as error:
+            if error.job_id is None:
+                raise
+            raise BackendUnavailable(
+                f"{error} Once the server answers, try: motionclone fetch {error.job_id} {server_options(args)} "
+                f"--out {args.out}",
+                error.job_id,
+            ) from error
         finally:
             bar.close()
         frames = event.frames()
@@ -454,6 +533,8 @@ def main(argv: list[str] | None = None) -> int:
         "generate": command_generate,
         "serve": command_serve,
         "submit": command_submit,
+        "fetch": command_fetch,
+        "status": command_status,
         "keygen": command_keygen,
         "evaluate": command_evaluate,
     }

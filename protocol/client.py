@@ -543,8 +543,10 @@ class Client:
             # "error" event reports the lost submit.
             if event.kind == "disconnected" and job_id is not None:
                 raise BackendUnavailable(
-                    f"lost the connection to {self._endpoint} while job {job_id} was running. The job keeps running "
-                    f"on the server: once it is back, get the result with fetch_result({job_id!r})."
+                    f"lost the connection to {self._endpoint} while job {job_id} was running. If the server is still "
+                    "up, the job goes on there and its result waits for a fetch by job id; a server that stopped or "
+                    "restarted has dropped it (only finished results are kept).",
+                    job_id,
                 )
             if event.request_id != request_id and (job_id is None or event.job_id != job_id):
                 continue

@@ -51,7 +51,11 @@ class ProtocolError(Exception):
 
 
 class BackendUnavailable(Exception):
-    """No live connection to the backend server."""
+    """No live connection to the backend server. `job_id` names the job that was running, when there was one."""
+
+    def __init__(self, message: str, job_id: str | None = None) -> None:
+        super().__init__(message)
+        self.job_id = job_id
 
 
 class JobFailed(Exception):

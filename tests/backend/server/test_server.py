@@ -214,6 +214,68 @@ def test_a_killed_server_is_reported_within_5_s_and_finished_results_survive_a_r
     assert any("stopped" in line for line in restarted.output)
 
 
+def test_cli_status_and_fetch_and_what_submit_says_when_the_server_dies(
+    start_server, reference_frames, tmp_path, capsys
+):
+    from motionclone.backend.cli import EXIT_BACKEND, main
+
+    server = start_server(tmp_path / "kept")
+    assert main(["status", "--server", server.endpoint]) == 0
+    out = capsys.readouterr().out
+    assert "MotionClone backend" in out and "Device: cpu" in out and "tiny" in out
+
+    with connect(server.endpoint) as client:
+        finished = client.run_job(reference_frames, job_params(seed=3), timeout=120)  # not acknowledged
+    fetch = ["fetch", finished.job_id, "--server", server.endpoint, "--out", str(tmp_path / "fetched")]
+    assert main(fetch) == 0
+    assert read_clip(tmp_path / "fetched" / "frames").frames.shape == (8, 64, 64, 3)
+    capsys.readouterr()
+    assert main([*fetch[:-1], str(tmp_path / "again")]) == EXIT_BACKEND  # acknowledged by the first fetch
+    assert f"does not know job {finished.job_id}" in capsys.readouterr().err
+
+    reference = write_mp4(reference_frames, tmp_path / "reference.mp4")
+    submit = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "motionclone.backend",
+            "submit",
+            "--server",
+            server.endpoint,
+            "--reference",
+            str(reference),
+            "--prompt",
+            "a fox",
+            "--frames",
+            "8",
+            "--width",
+            "64",
+            "--height",
+            "64",
+            "--steps",
+            "400",
+            "--guidance-steps",
+            "2",
+            "--no-progress",
+            "--out",
+            str(tmp_path / "lost"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    accepted = submit.stdout.readline()
+    assert "accepted" in accepted, accepted
+    job_id = accepted.split()[1]
+    time.sleep(1.0)
+    server.kill()
+    _, stderr = submit.communicate(timeout=60)
+    assert submit.returncode == EXIT_BACKEND
+    assert f"motionclone fetch {job_id} --server {server.endpoint} --out {tmp_path / 'lost'}" in stderr
+    assert "fetch_result(" not in stderr
+
+
 def test_a_client_that_disconnects_mid_job_fetches_its_result_by_id_later(shared_server, reference_frames):
     server = shared_server
     first = connect(server.endpoint)
