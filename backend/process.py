@@ -51,8 +51,11 @@ class BackendProcess:
         Raises:
             BackendStartError: the process exited, or gave no endpoint within `timeout` seconds.
         """
+        # MOTIONCLONE_BACKEND_PYTHON: another interpreter with the ML stack (the add-on tests on Blender 4.2 run
+        # from a virtual environment that has none).
+        python = os.environ.get("MOTIONCLONE_BACKEND_PYTHON") or sys.executable
         command = [
-            sys.executable, "-m", "motionclone.backend", "serve", "--preset", preset, "--device", device,
+            python, "-m", "motionclone.backend", "serve", "--preset", preset, "--device", device,
             "--bind", bind, "--results-dir", str(Path(results_dir)), *extra_args,
         ]  # fmt: skip
         environment = {**os.environ, "PYTHONUNBUFFERED": "1"}

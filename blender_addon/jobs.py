@@ -11,7 +11,7 @@ from typing import Any
 import bpy
 import numpy as np
 
-from . import reference
+from . import compat, reference
 from .session import get_session
 
 MAX_SEED = 2**31 - 1
@@ -55,7 +55,7 @@ def reference_frames(scene: bpy.types.Scene, settings: Any, frames: list[int], w
     """The reference as uint8 (N, H, W, 3): the camera rendered, or an image strip read."""
     if settings.source == "STRIP":
         editor = scene.sequence_editor
-        strip = editor and editor.strips_all.get(settings.reference_strip)  # 4.4+; sequencer handles older
+        strip = editor and compat.all_strips(editor).get(settings.reference_strip)
         if strip is None:
             raise ValueError(f"No sequencer strip named '{settings.reference_strip}': pick an image strip.")
         return reference.read_image_strip_frames(strip, frames)

@@ -25,23 +25,14 @@ from typing import Any
 import bpy
 import numpy as np
 
-from .sequencer import strips_of
+from . import compat
 
 SIZE_MULTIPLE = 8  # the backend's VAE works on 8x8 pixel blocks
 
 
-def _eevee_identifier() -> str:
-    # EEVEE is 'BLENDER_EEVEE_NEXT' in 4.2-4.5 and 'BLENDER_EEVEE' again from 5.0: ask the enum which it accepts.
-    items = {item.identifier for item in bpy.types.RenderSettings.bl_rna.properties["engine"].enum_items}
-    for identifier in ("BLENDER_EEVEE_NEXT", "BLENDER_EEVEE"):
-        if identifier in items:
-            return identifier
-    return "BLENDER_EEVEE" if bpy.app.version >= (5, 0, 0) else "BLENDER_EEVEE_NEXT"
-
-
 RENDER_ENGINES: dict[str, str] = {
     "WORKBENCH": "BLENDER_WORKBENCH",
-    "EEVEE": _eevee_identifier(),
+    "EEVEE": compat.eevee_engine(),
     "CYCLES": "CYCLES",
 }
 
@@ -263,8 +254,7 @@ def _apply_reference_settings(
     render.use_stamp = False
     render.use_multiview = False
     image_settings = render.image_settings
-    if hasattr(image_settings, "media_type"):
-        image_settings.media_type = "IMAGE"
+    compat.set_media_type(image_settings, "IMAGE")
     image_settings.file_format = "PNG"
     image_settings.color_mode = "RGB"
     image_settings.color_depth = "8"
@@ -420,7 +410,7 @@ def read_movie_strip_frames(strip: Any, frames: list[int]) -> np.ndarray:
     try:
         # Same frame rate as the user's scene, so the strip has the same length and frame mapping there.
         _prepare_player_scene(scene, source_scene, width, height)
-        player = strips_of(scene.sequence_editor_create()).new_movie(
+        player = compat.strips(scene.sequence_editor_create()).new_movie(
             name="reference", filepath=path, channel=1, frame_start=1
         )
         player.colorspace_settings.name = strip.colorspace_settings.name
@@ -466,8 +456,7 @@ def _prepare_player_scene(scene: bpy.types.Scene, source: bpy.types.Scene, width
     view.view_transform, view.look, view.exposure, view.gamma = "Standard", "None", 0.0, 1.0
     scene.display_settings.display_device = "sRGB"
     image_settings = render.image_settings
-    if hasattr(image_settings, "media_type"):
-        image_settings.media_type = "IMAGE"
+    compat.set_media_type(image_settings, "IMAGE")
     image_settings.file_format = "PNG"
     image_settings.color_mode = "RGB"
     image_settings.color_depth = "8"

@@ -12,12 +12,9 @@ from typing import Any
 
 import bpy
 
+from . import compat
+
 MAX_CHANNEL = 128  # Blender's MAXSEQ
-
-
-def strips_of(editor: Any) -> Any:
-    """The top-level strip collection of a sequence editor: ``strips`` (4.4+) or ``sequences`` (4.2-4.3)."""
-    return editor.strips if hasattr(editor, "strips") else editor.sequences
 
 
 def first_free_channel(editor: Any, frame_start: int, frame_end: int) -> int:
@@ -43,7 +40,7 @@ def first_free_channel(editor: Any, frame_start: int, frame_end: int) -> int:
     # frame_final_end is exclusive: a strip shows frames frame_final_start .. frame_final_end - 1.
     taken = {
         strip.channel
-        for strip in strips_of(editor)
+        for strip in compat.strips(editor)
         if strip.frame_final_start <= frame_end and strip.frame_final_end - 1 >= frame_start
     }
     for channel in range(1, MAX_CHANNEL + 1):
@@ -132,7 +129,7 @@ def add_result_strip(
     channel = first_free_channel(editor, frame_start, frame_end)
     view = (scene.view_settings.view_transform, scene.view_settings.look)
     fps = (scene.render.fps, scene.render.fps_base)
-    strips = strips_of(editor)
+    strips = compat.strips(editor)
     try:
         strip = strips.new_image(
             name=name,

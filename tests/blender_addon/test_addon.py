@@ -11,6 +11,7 @@ import bpy
 import numpy as np
 import pytest
 
+from blender_addon import compat
 from tests.server_process import ServerProcess
 
 ADDON = "blender_addon"
@@ -132,7 +133,7 @@ def test_full_job_puts_the_result_strip_into_the_sequencer(addon, backend, monke
     job = settings.jobs[0]
     assert pump_until(lambda: job.state in ("DONE", "FAILED"), 120), job.message
     assert job.state == "DONE", job.message
-    strip = scene.sequence_editor.strips[job.strip_name]
+    strip = compat.strips(scene.sequence_editor)[job.strip_name]
     assert strip.channel == 1
     assert (strip.frame_final_start, strip.frame_final_duration) == (1, 8)
     assert strip["motionclone_prompt"] == "a fox"
@@ -170,9 +171,8 @@ class BrokenEvent:
 
 def fill_every_channel(scene, frames: int) -> None:
     editor = scene.sequence_editor_create()
-    strips = editor.strips if hasattr(editor, "strips") else editor.sequences
     for channel in range(1, 129):
-        strips.new_effect(name=f"busy {channel}", type="COLOR", channel=channel, frame_start=1, length=frames)
+        compat.new_effect_strip(editor, f"busy {channel}", "COLOR", channel, 1, frames)
 
 
 def test_the_pump_survives_failures_and_stores_the_result_once_they_are_fixed(addon, backend, tmp_path, monkeypatch):
@@ -207,8 +207,7 @@ def test_the_pump_survives_failures_and_stores_the_result_once_they_are_fixed(ad
     assert job.state == "FAILED" and "channel" in job.message
 
     # With a free channel the third fetch stores it: the backend kept the result through both failures.
-    editor = scene.sequence_editor
-    strips = editor.strips if hasattr(editor, "strips") else editor.sequences
+    strips = compat.strips(scene.sequence_editor)
     strips.remove(strips["busy 1"])
     assert bpy.ops.motionclone.fetch_again(index=0) == {"FINISHED"}
     assert pump_until(lambda: job.state in ("DONE", "FAILED"), 60), job.message
@@ -364,4 +363,4 @@ def test_a_job_saved_in_a_file_is_fetched_again_when_the_file_is_opened(addon, b
     job = bpy.context.scene.motionclone.jobs[0]
     assert pump_until(lambda: job.state in ("DONE", "FAILED"), 120), job.message
     assert job.state == "DONE", job.message
-    assert bpy.context.scene.sequence_editor.strips[job.strip_name]["motionclone_job_id"] == job.job_id
+    assert compat.strips(bpy.context.scene.sequence_editor)[job.strip_name]["motionclone_job_id"] == job.job_id

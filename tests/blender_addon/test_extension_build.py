@@ -198,7 +198,7 @@ class BundledWheelsOnly(importlib.abc.MetaPathFinder):
 
 def outside_venv_in_repo(path):
     path = os.path.realpath(path)
-    venv = os.path.join(repo_root, ".venv") + os.sep
+    venv = os.path.realpath(sys.prefix) + os.sep  # whichever virtual environment runs the tests
     return path.startswith(repo_root + os.sep) and not path.startswith(venv)
 
 

@@ -9,7 +9,7 @@ import bpy
 import numpy as np
 import pytest
 
-from blender_addon import png, reference
+from blender_addon import compat, png, reference
 
 pytestmark = pytest.mark.usefixtures("scene")
 
@@ -96,7 +96,7 @@ def set_unusual_user_settings(scene: bpy.types.Scene) -> None:
     render.use_compositing = True
     render.use_sequencer = True
     image_settings = render.image_settings
-    image_settings.media_type = "VIDEO"  # 5.x: FFMPEG is only valid for the VIDEO media type
+    compat.set_media_type(image_settings, "VIDEO")  # 5.x: FFMPEG is only valid for the VIDEO media type
     image_settings.file_format = "FFMPEG"
     image_settings.color_mode = "RGB"
     scene.frame_start, scene.frame_end, scene.frame_step = 3, 40, 2
@@ -183,9 +183,7 @@ def test_render_restores_every_user_setting_and_leaks_no_image(scene: bpy.types.
     scene.camera = other
     set_unusual_user_settings(scene)
     # A strip in the user's sequencer must not replace the camera view (the scene renders strips when it has any).
-    scene.sequence_editor_create().strips.new_effect(
-        name="Overlay", type="COLOR", channel=1, frame_start=1, length=20
-    ).color = (1.0, 0.0, 1.0)
+    compat.new_effect_strip(scene.sequence_editor_create(), "Overlay", "COLOR", 1, 1, 20).color = (1.0, 0.0, 1.0)
     before = settings_snapshot(scene)
 
     pixels = reference.render_camera_frames(scene, [1, 10], WIDTH, HEIGHT, "WORKBENCH", tmp_path, camera=camera)
@@ -267,7 +265,7 @@ def flat_frames(values: list[int], height: int = 6, width: int = 10) -> list[np.
 
 
 def add_image_strip(scene: bpy.types.Scene, folder: Path, names: list[str], frame_start: int) -> Any:
-    strips = scene.sequence_editor_create().strips
+    strips = compat.strips(scene.sequence_editor_create())
     strip = strips.new_image(name="ref", filepath=str(folder / names[0]), channel=1, frame_start=frame_start)
     for name in names[1:]:
         strip.elements.append(name)
@@ -314,7 +312,7 @@ def render_colour_movie(scene: bpy.types.Scene, path: Path, reds: list[float]) -
     render.dither_intensity = 0.0
     scene.view_settings.view_transform = "Standard"
     scene.frame_start, scene.frame_end = 1, len(reds)
-    render.image_settings.media_type = "VIDEO"
+    compat.set_media_type(render.image_settings, "VIDEO")
     render.image_settings.file_format = "FFMPEG"
     render.ffmpeg.format, render.ffmpeg.codec = "MKV", "FFV1"
     render.image_settings.color_mode = "RGB"
@@ -329,7 +327,9 @@ def test_read_movie_strip_frames_returns_the_frame_shown_at_each_scene_frame(
     reds = [0.0, 0.1, 0.3, 0.8]
     movie = tmp_path / "movie.mkv"
     render_colour_movie(scene, movie, reds)
-    strip = scene.sequence_editor_create().strips.new_movie(name="movie", filepath=str(movie), channel=1, frame_start=5)
+    strip = compat.strips(scene.sequence_editor_create()).new_movie(
+        name="movie", filepath=str(movie), channel=1, frame_start=5
+    )
     before = settings_snapshot(scene)
 
     pixels = reference.read_movie_strip_frames(strip, [3, 5, 6, 7, 8, 30])

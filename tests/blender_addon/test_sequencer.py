@@ -8,14 +8,13 @@ import bpy
 import numpy as np
 import pytest
 
-from blender_addon import result_files, sequencer
+from blender_addon import compat, result_files, sequencer
 
 pytestmark = pytest.mark.usefixtures("scene")
 
 
 def colour_strip(scene: bpy.types.Scene, name: str, channel: int, frame_start: int, length: int) -> Any:
-    strips = scene.sequence_editor_create().strips
-    return strips.new_effect(name=name, type="COLOR", channel=channel, frame_start=frame_start, length=length)
+    return compat.new_effect_strip(scene.sequence_editor_create(), name, "COLOR", channel, frame_start, length)
 
 
 def strip_state(strip: Any) -> tuple[str, int, int, int]:
@@ -28,11 +27,17 @@ def write_results(tmp_path: Path, count: int) -> tuple[Path, list[str]]:
     return folder, sorted(path.name for path in folder.iterdir())
 
 
-def test_strips_of_uses_strips_and_falls_back_to_sequences(scene: bpy.types.Scene) -> None:
+def test_compat_finds_the_strip_collections_of_this_blender(scene: bpy.types.Scene) -> None:
     editor = scene.sequence_editor_create()
-    assert sequencer.strips_of(editor) == editor.strips
-    old_editor = SimpleNamespace(sequences=["old"])  # Blender 4.2-4.3 has only `sequences`
-    assert sequencer.strips_of(old_editor) == ["old"]
+    new = bpy.app.version >= (4, 4, 0)
+    assert compat.strips(editor) == (editor.strips if new else editor.sequences)
+    assert compat.all_strips(editor) == (editor.strips_all if new else editor.sequences_all)
+    strip = compat.new_effect_strip(editor, "c", "COLOR", 2, 5, 10)
+    assert (strip.frame_final_start, strip.frame_final_duration, strip.channel) == (5, 10, 2)
+    assert compat.all_strips(editor)["c"] == strip
+    old_editor = SimpleNamespace(sequences=["old"], sequences_all=["all"])  # Blender 4.2-4.3 has only these
+    assert compat.strips(old_editor) == ["old"] and compat.all_strips(old_editor) == ["all"]
+    assert compat.sequencer_scene(bpy.context) == scene  # background mode: the sequencer shows this scene
 
 
 def test_first_free_channel_skips_only_channels_with_overlapping_strips(scene: bpy.types.Scene) -> None:
@@ -82,7 +87,7 @@ def test_add_result_strip_covers_the_range_on_the_first_free_channel(scene: bpy.
     }
     assert {key: strip[key] for key in properties} == properties
     assert [strip_state(strip) for strip in existing] == before
-    assert len(scene.sequence_editor.strips) == 3
+    assert len(compat.strips(scene.sequence_editor)) == 3
     assert scene.view_settings.view_transform == "Khronos PBR Neutral"
     assert (scene.render.fps, scene.render.fps_base) == (30, pytest.approx(1.001))
 
@@ -107,8 +112,8 @@ def test_add_result_strip_undoes_view_transform_and_fps_changes(
 ) -> None:
     scene.view_settings.view_transform = "AgX"
     scene.render.fps = 24
-    real_strips_of = sequencer.strips_of
-    monkeypatch.setattr(sequencer, "strips_of", lambda editor: StripsThatChangeTheScene(real_strips_of(editor), scene))
+    real_strips = compat.strips
+    monkeypatch.setattr(compat, "strips", lambda editor: StripsThatChangeTheScene(real_strips(editor), scene))
     folder, files = write_results(tmp_path, 2)
 
     strip = sequencer.add_result_strip(scene, folder, files, [1, 2], 1, 2, "MotionClone", {})
@@ -132,4 +137,4 @@ def test_add_result_strip_rejects_paths_instead_of_file_names(scene: bpy.types.S
 
     with pytest.raises(ValueError, match="`frame_files`"):
         sequencer.add_result_strip(scene, folder, [str(folder / files[0]), files[1]], [1, 2], 1, 2, "x", {})
-    assert len(scene.sequence_editor_create().strips) == 0
+    assert len(compat.strips(scene.sequence_editor_create())) == 0

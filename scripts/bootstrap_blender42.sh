@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Create .venv-blender42: Blender 4.2 LTS as a Python module (bpy 4.2 from PyPI), for running the add-on tests on the
+# oldest Blender the add-on supports. Holds only what those tests import (no torch): the backend they talk to runs
+# from .venv. Runs again only when this script changed.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="$root/.venv-blender42"
+stamp="$venv/.motionclone-install-stamp"
+want="$(sha256sum "$root/scripts/bootstrap_blender42.sh" | cut -d' ' -f1)"
+
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/python" ]; then
+    exit 0
+fi
+
+python_bin="${PYTHON:-python3.11}"
+echo "Setting up $venv for the Blender 4.2 tests (first run only) ..." >&2
+[ -x "$venv/bin/python" ] || "$python_bin" -m venv "$venv"
+"$venv/bin/python" -m pip install --quiet --upgrade pip
+"$venv/bin/python" -m pip install --quiet "bpy==4.2.23" "numpy>=1.24,<2" "pytest>=8" "pyzmq>=26" "msgpack>=1.0"
+# The project itself for `motionclone.protocol` and the test helpers, without its ML dependencies.
+"$venv/bin/python" -m pip install --quiet --no-deps -e "$root"
+echo "$want" > "$stamp"
