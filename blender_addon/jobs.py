@@ -85,6 +85,7 @@ def start_job(context: bpy.types.Context, scene: bpy.types.Scene) -> Any:
     job.seed = settings.seed
     job.config = settings.config
     job.frame_start, job.frame_end = start, end
+    job.target_scene = compat.sequencer_scene(context).name  # 5.x: the sequencer may show another scene
     job.sampled_frames = json.dumps(frames)
     job.params_json = json.dumps(params)
     job.message = "Sent to the backend"

@@ -57,6 +57,9 @@ class MOTIONCLONE_PG_job(bpy.types.PropertyGroup):
     params_json: bpy.props.StringProperty(name="Parameters", description="Parameters sent to the backend (JSON)")
     result_dir: bpy.props.StringProperty(name="Result folder", subtype="DIR_PATH")
     strip_name: bpy.props.StringProperty(name="Strip")
+    target_scene: bpy.props.StringProperty(
+        name="Result scene", description="The scene whose sequencer gets the result: the one it showed at Generate"
+    )
     preview_path: bpy.props.StringProperty(name="Preview", subtype="FILE_PATH")
 
 

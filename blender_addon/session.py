@@ -287,7 +287,7 @@ def apply_result(context: bpy.types.Context, session: Session, job: Any, event: 
     job.state = "DONE"
     job.progress = 1.0
     job.message = f"Added strip '{strip.name}' on channel {strip.channel}"
-    scene.motionclone.seed = int(result.metadata.get("seed", job.seed))  # the seed actually used
+    job.id_data.motionclone.seed = int(result.metadata.get("seed", job.seed))  # the seed actually used
     session.client.ack(event.job_id)
 
 
@@ -325,7 +325,9 @@ def find_job(request_id: str | None, job_id: str | None) -> Any:
 
 
 def scene_of(job: Any) -> bpy.types.Scene:
-    return job.id_data
+    """Where the job's result goes: the scene the sequencer showed at Generate, else the job's own scene."""
+    target = bpy.data.scenes.get(job.target_scene) if job.target_scene else None
+    return target or job.id_data
 
 
 def any_active_job() -> bool:

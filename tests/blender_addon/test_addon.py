@@ -244,6 +244,26 @@ def test_test_connection_keeps_a_running_job_and_new_settings_take_it_along(addo
     assert job.state == "DONE", job.message
 
 
+def test_the_result_lands_in_the_scene_the_sequencer_shows(addon, backend):
+    """5.x: the sequencer can show another scene than the one animated (`context.sequencer_scene`); the result
+    goes there. Blender 4.2 has no such setting: the result goes to the animated scene."""
+    addon.endpoint = backend.endpoint
+    scene = animated_scene(frames=8)
+    edit = bpy.data.scenes.new("Edit")
+    workspace = bpy.context.workspace
+    shows_other_scene = hasattr(workspace, "sequencer_scene")
+    if shows_other_scene:
+        workspace.sequencer_scene = edit
+    settings = configure_job(scene)
+    bpy.ops.motionclone.generate()
+    job = settings.jobs[0]
+    assert pump_until(lambda: job.state in ("DONE", "FAILED"), 120), job.message
+    assert job.state == "DONE", job.message
+    target, other = (edit, scene) if shows_other_scene else (scene, edit)
+    assert job.strip_name in compat.strips(target.sequence_editor)
+    assert other.sequence_editor is None or job.strip_name not in compat.strips(other.sequence_editor)
+
+
 def test_cancel_reaches_the_backend(addon, backend):
     addon.endpoint = backend.endpoint
     scene = animated_scene(frames=8)
