@@ -24,6 +24,14 @@ def _on_load_post(*_args) -> None:
         session.get_session().connection.message = str(error)
 
 
+@bpy.app.handlers.persistent
+def _on_undo_redo(*_args) -> None:
+    # Undo can set a job that had finished back to running (the file state before its result); ask the backend,
+    # which answers with the job's real state, or that it no longer has it.
+    if session.get_session().client is not None:
+        session.refetch_active_jobs(bpy.context)
+
+
 def register() -> None:
     for module in _modules:
         if hasattr(module, "register"):
@@ -33,11 +41,16 @@ def register() -> None:
                 bpy.utils.register_class(cls)
     bpy.app.timers.register(_timer, first_interval=0.1, persistent=True)
     bpy.app.handlers.load_post.append(_on_load_post)
+    bpy.app.handlers.undo_post.append(_on_undo_redo)
+    bpy.app.handlers.redo_post.append(_on_undo_redo)
 
 
 def unregister() -> None:
     if _on_load_post in bpy.app.handlers.load_post:
         bpy.app.handlers.load_post.remove(_on_load_post)
+    for handlers in (bpy.app.handlers.undo_post, bpy.app.handlers.redo_post):
+        if _on_undo_redo in handlers:
+            handlers.remove(_on_undo_redo)
     if bpy.app.timers.is_registered(_timer):
         bpy.app.timers.unregister(_timer)
     session.close_session()

@@ -13,7 +13,7 @@ from typing import Any
 
 import bpy
 
-from . import preferences, result_files, sequencer
+from . import compat, preferences, result_files, sequencer
 from ._protocol import client as protocol_client
 from ._protocol import errors, keys
 from .properties import ACTIVE_STATES
@@ -207,7 +207,9 @@ def apply_event(context: bpy.types.Context, session: Session, event: Any) -> Non
         return
     job = find_job(event.request_id, event.job_id)
     if job is None:
-        if kind == "error":
+        if kind == "result":
+            recover_result(context, session, event)  # its job was undone or removed: the result is still kept
+        elif kind == "error":
             session.connection.message = event.message.message
         return
     if job.state in FINISHED_STATES:
@@ -257,7 +259,29 @@ def apply_progress(job: Any, event: Any) -> None:
     job.message = f"{progress.stage.capitalize()} {progress.step}/{progress.total}{eta}"
 
 
-def apply_result(context: bpy.types.Context, session: Session, job: Any, event: Any) -> None:
+def recover_result(context: bpy.types.Context, session: Session, event: Any) -> None:
+    """A result whose job is in no list (undone or removed): store and place it under a new job entry, from the
+    scene's first frame, one scene frame per result frame, in the scene the sequencer shows."""
+    result = event.message
+    parameters = result.metadata.get("parameters", {})
+    scene = compat.sequencer_scene(context)
+    count = int(result.frames.shape[0])
+    job = scene.motionclone.jobs.add()
+    job.job_id = event.job_id or ""
+    job.prompt = str(parameters.get("prompt", ""))
+    job.seed = int(result.metadata.get("seed", parameters.get("seed", 0)))
+    job.frame_start, job.frame_end = scene.frame_start, scene.frame_start + count - 1
+    job.sampled_frames = json.dumps(list(range(job.frame_start, job.frame_end + 1)))
+    job.params_json = json.dumps(parameters)
+    job.target_scene = scene.name
+    job.state = "RUNNING"
+    apply_result(context, session, job, event, remember_seed=False)
+    job.message = f"Recovered a result whose job was no longer listed. {job.message}"
+
+
+def apply_result(
+    context: bpy.types.Context, session: Session, job: Any, event: Any, remember_seed: bool = True
+) -> None:
     """Write the frames into a new folder, add the strip, write the seed used back, acknowledge."""
     result = event.message
     frames = event.frames()
@@ -287,8 +311,17 @@ def apply_result(context: bpy.types.Context, session: Session, job: Any, event: 
     job.state = "DONE"
     job.progress = 1.0
     job.message = f"Added strip '{strip.name}' on channel {strip.channel}"
-    job.id_data.motionclone.seed = int(result.metadata.get("seed", job.seed))  # the seed actually used
+    if remember_seed:
+        job.id_data.motionclone.seed = int(result.metadata.get("seed", job.seed))  # the seed actually used
+    push_undo("MotionClone result")
     session.client.ack(event.job_id)
+
+
+def push_undo(message: str) -> None:
+    """Make what the pump just did one undo step of its own, so that Ctrl+Z takes back the user's last action and
+    not a result with it. Background mode has no undo stack."""
+    if not bpy.app.background and bpy.ops.ed.undo_push.poll():
+        bpy.ops.ed.undo_push(message=message)
 
 
 def show_preview(path: Path) -> None:

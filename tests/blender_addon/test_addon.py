@@ -264,6 +264,25 @@ def test_the_result_lands_in_the_scene_the_sequencer_shows(addon, backend):
     assert other.sequence_editor is None or job.strip_name not in compat.strips(other.sequence_editor)
 
 
+def test_a_result_whose_job_was_removed_is_still_stored_and_placed(addon, backend):
+    """Undo or a removed list entry takes the job away while it runs: its result still gets a folder and a strip."""
+    addon.endpoint = backend.endpoint
+    scene = animated_scene(frames=8)
+    settings = configure_job(scene, prompt="a lost fox", steps=6)
+    bpy.ops.motionclone.generate()
+    job = settings.jobs[0]
+    assert pump_until(lambda: bool(job.job_id), 60), job.message
+    job_id = job.job_id
+    settings.jobs.remove(0)
+    assert pump_until(lambda: any(item.job_id == job_id for item in settings.jobs), 120)
+    recovered = next(item for item in settings.jobs if item.job_id == job_id)
+    assert recovered.state == "DONE" and recovered.message.startswith("Recovered"), recovered.message
+    assert recovered.prompt == "a lost fox" and recovered.seed == 7
+    strip = compat.strips(scene.sequence_editor)[recovered.strip_name]
+    assert (strip.frame_final_start, strip.frame_final_duration) == (scene.frame_start, 4)
+    assert len(list(Path(recovered.result_dir).glob("*.png"))) == 4
+
+
 def test_cancel_reaches_the_backend(addon, backend):
     addon.endpoint = backend.endpoint
     scene = animated_scene(frames=8)
