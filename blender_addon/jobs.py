@@ -60,7 +60,16 @@ def reference_frames(scene: bpy.types.Scene, settings: Any, frames: list[int], w
             raise ValueError(f"No sequencer strip named '{settings.reference_strip}': pick an image strip.")
         return reference.read_image_strip_frames(strip, frames)
     with tempfile.TemporaryDirectory(prefix="motionclone-reference-") as workdir:
-        return reference.render_camera_frames(scene, frames, width, height, settings.render_engine, workdir)
+        return reference.render_camera_frames(
+            scene,
+            frames,
+            width,
+            height,
+            settings.render_engine,
+            workdir,
+            all_view_layers=settings.render_all_view_layers,
+            motion_blur=settings.render_motion_blur,
+        )
 
 
 def start_job(context: bpy.types.Context, scene: bpy.types.Scene) -> Any:

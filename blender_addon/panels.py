@@ -47,6 +47,10 @@ def draw_motionclone(layout: bpy.types.UILayout, context: bpy.types.Context) -> 
     box.prop(settings, "source")
     if settings.source == "CAMERA":
         box.prop(settings, "render_engine")
+        if settings.show_advanced:
+            row = box.row(align=True)
+            row.prop(settings, "render_all_view_layers")
+            row.prop(settings, "render_motion_blur")
     else:
         box.prop(settings, "reference_strip", icon="SEQUENCE")
     row = box.row(align=True)

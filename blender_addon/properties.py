@@ -94,6 +94,12 @@ class MOTIONCLONE_PG_settings(bpy.types.PropertyGroup):
     frame_end: bpy.props.IntProperty(name="End", default=16, min=0)
     source: bpy.props.EnumProperty(name="Reference", items=SOURCE_ITEMS, default="CAMERA")
     render_engine: bpy.props.EnumProperty(name="Engine", items=ENGINE_ITEMS, default="WORKBENCH")
+    render_all_view_layers: bpy.props.BoolProperty(
+        name="All View Layers", description="Render every view layer for the reference, not just the active one"
+    )
+    render_motion_blur: bpy.props.BoolProperty(
+        name="Motion Blur", description="Keep motion blur in the reference render (off: sharper motion to follow)"
+    )
     reference_strip: bpy.props.StringProperty(name="Strip", description="Name of the image strip to use")
     show_advanced: bpy.props.BoolProperty(name="Advanced", default=False)
     use_advanced: bpy.props.BoolProperty(

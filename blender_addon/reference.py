@@ -53,10 +53,15 @@ _RENDER_SETTINGS = (
     "use_sequencer",
     "use_stamp",
     "use_multiview",
+    "use_single_layer",
+    "use_motion_blur",
 )
 # media_type first: on 5.x file_format only accepts the formats of the current media type.
 _IMAGE_SETTINGS = ("media_type", "file_format", "color_mode", "color_depth", "compression", "color_management")
 _SCENE_SETTINGS = ("frame_start", "frame_end", "frame_step", "camera")
+
+
+REFERENCE_SLOT = "MotionClone reference"  # the Render Result slot reference renders go to
 
 
 class RenderCancelled(Exception):
@@ -176,6 +181,8 @@ def render_camera_frames(
     workdir: str | Path | None = None,
     camera: bpy.types.Object | None = None,
     cancel: Callable[[], bool] | None = None,
+    all_view_layers: bool = False,
+    motion_blur: bool = False,
 ) -> np.ndarray:
     """Render scene frames from a camera and return them as uint8 RGB.
 
@@ -195,6 +202,10 @@ def render_camera_frames(
             afterwards.
         camera (`bpy.types.Object | None`, defaults to None): the camera to render from; None uses the scene camera.
         cancel (`Callable[[], bool] | None`, defaults to None): polled before each frame; True stops the render.
+        all_view_layers (`bool`, defaults to False): render every view layer; by default only the active one
+            (the others are usually passes for compositing, which the reference skips).
+        motion_blur (`bool`, defaults to False): keep motion blur; by default it is off, since a blurred object
+            gives the backend's motion extraction less to hold on to.
 
     Returns:
         `np.ndarray`: uint8 array of shape (len(frames), height, width, 3), top row first.
@@ -223,8 +234,11 @@ def render_camera_frames(
         folder = Path(workdir)
         folder.mkdir(parents=True, exist_ok=True)
         stack.enter_context(_no_new_render_result())
+        stack.enter_context(_own_render_slot())
         stack.enter_context(preserved_render_settings(scene))
         _apply_reference_settings(scene, camera, width, height, engine)
+        scene.render.use_single_layer = not all_view_layers
+        scene.render.use_motion_blur = motion_blur
         paths = []
         for index, frame in enumerate(frames, start=1):
             if cancel is not None and cancel():
@@ -284,6 +298,25 @@ def _render_still(scene: bpy.types.Scene, frame: int, path: Path) -> Path:
     if "FINISHED" not in result or not path.is_file():
         raise RuntimeError(f"Blender did not render frame {frame} of scene '{scene.name}' to {path}.")
     return path
+
+
+@contextmanager
+def _own_render_slot() -> Iterator[None]:
+    # Rendering writes into the Render Result's active slot, which holds the artist's last render: render into a
+    # slot of our own instead (made once and reused: the Python API cannot remove slots), then make the artist's
+    # slot active again.
+    result = next((image for image in bpy.data.images if image.type == "RENDER_RESULT"), None)
+    if result is None:
+        yield
+        return
+    slots = result.render_slots
+    active = slots.active_index
+    slot = next((slot for slot in slots if slot.name == REFERENCE_SLOT), None) or slots.new(name=REFERENCE_SLOT)
+    slots.active = slot
+    try:
+        yield
+    finally:
+        slots.active_index = active
 
 
 @contextmanager

@@ -195,6 +195,47 @@ def test_render_restores_every_user_setting_and_leaks_no_image(scene: bpy.types.
     assert len(bpy.data.images) == 0
 
 
+def test_render_uses_one_view_layer_without_motion_blur_and_keeps_the_artists_render_slot(
+    scene: bpy.types.Scene, tmp_path: Path
+) -> None:
+    camera = build_animated_scene(scene)
+    scene.render.use_single_layer, scene.render.use_motion_blur = False, True
+    scene.render.engine = "BLENDER_WORKBENCH"
+    scene.render.resolution_x, scene.render.resolution_y = 16, 12
+    with bpy.context.temp_override(scene=scene):
+        bpy.ops.render.render()  # the artist's own render, in the Render Result's slot 3
+    result = next(image for image in bpy.data.images if image.type == "RENDER_RESULT")
+    slots = result.render_slots
+    slots.active_index = 3
+    slot_names = [slot.name for slot in slots]
+    seen: dict[str, object] = {}
+    render_still = reference._render_still
+
+    def recording(scene_, frame, path):
+        seen.update(single=scene_.render.use_single_layer, blur=scene_.render.use_motion_blur, slot=slots.active.name)
+        return render_still(scene_, frame, path)
+
+    reference._render_still = recording
+    try:
+        reference.render_camera_frames(scene, [1], WIDTH, HEIGHT, "WORKBENCH", tmp_path, camera=camera)
+    finally:
+        reference._render_still = render_still
+    assert seen == {"single": True, "blur": False, "slot": "MotionClone reference"}
+    # The artist's slots stay as they were, their slot active again; ours is added once and reused.
+    assert slots.active_index == 3 and [slot.name for slot in slots] == [*slot_names, "MotionClone reference"]
+    assert (scene.render.use_single_layer, scene.render.use_motion_blur) == (False, True)
+    reference._render_still = recording
+    try:
+        reference.render_camera_frames(
+            scene, [1], WIDTH, HEIGHT, "WORKBENCH", tmp_path, camera=camera, all_view_layers=True, motion_blur=True
+        )
+    finally:
+        reference._render_still = render_still
+    assert seen == {"single": False, "blur": True, "slot": "MotionClone reference"}  # as the artist asked
+    assert len(slots) == len(slot_names) + 1 and slots.active_index == 3
+    assert (scene.render.use_single_layer, scene.render.use_motion_blur) == (False, True)
+
+
 def test_cancel_stops_between_frames_and_still_restores_the_settings(scene: bpy.types.Scene, tmp_path: Path) -> None:
     build_animated_scene(scene)
     set_unusual_user_settings(scene)
