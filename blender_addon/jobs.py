@@ -5,7 +5,7 @@ Operators call `start_job` and report what it raises; this module holds the step
 
 import json
 import random
-import tempfile
+from dataclasses import dataclass
 from typing import Any
 
 import bpy
@@ -51,6 +51,21 @@ def request_params(settings: Any, seed: int, width: int, height: int, fps: float
     return params
 
 
+def camera_render(
+    scene: bpy.types.Scene, settings: Any, frames: list[int], width: int, height: int
+) -> reference.CameraRender:
+    """The reference render the panel's settings ask for, to run with `with` (see `reference.CameraRender`)."""
+    return reference.CameraRender(
+        scene,
+        frames,
+        width,
+        height,
+        settings.render_engine,
+        all_view_layers=settings.render_all_view_layers,
+        motion_blur=settings.render_motion_blur,
+    )
+
+
 def reference_frames(scene: bpy.types.Scene, settings: Any, frames: list[int], width: int, height: int) -> np.ndarray:
     """The reference as uint8 (N, H, W, 3): the camera rendered, or an image strip read."""
     if settings.source == "STRIP":
@@ -59,44 +74,61 @@ def reference_frames(scene: bpy.types.Scene, settings: Any, frames: list[int], w
         if strip is None:
             raise ValueError(f"No sequencer strip named '{settings.reference_strip}': pick an image strip.")
         return reference.read_image_strip_frames(strip, frames)
-    with tempfile.TemporaryDirectory(prefix="motionclone-reference-") as workdir:
-        return reference.render_camera_frames(
-            scene,
-            frames,
-            width,
-            height,
-            settings.render_engine,
-            workdir,
-            all_view_layers=settings.render_all_view_layers,
-            motion_blur=settings.render_motion_blur,
-        )
+    with camera_render(scene, settings, frames, width, height) as render:  # in a temporary folder
+        while not render.done:
+            render.step()
+        return render.pixels()
 
 
-def start_job(context: bpy.types.Context, scene: bpy.types.Scene) -> Any:
-    """Render the reference, submit it, and add a job to the scene's list. Returns the job item."""
+@dataclass
+class JobPlan:
+    """What a job needs besides its reference frames, fixed when Generate is pressed."""
+
+    frames: list[int]
+    width: int
+    height: int
+    fps: float
+    start: int
+    end: int
+
+
+def plan_job(context: bpy.types.Context, scene: bpy.types.Scene) -> JobPlan:
+    """Check the settings, connect, draw the seed, pick the frames and size. Raises with a user-facing message."""
     settings = scene.motionclone
     if not settings.prompt.strip():
         raise ValueError("Write a prompt first: it says what the new video shows.")
-    client = get_session().ensure_client(context)
+    get_session().ensure_client(context)
     if settings.randomize_seed:
         settings.seed = random.randint(0, MAX_SEED)
     start, end = frame_range(scene, settings)
     frames = reference.sample_frames(start, end, settings.num_frames)
     width, height = reference.snapped_resolution(scene, settings.long_side)
-    fps = scene.render.fps / scene.render.fps_base
-    pixels = reference_frames(scene, settings, frames, width, height)
-    params = request_params(settings, settings.seed, width, height, fps)
-    request_id = client.submit(pixels, params, fps=fps)
+    return JobPlan(frames, width, height, scene.render.fps / scene.render.fps_base, start, end)
+
+
+def submit_job(context: bpy.types.Context, scene: bpy.types.Scene, plan: JobPlan, pixels: np.ndarray) -> Any:
+    """Send the reference and add a job to the scene's list. Returns the job item."""
+    settings = scene.motionclone
+    client = get_session().ensure_client(context)
+    params = request_params(settings, settings.seed, plan.width, plan.height, plan.fps)
+    request_id = client.submit(pixels, params, fps=plan.fps)
     job = settings.jobs.add()
     job.request_id = request_id
     job.state = "SUBMITTED"
     job.prompt = settings.prompt
     job.seed = settings.seed
     job.config = settings.config
-    job.frame_start, job.frame_end = start, end
+    job.frame_start, job.frame_end = plan.start, plan.end
     job.target_scene = compat.sequencer_scene(context).name  # 5.x: the sequencer may show another scene
-    job.sampled_frames = json.dumps(frames)
+    job.sampled_frames = json.dumps(plan.frames)
     job.params_json = json.dumps(params)
     job.message = "Sent to the backend"
     settings.active_job = len(settings.jobs) - 1
     return job
+
+
+def start_job(context: bpy.types.Context, scene: bpy.types.Scene) -> Any:
+    """Render the reference, submit it, and add a job to the scene's list, all at once. Returns the job item."""
+    plan = plan_job(context, scene)
+    pixels = reference_frames(scene, scene.motionclone, plan.frames, plan.width, plan.height)
+    return submit_job(context, scene, plan, pixels)

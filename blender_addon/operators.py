@@ -29,6 +29,7 @@ class MOTIONCLONE_OT_generate(bpy.types.Operator):
         return True
 
     def execute(self, context: bpy.types.Context) -> set[str]:
+        # Scripts and background mode: render and send in one go.
         try:
             job = jobs.start_job(context, context.scene)
         except USER_ERRORS as error:
@@ -36,6 +37,64 @@ class MOTIONCLONE_OT_generate(bpy.types.Operator):
             return {"CANCELLED"}
         self.report({"INFO"}, f"MotionClone job sent (seed {job.seed})")
         return {"FINISHED"}
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        # From the UI, a camera reference renders one frame per timer tick: the UI stays alive, the status bar shows
+        # the progress, and Esc cancels (every render setting is restored).
+        settings = context.scene.motionclone
+        if bpy.app.background or settings.source != "CAMERA":
+            return self.execute(context)
+        try:
+            self._scene = context.scene
+            self._plan = jobs.plan_job(context, self._scene)
+            self._render = jobs.camera_render(
+                self._scene, settings, self._plan.frames, self._plan.width, self._plan.height
+            ).__enter__()
+        except USER_ERRORS as error:
+            self.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
+        self._timer = context.window_manager.event_timer_add(0.01, window=context.window)
+        context.window_manager.modal_handler_add(self)
+        self._show_progress(context)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        if event.type in {"ESC", "RIGHTMOUSE"}:
+            self._finish(context)
+            self.report({"WARNING"}, "Reference render cancelled; your render settings are as they were")
+            return {"CANCELLED"}
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        try:
+            self._render.step()
+            self._show_progress(context)
+            if not self._render.done:
+                return {"RUNNING_MODAL"}
+            pixels = self._render.pixels()
+            self._finish(context)
+            job = jobs.submit_job(context, self._scene, self._plan, pixels)
+        except USER_ERRORS as error:
+            self._finish(context)
+            self.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
+        except BaseException:
+            self._finish(context)  # whatever went wrong, the artist's settings come back
+            raise
+        self.report({"INFO"}, f"MotionClone job sent (seed {job.seed})")
+        return {"FINISHED"}
+
+    def _show_progress(self, context: bpy.types.Context) -> None:
+        done, total = self._render.rendered, len(self._render.frames)
+        text = f"MotionClone: rendering the reference, frame {done} of {total} (Esc cancels)"
+        context.workspace.status_text_set(text)
+
+    def _finish(self, context: bpy.types.Context) -> None:
+        if self._timer is None:
+            return  # finished already
+        context.window_manager.event_timer_remove(self._timer)
+        self._timer = None
+        context.workspace.status_text_set(None)
+        self._render.__exit__(None, None, None)  # restores every render setting
 
 
 class MOTIONCLONE_OT_cancel(bpy.types.Operator):

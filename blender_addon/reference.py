@@ -16,6 +16,7 @@ Public API:
 """
 
 import math
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -215,39 +216,99 @@ def render_camera_frames(
         RenderCancelled: ``cancel()`` returned True.
         RuntimeError: Blender did not render or write a frame.
     """
-    if not frames:
-        raise ValueError("`frames` is empty: pass at least one scene frame to render.")
-    if width < 1 or height < 1:
-        raise ValueError(f"`width` and `height` must be positive, got {width}x{height}.")
-    if engine not in RENDER_ENGINES:
-        raise ValueError(f"`engine` must be one of {', '.join(RENDER_ENGINES)}, got {engine!r}.")
-    camera = camera or scene.camera
-    if camera is None:
-        raise ValueError(
-            f"Scene '{scene.name}' has no active camera: add a camera and make it active "
-            "(Scene Properties > Camera) to render the reference."
-        )
-
-    with ExitStack() as stack:
-        if workdir is None:
-            workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="motionclone-reference-"))
-        folder = Path(workdir)
-        folder.mkdir(parents=True, exist_ok=True)
-        stack.enter_context(_no_new_render_result())
-        stack.enter_context(_own_render_slot())
-        stack.enter_context(preserved_render_settings(scene))
-        _apply_reference_settings(scene, camera, width, height, engine)
-        scene.render.use_single_layer = not all_view_layers
-        scene.render.use_motion_blur = motion_blur
-        paths = []
-        for index, frame in enumerate(frames, start=1):
+    with CameraRender(scene, frames, width, height, engine, workdir, camera, all_view_layers, motion_blur) as render:
+        while not render.done:
             if cancel is not None and cancel():
-                raise RenderCancelled(f"Reference render cancelled after {index - 1} of {len(frames)} frames.")
-            paths.append(_render_still(scene, frame, folder / f"frame_{index:04d}.png"))
-        pixels = np.stack([load_image_rgb(path) for path in paths])
-    if pixels.shape[1:3] != (height, width):
-        raise RuntimeError(f"Blender rendered {pixels.shape[2]}x{pixels.shape[1]} frames instead of {width}x{height}.")
-    return pixels
+                raise RenderCancelled(f"Reference render cancelled after {render.rendered} of {len(frames)} frames.")
+            render.step()
+        return render.pixels()
+
+
+class CameraRender:
+    """A reference render one frame at a time, for a modal operator that keeps the UI alive between frames.
+
+    Entering applies the reference settings (`render_camera_frames` lists them); each `step()` renders the next
+    frame; `pixels()` reads them once all are done; leaving restores every setting, whether the render finished,
+    failed or was cancelled. Arguments as for `render_camera_frames`.
+    """
+
+    def __init__(
+        self,
+        scene: bpy.types.Scene,
+        frames: list[int],
+        width: int,
+        height: int,
+        engine: str = "WORKBENCH",
+        workdir: str | Path | None = None,
+        camera: bpy.types.Object | None = None,
+        all_view_layers: bool = False,
+        motion_blur: bool = False,
+    ) -> None:
+        if not frames:
+            raise ValueError("`frames` is empty: pass at least one scene frame to render.")
+        if width < 1 or height < 1:
+            raise ValueError(f"`width` and `height` must be positive, got {width}x{height}.")
+        if engine not in RENDER_ENGINES:
+            raise ValueError(f"`engine` must be one of {', '.join(RENDER_ENGINES)}, got {engine!r}.")
+        self.camera = camera or scene.camera
+        if self.camera is None:
+            raise ValueError(
+                f"Scene '{scene.name}' has no active camera: add a camera and make it active "
+                "(Scene Properties > Camera) to render the reference."
+            )
+        self.scene, self.frames, self.width, self.height, self.engine = scene, list(frames), width, height, engine
+        self.workdir, self.all_view_layers, self.motion_blur = workdir, all_view_layers, motion_blur
+        self.paths: list[Path] = []
+        self._stack = ExitStack()
+        self._folder: Path | None = None
+
+    def __enter__(self) -> "CameraRender":
+        stack = self._stack.__enter__()
+        try:
+            workdir = self.workdir
+            if workdir is None:
+                workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="motionclone-reference-"))
+            self._folder = Path(workdir)
+            self._folder.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(_no_new_render_result())
+            stack.enter_context(_own_render_slot())
+            stack.enter_context(preserved_render_settings(self.scene))
+            _apply_reference_settings(self.scene, self.camera, self.width, self.height, self.engine)
+            self.scene.render.use_single_layer = not self.all_view_layers
+            self.scene.render.use_motion_blur = self.motion_blur
+        except BaseException:
+            self._stack.__exit__(*sys.exc_info())
+            raise
+        return self
+
+    def __exit__(self, *exc_info: Any) -> bool:
+        return bool(self._stack.__exit__(*exc_info))
+
+    @property
+    def rendered(self) -> int:
+        return len(self.paths)
+
+    @property
+    def done(self) -> bool:
+        return len(self.paths) == len(self.frames)
+
+    def step(self) -> None:
+        """Render the next frame (Blender blocks while it renders)."""
+        if self._folder is None:
+            raise RuntimeError("CameraRender.step() outside its `with` block")
+        index = len(self.paths) + 1
+        self.paths.append(_render_still(self.scene, self.frames[index - 1], self._folder / f"frame_{index:04d}.png"))
+
+    def pixels(self) -> np.ndarray:
+        """The rendered frames as uint8 (frames, height, width, 3), once `done`."""
+        if not self.done:
+            raise RuntimeError(f"only {self.rendered} of {len(self.frames)} reference frames are rendered")
+        pixels = np.stack([load_image_rgb(path) for path in self.paths])
+        if pixels.shape[1:3] != (self.height, self.width):
+            raise RuntimeError(
+                f"Blender rendered {pixels.shape[2]}x{pixels.shape[1]} frames instead of {self.width}x{self.height}."
+            )
+        return pixels
 
 
 def _apply_reference_settings(

@@ -236,6 +236,26 @@ def test_render_uses_one_view_layer_without_motion_blur_and_keeps_the_artists_re
     assert (scene.render.use_single_layer, scene.render.use_motion_blur) == (False, True)
 
 
+def test_stepwise_render_leaves_settings_restored_when_left_midway(scene: bpy.types.Scene, tmp_path: Path) -> None:
+    """What the modal Generate does: one frame per step, and Esc leaves the `with` block after any step."""
+    camera = build_animated_scene(scene)
+    set_unusual_user_settings(scene)
+    before = settings_snapshot(scene)
+    with reference.CameraRender(scene, [1, 4, 7], WIDTH, HEIGHT, "WORKBENCH", tmp_path, camera=camera) as render:
+        render.step()
+        assert (render.rendered, render.done) == (1, False)
+        assert scene.render.resolution_x == WIDTH  # the reference settings hold between steps
+        with pytest.raises(RuntimeError, match="only 1 of 3"):
+            render.pixels()
+    assert settings_snapshot(scene) == before
+    assert len(bpy.data.images) == 0
+    with reference.CameraRender(scene, [1, 4, 7], WIDTH, HEIGHT, "WORKBENCH", tmp_path, camera=camera) as render:
+        while not render.done:
+            render.step()
+        assert render.pixels().shape == (3, HEIGHT, WIDTH, 3)
+    assert settings_snapshot(scene) == before
+
+
 def test_cancel_stops_between_frames_and_still_restores_the_settings(scene: bpy.types.Scene, tmp_path: Path) -> None:
     build_animated_scene(scene)
     set_unusual_user_settings(scene)
