@@ -127,8 +127,60 @@ def submit_job(context: bpy.types.Context, scene: bpy.types.Scene, plan: JobPlan
     return job
 
 
+def submit_jobs(context: bpy.types.Context, scene: bpy.types.Scene, plan: JobPlan, pixels: np.ndarray) -> list[Any]:
+    """One job per seed of the panel's seed count (seed, seed + 1, ...), all on the same reference frames."""
+    settings = scene.motionclone
+    first = settings.seed
+    submitted = []
+    for offset in range(settings.seed_count):
+        settings.seed = (first + offset) % (MAX_SEED + 1)
+        submitted.append(submit_job(context, scene, plan, pixels))
+    settings.seed = first
+    return submitted
+
+
 def start_job(context: bpy.types.Context, scene: bpy.types.Scene) -> Any:
-    """Render the reference, submit it, and add a job to the scene's list, all at once. Returns the job item."""
+    """Render the reference, submit one job per seed, and add them to the scene's list, all at once. Returns the
+    first job item."""
     plan = plan_job(context, scene)
     pixels = reference_frames(scene, scene.motionclone, plan.frames, plan.width, plan.height)
-    return submit_job(context, scene, plan, pixels)
+    return submit_jobs(context, scene, plan, pixels)[0]
+
+
+def use_job_settings(settings: Any, job: Any) -> list[str]:
+    """Put a job's stored parameters back into the panel; returns the names of the settings it set."""
+    params = json.loads(job.params_json or "{}")
+    if not params:
+        raise ValueError("This job has no stored parameters (made by an older version of the add-on).")
+    simple = {
+        "prompt": "prompt",
+        "negative_prompt": "negative_prompt",
+        "config": "config",
+        "seed": "seed",
+        "num_frames": "num_frames",
+        "inversion_prompt": "inversion_prompt",
+    }
+    changed = []
+    for key, name in simple.items():
+        if key in params:
+            setattr(settings, name, params[key])
+            changed.append(name)
+    settings.negative_prompt = params.get("negative_prompt", "")
+    settings.motion_source = params.get("motion_source", "single-step")
+    pair = params.get("semantic_object_pair") or ["", ""]
+    settings.reference_word, settings.new_word = pair
+    if "width" in params and "height" in params:
+        settings.long_side = max(int(params["width"]), int(params["height"]))
+        changed.append("long_side")
+    advanced = ("num_inference_steps", "guidance_steps", "motion_guidance_weight", "cfg_scale")
+    settings.use_advanced = all(key in params for key in advanced)
+    if settings.use_advanced:
+        settings.steps = params["num_inference_steps"]
+        settings.guidance_steps = params["guidance_steps"]
+        settings.guidance_weight = params["motion_guidance_weight"]
+        settings.cfg_scale = params["cfg_scale"]
+        changed += ["steps", "guidance_steps", "guidance_weight", "cfg_scale"]
+    settings.randomize_seed = False  # the job's own seed, as stored
+    settings.frame_start, settings.frame_end = job.frame_start, job.frame_end
+    settings.use_scene_range = False
+    return changed

@@ -1,14 +1,16 @@
 """Operators: each translates the panel's state into one call and reports errors in one place. No torch."""
 
+import os
 import random
 
 import bpy
 
-from . import jobs
+from . import compat, jobs
 from ._protocol import errors
 from .properties import ACTIVE_STATES
 from .reference import RenderCancelled
 from .session import Connection, get_session
+from .session import scene_of as session_scene_of
 
 USER_ERRORS = (ValueError, RuntimeError, RenderCancelled, errors.BackendUnavailable)
 
@@ -72,7 +74,7 @@ class MOTIONCLONE_OT_generate(bpy.types.Operator):
                 return {"RUNNING_MODAL"}
             pixels = self._render.pixels()
             self._finish(context)
-            job = jobs.submit_job(context, self._scene, self._plan, pixels)
+            job = jobs.submit_jobs(context, self._scene, self._plan, pixels)[0]
         except USER_ERRORS as error:
             self._finish(context)
             self.report({"ERROR"}, str(error))
@@ -185,6 +187,71 @@ class MOTIONCLONE_OT_fetch_again(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class MOTIONCLONE_OT_use_job_settings(bpy.types.Operator):
+    """Put every setting of the selected job back into the panel (prompt, seed, config, size, frames, advanced)"""
+
+    bl_idname = "motionclone.use_job_settings"
+    bl_label = "Use These Settings"
+    bl_options = frozenset({"REGISTER", "UNDO"})
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return selected_job(context, -1) is not None
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        job = selected_job(context, -1)
+        try:
+            jobs.use_job_settings(context.scene.motionclone, job)
+        except (ValueError, TypeError) as error:
+            self.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Settings of the job with seed {job.seed} restored")
+        return {"FINISHED"}
+
+
+class MOTIONCLONE_OT_show_result(bpy.types.Operator):
+    """Select the selected job's result strip and jump to its first frame"""
+
+    bl_idname = "motionclone.show_result"
+    bl_label = "Show Result Strip"
+    bl_options = frozenset({"REGISTER", "UNDO"})
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        job = selected_job(context, -1)
+        return job is not None and bool(job.strip_name)
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        job = selected_job(context, -1)
+        scene = session_scene_of(job)
+        editor = scene.sequence_editor
+        strip = editor and compat.all_strips(editor).get(job.strip_name)
+        if strip is None:
+            self.report({"WARNING"}, f"The strip '{job.strip_name}' is no longer in scene '{scene.name}'")
+            return {"CANCELLED"}
+        for other in compat.all_strips(editor):
+            other.select = False
+        strip.select = True
+        editor.active_strip = strip
+        scene.frame_current = int(strip.frame_final_start)
+        return {"FINISHED"}
+
+
+class MOTIONCLONE_OT_open_result_folder(bpy.types.Operator):
+    """Open the selected job's result folder in the file browser of the system"""
+
+    bl_idname = "motionclone.open_result_folder"
+    bl_label = "Open Result Folder"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        job = selected_job(context, -1)
+        return job is not None and bool(job.result_dir) and os.path.isdir(bpy.path.abspath(job.result_dir))
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        return bpy.ops.wm.path_open(filepath=bpy.path.abspath(selected_job(context, -1).result_dir))
+
+
 class MOTIONCLONE_OT_remove_job(bpy.types.Operator):
     """Remove the selected job from the list (its strip and files stay)"""
 
@@ -217,5 +284,8 @@ classes = (
     MOTIONCLONE_OT_redo,
     MOTIONCLONE_OT_test_connection,
     MOTIONCLONE_OT_fetch_again,
+    MOTIONCLONE_OT_use_job_settings,
+    MOTIONCLONE_OT_show_result,
+    MOTIONCLONE_OT_open_result_folder,
     MOTIONCLONE_OT_remove_job,
 )

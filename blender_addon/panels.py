@@ -42,6 +42,7 @@ def draw_motionclone(layout: bpy.types.UILayout, context: bpy.types.Context) -> 
     row = col.row(align=True)
     row.prop(settings, "seed")
     row.prop(settings, "randomize_seed", text="", icon="FILE_REFRESH")
+    row.prop(settings, "seed_count")
 
     box = layout.box()
     box.prop(settings, "source")
@@ -104,6 +105,10 @@ def draw_jobs(layout: bpy.types.UILayout, settings) -> None:
     row.operator("motionclone.redo", icon="FILE_REFRESH")
     row.operator("motionclone.fetch_again", text="", icon="IMPORT")
     row.operator("motionclone.remove_job", text="", icon="TRASH")
+    row = col.row(align=True)
+    row.operator("motionclone.use_job_settings", icon="PASTEDOWN")
+    row.operator("motionclone.show_result", text="", icon="SEQUENCE")
+    row.operator("motionclone.open_result_folder", text="", icon="FILE_FOLDER")
 
 
 class MOTIONCLONE_PT_view3d(bpy.types.Panel):

@@ -83,6 +83,9 @@ class MOTIONCLONE_PG_settings(bpy.types.PropertyGroup):
     )
     seed: bpy.props.IntProperty(name="Seed", default=2025, min=0, description="Seed; the one used is written back")
     randomize_seed: bpy.props.BoolProperty(name="Random seed", default=False, description="New seed every run")
+    seed_count: bpy.props.IntProperty(
+        name="Seeds", default=1, min=1, max=16, description="Jobs per Generate, one reference, seeds counting up"
+    )
     num_frames: bpy.props.IntProperty(
         name="Frames", default=16, min=2, max=32, description="Frames sampled evenly over the frame range"
     )

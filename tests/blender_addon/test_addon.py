@@ -3,6 +3,7 @@
 Timers never fire in background mode, so the tests call the pump the timer would call.
 """
 
+import json
 import socket
 import time
 from pathlib import Path
@@ -281,6 +282,34 @@ def test_a_result_whose_job_was_removed_is_still_stored_and_placed(addon, backen
     strip = compat.strips(scene.sequence_editor)[recovered.strip_name]
     assert (strip.frame_final_start, strip.frame_final_duration) == (scene.frame_start, 4)
     assert len(list(Path(recovered.result_dir).glob("*.png"))) == 4
+
+
+def test_two_seeds_in_one_click_then_use_their_settings_and_show_their_strip(addon, backend):
+    addon.endpoint = backend.endpoint
+    scene = animated_scene(frames=8)
+    settings = configure_job(scene, prompt="a fox")
+    settings.seed_count = 2
+    assert bpy.ops.motionclone.generate() == {"FINISHED"}
+    assert [job.seed for job in settings.jobs] == [7, 8] and settings.seed == 7
+    assert json.loads(settings.jobs[0].params_json)["seed"] == 7
+    assert pump_until(lambda: all(job.state in ("DONE", "FAILED") for job in settings.jobs), 180)
+    assert [job.state for job in settings.jobs] == ["DONE", "DONE"]
+    second = settings.jobs[1]
+
+    settings.prompt, settings.seed, settings.steps, settings.use_advanced = "something else", 99, 50, False
+    settings.active_job = 1
+    assert bpy.ops.motionclone.use_job_settings() == {"FINISHED"}
+    assert (settings.prompt, settings.seed, settings.use_advanced, settings.steps) == ("a fox", 8, True, 2)
+    assert (settings.guidance_steps, settings.num_frames, settings.long_side) == (1, 4, 64)
+    assert (settings.use_scene_range, settings.frame_start, settings.frame_end) == (False, 1, 8)
+
+    scene.frame_current = 5
+    assert bpy.ops.motionclone.show_result() == {"FINISHED"}
+    strip = compat.strips(scene.sequence_editor)[second.strip_name]
+    assert strip.select and scene.sequence_editor.active_strip == strip
+    assert scene.frame_current == strip.frame_final_start == 1
+    assert not compat.strips(scene.sequence_editor)[settings.jobs[0].strip_name].select
+    assert bpy.ops.motionclone.open_result_folder.poll()
 
 
 def test_cancel_reaches_the_backend(addon, backend):
