@@ -15,15 +15,13 @@ import bpy
 
 from . import compat, preferences, result_files, sequencer
 from ._protocol import client as protocol_client
-from ._protocol import errors, keys
+from ._protocol import errors, keys, stages
 from .properties import ACTIVE_STATES
 
 PUMP_INTERVAL_ACTIVE = 0.1
 PUMP_INTERVAL_IDLE = 0.5
 # The image datablock the panel shows the latest preview from (it has no users, so it is never saved).
 PREVIEW_IMAGE = "MotionClone Preview"
-# Share of the whole job each backend stage stands for, for one progress bar.
-STAGE_WEIGHTS = {"prepare": (0.0, 0.02), "extract": (0.02, 0.05), "denoise": (0.05, 0.95), "decode": (0.95, 1.0)}
 # A job in one of these states is over: late or repeated events never set it back.
 FINISHED_STATES = {"DONE", "CANCELLED"}
 
@@ -223,7 +221,7 @@ def apply_event(context: bpy.types.Context, session: Session, event: Any) -> Non
     elif kind == "queued":
         job.state = "QUEUED"
         job.message = f"Queue position {event.message.queue_position}"
-    elif kind == "job_status" and event.message.state in ("queued", "running"):
+    elif kind == "job_status" and event.message.state in stages.ACTIVE_STATES:
         job.state = event.message.state.upper()
     elif kind == "progress":
         apply_progress(job, event)
@@ -253,8 +251,8 @@ def apply_progress(job: Any, event: Any) -> None:
         return
     job.state = "RUNNING"
     job.stage = progress.stage
-    low, high = STAGE_WEIGHTS.get(progress.stage, (0.0, 1.0))
-    job.progress = low + (high - low) * (progress.step / max(1, progress.total))
+    motion_source = json.loads(job.params_json or "{}").get("motion_source", "single-step")
+    job.progress = stages.overall_progress(progress.stage, progress.step, progress.total, motion_source)
     eta = f", about {progress.eta:.0f} s left" if progress.eta is not None else ""
     job.message = f"{progress.stage.capitalize()} {progress.step}/{progress.total}{eta}"
 

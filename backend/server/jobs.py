@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ...protocol import stages
 from ..engine import MotionCloneParams
 
 
@@ -34,7 +35,7 @@ class Job:
     preset: str
     sequence: int = 0
     job_id: str = field(default_factory=lambda: secrets.token_hex(16))
-    state: str = "queued"
+    state: str = stages.QUEUED
     submitted_at: float = field(default_factory=time.monotonic)
     started_at: float | None = None
     cancel_requested: threading.Event = field(default_factory=threading.Event)

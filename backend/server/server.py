@@ -18,6 +18,7 @@ import numpy as np
 import zmq
 
 from ...protocol import errors as codes
+from ...protocol import stages
 from ...protocol.codec import decode, encode
 from ...protocol.errors import ProtocolError
 from ...protocol.messages import (
@@ -239,11 +240,11 @@ class Server:
 
     def _on_cancel(self, identity: bytes, message: Cancel, payload: memoryview | None) -> None:
         job = self.jobs.get(message.job_id)
-        if job is None or job.state not in ("queued", "running"):
+        if job is None or job.state not in stages.ACTIVE_STATES:
             self._send_unknown_job(identity, message.request_id, message.job_id)
             return
-        if job.state == "queued" and self.queue.remove(job):
-            job.state = "cancelled"
+        if job.state == stages.QUEUED and self.queue.remove(job):
+            job.state = stages.CANCELLED
             self._forget(job)
             self._send(job.identity, Cancelled(job.job_id, "cancelled while queued"))
             self._send_queue_positions()
@@ -252,7 +253,7 @@ class Server:
 
     def _on_fetch(self, identity: bytes, message: Fetch, payload: memoryview | None) -> None:
         job = self.jobs.get(message.job_id)
-        if job is not None and job.state in ("queued", "running"):
+        if job is not None and job.state in stages.ACTIVE_STATES:
             job.identity = identity  # progress and the result now go to this connection
             self._send(identity, JobStatus(message.request_id, job.job_id, job.state, self._position(job)))
             return
@@ -266,7 +267,7 @@ class Server:
         if not self.results.delete(message.job_id):
             self._send_unknown_job(identity, message.request_id, message.job_id)
             return
-        self._send(identity, JobStatus(message.request_id, message.job_id, "done"))
+        self._send(identity, JobStatus(message.request_id, message.job_id, stages.DONE))
 
     def _on_ping(self, identity: bytes, message: Ping, payload: memoryview | None) -> None:
         self._send(identity, Pong(message.request_id))
@@ -281,7 +282,7 @@ class Server:
         job = self.queue.pop()
         if job is None:
             return
-        job.state = "running"
+        job.state = stages.RUNNING
         self.worker.submit(job)
         self._send_queue_positions()
 
@@ -306,7 +307,7 @@ class Server:
                 )
                 self._send(job.identity, preview, png)
             elif event.kind == "done":
-                job.state = "done"
+                job.state = stages.DONE
                 self._completed += 1
                 data["metadata"]["job"] = {**self._job_record(job), "completed": self._completed}
                 # On disk first: if the client is gone, the result waits for a Fetch, also across restarts.
@@ -314,11 +315,11 @@ class Server:
                 self._send_result(job.identity, job.job_id, data["frames"], data["fps"], data["metadata"])
                 self._forget(job)
             elif event.kind == "cancelled":
-                job.state = "cancelled"
+                job.state = stages.CANCELLED
                 self._send(job.identity, Cancelled(job.job_id, data["reason"]))
                 self._forget(job)
             elif event.kind == "failed":
-                job.state = "failed"
+                job.state = stages.FAILED
                 self._send(job.identity, Error(job_id=job.job_id, **data))
                 self._forget(job)
 
