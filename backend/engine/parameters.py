@@ -28,6 +28,26 @@ CONFIG_PRESETS: dict[str, dict[str, Any]] = {
     "object": {"num_inference_steps": 300, "guidance_steps": 180, "guidance_fraction": 0.4},
 }
 
+# Fast versions of the official configs, not official ones: 40% or less of the UNet work, chosen by measurement
+# (scripts/bench_fast_configs.py, docs/performance.md). Fewer guided steps over the same timestep range would add up
+# to less guidance, so the weight grows by G_official / G_fast; the ramps keep their share of the guided steps.
+CONFIG_PRESETS["camera-fast"] = {
+    "num_inference_steps": 40,
+    "guidance_steps": 20,
+    "guidance_fraction": 0.3,
+    "motion_guidance_weight": 2000.0 * 50 / 20,
+    "warm_up_steps": 4,
+    "cool_down_steps": 4,
+}
+CONFIG_PRESETS["object-fast"] = {
+    "num_inference_steps": 80,
+    "guidance_steps": 48,
+    "guidance_fraction": 0.4,
+    "motion_guidance_weight": 2000.0 * 180 / 48,
+    "warm_up_steps": 3,
+    "cool_down_steps": 3,
+}
+
 # The built-in `blocks` model's config, not an official one: few steps, so that a 2-core CPU finishes a clip in about
 # a minute, the official ramps scaled to 20 guided steps, and an empty negative prompt, since the official one is made
 # of words that model never saw. The weight is the official one doubled (the guided block has 64 positions where

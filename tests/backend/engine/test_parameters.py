@@ -31,6 +31,27 @@ def test_object_config_overrides_schedule_and_keeps_user_overrides():
     assert params.guidance_steps == 170
 
 
+def unet_work(config: dict) -> float:
+    """Batch-1 forwards of a run by the spec's cost model: a guided step ≈ 2.7, an unguided CFG step 2."""
+    guided = config["guidance_steps"]
+    return 2.7 * guided + 2.0 * (config["num_inference_steps"] - guided)
+
+
+@pytest.mark.parametrize(("fast", "official"), [("camera-fast", "camera"), ("object-fast", "object")])
+def test_fast_configs_cost_at_most_40_percent_and_keep_the_total_guidance(fast, official):
+    fast_params = MotionCloneParams.from_config(fast, prompt="x")
+    official_params = MotionCloneParams.from_config(official, prompt="x")
+    validate_params(fast_params)
+    budget = unet_work(CONFIG_PRESETS[fast]) / unet_work(
+        {"num_inference_steps": official_params.num_inference_steps, "guidance_steps": official_params.guidance_steps}
+    )
+    assert budget <= 0.4
+    # The same guided timestep range, and the weight scaled so that the guidance summed over the steps holds.
+    assert fast_params.guidance_fraction == official_params.guidance_fraction
+    total = fast_params.motion_guidance_weight * fast_params.guidance_steps
+    assert total == pytest.approx(official_params.motion_guidance_weight * official_params.guidance_steps)
+
+
 def test_unknown_config_and_unknown_parameter_are_named():
     with pytest.raises(ParameterError, match=r"`config`.*camera.*object"):
         MotionCloneParams.from_config("dolly", prompt="x")
