@@ -25,6 +25,11 @@ def all_strips(editor: Any) -> Any:
     return editor.strips_all if hasattr(editor, "strips_all") else editor.sequences_all
 
 
+def all_strips_property(editor: Any) -> str:
+    """The name of `all_strips`'s collection on the editor, for `UILayout.prop_search`."""
+    return "strips_all" if hasattr(editor, "strips_all") else "sequences_all"
+
+
 def sequencer_scene(context: Any) -> Any:
     """The scene the Video Sequencer shows: on 5.x it can be another scene than `context.scene`."""
     return getattr(context, "sequencer_scene", None) or context.scene

@@ -72,7 +72,11 @@ def reference_frames(scene: bpy.types.Scene, settings: Any, frames: list[int], w
         editor = scene.sequence_editor
         strip = editor and compat.all_strips(editor).get(settings.reference_strip)
         if strip is None:
-            raise ValueError(f"No sequencer strip named '{settings.reference_strip}': pick an image strip.")
+            raise ValueError(f"No sequencer strip named '{settings.reference_strip}': pick an image or movie strip.")
+        if strip.type == "MOVIE":
+            return reference.read_movie_strip_frames(strip, frames)
+        if strip.type != "IMAGE":
+            raise ValueError(f"Strip '{strip.name}' is a {strip.type.lower()} strip: pick an image or movie strip.")
         return reference.read_image_strip_frames(strip, frames)
     with camera_render(scene, settings, frames, width, height) as render:  # in a temporary folder
         while not render.done:

@@ -2,6 +2,7 @@
 
 import bpy
 
+from . import compat
 from .properties import ACTIVE_STATES
 from .session import PREVIEW_IMAGE, get_session
 
@@ -53,7 +54,12 @@ def draw_motionclone(layout: bpy.types.UILayout, context: bpy.types.Context) -> 
             row.prop(settings, "render_all_view_layers")
             row.prop(settings, "render_motion_blur")
     else:
-        box.prop(settings, "reference_strip", icon="SEQUENCE")
+        editor = context.scene.sequence_editor
+        if editor is not None:
+            # A list of the scene's strips (image and movie strips work), not a typed name.
+            box.prop_search(settings, "reference_strip", editor, compat.all_strips_property(editor), icon="SEQUENCE")
+        else:
+            box.label(text="Add an image or movie strip to the sequencer first", icon="INFO")
     row = box.row(align=True)
     row.prop(settings, "num_frames")
     row.prop(settings, "long_side")

@@ -6,6 +6,7 @@ class names. Existing strips are never moved or removed.
 """
 
 import bisect
+import contextlib
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,17 @@ def add_result_strip(
             scene.view_settings.view_transform, scene.view_settings.look = view
         if (scene.render.fps, scene.render.fps_base) != fps:
             scene.render.fps, scene.render.fps_base = fps
+    strip.directory = relative_to_blend(Path(folder))
     for key, value in properties.items():
         strip[key] = value
     return strip
+
+
+def relative_to_blend(folder: Path) -> str:
+    """`folder` as a strip directory: relative to the saved .blend ("//...") when it is on the same drive, so the
+    project can move as a whole; absolute otherwise. Ends with a separator, as Blender writes directories."""
+    directory = str(folder)
+    if bpy.data.filepath:
+        with contextlib.suppress(ValueError):  # another drive (Windows): no relative path exists
+            directory = bpy.path.relpath(directory)
+    return directory.rstrip("/\\") + "/"

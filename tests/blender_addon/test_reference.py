@@ -3,13 +3,14 @@
 import math
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import bpy
 import numpy as np
 import pytest
 
-from blender_addon import compat, png, reference
+from blender_addon import compat, jobs, png, reference
 
 pytestmark = pytest.mark.usefixtures("scene")
 
@@ -399,3 +400,11 @@ def test_read_movie_strip_frames_returns_the_frame_shown_at_each_scene_frame(
     expected_red = [srgb_u8(reds[k]) for k in (0, 0, 1, 2, 3, 3)]  # clamped before and after the movie
     assert np.abs(pixels[:, :, :, 0].astype(int) - np.array(expected_red)[:, None, None]).max() <= 2
     assert settings_snapshot(scene) == before  # includes: the temporary scene and its images are gone
+
+    # The add-on's Generate takes a movie strip as the reference, as it takes an image strip.
+    settings = SimpleNamespace(source="STRIP", reference_strip="movie")
+    from_jobs = jobs.reference_frames(scene, settings, [3, 5, 6, 7, 8, 30], 32, 24)
+    assert np.array_equal(from_jobs, pixels)
+    compat.new_effect_strip(scene.sequence_editor, "colour", "COLOR", 3, 1, 5)
+    with pytest.raises(ValueError, match="pick an image or movie strip"):
+        jobs.reference_frames(scene, SimpleNamespace(source="STRIP", reference_strip="colour"), [1], 32, 24)

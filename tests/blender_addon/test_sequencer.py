@@ -107,6 +107,16 @@ class StripsThatChangeTheScene:
         return self.strips.new_image(**kwargs)
 
 
+def test_result_strip_paths_are_relative_to_a_saved_blend(scene: bpy.types.Scene, tmp_path: Path) -> None:
+    folder, files = write_results(tmp_path / "results", 2)
+    unsaved = sequencer.add_result_strip(scene, folder, files, [1, 2], 1, 2, "unsaved", {})
+    assert unsaved.directory == str(folder) + "/"  # nothing to be relative to yet
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "shot.blend"))
+    saved = sequencer.add_result_strip(bpy.context.scene, folder, files, [1, 2], 1, 2, "saved", {})
+    assert saved.directory == "//results/result/"
+    assert Path(bpy.path.abspath(saved.directory)) == folder
+
+
 def test_add_result_strip_undoes_view_transform_and_fps_changes(
     scene: bpy.types.Scene, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
