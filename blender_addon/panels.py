@@ -1,10 +1,12 @@
 """Panels in the 3D viewport and sequencer sidebars, and the job list. Layout only. No torch."""
 
+from typing import Any
+
 import bpy
 
 from . import compat
 from .properties import ACTIVE_STATES
-from .session import PREVIEW_IMAGE, get_session
+from .session import PREVIEW_IMAGE, get_session, status_lines
 
 STATE_ICONS = {
     "RENDERING": "RENDER_ANIMATION",
@@ -139,4 +141,25 @@ class MOTIONCLONE_PT_sequencer(bpy.types.Panel):
         draw_motionclone(self.layout, context)
 
 
+def draw_status(self: Any, context: bpy.types.Context) -> None:
+    """Blender's status bar: the progress of every running job, and a line for each job that just ended."""
+    for text, progress in status_lines(get_session()):
+        if progress is None:
+            self.layout.label(text=text, icon="INFO")
+        else:
+            self.layout.progress(factor=progress, type="BAR", text=text)
+
+
 classes = (MOTIONCLONE_UL_jobs, MOTIONCLONE_PT_view3d, MOTIONCLONE_PT_sequencer)
+
+
+def register() -> None:
+    for cls in classes:
+        bpy.utils.register_class(cls)
+    bpy.types.STATUSBAR_HT_header.append(draw_status)
+
+
+def unregister() -> None:
+    bpy.types.STATUSBAR_HT_header.remove(draw_status)
+    for cls in reversed(classes):
+        bpy.utils.unregister_class(cls)

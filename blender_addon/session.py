@@ -24,6 +24,7 @@ PUMP_INTERVAL_IDLE = 0.5
 PREVIEW_IMAGE = "MotionClone Preview"
 # A job in one of these states is over: late or repeated events never set it back.
 FINISHED_STATES = {"DONE", "CANCELLED"}
+ENDING_SHOWN_S = 10.0  # how long the status bar reports a job that ended
 
 
 @dataclass
@@ -55,6 +56,7 @@ class Session:
         self.client: Any = None
         self.settings_key: tuple | None = None
         self.connection = Connection()
+        self.endings: list[tuple[float, str]] = []  # (when, what) of jobs that ended, for the status bar
 
     def ensure_client(self, context: bpy.types.Context) -> Any:
         """The running client for the current preferences; raises RuntimeError with a user-facing message."""
@@ -236,7 +238,28 @@ def apply_event(context: bpy.types.Context, session: Session, event: Any) -> Non
     elif kind == "error":
         job.state = "FAILED"
         job.message = " ".join(part for part in (event.message.message, event.message.hint) if part)
+    if job.state in ("DONE", "FAILED", "CANCELLED") and kind in ("result", "cancelled", "error"):
+        note_ending(session, job)
     tag_redraw()
+
+
+def note_ending(session: Session, job: Any) -> None:
+    """Remember for the status bar that `job` ended, with its outcome."""
+    outcome = {"DONE": "done", "FAILED": "failed", "CANCELLED": "cancelled"}[job.state]
+    session.endings.append((time.monotonic(), f"MotionClone job (seed {job.seed}) {outcome}: {job.message}"))
+
+
+def status_lines(session: Session) -> list[tuple[str, float | None]]:
+    """What the status bar shows: (text, progress) of every running job, then (text, None) of jobs that ended in
+    the last ENDING_SHOWN_S seconds."""
+    now = time.monotonic()
+    session.endings = [(when, text) for when, text in session.endings if now - when < ENDING_SHOWN_S]
+    lines: list[tuple[str, float | None]] = [
+        (f"MotionClone (seed {job.seed}): {job.message or job.state.capitalize()}", job.progress)
+        for job in all_jobs()
+        if job.state in ACTIVE_STATES
+    ]
+    return lines + [(text, None) for _, text in session.endings]
 
 
 def apply_progress(job: Any, event: Any) -> None:

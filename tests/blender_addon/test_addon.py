@@ -7,6 +7,7 @@ import json
 import socket
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import bpy
 import numpy as np
@@ -310,6 +311,33 @@ def test_two_seeds_in_one_click_then_use_their_settings_and_show_their_strip(add
     assert scene.frame_current == strip.frame_final_start == 1
     assert not compat.strips(scene.sequence_editor)[settings.jobs[0].strip_name].select
     assert bpy.ops.motionclone.open_result_folder.poll()
+
+
+def test_the_status_bar_shows_running_jobs_and_reports_the_ones_that_end(addon, backend):
+    from blender_addon import panels, session
+
+    assert panels.draw_status in bpy.types.STATUSBAR_HT_header._dyn_ui_initialize()
+    addon.endpoint = backend.endpoint
+    scene = animated_scene(frames=8)
+    settings = configure_job(scene, steps=6)
+    bpy.ops.motionclone.generate()
+    job = settings.jobs[0]
+    assert pump_until(lambda: job.state == "RUNNING" and job.stage == "denoise", 120), job.message
+
+    def drawn():
+        calls = []
+        panels.draw_status(SimpleNamespace(layout=RecordingLayout(calls)), bpy.context)
+        return calls
+
+    running = drawn()
+    assert [name for name, _, _ in running] == ["progress"]
+    assert running[0][2]["factor"] == job.progress and "seed 7" in running[0][2]["text"]
+    assert pump_until(lambda: job.state == "DONE", 120), job.message
+    ended = drawn()
+    assert [name for name, _, _ in ended] == ["label"] and "done: Added strip" in ended[0][2]["text"]
+    when, text = session.get_session().endings[0]
+    session.get_session().endings[0] = (when - session.ENDING_SHOWN_S, text)  # ten seconds later
+    assert drawn() == []
 
 
 def test_cancel_reaches_the_backend(addon, backend):
