@@ -6,9 +6,9 @@ Sequencer. All network I/O runs on the protocol client's thread; a persistent ti
 
 import bpy
 
-from . import operators, panels, preferences, properties, session
+from . import operators, panels, preferences, presets, properties, session
 
-_modules = (properties, preferences, operators, panels)
+_modules = (properties, preferences, operators, presets, panels)
 
 
 def _timer() -> float:

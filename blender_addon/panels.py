@@ -30,6 +30,10 @@ class MOTIONCLONE_UL_jobs(bpy.types.UIList):
 def draw_motionclone(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
     """The whole panel; shared by the viewport and sequencer panels."""
     settings = context.scene.motionclone
+    row = layout.row(align=True)
+    row.menu("MOTIONCLONE_MT_presets", text=bpy.types.MOTIONCLONE_MT_presets.bl_label)
+    row.operator("motionclone.preset_add", text="", icon="ADD")
+    row.operator("motionclone.preset_add", text="", icon="REMOVE").remove_active = True
     draw_connection(layout)
 
     col = layout.column()

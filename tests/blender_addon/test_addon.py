@@ -340,6 +340,31 @@ def test_the_status_bar_shows_running_jobs_and_reports_the_ones_that_end(addon, 
     assert drawn() == []
 
 
+def test_presets_save_and_restore_the_look_but_not_the_seed(addon):
+    from blender_addon import presets
+
+    scene = animated_scene(frames=8)
+    settings = configure_job(scene, prompt="a red fox in snow", steps=30)
+    settings.config, settings.long_side = "object-fast", 256
+    name = f"Test preset {time.monotonic_ns()}"  # never one the user made
+    try:
+        assert bpy.ops.motionclone.preset_add(name=name) == {"FINISHED"}
+        path = Path(bpy.utils.preset_find(name, presets.PRESET_SUBDIR, display_name=True))
+        settings.prompt, settings.config, settings.long_side, settings.steps, settings.seed = "x", "camera", 512, 3, 99
+        assert bpy.ops.script.execute_preset(filepath=str(path), menu_idname="MOTIONCLONE_MT_presets") == {"FINISHED"}
+        assert (settings.prompt, settings.config, settings.long_side, settings.steps) == (
+            "a red fox in snow",
+            "object-fast",
+            256,
+            30,
+        )
+        assert settings.seed == 99  # the seed is per run, not part of a look
+    finally:
+        leftover = bpy.utils.preset_find(name, presets.PRESET_SUBDIR, display_name=True)
+        if leftover:
+            Path(leftover).unlink()
+
+
 def test_cancel_reaches_the_backend(addon, backend):
     addon.endpoint = backend.endpoint
     scene = animated_scene(frames=8)
@@ -387,6 +412,8 @@ class RecordingLayout:
             self.calls.append((name, args, kwargs))
             if name in ("row", "column", "box", "split", "column_flow", "grid_flow"):
                 return RecordingLayout(self.calls)
+            if name == "operator":
+                return SimpleNamespace()  # operator properties the panel may set
             return None
 
         return record
