@@ -462,7 +462,6 @@ def command_status(args: argparse.Namespace) -> int:
 def command_fetch(args: argparse.Namespace) -> int:
     from ..protocol.client import Client
     from ..protocol.errors import JobFailed
-    from .results import write_result_folder
 
     with Client(args.server, client_name="motionclone-cli", **server_keys(args)) as client:
         client.wait_connected(args.timeout)
@@ -477,18 +476,13 @@ def command_fetch(args: argparse.Namespace) -> int:
                     "after the server's retention time",
                 ) from error
             raise
-        frames = event.frames()
-        paths = write_result_folder(frames, event.message.metadata, args.out, fps=event.message.fps)
-        client.ack(event.job_id)
-    print(f"Wrote {paths['video']} ({len(frames)} frames); job {event.job_id}")
-    print(f"Frames: {paths['frames']}  Metadata: {paths['metadata']}")
+        store_result(client, event, args.out)
     return 0
 
 
 def command_submit(args: argparse.Namespace) -> int:
     from ..protocol.client import Client
     from ..protocol.errors import BackendUnavailable
-    from .results import write_result_folder
     from .video_io import prepare_reference
 
     params = params_from_args(args)
@@ -520,12 +514,19 @@ def command_submit(args: argparse.Namespace) -> int:
             ) from error
         finally:
             bar.close()
-        frames = event.frames()
-        paths = write_result_folder(frames, event.message.metadata, args.out, fps=event.message.fps)
-        client.ack(event.job_id)
+        store_result(client, event, args.out)
+    return 0
+
+
+def store_result(client: Any, event: Any, out: Path) -> None:
+    """Write a "result" event as a result folder, then acknowledge it so the server may delete its copy."""
+    from .results import write_result_folder
+
+    frames = event.frames()
+    paths = write_result_folder(frames, event.message.metadata, out, fps=event.message.fps)
+    client.ack(event.job_id)
     print(f"Wrote {paths['video']} ({len(frames)} frames); job {event.job_id}")
     print(f"Frames: {paths['frames']}  Metadata: {paths['metadata']}")
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
