@@ -7,7 +7,7 @@ persistent timer calls on the main thread (tests call it directly: timers never 
 import json
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,6 @@ class Connection:
     server_version: str = ""
     device: str = ""
     default_preset: str = ""
-    since: float = field(default_factory=time.monotonic)
 
     def describe(self) -> str:
         """One line for a report: what the backend answered, or where the connection stands."""
@@ -136,7 +135,6 @@ def pump() -> float:
                 apply_event(context, session, event)
             except Exception as error:  # any failure of one event must leave the pump running
                 report_event_failure(session, event, error)
-        check_connection_timeout(context, session)
         busy = any_active_job() or session.connection.state == "connecting"
     except Exception:  # the same for anything around the events
         traceback.print_exc()
@@ -167,14 +165,6 @@ def report_event_failure(session: Session, event: Any, error: Exception) -> None
     tag_redraw()
 
 
-def check_connection_timeout(context: bpy.types.Context, session: Session) -> None:
-    """Turn a connection attempt that got no answer within the timeout into a clear message."""
-    if session.connection.state != "connecting":
-        return
-    if time.monotonic() - session.connection.since > preferences.get_preferences(context).timeout:
-        mark_unreachable(context, session)
-
-
 def mark_unreachable(context: bpy.types.Context, session: Session) -> str:
     """Say that no backend answers, and fail the jobs it never accepted. Returns the message."""
     prefs = preferences.get_preferences(context)
@@ -198,6 +188,9 @@ def apply_event(context: bpy.types.Context, session: Session, event: Any) -> Non
             welcome.device,
             welcome.default_preset,
         )
+        return
+    if kind == "unreachable":  # the client's own verdict: no answer within the timeout
+        mark_unreachable(context, session)
         return
     if kind == "disconnected":
         if session.connection.state != "unreachable":

@@ -12,6 +12,8 @@ Connection life (the zguide's lazy pirate):
     a Ping every heartbeat_interval; any message from the server counts as a sign of life
     nothing heard for dead_after -> Event("disconnected") once, close the socket with linger=0, wait a back-off that
         doubles from heartbeat_interval up to max_backoff, then a new socket and Hello again
+    no Welcome within dead_after of an attempt, and none since the last one -> Event("unreachable") once, then the
+        same back-off and retries (a client that never reached its server hears of it too, not only a lost one)
     Welcome again -> Event("connected"), then a Fetch for every job still followed (accepted, or asked for with
         `fetch`, and not yet finished) so that its progress and result come to the new connection
 
@@ -19,7 +21,8 @@ Submits that were sent but not accepted when a connection died are failed with a
 `BACKEND_UNAVAILABLE`; they are never resent, so a job never runs twice. Submits and Acks made while no connection is
 confirmed wait for the next Welcome; Submits still waiting when a connection attempt fails are failed the same way.
 
-Events (`Event.kind`): "connected" (carries the Welcome; there is no separate "welcome" event), "disconnected", and
+Events (`Event.kind`): "connected" (carries the Welcome; there is no separate "welcome" event), "disconnected",
+"unreachable", and
 one per server message: "accepted", "queued", "progress", "result", "cancelled", "job_status", "error" (a server
 message type added to the schema later comes through under its own TYPE name). Pong only refreshes liveness.
 """
@@ -240,6 +243,7 @@ class Client:
         self._outbox: list[_Command] = []
         self._pending_submits: set[str] = set()
         self._cancel_requested: set[str] = set()
+        self._unreachable_told = False  # "unreachable" was emitted since the last Welcome
 
     # ---- life cycle ----------------------------------------------------------------------------------------------
     def start(self) -> "Client":
@@ -758,11 +762,15 @@ class Client:
             was_connected = self._connected
             self._connected = False
             self._server_info = None
+        attempted = self._socket is not None
         if self._socket is not None:
             self._socket.close(linger=linger_ms)
             self._socket = None
         if was_connected:
             self._emit(Event("disconnected"))
+        elif attempted and not self._unreachable_told and not self._stop.is_set():
+            self._unreachable_told = True
+            self._emit(Event("unreachable"))
 
     def _fail_unaccepted_submits(self, reason: str) -> None:
         # Not resent: the server may have queued the job already, and a resend would run it twice.
@@ -897,6 +905,7 @@ class Client:
             self._server_info = message
             followed = sorted(self._active_jobs)
         self._backoff = self._heartbeat_interval
+        self._unreachable_told = False
         self._emit(Event("connected", message=message, request_id=message.request_id))
         # Re-attach followed jobs to this connection, repeat unanswered cancels, then send what waited.
         for job_id in followed:

@@ -264,6 +264,22 @@ def test_connect_emits_connected_with_the_welcome(server: FakeServer, make_clien
     assert event.request_id == hello.request_id
 
 
+def test_a_server_that_never_answers_gives_one_unreachable_event(
+    server: FakeServer, make_client: Callable[..., Client]
+) -> None:
+    client = make_client(f"tcp://127.0.0.1:{free_port()}").start()
+    started = time.monotonic()
+    event, _ = wait_for_event(client, "unreachable")
+    assert event.kind == "unreachable" and time.monotonic() - started < DEAD_AFTER + 1.0
+    time.sleep(3 * DEAD_AFTER)  # more failed attempts: still the one event
+    assert [e.kind for e in client.poll_events()].count("unreachable") == 0
+    # A server that answers, then a connection that dies: "disconnected", not "unreachable".
+    reachable = make_client(server.endpoint).start()
+    wait_for_event(reachable, "connected")
+    reachable.close()
+    assert "unreachable" not in [e.kind for e in reachable.poll_events()]
+
+
 def test_wait_connected_raises_when_no_server_exists(make_client: Callable[..., Client]) -> None:
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     client = make_client(endpoint).start()
