@@ -1,0 +1,353 @@
+"""The connection of a `Client`, owned by its I/O thread: the socket, heartbeats, reconnects and what waits to be sent.
+
+Nothing here is called from a caller's thread. What both sides see lives in `Shared`: the command and event queues,
+the stop flag, and the connection facts and followed jobs, guarded by its lock. See `client.py` for the life cycle.
+"""
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+import zmq
+
+from .codec import Buffer, Limits, decode, encode
+from .errors import BACKEND_UNAVAILABLE, BAD_MESSAGE, CLIENT_ERROR, ProtocolError
+from .events import Command, Event, new_id
+from .messages import (
+    Accepted,
+    Ack,
+    Cancel,
+    Cancelled,
+    Error,
+    Fetch,
+    Hello,
+    JobStatus,
+    Message,
+    Ping,
+    Pong,
+    Result,
+    Submit,
+    Welcome,
+)
+
+# The I/O thread waits this long for the socket, then drains the command queue, so a command waits at most this
+# long. 20 ms is below what a user notices and costs no measurable CPU; an inproc PAIR wake-up socket would save the
+# wait but adds a second socket, its own shutdown order, and nothing a user would notice.
+POLL_INTERVAL = 0.02
+# On close, queued messages get this long to leave a connected socket.
+SHUTDOWN_LINGER_MS = 500
+
+# Messages read per wake-up before commands get their turn (a flood of progress must not starve a Cancel).
+_MAX_RECEIVE_BATCH = 100
+
+# Messages only a client sends. Any other type the codec knows is passed on as an event named after its TYPE.
+_CLIENT_MESSAGES = (Hello, Submit, Cancel, Fetch, Ack, Ping)
+
+# JobStatus states after which a job is finished without a Result.
+_ENDED_STATES = ("failed", "cancelled")
+
+
+@dataclass
+class Shared:
+    """What the caller threads and the I/O thread both touch. The queues are thread-safe; the rest is guarded by
+    `lock`."""
+
+    commands: "queue.Queue[Command]" = field(default_factory=queue.Queue)
+    events: "queue.Queue[Event]" = field(default_factory=queue.Queue)
+    stop: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    connected: bool = False
+    server_info: Welcome | None = None
+    active_jobs: set[str] = field(default_factory=set)
+    hello_request_id: str | None = None
+
+    def is_connected(self) -> bool:
+        with self.lock:
+            return self.connected
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How to reach the server and when to give up on it (checked by `Client`)."""
+
+    endpoint: str
+    curve: tuple[bytes, bytes, bytes] | None
+    client_name: str
+    heartbeat_interval: float
+    dead_after: float
+    max_backoff: float
+    limits: Limits
+
+
+class Connection:
+    """The I/O thread's side of a client: `run()` is the thread's body."""
+
+    def __init__(self, settings: Settings, shared: Shared, context: zmq.Context) -> None:
+        self.shared = shared
+        self._context = context
+        self._endpoint = settings.endpoint
+        self._curve = settings.curve
+        self._client_name = settings.client_name
+        self._heartbeat_interval = settings.heartbeat_interval
+        self._dead_after = settings.dead_after
+        self._max_backoff = settings.max_backoff
+        self._limits = settings.limits
+        self._socket: zmq.Socket | None = None
+        self._last_heard = 0.0
+        self._next_ping = 0.0
+        self._reconnect_at = 0.0
+        self._backoff = self._heartbeat_interval
+        self._outbox: list[Command] = []
+        self._pending_submits: set[str] = set()
+        self._cancel_requested: set[str] = set()
+        self._unreachable_told = False  # "unreachable" was emitted since the last Welcome
+
+    def run(self) -> None:
+        """The I/O thread: connect, then poll, dispatch, send commands and heartbeats until stopped."""
+        try:
+            # The first socket opens in the loop too (no socket, reconnect time 0), so its errors are handled alike.
+            while not self.shared.stop.is_set():
+                try:
+                    self._run_once()
+                except Exception as error:  # the thread must outlive its own bugs, or callers would wait forever
+                    self._emit_error(CLIENT_ERROR, f"the client's I/O thread failed ({type(error).__name__}: {error})")
+                    self._drop_connection("the client's I/O thread failed")
+        finally:
+            self._shut_down()
+
+    def _run_once(self) -> None:
+        if self._socket is None:
+            # Backing off between connection attempts: keep taking commands, then try again when it is time.
+            self._take_commands()
+            wait = self._reconnect_at - time.monotonic()
+            if wait > 0:
+                time.sleep(min(POLL_INTERVAL, wait))
+            else:
+                self._open_socket()
+            return
+        if self._socket.poll(int(POLL_INTERVAL * 1000), zmq.POLLIN):
+            self._receive()
+        self._take_commands()
+        self._keep_alive()
+
+    def _open_socket(self) -> None:
+        """A new DEALER socket and a Hello: the start of every connection attempt."""
+        socket = self._context.socket(zmq.DEALER)
+        try:
+            socket.linger = 0
+            socket.setsockopt(zmq.MAXMSGSIZE, self._limits.max_message_bytes)
+            if self._curve is not None:
+                socket.curve_serverkey, socket.curve_publickey, socket.curve_secretkey = self._curve
+            socket.connect(self._endpoint)
+        except zmq.ZMQError as error:
+            socket.close(linger=0)
+            self._emit_error(BACKEND_UNAVAILABLE, f"cannot connect to {self._endpoint!r}: {error}")
+            self._drop_connection(f"cannot connect to {self._endpoint}")
+            return
+        self._socket = socket
+        now = time.monotonic()
+        # The attempt gets dead_after to be answered, like any live connection.
+        self._last_heard = now
+        self._next_ping = now + self._heartbeat_interval
+        hello = Hello(request_id=new_id(), client=self._client_name)
+        with self.shared.lock:
+            self.shared.hello_request_id = hello.request_id
+        self._send(hello)
+
+    def _drop_connection(self, reason: str) -> None:
+        """Lazy pirate: the socket is confused, so close it, fail what cannot be resent, and reconnect later."""
+        self._close_socket()
+        self._fail_unaccepted_submits(reason)
+        self._reconnect_at = time.monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, self._max_backoff)
+
+    def _shut_down(self) -> None:
+        """The I/O thread's way out: send what callers queued last (say an Ack right before close), close the socket,
+        and tell anyone still waiting."""
+        if self._socket is not None and self.shared.is_connected():
+            self._take_commands()
+            self._close_socket(linger_ms=SHUTDOWN_LINGER_MS)
+        self._close_socket()
+        self._take_commands()
+        self._fail_unaccepted_submits("the client was closed")
+
+    def _close_socket(self, linger_ms: int = 0) -> None:
+        """Close the socket (linger 0 unless given); a connection that had its Welcome ends with one "disconnected"
+        event."""
+        with self.shared.lock:
+            was_connected = self.shared.connected
+            self.shared.connected = False
+            self.shared.server_info = None
+        attempted = self._socket is not None
+        if self._socket is not None:
+            self._socket.close(linger=linger_ms)
+            self._socket = None
+        if was_connected:
+            self._emit(Event("disconnected"))
+        elif attempted and not self._unreachable_told and not self.shared.stop.is_set():
+            self._unreachable_told = True
+            self._emit(Event("unreachable"))
+
+    def _fail_unaccepted_submits(self, reason: str) -> None:
+        # Not resent: the server may have queued the job already, and a resend would run it twice.
+        request_ids = sorted(self._pending_submits)
+        request_ids += [command.message.request_id for command in self._outbox if isinstance(command.message, Submit)]
+        self._pending_submits.clear()
+        self._outbox = [command for command in self._outbox if not isinstance(command.message, Submit)]
+        for request_id in request_ids:
+            self._emit_error(
+                BACKEND_UNAVAILABLE,
+                f"{reason} before the backend at {self._endpoint} accepted the job; it was not resent (so that it "
+                "cannot run twice)",
+                hint="Submit it again once the backend is connected.",
+                request_id=request_id,
+            )
+
+    def _keep_alive(self) -> None:
+        now = time.monotonic()
+        if now - self._last_heard > self._dead_after:
+            self._drop_connection(f"no answer from the backend for {self._dead_after:g} s")
+        elif now >= self._next_ping:
+            self._send(Ping(request_id=new_id()))
+            self._next_ping = now + self._heartbeat_interval
+
+    def _take_commands(self) -> None:
+        while True:
+            try:
+                command = self.shared.commands.get_nowait()
+            except queue.Empty:
+                return
+            self._handle_command(command)
+
+    def _handle_command(self, command: Command) -> None:
+        message = command.message
+        # Fetch and Cancel are remembered by job id and sent again on every new connection, so they are not held.
+        if isinstance(message, Fetch):
+            with self.shared.lock:
+                self.shared.active_jobs.add(message.job_id)
+        elif isinstance(message, Cancel):
+            self._cancel_requested.add(message.job_id)
+        with self.shared.lock:
+            connected = self.shared.connected
+        if connected:
+            self._send_command(command)
+        elif isinstance(message, Submit | Ack):
+            self._outbox.append(command)
+
+    def _send_command(self, command: Command) -> None:
+        if isinstance(command.message, Submit):
+            self._pending_submits.add(command.message.request_id)
+        parts = command.parts if command.parts is not None else encode(command.message)
+        if not self._send_parts(parts) and isinstance(command.message, Submit):
+            self._pending_submits.discard(command.message.request_id)
+            self._emit_error(
+                BACKEND_UNAVAILABLE,
+                f"the send queue to {self._endpoint} is full; the job was not sent",
+                request_id=command.message.request_id,
+            )
+
+    def _send(self, message: Message) -> None:
+        self._send_parts(encode(message))
+
+    def _send_parts(self, parts: list[Buffer]) -> bool:
+        """Send without blocking (copy=False: large parts go out zero-copy). False when the send queue is full."""
+        if self._socket is None:
+            return False
+        try:
+            self._socket.send_multipart(parts, flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return False
+        return True
+
+    def _receive(self) -> None:
+        for _ in range(_MAX_RECEIVE_BATCH):
+            if self._socket is None:
+                return
+            try:
+                frames = self._socket.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            # Anything from the server, even a message we cannot read, shows it is alive.
+            self._last_heard = time.monotonic()
+            try:
+                message, payload = decode([frame.buffer for frame in frames], self._limits)
+            except ProtocolError as error:
+                self._emit_error(
+                    error.code,
+                    f"the backend sent a message this client cannot read: {error.message}",
+                    field=error.field,
+                )
+                continue
+            # One copy out of the zmq frame, so the frame's memory goes back to zmq now.
+            self._dispatch(message, None if payload is None else bytes(payload))
+
+    def _dispatch(self, message: Message, payload: bytes | None) -> None:
+        """Update connection and job state for one server message, then pass it on as an event."""
+        if isinstance(message, Pong):
+            return
+        if isinstance(message, Welcome):
+            self._on_welcome(message)
+            return
+        if isinstance(message, Accepted):
+            self._pending_submits.discard(message.request_id)
+            with self.shared.lock:
+                self.shared.active_jobs.add(message.job_id)
+        elif isinstance(message, Result | Cancelled):
+            self._unfollow(message.job_id)
+        elif isinstance(message, Error):
+            if message.request_id is not None:
+                self._pending_submits.discard(message.request_id)
+            if message.job_id is not None:
+                self._unfollow(message.job_id)
+        elif isinstance(message, JobStatus):
+            if message.state in _ENDED_STATES:
+                self._unfollow(message.job_id)
+        elif isinstance(message, _CLIENT_MESSAGES):
+            self._emit_error(BAD_MESSAGE, f"the backend sent a {message.TYPE!r} message, which only clients send")
+            return
+        self._emit(
+            Event(
+                kind=message.TYPE,
+                message=message,
+                payload=payload,
+                job_id=getattr(message, "job_id", None),
+                request_id=getattr(message, "request_id", None),
+            )
+        )
+
+    def _on_welcome(self, message: Welcome) -> None:
+        with self.shared.lock:
+            self.shared.connected = True
+            self.shared.server_info = message
+            followed = sorted(self.shared.active_jobs)
+        self._backoff = self._heartbeat_interval
+        self._unreachable_told = False
+        self._emit(Event("connected", message=message, request_id=message.request_id))
+        # Re-attach followed jobs to this connection, repeat unanswered cancels, then send what waited.
+        for job_id in followed:
+            self._send(Fetch(request_id=new_id(), job_id=job_id))
+        for job_id in sorted(self._cancel_requested):
+            self._send(Cancel(request_id=new_id(), job_id=job_id))
+        waiting, self._outbox = self._outbox, []
+        for command in waiting:
+            self._send_command(command)
+
+    def _unfollow(self, job_id: str) -> None:
+        with self.shared.lock:
+            self.shared.active_jobs.discard(job_id)
+        self._cancel_requested.discard(job_id)
+
+    def _emit(self, event: Event) -> None:
+        self.shared.events.put(event)
+
+    def _emit_error(
+        self,
+        code: str,
+        text: str,
+        hint: str = "",
+        field: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        message = Error(code=code, message=text, hint=hint, field=field, request_id=request_id)
+        self._emit(Event("error", message=message, request_id=request_id))
