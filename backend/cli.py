@@ -51,6 +51,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_job_arguments(generate)
     add_model_arguments(generate)
     generate.add_argument("--cache-dir", type=Path, help="folder for cached motion representations")
+    generate.add_argument(
+        "--condition",
+        type=Path,
+        action="append",
+        help="SparseCtrl condition image (repeatable: one per condition frame, or one for all of them)",
+    )
+    generate.add_argument(
+        "--condition-frames", default="0", help="frames the condition images stand on, e.g. 0,15 (default 0)"
+    )
+    generate.add_argument(
+        "--condition-type", choices=("rgb", "scribble"), default="rgb", help="keyframes (rgb) or sketches (scribble)"
+    )
 
     serve = commands.add_parser("serve", help="run the backend server")
     serve.add_argument("--bind", default="tcp://127.0.0.1:5555", help="ZeroMQ endpoint (default tcp://127.0.0.1:5555)")
@@ -268,6 +280,30 @@ def resolve_preset(args: argparse.Namespace) -> tuple[str, str]:
     return args.preset or default_preset(device), device
 
 
+def condition_from_args(args: argparse.Namespace, params: Any) -> Any:
+    """The SparseCtrl condition of `--condition`, `--condition-frames` and `--condition-type`, at the video's size;
+    None without `--condition`."""
+    import numpy as np
+
+    from .engine.sparsectrl import SparseCondition
+    from .video_io import read_clip, resize_frames
+
+    if not args.condition:
+        return None
+    try:
+        frames = tuple(int(part) for part in str(args.condition_frames).split(","))
+    except ValueError as error:
+        text = f"must be frame numbers like 0,15, got {args.condition_frames!r}"
+        raise ParameterError("condition_frames", text) from error
+    paths = list(args.condition)
+    if len(paths) == 1:
+        paths = paths * len(frames)
+    if len(paths) != len(frames):
+        raise ParameterError("condition", f"{len(paths)} images for {len(frames)} condition frames")
+    images = resize_frames(np.stack([read_clip(path).frames[0] for path in paths]), params.height, params.width)
+    return SparseCondition(args.condition_type, images, frames)
+
+
 def preset_options_from_args(args: argparse.Namespace, preset: str) -> dict[str, Any]:
     if preset in ("tiny", "blocks"):
         return {}
@@ -308,15 +344,27 @@ def command_generate(args: argparse.Namespace) -> int:
     from .generate import GenerateJob, run_generate_job
 
     preset, device = resolve_preset(args)
+    params = params_from_args(args, preset)
+    condition = condition_from_args(args, params)
+    options = preset_options_from_args(args, preset)
+    if condition is not None:
+        if preset != "tiny":
+            raise ParameterError(
+                "condition",
+                f"needs SparseCtrl weights, and preset {preset!r} cannot load them yet; `--preset tiny` builds a "
+                "random SparseCtrl model to try the path",
+            )
+        options["sparsectrl"] = condition.kind
     job = GenerateJob(
         reference=args.reference,
-        params=params_from_args(args, preset),
+        params=params,
         out_dir=args.out,
         preset=preset,
-        preset_options=preset_options_from_args(args, preset),
+        preset_options=options,
         device=device,
         dtype=args.dtype,
         cache_dir=args.cache_dir,
+        condition=condition,
     )
     bar = ProgressBar(enabled=not args.no_progress)
     started = time.perf_counter()

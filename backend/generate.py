@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from .engine import MotionCloneOutput, MotionCloneParams, MotionClonePipeline, RepresentationCache
+from .engine.sparsectrl import SparseCondition
 from .models import load_preset
 from .results import write_result_folder
 
@@ -27,6 +28,7 @@ class GenerateJob:
         device: "cpu", "cuda", "cuda:1" ...
         dtype: "float32", "float16" or "bfloat16"; None takes the preset's default.
         cache_dir: folder for cached motion representations, or None.
+        condition: SparseCtrl keyframes or sketches, or None for text-to-video.
     """
 
     reference: Any
@@ -37,6 +39,7 @@ class GenerateJob:
     device: str = "cpu"
     dtype: str | None = None
     cache_dir: Path | None = None
+    condition: SparseCondition | None = None
 
 
 def default_device() -> str:
@@ -54,6 +57,13 @@ def run_generate_job(
     )
     pipe = MotionClonePipeline.from_bundle(bundle)
     cache = RepresentationCache(job.cache_dir)
-    output = pipe(job.reference, job.params, representation_cache=cache, progress=progress, cancel=cancel)
+    output = pipe(
+        job.reference,
+        job.params,
+        representation_cache=cache,
+        progress=progress,
+        cancel=cancel,
+        condition=job.condition,
+    )
     paths = write_result_folder(output.frames, output.metadata, job.out_dir, fps=job.params.fps)
     return output, paths

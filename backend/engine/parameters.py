@@ -48,6 +48,20 @@ CONFIG_PRESETS["object-fast"] = {
     "cool_down_steps": 3,
 }
 
+# The official image-to-video configs (SparseCtrl RGB keyframes, scribble sketches; spec 4, 5).
+CONFIG_PRESETS["i2v-rgb"] = {
+    "num_inference_steps": 100,
+    "guidance_steps": 40,
+    "guidance_fraction": 0.3,
+    "seed": 76739,
+}
+CONFIG_PRESETS["i2v-sketch"] = {
+    "num_inference_steps": 200,
+    "guidance_steps": 120,
+    "guidance_fraction": 0.4,
+    "seed": 76739,
+}
+
 # The built-in `blocks` model's config, not an official one: few steps, so that a 2-core CPU finishes a clip in about
 # a minute, the official ramps scaled to 20 guided steps, and an empty negative prompt, since the official one is made
 # of words that model never saw. The weight is the official one doubled (the guided block has 64 positions where
@@ -136,6 +150,8 @@ CONFIG_PRESETS.update(
 OFFICIAL_POSITIVE_PROMPT = "8k, high detailed, best quality, film grain, Fujifilm XT3"
 
 CFG_FORMS = ("official", "standard")
+# What the SparseCtrl network sees in the extraction pass: the reference's own frames (official) or nothing.
+SPARSECTRL_EXTRACTION = ("reference", "none")
 SCHEDULES = ("uneven", "leading")
 VAE_POSTERIORS = ("sample", "mode")
 MOTION_SOURCES = ("single-step", "inversion")
@@ -184,6 +200,9 @@ class MotionCloneParams:
             extracted representation across many seeds.
         vae_posterior: "sample" (official) or "mode" of the VAE posterior for the reference latents.
         resize_mode: "squash" (official), "crop" or "pad" to bring the reference to height × width.
+        controlnet_scale: SparseCtrl's conditioning scale (official 1.0); used only with a condition.
+        sparsectrl_extraction: "reference" (official) gives the SparseCtrl network the reference's own frames on the
+            condition frames during extraction (for scribble: its RGB frames, bug B4); "none" leaves it out there.
         frame_sampling: how the reference's frames are picked: "linspace" (current official code:
             linspace(0, total − 1, F) floored, spread over the whole clip) or "interval" (the inversion method's
             old rule: every (total // F)-th frame from the first, so the tail of the clip may be left out).
@@ -237,6 +256,8 @@ class MotionCloneParams:
     vae_posterior: str = "sample"
     resize_mode: str = "squash"
     frame_sampling: str = "linspace"
+    controlnet_scale: float = 1.0
+    sparsectrl_extraction: str = "reference"
     attention_precision: str = "parity"
     motion_norm: str = "per-frame"
     append_positive_prompt: bool = False
@@ -350,6 +371,8 @@ def validate_params(params: MotionCloneParams, max_frames: int | None = None) ->
     _check_choice(params.vae_posterior, "vae_posterior", VAE_POSTERIORS)
     _check_choice(params.resize_mode, "resize_mode", RESIZE_MODES)
     _check_choice(params.frame_sampling, "frame_sampling", FRAME_SAMPLING_RULES)
+    _check_float(params.controlnet_scale, "controlnet_scale", 0.0, 10.0)
+    _check_choice(params.sparsectrl_extraction, "sparsectrl_extraction", SPARSECTRL_EXTRACTION)
     _check_choice(params.attention_precision, "attention_precision", ATTENTION_PRECISIONS)
     _check_choice(params.motion_norm, "motion_norm", MOTION_NORMS)
     if not isinstance(params.append_positive_prompt, bool):

@@ -45,6 +45,7 @@ from .representation import (
 )
 from .schedule import guidance_ramp, guided_ddim_step, uneven_timesteps
 from .semantic_guidance import MASK_BLOCK, cross_attention_module_names, word_token_index
+from .sparsectrl import SparseCondition, SparseCtrl, check_condition, condition_tensors, unet_residuals
 
 ProgressCallback = Callable[[str, int, int], None]
 CancelCheck = Callable[[], bool]
@@ -64,6 +65,7 @@ class _Call:
     should_stop: CancelCheck
     latents_callback: LatentsCallback | None
     timings: dict[str, float] = field(default_factory=dict)
+    condition: SparseCondition | None = None
 
 
 # Stages reported to the progress callback, in order.
@@ -126,6 +128,10 @@ class MotionClonePipeline(DiffusionPipeline):
             scheduler=scheduler,
         )
         self.model_description: dict[str, Any] = {}
+        # A SparseCtrl model for image- and sketch-to-video, when the bundle has one (not a registered module: the
+        # text-to-video pipeline works without it).
+        self.controlnet: Any = None
+        self.controlnet_kind: str | None = None
         # Inversion caches by folder (None: memory only); see `obtain_inversion`.
         self._inversion_caches: dict[str | None, InversionCache] = {}
 
@@ -135,6 +141,7 @@ class MotionClonePipeline(DiffusionPipeline):
             bundle.vae, bundle.text_encoder, bundle.tokenizer, bundle.unet, bundle.motion_adapter, bundle.scheduler
         )
         pipe.model_description = dict(bundle.description)
+        pipe.controlnet, pipe.controlnet_kind = bundle.controlnet, bundle.controlnet_kind
         return pipe
 
     @property
@@ -154,6 +161,7 @@ class MotionClonePipeline(DiffusionPipeline):
         progress: ProgressCallback | None = None,
         cancel: CancelCheck | None = None,
         latents_callback: LatentsCallback | None = None,
+        condition: SparseCondition | None = None,
     ) -> MotionCloneOutput:
         """Generate a video whose motion follows `reference` and whose content follows `params.prompt`.
 
@@ -166,6 +174,8 @@ class MotionClonePipeline(DiffusionPipeline):
             cancel (*optional*): called before every step; returning True raises `JobCancelled`.
             latents_callback (*optional*): called as `latents_callback(step, x_t)` after every denoising step
                 (for previews); must not modify the tensor.
+            condition (`SparseCondition`, *optional*): SparseCtrl keyframes (rgb) or sketches (scribble) for
+                image- and sketch-to-video; needs a bundle with a SparseCtrl model of that kind.
 
         Returns:
             `MotionCloneOutput` with uint8 frames and metadata.
@@ -178,6 +188,10 @@ class MotionClonePipeline(DiffusionPipeline):
         # 1. Check inputs
         started = time.perf_counter()
         module_names, timesteps = self.check_inputs(params)
+        if condition is not None:
+            if params.motion_source == "inversion":
+                raise ParameterError("condition", "SparseCtrl conditions work with the single-step method only")
+            check_condition(condition, params.num_frames, params.height, params.width, self.controlnet_kind)
         set_motion_module_norm(self.unet, params.motion_norm)
         report("prepare", 0, 1)
 
@@ -208,6 +222,7 @@ class MotionClonePipeline(DiffusionPipeline):
             should_stop,
             latents_callback,
             timings,
+            condition,
         )
         if params.motion_source == "inversion":
             latents, losses, provenance = self._invert_and_denoise(call, latents, representation_cache)
@@ -222,6 +237,7 @@ class MotionClonePipeline(DiffusionPipeline):
         timings["decode"] = time.perf_counter() - started
 
         metadata = {**self.describe_result(params, timesteps, timings, losses), **provenance}
+        metadata["condition"] = None if condition is None else condition.describe(params.controlnet_scale)
         return MotionCloneOutput(frames=frames, metadata=metadata)
 
     def check_inputs(self, params: MotionCloneParams) -> tuple[list[str], torch.Tensor]:
@@ -280,8 +296,15 @@ class MotionClonePipeline(DiffusionPipeline):
         empty_embeds: torch.Tensor,
         params: MotionCloneParams,
         cache: RepresentationCache | None,
+        condition: SparseCondition | None = None,
     ) -> tuple[MotionRepresentation, str, bool]:
-        """Return (representation, cache key, whether it came from the cache)."""
+        """Return (representation, cache key, whether it came from the cache).
+
+        With a SparseCtrl `condition`, the extraction pass gets residuals too, from the reference's own frames on
+        the condition's frames (spec 5.3), unless `params.sparsectrl_extraction` is "none"."""
+        with_sparsectrl = (
+            condition is not None and params.sparsectrl_extraction == "reference" and params.controlnet_scale != 0
+        )
         extraction = {
             "add_noise_step": params.add_noise_step,
             "motion_guidance_blocks": list(params.motion_guidance_blocks),
@@ -292,6 +315,12 @@ class MotionClonePipeline(DiffusionPipeline):
             "motion_norm": params.motion_norm,
             "dtype": str(self.unet.dtype),
         }
+        if with_sparsectrl:
+            extraction["sparsectrl"] = {
+                "kind": condition.kind,
+                "frames": list(condition.frames),
+                "scale": params.controlnet_scale,
+            }
         key = representation_key(reference_frames, self.model_description, extraction)
         cached = cache.get(key) if cache is not None else None
         if cached is not None:
@@ -300,6 +329,9 @@ class MotionClonePipeline(DiffusionPipeline):
         z0 = encode_reference(self.vae, reference_frames, params.vae_posterior, generator).to(self.unet.dtype)
         metadata = {key_: str(value) for key_, value in extraction.items()}
         metadata["model"] = str(self.model_description)
+        unet_kwargs: dict[str, Any] = {}
+        if with_sparsectrl:
+            unet_kwargs = self._extraction_residuals(condition, reference_frames, z0, empty_embeds, params)
         representation = extract_motion_representation(
             self.unet,
             self.scheduler.alphas_cumprod,
@@ -311,10 +343,55 @@ class MotionClonePipeline(DiffusionPipeline):
             params.top_k,
             params.attention_precision,
             metadata,
+            unet_kwargs,
         )
         if cache is not None:
             cache.put(key, representation)
         return representation, key, False
+
+    def _extraction_residuals(
+        self,
+        condition: SparseCondition,
+        reference_frames: np.ndarray,
+        z0: torch.Tensor,
+        empty_embeds: torch.Tensor,
+        params: MotionCloneParams,
+    ) -> dict[str, Any]:
+        """SparseCtrl residuals of the extraction pass: the condition's frames filled from the reference itself
+        (RGB: its latents; scribble: its RGB frames, as the official code does, bug B4), empty prompt, batch 1."""
+        frames = condition.frames
+        if condition.kind == "rgb":
+            cond = torch.zeros_like(z0)
+            cond[:, :, list(frames)] = z0[:, :, list(frames)]
+            mask = torch.zeros_like(z0[:, :1])
+            mask[:, :, list(frames)] = 1
+        else:
+            generator = torch.Generator(device=self.vae.device).manual_seed(0)  # unused for scribble
+            cond, mask = condition_tensors(
+                "scribble", reference_frames[list(frames)], frames, params.num_frames, self.vae, generator, z0.dtype
+            )
+        sparsectrl = SparseCtrl(self.controlnet, cond, mask, params.controlnet_scale)
+        embeds = empty_embeds.repeat_interleave(params.num_frames, dim=0)
+        return unet_residuals(sparsectrl.residuals(z0, params.add_noise_step, embeds))
+
+    def prepare_sparsectrl(self, condition: SparseCondition | None, params: MotionCloneParams) -> SparseCtrl | None:
+        """The SparseCtrl network with the generation's condition (spec 5.2), or None without a condition.
+
+        A zero scale makes every residual zero: the network is then left out, so that the result is exactly the
+        text-to-video one (adding zeros would keep the values but reorder autograd's sums in the guided pass)."""
+        if condition is None or params.controlnet_scale == 0:
+            return None
+        generator = torch.Generator(device=self.vae.device).manual_seed(params.seed + VAE_SEED_OFFSET)
+        cond, mask = condition_tensors(
+            condition.kind,
+            condition.images,
+            condition.frames,
+            params.num_frames,
+            self.vae,
+            generator,
+            self.unet.dtype,
+        )
+        return SparseCtrl(self.controlnet, cond, mask, params.controlnet_scale)
 
     def denoise(
         self,
@@ -328,8 +405,10 @@ class MotionClonePipeline(DiffusionPipeline):
         report: ProgressCallback,
         should_stop: CancelCheck,
         latents_callback: LatentsCallback | None = None,
+        sparsectrl: SparseCtrl | None = None,
     ) -> tuple[torch.Tensor, list[float]]:
-        """Run the N DDIM steps; the first G carry the motion-guidance gradient.
+        """Run the N DDIM steps; the first G carry the motion-guidance gradient. With `sparsectrl`, every UNet pass
+        gets its half of the step's SparseCtrl residuals (computed once per step for [E_neg, E_pos], spec 5.2).
 
         Returns (x_0, the unweighted motion loss Σ_m L_m of each guided step).
         """
@@ -348,25 +427,33 @@ class MotionClonePipeline(DiffusionPipeline):
                 if should_stop():
                     raise JobCancelled(f"cancelled at denoising step {i} of {total}")
                 t_prev = int(timesteps[i + 1]) if i + 1 < total else -1
+                # SparseCtrl zeroes the noisy sample it gets, so its residuals depend on t, text and condition only.
+                control = None if sparsectrl is None else sparsectrl.residuals(torch.cat([latents, latents]), t, E_both)
                 if i < params.guidance_steps:
                     ramp = guidance_ramp(i, params.guidance_steps, params.warm_up_steps, params.cool_down_steps)
                     weight = params.motion_guidance_weight * ramp
                     # ε_u without autograd; ε_c with autograd up to the last guided block, recording A_m
                     with torch.no_grad():
-                        noise_uncond = self.unet(latents, t, encoder_hidden_states=E_neg).sample
+                        noise_uncond = self.unet(
+                            latents, t, encoder_hidden_states=E_neg, **unet_residuals(control, 0, 2)
+                        ).sample
                     store.clear()
                     store.recording = True
                     if weight == 0:
                         # An unguided baseline (weight 0) keeps the guided steps' batching, so that it differs from
                         # a guided run by the guidance alone, but needs no autograd: the gradient would be zero.
                         with torch.no_grad():
-                            noise_cond = self.unet(latents, t, encoder_hidden_states=E_pos).sample
+                            noise_cond = self.unet(
+                                latents, t, encoder_hidden_states=E_pos, **unet_residuals(control, 1, 2)
+                            ).sample
                             mse = motion_loss(store.probs, representation)
                         score = None
                     else:
                         x_g = latents.detach().clone().requires_grad_(True)
                         with no_grad_after(self.unet, guided_until):
-                            noise_cond = self.unet(x_g, t, encoder_hidden_states=E_pos).sample
+                            noise_cond = self.unet(
+                                x_g, t, encoder_hidden_states=E_pos, **unet_residuals(control, 1, 2)
+                            ).sample
                         # L = w·λ(i)·Σ_m MSE(A^gen_m[idx_ref], val_ref), and its gradient with respect to x_t
                         mse = motion_loss(store.probs, representation)
                         (score,) = torch.autograd.grad(weight * mse, x_g)
@@ -376,7 +463,9 @@ class MotionClonePipeline(DiffusionPipeline):
                     losses.append(mse.detach())  # read once after the loop: no host synchronisation per step
                 else:
                     with torch.no_grad():
-                        noise_both = self.unet(torch.cat([latents, latents]), t, encoder_hidden_states=E_both).sample
+                        noise_both = self.unet(
+                            torch.cat([latents, latents]), t, encoder_hidden_states=E_both, **unet_residuals(control)
+                        ).sample
                     noise_uncond, noise_cond = noise_both.chunk(2)
                     score = None
                 noise_pred = self.combine_cfg(noise_uncond, noise_cond, params)
@@ -506,7 +595,7 @@ class MotionClonePipeline(DiffusionPipeline):
         representation, provenance = None, {"representation": None}
         if params.guidance_steps > 0:
             representation, cache_key, cache_hit = self.obtain_representation(
-                call.reference_frames, noise, empty_embeds, params, representation_cache
+                call.reference_frames, noise, empty_embeds, params, representation_cache, call.condition
             )
             provenance = {"representation": {"key": cache_key, "cache_hit": cache_hit}}
         call.timings["extract"] = time.perf_counter() - started
@@ -524,6 +613,7 @@ class MotionClonePipeline(DiffusionPipeline):
             call.report,
             call.should_stop,
             call.latents_callback,
+            self.prepare_sparsectrl(call.condition, params),
         )
         call.timings["denoise"] = time.perf_counter() - started
         return latents, losses, provenance

@@ -183,6 +183,7 @@ def extract_motion_representation(
     top_k: int,
     precision: str,
     metadata: dict[str, str] | None = None,
+    unet_kwargs: dict[str, Any] | None = None,
 ) -> MotionRepresentation:
     """Noise z_0 to t*, run the UNet once up to the last guided block, keep the top-k of each attention row.
 
@@ -197,6 +198,7 @@ def extract_motion_representation(
         top_k: entries kept per query row.
         precision: attention precision ("parity" or "accurate").
         metadata: strings stored with the representation.
+        unet_kwargs: passed to the UNet forward (SparseCtrl residuals).
     """
     module_names = guided_module_names(unet, blocks)
     x_t = noise_latents(z0, noise, add_noise_step, alphas_cumprod)
@@ -209,6 +211,7 @@ def extract_motion_representation(
             x_t,
             add_noise_step,
             encoder_hidden_states=empty_prompt_embeds.repeat_interleave(num_frames, dim=0),
+            **(unet_kwargs or {}),
         )
         probs = dict(store.probs)
     values, indices = {}, {}

@@ -5,7 +5,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, MotionAdapter, UNet2DConditionModel, UNetMotionModel
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    MotionAdapter,
+    SparseControlNetModel,
+    UNet2DConditionModel,
+    UNetMotionModel,
+)
 from transformers import CLIPTextModel, CLIPTokenizer
 
 
@@ -31,12 +38,15 @@ class ModelBundle:
     motion_adapter: MotionAdapter
     scheduler: DDIMScheduler
     description: dict[str, Any] = field(default_factory=dict)
+    controlnet: SparseControlNetModel | None = None
+    controlnet_kind: str | None = None  # "rgb" or "scribble" with a SparseCtrl model
 
     def __post_init__(self) -> None:
         # Inference only. Motion guidance differentiates with respect to the latents alone; with trainable weights
         # autograd would also keep every input a weight gradient needs during the guided pass.
-        for model in (self.vae, self.text_encoder, self.unet, self.motion_adapter):
-            model.requires_grad_(False)
+        for model in (self.vae, self.text_encoder, self.unet, self.motion_adapter, self.controlnet):
+            if model is not None:
+                model.requires_grad_(False)
 
     @property
     def device(self) -> torch.device:
@@ -59,7 +69,9 @@ class ModelBundle:
         """Move every model to `device` (and `dtype` when given); returns self."""
         # The motion adapter stays where it is: the UNet holds copies of its weights, and the adapter is only
         # consulted for its config, so moving it would double the motion modules' memory on the device.
-        for model in (self.vae, self.text_encoder, self.unet):
+        for model in (self.vae, self.text_encoder, self.unet, self.controlnet):
+            if model is None:
+                continue
             model.to(device=device)
             if dtype is not None and model.dtype != dtype:
                 model.to(dtype=dtype)

@@ -14,7 +14,12 @@ from .tiny import build_tiny_bundle
 
 
 def _tiny(device: str, dtype: torch.dtype | None, options: dict[str, Any]) -> ModelBundle:
-    return build_tiny_bundle(seed=int(options.get("seed", 0)), device=device, dtype=dtype or torch.float32)
+    return build_tiny_bundle(
+        seed=int(options.get("seed", 0)),
+        device=device,
+        dtype=dtype or torch.float32,
+        sparsectrl=options.get("sparsectrl"),
+    )
 
 
 def _blocks(device: str, dtype: torch.dtype | None, options: dict[str, Any]) -> ModelBundle:

@@ -6,7 +6,7 @@ SD-1.5. It builds in about a second from a seed, offline, and runs on a 2-core C
 """
 
 import torch
-from diffusers import AutoencoderKL, MotionAdapter, UNet2DConditionModel
+from diffusers import AutoencoderKL, MotionAdapter, SparseControlNetModel, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from .bundle import ModelBundle, build_motion_unet, official_ddim_scheduler
@@ -74,8 +74,37 @@ def build_tiny_components(
     return unet2d, motion_adapter, vae, text_encoder
 
 
+def build_tiny_sparsectrl(kind: str, seed: int = 0) -> SparseControlNetModel:
+    """A random SparseCtrl model for the tiny UNet: "rgb" (VAE latents in, one conv) or "scribble" (pixels in, a
+    conv tower). Its output convolutions, zero in a fresh model, get small random weights, so that its residuals are
+    not all zero and tests can see them reach the UNet."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 1)
+        controlnet = SparseControlNetModel(
+            in_channels=4,
+            conditioning_channels=4 if kind == "rgb" else 3,
+            down_block_types=("CrossAttnDownBlockMotion",) * 3 + ("DownBlockMotion",),
+            block_out_channels=BLOCK_OUT_CHANNELS,
+            layers_per_block=2,
+            cross_attention_dim=CROSS_ATTENTION_DIM,
+            attention_head_dim=2,
+            norm_num_groups=4,
+            conditioning_embedding_out_channels=(8, 8, 8, 16),
+            motion_max_seq_length=MAX_FRAMES,
+            motion_num_attention_heads=2,
+            use_simplified_condition_embedding=kind == "rgb",
+        )
+        for name, parameter in controlnet.named_parameters():
+            if name.startswith(("controlnet_down_blocks", "controlnet_mid_block", "controlnet_cond_embedding")):
+                torch.nn.init.normal_(parameter, std=0.05)
+    return controlnet.eval()
+
+
 def build_tiny_bundle(
-    seed: int = 0, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    sparsectrl: str | None = None,
 ) -> ModelBundle:
     """Build the tiny preset's bundle.
 
@@ -83,6 +112,7 @@ def build_tiny_bundle(
         seed (`int`, defaults to 0): seeds the random initialisation of every component.
         device (`str` or `torch.device`, defaults to "cpu"): where the models go.
         dtype (`torch.dtype`, defaults to float32): model dtype.
+        sparsectrl (`str`, *optional*): "rgb" or "scribble" adds a random SparseCtrl model of that kind.
     """
     unet2d, motion_adapter, vae, text_encoder = build_tiny_components(seed)
     with torch.random.fork_rng(devices=[]):
@@ -96,5 +126,7 @@ def build_tiny_bundle(
         motion_adapter=motion_adapter,
         scheduler=official_ddim_scheduler(),
         description={"preset": "tiny", "seed": seed, "dtype": str(dtype).removeprefix("torch.")},
+        controlnet=None if sparsectrl is None else build_tiny_sparsectrl(sparsectrl, seed),
+        controlnet_kind=sparsectrl,
     )
     return bundle.to(device, dtype)

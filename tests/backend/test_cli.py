@@ -70,6 +70,23 @@ def test_generate_writes_video_frames_and_metadata(reference_video, tmp_path):
     assert metadata["parameters"]["num_inference_steps"] == 4
 
 
+def test_generate_with_a_sparsectrl_condition_records_it(reference_video, tmp_path):
+    from PIL import Image
+
+    keyframe = tmp_path / "keyframe.png"
+    Image.fromarray(make_moving_square_clip(1, 120, 120)[0]).save(keyframe)
+    common = ["generate", "--preset", "tiny", "--device", "cpu", "--reference", str(reference_video)]
+    common += ["--prompt", "a fox", "--frames", "8", "--width", "64", "--height", "64", "--steps", "2"]
+    common += ["--guidance-steps", "1", "--condition", str(keyframe), "--condition-type", "scribble"]
+    result = run_cli(*common, "--condition-frames", "0,7", "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    recorded = json.loads((tmp_path / "out" / "result.json").read_text())["condition"]
+    assert (recorded["kind"], recorded["frames"], recorded["scale"]) == ("scribble", [0, 7], 1.0)
+    assert len(recorded["sha256"]) == 64
+    result = run_cli(*common, "--condition-frames", "0,8", "--out", str(tmp_path / "bad"), cwd=tmp_path)
+    assert result.returncode == 2 and "condition_frames" in result.stderr and "[0, 7]" in result.stderr
+
+
 def test_bad_parameter_exits_2_and_names_it(reference_video, tmp_path):
     result = run_cli(
         "generate",

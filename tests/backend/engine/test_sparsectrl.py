@@ -1,0 +1,128 @@
+"""SparseCtrl image- and sketch-to-video (spec 5) on the tiny preset with tiny random SparseCtrl models."""
+
+import numpy as np
+import pytest
+import torch
+
+from motionclone.backend.engine import MotionCloneParams, MotionClonePipeline
+from motionclone.backend.engine.parameters import CONFIG_PRESETS
+from motionclone.backend.engine.sparsectrl import SparseCondition
+from motionclone.backend.errors import ParameterError
+from motionclone.backend.models import load_preset
+from motionclone.backend.samples import make_moving_square_clip
+
+SIZE, FRAMES = 64, 4
+
+
+@pytest.fixture(scope="module", params=["rgb", "scribble"])
+def pipe(request) -> MotionClonePipeline:
+    return MotionClonePipeline.from_bundle(load_preset("tiny", seed=0, sparsectrl=request.param))
+
+
+@pytest.fixture(scope="module")
+def reference() -> np.ndarray:
+    return make_moving_square_clip(num_frames=8, height=SIZE, width=SIZE)
+
+
+def params(**changes) -> MotionCloneParams:
+    values = dict(
+        prompt="a fox", num_frames=FRAMES, height=SIZE, width=SIZE, num_inference_steps=4, guidance_steps=2, seed=3
+    )
+    return MotionCloneParams(**{**values, **changes})
+
+
+def condition(kind: str, frames=(0,)) -> SparseCondition:
+    rng = np.random.default_rng(1)
+    return SparseCondition(kind, rng.integers(0, 256, (len(frames), SIZE, SIZE, 3), dtype=np.uint8), tuple(frames))
+
+
+def test_residuals_reach_the_unet_in_extraction_guided_and_unguided_passes(pipe, reference, monkeypatch) -> None:
+    passes: list[tuple[int, bool]] = []
+    forward = pipe.unet.forward
+
+    def recording(sample, *args, **kwargs):
+        residual = kwargs.get("mid_block_additional_residual")
+        passes.append((sample.shape[0], residual is not None and bool(residual.abs().sum() > 0)))
+        return forward(sample, *args, **kwargs)
+
+    monkeypatch.setattr(pipe.unet, "forward", recording)
+    pipe(reference, params(), condition=condition(pipe.controlnet_kind))
+    # extraction (batch 1), 2 guided steps (ε_u, ε_c: batch 1 each), 2 unguided steps (batch 2): every one conditioned
+    assert passes == [(1, True), (1, True), (1, True), (1, True), (1, True), (2, True), (2, True)]
+
+
+def test_zero_scale_gives_exactly_the_text_to_video_result(pipe, reference) -> None:
+    plain = pipe(reference, params()).frames
+    scaled_out = pipe(reference, params(controlnet_scale=0.0), condition=condition(pipe.controlnet_kind)).frames
+    conditioned = pipe(reference, params(), condition=condition(pipe.controlnet_kind))
+    assert np.array_equal(scaled_out, plain)
+    assert not np.array_equal(conditioned.frames, plain)
+    described = conditioned.metadata["condition"]
+    assert described["kind"] == pipe.controlnet_kind and described["frames"] == [0] and len(described["sha256"]) == 64
+
+
+def test_conditions_on_several_frames_and_named_errors(pipe, reference) -> None:
+    kind = pipe.controlnet_kind
+    wide = params(num_frames=16, num_inference_steps=2, guidance_steps=1)
+    reference16 = make_moving_square_clip(num_frames=16, height=SIZE, width=SIZE)
+    assert pipe(reference16, wide, condition=condition(kind, (0, 15))).frames.shape == (16, SIZE, SIZE, 3)
+    for bad, field in [
+        (condition(kind, (0, 16)), "condition_frames"),
+        (condition(kind, (3, 1)), "condition_frames"),
+        (condition("rgb" if kind == "scribble" else "scribble"), "condition_type"),
+        (SparseCondition(kind, np.zeros((1, 32, 32, 3), np.uint8), (0,)), "condition"),
+    ]:
+        with pytest.raises(ParameterError) as error:
+            pipe(reference16, wide, condition=bad)
+        assert error.value.name == field
+
+
+def test_extraction_without_sparsectrl_is_a_named_option(pipe, reference, monkeypatch) -> None:
+    seen: list[bool] = []
+    forward = pipe.unet.forward
+
+    def recording(sample, *args, **kwargs):
+        seen.append("mid_block_additional_residual" in kwargs)
+        return forward(sample, *args, **kwargs)
+
+    monkeypatch.setattr(pipe.unet, "forward", recording)
+    pipe(
+        reference,
+        params(sparsectrl_extraction="none", num_inference_steps=1, guidance_steps=1),
+        condition=condition(pipe.controlnet_kind),
+    )
+    assert seen == [False, True, True]  # extraction bare, then ε_u and ε_c of the one guided step
+
+
+def test_a_condition_needs_a_sparsectrl_model_and_the_single_step_method(reference) -> None:
+    plain = MotionClonePipeline.from_bundle(load_preset("tiny", seed=0))
+    with pytest.raises(ParameterError) as error:
+        plain(reference, params(), condition=condition("rgb"))
+    assert error.value.name == "condition"
+
+
+def test_official_image_to_video_configs() -> None:
+    rgb = MotionCloneParams.from_config("i2v-rgb", prompt="x")
+    assert (rgb.num_inference_steps, rgb.guidance_steps, rgb.guidance_fraction, rgb.seed) == (100, 40, 0.3, 76739)
+    sketch = MotionCloneParams.from_config("i2v-sketch", prompt="x")
+    assert (sketch.num_inference_steps, sketch.guidance_steps, sketch.guidance_fraction) == (200, 120, 0.4)
+    assert CONFIG_PRESETS["i2v-sketch"]["seed"] == 76739
+
+
+def test_residuals_do_not_depend_on_the_noisy_sample(pipe) -> None:
+    from motionclone.backend.engine.sparsectrl import SparseCtrl, condition_tensors
+
+    cond, mask = condition_tensors(
+        pipe.controlnet_kind,
+        condition(pipe.controlnet_kind).images,
+        (0,),
+        FRAMES,
+        pipe.vae,
+        torch.Generator().manual_seed(0),
+        torch.float32,
+    )
+    sparsectrl = SparseCtrl(pipe.controlnet, cond, mask, 1.0)
+    embeds = pipe.encode_prompt("a fox").repeat_interleave(FRAMES, dim=0)
+    a = sparsectrl.residuals(torch.randn(1, 4, FRAMES, 8, 8), 500, embeds)
+    b = sparsectrl.residuals(torch.randn(1, 4, FRAMES, 8, 8), 500, embeds)
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
