@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 import diffusers
 import torch
 import transformers
-from diffusers import AutoencoderKL, MotionAdapter, UNet2DConditionModel, UNetMotionModel
+from diffusers import AutoencoderKL, MotionAdapter, SparseControlNetModel, UNet2DConditionModel, UNetMotionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from motionclone.backend.engine import MotionCloneParams, MotionClonePipeline
@@ -37,8 +37,9 @@ from motionclone.backend.engine.attention_capture import PRECISIONS, capture_tem
 from motionclone.backend.engine.groupnorm import set_motion_module_norm
 from motionclone.backend.engine.partial_unet import last_block, no_grad_after, run_unet_until
 from motionclone.backend.engine.representation import encode_reference
+from motionclone.backend.engine.sparsectrl import SparseCondition
 from motionclone.backend.models.bundle import ModelBundle, official_ddim_scheduler
-from motionclone.backend.models.tiny import build_tiny_bundle
+from motionclone.backend.models.tiny import build_tiny_bundle, build_tiny_sparsectrl
 from motionclone.backend.models.tokenizer import build_offline_clip_tokenizer
 from motionclone.backend.samples import make_moving_square_clip
 from motionclone.backend.video_io import prepare_reference
@@ -284,6 +285,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--inversion-sampling-steps", type=int, help="override the config's sampling steps (3/5 of them guided)"
     )
+    parser.add_argument(
+        "--sparsectrl",
+        choices=("rgb", "scribble"),
+        help="image- or sketch-to-video: a random SparseCtrl model of this kind, the reference's first frame as the "
+        "condition on frame 0; --full-run then runs the i2v-rgb or i2v-sketch config",
+    )
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args(argv)
 
@@ -307,6 +314,9 @@ def build_pipeline(args: argparse.Namespace, device: torch.device, dtype: torch.
     tiny = args.size == "tiny"
     bundle = build_tiny_bundle(device=device, dtype=dtype) if tiny else build_full_bundle(device, dtype)
     pipe = MotionClonePipeline.from_bundle(bundle)
+    if args.sparsectrl:
+        pipe.controlnet = build_sparsectrl(args.sparsectrl, tiny, device, dtype)
+        pipe.controlnet_kind = args.sparsectrl
     if args.compile:
         # Compiled in place, so module names (and the hooks the engine installs by name) stay the same. Static shapes:
         # batch 1 and 2, grad on and off and the swapped attention processors each get their own graph, hence the
@@ -314,6 +324,24 @@ def build_pipeline(args: argparse.Namespace, device: torch.device, dtype: torch.
         torch._dynamo.config.recompile_limit = 64
         pipe.unet.compile(dynamic=False)
     return pipe
+
+
+def build_sparsectrl(kind: str, tiny: bool, device: torch.device, dtype: torch.dtype) -> SparseControlNetModel:
+    """A random SparseCtrl model for the benchmark's UNet: the tiny one, or the SD-1.5 layout of the official
+    checkpoints (diffusers' defaults; RGB takes VAE latents through one conv, scribble pixels through a conv tower)."""
+    if tiny:
+        return build_tiny_sparsectrl(kind).to(device, dtype)
+    with torch.random.fork_rng(devices=[]), torch.device(device), default_dtype(dtype):
+        torch.manual_seed(1)
+        controlnet = SparseControlNetModel(
+            conditioning_channels=4 if kind == "rgb" else 3, use_simplified_condition_embedding=kind == "rgb"
+        )
+    return controlnet.eval().requires_grad_(False)
+
+
+def bench_condition(pipe: MotionClonePipeline, frames: Any) -> SparseCondition | None:
+    """The reference's first frame as the condition on frame 0, when the pipeline has a SparseCtrl model."""
+    return None if pipe.controlnet_kind is None else SparseCondition(pipe.controlnet_kind, frames[:1], (0,))
 
 
 def time_stages(
@@ -340,11 +368,13 @@ def time_stages(
     negative_embeds = pipe.encode_prompt(params.negative_prompt)
     positive_embeds = pipe.encode_prompt(params.full_prompt)
     noise = pipe.prepare_noise(params.seed, params)
+    condition = bench_condition(pipe, frames)
+    sparsectrl = pipe.prepare_sparsectrl(condition, params)
 
     reset_peak(device)
     for _ in range(repeats):
         (representation, _, _), seconds = timed(
-            device, lambda: pipe.obtain_representation(frames, noise, empty_embeds, params, None)
+            device, lambda: pipe.obtain_representation(frames, noise, empty_embeds, params, None, condition)
         )
         samples["extract"].append(seconds)
         generator = torch.Generator(device=pipe.vae.device).manual_seed(VAE_SEED)
@@ -380,6 +410,7 @@ def time_stages(
         params,
         clock,
         lambda: False,
+        sparsectrl=sparsectrl,
     )
     synchronize(device)
     peaks["denoise"] = peak_bytes(device)
@@ -435,9 +466,10 @@ def guided_pass_saved_bytes(
 def time_full_run(
     pipe: MotionClonePipeline, args: argparse.Namespace, reference: Any, device: torch.device
 ) -> dict[str, Any]:
-    """A whole camera-preset call (100 steps, 50 guided), end to end through `pipe(...)`."""
+    """A whole camera-preset call (100 steps, 50 guided), or the i2v config with `--sparsectrl`, end to end."""
+    config = {"rgb": "i2v-rgb", "scribble": "i2v-sketch"}.get(args.sparsectrl, "camera")
     params = MotionCloneParams.from_config(
-        "camera",
+        config,
         prompt=PROMPT,
         num_frames=args.frames,
         height=args.height,
@@ -446,11 +478,14 @@ def time_full_run(
     )
     clock = StepClock(device)
     reset_peak(device)
-    output, seconds = timed(device, lambda: pipe(reference, params, progress=clock))
+    sampled = prepare_reference(reference, params.num_frames, params.height, params.width).frames
+    condition = bench_condition(pipe, sampled)
+    output, seconds = timed(device, lambda: pipe(reference, params, progress=clock, condition=condition))
     steps = clock.step_seconds()
     guided, unguided = steps[: params.guidance_steps], steps[params.guidance_steps :]
     guided_mean, unguided_mean = mean(guided), mean(unguided)
     return {
+        "config": config,
         "steps": params.num_inference_steps,
         "guided": params.guidance_steps,
         "total_s": round(seconds, 3),
@@ -548,6 +583,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         },
         "parameters": parameter_counts(pipe),
         "settings": {
+            "sparsectrl": args.sparsectrl,
             "steps": args.steps,
             "guided": args.guided,
             "timesteps": result["timesteps"],
