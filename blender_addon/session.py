@@ -238,8 +238,7 @@ def apply_event(context: bpy.types.Context, session: Session, event: Any) -> Non
 
 def note_ending(session: Session, job: Any) -> None:
     """Remember for the status bar that `job` ended, with its outcome."""
-    outcome = {"DONE": "done", "FAILED": "failed", "CANCELLED": "cancelled"}[job.state]
-    session.endings.append((time.monotonic(), f"MotionClone job (seed {job.seed}) {outcome}: {job.message}"))
+    session.endings.append((time.monotonic(), f"MotionClone job (seed {job.seed}) {job.state.lower()}: {job.message}"))
 
 
 def status_lines(session: Session) -> list[tuple[str, float | None]]:

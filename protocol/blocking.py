@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from . import stages
 from .errors import (
     BACKEND_UNAVAILABLE,
     BAD_MESSAGE,
@@ -216,10 +217,10 @@ def _job_outcome(event: Event, job_id: str | None) -> bool:
         reason = f": {message.reason}" if message.reason else ""
         raise JobCancelledError(f"job {message.job_id} was cancelled{reason}")
     if event.kind == "job_status" and isinstance(message, JobStatus):
-        if message.state == "failed":
+        if message.state == stages.FAILED:
             raise JobFailed(
                 JOB_FAILED, f"job {job_id} failed on the server", "Submit it again, or check the server log."
             )
-        if message.state == "cancelled":
+        if message.state == stages.CANCELLED:
             raise JobCancelledError(f"job {job_id} was cancelled")
     return False

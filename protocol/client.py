@@ -191,8 +191,7 @@ class Client(BlockingCalls):
     @property
     def connected(self) -> bool:
         """True between a Welcome and the next lost connection."""
-        with self._shared.lock:
-            return self._shared.connected
+        return self._shared.is_connected()
 
     @property
     def server_info(self) -> Welcome | None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import zmq
 
+from . import stages
 from .codec import Buffer, Limits, decode, encode
 from .errors import BACKEND_UNAVAILABLE, BAD_MESSAGE, CLIENT_ERROR, ProtocolError
 from .events import Command, Event, new_id
@@ -43,9 +44,6 @@ _MAX_RECEIVE_BATCH = 100
 
 # Messages only a client sends. Any other type the codec knows is passed on as an event named after its TYPE.
 _CLIENT_MESSAGES = (Hello, Submit, Cancel, Fetch, Ack, Ping)
-
-# JobStatus states after which a job is finished without a Result.
-_ENDED_STATES = ("failed", "cancelled")
 
 
 @dataclass
@@ -301,7 +299,7 @@ class Connection:
             if message.job_id is not None:
                 self._unfollow(message.job_id)
         elif isinstance(message, JobStatus):
-            if message.state in _ENDED_STATES:
+            if message.state in (stages.FAILED, stages.CANCELLED):  # finished without a Result
                 self._unfollow(message.job_id)
         elif isinstance(message, _CLIENT_MESSAGES):
             self._emit_error(BAD_MESSAGE, f"the backend sent a {message.TYPE!r} message, which only clients send")

@@ -366,9 +366,8 @@ class MotionClonePipeline(DiffusionPipeline):
             mask = torch.zeros_like(z0[:, :1])
             mask[:, :, list(frames)] = 1
         else:
-            generator = torch.Generator(device=self.vae.device).manual_seed(0)  # unused for scribble
             cond, mask = condition_tensors(
-                "scribble", reference_frames[list(frames)], frames, params.num_frames, self.vae, generator, z0.dtype
+                "scribble", reference_frames[list(frames)], frames, params.num_frames, self.vae, z0.dtype
             )
         sparsectrl = SparseCtrl(self.controlnet, cond, mask, params.controlnet_scale)
         embeds = empty_embeds.repeat_interleave(params.num_frames, dim=0)
@@ -388,8 +387,8 @@ class MotionClonePipeline(DiffusionPipeline):
             condition.frames,
             params.num_frames,
             self.vae,
-            generator,
             self.unet.dtype,
+            generator,
         )
         return SparseCtrl(self.controlnet, cond, mask, params.controlnet_scale)
 

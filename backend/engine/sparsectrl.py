@@ -80,14 +80,17 @@ def condition_tensors(
     frames: tuple[int, ...],
     num_frames: int,
     vae: AutoencoderKL,
-    generator: torch.Generator,
     dtype: torch.dtype,
+    generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(cond, mask): the images on their frames and zeros elsewhere, (1, C, F, h, w) and (1, 1, F, h, w) (spec 5.2).
 
-    RGB: C = 4 VAE latents (sampled from the posterior with `generator`); scribble: C = 3 pixels in [0, 1].
+    RGB: C = 4 VAE latents (sampled from the posterior with `generator`, which RGB needs); scribble: C = 3 pixels in
+    [0, 1].
     """
     if kind == "rgb":
+        if generator is None:
+            raise ValueError("an RGB condition is VAE-encoded and needs a generator for the posterior sample")
         values = encode_reference(vae, images, "sample", generator)[0].permute(1, 0, 2, 3)  # (K, 4, h, w)
     else:
         values = (frames_to_tensor(images, vae.device, torch.float32) + 1) / 2  # (K, 3, H, W) in [0, 1]

@@ -6,7 +6,7 @@ import torch
 
 from motionclone.backend.engine import MotionCloneParams, MotionClonePipeline
 from motionclone.backend.engine.parameters import CONFIG_PRESETS
-from motionclone.backend.engine.sparsectrl import SparseCondition
+from motionclone.backend.engine.sparsectrl import SparseCondition, SparseCtrl, condition_tensors
 from motionclone.backend.errors import ParameterError
 from motionclone.backend.models import load_preset
 from motionclone.backend.samples import make_moving_square_clip
@@ -110,16 +110,14 @@ def test_official_image_to_video_configs() -> None:
 
 
 def test_residuals_do_not_depend_on_the_noisy_sample(pipe) -> None:
-    from motionclone.backend.engine.sparsectrl import SparseCtrl, condition_tensors
-
     cond, mask = condition_tensors(
         pipe.controlnet_kind,
         condition(pipe.controlnet_kind).images,
         (0,),
         FRAMES,
         pipe.vae,
-        torch.Generator().manual_seed(0),
         torch.float32,
+        torch.Generator().manual_seed(0),
     )
     sparsectrl = SparseCtrl(pipe.controlnet, cond, mask, 1.0)
     embeds = pipe.encode_prompt("a fox").repeat_interleave(FRAMES, dim=0)

@@ -32,6 +32,26 @@ def shared_server(tmp_path_factory):
     server.kill()
 
 
+CLI = [sys.executable, "-m", "motionclone.backend"]
+
+
+def cli_job_options(reference, steps: int) -> list[str]:
+    """`motionclone generate/submit` options for a small tiny-preset job: 8 frames of 64 × 64, 2 guided steps."""
+    size = ["--frames", "8", "--width", "64", "--height", "64"]
+    return [
+        "--reference",
+        str(reference),
+        "--prompt",
+        "a fox",
+        *size,
+        "--steps",
+        str(steps),
+        "--guidance-steps",
+        "2",
+        "--no-progress",
+    ]
+
+
 def connect(endpoint, **keys):
     client = Client(endpoint, **FAST, **keys).start()
     client.wait_connected(10)
@@ -41,27 +61,9 @@ def connect(endpoint, **keys):
 def test_job_end_to_end_matches_motionclone_generate_bit_for_bit(shared_server, reference_frames, tmp_path):
     server = shared_server
     reference = write_mp4(reference_frames, tmp_path / "reference.mp4")
-    options = [
-        "--reference",
-        str(reference),
-        "--prompt",
-        "a fox",
-        "--frames",
-        "8",
-        "--width",
-        "64",
-        "--height",
-        "64",
-        "--steps",
-        "4",
-        "--guidance-steps",
-        "2",
-        "--seed",
-        "5",
-        "--no-progress",
-    ]
+    options = [*cli_job_options(reference, steps=4), "--seed", "5"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    cli = [sys.executable, "-m", "motionclone.backend"]
+    cli = CLI
     submitted = subprocess.run(
         [*cli, "submit", "--server", server.endpoint, *options, "--out", str(tmp_path / "a")],
         capture_output=True,
@@ -234,32 +236,9 @@ def test_cli_status_and_fetch_and_what_submit_says_when_the_server_dies(
     assert f"does not know job {finished.job_id}" in capsys.readouterr().err
 
     reference = write_mp4(reference_frames, tmp_path / "reference.mp4")
+    lost = ["--out", str(tmp_path / "lost")]
     submit = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "motionclone.backend",
-            "submit",
-            "--server",
-            server.endpoint,
-            "--reference",
-            str(reference),
-            "--prompt",
-            "a fox",
-            "--frames",
-            "8",
-            "--width",
-            "64",
-            "--height",
-            "64",
-            "--steps",
-            "400",
-            "--guidance-steps",
-            "2",
-            "--no-progress",
-            "--out",
-            str(tmp_path / "lost"),
-        ],
+        [*CLI, "submit", "--server", server.endpoint, *cli_job_options(reference, steps=400), *lost],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
