@@ -78,15 +78,8 @@ def reference_frames(scene: bpy.types.Scene, settings: Any, frames: list[int], w
         if strip.type != "IMAGE":
             raise ValueError(f"Strip '{strip.name}' is a {strip.type.lower()} strip: pick an image or movie strip.")
         return reference.read_image_strip_frames(strip, frames)
-    return reference.render_camera_frames(
-        scene,
-        frames,
-        width,
-        height,
-        settings.render_engine,
-        all_view_layers=settings.render_all_view_layers,
-        motion_blur=settings.render_motion_blur,
-    )
+    with camera_render(scene, settings, frames, width, height) as render:  # in a temporary folder
+        return render.render_all()
 
 
 @dataclass

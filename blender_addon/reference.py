@@ -217,11 +217,7 @@ def render_camera_frames(
         RuntimeError: Blender did not render or write a frame.
     """
     with CameraRender(scene, frames, width, height, engine, workdir, camera, all_view_layers, motion_blur) as render:
-        while not render.done:
-            if cancel is not None and cancel():
-                raise RenderCancelled(f"Reference render cancelled after {render.rendered} of {len(frames)} frames.")
-            render.step()
-        return render.pixels()
+        return render.render_all(cancel)
 
 
 class CameraRender:
@@ -298,6 +294,18 @@ class CameraRender:
             raise RuntimeError("CameraRender.step() outside its `with` block")
         index = len(self.paths) + 1
         self.paths.append(_render_still(self.scene, self.frames[index - 1], self._folder / f"frame_{index:04d}.png"))
+
+    def render_all(self, cancel: Callable[[], bool] | None = None) -> np.ndarray:
+        """Render the frames still to do, then return `pixels()`; `cancel` is polled before each frame.
+
+        Raises:
+            RenderCancelled: ``cancel()`` returned True.
+        """
+        while not self.done:
+            if cancel is not None and cancel():
+                raise RenderCancelled(f"Reference render cancelled after {self.rendered} of {len(self.frames)} frames.")
+            self.step()
+        return self.pixels()
 
     def pixels(self) -> np.ndarray:
         """The rendered frames as uint8 (frames, height, width, 3), once `done`."""
