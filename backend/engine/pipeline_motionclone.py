@@ -45,7 +45,14 @@ from .representation import (
 )
 from .schedule import guidance_ramp, guided_ddim_step, uneven_timesteps
 from .semantic_guidance import MASK_BLOCK, cross_attention_module_names, word_token_index
-from .sparsectrl import SparseCondition, SparseCtrl, check_condition, condition_tensors, unet_residuals
+from .sparsectrl import (
+    SparseCondition,
+    SparseCtrl,
+    check_condition,
+    condition_tensors,
+    place_on_frames,
+    unet_residuals,
+)
 
 ProgressCallback = Callable[[str, int, int], None]
 CancelCheck = Callable[[], bool]
@@ -361,10 +368,7 @@ class MotionClonePipeline(DiffusionPipeline):
         (RGB: its latents; scribble: its RGB frames, as the official code does, bug B4), empty prompt, batch 1."""
         frames = condition.frames
         if condition.kind == "rgb":
-            cond = torch.zeros_like(z0)
-            cond[:, :, list(frames)] = z0[:, :, list(frames)]
-            mask = torch.zeros_like(z0[:, :1])
-            mask[:, :, list(frames)] = 1
+            cond, mask = place_on_frames(z0[0, :, list(frames)].permute(1, 0, 2, 3), frames, params.num_frames)
         else:
             cond, mask = condition_tensors(
                 "scribble", reference_frames[list(frames)], frames, params.num_frames, self.vae, z0.dtype

@@ -94,9 +94,17 @@ def condition_tensors(
         values = encode_reference(vae, images, "sample", generator)[0].permute(1, 0, 2, 3)  # (K, 4, h, w)
     else:
         values = (frames_to_tensor(images, vae.device, torch.float32) + 1) / 2  # (K, 3, H, W) in [0, 1]
-    values = values.to(dtype)
-    cond = torch.zeros((1, values.shape[1], num_frames, *values.shape[2:]), dtype=dtype, device=values.device)
-    mask = torch.zeros((1, 1, num_frames, *values.shape[2:]), dtype=dtype, device=values.device)
+    return place_on_frames(values.to(dtype), frames, num_frames)
+
+
+def place_on_frames(
+    values: torch.Tensor, frames: tuple[int, ...], num_frames: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cond, mask) with `values` (K, C, h, w) on `frames` of a (1, C, F, h, w) tensor of zeros, and the mask of
+    those frames (1, 1, F, h, w)."""
+    shape = (1, values.shape[1], num_frames, *values.shape[2:])
+    cond = torch.zeros(shape, dtype=values.dtype, device=values.device)
+    mask = torch.zeros((1, 1, *shape[2:]), dtype=values.dtype, device=values.device)
     index = torch.tensor(frames, device=values.device)
     cond[0, :, index] = values.permute(1, 0, 2, 3)
     mask[0, :, index] = 1
