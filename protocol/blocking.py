@@ -68,11 +68,12 @@ class BlockingCalls:
         preset: str | None = None,
         on_event: Callable[[Event], None] | None = None,
         timeout: float | None = None,
+        condition: Any = None,
     ) -> Event:
         """Submit a job and wait for its result. Takes (and drops) events of other jobs that arrive meanwhile.
 
         Args:
-            frames, params, fps, preset: as for `submit`.
+            frames, params, fps, preset, condition: as for `submit`.
             on_event: called on this thread with every event of this job or request ("accepted", "queued",
                 "progress", ... and the "result" last).
             timeout: seconds to wait for the result; None waits as long as the connection lives.
@@ -89,7 +90,7 @@ class BlockingCalls:
             ValueError: as for `submit`.
         """
         self._check_started()
-        request_id = self.submit(frames, params, fps=fps, preset=preset)
+        request_id = self.submit(frames, params, fps=fps, preset=preset, condition=condition)
         job_id: str | None = None
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:

@@ -28,6 +28,7 @@ import math
 import queue
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -41,13 +42,40 @@ from .events import EVENT_KINDS, Command, Event, echo_bytes, new_id
 from .keys import curve_client_keys
 from .messages import Ack, ArraySpec, Cancel, Echo, Error, Fetch, Submit, Welcome
 
-__all__ = ["DEFAULT_LIMITS", "EVENT_KINDS", "POLL_INTERVAL", "Client", "Event"]
+__all__ = ["DEFAULT_LIMITS", "EVENT_KINDS", "POLL_INTERVAL", "Client", "Condition", "Event"]
 
 # What a client accepts from a server unless told otherwise (the codec's defaults).
 DEFAULT_LIMITS = Limits()
 
 # Blocking waits sleep in slices this long so that they notice a closed client.
 _WAIT_SLICE = 0.1
+
+
+@dataclass(frozen=True)
+class Condition:
+    """SparseCtrl condition images for a job: keyframes ("rgb") or line drawings ("scribble").
+
+    Attributes:
+        kind: "rgb" or "scribble".
+        images: uint8 (count, height, width, 3), one image per entry of `frames`, any size (the server resizes them
+            to the job's size the way it resizes the reference).
+        frames: the output frames the images stand on, strictly increasing (default: the first frame).
+    """
+
+    kind: str
+    images: np.ndarray
+    frames: tuple[int, ...] = (0,)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.kind, str) or not self.kind:
+            raise ValueError(f"`condition.kind` must be a name such as 'rgb' or 'scribble', got {self.kind!r}")
+        object.__setattr__(self, "images", _check_frames(self.images, "condition.images"))
+        frames = tuple(self.frames)
+        if not frames or not all(isinstance(f, int) and not isinstance(f, bool) and f >= 0 for f in frames):
+            raise ValueError(f"`condition.frames` must be frame numbers >= 0, got {self.frames!r}")
+        if len(frames) != len(self.images):
+            raise ValueError(f"`condition` has {len(self.images)} images for {len(frames)} frames {list(frames)}")
+        object.__setattr__(self, "frames", frames)
 
 
 class Client(BlockingCalls):
@@ -206,7 +234,14 @@ class Client(BlockingCalls):
             return frozenset(self._shared.active_jobs)
 
     # ---- requests (any thread, never block) ---------------------------------------------------------------------
-    def submit(self, frames: np.ndarray, params: dict[str, Any], fps: float = 8.0, preset: str | None = None) -> str:
+    def submit(
+        self,
+        frames: np.ndarray,
+        params: dict[str, Any],
+        fps: float = 8.0,
+        preset: str | None = None,
+        condition: Condition | None = None,
+    ) -> str:
         """Queue a job. Answered by an "accepted" event (with the job id) or an "error" event, both with the request id.
 
         The frames are sent as they are, without a copy when they are already C-contiguous: do not change the array
@@ -217,6 +252,8 @@ class Client(BlockingCalls):
             params: MotionClone parameters by name (docs/configuration.md); values must be msgpack-able.
             fps: the reference clip's frame rate.
             preset: a model preset the server loaded; None for the server's default.
+            condition: SparseCtrl condition images for image- or sketch-to-video (sent as they are, like `frames`);
+                the server must offer their kind (`server_info.limits["condition_types"]`).
 
         Returns:
             The request id.
@@ -226,6 +263,8 @@ class Client(BlockingCalls):
             RuntimeError: the client is closed.
         """
         frames = _check_frames(frames)
+        if condition is not None and not isinstance(condition, Condition):
+            raise ValueError(f"`condition` must be a Condition or None, got {type(condition).__name__}")
         if not isinstance(params, dict) or not all(isinstance(key, str) for key in params):
             raise ValueError(f"`params` must be a dict with string keys, got {type(params).__name__}")
         if not isinstance(fps, int | float) or isinstance(fps, bool) or not math.isfinite(fps) or fps <= 0:
@@ -238,10 +277,13 @@ class Client(BlockingCalls):
             reference=ArraySpec(tuple(int(size) for size in frames.shape)),
             reference_fps=float(fps),
             preset=preset,
+            condition=None if condition is None else ArraySpec(condition.images.shape),
+            condition_frames=None if condition is None else list(condition.frames),
+            condition_type=None if condition is None else condition.kind,
         )
         # Encode here, not on the I/O thread, so that unpackable params raise in the caller's thread.
         try:
-            parts = encode(message, frames)
+            parts = encode(message, frames, None if condition is None else condition.images)
         except (TypeError, ValueError, OverflowError) as error:
             raise ValueError(f"`params` must hold numbers, strings, lists and maps only: {error}") from error
         self._check_size(parts, f"a reference of shape {list(frames.shape)}", "frames")
@@ -398,13 +440,13 @@ class Client(BlockingCalls):
         return event.job_id is None and isinstance(event.message, Error) and event.message.code == BACKEND_UNAVAILABLE
 
 
-def _check_frames(frames: np.ndarray) -> np.ndarray:
-    """The reference frames as a C-contiguous uint8 (F, H, W, 3) array; a copy only when they are not contiguous."""
+def _check_frames(frames: np.ndarray, name: str = "frames") -> np.ndarray:
+    """Frames as a C-contiguous uint8 (F, H, W, 3) array; a copy only when they are not contiguous."""
     if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8:
         kind = f"dtype {frames.dtype}" if isinstance(frames, np.ndarray) else type(frames).__name__
-        raise ValueError(f"`frames` must be a uint8 numpy array, got {kind}")
+        raise ValueError(f"`{name}` must be a uint8 numpy array, got {kind}")
     if frames.ndim != 4 or frames.shape[3] != 3 or 0 in frames.shape:
-        raise ValueError(f"`frames` must have shape (frames, height, width, 3), got {frames.shape}")
+        raise ValueError(f"`{name}` must have shape (frames, height, width, 3), got {frames.shape}")
     return np.ascontiguousarray(frames)
 
 

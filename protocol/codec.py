@@ -20,6 +20,10 @@ from .messages import DTYPE_SIZES, MESSAGE_TYPES, PROTOCOL_VERSION, ArraySpec, M
 
 Buffer = bytes | bytearray | memoryview
 
+# Binary fields holding frames (count, height, width, 3): their shapes are held to the frame and size limits.
+VIDEO_FIELDS = ("reference", "condition", "frames")
+MAX_BINARY_PARTS = max(len(cls.BINARY_FIELDS) for cls in MESSAGE_TYPES.values())
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -43,38 +47,54 @@ class Limits:
         return asdict(self)
 
 
-def encode(message: Message, payload: Buffer | None = None) -> list[Buffer]:
-    """Message (+ the raw part its binary field declares) -> list of ZeroMQ frames."""
-    header = {"v": PROTOCOL_VERSION, "type": message.TYPE}
+def encode(message: Message, *payloads: Buffer | None) -> list[Buffer]:
+    """Message (+ the raw parts its binary fields declare, in `BINARY_FIELDS` order) -> list of ZeroMQ frames.
+
+    `payloads` holds one buffer per binary field that is declared (not None); None entries are skipped, so
+    `encode(message, None)` is a message without a raw part.
+    """
+    header: dict[str, Any] = {"v": PROTOCOL_VERSION, "type": message.TYPE}
     for item in fields(message):
         value = getattr(message, item.name)
+        if value is None and item.default is None:
+            continue  # left out: the peer fills in the default, and older peers never see a field they do not know
         header[item.name] = _plain(value)
     parts: list[Buffer] = [msgpack.packb(header, use_bin_type=True)]
-    declared = getattr(message, message.BINARY_FIELD) if message.BINARY_FIELD else None
-    if (declared is None) != (payload is None):
-        raise ProtocolError(BAD_MESSAGE, f"{message.TYPE}: the binary part and its declaration must come together")
-    if payload is not None:
+    declared = _declared_parts(message)
+    given = [payload for payload in payloads if payload is not None]
+    if len(declared) != len(given):
+        raise ProtocolError(
+            BAD_MESSAGE,
+            f"{message.TYPE}: {len(declared)} binary parts declared ({', '.join(declared) or 'none'}) but "
+            f"{len(given)} given; each part and its declaration must come together",
+        )
+    for (name, spec), payload in zip(declared.items(), given, strict=True):
         view = memoryview(payload).cast("B")
-        if declared.nbytes != view.nbytes:
+        if spec.nbytes != view.nbytes:
             raise ProtocolError(
-                BAD_MESSAGE,
-                f"{message.TYPE}: {view.nbytes} bytes for shape {list(declared.shape)}",
-                message.BINARY_FIELD,
+                BAD_MESSAGE, f"{message.TYPE}: {view.nbytes} bytes for {name} of shape {list(spec.shape)}", name
             )
         parts.append(view)
     return parts
 
 
+def _declared_parts(message: Message) -> dict[str, ArraySpec]:
+    """The binary fields of `message` that declare a part, in wire order."""
+    declared = {name: getattr(message, name) for name in message.BINARY_FIELDS}
+    return {name: spec for name, spec in declared.items() if spec is not None}
+
+
 def decode(
     frames: list[Buffer], limits: Limits = Limits(), accepted_types: Collection[str] | None = None
-) -> tuple[Message, memoryview | None]:
-    """List of ZeroMQ frames -> (message, raw part or None). Raises `ProtocolError`.
+) -> tuple[Message, dict[str, memoryview]]:
+    """List of ZeroMQ frames -> (message, its raw parts by the name of the field that declares each). Raises
+    `ProtocolError`.
 
     `accepted_types` limits the message types this peer takes (a server takes only what clients send): any other
     known type is refused as `unknown_type` before its fields are looked at.
     """
-    if not frames or len(frames) > 2:
-        raise ProtocolError(BAD_MESSAGE, f"a message has 1 or 2 parts, got {len(frames)}")
+    if not frames or len(frames) > 1 + MAX_BINARY_PARTS:
+        raise ProtocolError(BAD_MESSAGE, f"a message has 1 to {1 + MAX_BINARY_PARTS} parts, got {len(frames)}")
     total = sum(memoryview(frame).nbytes for frame in frames)
     if total > limits.max_message_bytes:
         raise ProtocolError(TOO_LARGE, f"message of {total} bytes exceeds {limits.max_message_bytes}")
@@ -104,9 +124,8 @@ def decode(
             request_id if isinstance(request_id, str) else None,
         )
     message = _build(cls, header)
-    payload = memoryview(frames[1]).cast("B") if len(frames) == 2 else None
-    _check_payload(message, payload, limits)
-    return message, payload
+    payloads = [memoryview(frame).cast("B") for frame in frames[1:]]
+    return message, _check_payloads(message, payloads, limits)
 
 
 def _unpack(raw_header: bytes, limits: Limits) -> dict[str, Any]:
@@ -192,26 +211,30 @@ def _array_spec(value: Any, name: str, message_type: str) -> ArraySpec:
     return ArraySpec(tuple(shape), dtype)
 
 
-def _check_payload(message: Message, payload: memoryview | None, limits: Limits) -> None:
-    binary_field = message.BINARY_FIELD
-    declared = getattr(message, binary_field) if binary_field else None
-    if declared is None:
-        if payload is not None:
-            raise ProtocolError(BAD_MESSAGE, f"{message.TYPE}: an extra binary part came without a declaration")
-        return
-    if payload is None:
-        raise ProtocolError(
-            BAD_MESSAGE, f"{message.TYPE}: {binary_field} is declared but no binary part came", binary_field
-        )
-    if binary_field in ("reference", "frames"):
-        _check_video_shape(declared, binary_field, limits)
-    if declared.nbytes != payload.nbytes:
+def _check_payloads(message: Message, payloads: list[memoryview], limits: Limits) -> dict[str, memoryview]:
+    declared = _declared_parts(message)
+    if len(payloads) > len(declared):
         raise ProtocolError(
             BAD_MESSAGE,
-            f"{message.TYPE}: {binary_field} declares shape {list(declared.shape)} ({declared.nbytes} bytes) but "
-            f"{payload.nbytes} bytes came",
-            binary_field,
+            f"{message.TYPE}: {len(payloads)} binary parts came for {len(declared)} declared "
+            f"({', '.join(declared) or 'none'})",
         )
+    missing = list(declared)[len(payloads) :]
+    if missing:
+        raise ProtocolError(
+            BAD_MESSAGE, f"{message.TYPE}: {missing[0]} is declared but no binary part came for it", missing[0]
+        )
+    for (name, spec), payload in zip(declared.items(), payloads, strict=True):
+        if name in VIDEO_FIELDS:
+            _check_video_shape(spec, name, limits)
+        if spec.nbytes != payload.nbytes:
+            raise ProtocolError(
+                BAD_MESSAGE,
+                f"{message.TYPE}: {name} declares shape {list(spec.shape)} ({spec.nbytes} bytes) but "
+                f"{payload.nbytes} bytes came",
+                name,
+            )
+    return dict(zip(declared, payloads, strict=True))
 
 
 def _check_video_shape(spec: ArraySpec, name: str, limits: Limits) -> None:

@@ -269,7 +269,7 @@ class Connection:
             # Anything from the server, even a message we cannot read, shows it is alive.
             self._last_heard = time.monotonic()
             try:
-                message, payload = decode([frame.buffer for frame in frames], self._limits)
+                message, payloads = decode([frame.buffer for frame in frames], self._limits)
             except ProtocolError as error:
                 self._emit_error(
                     error.code,
@@ -278,6 +278,8 @@ class Connection:
                 )
                 continue
             # One copy out of the zmq frame, so the frame's memory goes back to zmq now.
+            # Server messages carry at most one raw part.
+            payload = next(iter(payloads.values()), None)
             self._dispatch(message, None if payload is None else bytes(payload))
 
     def _dispatch(self, message: Message, payload: bytes | None) -> None:

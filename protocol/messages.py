@@ -3,13 +3,15 @@
 Wire layout (ZeroMQ multipart; the server's ROUTER adds and strips the routing id):
 
     part 0      msgpack map: the header, {"v": 1, "type": <type>, <the message's fields>}
-    part 1..n   raw bytes, only where a header field declares them:
-                  Submit.reference  -> part 1: the reference frames, C-contiguous uint8 (F, H, W, 3)
+    part 1..n   raw bytes, one part per header field that declares one, in this order:
+                  Submit.reference  -> the reference frames, C-contiguous uint8 (F, H, W, 3)
+                  Submit.condition  -> (optional, after the reference) SparseCtrl condition images, uint8 (K, H, W, 3)
                   Result.frames     -> part 1: the result frames, C-contiguous uint8 (F, H, W, 3)
                   Progress.preview  -> part 1: a PNG image
                   Echo.data         -> part 1: any bytes (1-D uint8), sent back unchanged
 
-An `ArraySpec` ({"shape": [...], "dtype": "uint8"}) declares a raw part; the byte count must match exactly.
+An `ArraySpec` ({"shape": [...], "dtype": "uint8"}) declares a raw part; the byte count must match exactly. Optional
+fields that are None are left out of the header, so a message that uses no new field reads the same to older peers.
 Field names and types below are the schema: `codec.decode` checks every one and rejects unknown fields.
 Client -> server: Hello, Submit, Cancel, Fetch, Ack, Ping, Echo. Server -> client: Welcome, Accepted, Queued,
 Progress, Result, Cancelled, JobStatus, Error, Pong, Echo.
@@ -44,10 +46,11 @@ DTYPE_SIZES = {"uint8": 1}
 
 @dataclass(frozen=True)
 class Message:
-    """Base of all messages. `TYPE` is the wire name; `BINARY_FIELD` names the header field that declares part 1."""
+    """Base of all messages. `TYPE` is the wire name; `BINARY_FIELDS` names the header fields that may declare a raw
+    part, in the order their parts follow the header."""
 
     TYPE: ClassVar[str] = ""
-    BINARY_FIELD: ClassVar[str | None] = None
+    BINARY_FIELDS: ClassVar[tuple[str, ...]] = ()
 
 
 # ---- client -> server ------------------------------------------------------------------------------------------
@@ -65,15 +68,21 @@ class Submit(Message):
     """Queue a job. `params` are MotionClone parameters by name (see docs/configuration.md); part 1 holds the frames.
 
     `reference_fps` is the reference clip's frame rate; `preset` must be one the server loaded (None: its default).
+    Image- and sketch-to-video: `condition` declares a second part with the SparseCtrl condition images, one per entry
+    of `condition_frames` (the frames they stand on, default [0]); `condition_type` is "rgb" or "scribble" and must
+    be one of the Welcome's `limits["condition_types"]`.
     """
 
     TYPE: ClassVar[str] = "submit"
-    BINARY_FIELD: ClassVar[str | None] = "reference"
+    BINARY_FIELDS: ClassVar[tuple[str, ...]] = ("reference", "condition")
     request_id: str
     params: dict[str, Any]
     reference: ArraySpec
     reference_fps: float = 8.0
     preset: str | None = None
+    condition: ArraySpec | None = None
+    condition_frames: list[int] | None = None
+    condition_type: str | None = None
 
 
 @dataclass(frozen=True)
@@ -110,7 +119,7 @@ class Echo(Message):
     throughput, for example from "Test connection"."""
 
     TYPE: ClassVar[str] = "echo"
-    BINARY_FIELD: ClassVar[str | None] = "data"
+    BINARY_FIELDS: ClassVar[tuple[str, ...]] = ("data",)
     request_id: str
     data: ArraySpec | None = None
 
@@ -162,7 +171,7 @@ class Progress(Message):
     """A job advanced. Stages: prepare, extract, denoise, decode. With `preview`, part 1 is a small PNG."""
 
     TYPE: ClassVar[str] = "progress"
-    BINARY_FIELD: ClassVar[str | None] = "preview"
+    BINARY_FIELDS: ClassVar[tuple[str, ...]] = ("preview",)
     job_id: str
     stage: str
     step: int
@@ -177,7 +186,7 @@ class Result(Message):
     """A finished job. Part 1 holds the frames; `metadata` is the engine's (seed, parameters, timings ...)."""
 
     TYPE: ClassVar[str] = "result"
-    BINARY_FIELD: ClassVar[str | None] = "frames"
+    BINARY_FIELDS: ClassVar[tuple[str, ...]] = ("frames",)
     job_id: str
     frames: ArraySpec
     fps: float

@@ -196,9 +196,7 @@ class MotionClonePipeline(DiffusionPipeline):
         started = time.perf_counter()
         module_names, timesteps = self.check_inputs(params)
         if condition is not None:
-            if params.motion_source == "inversion":
-                raise ParameterError("condition", "SparseCtrl conditions work with the single-step method only")
-            check_condition(condition, params.num_frames, params.height, params.width, self.controlnet_kind)
+            self.check_condition_inputs(params, condition)
         set_motion_module_norm(self.unet, params.motion_norm)
         report("prepare", 0, 1)
 
@@ -258,6 +256,12 @@ class MotionClonePipeline(DiffusionPipeline):
             return guided_module_names(self.unet, params.inversion_guidance_blocks), self.prepare_timesteps(params)
         module_names = guided_module_names(self.unet, params.motion_guidance_blocks)
         return module_names, self.prepare_timesteps(params)
+
+    def check_condition_inputs(self, params: MotionCloneParams, condition: SparseCondition) -> None:
+        """Raise `ParameterError` naming the field when `condition` cannot be used with `params` on this model."""
+        if params.motion_source == "inversion":
+            raise ParameterError("condition", "SparseCtrl conditions work with the single-step method only")
+        check_condition(condition, params.num_frames, params.height, params.width, self.controlnet_kind)
 
     # ----------------------------------------------------------------------------------------------------------
     @torch.no_grad()

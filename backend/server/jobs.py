@@ -10,6 +10,7 @@ import numpy as np
 
 from ...protocol import stages
 from ..engine import MotionCloneParams
+from ..engine.sparsectrl import SparseCondition
 
 
 @dataclass(eq=False)
@@ -24,6 +25,7 @@ class Job:
         reference_fps: frame rate of the reference.
         preset: model preset that runs it.
         sequence: order of acceptance on this server (FIFO means jobs start in this order).
+        condition: SparseCtrl condition images at the job's size, or None for text-to-video.
         state: queued, running, done, failed or cancelled.
         cancel_requested: set from the socket thread, read by the worker between steps.
     """
@@ -34,6 +36,7 @@ class Job:
     reference_fps: float
     preset: str
     sequence: int = 0
+    condition: SparseCondition | None = None
     job_id: str = field(default_factory=lambda: secrets.token_hex(16))
     state: str = stages.QUEUED
     submitted_at: float = field(default_factory=time.monotonic)

@@ -46,6 +46,7 @@ from ..errors import ParameterError
 from ..generate import DTYPES
 from ..models import load_preset
 from ..models.registry import NATIVE_SIZES
+from .conditions import condition_from_submit, fit_condition
 from .config import ServerConfig
 from .jobs import Job, JobQueue
 from .results_store import ResultsStore
@@ -154,9 +155,9 @@ class Server:
         try:
             handlers = self._handlers()
             accepted = {cls.TYPE for cls in handlers}
-            message, payload = decode(parts, self.config.limits, accepted)
+            message, payloads = decode(parts, self.config.limits, accepted)
             request_id = getattr(message, "request_id", None)
-            handlers[type(message)](identity, message, payload)
+            handlers[type(message)](identity, message, payloads)
         except ProtocolError as error:
             request_id = request_id or error.request_id
             self._send(identity, Error(error.code, str(error), field=error.field, request_id=request_id))
@@ -180,7 +181,7 @@ class Server:
             Echo: self._on_echo,
         }
 
-    def _on_hello(self, identity: bytes, message: Hello, payload: memoryview | None) -> None:
+    def _on_hello(self, identity: bytes, message: Hello, payloads: dict[str, memoryview]) -> None:
         self._send(identity, self.welcome(message.request_id))
 
     def welcome(self, request_id: str) -> Welcome:
@@ -196,11 +197,12 @@ class Server:
                 "max_output_frames": self.pipeline.max_frames,
                 "size_multiple": 8,
                 "max_queue": self.config.max_queue,
+                "condition_types": [] if self.pipeline.controlnet_kind is None else [self.pipeline.controlnet_kind],
             },
             heartbeat_interval=self.config.heartbeat_interval,
         )
 
-    def _on_submit(self, identity: bytes, message: Submit, payload: memoryview | None) -> None:
+    def _on_submit(self, identity: bytes, message: Submit, payloads: dict[str, memoryview]) -> None:
         preset = message.preset or self.config.preset
         if preset != self.config.preset:
             raise ProtocolError(
@@ -228,17 +230,22 @@ class Server:
                 f"the reference has {frame_count} frames but num_frames is {params.num_frames}",
                 "reference",
             )
-        assert payload is not None  # decode() guarantees the declared part is present
-        reference = np.frombuffer(payload, dtype=np.uint8).reshape(message.reference.shape).copy()
+        condition = condition_from_submit(message, payloads.get("condition"))
+        if condition is not None:
+            condition = fit_condition(condition, params)
+            self.pipeline.check_condition_inputs(params, condition)
+        reference = np.frombuffer(payloads["reference"], dtype=np.uint8).reshape(message.reference.shape).copy()
         self._accepted += 1
-        job = Job(identity, params, reference, message.reference_fps, preset, sequence=self._accepted)
+        job = Job(
+            identity, params, reference, message.reference_fps, preset, sequence=self._accepted, condition=condition
+        )
         self.jobs[job.job_id] = job
         self.queue.push(job)
         position = self._position(job)
         log.info("job %s queued at position %d", job.job_id, position)
         self._send(identity, Accepted(message.request_id, job.job_id, position))
 
-    def _on_cancel(self, identity: bytes, message: Cancel, payload: memoryview | None) -> None:
+    def _on_cancel(self, identity: bytes, message: Cancel, payloads: dict[str, memoryview]) -> None:
         job = self.jobs.get(message.job_id)
         if job is None or job.state not in stages.ACTIVE_STATES:
             self._send_unknown_job(identity, message.request_id, message.job_id)
@@ -251,7 +258,7 @@ class Server:
             return
         job.cancel_requested.set()  # the worker stops before its next step and reports Cancelled
 
-    def _on_fetch(self, identity: bytes, message: Fetch, payload: memoryview | None) -> None:
+    def _on_fetch(self, identity: bytes, message: Fetch, payloads: dict[str, memoryview]) -> None:
         job = self.jobs.get(message.job_id)
         if job is not None and job.state in stages.ACTIVE_STATES:
             job.identity = identity  # progress and the result now go to this connection
@@ -263,17 +270,17 @@ class Server:
             return
         self._send_result(identity, stored.job_id, stored.frames, stored.fps, stored.metadata)
 
-    def _on_ack(self, identity: bytes, message: Ack, payload: memoryview | None) -> None:
+    def _on_ack(self, identity: bytes, message: Ack, payloads: dict[str, memoryview]) -> None:
         if not self.results.delete(message.job_id):
             self._send_unknown_job(identity, message.request_id, message.job_id)
             return
         self._send(identity, JobStatus(message.request_id, message.job_id, stages.DONE))
 
-    def _on_ping(self, identity: bytes, message: Ping, payload: memoryview | None) -> None:
+    def _on_ping(self, identity: bytes, message: Ping, payloads: dict[str, memoryview]) -> None:
         self._send(identity, Pong(message.request_id))
 
-    def _on_echo(self, identity: bytes, message: Echo, payload: memoryview | None) -> None:
-        self._send(identity, message, payload)
+    def _on_echo(self, identity: bytes, message: Echo, payloads: dict[str, memoryview]) -> None:
+        self._send(identity, message, payloads.get("data"))
 
     # ---- the worker ----------------------------------------------------------------------------------------------
     def _start_next_job(self) -> None:

@@ -102,6 +102,7 @@ class Worker:
                 progress=progress,
                 cancel=job.cancel_requested.is_set,
                 latents_callback=preview,
+                condition=job.condition,
             )
         except JobCancelled as error:
             self._emit("cancelled", job, reason=str(error))

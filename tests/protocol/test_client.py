@@ -104,7 +104,8 @@ class FakeServer:
             while not self._stop.is_set():
                 if self.socket.poll(20, zmq.POLLIN):
                     identity, *frames = self.socket.recv_multipart()
-                    message, payload = decode(frames, Limits())
+                    message, payloads = decode(frames, Limits())
+                    payload = next(iter(payloads.values()), None)  # the reference, or an Echo's bytes
                     self.received.append(message)
                     self._answer(identity, message, payload)
         finally:

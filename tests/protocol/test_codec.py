@@ -35,9 +35,55 @@ def frames_payload(shape=(2, 8, 8, 3)):
 def test_submit_round_trip_keeps_fields_and_frames_bit_identical():
     frames = frames_payload()
     message = Submit("r1", {"prompt": "a fox", "seed": 3}, ArraySpec(frames.shape), reference_fps=24.0, preset="tiny")
-    decoded, payload = decode(encode(message, frames.data))
-    assert decoded == message
-    assert np.array_equal(np.frombuffer(payload, np.uint8).reshape(frames.shape), frames)
+    decoded, payloads = decode(encode(message, frames.data))
+    assert decoded == message and list(payloads) == ["reference"]
+    assert np.array_equal(np.frombuffer(payloads["reference"], np.uint8).reshape(frames.shape), frames)
+
+
+def test_submit_with_a_condition_carries_both_parts_in_order():
+    frames, condition = frames_payload(), frames_payload((2, 4, 6, 3))[::-1].copy()
+    message = Submit(
+        "r1",
+        {"prompt": "a fox"},
+        ArraySpec(frames.shape),
+        condition=ArraySpec(condition.shape),
+        condition_frames=[0, 15],
+        condition_type="rgb",
+    )
+    parts = encode(message, frames.data, condition.data)
+    assert len(parts) == 3
+    decoded, payloads = decode(parts)
+    assert decoded == message and list(payloads) == ["reference", "condition"]
+    assert bytes(payloads["reference"]) == frames.tobytes()
+    assert bytes(payloads["condition"]) == condition.tobytes()
+
+
+def test_unused_optional_fields_stay_out_of_the_header_for_older_peers():
+    frames = frames_payload()
+    header = msgpack.unpackb(bytes(encode(Submit("r1", {}, ArraySpec(frames.shape)), frames.data)[0]))
+    assert not {"condition", "condition_frames", "condition_type", "preset"} & set(header)
+    assert header["reference"] == {"shape": list(frames.shape), "dtype": "uint8"}
+
+
+def test_a_declared_condition_without_its_part_is_refused():
+    frames = frames_payload()
+    message = Submit("r1", {}, ArraySpec(frames.shape), condition=ArraySpec((1, 4, 4, 3)), condition_type="rgb")
+    with pytest.raises(ProtocolError):
+        encode(message, frames.data)
+    header = encode(message, frames.data, b"\0" * 48)[0]
+    with pytest.raises(ProtocolError) as caught:
+        decode([header, frames.data])
+    assert caught.value.code == codes.BAD_MESSAGE and caught.value.field == "condition"
+
+
+def test_condition_images_are_held_to_the_frame_limits():
+    frames = frames_payload()
+    message = Submit("r1", {}, ArraySpec(frames.shape), condition=ArraySpec((1, 8, 4096, 3)), condition_type="rgb")
+    # The size limit applies before the byte count: an oversized declaration that came with a few bytes.
+    parts = [encode(message, frames.data, b"\0" * (8 * 4096 * 3))[0], frames.data, b"\0" * 16]
+    with pytest.raises(ProtocolError) as caught:
+        decode(parts, Limits(max_width=2048))
+    assert caught.value.code == codes.TOO_LARGE and caught.value.field == "condition"
 
 
 @given(
@@ -61,8 +107,8 @@ def test_every_message_type_is_registered_under_its_wire_name():
 def test_result_with_metadata_round_trip():
     frames = frames_payload((3, 4, 4, 3))
     message = Result("j", ArraySpec(frames.shape), 8.0, {"seed": 1, "timings_s": {"denoise": 1.5}})
-    decoded, payload = decode(encode(message, frames.data))
-    assert decoded == message and bytes(payload) == frames.tobytes()
+    decoded, payloads = decode(encode(message, frames.data))
+    assert decoded == message and bytes(payloads["frames"]) == frames.tobytes()
 
 
 @pytest.mark.parametrize(
@@ -204,6 +250,6 @@ def test_accepted_queue_position_is_an_int():
 
 
 def test_echo_carries_any_bytes_or_none():
-    decoded, payload = decode(encode(Echo("r", ArraySpec((5,))), b"abcde"))
-    assert decoded.data == ArraySpec((5,)) and bytes(payload) == b"abcde"
-    assert decode(encode(Echo("r")))[1] is None
+    decoded, payloads = decode(encode(Echo("r", ArraySpec((5,))), b"abcde"))
+    assert decoded.data == ArraySpec((5,)) and bytes(payloads["data"]) == b"abcde"
+    assert decode(encode(Echo("r")))[1] == {}
