@@ -12,6 +12,7 @@ import bpy
 import numpy as np
 
 from . import compat, reference
+from .condition import ConditionPlan, make_condition, restore_condition_settings, show_condition
 from .session import get_session
 
 MAX_SEED = 2**31 - 1
@@ -41,6 +42,8 @@ def request_params(settings: Any, seed: int, width: int, height: int, fps: float
         params["inversion_prompt"] = settings.inversion_prompt
         if settings.reference_word.strip() and settings.new_word.strip():
             params["semantic_object_pair"] = [settings.reference_word.strip(), settings.new_word.strip()]
+    if settings.condition_source != "NONE":
+        params["controlnet_scale"] = settings.condition_scale
     if settings.use_advanced:
         params.update(
             num_inference_steps=settings.steps,
@@ -92,6 +95,7 @@ class JobPlan:
     fps: float
     start: int
     end: int
+    condition: ConditionPlan | None = None
 
 
 def plan_job(context: bpy.types.Context, scene: bpy.types.Scene) -> JobPlan:
@@ -103,9 +107,23 @@ def plan_job(context: bpy.types.Context, scene: bpy.types.Scene) -> JobPlan:
     if settings.randomize_seed:
         settings.seed = random.randint(0, MAX_SEED)
     start, end = frame_range(scene, settings)
-    frames = reference.sample_frames(start, end, settings.num_frames)
-    width, height = reference.snapped_resolution(scene, settings.long_side)
-    return JobPlan(frames, width, height, scene.render.fps / scene.render.fps_base, start, end)
+    frames, width, height = frames_and_size(scene, settings)
+    made = preview_condition(scene, settings)
+    return JobPlan(frames, width, height, scene.render.fps / scene.render.fps_base, start, end, made)
+
+
+def frames_and_size(scene: bpy.types.Scene, settings: Any) -> tuple[list[int], int, int]:
+    """The scene frames a job samples, and its width and height."""
+    frames = reference.sample_frames(*frame_range(scene, settings), settings.num_frames)
+    return frames, *reference.snapped_resolution(scene, settings.long_side)
+
+
+def preview_condition(scene: bpy.types.Scene, settings: Any) -> ConditionPlan | None:
+    """Make the panel's condition (rendering it if it is a render) and show it in the panel's thumbnail."""
+    made = make_condition(scene, settings, *frames_and_size(scene, settings))
+    if made is not None:
+        show_condition(made.condition.images)
+    return made
 
 
 def submit_job(context: bpy.types.Context, scene: bpy.types.Scene, plan: JobPlan, pixels: np.ndarray) -> Any:
@@ -113,7 +131,8 @@ def submit_job(context: bpy.types.Context, scene: bpy.types.Scene, plan: JobPlan
     settings = scene.motionclone
     client = get_session().ensure_client(context)
     params = request_params(settings, settings.seed, plan.width, plan.height, plan.fps)
-    request_id = client.submit(pixels, params, fps=plan.fps)
+    made = plan.condition
+    request_id = client.submit(pixels, params, fps=plan.fps, condition=None if made is None else made.condition)
     job = settings.jobs.add()
     job.request_id = request_id
     job.state = "SUBMITTED"
@@ -124,6 +143,7 @@ def submit_job(context: bpy.types.Context, scene: bpy.types.Scene, plan: JobPlan
     job.target_scene = compat.sequencer_scene(context).name  # 5.x: the sequencer may show another scene
     job.sampled_frames = json.dumps(plan.frames)
     job.params_json = json.dumps(params)
+    job.condition_json = "" if made is None else made.record(settings)
     job.message = "Sent to the backend"
     settings.active_job = len(settings.jobs) - 1
     return job
@@ -182,6 +202,7 @@ def use_job_settings(settings: Any, job: Any) -> list[str]:
         settings.guidance_weight = params["motion_guidance_weight"]
         settings.cfg_scale = params["cfg_scale"]
         changed += ["steps", "guidance_steps", "guidance_weight", "cfg_scale"]
+    changed += restore_condition_settings(settings, job.condition_json)
     settings.randomize_seed = False  # the job's own seed, as stored
     settings.frame_start, settings.frame_end = job.frame_start, job.frame_end
     settings.use_scene_range = False

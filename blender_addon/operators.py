@@ -252,6 +252,26 @@ class MOTIONCLONE_OT_open_result_folder(bpy.types.Operator):
         return bpy.ops.wm.path_open(filepath=bpy.path.abspath(selected_job(context, -1).result_dir))
 
 
+class MOTIONCLONE_OT_preview_condition(bpy.types.Operator):
+    """Make the condition image now (rendering it if it is a render) and show it in the panel"""
+
+    bl_idname = "motionclone.preview_condition"
+    bl_label = "Preview Condition"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return context.scene is not None and context.scene.motionclone.condition_source != "NONE"
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        try:
+            made = jobs.preview_condition(context.scene, context.scene.motionclone)
+        except USER_ERRORS as error:
+            self.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Condition: {made.description}, on output frame {made.condition.frames[0]}")
+        return {"FINISHED"}
+
+
 class MOTIONCLONE_OT_remove_job(bpy.types.Operator):
     """Remove the selected job from the list (its strip and files stay)"""
 
@@ -287,5 +307,6 @@ classes = (
     MOTIONCLONE_OT_use_job_settings,
     MOTIONCLONE_OT_show_result,
     MOTIONCLONE_OT_open_result_folder,
+    MOTIONCLONE_OT_preview_condition,
     MOTIONCLONE_OT_remove_job,
 )

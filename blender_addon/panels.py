@@ -5,6 +5,7 @@ from typing import Any
 import bpy
 
 from . import compat
+from .condition import CONDITION_IMAGE
 from .properties import ACTIVE_STATES
 from .session import PREVIEW_IMAGE, get_session, status_lines
 
@@ -75,6 +76,8 @@ def draw_motionclone(layout: bpy.types.UILayout, context: bpy.types.Context) -> 
         row.prop(settings, "frame_start")
         row.prop(settings, "frame_end")
 
+    draw_condition(layout.box(), context, settings)
+
     layout.prop(settings, "show_advanced", icon="PREFERENCES", emboss=False)
     if settings.show_advanced:
         col = layout.column()
@@ -88,6 +91,31 @@ def draw_motionclone(layout: bpy.types.UILayout, context: bpy.types.Context) -> 
 
     layout.operator("motionclone.generate", icon="PLAY")
     draw_jobs(layout, settings)
+
+
+def draw_condition(box: bpy.types.UILayout, context: bpy.types.Context, settings: Any) -> None:
+    """Image- and sketch-to-video: where the condition image comes from, and its thumbnail."""
+    box.prop(settings, "condition_source")
+    source = settings.condition_source
+    if source == "NONE":
+        return
+    if source == "FILE":
+        box.prop(settings, "condition_path")
+    elif source == "STRIP":
+        editor = context.scene.sequence_editor
+        if editor is not None:
+            box.prop_search(settings, "condition_strip", editor, compat.all_strips_property(editor), icon="SEQUENCE")
+        else:
+            box.label(text="Add an image or movie strip to the sequencer first", icon="INFO")
+    if source in ("FILE", "STRIP"):
+        box.prop(settings, "condition_type", expand=True)
+    row = box.row(align=True)
+    row.prop(settings, "condition_frame")
+    row.prop(settings, "condition_scale")
+    box.operator("motionclone.preview_condition", icon="IMAGE_DATA")
+    image = bpy.data.images.get(CONDITION_IMAGE)
+    if image is not None and image.preview is not None:
+        box.template_icon(icon_value=image.preview.icon_id, scale=5.0)
 
 
 def draw_connection(layout: bpy.types.UILayout) -> None:

@@ -24,6 +24,17 @@ SOURCE_ITEMS = [
     ("CAMERA", "Render camera", "Render the active camera's animation as the motion reference"),
     ("STRIP", "Sequencer strip", "Use an image-sequence strip of the sequencer as the motion reference"),
 ]
+CONDITION_SOURCE_ITEMS = [
+    ("NONE", "None", "Text-to-video: no condition image"),
+    ("FILE", "Image File", "An image file as the keyframe or sketch"),
+    ("STRIP", "Sequencer Strip", "What an image or movie strip shows at the condition frame"),
+    ("RENDER", "Render Frame", "Render the condition frame from the camera with the reference's engine (keyframe)"),
+    ("LINE_ART", "Line Art", "Render the condition frame as black Freestyle lines on white (sketch)"),
+]
+CONDITION_TYPE_ITEMS = [
+    ("rgb", "Keyframe", "The picture is a keyframe of the result (SparseCtrl RGB)"),
+    ("scribble", "Sketch", "The picture is a line drawing the result follows (SparseCtrl scribble)"),
+]
 ENGINE_ITEMS = [
     ("WORKBENCH", "Workbench", "Fast flat shading; enough for motion"),
     ("EEVEE", "EEVEE", "Real-time renderer"),
@@ -63,6 +74,9 @@ class MOTIONCLONE_PG_job(bpy.types.PropertyGroup):
         name="Result scene", description="The scene whose sequencer gets the result: the one it showed at Generate"
     )
     preview_path: bpy.props.StringProperty(name="Preview", subtype="FILE_PATH")
+    condition_json: bpy.props.StringProperty(
+        name="Condition", description="The job's condition image: kind, frames, source and scale (JSON)"
+    )
 
 
 class MOTIONCLONE_PG_settings(bpy.types.PropertyGroup):
@@ -106,6 +120,16 @@ class MOTIONCLONE_PG_settings(bpy.types.PropertyGroup):
         name="Motion Blur", description="Keep motion blur in the reference render (off: sharper motion to follow)"
     )
     reference_strip: bpy.props.StringProperty(name="Strip", description="Name of the image strip to use")
+    condition_source: bpy.props.EnumProperty(name="Condition", items=CONDITION_SOURCE_ITEMS, default="NONE")
+    condition_type: bpy.props.EnumProperty(name="Kind", items=CONDITION_TYPE_ITEMS, default="rgb")
+    condition_path: bpy.props.StringProperty(name="Image", subtype="FILE_PATH", description="The condition image")
+    condition_strip: bpy.props.StringProperty(name="Strip", description="Image or movie strip holding the condition")
+    condition_frame: bpy.props.IntProperty(
+        name="Frame", default=1, description="Scene frame of the condition: it holds the output frame sampled nearest"
+    )
+    condition_scale: bpy.props.FloatProperty(
+        name="Strength", default=1.0, min=0.0, max=2.0, description="How strongly the result keeps to the condition"
+    )
     show_advanced: bpy.props.BoolProperty(name="Advanced", default=False)
     use_advanced: bpy.props.BoolProperty(
         name="Override config", default=False, description="Send the values below instead of the config's"

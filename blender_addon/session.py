@@ -317,6 +317,7 @@ def apply_result(
             "motionclone_job_id": event.job_id,
             "motionclone_config": job.config,
             "motionclone_backend_version": str(result.metadata.get("job", {}).get("server_version", "")),
+            **({"motionclone_condition": job.condition_json} if job.condition_json else {}),
         },
     )
     job.result_dir = str(folder)

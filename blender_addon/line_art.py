@@ -1,0 +1,132 @@
+"""A line-art render of the scene for sketch-to-video: black Freestyle lines on white. No torch.
+
+SparseCtrl's scribble model was trained on line drawings: dark strokes on a white page. Workbench draws every surface
+and the background in flat white and Freestyle draws the silhouettes, borders and creases on top, in well under a
+second per frame. `line_art_look` switches all of that on and puts back every setting it touched (Freestyle on the
+scene and each view layer, their line sets, Workbench shading, the world and the view transform), whatever happens.
+"""
+
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+import bpy
+import numpy as np
+
+from .reference import CameraRender
+
+LINE_SET = "MotionClone line art"
+_RENDER = ("use_freestyle", "line_thickness_mode", "line_thickness")
+_SHADING = (
+    "light",
+    "color_type",
+    "single_color",
+    "show_shadows",
+    "show_cavity",
+    "show_specular_highlight",
+    "show_object_outline",
+    "show_xray",
+)
+_VIEW = ("view_transform", "look", "exposure", "gamma")  # view_transform first: the looks depend on it
+
+
+def line_thickness(width: int, height: int) -> float:
+    """Stroke width in pixels: 1 px at 256 pixels across the longer side, growing with the size."""
+    return max(1.0, max(width, height) / 256)
+
+
+def _plain(value: Any) -> Any:
+    # Colour properties come back as live arrays that change with the property: keep a copy of their values.
+    return value if isinstance(value, str | int | float | bool) or value is None else tuple(value)
+
+
+@contextmanager
+def _kept(owner: Any, names: tuple[str, ...]) -> Iterator[None]:
+    saved = [(name, _plain(getattr(owner, name))) for name in names]
+    try:
+        yield
+    finally:
+        for name, value in saved:
+            if _plain(getattr(owner, name)) != value:
+                setattr(owner, name, value)
+
+
+@contextmanager
+def _own_line_sets(scene: bpy.types.Scene) -> Iterator[None]:
+    # The artist's line sets stay as they are, only out of this render; ours is added, then removed with its style.
+    style = bpy.data.linestyles.new(LINE_SET)
+    style.color = (0.0, 0.0, 0.0)
+    added = []
+    with ExitStack() as stack:
+        for layer in scene.view_layers:
+            settings = layer.freestyle_settings
+            stack.enter_context(_kept(layer, ("use_freestyle",)))
+            stack.enter_context(_kept(settings, ("mode",)))
+            for line_set in settings.linesets:
+                stack.enter_context(_kept(line_set, ("show_render",)))
+                line_set.show_render = False
+            layer.use_freestyle = True
+            settings.mode = "EDITOR"
+            line_set = settings.linesets.new(LINE_SET)
+            made_with_it = line_set.linestyle  # new() makes a line style of its own: ours replaces it
+            line_set.linestyle = style
+            if made_with_it is not None and made_with_it != style and made_with_it.users == 0:
+                bpy.data.linestyles.remove(made_with_it)
+            added.append((settings, line_set))
+        try:
+            yield
+        finally:
+            for settings, line_set in added:
+                settings.linesets.remove(line_set)
+            bpy.data.linestyles.remove(style)
+
+
+@contextmanager
+def _white_world(scene: bpy.types.Scene) -> Iterator[None]:
+    # Workbench renders the background in the world's colour: lend the scene a white world of its own.
+    world = bpy.data.worlds.new(LINE_SET)
+    world.color = (1.0, 1.0, 1.0)
+    previous = scene.world
+    scene.world = world
+    try:
+        yield
+    finally:
+        scene.world = previous
+        bpy.data.worlds.remove(world)
+
+
+@contextmanager
+def line_art_look(scene: bpy.types.Scene, thickness: float) -> Iterator[None]:
+    """Make a Workbench render of `scene` black lines of `thickness` pixels on white; restore everything on exit."""
+    render, shading, view = scene.render, scene.display.shading, scene.view_settings
+    with ExitStack() as stack:
+        for owner, names in ((render, _RENDER), (shading, _SHADING), (view, _VIEW)):
+            stack.enter_context(_kept(owner, names))
+        stack.enter_context(_white_world(scene))
+        stack.enter_context(_own_line_sets(scene))
+        render.use_freestyle = True
+        render.line_thickness_mode = "ABSOLUTE"
+        render.line_thickness = thickness
+        shading.light = "FLAT"
+        shading.color_type = "SINGLE"
+        shading.single_color = (1.0, 1.0, 1.0)
+        shading.show_shadows = shading.show_cavity = shading.show_specular_highlight = False
+        shading.show_object_outline = shading.show_xray = False
+        view.view_transform = "Standard"  # white stays white: no filmic roll-off
+        view.look, view.exposure, view.gamma = "None", 0.0, 1.0
+        yield
+
+
+def render_line_art(scene: bpy.types.Scene, frame: int, width: int, height: int) -> np.ndarray:
+    """Render scene frame `frame` from the scene camera as line art.
+
+    Returns:
+        `np.ndarray`: uint8 (1, height, width, 3): dark lines on white.
+
+    Raises:
+        ValueError: no camera or a bad size (see `CameraRender`).
+        RuntimeError: Blender did not render the frame.
+    """
+    look = line_art_look(scene, line_thickness(width, height))
+    with CameraRender(scene, [frame], width, height, "WORKBENCH") as render, look:
+        return render.render_all()
