@@ -155,6 +155,7 @@ class MOTIONCLONE_OT_test_connection(bpy.types.Operator):
             session.connection = Connection("unreachable", str(error))
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
+        session.request_status()  # the queue, for the panel's connection line once the backend answers
         self.report({"INFO"}, session.connection.describe())
         return {"FINISHED"}
 

@@ -36,15 +36,21 @@ class Connection:
     server_version: str = ""
     device: str = ""
     default_preset: str = ""
+    queued: int | None = None  # from the backend's last status answer; None: not asked yet (or an older backend)
+    running: int | None = None
 
     def describe(self) -> str:
         """One line for a report: what the backend answered, or where the connection stands."""
         if self.state != "connected":
             return self.message or self.state.capitalize()
-        return (
+        line = (
             f"Connected: MotionClone backend {self.server_version} on {self.device}, "
             f"default model {self.default_preset or 'unknown'}"
         )
+        return line if self.queued is None else f"{line}, {self.queue_text()}"
+
+    def queue_text(self) -> str:
+        return f"{self.running} running, {self.queued} waiting"
 
 
 class Session:
@@ -56,6 +62,12 @@ class Session:
         self.settings_key: tuple | None = None
         self.connection = Connection()
         self.endings: list[tuple[float, str]] = []  # (when, what) of jobs that ended, for the status bar
+        self.status_request: str | None = None  # the last "status" asked for, whose answer updates `connection`
+
+    def request_status(self) -> None:
+        """Ask the backend how busy it is; the answer comes to the pump as a "server_status" event."""
+        if self.client is not None and self.client.connected:
+            self.status_request = self.client.status()
 
     def ensure_client(self, context: bpy.types.Context) -> Any:
         """The running client for the current preferences; raises RuntimeError with a user-facing message."""
@@ -188,7 +200,15 @@ def apply_event(context: bpy.types.Context, session: Session, event: Any) -> Non
             welcome.device,
             welcome.default_preset,
         )
+        session.request_status()
         return
+    if kind == "server_status":
+        status = event.message
+        session.connection.queued, session.connection.running = status.queued, status.running
+        session.connection.message = f"Connected to {session.connection.device} · {session.connection.queue_text()}"
+        return
+    if kind == "error" and event.request_id is not None and event.request_id == session.status_request:
+        return  # a backend older than the "status" message: the queue stays unknown
     if kind == "unreachable":  # the client's own verdict: no answer within the timeout
         mark_unreachable(context, session)
         return

@@ -21,7 +21,7 @@ from .errors import (
     ProtocolError,
 )
 from .events import Event, echo_bytes
-from .messages import Cancelled, Error, JobStatus, Welcome
+from .messages import Cancelled, Error, JobStatus, ServerStatus, Welcome
 
 
 class BlockingCalls:
@@ -153,6 +153,33 @@ class BlockingCalls:
             answered = True
             if _job_outcome(event, job_id):
                 return event
+
+    def server_status(self, timeout: float) -> ServerStatus:
+        """Ask how busy the server is and wait for the answer (connecting first, within the same `timeout`). Takes
+        (and drops) the events that arrive meanwhile.
+
+        Raises:
+            BackendUnavailable: no connection within `timeout`, or it died while waiting.
+            JobFailed: the server answered with an error (a server older than the "status" message: "unknown_type").
+            TimeoutError: no answer within `timeout`.
+        """
+        self._check_started()
+        deadline = time.monotonic() + timeout
+        self.wait_connected(timeout)
+        request_id = self.status()
+        while True:
+            event = self._wait_event(deadline)
+            if event is None:
+                raise TimeoutError(f"no status from {self._endpoint} within {timeout:g} s")
+            if event.kind == "disconnected":
+                raise BackendUnavailable(f"lost the connection to {self._endpoint} while waiting for its status")
+            if event.request_id != request_id:
+                continue
+            if isinstance(event.message, ServerStatus):
+                return event.message
+            if isinstance(event.message, Error):
+                message = event.message
+                raise JobFailed(message.code, message.message, message.hint, message.field)
 
     def measure_round_trip(self, data: bytes | memoryview | np.ndarray, timeout: float) -> float:
         """Send `data` with `echo` and wait for it to come back. Takes (and drops) the events that arrive meanwhile.

@@ -40,7 +40,7 @@ from .connection import POLL_INTERVAL, Connection, Settings, Shared
 from .errors import BACKEND_UNAVAILABLE, BackendUnavailable
 from .events import EVENT_KINDS, Command, Event, echo_bytes, new_id
 from .keys import curve_client_keys
-from .messages import Ack, ArraySpec, Cancel, Echo, Error, Fetch, Submit, Welcome
+from .messages import Ack, ArraySpec, Cancel, Echo, Error, Fetch, Status, Submit, Welcome
 
 __all__ = ["DEFAULT_LIMITS", "EVENT_KINDS", "POLL_INTERVAL", "Client", "Condition", "Event"]
 
@@ -324,6 +324,15 @@ class Client(BlockingCalls):
             The request id.
         """
         return self._enqueue(Command(Ack(request_id=new_id(), job_id=_check_job_id(job_id))))
+
+    def status(self) -> str:
+        """Ask how busy the server is: a "server_status" event answers (queued and running jobs, workers). Only a
+        connected client sends it; without a connection it is dropped, and nothing answers it.
+
+        Returns:
+            The request id.
+        """
+        return self._enqueue(Command(Status(request_id=new_id())))
 
     def echo(self, data: bytes | memoryview | np.ndarray) -> str:
         """Send bytes that the server sends straight back: an "echo" event with the same request id and the bytes as

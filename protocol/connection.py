@@ -28,6 +28,7 @@ from .messages import (
     Ping,
     Pong,
     Result,
+    Status,
     Submit,
     Welcome,
 )
@@ -43,7 +44,7 @@ SHUTDOWN_LINGER_MS = 500
 _MAX_RECEIVE_BATCH = 100
 
 # Messages only a client sends. Any other type the codec knows is passed on as an event named after its TYPE.
-_CLIENT_MESSAGES = (Hello, Submit, Cancel, Fetch, Ack, Ping)
+_CLIENT_MESSAGES = (Hello, Submit, Cancel, Fetch, Ack, Ping, Status)
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Events (`Event.kind`): "connected" (carries the Welcome; there is no separate "welcome" event), "disconnected",
 "unreachable", and one per server message: "accepted", "queued", "progress", "result", "cancelled", "job_status",
-"error" (a server message type added to the schema later comes through under its own TYPE name).
+"error", "server_status" (a server message type added to the schema later comes through under its own TYPE name).
 """
 
 import uuid
@@ -24,6 +24,7 @@ EVENT_KINDS = (
     "cancelled",
     "job_status",
     "error",
+    "server_status",
 )
 
 

@@ -13,8 +13,8 @@ Wire layout (ZeroMQ multipart; the server's ROUTER adds and strips the routing i
 An `ArraySpec` ({"shape": [...], "dtype": "uint8"}) declares a raw part; the byte count must match exactly. Optional
 fields that are None are left out of the header, so a message that uses no new field reads the same to older peers.
 Field names and types below are the schema: `codec.decode` checks every one and rejects unknown fields.
-Client -> server: Hello, Submit, Cancel, Fetch, Ack, Ping, Echo. Server -> client: Welcome, Accepted, Queued,
-Progress, Result, Cancelled, JobStatus, Error, Pong, Echo.
+Client -> server: Hello, Submit, Cancel, Fetch, Ack, Ping, Echo, Status. Server -> client: Welcome, Accepted, Queued,
+Progress, Result, Cancelled, JobStatus, Error, Pong, Echo, ServerStatus.
 """
 
 from dataclasses import dataclass, field
@@ -132,6 +132,14 @@ class Ping(Message):
     request_id: str
 
 
+@dataclass(frozen=True)
+class Status(Message):
+    """Ask how busy the server is now. Answered with ServerStatus."""
+
+    TYPE: ClassVar[str] = "status"
+    request_id: str
+
+
 # ---- server -> client ------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Welcome(Message):
@@ -228,6 +236,24 @@ class Error(Message):
 
 
 @dataclass(frozen=True)
+class ServerStatus(Message):
+    """Reply to Status: the queue and the workers right now.
+
+    `queued` counts the jobs waiting (not the running ones), `running` the jobs being generated, `completed` the jobs
+    that produced a result since the server started; `workers` holds one map per worker: {"name", "device",
+    "state"} with state "idle" or "busy". Job ids are never listed: knowing one is what lets a client fetch a result.
+    """
+
+    TYPE: ClassVar[str] = "server_status"
+    request_id: str
+    queued: int
+    running: int
+    completed: int
+    uptime: float
+    workers: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class Pong(Message):
     """Reply to Ping."""
 
@@ -245,6 +271,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         Ack,
         Ping,
         Echo,
+        Status,
         Welcome,
         Accepted,
         Queued,
@@ -254,5 +281,6 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         JobStatus,
         Error,
         Pong,
+        ServerStatus,
     )
 }

@@ -38,6 +38,8 @@ from ...protocol.messages import (
     Progress,
     Queued,
     Result,
+    ServerStatus,
+    Status,
     Submit,
     Welcome,
 )
@@ -97,6 +99,7 @@ class Server:
         self._stop = threading.Event()
         self._accepted = 0
         self._completed = 0
+        self._started_at = time.monotonic()
         self._context = zmq.Context()
         self._authenticator = None
         self.socket = self._context.socket(zmq.ROUTER)
@@ -179,6 +182,7 @@ class Server:
             Ack: self._on_ack,
             Ping: self._on_ping,
             Echo: self._on_echo,
+            Status: self._on_status,
         }
 
     def _on_hello(self, identity: bytes, message: Hello, payloads: dict[str, memoryview]) -> None:
@@ -281,6 +285,21 @@ class Server:
 
     def _on_echo(self, identity: bytes, message: Echo, payloads: dict[str, memoryview]) -> None:
         self._send(identity, message, payloads.get("data"))
+
+    def _on_status(self, identity: bytes, message: Status, payloads: dict[str, memoryview]) -> None:
+        busy = self.worker.busy
+        worker = {"name": "in-process", "device": str(self.pipeline.unet.device), "state": "busy" if busy else "idle"}
+        self._send(
+            identity,
+            ServerStatus(
+                message.request_id,
+                queued=len(self.queue),
+                running=int(busy),
+                completed=self._completed,
+                uptime=round(time.monotonic() - self._started_at, 3),
+                workers=[worker],
+            ),
+        )
 
     # ---- the worker ----------------------------------------------------------------------------------------------
     def _start_next_job(self) -> None:

@@ -236,6 +236,9 @@ def test_test_connection_keeps_a_running_job_and_new_settings_take_it_along(addo
     assert bpy.ops.motionclone.test_connection() == {"FINISHED"}
     assert session.get_session().client is client  # only a probe: the client and the jobs it follows stay
     assert "Connected: MotionClone backend" in session.get_session().connection.describe()
+    # The backend's answer to the probe's status request: this job runs, none waits.
+    answered = pump_until(lambda: session.get_session().connection.describe().endswith("1 running, 0 waiting"), 10)
+    assert answered, session.get_session().connection
     step_seen = job.progress
     assert pump_until(lambda: job.progress > step_seen, 60), job.message
     # Another timeout is another client; the running job moves to it and still finishes there.

@@ -476,3 +476,27 @@ def test_cancelled_job_raises_for_run_job_helpers(shared_server, reference_frame
                 on_event=cancel_on_accept,
                 timeout=60,
             )
+
+
+def test_status_reports_the_queue_and_the_worker(shared_server, reference_frames):
+    with connect(shared_server.endpoint) as client, connect(shared_server.endpoint) as other:
+        idle = client.server_status(10)
+        assert (idle.queued, idle.running) == (0, 0)
+        assert [worker["state"] for worker in idle.workers] == ["idle"]
+        client.submit(reference_frames, job_params(num_inference_steps=30))
+        client.submit(reference_frames, job_params(num_inference_steps=2))
+        deadline = time.monotonic() + 60
+        while (busy := other.server_status(10)).running == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (busy.queued, busy.running) == (1, 1)
+        assert busy.workers == [{"name": "in-process", "device": "cpu", "state": "busy"}]  # no job ids
+        assert busy.uptime > idle.uptime
+        finished, deadline = 0, time.monotonic() + 120
+        while finished < 2 and time.monotonic() < deadline:
+            for event in client.poll_events():
+                if event.kind == "result":
+                    client.ack(event.job_id)
+                    finished += 1
+            time.sleep(0.05)
+        done = other.server_status(10)
+        assert (done.queued, done.running, done.completed) == (0, 0, idle.completed + 2)
