@@ -61,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--condition-frames", default="0", help="frames the condition images stand on, e.g. 0,15 (default 0)"
     )
     generate.add_argument(
-        "--condition-type", choices=("rgb", "scribble"), default="rgb", help="keyframes (rgb) or sketches (scribble)"
+        "--condition-type",
+        choices=("rgb", "scribble"),
+        help="keyframes (rgb) or sketches (scribble) (default: the --sparsectrl kind, else rgb)",
     )
 
     serve = commands.add_parser("serve", help="run the backend server")
@@ -185,6 +187,31 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", help="DreamBooth single-file checkpoint (.safetensors)")
     parser.add_argument("--motion-adapter", help="AnimateDiff v3 motion adapter: folder or hub id")
     parser.add_argument("--local-files-only", action="store_true", help="never contact the model hub")
+    parser.add_argument(
+        "--sparsectrl",
+        choices=("rgb", "scribble"),
+        help="load a SparseCtrl model of this kind for image- (rgb) or sketch-to-video (scribble); "
+        "`generate --condition` implies it",
+    )
+    parser.add_argument(
+        "--sparsectrl-model",
+        help="SparseCtrl weights: diffusers folder or hub id, or the official v3_sd15_sparsectrl_{rgb,scribble}.ckpt "
+        "(default guoyww/animatediff-sparsectrl-rgb or -scribble)",
+    )
+    parser.add_argument(
+        "--motion-lora",
+        metavar="PATH[:SCALE]",
+        help="AnimateDiff v3 domain-adapter LoRA (v3_sd15_adapter.ckpt or the animatediff-motion-lora-v1-5-3 "
+        "folder), fused into the UNet at SCALE (default 1.0)",
+    )
+    parser.add_argument(
+        "--lora",
+        metavar="PATH[:SCALE]",
+        action="append",
+        default=[],
+        help="image-model LoRA (kohya or diffusers .safetensors), fused into the UNet and text encoder at SCALE "
+        "(default 1.0); repeatable",
+    )
 
 
 def add_job_arguments(parser: argparse.ArgumentParser) -> None:
@@ -301,16 +328,35 @@ def condition_from_args(args: argparse.Namespace, params: Any) -> Any:
     if len(paths) != len(frames):
         raise ParameterError("condition", f"{len(paths)} images for {len(frames)} condition frames")
     images = resize_frames(np.stack([read_clip(path).frames[0] for path in paths]), params.height, params.width)
-    return SparseCondition(args.condition_type, images, frames)
+    return SparseCondition(args.condition_type or args.sparsectrl or "rgb", images, frames)
 
 
-def preset_options_from_args(args: argparse.Namespace, preset: str) -> dict[str, Any]:
-    if preset in ("tiny", "blocks"):
-        return {}
-    options: dict[str, Any] = {"local_files_only": args.local_files_only}
-    for flag in ("base", "checkpoint", "motion_adapter"):
+def preset_options_from_args(
+    args: argparse.Namespace, preset: str, condition_kind: str | None = None
+) -> dict[str, Any]:
+    """The preset options of the model flags: LoRAs for every preset, the SparseCtrl kind (`--sparsectrl`, or that
+    of a `generate --condition`) where the preset has SparseCtrl, and the weight sources of sd15-animatediff-v3."""
+    from .models.lora import MOTION_LORA_FLAG, parse_lora_spec
+
+    if args.sparsectrl and condition_kind and args.sparsectrl != condition_kind:
+        raise ParameterError(
+            "--sparsectrl", f"is {args.sparsectrl!r} but the condition is {condition_kind!r} (--condition-type)"
+        )
+    kind = args.sparsectrl or condition_kind
+    options: dict[str, Any] = {"loras": [parse_lora_spec(text) for text in args.lora]}
+    if args.motion_lora:
+        options["motion_lora"] = parse_lora_spec(args.motion_lora, MOTION_LORA_FLAG)
+    if preset == "tiny":
+        return {**options, "sparsectrl": kind} if kind else options
+    if preset == "blocks":
+        # The blocks preset has no SparseCtrl; passed on so that its loader refuses it by name.
+        return {**options, "sparsectrl": kind, "sparsectrl_model": args.sparsectrl_model} if kind else options
+    options["local_files_only"] = args.local_files_only
+    for flag in ("base", "checkpoint", "motion_adapter", "sparsectrl_model"):
         if getattr(args, flag):
             options[flag] = getattr(args, flag)
+    if kind:
+        options["sparsectrl"] = kind
     return options
 
 
@@ -346,15 +392,7 @@ def command_generate(args: argparse.Namespace) -> int:
     preset, device = resolve_preset(args)
     params = params_from_args(args, preset)
     condition = condition_from_args(args, params)
-    options = preset_options_from_args(args, preset)
-    if condition is not None:
-        if preset != "tiny":
-            raise ParameterError(
-                "condition",
-                f"needs SparseCtrl weights, and preset {preset!r} cannot load them yet; `--preset tiny` builds a "
-                "random SparseCtrl model to try the path",
-            )
-        options["sparsectrl"] = condition.kind
+    options = preset_options_from_args(args, preset, condition.kind if condition is not None else None)
     job = GenerateJob(
         reference=args.reference,
         params=params,

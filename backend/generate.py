@@ -24,7 +24,8 @@ class GenerateJob:
         params: the MotionClone parameters.
         out_dir: where result.mp4, frames/ and result.json go.
         preset: model preset name.
-        preset_options: options for the preset (sources for real weights, `seed` for tiny).
+        preset_options: options for the preset (sources for real weights, `seed` for tiny, `sparsectrl` kind,
+            `motion_lora` and `loras`; see `load_preset`).
         device: "cpu", "cuda", "cuda:1" ...
         dtype: "float32", "float16" or "bfloat16"; None takes the preset's default.
         cache_dir: folder for cached motion representations, or None.

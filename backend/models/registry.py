@@ -9,11 +9,18 @@ from ..errors import ParameterError
 from .blocks import NATIVE_SIZE as BLOCKS_NATIVE_SIZE
 from .blocks import load_blocks_bundle
 from .bundle import ModelBundle
+from .lora import apply_loras
 from .sd15 import SD15Sources, load_sd15_bundle
+from .sparsectrl import SPARSECTRL_FLAG, check_kind
 from .tiny import build_tiny_bundle
+
+# Options every preset takes: LoRAs fused once the preset's models are loaded.
+LORA_OPTIONS = ("motion_lora", "loras")
 
 
 def _tiny(device: str, dtype: torch.dtype | None, options: dict[str, Any]) -> ModelBundle:
+    if options.get("sparsectrl") is not None:
+        check_kind(options["sparsectrl"])
     return build_tiny_bundle(
         seed=int(options.get("seed", 0)),
         device=device,
@@ -23,6 +30,12 @@ def _tiny(device: str, dtype: torch.dtype | None, options: dict[str, Any]) -> Mo
 
 
 def _blocks(device: str, dtype: torch.dtype | None, options: dict[str, Any]) -> ModelBundle:
+    if options.get("sparsectrl") is not None or options.get("sparsectrl_model") is not None:
+        raise ParameterError(
+            SPARSECTRL_FLAG,
+            "is not available with the blocks preset: it was trained without SparseCtrl. Use "
+            "`--preset sd15-animatediff-v3` (real SparseCtrl weights) or `--preset tiny` (a random one)",
+        )
     return load_blocks_bundle(device=device, dtype=dtype, folder=options.get("folder"))
 
 
@@ -59,9 +72,13 @@ def load_preset(name: str, device: str = "cpu", dtype: torch.dtype | None = None
         name (`str`): one of `PRESETS` ("blocks", "tiny", "sd15-animatediff-v3").
         device (`str`, defaults to "cpu"): target device.
         dtype (`torch.dtype`, *optional*): model dtype; each preset has its own default.
-        **options: preset options: `folder` (another trained model folder) for blocks; `seed` for tiny; the fields
-            of `SD15Sources` for sd15-animatediff-v3.
+        **options: preset options: `folder` (another trained model folder) for blocks; `seed` and `sparsectrl`
+            ("rgb" or "scribble", a random SparseCtrl) for tiny; the fields of `SD15Sources` for
+            sd15-animatediff-v3. Every preset also takes `motion_lora` (the AnimateDiff v3 domain adapter) and
+            `loras` (image-model LoRAs), each a `LoraSpec` or "PATH[:SCALE]" text, fused by `apply_loras`.
     """
     if name not in PRESETS:
         raise ParameterError("preset", f"must be one of {sorted(PRESETS)}, got {name!r}")
-    return PRESETS[name](device, dtype, options)
+    lora_options = {key: options.pop(key) for key in LORA_OPTIONS if key in options}
+    bundle = PRESETS[name](device, dtype, options)
+    return apply_loras(bundle, lora_options.get("motion_lora"), lora_options.get("loras") or ())

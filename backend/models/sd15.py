@@ -1,4 +1,5 @@
-"""The `sd15-animatediff-v3` preset: SD-1.5 (+ optional DreamBooth file) and the AnimateDiff v3 adapter. No bpy.
+"""The `sd15-animatediff-v3` preset: SD-1.5 (+ optional DreamBooth file), the AnimateDiff v3 adapter and, for image-
+and sketch-to-video, a SparseCtrl model. No bpy.
 
 Every source is a local path or a hub id. With the hub unreachable (or `local_files_only=True`), a missing source
 raises `ModelNotFoundError` that names it and says how to provide it.
@@ -6,13 +7,15 @@ raises `ModelNotFoundError` that names it and says how to provide it.
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, MotionAdapter, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from ..errors import ModelNotFoundError
+from ..errors import ModelNotFoundError, ParameterError
 from .bundle import ModelBundle, build_motion_unet, official_ddim_scheduler
+from .sparsectrl import DEFAULT_SPARSECTRL_MODELS, SPARSECTRL_MODEL_FLAG, check_kind, load_sparsectrl
 
 DEFAULT_BASE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 DEFAULT_MOTION_ADAPTER = "guoyww/animatediff-motion-adapter-v1-5-3"
@@ -28,12 +31,25 @@ class SD15Sources:
             and text-encoder weights replace the base ones; the base folder then only supplies configs.
         motion_adapter: AnimateDiff v3 motion adapter in diffusers layout (folder or hub id).
         local_files_only: never contact the hub.
+        sparsectrl: "rgb" or "scribble" loads a SparseCtrl model of that kind (image- or sketch-to-video); None
+            loads none.
+        sparsectrl_model: the SparseCtrl weights: a diffusers folder or hub id, or the official single file
+            (`v3_sd15_sparsectrl_rgb.ckpt`, `v3_sd15_sparsectrl_scribble.ckpt`); defaults to the hub id of the kind
+            (`DEFAULT_SPARSECTRL_MODELS`).
     """
 
     base: str = DEFAULT_BASE
     checkpoint: str | None = None
     motion_adapter: str = DEFAULT_MOTION_ADAPTER
     local_files_only: bool = False
+    sparsectrl: str | None = None
+    sparsectrl_model: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.sparsectrl is not None:
+            check_kind(self.sparsectrl)
+        elif self.sparsectrl_model is not None:
+            raise ParameterError(SPARSECTRL_MODEL_FLAG, "needs --sparsectrl rgb|scribble to say which kind it is")
 
 
 def _missing(what: str, source: str, hint: str, error: Exception) -> ModelNotFoundError:
@@ -60,7 +76,7 @@ def load_sd15_bundle(
     device: str | torch.device = "cuda",
     dtype: torch.dtype | None = None,
 ) -> ModelBundle:
-    """Load SD-1.5 + AnimateDiff v3 into a `ModelBundle`.
+    """Load SD-1.5 + AnimateDiff v3 (+ SparseCtrl when `sources.sparsectrl` names a kind) into a `ModelBundle`.
 
     Args:
         sources (`SD15Sources`): where each part comes from.
@@ -70,6 +86,10 @@ def load_sd15_bundle(
     if dtype is None:
         dtype = torch.float16 if str(device).startswith("cuda") else torch.float32
     local = sources.local_files_only
+    controlnet = None
+    if sources.sparsectrl is not None:
+        # First, so that a missing SparseCtrl source fails before minutes of loading the rest.
+        controlnet = load_sparsectrl(sources.sparsectrl, sources.sparsectrl_model, dtype=dtype, local_files_only=local)
     unet2d, vae, text_encoder, tokenizer = _load_base(sources, dtype)
     try:
         motion_adapter = MotionAdapter.from_pretrained(
@@ -91,9 +111,22 @@ def load_sd15_bundle(
             "checkpoint": Path(sources.checkpoint).name if sources.checkpoint else None,
             "motion_adapter": sources.motion_adapter,
             "dtype": str(dtype).removeprefix("torch."),
+            **_describe_sparsectrl(sources),
         },
+        controlnet=controlnet,
+        controlnet_kind=sources.sparsectrl,
     )
     return bundle.to(device, dtype)
+
+
+def _describe_sparsectrl(sources: SD15Sources) -> dict[str, Any]:
+    """The SparseCtrl entry of the description; none without SparseCtrl, so text-to-video cache keys stay as they
+    were."""
+    if sources.sparsectrl is None:
+        return {}
+    model = sources.sparsectrl_model or DEFAULT_SPARSECTRL_MODELS[sources.sparsectrl]
+    name = Path(model).name if Path(model).is_file() else model
+    return {"sparsectrl": {"kind": sources.sparsectrl, "model": name}}
 
 
 def _load_base(
