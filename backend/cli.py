@@ -51,20 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_job_arguments(generate)
     add_model_arguments(generate)
     generate.add_argument("--cache-dir", type=Path, help="folder for cached motion representations")
-    generate.add_argument(
-        "--condition",
-        type=Path,
-        action="append",
-        help="SparseCtrl condition image (repeatable: one per condition frame, or one for all of them)",
-    )
-    generate.add_argument(
-        "--condition-frames", default="0", help="frames the condition images stand on, e.g. 0,15 (default 0)"
-    )
-    generate.add_argument(
-        "--condition-type",
-        choices=("rgb", "scribble"),
-        help="keyframes (rgb) or sketches (scribble) (default: the --sparsectrl kind, else rgb)",
-    )
+    add_condition_arguments(generate)
 
     serve = commands.add_parser("serve", help="run the backend server")
     serve.add_argument("--bind", default="tcp://127.0.0.1:5555", help="ZeroMQ endpoint (default tcp://127.0.0.1:5555)")
@@ -79,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit = commands.add_parser("submit", help="send a job to a running server and write its result")
     add_server_arguments(submit)
     add_job_arguments(submit)
+    add_condition_arguments(submit)
 
     fetch = commands.add_parser("fetch", help="get a job's result from a server by job id and write it")
     fetch.add_argument("job_id", help="the job id `submit` printed (32 hex characters)")
@@ -98,6 +86,24 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.add_argument("directory", type=Path)
     keygen.add_argument("--client", action="append", default=[], help="client key name (repeatable; default client)")
     return parser
+
+
+def add_condition_arguments(parser: argparse.ArgumentParser) -> None:
+    """Image- and sketch-to-video: SparseCtrl condition images and the frames they stand on."""
+    parser.add_argument(
+        "--condition",
+        type=Path,
+        action="append",
+        help="SparseCtrl condition image (repeatable: one per condition frame, or one for all of them)",
+    )
+    parser.add_argument(
+        "--condition-frames", default="0", help="frames the condition images stand on, e.g. 0,15 (default 0)"
+    )
+    parser.add_argument(
+        "--condition-type",
+        choices=("rgb", "scribble"),
+        help="keyframes (rgb) or sketches (scribble) (default: the --sparsectrl kind, else rgb)",
+    )
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
@@ -328,7 +334,7 @@ def condition_from_args(args: argparse.Namespace, params: Any) -> Any:
     if len(paths) != len(frames):
         raise ParameterError("condition", f"{len(paths)} images for {len(frames)} condition frames")
     images = resize_frames(np.stack([read_clip(path).frames[0] for path in paths]), params.height, params.width)
-    return SparseCondition(args.condition_type or args.sparsectrl or "rgb", images, frames)
+    return SparseCondition(args.condition_type or getattr(args, "sparsectrl", None) or "rgb", images, frames)
 
 
 def preset_options_from_args(
@@ -534,13 +540,28 @@ def server_options(args: argparse.Namespace) -> str:
 
 def command_status(args: argparse.Namespace) -> int:
     from ..protocol.client import Client
+    from ..protocol.errors import UNKNOWN_TYPE, JobFailed
 
     with Client(args.server, client_name="motionclone-cli", **server_keys(args)) as client:
         welcome = client.wait_connected(args.timeout)
+        try:
+            status = client.server_status(args.timeout)
+        except JobFailed as error:
+            if error.code != UNKNOWN_TYPE:
+                raise
+            status = None  # a backend older than the status message
     print(f"MotionClone backend {welcome.server_version} at {args.server}")
     print(f"Device: {welcome.device}")
     print(f"Model presets: {', '.join(welcome.presets)} (default {welcome.default_preset})")
-    limits = ", ".join(f"{key} {value}" for key, value in sorted(welcome.limits.items()))
+    kinds = welcome.limits.get("condition_types") or []
+    print(f"Conditions: {', '.join(kinds) if kinds else 'none (text-to-video only)'}")
+    if status is None:
+        print("Queue: unknown (this backend does not answer status requests)")
+    else:
+        print(f"Queue: {status.running} running, {status.queued} waiting; {status.completed} done since the start")
+        for worker in status.workers:
+            print(f"Worker {worker.get('name')}: {worker.get('state')} on {worker.get('device')}")
+    limits = ", ".join(f"{key} {value}" for key, value in sorted(welcome.limits.items()) if key != "condition_types")
     print(f"Limits: {limits}")
     return 0
 
@@ -567,7 +588,7 @@ def command_fetch(args: argparse.Namespace) -> int:
 
 
 def command_submit(args: argparse.Namespace) -> int:
-    from ..protocol.client import Client
+    from ..protocol.client import Client, Condition
     from ..protocol.errors import BackendUnavailable
     from .video_io import prepare_reference
 
@@ -575,6 +596,8 @@ def command_submit(args: argparse.Namespace) -> int:
     clip = prepare_reference(
         args.reference, params.num_frames, params.height, params.width, params.resize_mode, params.frame_sampling
     )
+    sparse = condition_from_args(args, params)
+    condition = None if sparse is None else Condition(sparse.kind, sparse.images, sparse.frames)
     keys = server_keys(args)
     bar = ProgressBar(enabled=not args.no_progress)
 
@@ -589,7 +612,7 @@ def command_submit(args: argparse.Namespace) -> int:
     with Client(args.server, client_name="motionclone-cli", **keys) as client:
         client.wait_connected(args.timeout)
         try:
-            event = client.run_job(clip.frames, params.to_dict(), fps=clip.fps, on_event=show)
+            event = client.run_job(clip.frames, params.to_dict(), fps=clip.fps, on_event=show, condition=condition)
         except BackendUnavailable as error:
             if error.job_id is None:
                 raise

@@ -97,3 +97,19 @@ def test_condition_fields_without_condition_images_are_refused():
     with pytest.raises(ProtocolError) as caught:
         condition_from_submit(message, None)
     assert (caught.value.code, caught.value.field) == (codes.INVALID_FIELD, "condition_frames")
+
+
+def test_cli_submit_sends_condition_images(rgb_server, reference_frames, tmp_path):
+    import json
+
+    from motionclone.backend.cli import main
+    from motionclone.backend.video_io import write_mp4, write_png_sequence
+
+    reference = write_mp4(reference_frames, tmp_path / "reference.mp4")
+    (key,) = write_png_sequence(keyframes(1, 64), tmp_path / "key")
+    options = ["--frames", "8", "--width", "64", "--height", "64", "--steps", "2", "--guidance-steps", "1"]
+    args = ["submit", "--server", rgb_server.endpoint, "--reference", str(reference), "--prompt", "a fox", *options]
+    condition = ["--condition", str(key), "--condition-frames", "5", "--condition-type", "rgb"]
+    assert main([*args, *condition, "--no-progress", "--out", str(tmp_path / "out")]) == 0
+    record = json.loads((tmp_path / "out" / "result.json").read_text())["condition"]
+    assert (record["kind"], record["frames"]) == ("rgb", [5])
