@@ -6,9 +6,9 @@ Sequencer. All network I/O runs on the protocol client's thread; a persistent ti
 
 import bpy
 
-from . import operators, panels, preferences, presets, properties, session
+from . import operators, panels, preferences, presets, properties, reference_cache, session
 
-_modules = (properties, preferences, operators, presets, panels)
+_modules = (properties, preferences, operators, presets, panels, reference_cache)
 
 
 def _timer() -> float:

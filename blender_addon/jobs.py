@@ -11,7 +11,7 @@ from typing import Any
 import bpy
 import numpy as np
 
-from . import compat, reference
+from . import compat, reference, reference_cache
 from .condition import ConditionPlan, make_condition, restore_condition_settings, show_condition
 from .session import get_session
 
@@ -70,7 +70,8 @@ def camera_render(
 
 
 def reference_frames(scene: bpy.types.Scene, settings: Any, frames: list[int], width: int, height: int) -> np.ndarray:
-    """The reference as uint8 (N, H, W, 3): the camera rendered, or an image strip read."""
+    """The reference as uint8 (N, H, W, 3): the camera rendered (or its last render, while nothing in the scene
+    changed), or an image strip read."""
     if settings.source == "STRIP":
         editor = scene.sequence_editor
         strip = editor and compat.all_strips(editor).get(settings.reference_strip)
@@ -81,8 +82,18 @@ def reference_frames(scene: bpy.types.Scene, settings: Any, frames: list[int], w
         if strip.type != "IMAGE":
             raise ValueError(f"Strip '{strip.name}' is a {strip.type.lower()} strip: pick an image or movie strip.")
         return reference.read_image_strip_frames(strip, frames)
-    with camera_render(scene, settings, frames, width, height) as render:  # in a temporary folder
-        return render.render_all()
+    key = reference_cache.render_key(scene, settings, frames, width, height)
+    pixels = reused_reference(settings, key)
+    if pixels is None:
+        with camera_render(scene, settings, frames, width, height) as render:  # in a temporary folder
+            pixels = render.render_all()
+        reference_cache.store(key, pixels)
+    return pixels
+
+
+def reused_reference(settings: Any, key: tuple) -> np.ndarray | None:
+    """The last camera reference if it was rendered under `key` and the panel allows reusing it."""
+    return reference_cache.cached(key) if settings.reuse_reference else None
 
 
 @dataclass

@@ -14,6 +14,7 @@ import bpy
 import numpy as np
 
 from .reference import CameraRender
+from .reference_cache import own_changes
 
 LINE_SET = "MotionClone line art"
 _RENDER = ("use_freestyle", "line_thickness_mode", "line_thickness")
@@ -128,5 +129,5 @@ def render_line_art(scene: bpy.types.Scene, frame: int, width: int, height: int)
         RuntimeError: Blender did not render the frame.
     """
     look = line_art_look(scene, line_thickness(width, height))
-    with CameraRender(scene, [frame], width, height, "WORKBENCH") as render, look:
+    with own_changes(), CameraRender(scene, [frame], width, height, "WORKBENCH") as render, look:
         return render.render_all()

@@ -5,7 +5,7 @@ import random
 
 import bpy
 
-from . import compat, jobs
+from . import compat, jobs, reference_cache
 from ._protocol import errors
 from .properties import ACTIVE_STATES
 from .reference import RenderCancelled
@@ -48,10 +48,14 @@ class MOTIONCLONE_OT_generate(bpy.types.Operator):
             return self.execute(context)
         try:
             self._scene = context.scene
-            self._plan = jobs.plan_job(context, self._scene)
-            self._render = jobs.camera_render(
-                self._scene, settings, self._plan.frames, self._plan.width, self._plan.height
-            ).__enter__()
+            self._plan = plan = jobs.plan_job(context, self._scene)
+            self._key = reference_cache.render_key(self._scene, settings, plan.frames, plan.width, plan.height)
+            reused = jobs.reused_reference(settings, self._key)
+            if reused is not None:  # nothing in the scene changed since the last render: no need to render again
+                job = jobs.submit_jobs(context, self._scene, plan, reused)[0]
+                self.report({"INFO"}, f"MotionClone job sent with the last reference render (seed {job.seed})")
+                return {"FINISHED"}
+            self._render = jobs.camera_render(self._scene, settings, plan.frames, plan.width, plan.height).__enter__()
         except USER_ERRORS as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
@@ -74,6 +78,7 @@ class MOTIONCLONE_OT_generate(bpy.types.Operator):
                 return {"RUNNING_MODAL"}
             pixels = self._render.pixels()
             self._finish(context)
+            reference_cache.store(self._key, pixels)
             job = jobs.submit_jobs(context, self._scene, self._plan, pixels)[0]
         except USER_ERRORS as error:
             self._finish(context)

@@ -60,6 +60,7 @@ def draw_motionclone(layout: bpy.types.UILayout, context: bpy.types.Context) -> 
             row = box.row(align=True)
             row.prop(settings, "render_all_view_layers")
             row.prop(settings, "render_motion_blur")
+            box.prop(settings, "reuse_reference")
     else:
         editor = context.scene.sequence_editor
         if editor is not None:

@@ -116,6 +116,12 @@ class MOTIONCLONE_PG_settings(bpy.types.PropertyGroup):
     render_all_view_layers: bpy.props.BoolProperty(
         name="All View Layers", description="Render every view layer for the reference, not just the active one"
     )
+    reuse_reference: bpy.props.BoolProperty(
+        name="Reuse Last Render",
+        default=True,
+        description="Send the last reference render again while nothing in the scene changed (new prompts and seeds "
+        "on the same shot skip the render)",
+    )
     render_motion_blur: bpy.props.BoolProperty(
         name="Motion Blur", description="Keep motion blur in the reference render (off: sharper motion to follow)"
     )

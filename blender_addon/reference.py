@@ -27,6 +27,7 @@ import bpy
 import numpy as np
 
 from . import compat
+from .reference_cache import own_changes
 
 SIZE_MULTIPLE = 8  # the backend's VAE works on 8x8 pixel blocks
 
@@ -268,17 +269,19 @@ class CameraRender:
             self._folder.mkdir(parents=True, exist_ok=True)
             stack.enter_context(_no_new_render_result())
             stack.enter_context(_own_render_slot())
-            stack.enter_context(preserved_render_settings(self.scene))
-            _apply_reference_settings(self.scene, self.camera, self.width, self.height, self.engine)
-            self.scene.render.use_single_layer = not self.all_view_layers
-            self.scene.render.use_motion_blur = self.motion_blur
+            with own_changes():  # not edits of the artist's scene (see reference_cache)
+                stack.enter_context(preserved_render_settings(self.scene))
+                _apply_reference_settings(self.scene, self.camera, self.width, self.height, self.engine)
+                self.scene.render.use_single_layer = not self.all_view_layers
+                self.scene.render.use_motion_blur = self.motion_blur
         except BaseException:
             self._stack.__exit__(*sys.exc_info())
             raise
         return self
 
     def __exit__(self, *exc_info: Any) -> bool:
-        return bool(self._stack.__exit__(*exc_info))
+        with own_changes():
+            return bool(self._stack.__exit__(*exc_info))
 
     @property
     def rendered(self) -> int:
@@ -293,7 +296,9 @@ class CameraRender:
         if self._folder is None:
             raise RuntimeError("CameraRender.step() outside its `with` block")
         index = len(self.paths) + 1
-        self.paths.append(_render_still(self.scene, self.frames[index - 1], self._folder / f"frame_{index:04d}.png"))
+        with own_changes():
+            path = _render_still(self.scene, self.frames[index - 1], self._folder / f"frame_{index:04d}.png")
+        self.paths.append(path)
 
     def render_all(self, cancel: Callable[[], bool] | None = None) -> np.ndarray:
         """Render the frames still to do, then return `pixels()`; `cancel` is polled before each frame.
@@ -417,6 +422,11 @@ def load_image_rgb(path: str | Path) -> np.ndarray:
     Raises:
         ValueError: Blender cannot read the file or it has no pixels.
     """
+    with own_changes():  # loading and removing a datablock is no edit of the artist's scene
+        return _read_image_rgb(path)
+
+
+def _read_image_rgb(path: str | Path) -> np.ndarray:
     try:
         image = bpy.data.images.load(str(path), check_existing=False)
     except RuntimeError as error:

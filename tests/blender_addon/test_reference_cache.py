@@ -1,0 +1,71 @@
+"""The last camera reference is reused while nothing in the scene changed, and rendered again after any change."""
+
+import bpy
+import numpy as np
+import pytest
+
+from blender_addon import jobs, line_art, reference
+from tests.blender_addon.test_addon import addon, animated_scene, configure_job
+
+__all__ = ["addon"]
+
+
+@pytest.fixture
+def renders(monkeypatch):
+    """Counts the frames Blender renders."""
+    count = []
+    original = reference._render_still
+
+    def counted(scene, frame, path):
+        count.append(frame)
+        return original(scene, frame, path)
+
+    monkeypatch.setattr(reference, "_render_still", counted)
+    return count
+
+
+def reference_of(scene):
+    settings = scene.motionclone
+    return jobs.reference_frames(scene, settings, [1, 4, 8], 64, 48)
+
+
+def test_the_same_scene_is_rendered_once_and_any_change_renders_again(addon, renders):
+    scene = animated_scene(frames=8)
+    settings = configure_job(scene)
+    first = reference_of(scene)
+    assert len(renders) == 3
+    settings.prompt, settings.seed = "another prompt", 99  # the add-on's own settings change no picture
+    line_art.render_line_art(scene, 4, 64, 48)  # a condition render restores what it changed
+    renders.clear()
+    assert np.array_equal(reference_of(scene), first) and renders == []
+
+    cube = bpy.data.objects["Cube"]
+    cube.scale = (1.5, 1.5, 1.5)  # an edit of the scene's data
+    moved = reference_of(scene)
+    assert len(renders) == 3 and not np.array_equal(moved, first)
+
+    renders.clear()
+    scene.display.shading.single_color = (1.0, 0.0, 0.0)  # a scene setting the render reads
+    scene.display.shading.color_type = "SINGLE"
+    reference_of(scene)
+    assert len(renders) == 3
+
+    renders.clear()
+    jobs.reference_frames(scene, settings, [1, 4, 8], 64, 56)  # another size
+    assert len(renders) == 3
+
+
+def test_reuse_can_be_switched_off_and_an_undo_renders_again(addon, renders):
+    scene = animated_scene(frames=8)
+    settings = configure_job(scene)
+    reference_of(scene)
+    settings.reuse_reference = False
+    reference_of(scene)
+    assert len(renders) == 6
+    settings.reuse_reference = True
+    reference_of(scene)
+    assert len(renders) == 6
+    for handler in bpy.app.handlers.undo_post:  # what an undo in the UI runs
+        handler(scene, None)
+    reference_of(scene)
+    assert len(renders) == 9
