@@ -32,8 +32,9 @@ _VIEW = ("view_transform", "look", "exposure", "gamma")  # view_transform first:
 
 
 def line_thickness(width: int, height: int) -> float:
-    """Stroke width in pixels: 1 px at 256 pixels across the longer side, growing with the size."""
-    return max(1.0, max(width, height) / 256)
+    """Stroke width in pixels: 1/160 of the longer side (3.2 px at 512), towards the bold strokes of the scribbles
+    the scribble model learned from; at least 1 px."""
+    return max(1.0, max(width, height) / 160)
 
 
 def _plain(value: Any) -> Any:

@@ -151,7 +151,8 @@ OFFICIAL_POSITIVE_PROMPT = "8k, high detailed, best quality, film grain, Fujifil
 
 CFG_FORMS = ("official", "standard")
 # What the SparseCtrl network sees in the extraction pass: the reference's own frames (official) or nothing.
-SPARSECTRL_EXTRACTION = ("reference", "none")
+SPARSECTRL_EXTRACTION = ("reference", "sketch", "none")
+SCRIBBLE_INVERT = ("auto", "never", "always")
 SCHEDULES = ("uneven", "leading")
 VAE_POSTERIORS = ("sample", "mode")
 MOTION_SOURCES = ("single-step", "inversion")
@@ -202,7 +203,12 @@ class MotionCloneParams:
         resize_mode: "squash" (official), "crop" or "pad" to bring the reference to height × width.
         controlnet_scale: SparseCtrl's conditioning scale (official 1.0); used only with a condition.
         sparsectrl_extraction: "reference" (official) gives the SparseCtrl network the reference's own frames on the
-            condition frames during extraction (for scribble: its RGB frames, bug B4); "none" leaves it out there.
+            condition frames during extraction (for scribble: its RGB frames, bug B4); "sketch" gives the scribble
+            network a sketch of those frames instead (their strongest edges as light strokes: the fix of B4; for
+            RGB the same as "reference"); "none" leaves SparseCtrl out there.
+        scribble_invert: scribble conditions are light strokes on a dark page, as the scribble model learned them
+            (the official condition images). "auto" inverts a mostly light image (a dark sketch on white, such as
+            Blender's line art), which leaves the official images as they are; "never" and "always" decide for all.
         frame_sampling: how the reference's frames are picked: "linspace" (current official code:
             linspace(0, total − 1, F) floored, spread over the whole clip) or "interval" (the inversion method's
             old rule: every (total // F)-th frame from the first, so the tail of the clip may be left out).
@@ -258,6 +264,7 @@ class MotionCloneParams:
     frame_sampling: str = "linspace"
     controlnet_scale: float = 1.0
     sparsectrl_extraction: str = "reference"
+    scribble_invert: str = "auto"
     attention_precision: str = "parity"
     motion_norm: str = "per-frame"
     append_positive_prompt: bool = False
@@ -373,6 +380,7 @@ def validate_params(params: MotionCloneParams, max_frames: int | None = None) ->
     _check_choice(params.frame_sampling, "frame_sampling", FRAME_SAMPLING_RULES)
     _check_float(params.controlnet_scale, "controlnet_scale", 0.0, 10.0)
     _check_choice(params.sparsectrl_extraction, "sparsectrl_extraction", SPARSECTRL_EXTRACTION)
+    _check_choice(params.scribble_invert, "scribble_invert", SCRIBBLE_INVERT)
     _check_choice(params.attention_precision, "attention_precision", ATTENTION_PRECISIONS)
     _check_choice(params.motion_norm, "motion_norm", MOTION_NORMS)
     if not isinstance(params.append_positive_prompt, bool):

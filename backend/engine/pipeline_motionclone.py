@@ -51,6 +51,8 @@ from .sparsectrl import (
     check_condition,
     condition_tensors,
     place_on_frames,
+    reference_sketch,
+    scribble_strokes,
     unet_residuals,
 )
 
@@ -314,7 +316,7 @@ class MotionClonePipeline(DiffusionPipeline):
         With a SparseCtrl `condition`, the extraction pass gets residuals too, from the reference's own frames on
         the condition's frames (spec 5.3), unless `params.sparsectrl_extraction` is "none"."""
         with_sparsectrl = (
-            condition is not None and params.sparsectrl_extraction == "reference" and params.controlnet_scale != 0
+            condition is not None and params.sparsectrl_extraction != "none" and params.controlnet_scale != 0
         )
         extraction = {
             "add_noise_step": params.add_noise_step,
@@ -369,14 +371,16 @@ class MotionClonePipeline(DiffusionPipeline):
         params: MotionCloneParams,
     ) -> dict[str, Any]:
         """SparseCtrl residuals of the extraction pass: the condition's frames filled from the reference itself
-        (RGB: its latents; scribble: its RGB frames, as the official code does, bug B4), empty prompt, batch 1."""
+        (RGB: its latents; scribble: its RGB frames, as the official code does, bug B4, or with
+        `sparsectrl_extraction="sketch"` a sketch of them), empty prompt, batch 1."""
         frames = condition.frames
         if condition.kind == "rgb":
             cond, mask = place_on_frames(z0[0, :, list(frames)].permute(1, 0, 2, 3), frames, params.num_frames)
         else:
-            cond, mask = condition_tensors(
-                "scribble", reference_frames[list(frames)], frames, params.num_frames, self.vae, z0.dtype
-            )
+            shown = reference_frames[list(frames)]
+            if params.sparsectrl_extraction == "sketch":
+                shown = reference_sketch(shown)
+            cond, mask = condition_tensors("scribble", shown, frames, params.num_frames, self.vae, z0.dtype)
         sparsectrl = SparseCtrl(self.controlnet, cond, mask, params.controlnet_scale)
         embeds = empty_embeds.repeat_interleave(params.num_frames, dim=0)
         return unet_residuals(sparsectrl.residuals(z0, params.add_noise_step, embeds))
@@ -389,9 +393,12 @@ class MotionClonePipeline(DiffusionPipeline):
         if condition is None or params.controlnet_scale == 0:
             return None
         generator = torch.Generator(device=self.vae.device).manual_seed(params.seed + VAE_SEED_OFFSET)
+        images = condition.images
+        if condition.kind == "scribble":
+            images = scribble_strokes(images, params.scribble_invert)
         cond, mask = condition_tensors(
             condition.kind,
-            condition.images,
+            images,
             condition.frames,
             params.num_frames,
             self.vae,

@@ -21,6 +21,8 @@ from ..errors import ParameterError
 from .representation import encode_reference, frames_to_tensor
 
 CONDITION_KINDS = ("rgb", "scribble")
+SKETCH_EDGE_QUANTILE = 0.9  # the brightest 10 % of the edge strength become strokes
+SKETCH_STROKE_RADIUS = 1  # strokes widened by this many pixels each side, like the thick training scribbles
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,45 @@ def condition_tensors(
     else:
         values = (frames_to_tensor(images, vae.device, torch.float32) + 1) / 2  # (K, 3, H, W) in [0, 1]
     return place_on_frames(values.to(dtype), frames, num_frames)
+
+
+def scribble_strokes(images: np.ndarray, invert: str) -> np.ndarray:
+    """Scribbles as the scribble model learned them: light strokes on a dark page (the official condition images).
+
+    "auto" inverts each image that is mostly light (a sketch drawn dark on white, such as Blender's line art);
+    "never" and "always" decide for every image.
+    """
+    if invert == "never":
+        return images
+    light = images.reshape(len(images), -1).mean(axis=1) > 127.5
+    flip = np.ones_like(light) if invert == "always" else light
+    return np.where(flip[:, None, None, None], 255 - images, images).astype(np.uint8)
+
+
+def reference_sketch(frames: np.ndarray) -> np.ndarray:
+    """A scribble of video frames: their strongest edges (Sobel on the grey image) as light strokes on black.
+
+    For `sparsectrl_extraction="sketch"`, the fix of the official code's bug B4 (the scribble network fed a photo)."""
+    grey = frames.astype(np.float32).mean(axis=3)
+    padded = np.pad(grey, ((0, 0), (1, 1), (1, 1)), mode="edge")
+    gx = (padded[:, :-2, 2:] + 2 * padded[:, 1:-1, 2:] + padded[:, 2:, 2:]) - (
+        padded[:, :-2, :-2] + 2 * padded[:, 1:-1, :-2] + padded[:, 2:, :-2]
+    )
+    gy = (padded[:, 2:, :-2] + 2 * padded[:, 2:, 1:-1] + padded[:, 2:, 2:]) - (
+        padded[:, :-2, :-2] + 2 * padded[:, :-2, 1:-1] + padded[:, :-2, 2:]
+    )
+    strength = np.hypot(gx, gy)
+    flat = strength.reshape(len(frames), -1)
+    # The strongest edges, but never faint ones where a frame has few: at least a tenth of its strongest edge.
+    threshold = np.maximum(np.quantile(flat, SKETCH_EDGE_QUANTILE, axis=1), 0.1 * flat.max(axis=1))
+    strokes = (strength >= np.maximum(threshold, 1e-6)[:, None, None]).astype(np.uint8)
+    radius = SKETCH_STROKE_RADIUS
+    wide = np.pad(strokes, ((0, 0), (radius, radius), (radius, radius)))
+    height, width = strokes.shape[1:]
+    for dy in range(2 * radius + 1):
+        for dx in range(2 * radius + 1):
+            strokes = np.maximum(strokes, wide[:, dy : dy + height, dx : dx + width])
+    return np.repeat(strokes[..., None] * 255, 3, axis=3).astype(np.uint8)
 
 
 def place_on_frames(

@@ -124,3 +124,45 @@ def test_residuals_do_not_depend_on_the_noisy_sample(pipe) -> None:
     a = sparsectrl.residuals(torch.randn(1, 4, FRAMES, 8, 8), 500, embeds)
     b = sparsectrl.residuals(torch.randn(1, 4, FRAMES, 8, 8), 500, embeds)
     assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_scribbles_become_light_strokes_on_dark_whichever_way_they_were_drawn() -> None:
+    from motionclone.backend.engine.sparsectrl import scribble_strokes
+
+    page = np.full((2, 8, 8, 3), 255, dtype=np.uint8)
+    page[:, 3, :] = 0  # a dark line on white, as the add-on's line art draws it
+    page[1] = 255 - page[1]  # and the official way: a light stroke on black
+    automatic = scribble_strokes(page, "auto")
+    assert np.array_equal(automatic[0], 255 - page[0]) and np.array_equal(automatic[1], page[1])
+    assert np.array_equal(scribble_strokes(page, "never"), page)
+    assert np.array_equal(scribble_strokes(page, "always"), 255 - page)
+
+
+def test_a_sketch_of_the_reference_draws_the_edges_as_light_strokes() -> None:
+    from motionclone.backend.engine.sparsectrl import reference_sketch
+
+    frames = np.zeros((1, 32, 32, 3), dtype=np.uint8)
+    frames[0, 8:24, 8:24] = 200  # a square
+    sketch = reference_sketch(frames)
+    assert sketch.shape == frames.shape and set(np.unique(sketch)) == {0, 255}
+    assert sketch[0, 8, 16].all() and sketch[0, 16, 8].all()  # on the square's edges
+    assert not sketch[0, 16, 16].any() and not sketch[0, 2, 2].any()  # not inside it, not in the background
+
+
+def test_scribble_inversion_and_the_sketch_extraction_reach_the_model(reference) -> None:
+    pipe = MotionClonePipeline.from_bundle(load_preset("tiny", seed=0, sparsectrl="scribble"))
+    drawn = np.full((1, SIZE, SIZE, 3), 255, dtype=np.uint8)
+    drawn[0, 20:24, :] = 0  # dark on white
+    auto = pipe(reference, params(), condition=SparseCondition("scribble", drawn, (0,))).frames
+    flipped = SparseCondition("scribble", 255 - drawn, (0,))
+    assert np.array_equal(auto, pipe(reference, params(scribble_invert="never"), condition=flipped).frames)
+    assert not np.array_equal(
+        auto,
+        pipe(reference, params(scribble_invert="never"), condition=SparseCondition("scribble", drawn, (0,))).frames,
+    )
+    sketched = pipe(
+        reference, params(sparsectrl_extraction="sketch"), condition=SparseCondition("scribble", drawn, (0,))
+    )
+    assert not np.array_equal(sketched.frames, auto)
+    with pytest.raises(ParameterError, match="scribble_invert"):
+        pipe(reference, params(scribble_invert="sometimes"), condition=flipped)
