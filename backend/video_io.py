@@ -34,7 +34,7 @@ from .errors import ParameterError, VideoInputError
 
 DEFAULT_FPS = 8.0  # AnimateDiff's native rate; used when a source carries no frame rate
 RESIZE_MODES = ("squash", "crop", "pad")
-FRAME_SAMPLING_RULES = ("linspace", "interval")
+FRAME_SAMPLING_RULES = ("linspace", "interval", "step")
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
 MP4_CRF = 17  # visually lossless for x264; the output is a result, not an intermediate
 
@@ -48,10 +48,12 @@ class Clip:
     Attributes:
         frames: (F, H, W, 3) uint8 RGB frames.
         fps: frames per second.
+        indices: for a sampled reference, the index in the source clip of each frame; None for a whole clip.
     """
 
     frames: np.ndarray
     fps: float
+    indices: np.ndarray | None = None
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -94,18 +96,20 @@ def read_clip(source: str | os.PathLike[str] | np.ndarray, fps: float | None = N
     return Clip(np.stack(kept), float(fps) if fps is not None else file_fps)
 
 
-def sample_frame_indices(total_frames: int, num_frames: int, rule: str = "linspace") -> np.ndarray:
+def sample_frame_indices(total_frames: int, num_frames: int, rule: str = "linspace", step: int = 1) -> np.ndarray:
     """Pick `num_frames` indices spread uniformly over the clip, exactly as the official MotionClone code.
 
     "linspace", the current official rule, is `np.linspace(0, total_frames - 1, num_frames, dtype=int)` (floored),
     so 100 frames sampled down to 16 gives 0, 6, 13, 19, 26, ..., 99. "interval", the rule of the official code's
     inversion-based version, takes every (total_frames // num_frames)-th frame from the first: 0, 6, 12, ..., 90,
-    leaving out the tail that does not fill a whole interval.
+    leaving out the tail that does not fill a whole interval. "step" takes every `step`-th frame from the first
+    (0, 2, 4, ... for step 2), for long shots at a chosen frame rate: 24 fps sampled with step 2 plays at 12 fps.
 
     Args:
         total_frames: number of frames in the clip.
         num_frames: number of frames wanted.
         rule: one of FRAME_SAMPLING_RULES.
+        step: the frame step of the "step" rule.
 
     Returns:
         (num_frames,) integer array of strictly increasing frame indices.
@@ -125,6 +129,16 @@ def sample_frame_indices(total_frames: int, num_frames: int, rule: str = "linspa
         )
     if rule == "interval":
         return np.arange(num_frames) * (total_frames // num_frames)
+    if rule == "step":
+        if not isinstance(step, int) or isinstance(step, bool) or step < 1:
+            raise ParameterError("frame_step", f"must be a whole number of frames, at least 1, got {step!r}")
+        needed = (num_frames - 1) * step + 1
+        if total_frames < needed:
+            raise VideoInputError(
+                f"the reference clip has {total_frames} frames but {num_frames} frames every {step} need {needed}: "
+                f"lower the frame count to {(total_frames - 1) // step + 1} or the frame step, or use a longer clip"
+            )
+        return np.arange(num_frames) * step
     return np.linspace(0, total_frames - 1, num_frames, dtype=int)
 
 
@@ -135,6 +149,7 @@ def prepare_reference(
     width: int,
     resize_mode: str = "squash",
     frame_sampling: str = "linspace",
+    frame_step: int = 1,
 ) -> Clip:
     """Read a reference, sample `num_frames` frames uniformly and resize them to (height, width).
 
@@ -148,9 +163,10 @@ def prepare_reference(
         width: output width in pixels.
         resize_mode: one of RESIZE_MODES.
         frame_sampling: one of FRAME_SAMPLING_RULES (see sample_frame_indices).
+        frame_step: the frame step of the "step" rule.
 
     Returns:
-        A Clip with (num_frames, height, width, 3) uint8 frames and the source's fps.
+        A Clip with (num_frames, height, width, 3) uint8 frames, the source's fps and the sampled indices.
 
     Raises:
         VideoInputError: the source cannot be read or is shorter than num_frames.
@@ -163,7 +179,7 @@ def prepare_reference(
     _check_frame_sampling(frame_sampling)
 
     def sample(total: int, what: str) -> np.ndarray:
-        return _sample_for(total, num_frames, what, frame_sampling)
+        return _sample_for(total, num_frames, what, frame_sampling, frame_step)
 
     if isinstance(source, np.ndarray):
         clip = read_clip(source)
@@ -177,7 +193,8 @@ def prepare_reference(
             sampled, fps = _load_images([files[i] for i in indices]), DEFAULT_FPS
         elif path.suffix.lower() in IMAGE_EXTENSIONS:
             clip = read_clip(path)
-            sampled, fps = clip.frames[sample(1, f"image {path}")], clip.fps
+            indices = sample(1, f"image {path}")
+            sampled, fps = clip.frames[indices], clip.fps
         else:
             _, total, fps = _decode_video(path, keep=set())
             indices = sample(total, f"video {path}")
@@ -188,7 +205,7 @@ def prepare_reference(
                     "being written; wait for it to finish or re-export it"
                 )
             sampled = np.stack(kept)
-    return Clip(resize_frames(sampled, height, width, resize_mode), fps)
+    return Clip(resize_frames(sampled, height, width, resize_mode), fps, indices)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -413,10 +430,10 @@ def _existing_path(source: object) -> Path:
     return path
 
 
-def _sample_for(total: int, num_frames: int, what: str, rule: str) -> np.ndarray:
+def _sample_for(total: int, num_frames: int, what: str, rule: str, step: int = 1) -> np.ndarray:
     """sample_frame_indices, with the source named in the error so the user knows which clip is short."""
     try:
-        return sample_frame_indices(total, num_frames, rule)
+        return sample_frame_indices(total, num_frames, rule, step)
     except VideoInputError as exc:
         raise VideoInputError(f"{what}: {exc}") from exc
 

@@ -7,6 +7,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from ...protocol.windows import CONTEXT_SCHEDULES
 from ..errors import ParameterError
 from ..video_io import FRAME_SAMPLING_RULES, RESIZE_MODES
 from .attention_capture import PRECISIONS as ATTENTION_PRECISIONS
@@ -154,6 +155,9 @@ CFG_FORMS = ("official", "standard")
 SPARSECTRL_EXTRACTION = ("reference", "sketch", "none")
 SCRIBBLE_INVERT = ("auto", "never", "always")
 SCHEDULES = ("uneven", "leading")
+CONTEXT_NOISES = ("independent", "freenoise")
+# With context windows a clip may be longer than the motion adapter's sequence: up to this many frames.
+MAX_WINDOWED_FRAMES = 256
 VAE_POSTERIORS = ("sample", "mode")
 MOTION_SOURCES = ("single-step", "inversion")
 # Tuple-valued fields: lists on the wire, tuples in the dataclass.
@@ -211,7 +215,18 @@ class MotionCloneParams:
             Blender's line art), which leaves the official images as they are; "never" and "always" decide for all.
         frame_sampling: how the reference's frames are picked: "linspace" (current official code:
             linspace(0, total − 1, F) floored, spread over the whole clip) or "interval" (the inversion method's
-            old rule: every (total // F)-th frame from the first, so the tail of the clip may be left out).
+            old rule: every (total // F)-th frame from the first, so the tail of the clip may be left out) or "step"
+            (every `frame_step`-th frame from the first: a long shot at a chosen frame rate).
+        frame_step: the frame step of `frame_sampling="step"` (2 takes every 2nd frame: 24 fps becomes 12 fps).
+        context_length, context_overlap: a clip of more than `context_length` frames is denoised in windows of that
+            many frames overlapping by `context_overlap` (default 16 and 4), blended with weights that fall off
+            towards the window edges; its motion representation is extracted with the same windows and each window's
+            loss guides that window. Up to 256 frames; memory stays that of one window. Official: 16 frames, one
+            window.
+        context_schedule: "uniform" sliding windows (the last one ends on the last frame) or "looped" (the last
+            windows wrap around to the first frames, for clips that loop).
+        context_noise: "independent" noise for every frame, or "freenoise" (the first window's noise repeated,
+            shuffled, for the later frames, so that all windows start from alike noise).
         attention_precision: "parity" computes the F×F attention in the model dtype like the official code;
             "accurate" in float32 (recommended with bf16).
         motion_norm: "per-frame" GroupNorm in the motion modules, as AnimateDiff was trained (official); or
@@ -262,6 +277,11 @@ class MotionCloneParams:
     vae_posterior: str = "sample"
     resize_mode: str = "squash"
     frame_sampling: str = "linspace"
+    frame_step: int = 1
+    context_length: int = 16
+    context_overlap: int = 4
+    context_schedule: str = "uniform"
+    context_noise: str = "independent"
     controlnet_scale: float = 1.0
     sparsectrl_extraction: str = "reference"
     scribble_invert: str = "auto"
@@ -351,7 +371,7 @@ def validate_params(params: MotionCloneParams, max_frames: int | None = None) ->
     _check_text(params.prompt, "prompt", allow_empty=False)
     _check_text(params.negative_prompt, "negative_prompt", allow_empty=True)
     _check_text(params.positive_prompt, "positive_prompt", allow_empty=True)
-    _check_int(params.num_frames, "num_frames", 2, max_frames or 255)
+    _check_windows(params, max_frames)
     for name in ("height", "width"):
         value = getattr(params, name)
         _check_int(value, name, 8, MAX_SIDE)
@@ -368,7 +388,7 @@ def validate_params(params: MotionCloneParams, max_frames: int | None = None) ->
             "motion_guidance_blocks", f"must be a non-empty list of block names, got {params.motion_guidance_blocks!r}"
         )
     _check_int(params.add_noise_step, "add_noise_step", 0, 999)
-    _check_int(params.top_k, "top_k", 1, params.num_frames)
+    _check_int(params.top_k, "top_k", 1, min(params.num_frames, params.context_length))
     _check_float(params.cfg_scale, "cfg_scale", 0.0, 50.0)
     _check_int(params.seed, "seed", 0, MAX_SEED)
     if params.motion_seed is not None:
@@ -378,6 +398,7 @@ def validate_params(params: MotionCloneParams, max_frames: int | None = None) ->
     _check_choice(params.vae_posterior, "vae_posterior", VAE_POSTERIORS)
     _check_choice(params.resize_mode, "resize_mode", RESIZE_MODES)
     _check_choice(params.frame_sampling, "frame_sampling", FRAME_SAMPLING_RULES)
+    _check_int(params.frame_step, "frame_step", 1, 1000)
     _check_float(params.controlnet_scale, "controlnet_scale", 0.0, 10.0)
     _check_choice(params.sparsectrl_extraction, "sparsectrl_extraction", SPARSECTRL_EXTRACTION)
     _check_choice(params.scribble_invert, "scribble_invert", SCRIBBLE_INVERT)
@@ -390,6 +411,25 @@ def validate_params(params: MotionCloneParams, max_frames: int | None = None) ->
     _check_choice(params.motion_source, "motion_source", MOTION_SOURCES)
     if params.motion_source == "inversion":
         _validate_inversion(params)
+
+
+def _check_windows(params: MotionCloneParams, max_frames: int | None) -> None:
+    """num_frames and the context windows: one pass for a clip up to `context_length` frames, windows beyond."""
+    longest = max_frames or 255
+    _check_int(params.context_length, "context_length", 2, longest)
+    _check_int(params.context_overlap, "context_overlap", 0, params.context_length - 1)
+    _check_choice(params.context_schedule, "context_schedule", CONTEXT_SCHEDULES)
+    _check_choice(params.context_noise, "context_noise", CONTEXT_NOISES)
+    if isinstance(params.num_frames, int) and params.num_frames > params.context_length:
+        _check_int(params.num_frames, "num_frames", 2, MAX_WINDOWED_FRAMES)
+        if params.motion_source == "inversion":
+            raise ParameterError(
+                "num_frames",
+                f"is {params.num_frames}, more than context_length {params.context_length}: context windows work "
+                "with the single-step method only; lower num_frames or use motion_source single-step",
+            )
+        return
+    _check_int(params.num_frames, "num_frames", 2, longest)
 
 
 def _validate_inversion(params: MotionCloneParams) -> None:

@@ -17,7 +17,7 @@ import platform
 import resource
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import diffusers
@@ -30,6 +30,7 @@ from ..errors import JobCancelled, ParameterError
 from ..models.bundle import ModelBundle
 from ..video_io import prepare_reference
 from .attention_capture import capture_temporal_attention, guided_module_names
+from .context_windows import ContextWindows, freenoise
 from .groupnorm import set_motion_module_norm
 from .guidance_inversion import InversionGuidanceConfig, denoise_inversion, linspace_timesteps
 from .inversion import InversionCache, InvertedLatents, ddim_invert, inversion_key
@@ -54,6 +55,7 @@ from .sparsectrl import (
     reference_sketch,
     scribble_strokes,
     unet_residuals,
+    window_condition,
 )
 
 ProgressCallback = Callable[[str, int, int], None]
@@ -203,9 +205,16 @@ class MotionClonePipeline(DiffusionPipeline):
         report("prepare", 0, 1)
 
         # 2. Read the reference: sample `num_frames` frames over the whole clip and resize (spec 2.1)
-        reference_frames = prepare_reference(
-            reference, params.num_frames, params.height, params.width, params.resize_mode, params.frame_sampling
-        ).frames
+        clip = prepare_reference(
+            reference,
+            params.num_frames,
+            params.height,
+            params.width,
+            params.resize_mode,
+            params.frame_sampling,
+            params.frame_step,
+        )
+        reference_frames = clip.frames
 
         # 3. Encode the prompts: the empty prompt for extraction, negative and positive for CFG
         empty_embeds = self.encode_prompt("")
@@ -245,6 +254,8 @@ class MotionClonePipeline(DiffusionPipeline):
 
         metadata = {**self.describe_result(params, timesteps, timings, losses), **provenance}
         metadata["condition"] = None if condition is None else condition.describe(params.controlnet_scale)
+        metadata["reference_frames"] = {"indices": [int(i) for i in clip.indices], "source_fps": clip.fps}
+        metadata["context_windows"] = ContextWindows.from_params(params, self.unet.device, self.unet.dtype).frames
         return MotionCloneOutput(frames=frames, metadata=metadata)
 
     def check_inputs(self, params: MotionCloneParams) -> tuple[list[str], torch.Tensor]:
@@ -300,7 +311,10 @@ class MotionClonePipeline(DiffusionPipeline):
             params.width // self.vae_scale_factor,
         )
         generator = torch.Generator(device=self.unet.device).manual_seed(seed)
-        return torch.randn(shape, generator=generator, device=self.unet.device, dtype=self.unet.dtype)
+        noise = torch.randn(shape, generator=generator, device=self.unet.device, dtype=self.unet.dtype)
+        if params.context_noise == "freenoise":
+            noise = freenoise(noise, params.context_length, params.context_overlap, generator)
+        return noise
 
     def obtain_representation(
         self,
@@ -310,8 +324,12 @@ class MotionClonePipeline(DiffusionPipeline):
         params: MotionCloneParams,
         cache: RepresentationCache | None,
         condition: SparseCondition | None = None,
+        window: list[int] | None = None,
     ) -> tuple[MotionRepresentation, str, bool]:
         """Return (representation, cache key, whether it came from the cache).
+
+        For a context window, `reference_frames`, `noise` and `condition` are the window's and `window` its frames
+        in the whole clip (part of the cache key).
 
         With a SparseCtrl `condition`, the extraction pass gets residuals too, from the reference's own frames on
         the condition's frames (spec 5.3), unless `params.sparsectrl_extraction` is "none"."""
@@ -328,6 +346,8 @@ class MotionClonePipeline(DiffusionPipeline):
             "motion_norm": params.motion_norm,
             "dtype": str(self.unet.dtype),
         }
+        if window is not None:
+            extraction["window"] = list(window)
         if with_sparsectrl:
             extraction["sparsectrl"] = {
                 "kind": condition.kind,
@@ -411,7 +431,7 @@ class MotionClonePipeline(DiffusionPipeline):
         self,
         latents: torch.Tensor,
         timesteps: torch.Tensor,
-        representation: MotionRepresentation | None,
+        representation: MotionRepresentation | list[MotionRepresentation] | None,
         module_names: list[str],
         negative_embeds: torch.Tensor,
         positive_embeds: torch.Tensor,
@@ -424,15 +444,20 @@ class MotionClonePipeline(DiffusionPipeline):
         """Run the N DDIM steps; the first G carry the motion-guidance gradient. With `sparsectrl`, every UNet pass
         gets its half of the step's SparseCtrl residuals (computed once per step for [E_neg, E_pos], spec 5.2).
 
-        Returns (x_0, the unweighted motion loss Σ_m L_m of each guided step).
+        A clip longer than `params.context_length` runs window by window (`ContextWindows`): `representation` is then
+        the list of each window's representation, and each window's loss guides it.
+
+        Returns (x_0, the unweighted motion loss Σ_m L_m of each guided step, averaged over the windows).
         """
-        num_frames = latents.shape[2]
-        E_neg = negative_embeds.repeat_interleave(num_frames, dim=0)
-        E_pos = positive_embeds.repeat_interleave(num_frames, dim=0)
+        windows = ContextWindows.from_params(params, latents.device, latents.dtype)
+        representations = [representation] if isinstance(representation, MotionRepresentation) else representation
+        E_neg = negative_embeds.repeat_interleave(windows.length, dim=0)
+        E_pos = positive_embeds.repeat_interleave(windows.length, dim=0)
         E_both = torch.cat([E_neg, E_pos])
         alphas_cumprod = self.scheduler.alphas_cumprod
         final_alpha_cumprod = self.scheduler.final_alpha_cumprod
         guided_until = last_block(self.unet, params.motion_guidance_blocks)
+        window_sparsectrl = [None if sparsectrl is None else sparsectrl.window(frames) for frames in windows.frames]
         losses: list[torch.Tensor] = []
         total = len(timesteps)
         report("denoise", 0, total)
@@ -441,47 +466,40 @@ class MotionClonePipeline(DiffusionPipeline):
                 if should_stop():
                     raise JobCancelled(f"cancelled at denoising step {i} of {total}")
                 t_prev = int(timesteps[i + 1]) if i + 1 < total else -1
-                # SparseCtrl zeroes the noisy sample it gets, so its residuals depend on t, text and condition only.
-                control = None if sparsectrl is None else sparsectrl.residuals(torch.cat([latents, latents]), t, E_both)
-                if i < params.guidance_steps:
+                guided = i < params.guidance_steps
+                weight = 0.0
+                if guided:
                     ramp = guidance_ramp(i, params.guidance_steps, params.warm_up_steps, params.cool_down_steps)
                     weight = params.motion_guidance_weight * ramp
-                    # ε_u without autograd; ε_c with autograd up to the last guided block, recording A_m
-                    with torch.no_grad():
-                        noise_uncond = self.unet(
-                            latents, t, encoder_hidden_states=E_neg, **unet_residuals(control, 0, 2)
-                        ).sample
-                    store.clear()
-                    store.recording = True
-                    if weight == 0:
-                        # An unguided baseline (weight 0) keeps the guided steps' batching, so that it differs from
-                        # a guided run by the guidance alone, but needs no autograd: the gradient would be zero.
-                        with torch.no_grad():
-                            noise_cond = self.unet(
-                                latents, t, encoder_hidden_states=E_pos, **unet_residuals(control, 1, 2)
-                            ).sample
-                            mse = motion_loss(store.probs, representation)
-                        score = None
+                # Window by window (one window of all frames for a short clip); each window's loss guides it alone.
+                predictions = []
+                for w in range(len(windows.frames)):
+                    x_w = windows.take(latents, w)
+                    # SparseCtrl zeroes the noisy sample it gets: its residuals depend on t, text and condition only.
+                    control = None
+                    if window_sparsectrl[w] is not None:
+                        control = window_sparsectrl[w].residuals(torch.cat([x_w, x_w]), t, E_both)
+                    if guided:
+                        embeds = (E_neg, E_pos)
+                        window_representation = representations[w] if representations is not None else None
+                        predictions.append(
+                            self._guided_prediction(
+                                x_w, t, embeds, control, weight, window_representation, store, guided_until
+                            )
+                        )
                     else:
-                        x_g = latents.detach().clone().requires_grad_(True)
-                        with no_grad_after(self.unet, guided_until):
-                            noise_cond = self.unet(
-                                x_g, t, encoder_hidden_states=E_pos, **unet_residuals(control, 1, 2)
+                        with torch.no_grad():
+                            noise_both = self.unet(
+                                torch.cat([x_w, x_w]), t, encoder_hidden_states=E_both, **unet_residuals(control)
                             ).sample
-                        # L = w·λ(i)·Σ_m MSE(A^gen_m[idx_ref], val_ref), and its gradient with respect to x_t
-                        mse = motion_loss(store.probs, representation)
-                        (score,) = torch.autograd.grad(weight * mse, x_g)
-                        noise_cond = noise_cond.detach()
-                    store.recording = False
-                    store.clear()
-                    losses.append(mse.detach())  # read once after the loop: no host synchronisation per step
-                else:
-                    with torch.no_grad():
-                        noise_both = self.unet(
-                            torch.cat([latents, latents]), t, encoder_hidden_states=E_both, **unet_residuals(control)
-                        ).sample
-                    noise_uncond, noise_cond = noise_both.chunk(2)
-                    score = None
+                        predictions.append((*noise_both.chunk(2), None, None))
+                noise_uncond = windows.blend([prediction[0] for prediction in predictions])
+                noise_cond = windows.blend([prediction[1] for prediction in predictions])
+                score = None
+                if guided:
+                    if predictions[0][2] is not None:
+                        score = windows.blend([prediction[2] for prediction in predictions])
+                    losses.append(torch.stack([prediction[3] for prediction in predictions]).mean())
                 noise_pred = self.combine_cfg(noise_uncond, noise_cond, params)
                 # x_{t_prev} = DDIM(x_t, ε) − √(1−ᾱ_{t_prev})·√(1−ᾱ_t)·∇L  (spec 3.2-8)
                 with torch.no_grad():
@@ -492,6 +510,43 @@ class MotionClonePipeline(DiffusionPipeline):
                     latents_callback(i + 1, latents)
                 report("denoise", i + 1, total)
         return latents, [float(value) for value in torch.stack(losses).float().cpu()] if losses else []
+
+    def _guided_prediction(
+        self,
+        latents: torch.Tensor,
+        t: int,
+        embeds: tuple[torch.Tensor, torch.Tensor],
+        control: list[torch.Tensor] | None,
+        weight: float,
+        representation: MotionRepresentation | None,
+        store: Any,
+        guided_until: str,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """One guided step's predictions for a clip or window: (ε_u, ε_c, w·∇L or None, the unweighted loss)."""
+        E_neg, E_pos = embeds
+        # ε_u without autograd; ε_c with autograd up to the last guided block, recording A_m
+        with torch.no_grad():
+            noise_uncond = self.unet(latents, t, encoder_hidden_states=E_neg, **unet_residuals(control, 0, 2)).sample
+        store.clear()
+        store.recording = True
+        if weight == 0:
+            # An unguided baseline (weight 0) keeps the guided steps' batching, so that it differs from a guided run
+            # by the guidance alone, but needs no autograd: the gradient would be zero.
+            with torch.no_grad():
+                noise_cond = self.unet(latents, t, encoder_hidden_states=E_pos, **unet_residuals(control, 1, 2)).sample
+                mse = motion_loss(store.probs, representation)
+            score = None
+        else:
+            x_g = latents.detach().clone().requires_grad_(True)
+            with no_grad_after(self.unet, guided_until):
+                noise_cond = self.unet(x_g, t, encoder_hidden_states=E_pos, **unet_residuals(control, 1, 2)).sample
+            # L = w·λ(i)·Σ_m MSE(A^gen_m[idx_ref], val_ref), and its gradient with respect to x_t
+            mse = motion_loss(store.probs, representation)
+            (score,) = torch.autograd.grad(weight * mse, x_g)
+            noise_cond = noise_cond.detach()
+        store.recording = False
+        store.clear()
+        return noise_uncond, noise_cond, score, mse.detach()  # the loss is read once after the loop: no host sync
 
     # ----------------------------------------------------------------------------------------------------------
     # The inversion-based method (paper v1-v3; spec 6)
@@ -605,21 +660,35 @@ class MotionClonePipeline(DiffusionPipeline):
         With `guidance_steps=0` nothing reads a representation, so none is extracted."""
         params = call.params
         started = time.perf_counter()
-        call.report("extract", 0, 1)
-        representation, provenance = None, {"representation": None}
+        windows = ContextWindows.from_params(params, noise.device, noise.dtype)
+        call.report("extract", 0, len(windows.frames))
+        representations, provenance = None, {"representation": None}
         if params.guidance_steps > 0:
-            representation, cache_key, cache_hit = self.obtain_representation(
-                call.reference_frames, noise, empty_embeds, params, representation_cache, call.condition
-            )
-            provenance = {"representation": {"key": cache_key, "cache_hit": cache_hit}}
+            representations, keys, hits = [], [], []
+            for w, frames in enumerate(windows.frames):
+                # Each window's representation from its own frames, as the windows will see them while denoising.
+                representation, key, hit = self.obtain_representation(
+                    call.reference_frames[frames],
+                    windows.take(noise, w),
+                    empty_embeds,
+                    replace(params, num_frames=len(frames)),
+                    representation_cache,
+                    window_condition(call.condition, frames),
+                    window=None if windows.single else frames,
+                )
+                representations.append(representation)
+                keys.append(key)
+                hits.append(hit)
+                call.report("extract", w + 1, len(windows.frames))
+            key_record = keys[0] if windows.single else keys
+            provenance = {"representation": {"key": key_record, "cache_hit": all(hits)}}
         call.timings["extract"] = time.perf_counter() - started
-        call.report("extract", 1, 1)
 
         started = time.perf_counter()
         latents, losses = self.denoise(
             latents,
             call.timesteps,
-            representation,
+            representations,
             module_names,
             call.negative_embeds,
             call.positive_embeds,

@@ -45,6 +45,18 @@ class SparseCondition:
         return {"kind": self.kind, "frames": list(self.frames), "scale": scale, "sha256": digest}
 
 
+def window_condition(condition: SparseCondition | None, frames: list[int]) -> SparseCondition | None:
+    """The part of `condition` inside a context window, on the window's own frame positions; None when none of
+    its frames falls inside."""
+    if condition is None or (frames == list(range(len(frames))) and condition.frames[-1] < len(frames)):
+        return condition
+    inside = sorted((frames.index(frame), index) for index, frame in enumerate(condition.frames) if frame in frames)
+    if not inside:
+        return None
+    positions, chosen = zip(*inside, strict=True)
+    return SparseCondition(condition.kind, condition.images[list(chosen)], tuple(positions))
+
+
 def check_condition(
     condition: SparseCondition, num_frames: int, height: int, width: int, model_kind: str | None
 ) -> None:
@@ -157,6 +169,12 @@ class SparseCtrl:
 
     def __init__(self, controlnet: SparseControlNetModel, cond: torch.Tensor, mask: torch.Tensor, scale: float) -> None:
         self.controlnet, self.cond, self.mask, self.scale = controlnet, cond, mask, scale
+
+    def window(self, frames: list[int]) -> "SparseCtrl":
+        """The same network and condition for a context window of the clip (its frames, in the window's order)."""
+        if frames == list(range(self.cond.shape[2])):
+            return self
+        return SparseCtrl(self.controlnet, self.cond[:, :, frames], self.mask[:, :, frames], self.scale)
 
     @torch.no_grad()
     def residuals(self, sample: torch.Tensor, timestep: int, encoder_hidden_states: torch.Tensor) -> list[torch.Tensor]:

@@ -74,7 +74,12 @@ def test_round_trip_through_plain_values():
     ("changes", "name", "fragment"),
     [
         ({"guidance_steps": 101}, "guidance_steps", "between 0 and 100"),
-        ({"num_frames": 33}, "num_frames", "between 2 and 32"),
+        ({"num_frames": 257}, "num_frames", "between 2 and 256"),  # windows: beyond the adapter's 32 frames
+        ({"num_frames": 33, "context_length": 33}, "context_length", "between 2 and 32"),
+        ({"context_overlap": 16}, "context_overlap", "between 0 and 15"),
+        ({"num_frames": 48, "motion_source": "inversion"}, "num_frames", "single-step method only"),
+        ({"frame_step": 0}, "frame_step", "between 1"),
+        ({"context_schedule": "random"}, "context_schedule", "uniform, looped"),
         ({"width": 500}, "width", "multiple of 8"),
         ({"height": -8}, "height", "between 8 and 2048"),
         ({"guidance_fraction": math.nan}, "guidance_fraction", "nan"),

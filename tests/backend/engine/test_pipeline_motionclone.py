@@ -265,7 +265,8 @@ def test_accurate_precision_and_non_square_sizes_work(pipe, reference):
 @pytest.mark.parametrize(
     ("changes", "name"),
     [
-        ({"num_frames": 33}, "num_frames"),
+        ({"num_frames": 257}, "num_frames"),
+        ({"num_frames": 33, "context_length": 33}, "context_length"),
         ({"width": 100}, "width"),
         ({"guidance_steps": 7}, "guidance_steps"),
         ({"motion_guidance_blocks": ("up_blocks.7",)}, "motion_guidance_blocks"),
