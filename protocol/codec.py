@@ -39,7 +39,7 @@ class Limits:
 
     max_message_bytes: int = 512 * 1024 * 1024
     max_header_bytes: int = 64 * 1024
-    max_frames: int = 255
+    max_frames: int = 1024
     max_width: int = 2048
     max_height: int = 2048
 

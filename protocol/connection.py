@@ -279,11 +279,15 @@ class Connection:
                 )
                 continue
             # One copy out of the zmq frame, so the frame's memory goes back to zmq now.
-            # Server messages carry at most one raw part.
+            # Server messages carry at most one raw part. A result's frames stay in the zmq frame they arrived in
+            # (a 256-frame result is 200 MB: never two copies of it); small parts are copied out so that their
+            # frame's memory goes back to zmq now.
             payload = next(iter(payloads.values()), None)
-            self._dispatch(message, None if payload is None else bytes(payload))
+            if payload is not None and not isinstance(message, Result):
+                payload = bytes(payload)
+            self._dispatch(message, payload)
 
-    def _dispatch(self, message: Message, payload: bytes | None) -> None:
+    def _dispatch(self, message: Message, payload: bytes | memoryview | None) -> None:
         """Update connection and job state for one server message, then pass it on as an event."""
         if isinstance(message, Pong):
             return

@@ -35,14 +35,15 @@ class Event:
     Attributes:
         kind: one of EVENT_KINDS.
         message: the server's message (for "connected": the Welcome; for "disconnected": None).
-        payload: the raw part, copied out of the zmq frame: a Result's frames, or a Progress preview's PNG bytes.
+        payload: the raw part: a Result's frames (a read-only view of the received zmq frame, never copied), or a
+            Progress preview's PNG bytes (copied out).
         job_id: the job this event belongs to, when known.
         request_id: the request this event answers, when it answers one.
     """
 
     kind: str
     message: Message | None = None
-    payload: bytes | None = None
+    payload: bytes | memoryview | None = None
     job_id: str | None = None
     request_id: str | None = None
 

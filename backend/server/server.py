@@ -44,6 +44,7 @@ from ...protocol.messages import (
     Welcome,
 )
 from ..engine import MotionCloneParams, MotionClonePipeline, RepresentationCache
+from ..engine.parameters import MAX_WINDOWED_FRAMES
 from ..errors import ParameterError
 from ..generate import DTYPES
 from ..models import load_preset
@@ -199,6 +200,7 @@ class Server:
             limits={
                 **limits.to_dict(),
                 "max_output_frames": self.pipeline.max_frames,
+                "max_windowed_frames": MAX_WINDOWED_FRAMES,
                 "size_multiple": 8,
                 "max_queue": self.config.max_queue,
                 "condition_types": [] if self.pipeline.controlnet_kind is None else [self.pipeline.controlnet_kind],
@@ -238,7 +240,8 @@ class Server:
         if condition is not None:
             condition = fit_condition(condition, params)
             self.pipeline.check_condition_inputs(params, condition)
-        reference = np.frombuffer(payloads["reference"], dtype=np.uint8).reshape(message.reference.shape).copy()
+        # A view of the received zmq frame, kept alive by the job: a long reference is never held twice.
+        reference = np.frombuffer(payloads["reference"], dtype=np.uint8).reshape(message.reference.shape)
         self._accepted += 1
         job = Job(
             identity, params, reference, message.reference_fps, preset, sequence=self._accepted, condition=condition

@@ -282,7 +282,7 @@ def test_bad_parameters_are_rejected_with_the_field_and_the_server_keeps_serving
     with connect(server.endpoint) as client:
         for params, field in [
             (job_params(width=60), "width"),
-            (job_params(num_frames=40), "num_frames"),
+            (job_params(num_frames=300), "num_frames"),
             (job_params(motion_guidance_weight=float("nan")), "motion_guidance_weight"),
             (job_params(guidance_sclae=1), "guidance_sclae"),
             (job_params(num_frames=16), "reference"),  # the reference has only 12 frames
