@@ -11,7 +11,7 @@ propagates, rather than being hidden behind the development package.
 
 import importlib.util
 
-__all__ = ["BUNDLED", "client", "codec", "endpoints", "errors", "keys", "messages", "stages"]
+__all__ = ["BUNDLED", "client", "codec", "endpoints", "errors", "keys", "messages", "stages", "windows"]
 
 
 def _bundled_protocol_present() -> bool:
@@ -24,10 +24,10 @@ BUNDLED: bool = _bundled_protocol_present()
 """True when the protocol comes from the copy bundled inside the add-on, False for `motionclone.protocol`."""
 
 if BUNDLED:  # inside the extension zip, protocol/ is bundled next to this file
-    from .protocol import client, codec, endpoints, errors, keys, messages, stages
+    from .protocol import client, codec, endpoints, errors, keys, messages, stages, windows
 else:  # a development checkout: the project's installed package
     try:
-        from motionclone.protocol import client, codec, endpoints, errors, keys, messages, stages
+        from motionclone.protocol import client, codec, endpoints, errors, keys, messages, stages, windows
     except ModuleNotFoundError as error:
         if error.name not in ("motionclone", "motionclone.protocol"):
             raise

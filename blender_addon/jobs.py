@@ -11,7 +11,7 @@ from typing import Any
 import bpy
 import numpy as np
 
-from . import compat, reference, reference_cache
+from . import compat, frame_plan, reference, reference_cache
 from .condition import ConditionPlan, make_condition, restore_condition_settings, show_condition
 from .session import get_session
 
@@ -24,17 +24,36 @@ def frame_range(scene: bpy.types.Scene, settings: Any) -> tuple[int, int]:
     return settings.frame_start, settings.frame_end
 
 
-def request_params(settings: Any, seed: int, width: int, height: int, fps: float) -> dict[str, Any]:
-    """The MotionClone parameters sent with the job (names as in the backend's docs/configuration.md)."""
+def scene_fps(scene: bpy.types.Scene) -> float:
+    return scene.render.fps / scene.render.fps_base
+
+
+def job_fps(scene: bpy.types.Scene, settings: Any) -> float:
+    """The result's frame rate: the scene's, or with every Nth frame taken, the scene's divided by N."""
+    step = settings.frame_step if settings.frame_mode == "STEP" else 1
+    return scene_fps(scene) / step
+
+
+def request_params(
+    settings: Any, seed: int, width: int, height: int, fps: float, num_frames: int | None = None
+) -> dict[str, Any]:
+    """The MotionClone parameters sent with the job (names as in the backend's docs/configuration.md).
+
+    `num_frames` is the job's frame count (with every Nth frame taken, what the range gives); None: the panel's.
+    """
+    num_frames = settings.num_frames if num_frames is None else num_frames
     params: dict[str, Any] = {
         "config": settings.config,
         "prompt": settings.prompt,
         "seed": seed,
-        "num_frames": settings.num_frames,
+        "num_frames": num_frames,
         "width": width,
         "height": height,
         "fps": fps,
     }
+    if frame_plan.sends_windows(num_frames, settings.context_length):
+        params["context_length"] = settings.context_length
+        params["context_overlap"] = settings.context_overlap
     if settings.negative_prompt.strip():
         params["negative_prompt"] = settings.negative_prompt
     if settings.motion_source == "inversion":
@@ -119,14 +138,48 @@ def plan_job(context: bpy.types.Context, scene: bpy.types.Scene) -> JobPlan:
         settings.seed = random.randint(0, MAX_SEED)
     start, end = frame_range(scene, settings)
     frames, width, height = frames_and_size(scene, settings)
+    check_windows(settings, len(frames))
     made = preview_condition(scene, settings)
-    return JobPlan(frames, width, height, scene.render.fps / scene.render.fps_base, start, end, made)
+    return JobPlan(frames, width, height, job_fps(scene, settings), start, end, made)
+
+
+def sampled_frames(scene: bpy.types.Scene, settings: Any) -> list[int]:
+    """The scene frames a job takes from its range: every Nth one, or the frame count spread evenly."""
+    if settings.frame_mode == "STEP":
+        return frame_plan.step_frames(*frame_range(scene, settings), settings.frame_step)
+    return reference.sample_frames(*frame_range(scene, settings), settings.num_frames)
 
 
 def frames_and_size(scene: bpy.types.Scene, settings: Any) -> tuple[list[int], int, int]:
     """The scene frames a job samples, and its width and height."""
-    frames = reference.sample_frames(*frame_range(scene, settings), settings.num_frames)
-    return frames, *reference.snapped_resolution(scene, settings.long_side)
+    return sampled_frames(scene, settings), *reference.snapped_resolution(scene, settings.long_side)
+
+
+def check_windows(settings: Any, num_frames: int) -> None:
+    """Raise a user-facing ValueError when the window settings do not work for a job of `num_frames` frames."""
+    frame_plan.check_windows(settings.context_length, settings.context_overlap)
+    frame_plan.check_inversion(num_frames, settings.context_length, settings.motion_source)
+
+
+def frame_summary(scene: bpy.types.Scene, settings: Any) -> list[tuple[str, str]]:
+    """The panel's (text, icon) lines about the job's frames: with every Nth frame taken, the count and frame rate
+    (or why the range does not work); with more than one window, the windows and their cost."""
+    lines = []
+    count = settings.num_frames
+    if settings.frame_mode == "STEP":
+        try:
+            count = len(frame_plan.step_frames(*frame_range(scene, settings), settings.frame_step))
+        except ValueError as error:
+            return [(str(error), "ERROR")]
+        lines.append((frame_plan.step_text(count, settings.frame_step, scene_fps(scene)), "TIME"))
+    try:
+        check_windows(settings, count)
+    except ValueError as error:
+        return [*lines, (str(error), "ERROR")]
+    windows = frame_plan.window_text(count, settings.context_length, settings.context_overlap)
+    if windows is not None:
+        lines.append((windows, "SEQ_STRIP_DUPLICATE"))
+    return lines
 
 
 def preview_condition(scene: bpy.types.Scene, settings: Any) -> ConditionPlan | None:
@@ -141,7 +194,7 @@ def submit_job(context: bpy.types.Context, scene: bpy.types.Scene, plan: JobPlan
     """Send the reference and add a job to the scene's list. Returns the job item."""
     settings = scene.motionclone
     client = get_session().ensure_client(context)
-    params = request_params(settings, settings.seed, plan.width, plan.height, plan.fps)
+    params = request_params(settings, settings.seed, plan.width, plan.height, plan.fps, len(plan.frames))
     made = plan.condition
     request_id = client.submit(pixels, params, fps=plan.fps, condition=None if made is None else made.condition)
     job = settings.jobs.add()
@@ -151,6 +204,7 @@ def submit_job(context: bpy.types.Context, scene: bpy.types.Scene, plan: JobPlan
     job.seed = settings.seed
     job.config = settings.config
     job.frame_start, job.frame_end = plan.start, plan.end
+    job.frame_mode, job.frame_step = settings.frame_mode, settings.frame_step
     job.target_scene = compat.sequencer_scene(context).name  # 5.x: the sequencer may show another scene
     job.sampled_frames = json.dumps(plan.frames)
     job.params_json = json.dumps(params)
@@ -190,7 +244,6 @@ def use_job_settings(settings: Any, job: Any) -> list[str]:
         "negative_prompt": "negative_prompt",
         "config": "config",
         "seed": "seed",
-        "num_frames": "num_frames",
         "inversion_prompt": "inversion_prompt",
     }
     changed = []
@@ -198,6 +251,7 @@ def use_job_settings(settings: Any, job: Any) -> list[str]:
         if key in params:
             setattr(settings, name, params[key])
             changed.append(name)
+    changed += restore_frame_settings(settings, job, params)
     settings.negative_prompt = params.get("negative_prompt", "")
     settings.motion_source = params.get("motion_source", "single-step")
     pair = params.get("semantic_object_pair") or ["", ""]
@@ -217,4 +271,22 @@ def use_job_settings(settings: Any, job: Any) -> list[str]:
     settings.randomize_seed = False  # the job's own seed, as stored
     settings.frame_start, settings.frame_end = job.frame_start, job.frame_end
     settings.use_scene_range = False
+    return changed
+
+
+def restore_frame_settings(settings: Any, job: Any, params: dict[str, Any]) -> list[str]:
+    """How the job took its frames, and its windows if it sent them; returns the names of the settings it set."""
+    settings.frame_mode = job.frame_mode  # SPREAD for jobs made before the frame step existed, as they were
+    if job.frame_mode == "STEP":
+        settings.frame_step = job.frame_step  # the frame count follows from the step and the range
+        changed = ["frame_mode", "frame_step"]
+    else:
+        changed = ["frame_mode"]
+        if "num_frames" in params:
+            settings.num_frames = params["num_frames"]
+            changed.append("num_frames")
+    if "context_length" in params and "context_overlap" in params:
+        settings.context_length = params["context_length"]
+        settings.context_overlap = params["context_overlap"]
+        changed += ["context_length", "context_overlap"]
     return changed

@@ -4,7 +4,7 @@ from typing import Any
 
 import bpy
 
-from . import compat
+from . import compat, jobs
 from .condition import CONDITION_IMAGE
 from .properties import ACTIVE_STATES
 from .session import PREVIEW_IMAGE, get_session, status_lines
@@ -68,14 +68,7 @@ def draw_motionclone(layout: bpy.types.UILayout, context: bpy.types.Context) -> 
             box.prop_search(settings, "reference_strip", editor, compat.all_strips_property(editor), icon="SEQUENCE")
         else:
             box.label(text="Add an image or movie strip to the sequencer first", icon="INFO")
-    row = box.row(align=True)
-    row.prop(settings, "num_frames")
-    row.prop(settings, "long_side")
-    box.prop(settings, "use_scene_range")
-    if not settings.use_scene_range:
-        row = box.row(align=True)
-        row.prop(settings, "frame_start")
-        row.prop(settings, "frame_end")
+    draw_frames(box, context.scene, settings)
 
     draw_condition(layout.box(), context, settings)
 
@@ -89,9 +82,27 @@ def draw_motionclone(layout: bpy.types.UILayout, context: bpy.types.Context) -> 
         sub.prop(settings, "guidance_steps")
         sub.prop(settings, "guidance_weight")
         sub.prop(settings, "cfg_scale")
+        row = col.row(align=True)
+        row.prop(settings, "context_length")
+        row.prop(settings, "context_overlap")
 
     layout.operator("motionclone.generate", icon="PLAY")
     draw_jobs(layout, settings)
+
+
+def draw_frames(box: bpy.types.UILayout, scene: bpy.types.Scene, settings: Any) -> None:
+    """How the job takes its frames from the range, the size, and what that makes (frame rate, windows)."""
+    box.row().prop(settings, "frame_mode", expand=True)
+    row = box.row(align=True)
+    row.prop(settings, "frame_step" if settings.frame_mode == "STEP" else "num_frames")
+    row.prop(settings, "long_side")
+    box.prop(settings, "use_scene_range")
+    if not settings.use_scene_range:
+        row = box.row(align=True)
+        row.prop(settings, "frame_start")
+        row.prop(settings, "frame_end")
+    for text, icon in jobs.frame_summary(scene, settings):
+        box.label(text=text, icon=icon)
 
 
 def draw_condition(box: bpy.types.UILayout, context: bpy.types.Context, settings: Any) -> None:

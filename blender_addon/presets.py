@@ -2,7 +2,8 @@
 `scripts/presets/motionclone/`). No torch.
 
 A preset keeps what the artist chooses per look: prompt, negative prompt, config, motion source, reference source and
-engine, frames, size and the advanced values. Not the seed, the frame range or the job list.
+engine, frames (count or step), size and the advanced values (windows included). Not the seed, the frame range or
+the job list.
 """
 
 import bpy
@@ -19,7 +20,9 @@ PRESET_VALUES = [
         "inversion_prompt",
         "reference_word",
         "new_word",
+        "frame_mode",
         "num_frames",
+        "frame_step",
         "long_side",
         "source",
         "render_engine",
@@ -30,6 +33,8 @@ PRESET_VALUES = [
         "guidance_steps",
         "guidance_weight",
         "cfg_scale",
+        "context_length",
+        "context_overlap",
     )
 ]
 

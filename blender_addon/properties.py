@@ -6,6 +6,8 @@ Everything the panel edits lives in one `PointerProperty` (`scene.motionclone`).
 
 import bpy
 
+from .frame_plan import DEFAULT_CONTEXT_LENGTH, MAX_FRAMES
+
 # The official MotionClone configs, and the built-in model's; the backend expands the name (steps, guided steps, time
 # fraction).
 CONFIG_ITEMS = [
@@ -19,6 +21,11 @@ CONFIG_ITEMS = [
 MOTION_SOURCE_ITEMS = [
     ("single-step", "Single step", "Current MotionClone: one noisy pass over the reference (fast)"),
     ("inversion", "DDIM inversion", "Paper v1-v3: DDIM-invert the reference, time-dependent guidance (slower)"),
+]
+# How a job takes its frames from the frame range (see frame_plan).
+FRAME_MODE_ITEMS = [
+    ("SPREAD", "Spread", "Spread the frame count evenly over the frame range; the result plays at the scene's rate"),
+    ("STEP", "Every Nth Frame", "Take every Nth frame of the range; the result runs at the scene's frame rate / N"),
 ]
 SOURCE_ITEMS = [
     ("CAMERA", "Render camera", "Render the active camera's animation as the motion reference"),
@@ -66,6 +73,8 @@ class MOTIONCLONE_PG_job(bpy.types.PropertyGroup):
     config: bpy.props.StringProperty(name="Config")
     frame_start: bpy.props.IntProperty(name="Start")
     frame_end: bpy.props.IntProperty(name="End")
+    frame_mode: bpy.props.EnumProperty(name="Frames", items=FRAME_MODE_ITEMS, default="SPREAD")
+    frame_step: bpy.props.IntProperty(name="Frame step", default=1, min=1)
     sampled_frames: bpy.props.StringProperty(name="Sampled frames", description="JSON list of scene frames")
     params_json: bpy.props.StringProperty(name="Parameters", description="Parameters sent to the backend (JSON)")
     result_dir: bpy.props.StringProperty(name="Result folder", subtype="DIR_PATH")
@@ -102,8 +111,23 @@ class MOTIONCLONE_PG_settings(bpy.types.PropertyGroup):
     seed_count: bpy.props.IntProperty(
         name="Seeds", default=1, min=1, max=16, description="Jobs per Generate, one reference, seeds counting up"
     )
+    frame_mode: bpy.props.EnumProperty(name="Frames", items=FRAME_MODE_ITEMS, default="SPREAD")
     num_frames: bpy.props.IntProperty(
-        name="Frames", default=16, min=2, max=32, description="Frames sampled evenly over the frame range"
+        name="Frames",
+        default=16,
+        min=2,
+        max=MAX_FRAMES,
+        soft_max=32,
+        description="Frames sampled evenly over the frame range; more than the window length (Advanced) are made "
+        "in overlapping windows",
+    )
+    frame_step: bpy.props.IntProperty(
+        name="Every",
+        default=2,
+        min=1,
+        max=12,
+        description="Take every Nth scene frame: the result runs at the scene's frame rate divided by N, each of its "
+        "frames held for N scene frames in the sequencer",
     )
     long_side: bpy.props.IntProperty(
         name="Size", default=512, min=64, max=2048, step=8, description="Longer side in pixels (multiple of 8)"
@@ -144,6 +168,22 @@ class MOTIONCLONE_PG_settings(bpy.types.PropertyGroup):
     guidance_steps: bpy.props.IntProperty(name="Guided steps", default=50, min=0, max=1000)
     guidance_weight: bpy.props.FloatProperty(name="Guidance weight", default=2000.0, min=0.0, max=1e6)
     cfg_scale: bpy.props.FloatProperty(name="CFG", default=7.5, min=0.0, max=50.0)
+    context_length: bpy.props.IntProperty(
+        name="Window",
+        default=DEFAULT_CONTEXT_LENGTH,
+        min=2,
+        max=32,
+        description="Frames the motion model sees at once; longer jobs are made in overlapping windows of this "
+        "many frames (16: what the motion model was trained on)",
+    )
+    context_overlap: bpy.props.IntProperty(
+        name="Overlap",
+        default=4,
+        min=0,
+        max=31,
+        description="Frames shared by neighbouring windows, blended so they hand over smoothly (more: smoother, "
+        "more windows to run); must be below the window length",
+    )
     jobs: bpy.props.CollectionProperty(type=MOTIONCLONE_PG_job)
     active_job: bpy.props.IntProperty(name="Active job", default=0)
 
