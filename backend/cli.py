@@ -238,6 +238,13 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--frames", type=int, help="number of frames (default: the preset's native 16)")
     parser.add_argument(
+        "--frame-step",
+        type=int,
+        help="take every Nth reference frame (a long shot at its own pace: 24 fps with step 2 gives 12 fps); "
+        "without --frames as many as the clip holds (up to 256), without --fps at the clip's rate / N; clips longer "
+        "than --set context_length=16 frames run in context windows",
+    )
+    parser.add_argument(
         "--width", type=int, help="width in pixels, a multiple of 8 (default: the preset's native size; blocks 64)"
     )
     parser.add_argument(
@@ -295,6 +302,8 @@ def params_from_args(args: argparse.Namespace, preset: str | None = None) -> Any
             overrides[name.strip()] = json.loads(raw)
         except json.JSONDecodeError:
             overrides[name.strip()] = raw  # a bare word such as cross-frame
+    if args.frame_step is not None:
+        overrides.update(step_overrides(args, overrides))
     if preset is not None:
         from .models.registry import NATIVE_SIZES
 
@@ -302,6 +311,24 @@ def params_from_args(args: argparse.Namespace, preset: str | None = None) -> Any
             overrides.setdefault(name, value)
     config = args.config or ("blocks" if preset == "blocks" else "camera")
     return MotionCloneParams.from_config(config, **overrides)
+
+
+def step_overrides(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The parameters of `--frame-step N`: every Nth frame, the clip's frame count and rate unless given."""
+    from ..protocol.windows import sampled_count
+    from .engine.parameters import MAX_WINDOWED_FRAMES
+    from .video_io import probe_clip
+
+    step = args.frame_step
+    if step < 1:
+        raise ParameterError("--frame-step", f"must be at least 1, got {step}")
+    chosen: dict[str, Any] = {"frame_sampling": "step", "frame_step": step}
+    if "num_frames" in overrides and "fps" in overrides:
+        return chosen
+    total, source_fps = probe_clip(args.reference)
+    chosen.setdefault("num_frames", overrides.get("num_frames", min(sampled_count(total, step), MAX_WINDOWED_FRAMES)))
+    chosen.setdefault("fps", overrides.get("fps", source_fps / step))
+    return chosen
 
 
 def resolve_preset(args: argparse.Namespace) -> tuple[str, str]:

@@ -96,6 +96,19 @@ def read_clip(source: str | os.PathLike[str] | np.ndarray, fps: float | None = N
     return Clip(np.stack(kept), float(fps) if fps is not None else file_fps)
 
 
+def probe_clip(source: str | os.PathLike[str] | np.ndarray) -> tuple[int, float]:
+    """(frame count, fps) of a reference without keeping its frames (a folder or an array counts as DEFAULT_FPS)."""
+    if isinstance(source, np.ndarray):
+        return len(source), DEFAULT_FPS
+    path = _existing_path(source)
+    if path.is_dir():
+        return len(_list_image_files(path)), DEFAULT_FPS
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        return 1, DEFAULT_FPS
+    _, total, fps = _decode_video(path, keep=set())
+    return total, fps
+
+
 def sample_frame_indices(total_frames: int, num_frames: int, rule: str = "linspace", step: int = 1) -> np.ndarray:
     """Pick `num_frames` indices spread uniformly over the clip, exactly as the official MotionClone code.
 

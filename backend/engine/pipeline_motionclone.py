@@ -173,6 +173,7 @@ class MotionClonePipeline(DiffusionPipeline):
         cancel: CancelCheck | None = None,
         latents_callback: LatentsCallback | None = None,
         condition: SparseCondition | None = None,
+        reference_fps: float | None = None,
     ) -> MotionCloneOutput:
         """Generate a video whose motion follows `reference` and whose content follows `params.prompt`.
 
@@ -187,6 +188,8 @@ class MotionClonePipeline(DiffusionPipeline):
                 (for previews); must not modify the tensor.
             condition (`SparseCondition`, *optional*): SparseCtrl keyframes (rgb) or sketches (scribble) for
                 image- and sketch-to-video; needs a bundle with a SparseCtrl model of that kind.
+            reference_fps (`float`, *optional*): the frame rate of an array `reference` (a file knows its own),
+                recorded in the metadata with the frames used.
 
         Returns:
             `MotionCloneOutput` with uint8 frames and metadata.
@@ -254,7 +257,8 @@ class MotionClonePipeline(DiffusionPipeline):
 
         metadata = {**self.describe_result(params, timesteps, timings, losses), **provenance}
         metadata["condition"] = None if condition is None else condition.describe(params.controlnet_scale)
-        metadata["reference_frames"] = {"indices": [int(i) for i in clip.indices], "source_fps": clip.fps}
+        source_fps = clip.fps if reference_fps is None else float(reference_fps)
+        metadata["reference_frames"] = {"indices": [int(i) for i in clip.indices], "source_fps": source_fps}
         metadata["context_windows"] = ContextWindows.from_params(params, self.unet.device, self.unet.dtype).frames
         return MotionCloneOutput(frames=frames, metadata=metadata)
 

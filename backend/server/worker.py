@@ -103,6 +103,7 @@ class Worker:
                 cancel=job.cancel_requested.is_set,
                 latents_callback=preview,
                 condition=job.condition,
+                reference_fps=job.reference_fps,
             )
         except JobCancelled as error:
             self._emit("cancelled", job, reason=str(error))

@@ -170,3 +170,39 @@ def test_server_fills_the_native_size_of_its_preset_only_where_the_request_is_si
     params = _params_from_request({"prompt": "a red ball", "config": "blocks", "width": 128}, "blocks")
     assert (params.num_frames, params.height, params.width) == (16, 64, 128)
     assert params.negative_prompt == ""
+
+
+def test_frame_step_takes_every_nth_frame_at_the_clips_pace_in_windows(tmp_path):
+    reference = write_mp4(make_moving_square_clip(40, 64, 64), tmp_path / "long.mp4", fps=24.0)
+    out = tmp_path / "out"
+    result = run_cli(
+        "generate",
+        "--preset",
+        "tiny",
+        "--device",
+        "cpu",
+        "--reference",
+        str(reference),
+        "--prompt",
+        "a fox",
+        "--frame-step",
+        "2",
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "--steps",
+        "2",
+        "--guidance-steps",
+        "1",
+        "--no-progress",
+        "--out",
+        str(out),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    metadata = json.loads((out / "result.json").read_text())
+    assert metadata["parameters"]["num_frames"] == 20 and metadata["parameters"]["fps"] == 12.0
+    assert metadata["reference_frames"] == {"indices": list(range(0, 40, 2)), "source_fps": 24.0}
+    assert len(metadata["context_windows"]) == 2  # 20 frames in windows of 16 overlapping by 4
+    assert read_clip(out / "result.mp4").frames.shape[0] == 20

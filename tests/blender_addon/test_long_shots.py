@@ -252,9 +252,8 @@ def test_every_2nd_frame_of_a_120_frame_shot_makes_a_12_fps_job_whose_strip_span
     assert (job.frame_mode, job.frame_step) == ("STEP", 2)
     assert received["count"] == 60 and received["fps"] == 12.0
     assert len(list(Path(job.result_dir).glob("*.png"))) == 60
-    # The backend used every one of the 60 frames it was sent, in order. (Its `source_fps` is not checked: for a
-    # submitted array the engine reports its default rate, not the submit's reference_fps.)
-    assert received["metadata"]["reference_frames"]["indices"] == list(range(60))
+    # The backend used every one of the 60 frames it was sent, in order, at the rate the add-on sent them.
+    assert received["metadata"]["reference_frames"] == {"indices": list(range(60)), "source_fps": 12.0}
     assert received["metadata"]["context_windows"] == windows.context_windows(60, 16, 4)  # the 5 the panel counted
 
     strip = compat.strips(scene.sequence_editor)[job.strip_name]
