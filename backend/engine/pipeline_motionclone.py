@@ -464,7 +464,9 @@ class MotionClonePipeline(DiffusionPipeline):
         window_sparsectrl = [None if sparsectrl is None else sparsectrl.window(frames) for frames in windows.frames]
         losses: list[torch.Tensor] = []
         total = len(timesteps)
-        report("denoise", 0, total)
+        # With several windows, progress counts window passes (steps × windows): a step of a long clip takes a while.
+        passes = len(windows.frames)
+        report("denoise", 0, total * passes)
         with capture_temporal_attention(self.unet, module_names, params.attention_precision) as store:
             for i, t in enumerate(timesteps.tolist()):
                 if should_stop():
@@ -497,6 +499,8 @@ class MotionClonePipeline(DiffusionPipeline):
                                 torch.cat([x_w, x_w]), t, encoder_hidden_states=E_both, **unet_residuals(control)
                             ).sample
                         predictions.append((*noise_both.chunk(2), None, None))
+                    if passes > 1 and w + 1 < passes:
+                        report("denoise", i * passes + w + 1, total * passes)
                 noise_uncond = windows.blend([prediction[0] for prediction in predictions])
                 noise_cond = windows.blend([prediction[1] for prediction in predictions])
                 score = None
@@ -512,7 +516,7 @@ class MotionClonePipeline(DiffusionPipeline):
                     )
                 if latents_callback is not None:
                     latents_callback(i + 1, latents)
-                report("denoise", i + 1, total)
+                report("denoise", (i + 1) * passes, total * passes)
         return latents, [float(value) for value in torch.stack(losses).float().cpu()] if losses else []
 
     def _guided_prediction(
@@ -686,6 +690,8 @@ class MotionClonePipeline(DiffusionPipeline):
                 call.report("extract", w + 1, len(windows.frames))
             key_record = keys[0] if windows.single else keys
             provenance = {"representation": {"key": key_record, "cache_hit": all(hits)}}
+        else:
+            call.report("extract", len(windows.frames), len(windows.frames))  # nothing to extract without guidance
         call.timings["extract"] = time.perf_counter() - started
 
         started = time.perf_counter()

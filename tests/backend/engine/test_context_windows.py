@@ -138,3 +138,16 @@ def test_a_condition_in_the_last_window_conditions_that_window(reference):
     plain = pipe(reference, params).frames
     conditioned = pipe(reference, params, condition=SparseCondition("rgb", image, (30,))).frames
     assert not np.array_equal(plain, conditioned)
+
+
+def test_progress_counts_each_windows_extraction_and_denoising_pass(pipe, reference):
+    reports = []
+    pipe(reference, long_params(), progress=lambda stage, step, total: reports.append((stage, step, total)))
+    extract = [(step, total) for stage, step, total in reports if stage == "extract"]
+    denoise = [(step, total) for stage, step, total in reports if stage == "denoise"]
+    assert extract == [(0, 4), (1, 4), (2, 4), (3, 4), (4, 4)]
+    assert denoise == [(step, 12) for step in range(13)]  # 3 steps × 4 windows, one report per window pass
+    plain = []
+    pipe(reference, long_params(num_frames=16, guidance_steps=0), progress=lambda *r: plain.append(r))
+    assert [r for r in plain if r[0] == "extract"] == [("extract", 0, 1), ("extract", 1, 1)]
+    assert [r for r in plain if r[0] == "denoise"][-1] == ("denoise", 3, 3)
