@@ -5,13 +5,16 @@ Exit codes: 0 success, 2 invalid arguments or parameters, 3 model not found, 4 u
 """
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
 import time
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
+from ..protocol.endpoints import DEFAULT_ENDPOINT
 from ..protocol.errors import BackendUnavailable, JobCancelledError, JobFailed
 from .errors import JobCancelled, ModelNotFoundError, MotionCloneError, ParameterError, VideoInputError
 
@@ -20,6 +23,8 @@ EXIT_MODEL = 3
 EXIT_VIDEO = 4
 EXIT_BACKEND = 5
 EXIT_INTERRUPTED = 130
+
+MAX_PORT = 65535
 
 # CLI flag -> MotionCloneParams field, for the flags that have their own short names.
 PARAMETER_FLAGS = {
@@ -42,50 +47,86 @@ PARAMETER_FLAGS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands_with_arguments: Collection[str] | None = None) -> argparse.ArgumentParser:
+    """The `motionclone` parser. Only the subcommands in `commands_with_arguments` (None: all) get their arguments;
+    the others are listed by name and help only.
+
+    Some arguments take their choices and defaults from modules that import torch and diffusers (seconds); `info`
+    must answer fast, `serve` must print its endpoint before the ML stack loads, and `motionclone --help` must work
+    where only the protocol's dependencies are installed, so `main` builds only the command that runs.
+    """
     parser = argparse.ArgumentParser(
         prog="motionclone", description="Clone the motion of a reference video onto a new, text-prompted video."
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    generate = commands.add_parser("generate", help="generate a video in this process")
-    add_job_arguments(generate)
-    add_model_arguments(generate)
-    generate.add_argument("--cache-dir", type=Path, help="folder for cached motion representations")
-    add_condition_arguments(generate)
-
-    serve = commands.add_parser("serve", help="run the backend server")
-    serve.add_argument("--bind", default="tcp://127.0.0.1:5555", help="ZeroMQ endpoint (default tcp://127.0.0.1:5555)")
-    serve.add_argument("--results-dir", type=Path, default=Path("motionclone-results"), help="where results wait")
-    serve.add_argument("--keys", type=Path, help="CurveZMQ key folder written by `motionclone keygen`")
-    serve.add_argument("--insecure", action="store_true", help="allow a non-loopback bind without keys (unsafe)")
-    serve.add_argument("--retention-hours", type=float, default=24.0, help="keep unfetched results this long")
-    serve.add_argument("--max-queue", type=int, default=64, help="most queued jobs")
-    serve.add_argument("--preview-every", type=int, default=5, help="preview image every N steps (0: none)")
-    add_model_arguments(serve)
-
-    submit = commands.add_parser("submit", help="send a job to a running server and write its result")
-    add_server_arguments(submit)
-    add_job_arguments(submit)
-    add_condition_arguments(submit)
-
-    fetch = commands.add_parser("fetch", help="get a job's result from a server by job id and write it")
-    fetch.add_argument("job_id", help="the job id `submit` printed (32 hex characters)")
-    fetch.add_argument("--out", type=Path, required=True, help="result folder to write")
-    fetch.add_argument("--wait", type=float, help="seconds to wait for a job still running (default: until it ends)")
-    add_server_arguments(fetch)
-
-    status = commands.add_parser("status", help="show what a server runs: version, device, model presets, limits")
-    add_server_arguments(status)
-
-    evaluate = commands.add_parser(
-        "evaluate", help="score a result against its reference: motion fidelity, subject adherence, CLIP metrics"
-    )
-    add_evaluate_arguments(evaluate)
-
-    keygen = commands.add_parser("keygen", help="write CurveZMQ keys for a remote server and its clients")
-    keygen.add_argument("directory", type=Path)
-    keygen.add_argument("--client", action="append", default=[], help="client key name (repeatable; default client)")
+    for name, (help_text, add_arguments) in COMMANDS.items():
+        subparser = commands.add_parser(name, help=help_text)
+        if commands_with_arguments is None or name in commands_with_arguments:
+            add_arguments(subparser)
     return parser
+
+
+def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
+    add_job_arguments(parser)
+    add_model_arguments(parser)
+    parser.add_argument("--cache-dir", type=Path, help="folder for cached motion representations")
+    add_condition_arguments(parser)
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--bind", help=f"ZeroMQ endpoint to listen on (default {DEFAULT_ENDPOINT}); not together with --port"
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        help="listen on tcp://127.0.0.1:PORT; 0: a free port the system picks (the first line printed names the "
+        "endpoint); not together with --bind",
+    )
+    parser.add_argument("--results-dir", type=Path, default=Path("motionclone-results"), help="where results wait")
+    parser.add_argument("--keys", type=Path, help="CurveZMQ key folder written by `motionclone keygen`")
+    parser.add_argument("--insecure", action="store_true", help="allow a non-loopback bind without keys (unsafe)")
+    parser.add_argument("--retention-hours", type=float, default=24.0, help="keep unfetched results this long")
+    parser.add_argument("--max-queue", type=int, default=64, help="most queued jobs")
+    parser.add_argument("--preview-every", type=int, default=5, help="preview image every N steps (0: none)")
+    parser.add_argument(
+        "--parent-pid",
+        type=int,
+        metavar="PID",
+        help="stop cleanly (as on SIGTERM) within about 2 s after process PID has exited, e.g. the Blender that "
+        "started this backend; checked once the model is loaded",
+    )
+    parser.add_argument(
+        "--state-file",
+        type=Path,
+        metavar="PATH",
+        help="once listening, write PATH atomically: JSON with endpoint, pid, server_version, preset, device, "
+        "results_dir and started_at, so a later launcher can find and reuse this backend; removed on a clean stop "
+        "while it still names this process",
+    )
+    add_model_arguments(parser)
+
+
+def add_submit_arguments(parser: argparse.ArgumentParser) -> None:
+    add_server_arguments(parser)
+    add_job_arguments(parser)
+    add_condition_arguments(parser)
+
+
+def add_fetch_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("job_id", help="the job id `submit` printed (32 hex characters)")
+    parser.add_argument("--out", type=Path, required=True, help="result folder to write")
+    parser.add_argument("--wait", type=float, help="seconds to wait for a job still running (default: until it ends)")
+    add_server_arguments(parser)
+
+
+def add_keygen_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("directory", type=Path)
+    parser.add_argument("--client", action="append", default=[], help="client key name (repeatable; default client)")
+
+
+def add_info_arguments(parser: argparse.ArgumentParser) -> None:
+    """`info` takes no arguments."""
 
 
 def add_condition_arguments(parser: argparse.ArgumentParser) -> None:
@@ -180,11 +221,11 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Which weights run, and where."""
-    from .models.registry import PRESETS
+    from .models.presets import PRESET_NAMES
 
     parser.add_argument(
         "--preset",
-        choices=sorted(PRESETS),
+        choices=sorted(PRESET_NAMES),
         help="model preset (default: blocks, the built-in trained model, on a CPU; sd15-animatediff-v3 on CUDA)",
     )
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
@@ -498,29 +539,85 @@ def command_evaluate(args: argparse.Namespace) -> int:
 
 
 def command_serve(args: argparse.Namespace) -> int:
-    from .server import ServerConfig, serve
+    from .server.config import ServerConfig
+    from .server.listener import open_listener
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    preset, device = resolve_preset(args)
     config = ServerConfig(
-        bind=args.bind,
-        preset=preset,
-        preset_options=preset_options_from_args(args, preset),
-        device=device,
-        dtype=args.dtype,
+        bind=endpoint_from_args(args),
         results_dir=args.results_dir,
         keys_dir=args.keys,
         insecure=args.insecure,
         retention_s=args.retention_hours * 3600.0,
         max_queue=args.max_queue,
         preview_every=args.preview_every,
+        parent_pid=checked_parent_pid(args.parent_pid),
+        state_file=args.state_file,
     )
+    listener = open_listener(config)
+    # The first line, before torch loads: a launcher learns the endpoint (also the port `--port 0` got) at once.
+    # Clients may connect now; their Welcome comes once the model is loaded.
+    print(f"MotionClone backend starting on {listener.endpoint}", flush=True)
+    try:
+        config = config_with_model(config, args)
+        from .server import serve
+    except BaseException:
+        listener.close()
+        raise
 
     def announce(server: Any) -> None:
         print(f"MotionClone backend listening on {server.endpoint} ({config.preset} on {config.device})", flush=True)
 
-    serve(config, ready=announce)
+    serve(config, ready=announce, listener=listener)
     print("MotionClone backend stopped.", flush=True)
+    return 0
+
+
+def endpoint_from_args(args: argparse.Namespace) -> str:
+    """The endpoint of `--port` or `--bind` (never both), else the default one."""
+    if args.port is None:
+        return args.bind or DEFAULT_ENDPOINT
+    if args.bind is not None:
+        raise ParameterError(
+            "--port",
+            f"cannot be combined with --bind (got --port {args.port} and --bind {args.bind}): use --port N for "
+            "tcp://127.0.0.1:N, or --bind ENDPOINT for any other endpoint, not both",
+        )
+    if not 0 <= args.port <= MAX_PORT:
+        raise ParameterError("--port", f"must be 0 to {MAX_PORT}, got {args.port} (0: a free port the system picks)")
+    # ZeroMQ's spelling of "any free port" is *; the real port is read back from the bound socket.
+    return f"tcp://127.0.0.1:{args.port or '*'}"
+
+
+def checked_parent_pid(pid: int | None) -> int | None:
+    """`--parent-pid`, refused unless it names a running process (a parent gone already would stop us at once)."""
+    if pid is None:
+        return None
+    from .server.parent import process_exists
+
+    if pid <= 0:
+        raise ParameterError("--parent-pid", f"must be a positive process id, got {pid}")
+    if not process_exists(pid):
+        raise ParameterError(
+            "--parent-pid",
+            f"{pid} is not a running process: pass the pid of the program this backend should stop with (such as "
+            "Blender), or leave the flag out",
+        )
+    return pid
+
+
+def config_with_model(config: Any, args: argparse.Namespace) -> Any:
+    """`config` with the model flags: preset, its options, device and dtype (this imports torch)."""
+    preset, device = resolve_preset(args)
+    options = preset_options_from_args(args, preset)
+    return dataclasses.replace(config, preset=preset, preset_options=options, device=device, dtype=args.dtype)
+
+
+def command_info(args: argparse.Namespace) -> int:
+    """Print one JSON object about this backend and machine (`info.collect_info`); loads no model."""
+    from .info import collect_info
+
+    print(json.dumps(collect_info(), indent=2), flush=True)
     return 0
 
 
@@ -666,7 +763,9 @@ def store_result(client: Any, event: Any, out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    # The command is the first word (the top level has no options but --help); build only its arguments.
+    args = build_parser(argv[:1] if argv and argv[0] in COMMANDS else ()).parse_args(argv)
     handlers = {
         "generate": command_generate,
         "serve": command_serve,
@@ -675,6 +774,7 @@ def main(argv: list[str] | None = None) -> int:
         "status": command_status,
         "keygen": command_keygen,
         "evaluate": command_evaluate,
+        "info": command_info,
     }
     try:
         return handlers[args.command](args)
@@ -702,3 +802,22 @@ def main(argv: list[str] | None = None) -> int:
     except JobCancelledError as error:
         print(f"cancelled: {error}", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+# Subcommand -> (help, the function that adds its arguments), in the order `motionclone --help` lists them.
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "generate": ("generate a video in this process", add_generate_arguments),
+    "serve": ("run the backend server", add_serve_arguments),
+    "submit": ("send a job to a running server and write its result", add_submit_arguments),
+    "fetch": ("get a job's result from a server by job id and write it", add_fetch_arguments),
+    "status": ("show what a server runs: version, device, model presets, limits", add_server_arguments),
+    "evaluate": (
+        "score a result against its reference: motion fidelity, subject adherence, CLIP metrics",
+        add_evaluate_arguments,
+    ),
+    "keygen": ("write CurveZMQ keys for a remote server and its clients", add_keygen_arguments),
+    "info": (
+        "print one JSON object: version, model presets, Python, torch and CUDA (loads no model)",
+        add_info_arguments,
+    ),
+}

@@ -20,7 +20,9 @@ if [ -z "$python_bin" ]; then
     done
 fi
 if ! "$python_bin" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
-    echo "MotionClone needs Python 3.11 (the Python of Blender 4.2-5.0); set PYTHON=/path/to/python3.11." >&2
+    # The backend alone runs on 3.11-3.13, but this environment also holds bpy 5.0.1 (CPython 3.11 only, numpy 1).
+    echo "The MotionClone test environment needs Python 3.11 (the Python of Blender 4.2-5.0 and of the bpy wheel);" \
+        "set PYTHON=/path/to/python3.11." >&2
     exit 1
 fi
 

@@ -45,3 +45,35 @@ def test_the_built_in_model_ships_as_package_data():
     files = {p for p in model_dir.rglob("*") if p.is_file()}
     covered = {p for pattern in patterns for p in (ROOT / "backend" / "models").glob(pattern) if p.is_file()}
     assert files and files == covered
+
+
+def test_backend_version_matches_the_package_version():
+    from motionclone.backend import __version__
+
+    assert __version__ == PYPROJECT["project"]["version"]
+
+
+def test_the_package_allows_python_3_11_to_3_13():
+    assert PYPROJECT["project"]["requires-python"] == ">=3.11,<3.14"
+
+
+def test_numpy_2_is_allowed_except_where_the_bpy_test_extra_installs_bpy():
+    from packaging.requirements import Requirement
+
+    def numpy_requirements(lines: list[str]) -> list[Requirement]:
+        return [req for req in map(Requirement, lines) if req.name == "numpy"]
+
+    (package_numpy,) = numpy_requirements(PYPROJECT["project"]["dependencies"])
+    assert package_numpy.specifier.contains("2.2.0") and package_numpy.specifier.contains("1.26.4")
+    for extra, lines in PYPROJECT["project"]["optional-dependencies"].items():
+        requirements = list(map(Requirement, lines))
+        bpy = [req for req in requirements if req.name == "bpy"]
+        for numpy in numpy_requirements(lines):
+            assert bpy, f"extra {extra!r} pins numpy without installing bpy"
+            # numpy 1 exactly where bpy goes: the same environment marker (Python 3.11, bpy's only CPython).
+            assert numpy.marker == bpy[0].marker
+            assert not numpy.specifier.contains("2.0.0")
+        for req in bpy:
+            assert numpy_requirements(lines), f"extra {extra!r} installs bpy without holding numpy below 2"
+            assert req.marker is not None and req.marker.evaluate({"python_version": "3.11"})
+            assert not req.marker.evaluate({"python_version": "3.12"})

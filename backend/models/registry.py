@@ -10,6 +10,7 @@ from .blocks import NATIVE_SIZE as BLOCKS_NATIVE_SIZE
 from .blocks import load_blocks_bundle
 from .bundle import ModelBundle
 from .lora import apply_loras
+from .presets import default_preset as default_preset  # re-exported: the CLI and tests ask the registry
 from .sd15 import SD15Sources, load_sd15_bundle
 from .sparsectrl import SPARSECTRL_FLAG, check_kind
 from .tiny import build_tiny_bundle
@@ -55,14 +56,6 @@ NATIVE_SIZES: dict[str, dict[str, int]] = {
     "tiny": {"num_frames": 16, "height": 64, "width": 64},
     "sd15-animatediff-v3": {"num_frames": 16, "height": 512, "width": 512},
 }
-
-# The preset a CPU uses when none is named: the trained blocks model; GPUs default to SD-1.5.
-CPU_DEFAULT_PRESET = "blocks"
-GPU_DEFAULT_PRESET = "sd15-animatediff-v3"
-
-
-def default_preset(device: str) -> str:
-    return GPU_DEFAULT_PRESET if str(device).startswith("cuda") else CPU_DEFAULT_PRESET
 
 
 def load_preset(name: str, device: str = "cpu", dtype: torch.dtype | None = None, **options: Any) -> ModelBundle:

@@ -25,6 +25,9 @@ class ServerConfig:
         max_queue: queued jobs beyond this are refused with `queue_full`.
         preview_every: send a preview image every this many denoising steps (0: never).
         limits: message and size limits, enforced before decoding payloads.
+        parent_pid: stop cleanly (as on SIGTERM) once the process with this pid has exited; None: run on its own.
+        state_file: once listening, write where and what this server runs here (JSON, see `state_file.py`); it is
+            removed again on a clean stop. None: no file.
     """
 
     bind: str = DEFAULT_ENDPOINT
@@ -40,3 +43,5 @@ class ServerConfig:
     max_queue: int = 64
     preview_every: int = 5
     limits: Limits = field(default_factory=Limits)
+    parent_pid: int | None = None
+    state_file: Path | None = None

@@ -7,10 +7,12 @@ the loop.
 """
 
 import logging
+import os
 import queue
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,7 @@ from ...protocol.messages import (
     Submit,
     Welcome,
 )
+from .. import __version__
 from ..engine import MotionCloneParams, MotionClonePipeline, RepresentationCache
 from ..engine.parameters import MAX_WINDOWED_FRAMES
 from ..errors import ParameterError
@@ -52,15 +55,19 @@ from ..models.registry import NATIVE_SIZES
 from .conditions import condition_from_submit, fit_condition
 from .config import ServerConfig
 from .jobs import Job, JobQueue
+from .listener import Listener, open_listener
+from .parent import ParentWatch
 from .results_store import ResultsStore
-from .security import check_bind_allowed, secure_server_socket
+from .state_file import remove_state_file, state_record, write_state_file
 from .worker import Worker, WorkerEvent
 
 log = logging.getLogger(__name__)
 
-SERVER_VERSION = "0.1.0"
+SERVER_VERSION = __version__
 POLL_MS = 20
 HOUSEKEEPING_S = 5.0
+# How often `--parent-pid` is checked: the server stops within about this long (plus one poll) after its parent.
+PARENT_CHECK_S = 1.0
 
 
 def _params_from_request(values: dict[str, Any], preset: str) -> MotionCloneParams:
@@ -80,17 +87,31 @@ def _params_from_request(values: dict[str, Any], preset: str) -> MotionClonePara
 class Server:
     """Serve MotionClone jobs on `config.bind` until `stop()` (or SIGINT/SIGTERM through `serve`)."""
 
-    def __init__(self, config: ServerConfig, pipeline: MotionClonePipeline | None = None) -> None:
-        check_bind_allowed(config.bind, config.keys_dir, config.insecure)
+    def __init__(
+        self, config: ServerConfig, pipeline: MotionClonePipeline | None = None, listener: Listener | None = None
+    ) -> None:
+        """Bind (unless given a bound `listener`), then load the model of `config.preset` (unless given `pipeline`).
+
+        Clients may connect as soon as the socket is bound; their Hello is answered once `run()` starts.
+        """
         self.config = config
-        self.pipeline = pipeline or MotionClonePipeline.from_bundle(
-            load_preset(
-                config.preset,
-                device=config.device,
-                dtype=DTYPES[config.dtype] if config.dtype else None,
-                **config.preset_options,
+        self.listener = listener or open_listener(config)
+        self.socket = self.listener.socket
+        self.endpoint = self.listener.endpoint
+        # Before the model loads: ParentWatch learns now whether the pid is our real parent (see parent.py).
+        self.parent = ParentWatch(config.parent_pid) if config.parent_pid is not None else None
+        try:
+            self.pipeline = pipeline or MotionClonePipeline.from_bundle(
+                load_preset(
+                    config.preset,
+                    device=config.device,
+                    dtype=DTYPES[config.dtype] if config.dtype else None,
+                    **config.preset_options,
+                )
             )
-        )
+        except BaseException:
+            self.listener.close()  # a failed load must not leave the port taken
+            raise
         self.results = ResultsStore(config.results_dir, config.retention_s)
         self.queue = JobQueue()
         self.jobs: dict[str, Job] = {}
@@ -101,48 +122,57 @@ class Server:
         self._accepted = 0
         self._completed = 0
         self._started_at = time.monotonic()
-        self._context = zmq.Context()
-        self._authenticator = None
-        self.socket = self._context.socket(zmq.ROUTER)
-        self.socket.linger = 0
-        self.socket.setsockopt(zmq.MAXMSGSIZE, config.limits.max_message_bytes)
-        if config.keys_dir is not None:
-            self._authenticator = secure_server_socket(self._context, self.socket, Path(config.keys_dir))
-        self.socket.bind(config.bind)
-        self.endpoint = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._next_housekeeping = 0.0
+        self._next_parent_check = 0.0
+
+    @property
+    def device(self) -> str:
+        """The torch device the model runs on, e.g. "cpu" or "cuda:0"."""
+        return str(self.pipeline.unet.device)
 
     # ---- life cycle ----------------------------------------------------------------------------------------------
-    def run(self) -> None:
-        """Serve until `stop()`; then cancel the running job and close everything."""
+    def run(self, ready: Callable[["Server"], None] | None = None) -> None:
+        """Serve until `stop()`; then cancel the running job and close everything.
+
+        `ready(server)`, if given, is called once the loop is about to poll; if it raises, the server shuts down.
+        """
         self.worker.start()
         poller = zmq.Poller()
         poller.register(self.socket, zmq.POLLIN)
-        next_housekeeping = 0.0
         try:
+            if ready is not None:
+                ready(self)
             while not self._stop.is_set():
                 if dict(poller.poll(POLL_MS)).get(self.socket):
                     self._receive_all()
                 self._send_worker_events()
                 self._start_next_job()
-                if time.monotonic() >= next_housekeeping:
-                    self.results.purge_expired()
-                    self.representations.purge_unused(self.config.retention_s)
-                    next_housekeeping = time.monotonic() + HOUSEKEEPING_S
+                self._housekeeping()
         finally:
             self._shutdown()
 
     def stop(self) -> None:
         self._stop.set()
 
+    def _housekeeping(self) -> None:
+        """Expired results and representations every HOUSEKEEPING_S; the parent process every PARENT_CHECK_S."""
+        now = time.monotonic()
+        if now >= self._next_housekeeping:
+            self.results.purge_expired()
+            self.representations.purge_unused(self.config.retention_s)
+            self._next_housekeeping = now + HOUSEKEEPING_S
+        if self.parent is not None and now >= self._next_parent_check:
+            self._next_parent_check = now + PARENT_CHECK_S
+            if not self.parent.alive():
+                log.info("parent process %d has exited; stopping (--parent-pid)", self.parent.pid)
+                self.stop()  # the same way out as SIGTERM
+
     def _shutdown(self) -> None:
         for job in self.queue:
             self._send(job.identity, Error(codes.SHUTTING_DOWN, "The server is shutting down.", job_id=job.job_id))
         self.worker.stop()
         self._send_worker_events()  # the cancelled running job, or a result that finished just now
-        if self._authenticator is not None:
-            self._authenticator.stop()
-        self.socket.close(linger=0)
-        self._context.term()
+        self.listener.close()
 
     # ---- receiving -----------------------------------------------------------------------------------------------
     def _receive_all(self) -> None:
@@ -194,7 +224,7 @@ class Server:
         return Welcome(
             request_id=request_id,
             server_version=SERVER_VERSION,
-            device=str(self.pipeline.unet.device),
+            device=self.device,
             presets=[self.config.preset],
             default_preset=self.config.preset,
             limits={
@@ -291,7 +321,7 @@ class Server:
 
     def _on_status(self, identity: bytes, message: Status, payloads: dict[str, memoryview]) -> None:
         busy = self.worker.busy
-        worker = {"name": "in-process", "device": str(self.pipeline.unet.device), "state": "busy" if busy else "idle"}
+        worker = {"name": "in-process", "device": self.device, "state": "busy" if busy else "idle"}
         self._send(
             identity,
             ServerStatus(
@@ -402,14 +432,31 @@ class Server:
             log.warning("could not send %s: %s", message.TYPE, error)
 
 
-def serve(config: ServerConfig, ready: Any = None) -> None:
-    """Run a server in this thread until SIGINT or SIGTERM. `ready(server)` is called once it is bound."""
-    server = Server(config)
+def serve(
+    config: ServerConfig, ready: Callable[[Server], None] | None = None, listener: Listener | None = None
+) -> None:
+    """Run a server in this thread until SIGINT, SIGTERM or the end of `config.parent_pid`.
+
+    Args:
+        config: what to serve and how.
+        ready: called with the server once it listens (after the state file is written).
+        listener: a socket already bound by `open_listener(config)`, so the caller could announce the endpoint before
+            the model loads; None binds here. Either way the server closes it when it stops.
+    """
+    server = Server(config, listener=listener)
     previous = {sig: signal.signal(sig, lambda *_: server.stop()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+
+    def on_ready(server: Server) -> None:
+        if config.state_file is not None:
+            record = state_record(server.endpoint, SERVER_VERSION, config.preset, server.device, config.results_dir)
+            write_state_file(config.state_file, record)
         if ready is not None:
             ready(server)
-        server.run()
+
+    try:
+        server.run(ready=on_ready)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if config.state_file is not None:
+            remove_state_file(config.state_file, os.getpid())
