@@ -1,8 +1,11 @@
 """MotionClone for Blender: clone the motion of an animation onto a text-prompted video. No torch.
 
 The add-on renders a reference, sends it to a MotionClone backend over ZeroMQ and puts the result into the Video
-Sequencer. All network I/O runs on the protocol client's thread; a persistent timer drains its events.
+Sequencer. All network I/O runs on the protocol client's thread; a persistent timer drains its events and watches the
+local backend the add-on may have started (`local_backend`), which stops with Blender unless told to keep running.
 """
+
+import atexit
 
 import bpy
 
@@ -32,6 +35,11 @@ def _on_undo_redo(*_args) -> None:
         session.refetch_active_jobs(bpy.context)
 
 
+def _on_exit() -> None:
+    # Blender quits: close the connection and stop the local backend (unless Keep Running). No Blender data here.
+    session.close_session()
+
+
 def register() -> None:
     for module in _modules:
         if hasattr(module, "register"):
@@ -43,9 +51,11 @@ def register() -> None:
     bpy.app.handlers.load_post.append(_on_load_post)
     bpy.app.handlers.undo_post.append(_on_undo_redo)
     bpy.app.handlers.redo_post.append(_on_undo_redo)
+    atexit.register(_on_exit)
 
 
 def unregister() -> None:
+    atexit.unregister(_on_exit)
     if _on_load_post in bpy.app.handlers.load_post:
         bpy.app.handlers.load_post.remove(_on_load_post)
     for handlers in (bpy.app.handlers.undo_post, bpy.app.handlers.redo_post):

@@ -129,11 +129,12 @@ class JobPlan:
 
 
 def plan_job(context: bpy.types.Context, scene: bpy.types.Scene) -> JobPlan:
-    """Check the settings, connect, draw the seed, pick the frames and size. Raises with a user-facing message."""
+    """Check the settings, connect (or start the local backend), draw the seed, pick the frames and size. Raises
+    with a user-facing message."""
     settings = scene.motionclone
     if not settings.prompt.strip():
         raise ValueError("Write a prompt first: it says what the new video shows.")
-    get_session().ensure_client(context)
+    get_session().prepare(context)
     if settings.randomize_seed:
         settings.seed = random.randint(0, MAX_SEED)
     start, end = frame_range(scene, settings)
@@ -193,10 +194,10 @@ def preview_condition(scene: bpy.types.Scene, settings: Any) -> ConditionPlan | 
 def submit_job(context: bpy.types.Context, scene: bpy.types.Scene, plan: JobPlan, pixels: np.ndarray) -> Any:
     """Send the reference and add a job to the scene's list. Returns the job item."""
     settings = scene.motionclone
-    client = get_session().ensure_client(context)
+    session = get_session()
     params = request_params(settings, settings.seed, plan.width, plan.height, plan.fps, len(plan.frames))
     made = plan.condition
-    request_id = client.submit(pixels, params, fps=plan.fps, condition=None if made is None else made.condition)
+    request_id = session.submit(context, pixels, params, plan.fps, None if made is None else made.condition)
     job = settings.jobs.add()
     job.request_id = request_id
     job.state = "SUBMITTED"
@@ -209,7 +210,7 @@ def submit_job(context: bpy.types.Context, scene: bpy.types.Scene, plan: JobPlan
     job.sampled_frames = json.dumps(plan.frames)
     job.params_json = json.dumps(params)
     job.condition_json = "" if made is None else made.record(settings)
-    job.message = "Sent to the backend"
+    job.message = session.job_message(request_id)
     settings.active_job = len(settings.jobs) - 1
     return job
 

@@ -5,7 +5,7 @@ import random
 
 import bpy
 
-from . import compat, jobs, reference_cache
+from . import compat, jobs, local_backend, preferences, reference_cache
 from ._protocol import errors
 from .properties import ACTIVE_STATES
 from .reference import RenderCancelled
@@ -165,6 +165,72 @@ class MOTIONCLONE_OT_test_connection(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class MOTIONCLONE_OT_check_backend(bpy.types.Operator):
+    """Run the local backend's `motionclone info` and show what it found: version, presets, torch, CUDA"""
+
+    bl_idname = "motionclone.check_backend"
+    bl_label = "Check Backend"
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        # The one blocking call of the add-on: a few seconds, on request, before anything starts.
+        session = get_session()
+        settings = preferences.local_settings(context)
+        try:
+            info = local_backend.check_environment(settings.environment)
+        except local_backend.LocalBackendError as error:
+            session.local_check = [str(error)]
+            self.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
+        session.local_check = local_backend.describe_info(info, settings.preset)
+        usable = settings.preset in local_backend.preset_names(info) and bool(info.get("torch"))
+        self.report({"INFO"} if usable else {"WARNING"}, " ".join(session.local_check))
+        return {"FINISHED"}
+
+
+class MOTIONCLONE_OT_start_backend(bpy.types.Operator):
+    """Start the local backend set in the add-on preferences (or use the one left running); returns at once"""
+
+    bl_idname = "motionclone.start_backend"
+    bl_label = "Start Backend"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        if preferences.get_preferences(context).backend_mode != "LOCAL":
+            cls.poll_message_set("Choose Local in the add-on preferences first")
+            return False
+        if get_session().local.running:
+            cls.poll_message_set("The local backend runs already")
+            return False
+        return True
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        session = get_session()
+        try:
+            session.start_local(context)
+        except local_backend.LocalBackendError as error:
+            self.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
+        self.report({"INFO"}, session.local.message)
+        return {"FINISHED"}
+
+
+class MOTIONCLONE_OT_stop_backend(bpy.types.Operator):
+    """Stop the local backend; jobs it is running end, finished results stay in its results folder"""
+
+    bl_idname = "motionclone.stop_backend"
+    bl_label = "Stop Backend"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        local = get_session().local
+        return local.running and local.state != "stopping"
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        get_session().stop_local()
+        self.report({"INFO"}, "Stopping the local backend")
+        return {"FINISHED"}
+
+
 class MOTIONCLONE_OT_fetch_again(bpy.types.Operator):
     """Ask the backend again for the selected job's state and result (after a result could not be stored)"""
 
@@ -309,6 +375,9 @@ classes = (
     MOTIONCLONE_OT_cancel,
     MOTIONCLONE_OT_redo,
     MOTIONCLONE_OT_test_connection,
+    MOTIONCLONE_OT_check_backend,
+    MOTIONCLONE_OT_start_backend,
+    MOTIONCLONE_OT_stop_backend,
     MOTIONCLONE_OT_fetch_again,
     MOTIONCLONE_OT_use_job_settings,
     MOTIONCLONE_OT_show_result,

@@ -4,7 +4,7 @@ from typing import Any
 
 import bpy
 
-from . import compat, jobs
+from . import compat, jobs, preferences
 from .condition import CONDITION_IMAGE
 from .properties import ACTIVE_STATES
 from .session import PREVIEW_IMAGE, get_session, status_lines
@@ -17,6 +17,14 @@ STATE_ICONS = {
     "DONE": "CHECKMARK",
     "FAILED": "ERROR",
     "CANCELLED": "X",
+}
+LOCAL_ICONS = {
+    "stopped": "PAUSE",
+    "starting": "TIME",
+    "loading": "TIME",
+    "ready": "CHECKMARK",
+    "stopping": "TIME",
+    "crashed": "ERROR",
 }
 CONNECTION_ICONS = {"connected": "LINKED", "connecting": "TIME", "unreachable": "ERROR", "disconnected": "UNLINKED"}
 
@@ -35,6 +43,8 @@ def draw_motionclone(layout: bpy.types.UILayout, context: bpy.types.Context) -> 
     row.menu("MOTIONCLONE_MT_presets", text=bpy.types.MOTIONCLONE_MT_presets.bl_label)
     row.operator("motionclone.preset_add", text="", icon="ADD")
     row.operator("motionclone.preset_add", text="", icon="REMOVE").remove_active = True
+    if preferences.get_preferences(context).backend_mode == "LOCAL":
+        draw_local_backend(layout)
     draw_connection(layout)
 
     col = layout.column()
@@ -135,6 +145,24 @@ def draw_connection(layout: bpy.types.UILayout) -> None:
     row = layout.row(align=True)
     row.label(text=connection.message or "Not connected", icon=CONNECTION_ICONS.get(connection.state, "DOT"))
     row.operator("motionclone.test_connection", text="", icon="FILE_REFRESH")
+
+
+def draw_local_backend(layout: bpy.types.UILayout) -> None:
+    """The local backend's status line with Start or Stop, and after a crash the end of its log and Restart."""
+    local = get_session().local
+    row = layout.row(align=True)
+    row.label(text=local.status_line(), icon=LOCAL_ICONS.get(local.state, "DOT"))
+    if local.running:
+        row.operator("motionclone.stop_backend", text="", icon="PAUSE")
+    else:
+        row.operator("motionclone.start_backend", text="", icon="PLAY")
+    if local.state != "crashed":
+        return
+    box = layout.box()
+    col = box.column(align=True)
+    for line in local.log_tail(6):
+        col.label(text=line)
+    box.operator("motionclone.start_backend", text="Restart Backend", icon="FILE_REFRESH")
 
 
 def draw_jobs(layout: bpy.types.UILayout, settings) -> None:

@@ -1,16 +1,70 @@
-"""Add-on preferences: where the backend is and where results go. No torch."""
+"""Add-on preferences: which backend (a local one the add-on starts, or a remote endpoint) and where results go.
+No torch."""
 
 import os
 from pathlib import Path
 
 import bpy
 
+from . import local_backend
 from ._protocol import endpoints
+
+BACKEND_MODE_ITEMS = [
+    ("REMOTE", "Remote (endpoint and keys)", "Connect to a `motionclone serve` you run yourself, here or on a server"),
+    ("LOCAL", "Local (started by the add-on)", "The add-on starts, watches and stops a backend on this computer"),
+]
+PRESET_ITEMS = [
+    ("blocks", "Built-in (blocks)", "The built-in trained model: CPU, 64 x 64, no download"),
+    ("tiny", "Tiny (tests)", "A tiny random model: checks the set-up in seconds, the pictures are noise"),
+    ("sd15-animatediff-v3", "SD 1.5 + AnimateDiff v3", "Real weights on a GPU: set the weight folders below"),
+]
+DEVICE_ITEMS = [
+    ("AUTO", "Automatic", "CUDA when the backend finds a GPU, else the CPU"),
+    ("cpu", "CPU", "Run on the processor (slow for real weights)"),
+    ("cuda", "CUDA GPU", "Run on an NVIDIA GPU"),
+]
+DTYPE_ITEMS = [
+    ("AUTO", "Preset default", "The precision the preset chooses"),
+    ("float32", "float32", "Full precision"),
+    ("float16", "float16", "Half precision: half the GPU memory"),
+    ("bfloat16", "bfloat16", "Half precision with float32's range (recent GPUs)"),
+]
 
 
 class MOTIONCLONE_AP_preferences(bpy.types.AddonPreferences):
     bl_idname = __package__
 
+    backend_mode: bpy.props.EnumProperty(name="Backend", items=BACKEND_MODE_ITEMS, default="REMOTE")
+    local_environment: bpy.props.StringProperty(
+        name="Backend Environment",
+        subtype="DIR_PATH",
+        description="Folder of the Python environment the backend was installed into (it holds bin/motionclone, "
+        "Scripts/motionclone.exe on Windows), or the motionclone program itself",
+    )
+    local_preset: bpy.props.EnumProperty(name="Model", items=PRESET_ITEMS, default="blocks")
+    local_base: bpy.props.StringProperty(
+        name="Base Model", subtype="DIR_PATH", description="SD-1.5 base model folder (diffusers layout) or hub id"
+    )
+    local_motion_adapter: bpy.props.StringProperty(
+        name="Motion Adapter", subtype="DIR_PATH", description="AnimateDiff v3 motion adapter folder or hub id"
+    )
+    local_checkpoint: bpy.props.StringProperty(
+        name="Checkpoint", subtype="FILE_PATH", description="Optional DreamBooth checkpoint (.safetensors)"
+    )
+    local_device: bpy.props.EnumProperty(name="Device", items=DEVICE_ITEMS, default="AUTO")
+    local_dtype: bpy.props.EnumProperty(name="Precision", items=DTYPE_ITEMS, default="AUTO")
+    local_results_dir: bpy.props.StringProperty(
+        name="Backend Results",
+        subtype="DIR_PATH",
+        description="Where the local backend keeps finished results, its log and its state file; empty: the "
+        "add-on's user data folder",
+    )
+    keep_running: bpy.props.BoolProperty(
+        name="Keep Running",
+        update=lambda self, _context: keep_running_changed(self),
+        description="Leave the local backend running when Blender quits or the add-on is disabled, so the next "
+        "Blender finds it with its model loaded (applies from the next start)",
+    )
     endpoint: bpy.props.StringProperty(
         name="Backend",
         default=endpoints.DEFAULT_ENDPOINT,
@@ -40,17 +94,63 @@ class MOTIONCLONE_AP_preferences(bpy.types.AddonPreferences):
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
+        layout.row().prop(self, "backend_mode", expand=True)
         col = layout.column()
-        col.prop(self, "endpoint")
+        if self.backend_mode == "LOCAL":
+            self.draw_local(col)
+        else:
+            col.prop(self, "endpoint")
+            col.prop(self, "server_key_file")
+            col.prop(self, "client_key_file")
         col.prop(self, "timeout")
-        col.prop(self, "server_key_file")
-        col.prop(self, "client_key_file")
         col.prop(self, "output_dir")
         layout.operator("motionclone.test_connection", icon="LINKED")
+
+    def draw_local(self, col: bpy.types.UILayout) -> None:
+        row = col.row(align=True)
+        row.prop(self, "local_environment")
+        row.operator("motionclone.check_backend", text="Check", icon="VIEWZOOM")
+        from .session import get_session  # the session imports this module
+
+        for line in get_session().local_check:
+            col.label(text=line, icon="INFO")
+        col.prop(self, "local_preset")
+        if self.local_preset == "sd15-animatediff-v3":
+            sub = col.column()
+            sub.prop(self, "local_base")
+            sub.prop(self, "local_motion_adapter")
+            sub.prop(self, "local_checkpoint")
+        row = col.row(align=True)
+        row.prop(self, "local_device")
+        row.prop(self, "local_dtype")
+        col.prop(self, "local_results_dir")
+        col.prop(self, "keep_running")
+        local = get_session().local
+        col.label(text=local.status_line(), icon="ERROR" if local.state == "crashed" else "INFO")
+        row = col.row(align=True)
+        row.operator("motionclone.start_backend", icon="PLAY")
+        row.operator("motionclone.stop_backend", icon="PAUSE")
+
+
+def keep_running_changed(prefs: MOTIONCLONE_AP_preferences) -> None:
+    # The session reads it when the add-on closes, possibly at exit, when the preferences can no longer be read.
+    from .session import get_session  # the session imports this module
+
+    get_session().local.keep_running = prefs.keep_running
 
 
 def get_preferences(context: bpy.types.Context) -> MOTIONCLONE_AP_preferences:
     return context.preferences.addons[__package__].preferences
+
+
+def user_folder(name: str) -> Path:
+    """`name` in the add-on's user data folder, which survives upgrades; created if missing."""
+    try:
+        return Path(bpy.utils.extension_path_user(__package__, path=name, create=True))
+    except ValueError:  # not installed as an extension (a development checkout): Blender's user data folder
+        folder = Path(bpy.utils.user_resource("DATAFILES", path="motionclone", create=True)) / name
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
 
 
 def output_root(context: bpy.types.Context) -> Path:
@@ -60,10 +160,32 @@ def output_root(context: bpy.types.Context) -> Path:
         return Path(bpy.path.abspath(preferences.output_dir))
     if bpy.data.filepath:
         return Path(bpy.path.abspath("//motionclone"))
-    try:
-        return Path(bpy.utils.extension_path_user(__package__, path="results", create=True))
-    except ValueError:  # not installed as an extension (a development checkout): Blender's user data folder
-        return Path(bpy.utils.user_resource("DATAFILES", path="motionclone", create=True)) / "results"
+    return user_folder("results")
+
+
+def local_settings(context: bpy.types.Context) -> local_backend.LocalSettings:
+    """A plain copy of the local backend's preferences (paths made absolute)."""
+    prefs = get_preferences(context)
+
+    def path(value: str) -> str:
+        return os.path.normpath(bpy.path.abspath(value)) if value.strip() else ""
+
+    def weights(value: str) -> str:
+        # A folder or file as an absolute path; anything else may be a model hub id, passed as written.
+        absolute = bpy.path.abspath(value.strip()) if value.strip() else ""
+        return os.path.normpath(absolute) if absolute and os.path.exists(absolute) else value.strip()
+
+    return local_backend.LocalSettings(
+        environment=path(prefs.local_environment),
+        results_dir=Path(path(prefs.local_results_dir)) if prefs.local_results_dir else user_folder("backend"),
+        preset=prefs.local_preset,
+        device="" if prefs.local_device == "AUTO" else prefs.local_device,
+        dtype="" if prefs.local_dtype == "AUTO" else prefs.local_dtype,
+        base=weights(prefs.local_base),
+        motion_adapter=weights(prefs.local_motion_adapter),
+        checkpoint=weights(prefs.local_checkpoint),
+        keep_running=prefs.keep_running,
+    )
 
 
 def online_access_problem(endpoint: str) -> str | None:

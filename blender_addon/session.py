@@ -1,19 +1,26 @@
-"""The add-on's link to the backend: one protocol client, and the pump that applies its events to Blender data.
+"""The add-on's link to the backend: one protocol client, the local backend it may start, and the pump that applies
+their events to Blender data.
 
 Network I/O happens on the client's own thread. Blender data is touched only here, in `pump()`, which the
 persistent timer calls on the main thread (tests call it directly: timers never fire in background mode). No torch.
+
+With a local backend (preferences: Local), Generate starts it when none runs. Its jobs wait here, "held", while it
+starts and loads its model, and are submitted once its log says it listens: the client would give up on a Submit
+that gets no Welcome within the timeout, and loading real weights takes longer than that.
 """
 
 import json
 import time
 import traceback
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import bpy
+import numpy as np
 
-from . import compat, preferences, result_files, sequencer
+from . import compat, local_backend, preferences, result_files, sequencer
 from ._protocol import client as protocol_client
 from ._protocol import errors, keys, stages
 from .properties import ACTIVE_STATES
@@ -24,7 +31,21 @@ PUMP_INTERVAL_IDLE = 0.5
 PREVIEW_IMAGE = "MotionClone Preview"
 # A job in one of these states is over: late or repeated events never set it back.
 FINISHED_STATES = {"DONE", "CANCELLED"}
+BUSY_LOCAL = ("starting", "loading", "stopping")  # local backend states the pump follows closely
 ENDING_SHOWN_S = 10.0  # how long the status bar reports a job that ended
+HELD_PREFIX = "held-"  # request ids of jobs waiting here for the local backend to be ready
+STOP_WAIT_S = 5.0  # on quit or disable, how long the local backend gets to stop before it is killed
+
+
+@dataclass
+class HeldSubmit:
+    """A job waiting for the local backend: everything `Client.submit` takes."""
+
+    request_id: str
+    frames: np.ndarray
+    params: dict[str, Any]
+    fps: float
+    condition: Any
 
 
 @dataclass
@@ -63,6 +84,11 @@ class Session:
         self.connection = Connection()
         self.endings: list[tuple[float, str]] = []  # (when, what) of jobs that ended, for the status bar
         self.status_request: str | None = None  # the last "status" asked for, whose answer updates `connection`
+        self.local = local_backend.LocalBackend()
+        self.local_state_seen = self.local.state  # what the pump last acted on
+        self.held: list[HeldSubmit] = []
+        self.interrupted: set[str] = set()  # ids of jobs that were queued or running when the local backend went down
+        self.local_check: list[str] = []  # what the preferences' Check button found, shown under it
 
     def request_status(self) -> None:
         """Ask the backend how busy it is; the answer comes to the pump as a "server_status" event."""
@@ -70,13 +96,18 @@ class Session:
             self.status_request = self.client.status()
 
     def ensure_client(self, context: bpy.types.Context) -> Any:
-        """The running client for the current preferences; raises RuntimeError with a user-facing message."""
+        """The running client for the current preferences; raises RuntimeError with a user-facing message.
+
+        With a local backend, starts it when none runs and raises until it is ready."""
         prefs = preferences.get_preferences(context)
-        problem = preferences.online_access_problem(prefs.endpoint)
-        if problem:
-            raise RuntimeError(problem)
-        server_key, client_key = preferences.key_paths(prefs)
-        settings_key = (prefs.endpoint, server_key, client_key, round(prefs.timeout, 3))
+        if prefs.backend_mode == "LOCAL":
+            endpoint, server_key, client_key = self.local_endpoint(context), None, None
+        else:
+            problem = preferences.online_access_problem(prefs.endpoint)
+            if problem:
+                raise RuntimeError(problem)
+            endpoint, (server_key, client_key) = prefs.endpoint, preferences.key_paths(prefs)
+        settings_key = (endpoint, server_key, client_key, round(prefs.timeout, 3))
         if self.client is not None and settings_key == self.settings_key:
             return self.client
         reconfigured = self.client is not None
@@ -91,7 +122,7 @@ class Session:
             raise RuntimeError(f"Cannot read the key files set in the add-on preferences: {error}") from error
         heartbeat = min(1.0, prefs.timeout / 3)
         self.client = protocol_client.Client(
-            prefs.endpoint,
+            endpoint,
             client_name=f"blender-{bpy.app.version_string}",
             heartbeat_interval=heartbeat,
             dead_after=prefs.timeout,
@@ -99,7 +130,7 @@ class Session:
             **options,
         ).start()
         self.settings_key = settings_key
-        self.connection = Connection("connecting", f"Connecting to {prefs.endpoint} ...")
+        self.connection = Connection("connecting", f"Connecting to {endpoint} ...")
         if reconfigured:
             fail_unaccepted_jobs("The backend settings changed before the backend accepted this job: Generate again.")
             follow_active_jobs(self.client)
@@ -111,6 +142,99 @@ class Session:
         self.client = None
         self.settings_key = None
         self.connection = Connection()
+
+    # ---- the local backend ---------------------------------------------------------------------------------------
+    def start_local(self, context: bpy.types.Context) -> None:
+        """Make sure the local backend runs: adopt one an earlier Blender left running, else start one. Returns at
+        once; raises LocalBackendError (a RuntimeError) with what to fix."""
+        if not self.local.running:
+            self.local.ensure_running(preferences.local_settings(context))
+            tag_redraw()
+
+    def local_endpoint(self, context: bpy.types.Context) -> str:
+        """The ready local backend's endpoint; starts one when none runs, and raises RuntimeError until it is ready."""
+        self.start_local(context)
+        if self.local.state != "ready":
+            raise RuntimeError(f"{self.local.message} The local backend is not ready yet: try again in a moment.")
+        return self.local.endpoint
+
+    def prepare(self, context: bpy.types.Context) -> None:
+        """Before a job: connect to the backend, or start the local one (its jobs are held until it is ready)."""
+        if preferences.get_preferences(context).backend_mode == "LOCAL":
+            self.start_local(context)
+            if self.local.state != "ready":
+                return
+        self.ensure_client(context)
+
+    def submit(
+        self, context: bpy.types.Context, frames: np.ndarray, params: dict[str, Any], fps: float, condition: Any
+    ) -> str:
+        """Submit a job, or hold it while the local backend starts. Returns its request id (held ones: HELD_PREFIX)."""
+        if preferences.get_preferences(context).backend_mode == "LOCAL":
+            self.start_local(context)
+            if self.local.state != "ready":
+                request_id = f"{HELD_PREFIX}{uuid.uuid4().hex}"
+                self.held.append(HeldSubmit(request_id, frames, params, fps, condition))
+                return request_id
+        return self.ensure_client(context).submit(frames, params, fps=fps, condition=condition)
+
+    def job_message(self, request_id: str) -> str:
+        """What a job just submitted says: sent, or waiting for the local backend."""
+        return self.local.message if request_id.startswith(HELD_PREFIX) else "Sent to the backend"
+
+    def watch_local(self, context: bpy.types.Context) -> None:
+        """Follow the local backend's log and life: connect when it is ready, tell the jobs when it is down."""
+        self.local.poll()
+        # Compared with what the pump last saw, not with poll()'s answer: Stop may have seen the exit already.
+        changed, self.local_state_seen = self.local.state != self.local_state_seen, self.local.state
+        local_mode = preferences.get_preferences(context).backend_mode == "LOCAL"
+        if local_mode and self.local.state == "ready" and self.settings_key_endpoint() != self.local.endpoint:
+            self.connect_local(context)
+        elif changed and self.local.state in ("starting", "loading"):
+            for job in held_jobs():
+                job.message = self.local.message
+        elif changed and self.local.state in ("crashed", "stopped"):
+            self.on_local_down(local_mode)
+        if changed:
+            tag_redraw()
+
+    def settings_key_endpoint(self) -> str | None:
+        return self.settings_key[0] if self.settings_key else None
+
+    def connect_local(self, context: bpy.types.Context) -> None:
+        """The local backend is ready: point the client at it, follow the jobs it accepted before (their results
+        wait in its results folder) and send the held ones."""
+        had_client = self.client is not None
+        client = self.ensure_client(context)  # a new endpoint: the old client's followed jobs move along
+        if not had_client:
+            follow_active_jobs(client)
+        held, self.held = self.held, []
+        for item in held:
+            job = find_job(item.request_id, None)
+            if job is None or job.state != "SUBMITTED":
+                continue  # removed or undone while it waited: nothing to send
+            job.request_id = client.submit(item.frames, item.params, fps=item.fps, condition=item.condition)
+            job.message = "Sent to the backend"
+
+    def on_local_down(self, local_mode: bool) -> None:
+        """The local backend exited: fail the jobs it never accepted, and say how the others come back."""
+        reason = self.local.message
+        if local_mode:
+            self.close()  # its endpoint is gone; a restart listens on a new port
+            self.connection = Connection("unreachable", reason)
+        self.held.clear()
+        for job in all_jobs():
+            if job.state == "SUBMITTED" and (local_mode or job.request_id.startswith(HELD_PREFIX)):
+                job.state = "FAILED"
+                job.message = f"{reason} It never accepted this job: Generate again once it runs."
+            elif job.state in ACTIVE_STATES and job.job_id and local_mode:
+                job.message = "The backend is down: Start (or Restart) Backend fetches this job if it finished."
+                self.interrupted.add(job.job_id)
+
+    def stop_local(self, wait: float = 0.0) -> None:
+        """Stop the local backend (the pump reports it stopped); `wait` as in `LocalBackend.stop`."""
+        self.local.stop(wait)
+        tag_redraw()
 
 
 _session: Session | None = None
@@ -124,9 +248,13 @@ def get_session() -> Session:
 
 
 def close_session() -> None:
+    """Close the client, and stop the local backend unless it should keep running (Blender quits, or the add-on is
+    disabled). Touches no Blender data: it also runs at exit."""
     global _session
     if _session is not None:
         _session.close()
+        if not _session.local.keep_running:
+            _session.local.stop(wait=STOP_WAIT_S)
     _session = None
 
 
@@ -140,14 +268,14 @@ def pump() -> float:
     try:
         session = get_session()
         context = bpy.context
-        if session.client is None:
-            return PUMP_INTERVAL_IDLE
-        for event in session.client.poll_events():
+        for event in session.client.poll_events() if session.client is not None else ():
             try:
                 apply_event(context, session, event)
             except Exception as error:  # any failure of one event must leave the pump running
                 report_event_failure(session, event, error)
-        busy = any_active_job() or session.connection.state == "connecting"
+        # After the events: whatever the backend sent before it exited is applied before its exit is.
+        session.watch_local(context)
+        busy = any_active_job() or session.connection.state == "connecting" or session.local.state in BUSY_LOCAL
     except Exception:  # the same for anything around the events
         traceback.print_exc()
         return PUMP_INTERVAL_IDLE
@@ -180,11 +308,17 @@ def report_event_failure(session: Session, event: Any, error: Exception) -> None
 def mark_unreachable(context: bpy.types.Context, session: Session) -> str:
     """Say that no backend answers, and fail the jobs it never accepted. Returns the message."""
     prefs = preferences.get_preferences(context)
-    session.connection = Connection(
-        "unreachable",
-        f"No MotionClone backend answered at {prefs.endpoint} within {prefs.timeout:g} s. Start one with "
-        "`motionclone serve`, or check the endpoint (and keys) in the add-on preferences, then Generate again.",
-    )
+    if prefs.backend_mode == "LOCAL":
+        message = (
+            f"The local backend at {session.local.endpoint} did not answer within {prefs.timeout:g} s "
+            f"({session.local.message}). Restart it from the MotionClone panel, then Generate again."
+        )
+    else:
+        message = (
+            f"No MotionClone backend answered at {prefs.endpoint} within {prefs.timeout:g} s. Start one with "
+            "`motionclone serve`, or check the endpoint (and keys) in the add-on preferences, then Generate again."
+        )
+    session.connection = Connection("unreachable", message)
     fail_unaccepted_jobs(session.connection.message)
     return session.connection.message
 
@@ -245,6 +379,9 @@ def apply_event(context: bpy.types.Context, session: Session, event: Any) -> Non
     elif kind == "cancelled":
         job.state = "CANCELLED"
         job.message = "Cancelled"
+    elif kind == "error" and event.message.code == errors.UNKNOWN_JOB and event.job_id in session.interrupted:
+        job.state = "FAILED"
+        job.message = "The local backend stopped before this job finished, so it was lost: Generate again."
     elif kind == "error" and event.message.code == errors.BACKEND_UNAVAILABLE:
         job.state = "FAILED"
         job.message = mark_unreachable(context, session)
@@ -402,17 +539,33 @@ def any_active_job() -> bool:
 
 
 def fail_unaccepted_jobs(message: str) -> None:
+    """Fail the jobs sent to a backend that never accepted them (held ones wait for the local backend instead)."""
     for job in all_jobs():
-        if job.state == "SUBMITTED":
+        if job.state == "SUBMITTED" and not job.request_id.startswith(HELD_PREFIX):
             job.state = "FAILED"
             job.message = message
 
 
+def held_jobs():
+    return (job for job in all_jobs() if job.state == "SUBMITTED" and job.request_id.startswith(HELD_PREFIX))
+
+
 def refetch_active_jobs(context: bpy.types.Context) -> int:
     """Ask the backend again for every job of the open file that was still running (after loading a file)."""
+    session = get_session()
+    waiting = {item.request_id for item in session.held}
+    for job in held_jobs():
+        if job.request_id not in waiting:  # saved while it waited for the local backend: its frames are gone
+            job.state = "FAILED"
+            job.message = (
+                "This job waited for the local backend when the file was saved and was never sent: Generate again."
+            )
     if not any(job.state in ACTIVE_STATES and job.job_id for job in all_jobs()):
         return 0
-    return follow_active_jobs(get_session().ensure_client(context))
+    session.prepare(context)  # a local backend that is starting follows them once it is ready
+    if session.client is None:
+        return 0
+    return follow_active_jobs(session.client)
 
 
 def follow_active_jobs(client: Any) -> int:

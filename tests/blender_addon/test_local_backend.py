@@ -1,0 +1,357 @@
+"""The local backend the add-on starts, watches and stops itself (bpy in background mode: the tests call the pump).
+
+Fake `motionclone` programs (small Python scripts) stand in for backends that fail or never get ready; the real
+backend of the project's environment (tiny preset, 64 px, 2 steps) runs the jobs end to end.
+"""
+
+import dataclasses
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+import bpy
+import pytest
+
+from blender_addon import compat, local_backend
+from tests.blender_addon.test_addon import (
+    ADDON,
+    RecordingLayout,
+    animated_scene,
+    configure_job,
+    disable_addon,
+    enable_addon,
+    pump_until,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def backend_environment() -> Path:
+    """The environment with the backend: the one of MOTIONCLONE_BACKEND_PYTHON (the Blender 4.2 leg's own has no
+    torch), else this interpreter's. Not resolved: a virtual environment's bin/python links to the system Python."""
+    python = os.environ.get("MOTIONCLONE_BACKEND_PYTHON") or sys.executable
+    return Path(python).parent.parent
+
+
+def backend_has_local_flags() -> bool:
+    cli = (ROOT / "backend" / "cli.py").read_text(encoding="utf-8")
+    return all(text in cli for text in ("--parent-pid", "--state-file", "def command_info"))
+
+
+needs_real_backend = pytest.mark.skipif(
+    not backend_has_local_flags(), reason="the backend has no --parent-pid, --state-file and `info` yet"
+)
+
+
+def use_local_backend(preferences, tmp_path: Path, environment: Path) -> None:
+    preferences.backend_mode = "LOCAL"
+    preferences.local_environment = str(environment)
+    preferences.local_preset = "tiny"
+    preferences.local_device = "cpu"
+    preferences.local_results_dir = str(tmp_path / "backend")
+    preferences.output_dir = str(tmp_path / "results")
+    preferences.timeout = 5.0
+
+
+@pytest.fixture
+def local_addon(tmp_path):
+    """The add-on set to a local backend in the project's environment; whatever it started is stopped after."""
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    preferences = enable_addon()
+    use_local_backend(preferences, tmp_path, backend_environment())
+    yield preferences
+    from blender_addon import session
+
+    pid = session.get_session().local.pid
+    if ADDON in bpy.context.preferences.addons:
+        bpy.context.preferences.addons[ADDON].preferences.keep_running = False
+        disable_addon()  # stops the backend
+    if pid and local_backend.pid_alive(pid):  # a test that failed half-way: never leave a backend behind
+        os.kill(pid, signal.SIGKILL)
+
+
+def fake_backend(tmp_path: Path, body: str) -> Path:
+    """An environment folder whose bin/motionclone is a Python script running `body` (sys, time, json imported)."""
+    program = tmp_path / "fake-env" / local_backend.EXECUTABLE_IN_ENVIRONMENT
+    program.parent.mkdir(parents=True)
+    program.write_text(f"#!{sys.executable}\nimport json, sys, time\n{body}\n", encoding="utf-8")
+    program.chmod(0o755)
+    return program.parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def local():
+    from blender_addon import session
+
+    return session.get_session().local
+
+
+def pump_recording_states(condition, timeout: float) -> tuple[bool, list[str]]:
+    """pump_until, also recording each local backend state seen."""
+    seen: list[str] = []
+
+    def check() -> bool:
+        if not seen or seen[-1] != local().state:
+            seen.append(local().state)
+        return condition()
+
+    return pump_until(check, timeout), seen
+
+
+# ---- settings and wrong paths ----------------------------------------------------------------------------------------
+def test_a_wrong_environment_path_says_what_was_expected_where(local_addon, tmp_path):
+    missing = tmp_path / "no-such-env"
+    with pytest.raises(local_backend.LocalBackendError, match="does not exist") as error:
+        local_backend.find_executable(str(missing))
+    assert str(missing / local_backend.EXECUTABLE_IN_ENVIRONMENT) in str(error.value)
+    empty = tmp_path / "empty-env"
+    empty.mkdir()
+    with pytest.raises(local_backend.LocalBackendError, match="holds no") as error:
+        local_backend.find_executable(str(empty))
+    assert f"expected {empty / local_backend.EXECUTABLE_IN_ENVIRONMENT}" in str(error.value)
+    with pytest.raises(local_backend.LocalBackendError, match="No backend environment is set"):
+        local_backend.find_executable("")
+
+    # From the buttons: Generate and Check stop at once with the same message, and nothing starts.
+    local_addon.local_environment = str(empty)
+    scene = animated_scene(frames=8)
+    configure_job(scene)
+    with pytest.raises(RuntimeError, match="holds no"):
+        bpy.ops.motionclone.generate()
+    assert len(scene.motionclone.jobs) == 0 and local().state == "stopped"
+    with pytest.raises(RuntimeError, match="holds no"):
+        bpy.ops.motionclone.check_backend()
+    from blender_addon import session
+
+    assert "holds no" in session.get_session().local_check[0]
+
+
+def test_check_reports_what_the_backend_environment_runs(local_addon, tmp_path):
+    info = {  # the shape of the real `motionclone info` (pretty-printed over several lines)
+        "version": "9.9.9",
+        "python": "3.11.7",
+        "torch": "2.13.0",
+        "torch_error": None,
+        "cuda_available": False,
+        "cuda_device": None,
+        "presets": [{"name": "blocks", "default_device": "cpu"}, {"name": "tiny", "default_device": "cpu"}],
+    }
+    environment = fake_backend(tmp_path, f"assert sys.argv[1:] == ['info']\nprint(json.dumps({info!r}, indent=2))")
+    local_addon.local_environment = str(environment)
+    assert bpy.ops.motionclone.check_backend() == {"FINISHED"}
+    from blender_addon import session
+
+    lines = session.get_session().local_check
+    assert lines[0] == "MotionClone backend 9.9.9 (Python 3.11.7, torch 2.13.0, no CUDA: runs on the CPU)"
+    assert lines[1] == "Presets: blocks, tiny"
+    local_addon.local_preset = "sd15-animatediff-v3"
+    assert bpy.ops.motionclone.check_backend() == {"FINISHED"}
+    assert "no preset 'sd15-animatediff-v3': pick one of blocks, tiny" in session.get_session().local_check[-1]
+
+    # The preferences show what Check found, the weight folders of the SD-1.5 preset, and Start and Stop.
+    calls = []
+    type(local_addon).draw_local(local_addon, RecordingLayout(calls))
+    labels = [kwargs.get("text") for name, _, kwargs in calls if name == "label"]
+    assert session.get_session().local_check[-1] in labels
+    assert "Local backend not started: Generate starts it" in labels
+    props = {args[1] for name, args, _ in calls if name == "prop"}
+    assert {"local_environment", "local_base", "local_motion_adapter", "local_checkpoint", "keep_running"} <= props
+    operators = {args[0] for name, args, _ in calls if name == "operator"}
+    assert {"motionclone.check_backend", "motionclone.start_backend", "motionclone.stop_backend"} <= operators
+
+
+def test_the_serve_command_carries_the_preferences(tmp_path):
+    settings = local_backend.LocalSettings(
+        environment="",
+        results_dir=tmp_path,
+        preset="sd15-animatediff-v3",
+        device="cuda",
+        dtype="float16",
+        base="/weights/sd15",
+        motion_adapter="/weights/adapter",
+    )
+    command = local_backend.serve_command(Path("/env/bin/motionclone"), settings, parent_pid=4242)
+    assert command[:4] == ["/env/bin/motionclone", "serve", "--port", "0"]
+    text = " ".join(command)
+    for part in (
+        f"--state-file {tmp_path / 'backend.json'}",
+        f"--results-dir {tmp_path}",
+        "--preset sd15-animatediff-v3",
+        "--parent-pid 4242",
+        "--device cuda",
+        "--dtype float16",
+        "--base /weights/sd15",
+        "--motion-adapter /weights/adapter",
+    ):
+        assert part in text
+    assert "--checkpoint" not in command
+    # Keep Running: the backend must outlive Blender, so it does not watch Blender's pid.
+    keeping = dataclasses.replace(settings, keep_running=True)
+    assert "--parent-pid" not in local_backend.serve_command(Path("motionclone"), keeping, parent_pid=4242)
+
+
+# ---- backends that fail or take their time (fake programs) -----------------------------------------------------------
+def test_a_backend_that_exits_at_once_is_reported_with_its_log_and_its_job_fails(local_addon, tmp_path):
+    environment = fake_backend(
+        tmp_path,
+        "print('Loading ...', flush=True)\n"
+        "print('Error: cannot bind tcp://127.0.0.1:5555: Address already in use', flush=True)\n"
+        "sys.exit(1)",
+    )
+    local_addon.local_environment = str(environment)
+    scene = animated_scene(frames=8)
+    settings = configure_job(scene)
+    assert bpy.ops.motionclone.generate() == {"FINISHED"}  # returns at once: the job waits for the backend
+    job = settings.jobs[0]
+    assert job.state == "SUBMITTED" and job.message == "Starting backend ..."
+    assert pump_until(lambda: local().state == "crashed", 20), local().message
+    message = local().message
+    assert "exited before it was ready (exit code 1)" in message
+    assert "Address already in use" in message and "Restart Backend" in message
+    assert local().log_tail()[-1] == "Error: cannot bind tcp://127.0.0.1:5555: Address already in use"
+    assert job.state == "FAILED" and "Address already in use" in job.message and "Generate again" in job.message
+
+    # The panel shows the crash, the end of the log and a Restart button.
+    calls = []
+    from blender_addon import panels
+
+    panels.draw_motionclone(RecordingLayout(calls), bpy.context)
+    labels = [kwargs.get("text") for name, _, kwargs in calls if name == "label"]
+    assert "Local backend crashed: its log ends as below" in labels
+    assert "Error: cannot bind tcp://127.0.0.1:5555: Address already in use" in labels
+    assert ("operator", ("motionclone.start_backend",), {"text": "Restart Backend", "icon": "FILE_REFRESH"}) in calls
+
+
+def test_a_job_waits_while_the_backend_starts_and_loads_its_model(local_addon, tmp_path):
+    """The job says "Starting backend", then "Loading model" once the backend names its endpoint; Stop ends the
+    wait with a clear failure. The fake program records the command line it was started with."""
+    arguments = tmp_path / "arguments.json"
+    environment = fake_backend(
+        tmp_path,
+        f"open({str(arguments)!r}, 'w').write(json.dumps(sys.argv[1:]))\n"
+        "time.sleep(1.0)\n"
+        f"print('MotionClone backend starting on tcp://127.0.0.1:{free_port()}', flush=True)\n"
+        "time.sleep(60)",
+    )
+    local_addon.local_environment = str(environment)
+    scene = animated_scene(frames=8)
+    settings = configure_job(scene)
+    assert bpy.ops.motionclone.generate() == {"FINISHED"}
+    job = settings.jobs[0]
+    assert job.message == "Starting backend ..." and local().state == "starting"
+    assert pump_until(lambda: local().state == "loading", 20), local().message
+    assert job.state == "SUBMITTED" and job.message == "Loading model (tiny) ..."
+    assert local().status_line().startswith("Loading model (tiny, ")
+
+    command = json.loads(arguments.read_text())
+    results = Path(local_addon.local_results_dir)
+    assert command[:3] == ["serve", "--port", "0"]
+    assert command[command.index("--parent-pid") + 1] == str(os.getpid())
+    assert command[command.index("--state-file") + 1] == str(results / "backend.json")
+    assert command[command.index("--results-dir") + 1] == str(results)
+    assert command[command.index("--preset") + 1] == "tiny" and command[command.index("--device") + 1] == "cpu"
+
+    assert bpy.ops.motionclone.stop_backend() == {"FINISHED"}
+    assert pump_until(lambda: local().state == "stopped", 20), local().message
+    assert job.state == "FAILED" and "never accepted this job" in job.message
+
+
+# ---- the real backend ------------------------------------------------------------------------------------------------
+@needs_real_backend
+def test_generate_starts_a_local_backend_and_the_result_reaches_the_sequencer(local_addon):
+    assert bpy.ops.motionclone.check_backend() == {"FINISHED"}
+    from blender_addon import session
+
+    assert session.get_session().local_check[1] == "Presets: blocks, tiny, sd15-animatediff-v3"
+    scene = animated_scene(frames=8)
+    settings = configure_job(scene)
+    assert bpy.ops.motionclone.generate() == {"FINISHED"}
+    job = settings.jobs[0]
+    assert job.message == "Starting backend ..."
+    done, seen = pump_recording_states(lambda: job.state in ("DONE", "FAILED"), 180)
+    assert done and job.state == "DONE", job.message
+    assert seen[:3] == ["starting", "loading", "ready"], seen
+    strip = compat.strips(scene.sequence_editor)[job.strip_name]
+    assert strip["motionclone_job_id"] == job.job_id and len(list(Path(job.result_dir).glob("*.png"))) == 4
+    state = json.loads((Path(local_addon.local_results_dir) / "backend.json").read_text())
+    assert (state["pid"], state["endpoint"], state["preset"]) == (local().pid, local().endpoint, "tiny")
+    assert local().message.startswith(f"Local backend ready at {local().endpoint}")
+
+
+@needs_real_backend
+def test_a_killed_backend_is_reported_and_a_restart_fetches_what_it_kept(local_addon, tmp_path):
+    from blender_addon import session
+
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the results folder should be")
+    local_addon.output_dir = str(blocked)  # the first result cannot be stored: the backend keeps it, unacknowledged
+    scene = animated_scene(frames=8)
+    settings = configure_job(scene)
+    assert bpy.ops.motionclone.generate() == {"FINISHED"}
+    kept = settings.jobs[0]
+    assert pump_until(lambda: kept.state in ("DONE", "FAILED"), 180), kept.message
+    assert kept.state == "FAILED" and "could not be stored" in kept.message
+    settings.steps = 300  # a second job still running when the backend dies
+    assert bpy.ops.motionclone.generate() == {"FINISHED"}
+    running = settings.jobs[1]
+    assert pump_until(lambda: running.state == "RUNNING", 60), running.message
+
+    first_pid = local().pid
+    os.kill(first_pid, signal.SIGKILL)
+    assert pump_until(lambda: local().state == "crashed", 20), local().message
+    assert "exited while it was running (exit code -9)" in local().message
+    assert any("listening on" in line for line in local().log_tail(20))
+    assert session.get_session().client is None and session.get_session().connection.state == "unreachable"
+    assert running.state == "RUNNING" and "Restart" in running.message
+
+    local_addon.output_dir = str(tmp_path / "results")
+    assert bpy.ops.motionclone.start_backend() == {"FINISHED"}  # Restart Backend
+    assert pump_until(lambda: local().state == "ready", 120), local().message
+    assert local().pid != first_pid
+    # The job that ran at the crash was followed again: it ends (the backend dropped it) instead of waiting forever.
+    assert pump_until(lambda: running.state not in ("QUEUED", "RUNNING"), 60), running.message
+    assert running.state == "FAILED" and "stopped before this job finished" in running.message
+    # The finished, unacknowledged result waited in the results folder: Fetch Result Again stores it now.
+    assert bpy.ops.motionclone.fetch_again(index=0) == {"FINISHED"}
+    assert pump_until(lambda: kept.state in ("DONE", "FAILED"), 60), kept.message
+    assert kept.state == "DONE", kept.message
+    assert len(list(Path(kept.result_dir).glob("*.png"))) == 4
+
+
+@needs_real_backend
+def test_keep_running_outlives_the_add_on_and_the_next_blender_reuses_it(local_addon, tmp_path):
+    local_addon.keep_running = True
+    assert bpy.ops.motionclone.start_backend() == {"FINISHED"}
+    assert pump_until(lambda: local().state == "ready", 120), local().message
+    pid, endpoint = local().pid, local().endpoint
+
+    disable_addon()  # Keep Running: the backend stays
+    assert local_backend.pid_alive(pid)
+    # The next Blender: a fresh add-on and session, preferences set again, the state file still there.
+    preferences = enable_addon()
+    use_local_backend(preferences, tmp_path, backend_environment())
+    assert local().state == "stopped"
+    scene = animated_scene(frames=8)
+    settings = configure_job(scene)
+    assert bpy.ops.motionclone.generate() == {"FINISHED"}
+    assert (local().state, local().pid, local().endpoint) == ("ready", pid, endpoint)  # found, not started again
+    assert local().message.startswith(f"Found the backend left running at {endpoint}")
+    job = settings.jobs[0]
+    assert pump_until(lambda: job.state in ("DONE", "FAILED"), 120), job.message
+    assert job.state == "DONE", job.message
+
+    preferences.keep_running = False
+    disable_addon()  # without Keep Running, disabling the add-on stops it
+    deadline = time.monotonic() + 15
+    while local_backend.pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not local_backend.pid_alive(pid)
