@@ -17,6 +17,7 @@ import numpy as np
 
 from . import compat, line_art, png, reference
 from ._protocol import client
+from .thumbnails import show_image
 
 CONDITION_IMAGE = "MotionClone Condition"  # the panel's thumbnail of the last condition made
 # The condition kind each source gives; None: the artist's `condition_type`.
@@ -129,12 +130,4 @@ def show_condition(images: np.ndarray) -> None:
     """Put the condition into the panel's thumbnail image (written to a temporary PNG and loaded)."""
     path = Path(tempfile.gettempdir()) / f"motionclone-condition-{os.getpid()}.png"
     png.write_png(path, images[0])
-    image = bpy.data.images.get(CONDITION_IMAGE)
-    if image is None:
-        image = bpy.data.images.load(str(path), check_existing=False)
-        image.name = CONDITION_IMAGE
-    else:
-        image.filepath = str(path)
-        image.reload()
-    image.preview_ensure()
-    image.preview.reload()
+    show_image(CONDITION_IMAGE, path)

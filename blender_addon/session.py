@@ -24,6 +24,7 @@ from . import compat, local_backend, preferences, result_files, sequencer
 from ._protocol import client as protocol_client
 from ._protocol import errors, keys, stages
 from .properties import ACTIVE_STATES
+from .thumbnails import show_image
 
 PUMP_INTERVAL_ACTIVE = 0.1
 PUMP_INTERVAL_IDLE = 0.5
@@ -497,15 +498,7 @@ def push_undo(message: str) -> None:
 
 def show_preview(path: Path) -> None:
     """Point the preview image at `path` (draw code may not load images, so the pump does)."""
-    image = bpy.data.images.get(PREVIEW_IMAGE)
-    if image is None:
-        image = bpy.data.images.load(str(path), check_existing=False)
-        image.name = PREVIEW_IMAGE
-    else:
-        image.filepath = str(path)
-        image.reload()
-    image.preview_ensure()
-    image.preview.reload()
+    show_image(PREVIEW_IMAGE, path)
 
 
 def tag_redraw() -> None:
