@@ -15,6 +15,7 @@ Public API:
 - `RenderCancelled`: raised when the caller's cancel callback asks to stop.
 """
 
+import gc
 import math
 import sys
 import tempfile
@@ -367,6 +368,10 @@ def _render_still(scene: bpy.types.Scene, frame: int, path: Path) -> Path:
     scene.frame_current = frame  # the render builds its own depsgraph for this frame
     scene.render.filepath = str(path)
     path.unlink(missing_ok=True)  # so a stale file from an earlier call can't pass as this frame
+    # Blender lets other Python threads run while it evaluates the scene for the render, and the protocol client's
+    # thread does. Python frees garbage cycles in whichever thread happens to allocate, and freeing a Blender object
+    # there, in the middle of the render, can crash Blender. Freeing them here first leaves that thread none.
+    gc.collect()
     with bpy.context.temp_override(scene=scene):
         result = bpy.ops.render.render(write_still=True)
     if "FINISHED" not in result or not path.is_file():

@@ -4,6 +4,7 @@ Also holds `decode_png`, an independent PNG reader (zlib + struct, all five row 
 and our writer put in files without going through Blender's image loading.
 """
 
+import gc
 import struct
 import sys
 import zlib
@@ -20,6 +21,15 @@ if ROOT not in sys.path:
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CHANNELS_BY_COLOR_TYPE = {0: 1, 2: 3, 4: 2, 6: 4}
+
+
+@pytest.fixture(autouse=True)
+def free_python_garbage_between_tests() -> Iterator[None]:
+    """Free each test's garbage cycles on the main thread, before the next test resets Blender's data: freed later,
+    by the Python collector running in the protocol client's thread during a render, they can crash Blender."""
+    gc.collect()
+    yield
+    gc.collect()
 
 
 @pytest.fixture
