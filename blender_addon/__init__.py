@@ -9,13 +9,13 @@ import atexit
 
 import bpy
 
-from . import operators, panels, preferences, presets, properties, reference_cache, session
+from . import event_pump, operators, panels, preferences, presets, properties, reference_cache, session
 
 _modules = (properties, preferences, operators, presets, panels, reference_cache)
 
 
 def _timer() -> float:
-    return session.pump()
+    return event_pump.pump()
 
 
 @bpy.app.handlers.persistent

@@ -7,10 +7,10 @@ import bpy
 
 from . import compat, jobs, local_backend, preferences, reference_cache
 from ._protocol import errors
+from .job_records import scene_of
 from .properties import ACTIVE_STATES
 from .reference import RenderCancelled
 from .session import Connection, get_session
-from .session import scene_of as session_scene_of
 
 USER_ERRORS = (ValueError, RuntimeError, RenderCancelled, errors.BackendUnavailable)
 
@@ -295,7 +295,7 @@ class MOTIONCLONE_OT_show_result(bpy.types.Operator):
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         job = selected_job(context, -1)
-        scene = session_scene_of(job)
+        scene = scene_of(job)
         editor = scene.sequence_editor
         strip = editor and compat.all_strips(editor).get(job.strip_name)
         if strip is None:

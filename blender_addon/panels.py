@@ -6,8 +6,9 @@ import bpy
 
 from . import compat, jobs, preferences
 from .condition import CONDITION_IMAGE
+from .event_pump import PREVIEW_IMAGE, status_lines
 from .properties import ACTIVE_STATES
-from .session import PREVIEW_IMAGE, get_session, status_lines
+from .session import get_session
 
 STATE_ICONS = {
     "RENDERING": "RENDER_ANIMATION",

@@ -236,13 +236,13 @@ def set_preferences(endpoint: str, results: Path) -> None:
 
 
 def wait_for_job(scene: bpy.types.Scene, backend: BackendProcess | None) -> None:
-    """Pump the add-on's session until the scene's last job finished, printing each new job message."""
-    from blender_addon import session
+    """Pump the add-on's events until the scene's last job finished, printing each new job message."""
+    from blender_addon import event_pump
 
     deadline = time.monotonic() + JOB_TIMEOUT_S
     shown = ""
     while True:
-        session.pump()
+        event_pump.pump()
         job = scene.motionclone.jobs[-1]
         if job.message != shown:
             shown = job.message

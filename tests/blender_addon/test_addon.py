@@ -80,11 +80,11 @@ def render_snapshot(scene):
 
 
 def pump_until(condition, timeout: float):
-    from blender_addon import session
+    from blender_addon import event_pump
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        session.pump()
+        event_pump.pump()
         if condition():
             return True
         time.sleep(0.05)
@@ -117,20 +117,20 @@ def test_register_and_unregister_twice_and_preferences_round_trip():
 
 
 def test_full_job_puts_the_result_strip_into_the_sequencer(addon, backend, monkeypatch):
-    from blender_addon import session
+    from blender_addon import event_pump
 
     addon.endpoint = backend.endpoint
     scene = animated_scene(frames=8)
     before = render_snapshot(scene)
     settings = configure_job(scene)
     received = {}
-    original = session.apply_result
+    original = event_pump.apply_result
 
     def record(context, current, job, event):
         received["frames"] = np.array(event.frames())
         original(context, current, job, event)
 
-    monkeypatch.setattr(session, "apply_result", record)
+    monkeypatch.setattr(event_pump, "apply_result", record)
     assert bpy.ops.motionclone.generate() == {"FINISHED"}
     job = settings.jobs[0]
     assert pump_until(lambda: job.state in ("DONE", "FAILED"), 120), job.message
@@ -180,7 +180,7 @@ def fill_every_channel(scene, frames: int) -> None:
 def test_the_pump_survives_failures_and_stores_the_result_once_they_are_fixed(addon, backend, tmp_path, monkeypatch):
     """An unwritable output folder, a sequencer without a free channel and a malformed event each fail only what
     they touch: the pump keeps running, the result stays on the backend, and Fetch Result Again stores it."""
-    from blender_addon import session
+    from blender_addon import event_pump, session
 
     addon.endpoint = backend.endpoint
     blocked = tmp_path / "not-a-folder"
@@ -197,7 +197,7 @@ def test_the_pump_survives_failures_and_stores_the_result_once_they_are_fixed(ad
     client = session.get_session().client
     poll = client.poll_events
     monkeypatch.setattr(client, "poll_events", lambda: [BrokenEvent(job.request_id), *poll()])
-    assert session.pump() in (session.PUMP_INTERVAL_ACTIVE, session.PUMP_INTERVAL_IDLE)
+    assert event_pump.pump() in (event_pump.PUMP_INTERVAL_ACTIVE, event_pump.PUMP_INTERVAL_IDLE)
     assert "Could not apply a 'progress' update" in job.message
     monkeypatch.setattr(client, "poll_events", poll)
 
@@ -317,7 +317,7 @@ def test_two_seeds_in_one_click_then_use_their_settings_and_show_their_strip(add
 
 
 def test_the_status_bar_shows_running_jobs_and_reports_the_ones_that_end(addon, backend):
-    from blender_addon import panels, session
+    from blender_addon import event_pump, panels, session
 
     assert panels.draw_status in bpy.types.STATUSBAR_HT_header._dyn_ui_initialize()
     addon.endpoint = backend.endpoint
@@ -339,7 +339,7 @@ def test_the_status_bar_shows_running_jobs_and_reports_the_ones_that_end(addon, 
     ended = drawn()
     assert [name for name, _, _ in ended] == ["label"] and "done: Added strip" in ended[0][2]["text"]
     when, text = session.get_session().endings[0]
-    session.get_session().endings[0] = (when - session.ENDING_SHOWN_S, text)  # ten seconds later
+    session.get_session().endings[0] = (when - event_pump.ENDING_SHOWN_S, text)  # ten seconds later
     assert drawn() == []
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import bpy
 import pytest
 
-from blender_addon import compat, frame_plan, jobs, panels, reference, sequencer, session
+from blender_addon import compat, event_pump, frame_plan, jobs, panels, reference, sequencer
 from blender_addon._protocol import client, windows
 from tests.blender_addon.test_addon import RecordingLayout, addon, animated_scene, backend, configure_job, pump_until
 
@@ -228,7 +228,7 @@ def test_every_2nd_frame_of_a_120_frame_shot_makes_a_12_fps_job_whose_strip_span
         rendered.append(frame)
         return render_still(scene, frame, path)
 
-    apply_result = session.apply_result
+    apply_result = event_pump.apply_result
 
     def record_result(context, current, job, event, **kwargs):
         received["metadata"], received["fps"] = event.message.metadata, event.message.fps
@@ -236,7 +236,7 @@ def test_every_2nd_frame_of_a_120_frame_shot_makes_a_12_fps_job_whose_strip_span
         apply_result(context, current, job, event, **kwargs)
 
     monkeypatch.setattr(reference, "_render_still", record_render)
-    monkeypatch.setattr(session, "apply_result", record_result)
+    monkeypatch.setattr(event_pump, "apply_result", record_result)
     monkeypatch.setattr(client.Client, "submit", record_submit)
     assert bpy.ops.motionclone.generate() == {"FINISHED"}
     assert rendered == list(range(1, 121, 2))  # only the sampled frames are rendered

@@ -1,0 +1,270 @@
+"""The pump: applies what the backend sent to Blender data, on the main thread. No torch.
+
+The persistent timer calls `pump()` (tests call it directly: timers never fire in background mode). It is the only
+code that changes Blender data from backend events; network I/O stays on the protocol client's thread.
+"""
+
+import json
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import bpy
+
+from . import compat, preferences, result_files, sequencer
+from ._protocol import errors, stages
+from .job_records import all_jobs, any_active_job, fail_unaccepted_jobs, find_job, scene_of, tag_redraw
+from .properties import ACTIVE_STATES
+from .session import Connection, Session, get_session
+from .thumbnails import show_image
+
+PUMP_INTERVAL_ACTIVE = 0.1
+PUMP_INTERVAL_IDLE = 0.5
+# The image datablock the panel shows the latest preview from (it has no users, so it is never saved).
+PREVIEW_IMAGE = "MotionClone Preview"
+# A job in one of these states is over: late or repeated events never set it back.
+FINISHED_STATES = {"DONE", "CANCELLED"}
+BUSY_LOCAL = ("starting", "loading", "stopping")  # local backend states the pump follows closely
+ENDING_SHOWN_S = 10.0  # how long the status bar reports a job that ended
+
+
+def pump() -> float:
+    """Apply everything the backend sent since the last call to Blender data; returns the next timer interval.
+
+    Never raises: Blender unregisters a timer whose callback raises, and with it every later update. Each event is
+    applied in its own guard, and one that fails is reported on its job (`report_event_failure`).
+    """
+    try:
+        session = get_session()
+        context = bpy.context
+        for event in session.client.poll_events() if session.client is not None else ():
+            try:
+                apply_event(context, session, event)
+            except Exception as error:  # any failure of one event must leave the pump running
+                report_event_failure(session, event, error)
+        # After the events: whatever the backend sent before it exited is applied before its exit is.
+        session.watch_local(context)
+        busy = any_active_job() or session.connection.state == "connecting" or session.local.state in BUSY_LOCAL
+    except Exception:  # the same for anything around the events
+        traceback.print_exc()
+        return PUMP_INTERVAL_IDLE
+    return PUMP_INTERVAL_ACTIVE if busy else PUMP_INTERVAL_IDLE
+
+
+def report_event_failure(session: Session, event: Any, error: Exception) -> None:
+    """Say on the event's job what went wrong. A result that could not be stored was not acknowledged, so the
+    backend keeps it: the message says how to fetch it again."""
+    traceback.print_exc()
+    reason = str(error) or type(error).__name__
+    job = find_job(getattr(event, "request_id", None), getattr(event, "job_id", None))
+    if getattr(event, "kind", None) == "result":
+        message = (
+            f"The result arrived but could not be stored: {reason}. The backend keeps it: fix the cause (the output "
+            "folder in the add-on preferences, a free sequencer channel), then press Fetch Result Again."
+        )
+        if job is not None:
+            job.state = "FAILED"
+            job.message = message
+        else:
+            session.connection.message = message
+    elif job is not None:
+        job.message = f"Could not apply a '{getattr(event, 'kind', '?')}' update from the backend: {reason}"
+    else:
+        session.connection.message = f"Could not apply a message from the backend: {reason}"
+    tag_redraw()
+
+
+def mark_unreachable(context: bpy.types.Context, session: Session) -> str:
+    """Say that no backend answers, and fail the jobs it never accepted. Returns the message."""
+    prefs = preferences.get_preferences(context)
+    if prefs.backend_mode == "LOCAL":
+        message = (
+            f"The local backend at {session.local.endpoint} did not answer within {prefs.timeout:g} s "
+            f"({session.local.message}). Restart it from the MotionClone panel, then Generate again."
+        )
+    else:
+        message = (
+            f"No MotionClone backend answered at {prefs.endpoint} within {prefs.timeout:g} s. Start one with "
+            "`motionclone serve`, or check the endpoint (and keys) in the add-on preferences, then Generate again."
+        )
+    session.connection = Connection("unreachable", message)
+    fail_unaccepted_jobs(session.connection.message)
+    return session.connection.message
+
+
+def apply_event(context: bpy.types.Context, session: Session, event: Any) -> None:
+    kind = event.kind
+    if kind == "connected":
+        welcome = event.message
+        session.connection = Connection(
+            "connected",
+            f"Connected to {welcome.device}",
+            welcome.server_version,
+            welcome.device,
+            welcome.default_preset,
+        )
+        session.request_status()
+        return
+    if kind == "server_status":
+        status = event.message
+        session.connection.queued, session.connection.running = status.queued, status.running
+        session.connection.message = f"Connected to {session.connection.device} · {session.connection.queue_text()}"
+        return
+    if kind == "error" and event.request_id is not None and event.request_id == session.status_request:
+        return  # a backend older than the "status" message: the queue stays unknown
+    if kind == "unreachable":  # the client's own verdict: no answer within the timeout
+        mark_unreachable(context, session)
+        return
+    if kind == "disconnected":
+        if session.connection.state != "unreachable":
+            session.connection = Connection(
+                "unreachable", "The backend stopped answering; retrying. Running jobs continue when it is back."
+            )
+        return
+    job = find_job(event.request_id, event.job_id)
+    if job is None:
+        if kind == "result":
+            recover_result(context, session, event)  # its job was undone or removed: the result is still kept
+        elif kind == "error":
+            session.connection.message = event.message.message
+        return
+    if job.state in FINISHED_STATES:
+        if kind == "result":
+            session.client.ack(event.job_id)  # a repeated result of a stored job: the backend may forget it
+        return
+    if kind == "accepted":
+        job.job_id = event.job_id
+        job.state = "QUEUED"
+        job.message = f"Queue position {event.message.queue_position}"
+    elif kind == "queued":
+        job.state = "QUEUED"
+        job.message = f"Queue position {event.message.queue_position}"
+    elif kind == "job_status" and event.message.state in stages.ACTIVE_STATES:
+        job.state = event.message.state.upper()
+    elif kind == "progress":
+        apply_progress(job, event)
+    elif kind == "result":
+        apply_result(context, session, job, event)
+    elif kind == "cancelled":
+        job.state = "CANCELLED"
+        job.message = "Cancelled"
+    elif kind == "error" and event.message.code == errors.UNKNOWN_JOB and event.job_id in session.interrupted:
+        job.state = "FAILED"
+        job.message = "The local backend stopped before this job finished, so it was lost: Generate again."
+    elif kind == "error" and event.message.code == errors.BACKEND_UNAVAILABLE:
+        job.state = "FAILED"
+        job.message = mark_unreachable(context, session)
+    elif kind == "error":
+        job.state = "FAILED"
+        job.message = " ".join(part for part in (event.message.message, event.message.hint) if part)
+    if job.state in ("DONE", "FAILED", "CANCELLED") and kind in ("result", "cancelled", "error"):
+        note_ending(session, job)
+    tag_redraw()
+
+
+def note_ending(session: Session, job: Any) -> None:
+    """Remember for the status bar that `job` ended, with its outcome."""
+    session.endings.append((time.monotonic(), f"MotionClone job (seed {job.seed}) {job.state.lower()}: {job.message}"))
+
+
+def status_lines(session: Session) -> list[tuple[str, float | None]]:
+    """What the status bar shows: (text, progress) of every running job, then (text, None) of jobs that ended in
+    the last ENDING_SHOWN_S seconds."""
+    now = time.monotonic()
+    session.endings = [(when, text) for when, text in session.endings if now - when < ENDING_SHOWN_S]
+    lines: list[tuple[str, float | None]] = [
+        (f"MotionClone (seed {job.seed}): {job.message or job.state.capitalize()}", job.progress)
+        for job in all_jobs()
+        if job.state in ACTIVE_STATES
+    ]
+    return lines + [(text, None) for _, text in session.endings]
+
+
+def apply_progress(job: Any, event: Any) -> None:
+    progress = event.message
+    if progress.preview is not None and event.payload:
+        folder = Path(bpy.app.tempdir or "/tmp") / "motionclone-previews"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{job.job_id or job.request_id}.png"
+        path.write_bytes(event.payload)
+        job.preview_path = str(path)
+        show_preview(path)
+        return
+    job.state = "RUNNING"
+    job.stage = progress.stage
+    motion_source = json.loads(job.params_json or "{}").get("motion_source", "single-step")
+    job.progress = stages.overall_progress(progress.stage, progress.step, progress.total, motion_source)
+    eta = f", about {progress.eta:.0f} s left" if progress.eta is not None else ""
+    job.message = f"{progress.stage.capitalize()} {progress.step}/{progress.total}{eta}"
+
+
+def recover_result(context: bpy.types.Context, session: Session, event: Any) -> None:
+    """A result whose job is in no list (undone or removed): store and place it under a new job entry, from the
+    scene's first frame, one scene frame per result frame, in the scene the sequencer shows."""
+    result = event.message
+    parameters = result.metadata.get("parameters", {})
+    scene = compat.sequencer_scene(context)
+    count = int(result.frames.shape[0])
+    job = scene.motionclone.jobs.add()
+    job.job_id = event.job_id or ""
+    job.prompt = str(parameters.get("prompt", ""))
+    job.seed = int(result.metadata.get("seed", parameters.get("seed", 0)))
+    job.frame_start, job.frame_end = scene.frame_start, scene.frame_start + count - 1
+    job.sampled_frames = json.dumps(list(range(job.frame_start, job.frame_end + 1)))
+    job.params_json = json.dumps(parameters)
+    job.target_scene = scene.name
+    job.state = "RUNNING"
+    apply_result(context, session, job, event, remember_seed=False)
+    job.message = f"Recovered a result whose job was no longer listed. {job.message}"
+
+
+def apply_result(
+    context: bpy.types.Context, session: Session, job: Any, event: Any, remember_seed: bool = True
+) -> None:
+    """Write the frames into a new folder, add the strip, write the seed used back, acknowledge."""
+    result = event.message
+    frames = event.frames()
+    scene = scene_of(job)
+    folder = result_files.write_result_frames(
+        preferences.output_root(context), f"{result_files.safe_name(job.prompt)}-{job.seed}", frames
+    )
+    files = sorted(path.name for path in folder.glob("*.png"))
+    strip = sequencer.add_result_strip(
+        scene,
+        folder,
+        files,
+        json.loads(job.sampled_frames),
+        job.frame_start,
+        job.frame_end,
+        name=f"MotionClone {job.seed}",
+        properties={
+            "motionclone_prompt": job.prompt,
+            "motionclone_seed": int(result.metadata.get("seed", job.seed)),
+            "motionclone_job_id": event.job_id,
+            "motionclone_config": job.config,
+            "motionclone_backend_version": str(result.metadata.get("job", {}).get("server_version", "")),
+            **({"motionclone_condition": job.condition_json} if job.condition_json else {}),
+        },
+    )
+    job.result_dir = str(folder)
+    job.strip_name = strip.name
+    job.state = "DONE"
+    job.progress = 1.0
+    job.message = f"Added strip '{strip.name}' on channel {strip.channel}"
+    if remember_seed:
+        job.id_data.motionclone.seed = int(result.metadata.get("seed", job.seed))  # the seed actually used
+    push_undo("MotionClone result")
+    session.client.ack(event.job_id)
+
+
+def push_undo(message: str) -> None:
+    """Make what the pump just did one undo step of its own, so that Ctrl+Z takes back the user's last action and
+    not a result with it. Background mode has no undo stack."""
+    if not bpy.app.background and bpy.ops.ed.undo_push.poll():
+        bpy.ops.ed.undo_push(message=message)
+
+
+def show_preview(path: Path) -> None:
+    """Point the preview image at `path` (draw code may not load images, so the pump does)."""
+    show_image(PREVIEW_IMAGE, path)
