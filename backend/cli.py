@@ -104,6 +104,27 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "results_dir and started_at, so a later launcher can find and reuse this backend; removed on a clean stop "
         "while it still names this process",
     )
+    parser.add_argument(
+        "--workers",
+        default="local",
+        metavar="local|ray[:ADDRESS]",
+        help="where jobs run: local (default: one job at a time in this process), ray (a local Ray instance with a "
+        "pool of worker actors), ray:auto or ray:HOST:PORT (a running Ray cluster; see docs/scaling.md); needs "
+        "pip install 'motionclone-blender[ray]'",
+    )
+    parser.add_argument(
+        "--ray-workers",
+        type=int,
+        metavar="N",
+        help="with --workers ray: number of worker actors (default: the cluster's GPUs with --device cuda, else 1)",
+    )
+    parser.add_argument(
+        "--ray-cpus-per-worker",
+        type=float,
+        default=1.0,
+        metavar="N",
+        help="with --workers ray and --device cpu: CPUs each worker actor reserves (default 1)",
+    )
     add_model_arguments(parser)
 
 
@@ -553,6 +574,9 @@ def command_serve(args: argparse.Namespace) -> int:
         preview_every=args.preview_every,
         parent_pid=checked_parent_pid(args.parent_pid),
         state_file=args.state_file,
+        workers=checked_workers(args.workers),
+        ray_workers=checked_positive("--ray-workers", args.ray_workers),
+        ray_cpus_per_worker=checked_positive("--ray-cpus-per-worker", args.ray_cpus_per_worker),
     )
     listener = open_listener(config)
     # The first line, before torch loads: a launcher learns the endpoint (also the port `--port 0` got) at once.
@@ -571,6 +595,25 @@ def command_serve(args: argparse.Namespace) -> int:
     serve(config, ready=announce, listener=listener)
     print("MotionClone backend stopped.", flush=True)
     return 0
+
+
+def checked_workers(workers: str) -> str:
+    """`--workers`: "local", "ray", or "ray:ADDRESS" (ADDRESS "auto" or HOST:PORT)."""
+    kind, _, address = workers.partition(":")
+    if workers == "local" or (kind == "ray" and (address == "" or address.strip())):
+        return workers
+    raise ParameterError(
+        "--workers",
+        f"must be local, ray, ray:auto or ray:HOST:PORT, got {workers!r} (local: one in-process worker; ray: a local "
+        "Ray instance; ray:auto / ray:HOST:PORT: a running Ray cluster)",
+    )
+
+
+def checked_positive(flag: str, value: float | None) -> Any:
+    """`value` of `flag` when it is None or above 0."""
+    if value is not None and value <= 0:
+        raise ParameterError(flag, f"must be above 0, got {value}")
+    return value
 
 
 def endpoint_from_args(args: argparse.Namespace) -> str:

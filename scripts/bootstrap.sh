@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv at the repository root and install the project with its dev tools into it.
+# Create .venv at the repository root and install the project with its dev tools and the ray extra into it.
 # Runs again only when pyproject.toml or this script changed, so calling it before every command is cheap.
 # TORCH_SPEC overrides the torch requirement (for example on a CUDA machine: TORCH_SPEC="torch==2.13.0").
 set -euo pipefail
@@ -31,6 +31,7 @@ echo "Setting up $venv (first run only; a few minutes) ..." >&2
 "$venv/bin/python" -m pip install --quiet --upgrade pip
 # torch first and pinned: an unpinned torch would pull a multi-GB CUDA build on a CPU machine.
 "$venv/bin/python" -m pip install --quiet "${TORCH_SPEC:-torch==2.13.0}"
-"$venv/bin/python" -m pip install --quiet -e "$root[dev]"
+# The ray extra too, so the Ray worker pool's tests (tests/backend/server/test_ray_workers.py) run here and in CI.
+"$venv/bin/python" -m pip install --quiet -e "$root[dev,ray]"
 echo "$want" > "$stamp"
 echo "Environment ready." >&2

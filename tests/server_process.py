@@ -1,5 +1,6 @@
 """Real backend processes on free loopback ports, for the server and add-on tests."""
 
+import time
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,26 @@ def job_params(**changes):
     }
     values.update(changes)
     return values
+
+
+def cancel_mid_job(client, reference_frames, cancel_at_step: int = 3, steps: int = 40) -> tuple[int, int]:
+    """Submit a `steps`-step job, cancel it once its denoising progress reaches `cancel_at_step`, and wait for the
+    `cancelled` event. Returns (the last denoising step reported before it, the step the job says it stopped at)."""
+    client.submit(reference_frames, job_params(num_inference_steps=steps, guidance_steps=2))
+    job_id, cancelled_after, seen_step, cancelled = None, None, 0, None
+    deadline = time.monotonic() + 120
+    while cancelled is None and time.monotonic() < deadline:
+        event = client.next_event(1.0)
+        if event is None:
+            continue
+        if event.kind == "accepted":
+            job_id = event.job_id
+        elif event.kind == "progress" and event.message.stage == "denoise" and event.message.preview is None:
+            seen_step = max(seen_step, event.message.step)
+            if cancelled_after is None and seen_step >= cancel_at_step:
+                client.cancel(job_id)
+                cancelled_after = seen_step
+        elif event.kind == "cancelled":
+            cancelled = event
+    assert cancelled is not None and cancelled.job_id == job_id and cancelled_after is not None
+    return seen_step, int(cancelled.message.reason.split("step ")[1].split()[0])

@@ -1,4 +1,4 @@
-"""The backend server: ROUTER socket, FIFO job queue, one engine worker, results kept on disk. No bpy.
+"""The backend server: ROUTER socket, fair job queue, engine worker(s) in-process or on Ray, results on disk. No bpy.
 
 `Server` and `serve` load lazily (PEP 562): `motionclone serve` binds its socket (`listener`) and prints where before
 torch and diffusers are imported.

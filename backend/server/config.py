@@ -26,6 +26,10 @@ class ServerConfig:
         preview_every: send a preview image every this many denoising steps (0: never).
         limits: message and size limits, enforced before decoding payloads.
         parent_pid: stop cleanly (as on SIGTERM) once the process with this pid has exited; None: run on its own.
+        workers: "local" runs jobs on a thread in this process (one at a time); "ray" starts a local Ray instance and
+            runs them on a pool of Ray actors; "ray:auto" or "ray:HOST:PORT" connects to a running Ray cluster.
+        ray_workers: the pool's size; None: the cluster's GPU count (device cuda) or 1 (device cpu).
+        ray_cpus_per_worker: CPUs each Ray actor reserves when the device is the CPU.
         state_file: once listening, write where and what this server runs here (JSON, see `state_file.py`); it is
             removed again on a clean stop. None: no file.
     """
@@ -45,3 +49,12 @@ class ServerConfig:
     limits: Limits = field(default_factory=Limits)
     parent_pid: int | None = None
     state_file: Path | None = None
+    workers: str = "local"
+    ray_workers: int | None = None
+    ray_cpus_per_worker: float = 1.0
+
+    @property
+    def ray_address(self) -> str | None:
+        """The cluster address of `workers` "ray:ADDRESS"; None for plain "ray" (a local instance)."""
+        _, _, address = self.workers.partition(":")
+        return address or None

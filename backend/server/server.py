@@ -1,9 +1,9 @@
-"""The MotionClone server: a ROUTER socket, a FIFO queue and one engine worker. No bpy.
+"""The MotionClone server: a ROUTER socket, a fair queue and the engine worker(s). No bpy.
 
 One thread owns the socket: it polls with a short timeout, dispatches each request by type, then sends what the
-worker reported and does housekeeping (queue positions, expired results). The worker thread only touches the
-engine. Every bad input is answered with an `Error` naming the field and the limit; nothing a client sends can stop
-the loop.
+worker reported and does housekeeping (queue positions, expired results). The worker (an in-process thread, or a
+pool of Ray actors with `--workers ray`) only touches the engine. Every bad input is answered with an `Error`
+naming the field and the limit; nothing a client sends can stop the loop.
 """
 
 import logging
@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import zmq
@@ -61,6 +61,9 @@ from .results_store import ResultsStore
 from .state_file import remove_state_file, state_record, write_state_file
 from .worker import Worker, WorkerEvent
 
+if TYPE_CHECKING:
+    from .ray_driver import RayDriver
+
 log = logging.getLogger(__name__)
 
 SERVER_VERSION = __version__
@@ -100,11 +103,14 @@ class Server:
         self.endpoint = self.listener.endpoint
         # Before the model loads: ParentWatch learns now whether the pid is our real parent (see parent.py).
         self.parent = ParentWatch(config.parent_pid) if config.parent_pid is not None else None
+        # With Ray workers this copy of the model only validates jobs and fills the Welcome, so it stays on the CPU
+        # and the front end's GPU (if any) is left to a worker.
+        front_device = config.device if config.workers == "local" else "cpu"
         try:
             self.pipeline = pipeline or MotionClonePipeline.from_bundle(
                 load_preset(
                     config.preset,
-                    device=config.device,
+                    device=front_device,
                     dtype=DTYPES[config.dtype] if config.dtype else None,
                     **config.preset_options,
                 )
@@ -117,18 +123,40 @@ class Server:
         self.jobs: dict[str, Job] = {}
         self.worker_events: queue.Queue[WorkerEvent] = queue.Queue()
         self.representations = RepresentationCache(Path(config.results_dir) / "representations")
-        self.worker = Worker(self.pipeline, self.representations, self.worker_events, config.preview_every)
+        self.worker = self._make_worker()
         self._stop = threading.Event()
+        # Who sent the request being handled (see `client_key`); handlers share one signature, so it is kept here.
+        self._current_client = b""
         self._accepted = 0
         self._completed = 0
         self._started_at = time.monotonic()
         self._next_housekeeping = 0.0
         self._next_parent_check = 0.0
 
+    def _make_worker(self) -> "Worker | RayDriver":
+        config = self.config
+        if config.workers == "local":
+            return Worker(self.pipeline, self.representations, self.worker_events, config.preview_every)
+        from .ray_driver import RayDriver  # Ray itself is imported only in the driver process
+        from .ray_pool import RayPoolSettings
+
+        settings = RayPoolSettings(
+            address=config.ray_address,
+            workers=config.ray_workers,
+            cpus_per_worker=config.ray_cpus_per_worker,
+            preset=config.preset,
+            preset_options=config.preset_options,
+            device=config.device,
+            dtype=config.dtype,
+            cache_dir=Path(config.results_dir) / "representations",
+            preview_every=config.preview_every,
+        )
+        return RayDriver(settings, self.worker_events)
+
     @property
     def device(self) -> str:
-        """The torch device the model runs on, e.g. "cpu" or "cuda:0"."""
-        return str(self.pipeline.unet.device)
+        """Where jobs run, e.g. "cpu", "cuda:0" or, with Ray workers, "ray: 2 x cuda:0"."""
+        return self.worker.device
 
     # ---- life cycle ----------------------------------------------------------------------------------------------
     def run(self, ready: Callable[["Server"], None] | None = None) -> None:
@@ -136,7 +164,11 @@ class Server:
 
         `ready(server)`, if given, is called once the loop is about to poll; if it raises, the server shuts down.
         """
-        self.worker.start()
+        try:
+            self.worker.start()
+        except BaseException:
+            self.listener.close()  # a pool that cannot start must not leave the port taken
+            raise
         poller = zmq.Poller()
         poller.register(self.socket, zmq.POLLIN)
         try:
@@ -182,10 +214,11 @@ class Server:
             except zmq.Again:
                 return
             identity, parts = frames[0].bytes, [frame.buffer for frame in frames[1:]]
-            self._handle(identity, parts)
+            self._handle(identity, parts, client_key(frames))
 
-    def _handle(self, identity: bytes, parts: list[memoryview]) -> None:
+    def _handle(self, identity: bytes, parts: list[memoryview], client: bytes | None = None) -> None:
         request_id = None
+        self._current_client = identity if client is None else client
         try:
             handlers = self._handlers()
             accepted = {cls.TYPE for cls in handlers}
@@ -274,7 +307,14 @@ class Server:
         reference = np.frombuffer(payloads["reference"], dtype=np.uint8).reshape(message.reference.shape)
         self._accepted += 1
         job = Job(
-            identity, params, reference, message.reference_fps, preset, sequence=self._accepted, condition=condition
+            identity,
+            params,
+            reference,
+            message.reference_fps,
+            preset,
+            sequence=self._accepted,
+            condition=condition,
+            client=self._current_client,
         )
         self.jobs[job.job_id] = job
         self.queue.push(job)
@@ -320,30 +360,31 @@ class Server:
         self._send(identity, message, payloads.get("data"))
 
     def _on_status(self, identity: bytes, message: Status, payloads: dict[str, memoryview]) -> None:
-        busy = self.worker.busy
-        worker = {"name": "in-process", "device": self.device, "state": "busy" if busy else "idle"}
         self._send(
             identity,
             ServerStatus(
                 message.request_id,
                 queued=len(self.queue),
-                running=int(busy),
+                running=self.worker.running,
                 completed=self._completed,
                 uptime=round(time.monotonic() - self._started_at, 3),
-                workers=[worker],
+                workers=self.worker.describe(),
             ),
         )
 
     # ---- the worker ----------------------------------------------------------------------------------------------
     def _start_next_job(self) -> None:
-        if self.worker.busy or self._stop.is_set():
-            return
-        job = self.queue.pop()
-        if job is None:
-            return
-        job.state = stages.RUNNING
-        self.worker.submit(job)
-        self._send_queue_positions()
+        started = False
+        while self.worker.has_free_slot and not self._stop.is_set():
+            job = self.queue.pop()
+            if job is None:
+                break
+            job.state = stages.RUNNING
+            job.started_at = time.monotonic()
+            self.worker.submit(job)
+            started = True
+        if started:
+            self._send_queue_positions()
 
     def _send_worker_events(self) -> None:
         while True:
@@ -399,9 +440,9 @@ class Server:
         self.jobs.pop(job.job_id, None)
 
     def _position(self, job: Job) -> int | None:
-        """Jobs ahead of `job`, the running one included; None once it runs."""
+        """Jobs ahead of `job`, the running ones included; None once it runs."""
         position = self.queue.position(job)
-        return None if position is None else position + (1 if self.worker.busy else 0)
+        return None if position is None else position + self.worker.running
 
     def _send_queue_positions(self) -> None:
         for job in self.queue:
@@ -430,6 +471,20 @@ class Server:
             self.socket.send_multipart([identity, *encode(message, payload)], copy=False)
         except zmq.ZMQError as error:  # the peer is gone; results stay on disk for a later Fetch
             log.warning("could not send %s: %s", message.TYPE, error)
+
+
+def client_key(frames: list[zmq.Frame]) -> bytes:
+    """Who sent `frames`, for the queue's fairness: the CurveZMQ client key (the "User-Id" the authenticator set),
+    else the connection's routing id.
+
+    The Hello's client name is not used: every Blender or CLI instance sends the same one, so it would merge clients.
+    """
+    if len(frames) > 1:
+        try:
+            return frames[1].get("User-Id").encode()
+        except (zmq.ZMQError, AttributeError):  # no ZAP user id on this connection (no keys)
+            pass
+    return frames[0].bytes
 
 
 def serve(

@@ -1,0 +1,306 @@
+"""The Ray driver runs in a process of its own, so the server outlives its Ray cluster. No bpy, no ZeroMQ.
+
+Ray ends a driver process when the cluster's GCS stays unreachable for a minute ("Failed to connect to GCS within 60
+seconds ... The program will terminate"). Were the server the driver, a lost cluster would take the endpoint, the
+queue and every client's connection with it. So the server keeps `RayDriver` (the worker interface of `worker.py`),
+which starts a child process that connects to Ray and runs `RayWorkerPool` there. When that child dies, the server
+fails the jobs it was running with a message that says so, lists the workers as "down" and keeps serving; the next
+job starts a new driver, which succeeds once the cluster is back.
+
+Messages over the pipe (pickled; both ends are this project's processes):
+    server -> driver: ("run", JobInputs), ("cancel", job_id), ("stop",)
+    driver -> server: ("ready", workers, device) or ("start_failed", message), then ("event", job_id, kind, data)
+        and ("workers", workers) whenever a worker's state changes.
+"""
+
+import logging
+import multiprocessing
+import queue
+import threading
+import time
+from collections import deque
+from multiprocessing.connection import Connection
+from typing import Any
+
+from ...protocol import errors as codes
+from .engine_job import TERMINAL_KINDS, JobInputs, failure
+from .jobs import Job
+from .ray_pool import ACTOR_START_TIMEOUT_S, RayPoolError, RayPoolSettings, RayWorkerPool
+from .worker import WorkerEvent
+
+log = logging.getLogger(__name__)
+
+RELAY_S = 0.05  # how often each side looks at the pipe: the delay added to progress and to a cancel
+STOP_TIMEOUT_S = 30.0
+
+
+class RayDriver:
+    """Runs jobs on a Ray actor pool through a driver process; the same interface as `Worker`."""
+
+    def __init__(self, settings: RayPoolSettings, events: "queue.Queue[WorkerEvent]") -> None:
+        self.settings = settings
+        self.events = events
+        self._context = multiprocessing.get_context("spawn")  # no fork: the server has threads and a ZeroMQ context
+        self._process: Any = None
+        self._pipe: Connection | None = None
+        self._device = "ray"
+        self._workers: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._active: dict[str, Job] = {}  # submitted and not yet ended, by job id
+        self._inbox: queue.Queue[Job] = queue.Queue()
+        self._cancel_sent: set[str] = set()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._relay, name="motionclone-ray-relay", daemon=True)
+
+    # ---- the Worker interface ------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the driver and wait for its actors; raises `RayPoolError` if Ray cannot run them."""
+        self._launch()
+        self._thread.start()
+
+    def submit(self, job: Job) -> None:
+        with self._lock:
+            self._active[job.job_id] = job
+        self._inbox.put(job)
+
+    @property
+    def running(self) -> int:
+        with self._lock:
+            return len(self._active)
+
+    @property
+    def has_free_slot(self) -> bool:
+        # the driver's workers once it has started; before, the number asked for
+        return self.running < (len(self._workers) or self.settings.workers or 1)
+
+    @property
+    def busy(self) -> bool:
+        return not self.has_free_slot
+
+    @property
+    def device(self) -> str:
+        return self._device
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [dict(worker) for worker in self._workers]
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        """Cancel the running jobs, stop the driver (it stops its actors and a Ray instance it started)."""
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        self._end_process(timeout)
+
+    # ---- the relay thread: the only user of the pipe ---------------------------------------------------------------
+    def _relay(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._send_new_jobs()
+                self._send_cancels()
+                self._receive(RELAY_S)
+            except (EOFError, OSError) as error:
+                self._driver_died(error)
+            except Exception:  # the relay must keep running: a lost job is better than a dead server's pool
+                log.exception("Ray relay: unexpected error")
+        self._shut_down_driver()
+
+    def _send_new_jobs(self) -> None:
+        while True:
+            try:
+                job = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if self._pipe is None:
+                try:
+                    self._launch()
+                except RayPoolError as error:
+                    self._end_job(job, "failed", self._cluster_failure(str(error)))
+                    continue
+            assert self._pipe is not None
+            self._pipe.send(("run", JobInputs.from_job(job)))
+
+    def _send_cancels(self) -> None:
+        if self._pipe is None:
+            return
+        with self._lock:
+            wanted = [job_id for job_id, job in self._active.items() if job.cancel_requested.is_set()]
+        for job_id in wanted:
+            if job_id not in self._cancel_sent:
+                self._pipe.send(("cancel", job_id))
+                self._cancel_sent.add(job_id)
+
+    def _receive(self, wait: float) -> None:
+        if self._pipe is None:
+            self._stopping.wait(wait)
+            return
+        if not self._pipe.poll(wait):
+            return
+        while self._pipe.poll(0):
+            message = self._pipe.recv()
+            if message[0] == "event":
+                _, job_id, kind, data = message
+                with self._lock:
+                    job = self._active.get(job_id)
+                if job is not None:
+                    self._forward(job, kind, data)
+            elif message[0] == "workers":
+                self._workers = message[1]
+
+    def _forward(self, job: Job, kind: str, data: dict[str, Any]) -> None:
+        if kind in TERMINAL_KINDS:
+            self._end_job(job, kind, data)
+        else:
+            self.events.put(WorkerEvent(kind, job, data))
+
+    def _end_job(self, job: Job, kind: str, data: dict[str, Any]) -> None:
+        with self._lock:
+            self._active.pop(job.job_id, None)
+        self._cancel_sent.discard(job.job_id)
+        self.events.put(WorkerEvent(kind, job, data))
+
+    def _driver_died(self, error: BaseException) -> None:
+        """The driver process is gone (Ray ended it, or it crashed): fail what it ran, show the workers down."""
+        exit_code = self._end_process(1.0)
+        log.error("the Ray driver process exited (code %s, %s); the server keeps running", exit_code, error)
+        for worker in self._workers:
+            worker["state"] = "down"
+        with self._lock:
+            lost = [job for job in self._active.values() if self._inbox_lacks(job)]
+        reason = f"its Ray driver process exited with code {exit_code}"
+        for job in lost:
+            self._end_job(job, "failed", self._cluster_failure(reason))
+
+    def _inbox_lacks(self, job: Job) -> bool:
+        """True for jobs the driver had been given (jobs still in the inbox go to the next driver)."""
+        return job not in list(self._inbox.queue)
+
+    # ---- the driver process --------------------------------------------------------------------------------------
+    def _launch(self) -> None:
+        """Start a driver and wait until its actors have loaded the model (or it says why it could not)."""
+        here, there = self._context.Pipe()
+        process = self._context.Process(target=drive, args=(self.settings, there), name="motionclone-ray-driver")
+        process.start()
+        there.close()
+        try:
+            if not here.poll(ACTOR_START_TIMEOUT_S + 60):
+                raise RayPoolError("the Ray driver did not report within the start time-out")
+            message = here.recv()
+        except (EOFError, OSError, RayPoolError) as error:
+            process.kill()
+            process.join(5)
+            raise RayPoolError(
+                f"the Ray driver process ended while starting ({error}, exit code {process.exitcode})"
+            ) from error
+        if message[0] == "start_failed":
+            process.join(STOP_TIMEOUT_S)
+            raise RayPoolError(message[1])
+        _, self._workers, self._device = message
+        self._process, self._pipe = process, here
+
+    def _shut_down_driver(self) -> None:
+        """Ask the driver to cancel its jobs and stop; relay what it sends until it exits."""
+        if self._pipe is None:
+            return
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        try:
+            self._send_cancels()
+            self._pipe.send(("stop",))
+            while time.monotonic() < deadline:
+                self._receive(RELAY_S)
+        except (EOFError, OSError):
+            pass  # the driver closed its end: it has stopped
+        with self._lock:
+            left = list(self._active.values())
+        for job in left:
+            self._end_job(job, "cancelled", {"reason": "The server stopped before the job finished."})
+
+    def _end_process(self, timeout: float) -> int | None:
+        process, self._process = self._process, None
+        if self._pipe is not None:
+            self._pipe.close()
+            self._pipe = None
+        if process is None:
+            return None
+        process.join(timeout)
+        if process.is_alive():
+            process.kill()
+            process.join(5)
+        return process.exitcode
+
+    def _cluster_failure(self, reason: str) -> dict[str, Any]:
+        address = self.settings.address or "the local Ray instance"
+        return failure(
+            codes.JOB_FAILED,
+            f"The job could not run: the Ray cluster ({address}) went away or did not answer ({reason}). "
+            "The server keeps running.",
+            hint="Check the cluster with `ray status`; submit the job again once it is back (the next job connects "
+            "anew).",
+        )
+
+
+def drive(settings: RayPoolSettings, pipe: Connection) -> None:
+    """The driver process: run `RayWorkerPool` and relay jobs, cancels and events over `pipe` until told to stop (or
+    the server is gone)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    events: queue.Queue[WorkerEvent] = queue.Queue()
+    pool = RayWorkerPool(settings, events)
+    try:
+        pool.start()
+    except Exception as error:
+        pipe.send(("start_failed", str(error)))
+        return
+    pipe.send(("ready", pool.describe(), pool.device))
+    jobs: dict[str, Job] = {}
+    waiting: deque[Job] = deque()  # the server may send a job before a slot thread has finished its last one
+    workers = pool.describe()
+    try:
+        while True:
+            if pipe.poll(RELAY_S):
+                message = pipe.recv()
+                if message[0] == "stop":
+                    break
+                if message[0] == "run":
+                    job = job_from_inputs(message[1], settings.preset)
+                    jobs[job.job_id] = job
+                    waiting.append(job)
+                elif message[0] == "cancel" and message[1] in jobs:
+                    jobs[message[1]].cancel_requested.set()
+            while waiting and pool.has_free_slot:
+                pool.submit(waiting.popleft())
+            relay_events(events, jobs, pipe)
+            if (now := pool.describe()) != workers:
+                workers = now
+                pipe.send(("workers", workers))
+    except (EOFError, OSError):
+        pass  # the server is gone: stop the actors and leave
+    finally:
+        pool.stop()
+        try:
+            for job in waiting:
+                pipe.send(("event", job.job_id, "cancelled", {"reason": "The server stopped before the job started."}))
+            relay_events(events, jobs, pipe)
+        except (EOFError, OSError):
+            pass
+
+
+def job_from_inputs(inputs: JobInputs, preset: str) -> Job:
+    return Job(
+        b"",
+        inputs.params,
+        inputs.reference,
+        inputs.reference_fps,
+        preset,
+        condition=inputs.condition,
+        job_id=inputs.job_id,
+    )
+
+
+def relay_events(events: "queue.Queue[WorkerEvent]", jobs: dict[str, Job], pipe: Connection) -> None:
+    while True:
+        try:
+            event = events.get_nowait()
+        except queue.Empty:
+            return
+        pipe.send(("event", event.job.job_id, event.kind, event.data))
+        if event.kind in TERMINAL_KINDS:
+            jobs.pop(event.job.job_id, None)
