@@ -5,6 +5,12 @@
 The run is resumable: run the same command again after a stop and it continues from the last checkpoint (every
 100 steps) in --work-dir. --device cuda trains on a GPU. Each stage is gated on a check of what it learned (see
 backend/training/checks.py); a failed check stops the run with the numbers it measured.
+
+--init-from MODEL_DIR continues the motion stage of a trained model (for example the shipped one) instead:
+--motion-steps more steps on the same clips, every other stage kept as it is, for example on a GPU:
+
+    .venv/bin/python scripts/train_blocks_model.py --init-from backend/models/blocks_model \
+        --work-dir train-more --out blocks-model-longer --motion-steps 20000 --device cuda
 """
 
 import argparse
@@ -14,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from motionclone.backend.errors import ModelNotFoundError
+from motionclone.backend.training.continuation import continue_motion_stage
 from motionclone.backend.training.stages import StageSettings
 from motionclone.backend.training.train import TrainingCheckFailed, TrainingPlan, train_blocks_model
 
@@ -41,9 +49,17 @@ def main() -> int:
         default=defaults.motion.spatial_learning_rate,
         help="learning rate of the image UNet's weights in the motion stage (0 freezes them)",
     )
+    parser.add_argument(
+        "--init-from",
+        type=Path,
+        metavar="MODEL_DIR",
+        help="continue the motion stage of this trained model folder for --motion-steps more steps",
+    )
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     parser.add_argument("--skip-checks", action="store_true", help="continue even when a stage's check fails")
     args = parser.parse_args()
+    if args.init_from and args.init_from.resolve() == args.out.resolve():
+        parser.error(f"--out must be another folder than --init-from ({args.init_from}): the source is read from")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -72,8 +88,8 @@ def main() -> int:
     )
     started = time.perf_counter()
     try:
-        folder = train_blocks_model(plan)
-    except TrainingCheckFailed as error:
+        folder = continue_motion_stage(plan, args.init_from) if args.init_from else train_blocks_model(plan)
+    except (TrainingCheckFailed, ModelNotFoundError) as error:
         print(f"Stopped: {error}", file=sys.stderr)
         return 1
     print(f"Wrote {folder} in {time.perf_counter() - started:.0f} s")

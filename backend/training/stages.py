@@ -340,10 +340,11 @@ def train_motion_modules(
     clips: EncodedClips,
     settings: StageSettings,
     work_dir: Path,
+    checkpoint_name: str = "stage4_motion.pt",
 ) -> tuple[UNetMotionModel, list[float]]:
     """Inflate the trained 2-D UNet with `motion_adapter` and train it on whole clips: the motion modules, and the
     image UNet's own weights too when `settings.spatial_learning_rate` is above 0 (`extract_image_unet` copies them
-    back). The text encoder stays frozen."""
+    back). The text encoder stays frozen. The stage resumes from `work_dir / checkpoint_name`."""
     device = settings.device
     unet = build_motion_unet(unet2d, motion_adapter).to(device).train()
     unet.requires_grad_(False)
@@ -356,7 +357,7 @@ def train_motion_modules(
         parameter.requires_grad_(True)
     scheduler = official_ddim_scheduler()
     optimizer = make_optimizer(groups)
-    checkpoint = Checkpoint(work_dir / "stage4_motion.pt", {"unet": unet}, optimizer, EMA(parameters))
+    checkpoint = Checkpoint(work_dir / checkpoint_name, {"unet": unet}, optimizer, EMA(parameters))
     num_frames = clips.latents.shape[1]
 
     def loss_for_step(step: int) -> torch.Tensor:

@@ -1,0 +1,74 @@
+"""Continuing the shipped model's motion stage: only the motion modules change, the run resumes, the export says so."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from motionclone.backend.errors import ModelNotFoundError
+from motionclone.backend.models.blocks import BLOCKS_MODEL_DIR, MANIFEST_NAME, file_sha256, load_blocks_bundle
+from motionclone.backend.training import continuation
+from motionclone.backend.training.checks import CheckResult
+from motionclone.backend.training.stages import StageSettings
+from motionclone.backend.training.train import TrainingPlan
+
+WEIGHT_FILES = {
+    "vae": "vae/diffusion_pytorch_model.safetensors",
+    "text_encoder": "text_encoder/model.safetensors",
+    "unet": "unet/diffusion_pytorch_model.safetensors",
+    "motion_adapter": "motion_adapter/diffusion_pytorch_model.safetensors",
+}
+
+
+def plan_for(tmp_path, steps: int) -> TrainingPlan:
+    motion = StageSettings(steps=steps, batch_size=1, learning_rate=1e-3, spatial_learning_rate=0.0)
+    return TrainingPlan(work_dir=tmp_path / "work", out_dir=tmp_path / "out", clips=3, motion=motion)
+
+
+def same_weights(folder_a, folder_b, part: str) -> bool:
+    a, b = load_file(folder_a / WEIGHT_FILES[part]), load_file(folder_b / WEIGHT_FILES[part])
+    return a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)
+
+
+@pytest.fixture
+def cheap_motion_check(monkeypatch):
+    """The coherence check samples whole clips (tested in test_checks.py); here only its place in the run matters."""
+    calls = []
+
+    def check(unet, *args, **kwargs):
+        calls.append(unet)
+        return CheckResult("motion modules make coherent clips", True, {"ratio": 0.5})
+
+    monkeypatch.setattr(continuation, "check_motion_coherence", check)
+    return calls
+
+
+def test_continuing_trains_only_the_motion_modules_resumes_and_records_its_source(tmp_path, cheap_motion_check):
+    folder = continuation.continue_motion_stage(plan_for(tmp_path, steps=2), BLOCKS_MODEL_DIR)
+
+    assert len(cheap_motion_check) == 1
+    for part in ("vae", "text_encoder", "unet"):  # spatial learning rate 0: the image UNet is kept too
+        assert same_weights(folder, BLOCKS_MODEL_DIR, part), part
+    assert not same_weights(folder, BLOCKS_MODEL_DIR, "motion_adapter")
+    info = json.loads((folder / "training.json").read_text())
+    assert info["continued_from"]["manifest_sha256"] == file_sha256(BLOCKS_MODEL_DIR / MANIFEST_NAME)
+    assert info["continued_from"]["training"] == json.loads((BLOCKS_MODEL_DIR / "training.json").read_text())
+    assert info["stages_trained"] == ["motion"] and info["recipe"]["motion"]["steps"] == 2
+    bundle = load_blocks_bundle(folder=folder)  # a complete model folder with a manifest that matches
+    assert bundle.description["manifest_sha256"] == file_sha256(folder / MANIFEST_NAME)
+
+    checkpoint = tmp_path / "work" / continuation.CONTINUED_CHECKPOINT
+    assert torch.load(checkpoint, weights_only=True)["step"] == 2
+    continuation.continue_motion_stage(plan_for(tmp_path, steps=3), BLOCKS_MODEL_DIR)  # one step more, not three
+    state = torch.load(checkpoint, weights_only=True)
+    assert state["step"] == 3 and len(state["losses"]) == 3
+
+
+def test_continuing_a_damaged_model_folder_is_refused_before_any_training(tmp_path, cheap_motion_check):
+    source = tmp_path / "damaged"
+    source.mkdir()
+    (source / MANIFEST_NAME).write_text(f"{'0' * 64}  unet/diffusion_pytorch_model.safetensors\n")
+    with pytest.raises(ModelNotFoundError, match="missing"):
+        continuation.continue_motion_stage(plan_for(tmp_path, steps=2), source)
+    assert not (tmp_path / "work").exists() and cheap_motion_check == []
