@@ -105,6 +105,7 @@ class BenchSettings:
     """What one benchmark run does (see `build_parser` for each flag)."""
 
     preset: str
+    model_folder: Path | None
     config: str
     device: str
     weights: tuple[float, float]
@@ -124,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate every benchmark reference unguided and guided, score motion fidelity, write a report.",
     )
     parser.add_argument("--preset", default="blocks", help="model preset (default blocks)")
+    parser.add_argument(
+        "--model-folder",
+        type=Path,
+        help="with the blocks preset: another trained model folder than the shipped one (from "
+        "scripts/train_blocks_model.py), to compare a retrained or longer-trained model",
+    )
     parser.add_argument("--config", default="blocks", help="config the parameters start from (default blocks)")
     parser.add_argument(
         "--weights",
@@ -161,6 +168,8 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
     """
     if args.preset not in PRESETS:
         raise ValueError(f"--preset must be one of {', '.join(sorted(PRESETS))}, got {args.preset!r}")
+    if args.model_folder is not None and args.preset != "blocks":
+        raise ValueError(f"--model-folder is for the blocks preset only, not {args.preset!r}")
     if args.config not in CONFIG_PRESETS:
         raise ValueError(f"--config must be one of {', '.join(sorted(CONFIG_PRESETS))}, got {args.config!r}")
     config_weight = MotionCloneParams.from_config(args.config, prompt="-").motion_guidance_weight
@@ -172,6 +181,7 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
     out = args.out.expanduser().resolve()
     settings = BenchSettings(
         preset=args.preset,
+        model_folder=args.model_folder.expanduser().resolve() if args.model_folder else None,
         config=args.config,
         device=args.device or default_device(),
         weights=(float(weights[0]), float(weights[1])),
@@ -377,17 +387,18 @@ def machine() -> dict[str, Any]:
     }
 
 
-def model_training(preset: str) -> dict[str, Any] | None:
-    """For the shipped blocks model: the training recipe and final losses, so a reader knows which weights scored."""
+def model_training(preset: str, folder: Path | None) -> dict[str, Any] | None:
+    """For a blocks model: the training recipe and final losses, so a reader knows which weights scored."""
     if preset != "blocks":
         return None
     from motionclone.backend.models.blocks import BLOCKS_MODEL_DIR
 
     try:
-        training = json.loads((BLOCKS_MODEL_DIR / "training.json").read_text())
+        training = json.loads(((folder or BLOCKS_MODEL_DIR) / "training.json").read_text())
     except (OSError, ValueError):
         return None
-    return {key: training.get(key) for key in ("recipe", "final_losses", "seconds_this_run", "torch")}
+    keys = ("recipe", "final_losses", "seconds_this_run", "torch", "continued_from")
+    return {key: training.get(key) for key in keys}
 
 
 def run_benchmark(settings: BenchSettings) -> dict[str, Any]:
@@ -399,7 +410,8 @@ def run_benchmark(settings: BenchSettings) -> dict[str, Any]:
     cached = prepare_references(settings)
 
     started = time.perf_counter()
-    bundle = load_preset(settings.preset, settings.device)
+    options = {"folder": settings.model_folder} if settings.model_folder else {}
+    bundle = load_preset(settings.preset, settings.device, **options)
     pipe = MotionClonePipeline.from_bundle(bundle)
     print(f"model: {settings.preset} on {settings.device} loaded in {time.perf_counter() - started:.1f} s", flush=True)
 
@@ -453,7 +465,10 @@ def run_benchmark(settings: BenchSettings) -> dict[str, Any]:
                 "selected": [c.reference.name for c in cached],
             },
         },
-        "model": {"description": bundle.description, "training": model_training(settings.preset)},
+        "model": {
+            "description": bundle.description,
+            "training": model_training(settings.preset, settings.model_folder),
+        },
         "evaluation": {
             "grid": DEFAULT_GRID,
             "region": DEFAULT_REGION,

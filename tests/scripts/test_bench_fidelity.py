@@ -116,6 +116,19 @@ def test_bad_arguments_exit_2(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as raised:
         bench.main(["--preset", "no_such_preset", "--out", str(tmp_path)])
     assert raised.value.code == 2
+    with pytest.raises(SystemExit) as raised:  # another model folder exists only for the blocks preset
+        bench.main(["--preset", "tiny", "--model-folder", str(tmp_path), "--out", str(tmp_path)])
+    assert raised.value.code == 2
+
+
+def test_a_model_folder_is_the_model_the_report_describes(tmp_path: Path) -> None:
+    (tmp_path / "training.json").write_text(json.dumps({"recipe": {"motion": {"steps": 1500}}, "final_losses": {}}))
+    args = bench.build_parser().parse_args(["--model-folder", str(tmp_path), "--out", str(tmp_path / "out")])
+    settings = bench.settings_from_args(args)
+    assert settings.model_folder == tmp_path.resolve()
+    assert bench.model_training("blocks", settings.model_folder)["recipe"] == {"motion": {"steps": 1500}}
+    shipped = json.loads((BLOCKS_MODEL_DIR / "training.json").read_text())
+    assert bench.model_training("blocks", None)["recipe"] == shipped["recipe"]
 
 
 def test_steps_alone_keep_the_configs_share_of_guided_steps(tmp_path: Path) -> None:
