@@ -149,6 +149,8 @@ def apply_event(context: bpy.types.Context, session: Session, event: Any) -> Non
     elif kind == "cancelled":
         job.state = "CANCELLED"
         job.message = "Cancelled"
+    elif kind == "error" and event.message.code == errors.UNKNOWN_JOB and event.job_id in session.stored_results:
+        mark_result_undone(job, session.stored_results[event.job_id])
     elif kind == "error" and event.message.code == errors.UNKNOWN_JOB and event.job_id in session.interrupted:
         job.state = "FAILED"
         job.message = "The local backend stopped before this job finished, so it was lost: Generate again."
@@ -161,6 +163,16 @@ def apply_event(context: bpy.types.Context, session: Session, event: Any) -> Non
     if job.state in ("DONE", "FAILED", "CANCELLED") and kind in ("result", "cancelled", "error"):
         note_ending(session, job)
     tag_redraw()
+
+
+def mark_result_undone(job: Any, folder: str) -> None:
+    """Undo took back a stored result (its strip and the job's finished state) and the backend, which had handed the
+    result over, no longer knows the job: the job is done, its frames are still in `folder`."""
+    job.state = "DONE"
+    job.progress = 1.0
+    job.result_dir = folder
+    job.strip_name = ""
+    job.message = f"Result strip undone; its frames stay in {folder}. Redo (Ctrl+Shift+Z) puts the strip back."
 
 
 def note_ending(session: Session, job: Any) -> None:
@@ -248,6 +260,7 @@ def apply_result(
         },
     )
     job.result_dir = str(folder)
+    session.stored_results[event.job_id] = str(folder)
     job.strip_name = strip.name
     job.state = "DONE"
     job.progress = 1.0

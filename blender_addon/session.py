@@ -82,6 +82,9 @@ class Session:
         self.local_state_seen = self.local.state  # what the pump last acted on
         self.held: list[HeldSubmit] = []
         self.interrupted: set[str] = set()  # ids of jobs that were queued or running when the local backend went down
+        # job id -> folder of every result stored in this session. Python memory, not Blender data: undo cannot take
+        # it back, so a job that undo set back to running can still be told where its frames are.
+        self.stored_results: dict[str, str] = {}
         self.local_check: list[str] = []  # what the preferences' Check button found, shown under it
 
     def request_status(self) -> None:
