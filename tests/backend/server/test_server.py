@@ -5,6 +5,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import msgpack
 import numpy as np
@@ -490,3 +491,32 @@ def test_status_reports_the_queue_and_the_worker(shared_server, reference_frames
             time.sleep(0.05)
         done = other.server_status(10)
         assert (done.queued, done.running, done.completed) == (0, 0, idle.completed + 2)
+
+
+def peak_memory_bytes(pid: int) -> int:
+    """The peak resident memory of process `pid` so far (Linux: VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM in /proc/PID/status")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="peak memory is read from Linux's /proc")
+def test_a_256_frame_512px_reference_passes_the_limits_and_the_server_holds_it_once(start_server, reference_frames):
+    """The longest reference windows allow, at SD-1.5's size: 256 x 512 x 512 x 3 bytes = 192 MiB in one message.
+    The server keeps it in the zmq frame it arrived in, so its peak memory grows by one copy, not two."""
+    reference = np.empty((256, 512, 512, 3), dtype=np.uint8)
+    reference[:] = (np.arange(256, dtype=np.uint8) * 7)[:, None, None, None]  # every frame its own grey level
+    assert reference.nbytes == 192 * 1024 * 1024
+    params = job_params(num_inference_steps=2, guidance_steps=1)
+    server = start_server()  # its own, so that the peak measured is this test's
+    with connect(server.endpoint) as client:
+        client.run_job(reference_frames, params, timeout=120)  # the engine's own peak first, with a small reference
+        before = peak_memory_bytes(server.process.pid)
+        assert reference.nbytes < client.server_info.limits["max_message_bytes"]
+        result = client.run_job(reference, params, timeout=300)
+        grown = peak_memory_bytes(server.process.pid) - before
+    indices = result.message.metadata["reference_frames"]["indices"]
+    assert len(indices) == 8 and indices[0] == 0 and indices[-1] == 255  # spread over every frame that arrived
+    assert result.frames().shape == (8, 64, 64, 3)
+    assert reference.nbytes * 0.9 < grown < reference.nbytes * 1.5, f"peak grew by {grown / 2**20:.0f} MiB"
