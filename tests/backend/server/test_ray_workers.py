@@ -76,20 +76,34 @@ def next_result(client: Client):
     return event if event is not None and event.kind == "result" else None
 
 
-def test_results_equal_the_in_process_worker_bit_for_bit(ray_server, reference_frames, tmp_path, monkeypatch):
+def test_results_and_previews_equal_the_in_process_worker_bit_for_bit(
+    ray_server, reference_frames, tmp_path, monkeypatch
+):
     # Each actor runs torch on the CPUs it reserved (one here); the in-process server gets the same thread count,
     # since float sums split over another number of threads round differently.
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     local_server = ServerProcess(tmp_path / "local").start()
+    local_events, remote_events = [], []
     try:
         with connect(local_server.endpoint) as client:
-            local = client.run_job(reference_frames, job_params(seed=7), timeout=120).frames()
+            local = client.run_job(reference_frames, job_params(seed=7), on_event=local_events.append, timeout=120)
     finally:
         local_server.terminate()
     with connect(ray_server.endpoint) as client:
-        remote = client.run_job(reference_frames, job_params(seed=7), timeout=120).frames()
-    assert remote.shape == (8, 64, 64, 3)
-    assert np.array_equal(remote, local)
+        remote = client.run_job(reference_frames, job_params(seed=7), on_event=remote_events.append, timeout=120)
+    assert remote.frames().shape == (8, 64, 64, 3)
+    assert np.array_equal(remote.frames(), local.frames())
+    local_previews, remote_previews = previews(local_events), previews(remote_events)
+    assert len(remote_previews) == 2 and remote_previews == local_previews  # the previews cross the actor boundary
+
+
+def previews(events) -> list[tuple[int, bytes]]:
+    """(step, PNG bytes) of every preview among `events`."""
+    return [
+        (event.message.step, bytes(event.payload))
+        for event in events
+        if event.kind == "progress" and event.message.preview is not None
+    ]
 
 
 def test_cancel_reaches_the_actor_within_one_step(ray_server, reference_frames):
@@ -99,33 +113,41 @@ def test_cancel_reaches_the_actor_within_one_step(ray_server, reference_frames):
     assert stopped_at <= seen_step + 1 and stopped_at < 40
 
 
-def test_a_killed_actor_fails_its_job_with_a_resubmit_hint_and_the_next_job_runs(ray_server, reference_frames):
-    with connect(ray_server.endpoint) as client:
-        before = {w["name"]: w["pid"] for w in client.server_status(10).workers}
-        killed: list[int] = []
+def test_a_killed_actor_fails_its_job_the_other_actors_job_finishes_and_the_next_job_runs(ray_server, reference_frames):
+    with connect(ray_server.endpoint) as victim, connect(ray_server.endpoint) as bystander:
+        before = {w["name"]: w["pid"] for w in victim.server_status(10).workers}
+        victim.submit(reference_frames, job_params(num_inference_steps=80))
+        running = wait_for(lambda: busy_pids(victim), 60, "the first job to start")
+        bystander.submit(reference_frames, job_params(num_inference_steps=40, seed=3))
+        wait_for(lambda: len(busy_pids(victim)) == 2, 60, "the second job to start on the other actor")
+        killed = running[0]
+        os.kill(killed, signal.SIGKILL)
 
-        def kill_running_actor(event):
-            if event.kind == "progress" and event.message.stage == "denoise" and not killed:
-                busy = [w for w in client.server_status(10).workers if w["state"] == "busy"]
-                killed.append(busy[0]["pid"])
-                os.kill(busy[0]["pid"], signal.SIGKILL)
-
-        with pytest.raises(JobFailed) as failed:
-            client.run_job(
-                reference_frames, job_params(num_inference_steps=40), on_event=kill_running_actor, timeout=120
-            )
-        assert "died" in str(failed.value)
-        assert "Submit the job again" in (failed.value.hint or str(failed.value))
-        result = client.run_job(reference_frames, job_params(seed=4), timeout=180)
+        failure = wait_for(lambda: next_event_of(victim, "error"), 120, "the killed job's error")
+        assert "died" in failure.message.message
+        assert "Submit the job again" in (failure.message.hint or failure.message.message)
+        survivor = wait_for(lambda: next_event_of(bystander, "result"), 120, "the other actor's result")
+        assert survivor.frames().shape == (8, 64, 64, 3)
+        result = victim.run_job(reference_frames, job_params(seed=4), timeout=180)
         assert result.frames().shape == (8, 64, 64, 3)
         after = wait_for(
-            lambda: (w := client.server_status(10).workers) and all(x["state"] == "idle" for x in w) and w,
+            lambda: (w := victim.server_status(10).workers) and all(x["state"] == "idle" for x in w) and w,
             180,
             "the replaced worker",
         )
-    assert killed[0] in before.values()
-    assert killed[0] not in {w["pid"] for w in after}  # replaced by a new process
+    assert killed in before.values()
+    assert killed not in {w["pid"] for w in after}  # replaced by a new process
     assert len(after) == 2
+
+
+def busy_pids(client: Client) -> list[int]:
+    return [worker["pid"] for worker in client.server_status(10).workers if worker["state"] == "busy"]
+
+
+def next_event_of(client: Client, kind: str):
+    """The next event when it is of `kind`; None when there is none yet or it is another kind."""
+    event = client.next_event(0.5)
+    return event if event is not None and event.kind == kind else None
 
 
 def test_one_clients_many_jobs_do_not_starve_another_clients_job(ray_server, reference_frames):
