@@ -107,6 +107,44 @@ def test_an_image_file_condition_keeps_its_pixels_and_kind(addon, tmp_path):
         condition.make_condition(scene, settings, [1, 3, 6, 8], 64, 48)
 
 
+def test_a_strip_condition_is_the_strips_picture_at_the_condition_frame(addon, tmp_path):
+    scene = animated_scene(frames=8)
+    settings = configure_job(scene)
+    pictures = [np.full((12, 20, 3), value, dtype=np.uint8) for value in (30, 140, 230)]
+    for index, picture in enumerate(pictures):
+        picture[0, :, 1] = 255 - index  # a marked top row: a flipped read would show
+        png.write_png(tmp_path / f"key_{index}.png", picture)
+    strip = compat.strips(scene.sequence_editor_create()).new_image(
+        name="keys", filepath=str(tmp_path / "key_0.png"), channel=2, frame_start=4
+    )
+    for index in (1, 2):
+        strip.elements.append(f"key_{index}.png")
+    settings.condition_source, settings.condition_strip, settings.condition_type = "STRIP", "keys", "rgb"
+    settings.condition_frame = 5  # the strip's second picture
+    made = condition.make_condition(scene, settings, [1, 3, 5, 8], 64, 48)
+    assert made.condition.kind == "rgb" and made.condition.frames == (2,)
+    assert np.array_equal(made.condition.images[0], pictures[1])
+    assert made.description == "strip keys at frame 5"
+    settings.condition_strip = "no such strip"
+    with pytest.raises(ValueError, match="No image or movie strip named 'no such strip'"):
+        condition.make_condition(scene, settings, [1, 3, 5, 8], 64, 48)
+
+
+def test_a_render_condition_is_the_cameras_picture_of_that_frame_and_always_rgb(addon):
+    from blender_addon import reference
+
+    scene = animated_scene(frames=8)
+    settings = configure_job(scene)
+    settings.condition_source, settings.condition_type, settings.condition_frame = "RENDER", "scribble", 8
+    made = condition.make_condition(scene, settings, [1, 4, 8], 64, 48)
+    assert made.condition.kind == "rgb" and made.condition.frames == (2,)  # a render is a picture, not a sketch
+    with reference.CameraRender(scene, [1, 8], 64, 48, settings.render_engine) as render:
+        first, last = render.render_all()
+    assert made.condition.images.shape == (1, 48, 64, 3)
+    assert np.array_equal(made.condition.images[0], last)
+    assert not np.array_equal(first, last)  # the cube moved: frame 8 is not just any frame
+
+
 def test_the_preview_shows_the_condition_in_the_panel(addon):
     from blender_addon import panels
 
