@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from blender_addon import compat, jobs, png, reference
+from tests.blender_addon.conftest import decode_png_file
 
 pytestmark = pytest.mark.usefixtures("scene")
 
@@ -235,6 +236,63 @@ def test_render_uses_one_view_layer_without_motion_blur_and_keeps_the_artists_re
     assert seen == {"single": False, "blur": True, "slot": "MotionClone reference"}  # as the artist asked
     assert len(slots) == len(slot_names) + 1 and slots.active_index == 3
     assert (scene.render.use_single_layer, scene.render.use_motion_blur) == (False, True)
+
+
+def saved_render(result: Any, path: Path) -> np.ndarray:
+    """The picture in the Render Result's active slot, saved to `path` and read back."""
+    result.save_render(str(path))
+    return decode_png_file(path)
+
+
+def test_the_artists_render_slot_keeps_its_picture_after_success_error_and_cancel(
+    scene: bpy.types.Scene, tmp_path: Path
+) -> None:
+    camera = build_animated_scene(scene)
+    scene.render.engine = "BLENDER_WORKBENCH"
+    scene.render.resolution_x, scene.render.resolution_y = 16, 12
+    with bpy.context.temp_override(scene=scene):
+        bpy.ops.render.render()  # the artist's own render
+    result = next(image for image in bpy.data.images if image.type == "RENDER_RESULT")
+    result.render_slots.active_index = 2
+    with bpy.context.temp_override(scene=scene):
+        bpy.ops.render.render()  # now in slot 2, the slot the artist looks at
+    artists = saved_render(result, tmp_path / "before.png")
+    render_still = reference._render_still
+
+    def fail_on_the_second_frame(scene_, frame, path):
+        if frame == 4:
+            raise RuntimeError("render failed")
+        return render_still(scene_, frame, path)
+
+    def check(label: str) -> None:
+        assert result.render_slots.active_index == 2, label
+        assert np.array_equal(saved_render(result, tmp_path / f"{label}.png"), artists), label
+
+    reference.render_camera_frames(scene, [1, 4], WIDTH, HEIGHT, "WORKBENCH", tmp_path / "ok", camera=camera)
+    check("success")
+    reference._render_still = fail_on_the_second_frame
+    try:
+        with pytest.raises(RuntimeError, match="render failed"):
+            reference.render_camera_frames(scene, [1, 4], WIDTH, HEIGHT, "WORKBENCH", tmp_path / "err", camera=camera)
+    finally:
+        reference._render_still = render_still
+    check("error")
+    calls: list[int] = []
+    with pytest.raises(reference.RenderCancelled):
+        reference.render_camera_frames(
+            scene,
+            [1, 4],
+            WIDTH,
+            HEIGHT,
+            "WORKBENCH",
+            tmp_path / "cancel",
+            camera=camera,
+            cancel=lambda: len(calls.append(1) or calls) >= 2,
+        )
+    check("cancel")
+    result.render_slots.active = next(slot for slot in result.render_slots if slot.name == reference.REFERENCE_SLOT)
+    ours = saved_render(result, tmp_path / "ours.png")
+    assert ours.shape[:2] == (HEIGHT, WIDTH)  # the reference renders went to our own slot
 
 
 def test_stepwise_render_leaves_settings_restored_when_left_midway(scene: bpy.types.Scene, tmp_path: Path) -> None:
