@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -326,6 +327,61 @@ def test_a_killed_backend_is_reported_and_a_restart_fetches_what_it_kept(local_a
     assert pump_until(lambda: kept.state in ("DONE", "FAILED"), 60), kept.message
     assert kept.state == "DONE", kept.message
     assert len(list(Path(kept.result_dir).glob("*.png"))) == 4
+
+
+SECOND_BLENDER = """
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+import bpy  # first: it puts addon_utils on the path
+import addon_utils
+addon_utils.enable("blender_addon", default_set=True, handle_error=lambda error: (_ for _ in ()).throw(error))
+preferences = bpy.context.preferences.addons["blender_addon"].preferences
+preferences.backend_mode, preferences.local_environment = "LOCAL", sys.argv[2]
+preferences.local_preset, preferences.local_device, preferences.local_results_dir = "tiny", "cpu", sys.argv[3]
+preferences.keep_running = True  # this Blender found the backend; it leaves it to the one that started it
+from blender_addon import event_pump, session
+assert bpy.ops.motionclone.start_backend() == {"FINISHED"}
+deadline = time.monotonic() + 60
+while session.get_session().connection.state != "connected" and time.monotonic() < deadline:
+    event_pump.pump()
+    time.sleep(0.05)
+local = session.get_session().local
+print(json.dumps({"state": local.state, "pid": local.pid, "endpoint": local.endpoint, "message": local.message,
+                  "connection": session.get_session().connection.state}))
+"""
+
+
+@needs_real_backend
+def test_a_second_blender_process_uses_the_running_backend_instead_of_starting_another(local_addon, tmp_path):
+    assert bpy.ops.motionclone.start_backend() == {"FINISHED"}
+    assert pump_until(lambda: local().state == "ready", 120), local().message
+    pid, endpoint = local().pid, local().endpoint
+    before = set(local_backend_pids())
+    second = subprocess.run(
+        [sys.executable, "-c", SECOND_BLENDER, str(ROOT), str(backend_environment()), str(tmp_path / "backend")],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert second.returncode == 0, second.stderr[-2000:]
+    found = json.loads(second.stdout.strip().splitlines()[-1])
+    assert (found["state"], found["pid"], found["endpoint"]) == ("ready", pid, endpoint), found
+    assert found["connection"] == "connected" and found["message"].startswith("Found the backend left running")
+    assert set(local_backend_pids()) == before  # nothing was started
+    assert local_backend.pid_alive(pid) and local().state == "ready"
+
+
+def local_backend_pids() -> list[int]:
+    """The pids of every `motionclone serve` process running now (from /proc)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if entry.name.isdigit() and b"serve" in command and b"motionclone" in command:
+            pids.append(int(entry.name))
+    return pids
 
 
 @needs_real_backend
