@@ -371,6 +371,42 @@ def test_a_second_blender_process_uses_the_running_backend_instead_of_starting_a
     assert local_backend.pid_alive(pid) and local().state == "ready"
 
 
+QUITTING_BLENDER = """
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+import bpy  # first: it puts addon_utils on the path
+import addon_utils
+addon_utils.enable("blender_addon", default_set=True, handle_error=lambda error: (_ for _ in ()).throw(error))
+preferences = bpy.context.preferences.addons["blender_addon"].preferences
+preferences.backend_mode, preferences.local_environment = "LOCAL", sys.argv[2]
+preferences.local_preset, preferences.local_device, preferences.local_results_dir = "tiny", "cpu", sys.argv[3]
+from blender_addon import event_pump, session
+assert bpy.ops.motionclone.start_backend() == {"FINISHED"}
+deadline = time.monotonic() + 120
+while session.get_session().local.state != "ready" and time.monotonic() < deadline:
+    event_pump.pump()
+    time.sleep(0.05)
+print(json.dumps({"state": session.get_session().local.state, "pid": session.get_session().local.pid}), flush=True)
+"""  # and then this Blender quits, the add-on still enabled
+
+
+@needs_real_backend
+def test_quitting_blender_stops_the_backend_it_started(tmp_path):
+    results = tmp_path / "backend"
+    quitting = subprocess.run(
+        [sys.executable, "-c", QUITTING_BLENDER, str(ROOT), str(backend_environment()), str(results)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert quitting.returncode == 0, quitting.stderr[-2000:]
+    started = json.loads(quitting.stdout.strip().splitlines()[-1])
+    assert started["state"] == "ready" and started["pid"]
+    # Stopped by the add-on as Blender quit, not later by the backend noticing its parent is gone (--parent-pid).
+    assert not local_backend.pid_alive(started["pid"])
+    assert "--parent-pid" not in (results / local_backend.LOG_FILE).read_text()
+
+
 def local_backend_pids() -> list[int]:
     """The pids of every `motionclone serve` process running now (from /proc)."""
     pids = []
