@@ -329,7 +329,9 @@ def test_a_killed_backend_is_reported_and_a_restart_fetches_what_it_kept(local_a
     assert len(list(Path(kept.result_dir).glob("*.png"))) == 4
 
 
-SECOND_BLENDER = """
+# The start of a script for another Blender process (its own bpy): the add-on enabled with a local backend of the
+# environment argv[2] on the results folder argv[3]; argv[1] is the repository.
+OTHER_BLENDER = """
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
 import bpy  # first: it puts addon_utils on the path
@@ -338,8 +340,13 @@ addon_utils.enable("blender_addon", default_set=True, handle_error=lambda error:
 preferences = bpy.context.preferences.addons["blender_addon"].preferences
 preferences.backend_mode, preferences.local_environment = "LOCAL", sys.argv[2]
 preferences.local_preset, preferences.local_device, preferences.local_results_dir = "tiny", "cpu", sys.argv[3]
-preferences.keep_running = True  # this Blender found the backend; it leaves it to the one that started it
 from blender_addon import event_pump, session
+"""
+
+SECOND_BLENDER = (
+    OTHER_BLENDER
+    + """
+preferences.keep_running = True  # this Blender found the backend; it leaves it to the one that started it
 assert bpy.ops.motionclone.start_backend() == {"FINISHED"}
 deadline = time.monotonic() + 60
 while session.get_session().connection.state != "connected" and time.monotonic() < deadline:
@@ -349,6 +356,7 @@ local = session.get_session().local
 print(json.dumps({"state": local.state, "pid": local.pid, "endpoint": local.endpoint, "message": local.message,
                   "connection": session.get_session().connection.state}))
 """
+)
 
 
 @needs_real_backend
@@ -371,23 +379,17 @@ def test_a_second_blender_process_uses_the_running_backend_instead_of_starting_a
     assert local_backend.pid_alive(pid) and local().state == "ready"
 
 
-QUITTING_BLENDER = """
-import json, sys, time
-sys.path.insert(0, sys.argv[1])
-import bpy  # first: it puts addon_utils on the path
-import addon_utils
-addon_utils.enable("blender_addon", default_set=True, handle_error=lambda error: (_ for _ in ()).throw(error))
-preferences = bpy.context.preferences.addons["blender_addon"].preferences
-preferences.backend_mode, preferences.local_environment = "LOCAL", sys.argv[2]
-preferences.local_preset, preferences.local_device, preferences.local_results_dir = "tiny", "cpu", sys.argv[3]
-from blender_addon import event_pump, session
+QUITTING_BLENDER = (
+    OTHER_BLENDER
+    + """
 assert bpy.ops.motionclone.start_backend() == {"FINISHED"}
 deadline = time.monotonic() + 120
 while session.get_session().local.state != "ready" and time.monotonic() < deadline:
     event_pump.pump()
     time.sleep(0.05)
 print(json.dumps({"state": session.get_session().local.state, "pid": session.get_session().local.pid}), flush=True)
-"""  # and then this Blender quits, the add-on still enabled
+"""
+)  # and then this Blender quits, the add-on still enabled
 
 
 @needs_real_backend
