@@ -7,7 +7,8 @@ The run is resumable: run the same command again after a stop and it continues f
 backend/training/checks.py); a failed check stops the run with the numbers it measured.
 
 --init-from MODEL_DIR continues the motion stage of a trained model (for example the shipped one) instead:
---motion-steps more steps on the same clips, every other stage kept as it is, for example on a GPU:
+--motion-steps more steps on the same clips, with its VAE, text encoder and tokenizer kept (the --vae-*, --text-* and
+--image-* settings do not apply), for example on a GPU:
 
     .venv/bin/python scripts/train_blocks_model.py --init-from backend/models/blocks_model \
         --work-dir train-more --out blocks-model-longer --motion-steps 20000 --device cuda

@@ -6,6 +6,7 @@ Weights are stored in float16 to keep the folder small; the presets load them in
 """
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,10 @@ def export_model(
     unet2d: UNet2DConditionModel,
     motion_adapter: MotionAdapter,
     training_info: dict[str, Any],
+    tokenizer_dir: Path | None = None,
 ) -> Path:
-    """Save every component into `folder` (float16 safetensors) and write the manifest."""
+    """Save every component into `folder` (float16 safetensors) and write the manifest. The tokenizer is made for
+    `words`, or copied from `tokenizer_dir` (the one the text encoder was trained with, when that exists already)."""
     folder.mkdir(parents=True, exist_ok=True)
     for name, model in (
         ("vae", vae),
@@ -40,7 +43,10 @@ def export_model(
         original_dtype = next(model.parameters()).dtype
         model.to(torch.float16).save_pretrained(folder / name, safe_serialization=True)
         model.to(original_dtype)
-    save_word_tokenizer(words, folder / "tokenizer")
+    if tokenizer_dir is None:
+        save_word_tokenizer(words, folder / "tokenizer")
+    else:
+        shutil.copytree(tokenizer_dir, folder / "tokenizer", dirs_exist_ok=True)
     official_ddim_scheduler().save_pretrained(folder / "scheduler")
     index = {
         "_class_name": "AnimateDiffPipeline",

@@ -51,18 +51,40 @@ def test_continuing_trains_only_the_motion_modules_resumes_and_records_its_sourc
     for part in ("vae", "text_encoder", "unet"):  # spatial learning rate 0: the image UNet is kept too
         assert same_weights(folder, BLOCKS_MODEL_DIR, part), part
     assert not same_weights(folder, BLOCKS_MODEL_DIR, "motion_adapter")
+    for name in ("vocab.json", "merges.txt"):  # the tokenizer the text encoder was trained with
+        assert (folder / "tokenizer" / name).read_bytes() == (BLOCKS_MODEL_DIR / "tokenizer" / name).read_bytes()
+    source_vae = json.loads((BLOCKS_MODEL_DIR / "vae" / "config.json").read_text())
+    assert json.loads((folder / "vae" / "config.json").read_text())["scaling_factor"] == source_vae["scaling_factor"]
     info = json.loads((folder / "training.json").read_text())
     assert info["continued_from"]["manifest_sha256"] == file_sha256(BLOCKS_MODEL_DIR / MANIFEST_NAME)
     assert info["continued_from"]["training"] == json.loads((BLOCKS_MODEL_DIR / "training.json").read_text())
     assert info["stages_trained"] == ["motion"] and info["recipe"]["motion"]["steps"] == 2
+    assert not {"vae", "text", "image"} & set(info["recipe"])  # stages not run are not recorded as this run's
     bundle = load_blocks_bundle(folder=folder)  # a complete model folder with a manifest that matches
     assert bundle.description["manifest_sha256"] == file_sha256(folder / MANIFEST_NAME)
 
-    checkpoint = tmp_path / "work" / continuation.CONTINUED_CHECKPOINT
-    assert torch.load(checkpoint, weights_only=True)["step"] == 2
+    checkpoint = tmp_path / "work" / continuation.continued_checkpoint_name(BLOCKS_MODEL_DIR)
+    state = torch.load(checkpoint, weights_only=True)
+    assert state["step"] == 2
+    state["losses"] = torch.tensor([-1.0, -2.0])  # marks: a resumed run keeps them, a fresh one would not
+    torch.save(state, checkpoint)
     continuation.continue_motion_stage(plan_for(tmp_path, steps=3), BLOCKS_MODEL_DIR)  # one step more, not three
     state = torch.load(checkpoint, weights_only=True)
-    assert state["step"] == 3 and len(state["losses"]) == 3
+    assert state["step"] == 3 and state["losses"][:2].tolist() == [-1.0, -2.0] and len(state["losses"]) == 3
+
+
+def test_the_work_files_of_a_continuation_name_their_source(tmp_path, cheap_motion_check):
+    """A normal run's checkpoint and latents in the same work folder are neither used nor overwritten."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "stage4_motion.pt").write_bytes(b"a normal run's checkpoint")
+    (work / "latents.npy").write_bytes(b"a normal run's latents")
+    continuation.continue_motion_stage(plan_for(tmp_path, steps=1), BLOCKS_MODEL_DIR)
+    assert (work / "stage4_motion.pt").read_bytes() == b"a normal run's checkpoint"
+    assert (work / "latents.npy").read_bytes() == b"a normal run's latents"
+    tag = continuation.work_file_tag(BLOCKS_MODEL_DIR)
+    assert (work / f"stage4_motion_continued-{tag}.pt").is_file()
+    assert (work / f"latents-{tag}-seed1-n3.npy").is_file() and not (work / "latent_scale.json").exists()
 
 
 def test_continuing_a_damaged_model_folder_is_refused_before_any_training(tmp_path, cheap_motion_check):
