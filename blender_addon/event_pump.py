@@ -144,13 +144,16 @@ def apply_event(context: bpy.types.Context, session: Session, event: Any) -> Non
         job.state = event.message.state.upper()
     elif kind == "progress":
         apply_progress(job, event)
+    elif kind == "result" and event.job_id in session.stored_results:
+        session.client.ack(event.job_id)  # stored already; undo took its strip back: not a second folder and strip
+        mark_result_undone(job, session.stored_results[event.job_id])
     elif kind == "result":
         apply_result(context, session, job, event)
     elif kind == "cancelled":
         job.state = "CANCELLED"
         job.message = "Cancelled"
     elif kind == "error" and event.message.code == errors.UNKNOWN_JOB and event.job_id in session.stored_results:
-        mark_result_undone(job, session.stored_results[event.job_id])
+        mark_result_undone(job, session.stored_results[event.job_id])  # handed over and forgotten by the backend
     elif kind == "error" and event.message.code == errors.UNKNOWN_JOB and event.job_id in session.interrupted:
         job.state = "FAILED"
         job.message = "The local backend stopped before this job finished, so it was lost: Generate again."
@@ -166,13 +169,19 @@ def apply_event(context: bpy.types.Context, session: Session, event: Any) -> Non
 
 
 def mark_result_undone(job: Any, folder: str) -> None:
-    """Undo took back a stored result (its strip and the job's finished state) and the backend, which had handed the
-    result over, no longer knows the job: the job is done, its frames are still in `folder`."""
-    job.state = "DONE"
+    """Blender's data went back to before a result this session stored (undo, or reverting the file): the job is
+    running again there, while the backend handed the result over. The job is done; its frames are in `folder`."""
     job.progress = 1.0
-    job.result_dir = folder
     job.strip_name = ""
-    job.message = f"Result strip undone; its frames stay in {folder}. Redo (Ctrl+Shift+Z) puts the strip back."
+    if not Path(folder).is_dir():
+        job.state = "FAILED"
+        job.message = f"This job's result was stored in {folder}, which is gone now: Generate again."
+        return
+    job.state = "DONE"
+    job.result_dir = folder
+    job.message = (
+        f"Its result strip was taken back (undo or revert); the frames are in {folder}. Redo, or add them from there."
+    )
 
 
 def note_ending(session: Session, job: Any) -> None:

@@ -288,29 +288,48 @@ def test_a_result_whose_job_was_removed_is_still_stored_and_placed(addon, backen
     assert len(list(Path(recovered.result_dir).glob("*.png"))) == 4
 
 
-def test_undoing_a_result_leaves_the_job_done_with_its_frames_and_says_how_to_redo(addon, backend):
+def test_undoing_a_result_leaves_the_job_done_with_its_frames_and_says_how_to_redo(addon, backend, monkeypatch):
     """Ctrl+Z after a result takes back its step: the strip goes and the job is running again in Blender's data,
     while the backend, which handed the result over, has forgotten the job. Background mode has no undo stack, so
     the test sets the data back as undo does and then runs the add-on's undo handler."""
     import blender_addon
+    from blender_addon import event_pump, session
 
     addon.endpoint = backend.endpoint
     scene = animated_scene(frames=8)
     settings = configure_job(scene, prompt="an undone fox", steps=6)
+    results = []
+    apply_result = event_pump.apply_result
+    monkeypatch.setattr(event_pump, "apply_result", lambda *args: results.append(args[3]) or apply_result(*args))
     bpy.ops.motionclone.generate()
     job = settings.jobs[0]
     assert pump_until(lambda: job.state in ("DONE", "FAILED"), 120) and job.state == "DONE", job.message
     folder, frames = job.result_dir, sorted(Path(job.result_dir).glob("*.png"))
     editor = scene.sequence_editor
-    compat.strips(editor).remove(compat.strips(editor)[job.strip_name])
-    job.state, job.result_dir, job.strip_name, job.progress = "RUNNING", "", "", 0.5  # the data before the result
 
+    def undo_the_result() -> None:
+        for strip in list(compat.strips(editor)):
+            compat.strips(editor).remove(strip)
+        job.state, job.result_dir, job.strip_name, job.progress = "RUNNING", "", "", 0.5  # the data before it
+
+    def check_done() -> None:
+        assert job.state == "DONE" and job.result_dir == folder, job.message
+        assert "taken back" in job.message and folder in job.message and "Redo" in job.message
+        assert sorted(Path(folder).glob("*.png")) == frames and len(frames) == 4
+        assert len(compat.strips(editor)) == 0  # the undone strip is not put back behind the artist's back
+
+    undo_the_result()
     blender_addon._on_undo_redo()
     assert pump_until(lambda: job.state != "RUNNING", 30), job.message
-    assert job.state == "DONE" and job.result_dir == folder, job.message
-    assert "undone" in job.message and folder in job.message and "Redo" in job.message
-    assert sorted(Path(folder).glob("*.png")) == frames and len(frames) == 4
-    assert len(compat.strips(editor)) == 0  # the undone strip is not put back behind the artist's back
+    check_done()
+
+    # The same result once more (an acknowledgement that never reached the backend): no second folder or strip.
+    undo_the_result()
+    client = session.get_session().client
+    monkeypatch.setattr(client, "poll_events", lambda: [results[0]])
+    event_pump.pump()
+    check_done()
+    assert len(results) == 1 and len(list(Path(folder).parent.iterdir())) == 1
 
 
 def test_two_seeds_in_one_click_then_use_their_settings_and_show_their_strip(addon, backend):
