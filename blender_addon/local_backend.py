@@ -281,6 +281,7 @@ class LocalBackend:
         message: one line for the panel about the state; `tail` holds the log's last lines.
         settings: what it was started (or found) with.
         keep_running: leave it running when the add-on closes (the preference, kept current by its update).
+        owner_pid: for an adopted backend, the Blender that started it (its `--parent-pid`); 0 when none or ours.
     """
 
     def __init__(self) -> None:
@@ -290,6 +291,7 @@ class LocalBackend:
         self.message = ""
         self.settings: LocalSettings | None = None
         self.keep_running = False
+        self.owner_pid = 0
         self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         self.process: subprocess.Popen | None = None  # None for an adopted backend: watched by pid
         self.log_path: Path | None = None
@@ -305,6 +307,14 @@ class LocalBackend:
     @property
     def adopted(self) -> bool:
         return self.running and self.process is None
+
+    @property
+    def borrowed(self) -> bool:
+        """Adopted from another Blender that still runs: closing this add-on must not stop it under that one."""
+        return self.adopted and self._owned_by_another_blender()
+
+    def _owned_by_another_blender(self) -> bool:
+        return self.owner_pid not in (0, os.getpid()) and pid_alive(self.owner_pid)
 
     # ---- starting ---------------------------------------------------------------------------------------------------
     def start(self, settings: LocalSettings) -> None:
@@ -365,18 +375,22 @@ class LocalBackend:
         log_path = Path(settings.results_dir) / LOG_FILE
         self.process = None
         self._reset(settings, log_path, state["pid"])
+        self.owner_pid = int(state.get("parent_pid") or 0)
         self._skip_to_log_end()
         self.endpoint = str(state["endpoint"])
         found = f"{state.get('preset', '?')} on {state.get('device', '?')}"
         note = ""
         if state.get("preset") not in (None, settings.preset):
             note = f"; the preferences ask for {settings.preset}: Stop and Start it to switch"
+        if self._owned_by_another_blender():
+            note += "; another Blender started it and stops it when that Blender quits"
         self._set("ready", f"Found the backend left running at {self.endpoint} ({found}){note}")
         return True
 
     def _reset(self, settings: LocalSettings, log_path: Path, pid: int) -> None:
         self.settings = settings
         self.keep_running = settings.keep_running
+        self.owner_pid = 0
         self.log_path = log_path
         self.pid = pid
         self.endpoint = ""

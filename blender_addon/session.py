@@ -250,7 +250,7 @@ def close_session() -> None:
     global _session
     if _session is not None:
         _session.close()
-        if not _session.local.keep_running:
+        if not _session.local.keep_running and not _session.local.borrowed:
             _session.local.stop(wait=STOP_WAIT_S)
     _session = None
 

@@ -503,7 +503,9 @@ def serve(
 
     def on_ready(server: Server) -> None:
         if config.state_file is not None:
-            record = state_record(server.endpoint, SERVER_VERSION, config.preset, server.device, config.results_dir)
+            record = state_record(
+                server.endpoint, SERVER_VERSION, config.preset, server.device, config.results_dir, config.parent_pid
+            )
             write_state_file(config.state_file, record)
         if ready is not None:
             ready(server)

@@ -12,6 +12,7 @@ Contents (one JSON object):
     device          the torch device the model runs on, e.g. "cpu" or "cuda:0"
     results_dir     absolute path of the results folder
     started_at      when it started listening, ISO 8601 in UTC, e.g. "2025-01-31T12:00:00+00:00"
+    parent_pid      the `--parent-pid` it stops after (the Blender that started it), or null without one
 """
 
 import contextlib
@@ -29,7 +30,9 @@ class StateFileError(MotionCloneError):
     """The state file could not be written."""
 
 
-def state_record(endpoint: str, server_version: str, preset: str, device: str, results_dir: Path) -> dict[str, Any]:
+def state_record(
+    endpoint: str, server_version: str, preset: str, device: str, results_dir: Path, parent_pid: int | None = None
+) -> dict[str, Any]:
     """The state file's contents for this process, started now."""
     return {
         "endpoint": endpoint,
@@ -39,6 +42,7 @@ def state_record(endpoint: str, server_version: str, preset: str, device: str, r
         "device": device,
         "results_dir": str(Path(results_dir).resolve()),
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "parent_pid": parent_pid,
     }
 
 

@@ -336,7 +336,13 @@ import json, sys, time
 sys.path.insert(0, sys.argv[1])
 import bpy  # first: it puts addon_utils on the path
 import addon_utils
-addon_utils.enable("blender_addon", default_set=True, handle_error=lambda error: (_ for _ in ()).throw(error))
+
+
+def fail(error):
+    raise error
+
+
+addon_utils.enable("blender_addon", default_set=True, handle_error=fail)
 preferences = bpy.context.preferences.addons["blender_addon"].preferences
 preferences.backend_mode, preferences.local_environment = "LOCAL", sys.argv[2]
 preferences.local_preset, preferences.local_device, preferences.local_results_dir = "tiny", "cpu", sys.argv[3]
@@ -346,37 +352,52 @@ from blender_addon import event_pump, session
 SECOND_BLENDER = (
     OTHER_BLENDER
     + """
-preferences.keep_running = True  # this Blender found the backend; it leaves it to the one that started it
 assert bpy.ops.motionclone.start_backend() == {"FINISHED"}
 deadline = time.monotonic() + 60
 while session.get_session().connection.state != "connected" and time.monotonic() < deadline:
     event_pump.pump()
     time.sleep(0.05)
 local = session.get_session().local
-print(json.dumps({"state": local.state, "pid": local.pid, "endpoint": local.endpoint, "message": local.message,
-                  "connection": session.get_session().connection.state}))
+found = {"state": local.state, "pid": local.pid, "endpoint": local.endpoint, "message": local.message}
+print("RESULT", json.dumps({**found, "connection": session.get_session().connection.state}), flush=True)
 """
 )
 
 
 @needs_real_backend
-def test_a_second_blender_process_uses_the_running_backend_instead_of_starting_another(local_addon, tmp_path):
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="lists processes from Linux's /proc")
+def test_a_second_blender_process_uses_the_running_backend_and_leaves_it_running(local_addon, tmp_path):
+    """With default preferences (no Keep Running): the second Blender uses the first one's backend and, when it quits,
+    leaves it to the first, which started it and still runs."""
     assert bpy.ops.motionclone.start_backend() == {"FINISHED"}
     assert pump_until(lambda: local().state == "ready", 120), local().message
     pid, endpoint = local().pid, local().endpoint
-    before = set(local_backend_pids())
-    second = subprocess.run(
-        [sys.executable, "-c", SECOND_BLENDER, str(ROOT), str(backend_environment()), str(tmp_path / "backend")],
+    results = tmp_path / "backend"
+    before = backends_on(results)
+    try:
+        second = run_other_blender(SECOND_BLENDER, results)
+        assert set(backends_on(results)) == set(before) == {pid}  # nothing was started, nothing was stopped
+    finally:
+        for extra in set(backends_on(results)) - {pid}:
+            os.kill(extra, signal.SIGKILL)
+    assert (second["state"], second["pid"], second["endpoint"]) == ("ready", pid, endpoint), second
+    assert second["connection"] == "connected" and second["message"].startswith("Found the backend left running")
+    assert "another Blender started it" in second["message"]
+    assert local_backend.pid_alive(pid) and local().state == "ready"
+
+
+def run_other_blender(script: str, results: Path) -> dict:
+    """Run `script` in another Python with bpy (this one's) and return the JSON it printed after "RESULT"."""
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(ROOT), str(backend_environment()), str(results)],
         capture_output=True,
         text=True,
         timeout=180,
     )
-    assert second.returncode == 0, second.stderr[-2000:]
-    found = json.loads(second.stdout.strip().splitlines()[-1])
-    assert (found["state"], found["pid"], found["endpoint"]) == ("ready", pid, endpoint), found
-    assert found["connection"] == "connected" and found["message"].startswith("Found the backend left running")
-    assert set(local_backend_pids()) == before  # nothing was started
-    assert local_backend.pid_alive(pid) and local().state == "ready"
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert lines, done.stdout[-2000:]
+    return json.loads(lines[-1].removeprefix("RESULT "))
 
 
 QUITTING_BLENDER = (
@@ -387,7 +408,8 @@ deadline = time.monotonic() + 120
 while session.get_session().local.state != "ready" and time.monotonic() < deadline:
     event_pump.pump()
     time.sleep(0.05)
-print(json.dumps({"state": session.get_session().local.state, "pid": session.get_session().local.pid}), flush=True)
+local = session.get_session().local
+print("RESULT", json.dumps({"state": local.state, "pid": local.pid}), flush=True)
 """
 )  # and then this Blender quits, the add-on still enabled
 
@@ -395,29 +417,23 @@ print(json.dumps({"state": session.get_session().local.state, "pid": session.get
 @needs_real_backend
 def test_quitting_blender_stops_the_backend_it_started(tmp_path):
     results = tmp_path / "backend"
-    quitting = subprocess.run(
-        [sys.executable, "-c", QUITTING_BLENDER, str(ROOT), str(backend_environment()), str(results)],
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert quitting.returncode == 0, quitting.stderr[-2000:]
-    started = json.loads(quitting.stdout.strip().splitlines()[-1])
+    started = run_other_blender(QUITTING_BLENDER, results)
     assert started["state"] == "ready" and started["pid"]
     # Stopped by the add-on as Blender quit, not later by the backend noticing its parent is gone (--parent-pid).
     assert not local_backend.pid_alive(started["pid"])
     assert "--parent-pid" not in (results / local_backend.LOG_FILE).read_text()
 
 
-def local_backend_pids() -> list[int]:
-    """The pids of every `motionclone serve` process running now (from /proc)."""
+def backends_on(results: Path) -> list[int]:
+    """The pids of the `motionclone serve` processes running now on the results folder `results` (from /proc)."""
+    marker = str(results).encode()
     pids = []
     for entry in Path("/proc").iterdir():
         try:
             command = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
         except OSError:
             continue
-        if entry.name.isdigit() and b"serve" in command and b"motionclone" in command:
+        if entry.name.isdigit() and b"serve" in command and marker in command:
             pids.append(int(entry.name))
     return pids
 

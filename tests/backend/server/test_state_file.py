@@ -23,10 +23,11 @@ def test_write_replaces_the_file_whole_and_leaves_no_temporary_file(tmp_path):
 
 def test_record_names_this_process_and_an_absolute_results_dir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    record = state_record("tcp://127.0.0.1:5", "0.1.0", "tiny", "cpu", "results")
-    assert record["pid"] == os.getpid()
+    record = state_record("tcp://127.0.0.1:5", "0.1.0", "tiny", "cpu", "results", parent_pid=77)
+    assert record["pid"] == os.getpid() and record["parent_pid"] == 77
     assert record["results_dir"] == str(tmp_path / "results")
-    assert set(record) == {"endpoint", "pid", "server_version", "preset", "device", "results_dir", "started_at"}
+    keys = {"endpoint", "pid", "server_version", "preset", "device", "results_dir", "started_at", "parent_pid"}
+    assert set(record) == keys
 
 
 def test_remove_deletes_only_a_file_that_names_this_pid(tmp_path):
