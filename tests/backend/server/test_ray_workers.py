@@ -115,8 +115,9 @@ def test_cancel_reaches_the_actor_within_one_step(ray_server, reference_frames):
 
 def test_a_killed_actor_fails_its_job_the_other_actors_job_finishes_and_the_next_job_runs(ray_server, reference_frames):
     with connect(ray_server.endpoint) as victim, connect(ray_server.endpoint) as bystander:
+        wait_for(lambda: busy_pids(victim) == [], 60, "both workers to be idle")  # after the earlier tests' jobs
         before = {w["name"]: w["pid"] for w in victim.server_status(10).workers}
-        victim.submit(reference_frames, job_params(num_inference_steps=80))
+        victim.submit(reference_frames, job_params(num_inference_steps=600))  # long: it is killed anyway
         running = wait_for(lambda: busy_pids(victim), 60, "the first job to start")
         bystander.submit(reference_frames, job_params(num_inference_steps=40, seed=3))
         wait_for(lambda: len(busy_pids(victim)) == 2, 60, "the second job to start on the other actor")
@@ -126,7 +127,7 @@ def test_a_killed_actor_fails_its_job_the_other_actors_job_finishes_and_the_next
         failure = wait_for(lambda: next_event_of(victim, "error"), 120, "the killed job's error")
         assert "died" in failure.message.message
         assert "Submit the job again" in (failure.message.hint or failure.message.message)
-        survivor = wait_for(lambda: next_event_of(bystander, "result"), 120, "the other actor's result")
+        survivor = wait_for(lambda: next_result(bystander), 120, "the other actor's result")  # raises on an error
         assert survivor.frames().shape == (8, 64, 64, 3)
         result = victim.run_job(reference_frames, job_params(seed=4), timeout=180)
         assert result.frames().shape == (8, 64, 64, 3)
