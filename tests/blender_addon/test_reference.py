@@ -277,7 +277,12 @@ def test_the_artists_render_slot_keeps_its_picture_after_success_error_and_cance
     finally:
         reference._render_still = render_still
     check("error")
-    calls: list[int] = []
+    frames_begun: list[int] = []
+
+    def cancel_before_the_second_frame() -> bool:
+        frames_begun.append(1)
+        return len(frames_begun) >= 2
+
     with pytest.raises(reference.RenderCancelled):
         reference.render_camera_frames(
             scene,
@@ -287,7 +292,7 @@ def test_the_artists_render_slot_keeps_its_picture_after_success_error_and_cance
             "WORKBENCH",
             tmp_path / "cancel",
             camera=camera,
-            cancel=lambda: len(calls.append(1) or calls) >= 2,
+            cancel=cancel_before_the_second_frame,
         )
     check("cancel")
     result.render_slots.active = next(slot for slot in result.render_slots if slot.name == reference.REFERENCE_SLOT)
