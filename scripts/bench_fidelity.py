@@ -401,6 +401,12 @@ def model_training(preset: str, folder: Path | None) -> dict[str, Any] | None:
     return {key: training.get(key) for key in keys}
 
 
+def load_model(settings: BenchSettings) -> Any:
+    """The preset's model bundle; for blocks, from `settings.model_folder` when one is given."""
+    options = {"folder": settings.model_folder} if settings.model_folder else {}
+    return load_preset(settings.preset, settings.device, **options)
+
+
 def run_benchmark(settings: BenchSettings) -> dict[str, Any]:
     """Prepare the references, load the model once, generate and score everything, write the three outputs."""
     run_started = time.perf_counter()
@@ -410,8 +416,7 @@ def run_benchmark(settings: BenchSettings) -> dict[str, Any]:
     cached = prepare_references(settings)
 
     started = time.perf_counter()
-    options = {"folder": settings.model_folder} if settings.model_folder else {}
-    bundle = load_preset(settings.preset, settings.device, **options)
+    bundle = load_model(settings)
     pipe = MotionClonePipeline.from_bundle(bundle)
     print(f"model: {settings.preset} on {settings.device} loaded in {time.perf_counter() - started:.1f} s", flush=True)
 

@@ -121,7 +121,7 @@ def test_bad_arguments_exit_2(tmp_path: Path) -> None:
     assert raised.value.code == 2
 
 
-def test_a_model_folder_is_the_model_the_report_describes(tmp_path: Path) -> None:
+def test_a_model_folder_is_the_model_the_report_describes(tmp_path: Path, monkeypatch) -> None:
     (tmp_path / "training.json").write_text(json.dumps({"recipe": {"motion": {"steps": 1500}}, "final_losses": {}}))
     args = bench.build_parser().parse_args(["--model-folder", str(tmp_path), "--out", str(tmp_path / "out")])
     settings = bench.settings_from_args(args)
@@ -129,6 +129,10 @@ def test_a_model_folder_is_the_model_the_report_describes(tmp_path: Path) -> Non
     assert bench.model_training("blocks", settings.model_folder)["recipe"] == {"motion": {"steps": 1500}}
     shipped = json.loads((BLOCKS_MODEL_DIR / "training.json").read_text())
     assert bench.model_training("blocks", None)["recipe"] == shipped["recipe"]
+    loaded = []
+    monkeypatch.setattr(bench, "load_preset", lambda *args, **options: loaded.append((args, options)))
+    bench.load_model(settings)
+    assert loaded == [(("blocks", settings.device), {"folder": tmp_path.resolve()})]
 
 
 def test_steps_alone_keep_the_configs_share_of_guided_steps(tmp_path: Path) -> None:
