@@ -347,16 +347,20 @@ preferences = bpy.context.preferences.addons["blender_addon"].preferences
 preferences.backend_mode, preferences.local_environment = "LOCAL", sys.argv[2]
 preferences.local_preset, preferences.local_device, preferences.local_results_dir = "tiny", "cpu", sys.argv[3]
 from blender_addon import event_pump, session
+
+
+def pump_until(condition, timeout):
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        event_pump.pump()
+        time.sleep(0.05)
 """
 
 SECOND_BLENDER = (
     OTHER_BLENDER
     + """
 assert bpy.ops.motionclone.start_backend() == {"FINISHED"}
-deadline = time.monotonic() + 60
-while session.get_session().connection.state != "connected" and time.monotonic() < deadline:
-    event_pump.pump()
-    time.sleep(0.05)
+pump_until(lambda: session.get_session().connection.state == "connected", 60)
 local = session.get_session().local
 found = {"state": local.state, "pid": local.pid, "endpoint": local.endpoint, "message": local.message}
 print("RESULT", json.dumps({**found, "connection": session.get_session().connection.state}), flush=True)
@@ -404,10 +408,7 @@ QUITTING_BLENDER = (
     OTHER_BLENDER
     + """
 assert bpy.ops.motionclone.start_backend() == {"FINISHED"}
-deadline = time.monotonic() + 120
-while session.get_session().local.state != "ready" and time.monotonic() < deadline:
-    event_pump.pump()
-    time.sleep(0.05)
+pump_until(lambda: session.get_session().local.state == "ready", 120)
 local = session.get_session().local
 print("RESULT", json.dumps({"state": local.state, "pid": local.pid}), flush=True)
 """
