@@ -356,14 +356,7 @@ def params_from_args(args: argparse.Namespace, preset: str | None = None) -> Any
         value = getattr(args, flag)
         if value is not None:
             overrides[field_name] = value
-    for assignment in args.set:
-        name, separator, raw = assignment.partition("=")
-        if not separator:
-            raise ParameterError("--set", f"expects NAME=VALUE, got {assignment!r}")
-        try:
-            overrides[name.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            overrides[name.strip()] = raw  # a bare word such as cross-frame
+    overrides.update(parse_assignments(args.set))
     if args.frame_step is not None:
         overrides.update(step_overrides(args, overrides))
     if preset is not None:
@@ -373,6 +366,24 @@ def params_from_args(args: argparse.Namespace, preset: str | None = None) -> Any
             overrides.setdefault(name, value)
     config = args.config or ("blocks" if preset == "blocks" else "camera")
     return MotionCloneParams.from_config(config, **overrides)
+
+
+def parse_assignments(assignments: list[str]) -> dict[str, Any]:
+    """`--set NAME=VALUE` arguments as parameter overrides; VALUE is JSON, or a bare word such as cross-frame.
+
+    Raises:
+        ParameterError: an argument without "=".
+    """
+    overrides: dict[str, Any] = {}
+    for assignment in assignments:
+        name, separator, raw = assignment.partition("=")
+        if not separator:
+            raise ParameterError("--set", f"expects NAME=VALUE, got {assignment!r}")
+        try:
+            overrides[name.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            overrides[name.strip()] = raw
+    return overrides
 
 
 def step_overrides(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, Any]:

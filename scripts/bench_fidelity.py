@@ -51,6 +51,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from motionclone.backend.cli import parse_assignments
 from motionclone.backend.comparison import pick_evenly, write_png
 from motionclone.backend.engine import MotionCloneParams, MotionClonePipeline
 from motionclone.backend.engine.parameters import CONFIG_PRESETS, validate_params
@@ -114,6 +115,7 @@ class BenchSettings:
     guidance_steps: int | None
     frames: int | None
     threads: int | None
+    overrides: dict[str, Any]  # --set: parameters changed from the config in both runs (not prompt, seed, weight)
     references: tuple[BenchmarkReference, ...]
     references_dir: Path
     out: Path
@@ -143,6 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, help="denoising steps (default: the config's)")
     parser.add_argument("--guidance-steps", type=int, help="guided steps (default: the config's, scaled to --steps)")
     parser.add_argument("--frames", type=int, help="frames to generate (default: the preset's native count)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="change a parameter of the config in both runs, value in JSON "
+        '(e.g. --set motion_guidance_blocks=\'["up_blocks.1", "up_blocks.2"]\')',
+    )
     parser.add_argument(
         "--only",
         action="append",
@@ -178,6 +188,10 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
         raise ValueError(f"--threads must be at least 1, got {args.threads}")
     if len(set(args.seeds)) != len(args.seeds):
         raise ValueError(f"--seeds has repeats: {args.seeds}")
+    overrides = parse_assignments(args.set)
+    for fixed in ("prompt", "seed", "motion_guidance_weight"):
+        if fixed in overrides:
+            raise ValueError(f"--set {fixed} is not allowed: the benchmark sets it (use --seeds or --weights)")
     out = args.out.expanduser().resolve()
     settings = BenchSettings(
         preset=args.preset,
@@ -190,6 +204,7 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
         guidance_steps=args.guidance_steps,
         frames=args.frames,
         threads=args.threads,
+        overrides=overrides,
         references=tuple(select_references(args.only, blender=not args.no_blender)),
         references_dir=(args.references_dir.expanduser().resolve() if args.references_dir else out / "references"),
         out=out,
@@ -201,8 +216,9 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
 def make_params(settings: BenchSettings, prompt: str, seed: int, weight: float) -> MotionCloneParams:
     """The parameters of one generation: the config, the preset's native size, and the run's overrides."""
     native = NATIVE_SIZES.get(settings.preset, {"num_frames": 16, "height": 64, "width": 64})
-    config = MotionCloneParams.from_config(settings.config, prompt=prompt)
+    config = MotionCloneParams.from_config(settings.config, prompt=prompt, **settings.overrides)
     overrides: dict[str, Any] = {
+        **settings.overrides,
         "prompt": prompt,
         "seed": seed,
         "motion_guidance_weight": weight,
@@ -451,6 +467,7 @@ def run_benchmark(settings: BenchSettings) -> dict[str, Any]:
             "preset": settings.preset,
             "config": settings.config,
             "config_values": CONFIG_PRESETS[settings.config],
+            "overrides": settings.overrides,
             "steps": example.num_inference_steps,
             "guidance_steps": example.guidance_steps,
             "weights": {"unguided": settings.weights[0], "guided": settings.weights[1]},
@@ -538,6 +555,11 @@ def markdown(report: dict[str, Any]) -> str:
         f"{s['width']}x{s['height']}, seeds {seeds}, device {s['device']} ({m['processor']}, {m['cpu_count']} CPUs, "
         f"torch {m['torch']}). Created {report['created']}.",
         "",
+    ]
+    if s.get("overrides"):
+        changed = ", ".join(f"`{name}={json.dumps(value)}`" for name, value in s["overrides"].items())
+        lines += [f"Changed from the config in both runs (`--set`): {changed}.", ""]
+    lines += [
         f"MF: symmetric motion fidelity of the result against the reference (`motionclone evaluate`); unguided is "
         f"weight {w0:g}, guided weight {w1:g}, same seeds; values are means over the seeds. Colour and class: the "
         "share of result frames whose subject has the prompt's colour / class.",

@@ -145,6 +145,23 @@ def test_steps_alone_keep_the_configs_share_of_guided_steps(tmp_path: Path) -> N
 
 
 # ---- the reference set -----------------------------------------------------------------------------------------------
+def test_set_changes_a_parameter_in_both_runs_and_the_report_says_so(tmp_path: Path) -> None:
+    blocks = '["up_blocks.1", "up_blocks.2"]'
+    args = bench.build_parser().parse_args(
+        ["--set", f"motion_guidance_blocks={blocks}", "--set", "cfg_scale=3", "--out", str(tmp_path)]
+    )
+    settings = bench.settings_from_args(args)
+    assert settings.overrides == {"motion_guidance_blocks": ["up_blocks.1", "up_blocks.2"], "cfg_scale": 3}
+    for weight in (0.0, 4000.0):
+        params = bench.make_params(settings, "a red ball rolling right on the grass", 7, weight)
+        assert params.motion_guidance_blocks == ("up_blocks.1", "up_blocks.2") and params.cfg_scale == 3
+        assert (params.seed, params.motion_guidance_weight) == (7, weight)  # the benchmark's own values win
+    for fixed in ("seed=3", "motion_guidance_weight=9", "no_equals_sign"):
+        with pytest.raises(SystemExit) as raised:
+            bench.main(["--set", fixed, "--out", str(tmp_path)])
+        assert raised.value.code == 2
+
+
 def test_set_has_six_procedural_and_two_blender_references_covering_the_motions() -> None:
     assert len(refs.REFERENCES) >= 8 and len(set(refs.reference_names())) == len(refs.REFERENCES)
     assert len(PROCEDURAL) == 6
