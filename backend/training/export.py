@@ -43,6 +43,7 @@ def export_model(
         original_dtype = next(model.parameters()).dtype
         model.to(torch.float16).save_pretrained(folder / name, safe_serialization=True)
         model.to(original_dtype)
+        drop_source_path(folder / name / "config.json")
     if tokenizer_dir is None:
         save_word_tokenizer(words, folder / "tokenizer")
     else:
@@ -63,3 +64,11 @@ def export_model(
     (folder / TRAINING_INFO_NAME).write_text(json.dumps(training_info, indent=2, sort_keys=True) + "\n")
     write_manifest(folder)
     return folder
+
+
+def drop_source_path(config_file: Path) -> None:
+    """Remove `_name_or_path` from a saved config: a model loaded from a folder records that folder there, and a
+    model folder written for others should not name the place it was made from."""
+    config = json.loads(config_file.read_text())
+    if config.pop("_name_or_path", None) is not None:
+        config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")

@@ -55,6 +55,8 @@ def test_continuing_trains_only_the_motion_modules_resumes_and_records_its_sourc
         assert (folder / "tokenizer" / name).read_bytes() == (BLOCKS_MODEL_DIR / "tokenizer" / name).read_bytes()
     source_vae = json.loads((BLOCKS_MODEL_DIR / "vae" / "config.json").read_text())
     assert json.loads((folder / "vae" / "config.json").read_text())["scaling_factor"] == source_vae["scaling_factor"]
+    for part in WEIGHT_FILES:  # loaded from a folder, but the export does not name where it was made from
+        assert "_name_or_path" not in json.loads((folder / part / "config.json").read_text()), part
     info = json.loads((folder / "training.json").read_text())
     assert info["continued_from"]["manifest_sha256"] == file_sha256(BLOCKS_MODEL_DIR / MANIFEST_NAME)
     assert info["continued_from"]["training"] == json.loads((BLOCKS_MODEL_DIR / "training.json").read_text())
