@@ -25,6 +25,7 @@ Timing: each generation's seconds are recorded. On a CPU that something else kee
 default of one thread per core can make generation tens of times slower, as its threads wait on each other; pass
 --threads 1 there. Measured on 2 cores next to a training run, --threads 1: about 10 s per generation at 4 steps
 (2 guided), about 97 s at the blocks config's 40 (20 guided), so the full set takes about 26 minutes per seed.
+On the same 2 cores with nothing else running: about 24 s per generation at 40 steps, 6.5 minutes per seed.
 
 Exit codes: 0 the benchmark ran (whether or not the targets were met: see fidelity.md), 1 it failed (the message
 says why), 2 bad arguments.
