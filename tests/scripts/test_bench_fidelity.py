@@ -65,7 +65,7 @@ PROCEDURAL = [r for r in refs.REFERENCES if r.source == "procedural"]
 # ---- the script end to end -------------------------------------------------------------------------------------------
 def test_quick_run_on_tiny_writes_every_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
-    argv = [*QUICK, "--no-blender", "--out", str(out)]
+    argv = [*QUICK, "--no-blender", "--set", "cfg_scale=3", "--out", str(out)]
     for name in PICKED:
         argv += ["--only", name]
     assert bench.main(argv) == 0
@@ -80,6 +80,7 @@ def test_quick_run_on_tiny_writes_every_output(tmp_path: Path, capsys: pytest.Ca
     assert settings["seeds"] == [2025]
     assert settings["reference_set"]["selected"] == list(PICKED)
     assert settings["config_values"]["motion_guidance_weight"] == 4000.0
+    assert settings["overrides"] == {"cfg_scale": 3} and settings["parameters"]["cfg_scale"] == 3
     assert {"processor", "cpu_count", "torch"} <= set(report["machine"])
     assert {"grid", "region", "moving_fraction", "tracker"} <= set(report["evaluation"])
     assert [e["name"] for e in report["references"]] == list(PICKED)
@@ -98,6 +99,7 @@ def test_quick_run_on_tiny_writes_every_output(tmp_path: Path, capsys: pytest.Ca
     assert len(summary["targets"]) == 3 and all(isinstance(t["passed"], bool) for t in summary["targets"])
 
     markdown = (out / "fidelity.md").read_text()
+    assert "Changed from the config in both runs (`--set`): `cfg_scale=3`." in markdown
     assert "| reference | prompt | MF unguided | MF guided | gain | colour (guided) | class (guided) |" in markdown
     assert "a red ball rolling right" in markdown and markdown.count("PASS") + markdown.count("FAIL") >= 3
 
@@ -144,8 +146,7 @@ def test_steps_alone_keep_the_configs_share_of_guided_steps(tmp_path: Path) -> N
     assert [r.source for r in settings.references] == ["procedural"] * len(PROCEDURAL)
 
 
-# ---- the reference set -----------------------------------------------------------------------------------------------
-def test_set_changes_a_parameter_in_both_runs_and_the_report_says_so(tmp_path: Path) -> None:
+def test_set_changes_a_parameter_in_both_runs_but_not_the_benchmarks_own(tmp_path: Path) -> None:
     blocks = '["up_blocks.1", "up_blocks.2"]'
     args = bench.build_parser().parse_args(
         ["--set", f"motion_guidance_blocks={blocks}", "--set", "cfg_scale=3", "--out", str(tmp_path)]
@@ -162,6 +163,7 @@ def test_set_changes_a_parameter_in_both_runs_and_the_report_says_so(tmp_path: P
         assert raised.value.code == 2
 
 
+# ---- the reference set -----------------------------------------------------------------------------------------------
 def test_set_has_six_procedural_and_two_blender_references_covering_the_motions() -> None:
     assert len(refs.REFERENCES) >= 8 and len(set(refs.reference_names())) == len(refs.REFERENCES)
     assert len(PROCEDURAL) == 6
