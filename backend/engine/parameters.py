@@ -227,6 +227,11 @@ class MotionCloneParams:
             windows wrap around to the first frames, for clips that loop).
         context_noise: "independent" noise for every frame, or "freenoise" (the first window's noise repeated,
             shuffled, for the later frames, so that all windows start from alike noise).
+        noise_frame_correlation: ρ, the share of the noise's variance that all frames have in common: each frame's
+            noise is √ρ·ε_shared + √(1−ρ)·ε_frame, still N(0, I) per frame, with correlation ρ between frames (the
+            mixed noise of PYoCo, Ge et al. 2023). A motion prior too weak to keep frames alike gets steadier clips
+            from it. It applies to the extraction noise too where that is coupled with the initial latent. Official:
+            0, independent frames.
         attention_precision: "parity" computes the F×F attention in the model dtype like the official code;
             "accurate" in float32 (recommended with bf16).
         motion_norm: "per-frame" GroupNorm in the motion modules, as AnimateDiff was trained (official); or
@@ -282,6 +287,7 @@ class MotionCloneParams:
     context_overlap: int = 4
     context_schedule: str = "uniform"
     context_noise: str = "independent"
+    noise_frame_correlation: float = 0.0
     controlnet_scale: float = 1.0
     sparsectrl_extraction: str = "reference"
     scribble_invert: str = "auto"
@@ -420,6 +426,7 @@ def _check_windows(params: MotionCloneParams, max_frames: int | None) -> None:
     _check_int(params.context_overlap, "context_overlap", 0, params.context_length - 1)
     _check_choice(params.context_schedule, "context_schedule", CONTEXT_SCHEDULES)
     _check_choice(params.context_noise, "context_noise", CONTEXT_NOISES)
+    _check_float(params.noise_frame_correlation, "noise_frame_correlation", 0.0, 1.0, open_high=True)
     if isinstance(params.num_frames, int) and params.num_frames > params.context_length:
         _check_int(params.num_frames, "num_frames", 2, MAX_WINDOWED_FRAMES)
         if params.motion_source == "inversion":

@@ -13,6 +13,7 @@ Notation:
     ∇L                     ∂L/∂x_t through the conditional branch only
 """
 
+import math
 import platform
 import resource
 import time
@@ -306,7 +307,8 @@ class MotionClonePipeline(DiffusionPipeline):
         return self.scheduler.timesteps.clone()
 
     def prepare_noise(self, seed: int, params: MotionCloneParams) -> torch.Tensor:
-        """ε ~ N(0, I) of shape (1, 4, F, H/8, W/8) from a fresh generator seeded with `seed` (never the global RNG)."""
+        """ε ~ N(0, I) of shape (1, 4, F, H/8, W/8) from a fresh generator seeded with `seed` (never the global RNG),
+        correlated across frames by `noise_frame_correlation`."""
         shape = (
             1,
             self.unet.config.in_channels,
@@ -318,6 +320,13 @@ class MotionClonePipeline(DiffusionPipeline):
         noise = torch.randn(shape, generator=generator, device=self.unet.device, dtype=self.unet.dtype)
         if params.context_noise == "freenoise":
             noise = freenoise(noise, params.context_length, params.context_overlap, generator)
+        if params.noise_frame_correlation > 0:
+            # Drawn after the frames' own noise, so that ρ = 0 leaves the official noise untouched.
+            shared = torch.randn(
+                (*shape[:2], 1, *shape[3:]), generator=generator, device=noise.device, dtype=noise.dtype
+            )
+            rho = params.noise_frame_correlation
+            noise = math.sqrt(rho) * shared + math.sqrt(1 - rho) * noise
         return noise
 
     def obtain_representation(

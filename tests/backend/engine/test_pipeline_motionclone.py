@@ -262,9 +262,33 @@ def test_accurate_precision_and_non_square_sizes_work(pipe, reference):
     assert output.metadata["parameters"]["attention_precision"] == "accurate"
 
 
+def test_noise_frame_correlation_shares_that_share_of_the_variance_between_frames(pipe):
+    official = pipe.prepare_noise(7, short_params(num_frames=16, height=256, width=256))
+    correlated = pipe.prepare_noise(7, short_params(num_frames=16, height=256, width=256, noise_frame_correlation=0.6))
+    frames = correlated[0].transpose(0, 1).reshape(16, -1)  # (F, C·H·W)
+    assert frames.std(dim=1).sub(1).abs().max() < 0.03  # still N(0, I) on every frame
+    between = torch.corrcoef(frames)[~torch.eye(16, dtype=torch.bool)]
+    assert between.sub(0.6).abs().max() < 0.05
+    assert torch.corrcoef(official[0].transpose(0, 1).reshape(16, -1))[0, 1].abs() < 0.05
+    # The frames' own parts are the official noise: ρ = 0 draws exactly what the official code draws.
+    assert torch.equal(
+        pipe.prepare_noise(7, short_params(noise_frame_correlation=0.0)), pipe.prepare_noise(7, short_params())
+    )
+
+
+def test_noise_frame_correlation_makes_unguided_frames_more_alike(pipe, reference):
+    def frame_change(rho):
+        frames = pipe(reference, short_params(motion_guidance_weight=0.0, noise_frame_correlation=rho)).frames
+        return np.abs(np.diff(frames.astype(np.float32), axis=0)).mean()
+
+    assert frame_change(0.9) < 0.5 * frame_change(0.0)
+
+
 @pytest.mark.parametrize(
     ("changes", "name"),
     [
+        ({"noise_frame_correlation": 1.0}, "noise_frame_correlation"),
+        ({"noise_frame_correlation": -0.1}, "noise_frame_correlation"),
         ({"num_frames": 257}, "num_frames"),
         ({"num_frames": 33, "context_length": 33}, "context_length"),
         ({"width": 100}, "width"),
