@@ -159,6 +159,7 @@ SPARSECTRL_EXTRACTION = ("reference", "sketch", "none")
 SCRIBBLE_INVERT = ("auto", "never", "always")
 SCHEDULES = ("uneven", "leading")
 CONTEXT_NOISES = ("independent", "freenoise")
+NOISE_CORRELATION_FORMS = ("shared", "progressive")
 # With context windows a clip may be longer than the motion adapter's sequence: up to this many frames.
 MAX_WINDOWED_FRAMES = 256
 VAE_POSTERIORS = ("sample", "mode")
@@ -235,6 +236,9 @@ class MotionCloneParams:
             mixed noise of PYoCo, Ge et al. 2023). A motion prior too weak to keep frames alike gets steadier clips
             from it. It applies to the extraction noise too where that is coupled with the initial latent. Official:
             0, independent frames.
+        noise_correlation_form: "shared" (above: any two frames correlate by ρ) or "progressive" (each frame's noise
+            is ρ·the previous frame's + √(1−ρ²)·its own, so frames k apart correlate by ρ^k: PYoCo's progressive
+            noise, which lets the picture drift over the clip).
         attention_precision: "parity" computes the F×F attention in the model dtype like the official code;
             "accurate" in float32 (recommended with bf16).
         motion_norm: "per-frame" GroupNorm in the motion modules, as AnimateDiff was trained (official); or
@@ -291,6 +295,7 @@ class MotionCloneParams:
     context_schedule: str = "uniform"
     context_noise: str = "independent"
     noise_frame_correlation: float = 0.0
+    noise_correlation_form: str = "shared"
     controlnet_scale: float = 1.0
     sparsectrl_extraction: str = "reference"
     scribble_invert: str = "auto"
@@ -430,6 +435,7 @@ def _check_windows(params: MotionCloneParams, max_frames: int | None) -> None:
     _check_choice(params.context_schedule, "context_schedule", CONTEXT_SCHEDULES)
     _check_choice(params.context_noise, "context_noise", CONTEXT_NOISES)
     _check_float(params.noise_frame_correlation, "noise_frame_correlation", 0.0, 1.0, open_high=True)
+    _check_choice(params.noise_correlation_form, "noise_correlation_form", NOISE_CORRELATION_FORMS)
     if isinstance(params.num_frames, int) and params.num_frames > params.context_length:
         _check_int(params.num_frames, "num_frames", 2, MAX_WINDOWED_FRAMES)
         if params.motion_source == "inversion":

@@ -321,12 +321,7 @@ class MotionClonePipeline(DiffusionPipeline):
         if params.context_noise == "freenoise":
             noise = freenoise(noise, params.context_length, params.context_overlap, generator)
         if params.noise_frame_correlation > 0:
-            # Drawn after the frames' own noise, so that ρ = 0 leaves the official noise untouched.
-            shared = torch.randn(
-                (*shape[:2], 1, *shape[3:]), generator=generator, device=noise.device, dtype=noise.dtype
-            )
-            rho = params.noise_frame_correlation
-            noise = math.sqrt(rho) * shared + math.sqrt(1 - rho) * noise
+            noise = correlate_frames(noise, params.noise_frame_correlation, params.noise_correlation_form, generator)
         return noise
 
     def obtain_representation(
@@ -831,3 +826,20 @@ class MotionClonePipeline(DiffusionPipeline):
             return {"cuda_max_allocated": int(torch.cuda.max_memory_allocated(self.unet.device))}
         # On the CPU only the process-wide peak resident set is measurable (kilobytes on Linux).
         return {"process_max_rss": int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024}
+
+
+def correlate_frames(noise: torch.Tensor, rho: float, form: str, generator: torch.Generator) -> torch.Tensor:
+    """Noise of shape (B, C, F, H, W), standard normal per frame, made correlated across frames (PYoCo).
+
+    "shared": every frame gets √ρ·ε_shared + √(1−ρ)·ε_frame, so any two frames correlate by ρ. "progressive": each
+    frame is ρ·(the previous frame's noise) + √(1−ρ²)·ε_frame, so frames k apart correlate by ρ^k. The shared draw
+    comes after the frames' own noise, so that ρ = 0 leaves the official noise untouched.
+    """
+    if form == "progressive":
+        frames = [noise[:, :, 0]]
+        for index in range(1, noise.shape[2]):
+            frames.append(rho * frames[-1] + math.sqrt(1 - rho**2) * noise[:, :, index])
+        return torch.stack(frames, dim=2)
+    shape = (*noise.shape[:2], 1, *noise.shape[3:])
+    shared = torch.randn(shape, generator=generator, device=noise.device, dtype=noise.dtype)
+    return math.sqrt(rho) * shared + math.sqrt(1 - rho) * noise

@@ -276,6 +276,18 @@ def test_noise_frame_correlation_shares_that_share_of_the_variance_between_frame
     )
 
 
+def test_progressive_noise_correlates_neighbours_by_rho_and_frames_k_apart_by_rho_to_the_k(pipe):
+    params = short_params(
+        num_frames=16, height=256, width=256, noise_frame_correlation=0.8, noise_correlation_form="progressive"
+    )
+    frames = pipe.prepare_noise(7, params)[0].transpose(0, 1).reshape(16, -1)
+    assert frames.std(dim=1).sub(1).abs().max() < 0.03
+    correlation = torch.corrcoef(frames)
+    for k in (1, 2, 5, 10):
+        apart = torch.diagonal(correlation, offset=k)
+        assert apart.mean().sub(0.8**k).abs() < 0.03, k
+
+
 def test_noise_frame_correlation_makes_unguided_frames_more_alike(pipe, reference):
     def frame_change(rho):
         frames = pipe(reference, short_params(motion_guidance_weight=0.0, noise_frame_correlation=rho)).frames
@@ -289,6 +301,7 @@ def test_noise_frame_correlation_makes_unguided_frames_more_alike(pipe, referenc
     [
         ({"noise_frame_correlation": 1.0}, "noise_frame_correlation"),
         ({"noise_frame_correlation": -0.1}, "noise_frame_correlation"),
+        ({"noise_correlation_form": "random"}, "noise_correlation_form"),
         ({"num_frames": 257}, "num_frames"),
         ({"num_frames": 33, "context_length": 33}, "context_length"),
         ({"width": 100}, "width"),
