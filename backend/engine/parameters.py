@@ -408,6 +408,8 @@ def validate_params(params: MotionCloneParams, max_frames: int | None = None) ->
     _check_int(params.top_k, "top_k", 1, min(params.num_frames, params.context_length))
     _check_float(params.cfg_scale, "cfg_scale", 0.0, 50.0)
     _check_int(params.seed, "seed", 0, MAX_SEED)
+    _check_float(params.noise_frame_correlation, "noise_frame_correlation", 0.0, 1.0, open_high=True)
+    _check_choice(params.noise_correlation_form, "noise_correlation_form", NOISE_CORRELATION_FORMS)
     if params.motion_seed is not None:
         _check_int(params.motion_seed, "motion_seed", 0, MAX_SEED)
     _check_choice(params.cfg_form, "cfg_form", CFG_FORMS)
@@ -437,8 +439,6 @@ def _check_windows(params: MotionCloneParams, max_frames: int | None) -> None:
     _check_int(params.context_overlap, "context_overlap", 0, params.context_length - 1)
     _check_choice(params.context_schedule, "context_schedule", CONTEXT_SCHEDULES)
     _check_choice(params.context_noise, "context_noise", CONTEXT_NOISES)
-    _check_float(params.noise_frame_correlation, "noise_frame_correlation", 0.0, 1.0, open_high=True)
-    _check_choice(params.noise_correlation_form, "noise_correlation_form", NOISE_CORRELATION_FORMS)
     if isinstance(params.num_frames, int) and params.num_frames > params.context_length:
         _check_int(params.num_frames, "num_frames", 2, MAX_WINDOWED_FRAMES)
         if params.motion_source == "inversion":
