@@ -162,7 +162,7 @@ SPARSECTRL_EXTRACTION = ("reference", "sketch", "none")
 SCRIBBLE_INVERT = ("auto", "never", "always")
 SCHEDULES = ("uneven", "leading")
 CONTEXT_NOISES = ("independent", "freenoise")
-NOISE_CORRELATION_FORMS = ("shared", "progressive")
+NOISE_CORRELATION_FORMS = ("shared", "progressive", "reference-flow")
 # With context windows a clip may be longer than the motion adapter's sequence: up to this many frames.
 MAX_WINDOWED_FRAMES = 256
 VAE_POSTERIORS = ("sample", "mode")
@@ -241,7 +241,9 @@ class MotionCloneParams:
             0, independent frames.
         noise_correlation_form: "shared" (above: any two frames correlate by ρ) or "progressive" (each frame's noise
             is ρ·the previous frame's + √(1−ρ²)·its own, so frames k apart correlate by ρ^k: PYoCo's progressive
-            noise, which lets the picture drift over the clip).
+            noise, which lets the picture drift over the clip), or "reference-flow" ("shared", with the shared noise
+            carried along the reference's optical flow, so that a model that draws what its noise shows moves its
+            picture with the reference: a camera pan pans it; `noise_warp.py`).
         attention_precision: "parity" computes the F×F attention in the model dtype like the official code;
             "accurate" in float32 (recommended with bf16).
         motion_norm: "per-frame" GroupNorm in the motion modules, as AnimateDiff was trained (official); or

@@ -35,6 +35,7 @@ from .context_windows import ContextWindows, freenoise
 from .groupnorm import set_motion_module_norm
 from .guidance_inversion import InversionGuidanceConfig, denoise_inversion, linspace_timesteps
 from .inversion import InversionCache, InvertedLatents, ddim_invert, inversion_key
+from .noise_warp import reference_source_maps, warp_shared_noise
 from .parameters import MotionCloneParams, is_guided, validate_params
 from .partial_unet import last_block, no_grad_after
 from .representation import (
@@ -226,8 +227,8 @@ class MotionClonePipeline(DiffusionPipeline):
         positive_embeds = self.encode_prompt(params.full_prompt)
 
         # 4. Prepare the noise. Coupled (official): the extraction noise ε is the initial latent x_T (spec 2.2)
-        noise = self.prepare_noise(params.effective_motion_seed, params)
-        latents = noise if params.motion_seed is None else self.prepare_noise(params.seed, params)
+        noise = self.prepare_noise(params.effective_motion_seed, params, reference_frames)
+        latents = noise if params.motion_seed is None else self.prepare_noise(params.seed, params, reference_frames)
         timings["prepare"] = time.perf_counter() - started
         report("prepare", 1, 1)
 
@@ -306,9 +307,12 @@ class MotionClonePipeline(DiffusionPipeline):
         self.scheduler.set_timesteps(params.num_inference_steps)
         return self.scheduler.timesteps.clone()
 
-    def prepare_noise(self, seed: int, params: MotionCloneParams) -> torch.Tensor:
+    def prepare_noise(
+        self, seed: int, params: MotionCloneParams, reference_frames: np.ndarray | None = None
+    ) -> torch.Tensor:
         """ε ~ N(0, I) of shape (1, 4, F, H/8, W/8) from a fresh generator seeded with `seed` (never the global RNG),
-        correlated across frames by `noise_frame_correlation`."""
+        correlated across frames by `noise_frame_correlation`; the "reference-flow" form needs the prepared
+        `reference_frames` (F, H, W, 3), along whose motion the shared noise travels."""
         shape = (
             1,
             self.unet.config.in_channels,
@@ -321,7 +325,14 @@ class MotionClonePipeline(DiffusionPipeline):
         if params.context_noise == "freenoise":
             noise = freenoise(noise, params.context_length, params.context_overlap, generator)
         if params.noise_frame_correlation > 0:
-            noise = correlate_frames(noise, params.noise_frame_correlation, params.noise_correlation_form, generator)
+            source_maps = None
+            if params.noise_correlation_form == "reference-flow":
+                if reference_frames is None:
+                    raise ParameterError("noise_correlation_form", "reference-flow needs the reference frames")
+                source_maps = reference_source_maps(reference_frames, *shape[-2:])
+            noise = correlate_frames(
+                noise, params.noise_frame_correlation, params.noise_correlation_form, generator, source_maps
+            )
         return noise
 
     def obtain_representation(
@@ -828,12 +839,19 @@ class MotionClonePipeline(DiffusionPipeline):
         return {"process_max_rss": int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024}
 
 
-def correlate_frames(noise: torch.Tensor, rho: float, form: str, generator: torch.Generator) -> torch.Tensor:
+def correlate_frames(
+    noise: torch.Tensor,
+    rho: float,
+    form: str,
+    generator: torch.Generator,
+    source_maps: np.ndarray | None = None,
+) -> torch.Tensor:
     """Noise of shape (B, C, F, H, W), standard normal per frame, made correlated across frames (PYoCo).
 
     "shared": every frame gets √ρ·ε_shared + √(1−ρ)·ε_frame, so any two frames correlate by ρ. "progressive": each
-    frame is ρ·(the previous frame's noise) + √(1−ρ²)·ε_frame, so frames k apart correlate by ρ^k. The shared draw
-    comes after the frames' own noise, so that ρ = 0 leaves the official noise untouched.
+    frame is ρ·(the previous frame's noise) + √(1−ρ²)·ε_frame, so frames k apart correlate by ρ^k. "reference-flow":
+    as "shared", with ε_shared carried along the reference's motion by `source_maps` (`reference_source_maps`). The
+    shared draw comes after the frames' own noise, so that ρ = 0 leaves the official noise untouched.
     """
     if form == "progressive":
         frames = [noise[:, :, 0]]
@@ -842,4 +860,6 @@ def correlate_frames(noise: torch.Tensor, rho: float, form: str, generator: torc
         return torch.stack(frames, dim=2)
     shape = (*noise.shape[:2], 1, *noise.shape[3:])
     shared = torch.randn(shape, generator=generator, device=noise.device, dtype=noise.dtype)
+    if source_maps is not None:
+        shared = warp_shared_noise(shared, source_maps)
     return math.sqrt(rho) * shared + math.sqrt(1 - rho) * noise

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import AnimateDiffPipeline
+from PIL import Image, ImageFilter
 
 from motionclone.backend.engine import MotionCloneParams, MotionClonePipeline, MotionRepresentation
 from motionclone.backend.engine.attention_capture import capture_temporal_attention, guided_module_names
@@ -286,6 +287,28 @@ def test_progressive_noise_correlates_neighbours_by_rho_and_frames_k_apart_by_rh
     for k in (1, 2, 5, 10):
         apart = torch.diagonal(correlation, offset=k)
         assert apart.mean().sub(0.8**k).abs() < 0.03, k
+
+
+def test_reference_flow_noise_pans_with_a_panning_reference(pipe):
+    # A random texture panning 8 px (one latent cell) to the right per frame.
+    texture = np.random.default_rng(5).integers(0, 256, (SIZE, SIZE, 3)).astype(np.uint8)
+    texture = np.asarray(Image.fromarray(texture).filter(ImageFilter.GaussianBlur(1.5)))
+    frames = np.stack([np.roll(texture, 8 * index, axis=1) for index in range(6)])
+    params = short_params(num_frames=6, noise_frame_correlation=0.9, noise_correlation_form="reference-flow")
+    noise = pipe.prepare_noise(7, params, frames)[0]  # (C, F, h, w)
+    assert noise.std(dim=(0, 2, 3)).sub(1).abs().max() < 0.1  # still standard normal on every frame
+    inner = slice(6, 14)  # away from the edge where new content enters
+
+    def correlation(frame, shift):
+        moved = torch.roll(noise[:, 0], shifts=shift, dims=-1)[..., inner]
+        return torch.corrcoef(torch.stack([noise[:, frame, :, inner].flatten(), moved.flatten()]))[0, 1]
+
+    for frame in (1, 3, 5):
+        assert correlation(frame, frame) > 0.8, frame  # frame t holds frame 0's shared noise, t cells to the right
+        assert correlation(frame, 0) < 0.3, frame
+    with pytest.raises(ParameterError) as error:
+        pipe.prepare_noise(7, params)
+    assert error.value.name == "noise_correlation_form"
 
 
 def test_noise_frame_correlation_makes_unguided_frames_more_alike(pipe, reference):
