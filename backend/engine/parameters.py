@@ -163,6 +163,7 @@ SCRIBBLE_INVERT = ("auto", "never", "always")
 SCHEDULES = ("uneven", "leading")
 CONTEXT_NOISES = ("independent", "freenoise")
 NOISE_CORRELATION_FORMS = ("shared", "progressive", "reference-flow")
+SUBJECT_PLACEMENTS = ("free", "reference-path")
 # With context windows a clip may be longer than the motion adapter's sequence: up to this many frames.
 MAX_WINDOWED_FRAMES = 256
 VAE_POSTERIORS = ("sample", "mode")
@@ -244,6 +245,13 @@ class MotionCloneParams:
             noise, which lets the picture drift over the clip), or "reference-flow" ("shared", with the shared noise
             carried along the reference's optical flow, so that a model that draws what its noise shows moves its
             picture with the reference: a camera pan pans it; `noise_warp.py`).
+        subject_placement: "free" (official: the subject forms wherever the noise puts it) or "reference-path": the
+            patch of the shared noise from which the prompt's subject forms (found by a short unguided preview) is
+            moved, frame by frame, to where the reference's moving subject is (`subject_placement.py`). Needs
+            `noise_frame_correlation` above 0 with the "shared" form.
+        subject_word: the prompt's word for the subject whose noise is moved; None picks the word whose text
+            cross-attention is most concentrated in the preview.
+        subject_preview_steps: denoising steps of the unguided preview that finds where the subject forms.
         attention_precision: "parity" computes the F×F attention in the model dtype like the official code;
             "accurate" in float32 (recommended with bf16).
         motion_norm: "per-frame" GroupNorm in the motion modules, as AnimateDiff was trained (official); or
@@ -301,6 +309,9 @@ class MotionCloneParams:
     context_noise: str = "independent"
     noise_frame_correlation: float = 0.0
     noise_correlation_form: str = "shared"
+    subject_placement: str = "free"
+    subject_word: str | None = None
+    subject_preview_steps: int = 8
     controlnet_scale: float = 1.0
     sparsectrl_extraction: str = "reference"
     scribble_invert: str = "auto"
@@ -412,6 +423,7 @@ def validate_params(params: MotionCloneParams, max_frames: int | None = None) ->
     _check_int(params.seed, "seed", 0, MAX_SEED)
     _check_float(params.noise_frame_correlation, "noise_frame_correlation", 0.0, 1.0, open_high=True)
     _check_choice(params.noise_correlation_form, "noise_correlation_form", NOISE_CORRELATION_FORMS)
+    _check_subject_placement(params)
     if params.motion_seed is not None:
         _check_int(params.motion_seed, "motion_seed", 0, MAX_SEED)
     _check_choice(params.cfg_form, "cfg_form", CFG_FORMS)
@@ -432,6 +444,24 @@ def validate_params(params: MotionCloneParams, max_frames: int | None = None) ->
     _check_choice(params.motion_source, "motion_source", MOTION_SOURCES)
     if params.motion_source == "inversion":
         _validate_inversion(params)
+
+
+def _check_subject_placement(params: MotionCloneParams) -> None:
+    _check_choice(params.subject_placement, "subject_placement", SUBJECT_PLACEMENTS)
+    if params.subject_word is not None:
+        _check_text(params.subject_word, "subject_word", allow_empty=False)
+    _check_int(params.subject_preview_steps, "subject_preview_steps", 1, 100)
+    if params.subject_placement == "free":
+        return
+    if params.noise_frame_correlation <= 0 or params.noise_correlation_form != "shared":
+        raise ParameterError(
+            "subject_placement",
+            "reference-path moves a patch of the noise that all frames share: it needs noise_frame_correlation above 0"
+            f" with noise_correlation_form 'shared' (got {params.noise_frame_correlation}, "
+            f"{params.noise_correlation_form!r})",
+        )
+    if params.motion_source == "inversion":
+        raise ParameterError("subject_placement", "reference-path works with the single-step method only")
 
 
 def _check_windows(params: MotionCloneParams, max_frames: int | None) -> None:

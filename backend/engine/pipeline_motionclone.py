@@ -47,7 +47,13 @@ from .representation import (
     representation_key,
 )
 from .schedule import guidance_ramp, guided_ddim_step, uneven_timesteps
-from .semantic_guidance import MASK_BLOCK, cross_attention_module_names, word_token_index
+from .semantic_guidance import (
+    MASK_BLOCK,
+    block_grid,
+    capture_cross_attention,
+    cross_attention_module_names,
+    word_token_index,
+)
 from .sparsectrl import (
     SparseCondition,
     SparseCtrl,
@@ -58,6 +64,13 @@ from .sparsectrl import (
     scribble_strokes,
     unet_residuals,
     window_condition,
+)
+from .subject_placement import (
+    SubjectPlacement,
+    candidate_words,
+    locate_subject,
+    most_concentrated_token,
+    reference_subject_path,
 )
 
 ProgressCallback = Callable[[str, int, int], None]
@@ -227,8 +240,15 @@ class MotionClonePipeline(DiffusionPipeline):
         positive_embeds = self.encode_prompt(params.full_prompt)
 
         # 4. Prepare the noise. Coupled (official): the extraction noise ε is the initial latent x_T (spec 2.2)
-        noise = self.prepare_noise(params.effective_motion_seed, params, reference_frames)
-        latents = noise if params.motion_seed is None else self.prepare_noise(params.seed, params, reference_frames)
+        placement = None
+        if params.subject_placement == "reference-path":
+            embeds = (negative_embeds, positive_embeds)
+            placement = self.plan_subject_placement(params, reference_frames, *embeds, should_stop)
+        latents = self.prepare_noise(params.seed, params, reference_frames, placement)
+        if params.motion_seed is None:
+            noise = latents
+        else:
+            noise = self.prepare_noise(params.motion_seed, params, reference_frames)
         timings["prepare"] = time.perf_counter() - started
         report("prepare", 1, 1)
 
@@ -259,6 +279,12 @@ class MotionClonePipeline(DiffusionPipeline):
 
         metadata = {**self.describe_result(params, timesteps, timings, losses), **provenance}
         metadata["condition"] = None if condition is None else condition.describe(params.controlnet_scale)
+        if params.subject_placement == "free":
+            metadata["subject_placement"] = None
+        elif placement is None:
+            metadata["subject_placement"] = {"skipped": NO_SUBJECT_PATH}
+        else:
+            metadata["subject_placement"] = placement.describe()
         source_fps = clip.fps if reference_fps is None else float(reference_fps)
         metadata["reference_frames"] = {"indices": [int(i) for i in clip.indices], "source_fps": source_fps}
         metadata["context_windows"] = ContextWindows.from_params(params, self.unet.device, self.unet.dtype).frames
@@ -270,6 +296,8 @@ class MotionClonePipeline(DiffusionPipeline):
         Raises `ParameterError` naming the first invalid parameter. Cheap: servers call it before queueing a job.
         """
         validate_params(params, max_frames=self.max_frames)
+        if params.subject_placement != "free" and params.subject_word is not None:
+            word_token_index(self.tokenizer, params.full_prompt, params.subject_word, "subject_word")
         if params.motion_source == "inversion":
             self.inversion_guidance_config(params)  # checks blocks and the object words
             return guided_module_names(self.unet, params.inversion_guidance_blocks), self.prepare_timesteps(params)
@@ -308,11 +336,16 @@ class MotionClonePipeline(DiffusionPipeline):
         return self.scheduler.timesteps.clone()
 
     def prepare_noise(
-        self, seed: int, params: MotionCloneParams, reference_frames: np.ndarray | None = None
+        self,
+        seed: int,
+        params: MotionCloneParams,
+        reference_frames: np.ndarray | None = None,
+        placement: SubjectPlacement | None = None,
     ) -> torch.Tensor:
         """ε ~ N(0, I) of shape (1, 4, F, H/8, W/8) from a fresh generator seeded with `seed` (never the global RNG),
         correlated across frames by `noise_frame_correlation`; the "reference-flow" form needs the prepared
-        `reference_frames` (F, H, W, 3), along whose motion the shared noise travels."""
+        `reference_frames` (F, H, W, 3), along whose motion the shared noise travels. With `placement`, the shared
+        noise's subject patch is moved along the reference subject's path."""
         shape = (
             1,
             self.unet.config.in_channels,
@@ -331,9 +364,61 @@ class MotionClonePipeline(DiffusionPipeline):
                     raise ParameterError("noise_correlation_form", "reference-flow needs the reference frames")
                 source_maps = reference_source_maps(reference_frames, *shape[-2:])
             noise = correlate_frames(
-                noise, params.noise_frame_correlation, params.noise_correlation_form, generator, source_maps
+                noise, params.noise_frame_correlation, params.noise_correlation_form, generator, source_maps, placement
             )
         return noise
+
+    def plan_subject_placement(
+        self,
+        params: MotionCloneParams,
+        reference_frames: np.ndarray,
+        negative_embeds: torch.Tensor,
+        positive_embeds: torch.Tensor,
+        should_stop: CancelCheck,
+    ) -> SubjectPlacement | None:
+        """Where the prompt's subject forms (an unguided preview of `subject_preview_steps` from the same noise, the
+        subject word's cross-attention at `up_blocks.1`) and where the reference's subject goes, frame by frame.
+        None when nothing in the reference moves against a still background (a camera move)."""
+        height, width = params.height // self.vae_scale_factor, params.width // self.vae_scale_factor
+        path = reference_subject_path(reference_frames, height, width)
+        if path is None:
+            return None
+        preview = replace(
+            params, num_inference_steps=params.subject_preview_steps, guidance_steps=0, subject_placement="free"
+        )
+        with capture_cross_attention(self.unet, cross_attention_module_names(self.unet, MASK_BLOCK)) as store:
+            store.recording = True
+            self.denoise(
+                self.prepare_noise(params.seed, preview),
+                self.prepare_timesteps(preview),
+                None,
+                guided_module_names(self.unet, params.motion_guidance_blocks),
+                negative_embeds,
+                positive_embeds,
+                preview,
+                lambda stage, step, total: None,
+                should_stop,
+            )
+            maps = torch.stack(list(store.probs.values())).float().mean(dim=0)  # (2·F, positions, tokens)
+        maps = maps[maps.shape[0] // 2 :]  # the conditional half of the [E_neg, E_pos] batch
+        if params.subject_word is not None:
+            token = word_token_index(self.tokenizer, params.full_prompt, params.subject_word, "subject_word")
+            word = params.subject_word
+        else:
+            words = {}  # first token of each word of the prompt → the word
+            for candidate in candidate_words(params.prompt):
+                try:
+                    index = word_token_index(self.tokenizer, params.full_prompt, candidate, "prompt")
+                except ParameterError:  # past the 77-token limit
+                    continue
+                words.setdefault(index, candidate)
+            if not words:
+                raise ParameterError("subject_word", "no word of the prompt is within the text encoder's 77 tokens")
+            token = most_concentrated_token(maps, list(words))
+            word = words[token]
+        grid = block_grid(maps.shape[1], height, width)
+        source, side = locate_subject(maps[..., token].reshape(-1, *grid), height, width)
+        return SubjectPlacement(word, source, side, path)
 
     def obtain_representation(
         self,
@@ -839,19 +924,24 @@ class MotionClonePipeline(DiffusionPipeline):
         return {"process_max_rss": int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024}
 
 
+NO_SUBJECT_PATH = "nothing in the reference moves against a still background, so the subject was left where it forms"
+
+
 def correlate_frames(
     noise: torch.Tensor,
     rho: float,
     form: str,
     generator: torch.Generator,
     source_maps: np.ndarray | None = None,
+    placement: SubjectPlacement | None = None,
 ) -> torch.Tensor:
     """Noise of shape (B, C, F, H, W), standard normal per frame, made correlated across frames (PYoCo).
 
     "shared": every frame gets √ρ·ε_shared + √(1−ρ)·ε_frame, so any two frames correlate by ρ. "progressive": each
     frame is ρ·(the previous frame's noise) + √(1−ρ²)·ε_frame, so frames k apart correlate by ρ^k. "reference-flow":
-    as "shared", with ε_shared carried along the reference's motion by `source_maps` (`reference_source_maps`). The
-    shared draw comes after the frames' own noise, so that ρ = 0 leaves the official noise untouched.
+    as "shared", with ε_shared carried along the reference's motion by `source_maps` (`reference_source_maps`). A
+    `placement` moves the shared noise's subject patch along its path. The shared draw comes after the frames' own
+    noise, so that ρ = 0 leaves the official noise untouched.
     """
     if form == "progressive":
         frames = [noise[:, :, 0]]
@@ -862,4 +952,6 @@ def correlate_frames(
     shared = torch.randn(shape, generator=generator, device=noise.device, dtype=noise.dtype)
     if source_maps is not None:
         shared = warp_shared_noise(shared, source_maps)
+    if placement is not None:
+        shared = placement.apply(shared)
     return math.sqrt(rho) * shared + math.sqrt(1 - rho) * noise

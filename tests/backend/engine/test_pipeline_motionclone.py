@@ -1,5 +1,7 @@
 """End-to-end behaviour of the MotionClone pipeline on the tiny preset (CPU, 16x16 latents)."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -309,6 +311,53 @@ def test_reference_flow_noise_pans_with_a_panning_reference(pipe):
     with pytest.raises(ParameterError) as error:
         pipe.prepare_noise(7, params)
     assert error.value.name == "noise_correlation_form"
+
+
+def test_subject_placement_moves_the_subject_noise_along_the_reference_subject(pipe, reference):
+    params = short_params(noise_frame_correlation=0.9, subject_placement="reference-path", subject_preview_steps=2)
+    frames = prepare_reference(reference, params.num_frames, params.height, params.width).frames
+    embeds = (pipe.encode_prompt(params.negative_prompt), pipe.encode_prompt(params.full_prompt))
+    placement = pipe.plan_subject_placement(params, frames, *embeds, lambda: False)
+    assert placement.word in params.prompt.split()
+    columns = [column for _, column in placement.path]
+    assert columns[-1] - columns[0] >= 8 and {row for row, _ in placement.path} == {placement.path[0][0]}
+    noise = pipe.prepare_noise(params.seed, params, frames, placement)[0]  # (C, F, h, w)
+
+    def patch(frame, centre, half=1):
+        row, column = centre
+        return noise[:, frame, row - half : row + half + 1, column - half : column + half + 1].flatten()
+
+    first, last = placement.path[0], placement.path[-1]
+    travelled = torch.corrcoef(torch.stack([patch(0, first), patch(7, last)]))[0, 1]
+    stayed = torch.corrcoef(torch.stack([patch(0, last), patch(7, last)]))[0, 1]
+    assert travelled > 0.8 > 0.5 > stayed  # the last frame's noise there is the first frame's subject noise
+    output = pipe(reference, params)
+    assert output.metadata["subject_placement"]["path"] == [list(centre) for centre in placement.path]
+
+
+@pytest.mark.parametrize(
+    ("changes", "name"),
+    [
+        ({"subject_placement": "reference-path"}, "subject_placement"),  # no shared noise to move
+        ({"subject_placement": "anywhere", "noise_frame_correlation": 0.5}, "subject_placement"),
+        (
+            {"subject_placement": "reference-path", "noise_frame_correlation": 0.5, "subject_word": "cat"},
+            "subject_word",
+        ),
+    ],
+)
+def test_subject_placement_errors_name_the_field(pipe, reference, changes, name):
+    with pytest.raises(ParameterError) as error:
+        pipe(reference, short_params(**changes))
+    assert error.value.name == name
+
+
+def test_subject_placement_leaves_the_subject_alone_when_nothing_in_the_reference_moves(pipe, reference):
+    still = np.repeat(reference[:1], 8, axis=0)
+    free = short_params(noise_frame_correlation=0.5)
+    placed = pipe(still, replace(free, subject_placement="reference-path"))
+    assert "nothing in the reference moves" in placed.metadata["subject_placement"]["skipped"]
+    np.testing.assert_array_equal(placed.frames, pipe(still, free).frames)
 
 
 def test_noise_frame_correlation_makes_unguided_frames_more_alike(pipe, reference):

@@ -1,0 +1,162 @@
+"""Subject placement: the noise from which the prompt's subject forms travels along the reference subject's path.
+No bpy.
+
+With noise shared between frames (`noise_frame_correlation`), a model draws its subject where one patch of the shared
+noise lies, often far from the reference's subject, and guidance then moves other parts of the picture. Moving that
+patch moves the subject (FreeTraj, Qiu et al. 2024, moves noise patches along a trajectory for the same reason):
+
+1. where the subject forms: a short unguided preview from the same noise, and the text cross-attention of the
+   subject's word at `up_blocks.1` (the map the paper's location-aware semantic guidance locates objects with): the
+   centroid of its strongest cells, and their extent;
+2. where the reference's subject is in every frame: the largest region that differs from the clip's per-pixel
+   temporal median (the still set), its bounding-box centre;
+3. every frame's shared noise: the subject's patch is cut out (its place refilled with the noise of the place it
+   goes to, so that no second subject forms there) and pasted at the reference subject's position in that frame.
+   Each position still takes one value of the shared draw, so every frame's noise stays standard normal.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..evaluation.adherence import find_subject
+
+TOP_SHARE = 0.1  # the subject's place: the centroid of the strongest 10 % of the word's cross-attention cells
+EXTENT_LEVEL = 0.5  # the subject's extent: cells whose normalised attention is at least half the peak
+MIN_PATCH, MAX_PATCH_SHARE = 4, 0.5  # patch side bounds: 4 cells, half the latent side
+# Words that name no thing: their cross-attention can be peaked too (an article often is), so they are never picked.
+FUNCTION_WORDS_TEXT = (
+    "a an the this that these those in on at of to from into onto over under above below behind near by with"
+    " without and or as while is are was be its his her their it"
+)
+FUNCTION_WORDS = frozenset(FUNCTION_WORDS_TEXT.split())
+
+
+@dataclass
+class SubjectPlacement:
+    """Where the prompt's subject forms and where its noise goes, in latent cells.
+
+    Attributes:
+        word: the prompt's word whose cross-attention located the subject.
+        source: (row, column) centre of the subject in the preview.
+        side: side of the square noise patch that is moved.
+        path: (row, column) centre of the reference's subject in every frame.
+    """
+
+    word: str
+    source: tuple[int, int]
+    side: int
+    path: list[tuple[int, int]]
+
+    def apply(self, shared: torch.Tensor) -> torch.Tensor:
+        """The shared noise (B, C, 1, h, w) with the subject's patch moved along the path: (B, C, F, h, w)."""
+        base = shared[:, :, 0].clone()
+        patch = _take(base, self.source, self.side).clone()
+        _put(base, self.source, _take(shared[:, :, 0], self.path[0], self.side))
+        frames = []
+        for centre in self.path:
+            frame = base.clone()
+            _put(frame, centre, patch)
+            frames.append(frame)
+        return torch.stack(frames, dim=2)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready record for the result's metadata."""
+        return {"word": self.word, "source": list(self.source), "side": self.side, "path": [list(c) for c in self.path]}
+
+
+def reference_subject_path(frames: np.ndarray, height: int, width: int) -> list[tuple[int, int]] | None:
+    """Centre of the reference's moving subject in every frame, in cells of a (height, width) latent grid.
+
+    Frames where no subject is found take the nearest earlier frame's centre (the first found one before it).
+    Returns None when no frame has a moving subject.
+    """
+    regions = find_subject(frames)
+    scale_y, scale_x = height / frames.shape[1], width / frames.shape[2]
+    centres = [
+        None
+        if region is None
+        else _cell((region.bbox[1] + region.bbox[3] / 2) * scale_y, (region.bbox[0] + region.bbox[2] / 2) * scale_x)
+        for region in regions
+    ]
+    known = [centre for centre in centres if centre is not None]
+    if not known:
+        return None
+    path, last = [], known[0]
+    for centre in centres:
+        last = centre if centre is not None else last
+        path.append(last)
+    return path
+
+
+def locate_subject(token_map: torch.Tensor, height: int, width: int) -> tuple[tuple[int, int], int]:
+    """Centre and patch side, in cells of the (height, width) latent grid, of one word's cross-attention.
+
+    Args:
+        token_map: (F, h', w') the word's attention per frame at a coarser grid (h' divides height).
+    """
+    mean = token_map.float().mean(dim=0)
+    normalised = (mean - mean.min()) / (mean.max() - mean.min()).clamp_min(1e-12)
+    threshold = max(torch.quantile(normalised.flatten(), 1 - TOP_SHARE).item(), EXTENT_LEVEL)
+    rows, columns = torch.nonzero(normalised >= threshold, as_tuple=True)
+    cell_y, cell_x = height / mean.shape[0], width / mean.shape[1]
+    centre = _cell((rows.float().mean().item() + 0.5) * cell_y, (columns.float().mean().item() + 0.5) * cell_x)
+    strong_rows, strong_columns = torch.nonzero(normalised >= EXTENT_LEVEL, as_tuple=True)
+    extent = max(
+        (strong_rows.max() - strong_rows.min() + 1).item() * cell_y,
+        (strong_columns.max() - strong_columns.min() + 1).item() * cell_x,
+    )
+    side = int(min(max(round(extent), MIN_PATCH), MAX_PATCH_SHARE * min(height, width)))
+    return centre, side
+
+
+def candidate_words(prompt: str) -> list[str]:
+    """The prompt's words that may name its subject, in order, without repeats or function words."""
+    words = dict.fromkeys(re.findall(r"[\w'-]+", prompt.lower()))
+    return [word for word in words if word not in FUNCTION_WORDS] or list(words)
+
+
+def most_concentrated_token(token_maps: torch.Tensor, candidates: list[int]) -> int:
+    """Of the `candidates` token positions, the one whose (F, N, tokens) attention puts most of its mass in its
+    strongest TOP_SHARE of cells: the word that names one thing in one place."""
+    best, best_share = candidates[0], -1.0
+    for index in candidates:
+        mass = token_maps[..., index].float().mean(dim=0).flatten()
+        top = torch.topk(mass, max(1, int(TOP_SHARE * mass.numel()))).values.sum()
+        share = (top / mass.sum().clamp_min(1e-12)).item()
+        if share > best_share:
+            best, best_share = index, share
+    return best
+
+
+def _cell(y: float, x: float) -> tuple[int, int]:
+    """The grid cell (row, column) that holds the point (y, x), given in cell units from the grid's corner."""
+    return math.floor(y), math.floor(x)
+
+
+def _window(centre: tuple[int, int], side: int, height: int, width: int) -> tuple[slice, slice, slice, slice]:
+    """Slices of the grid and of a side×side patch for a patch centred at `centre`, clipped to the grid."""
+    top, left = centre[0] - side // 2, centre[1] - side // 2
+    y0, x0, y1, x1 = max(0, top), max(0, left), min(height, top + side), min(width, left + side)
+    return slice(y0, y1), slice(x0, x1), slice(y0 - top, y1 - top), slice(x0 - left, x1 - left)
+
+
+def _take(grid: torch.Tensor, centre: tuple[int, int], side: int) -> torch.Tensor:
+    """The side×side patch of (B, C, h, w) `grid` centred at `centre`; where it leaves the grid it wraps around, so
+    that every value is one of the grid's."""
+    height, width = grid.shape[-2:]
+    rows = (torch.arange(side) + centre[0] - side // 2) % height
+    columns = (torch.arange(side) + centre[1] - side // 2) % width
+    return grid[..., rows[:, None], columns[None, :]]
+
+
+def _put(grid: torch.Tensor, centre: tuple[int, int], patch: torch.Tensor) -> None:
+    """Write `patch` into `grid` centred at `centre`, the part inside the grid only."""
+    rows, columns, patch_rows, patch_columns = _window(centre, patch.shape[-1], *grid.shape[-2:])
+    grid[..., rows, columns] = patch[..., patch_rows, patch_columns]
