@@ -74,8 +74,9 @@ class SubjectPlacement:
 def reference_subject_path(frames: np.ndarray, height: int, width: int) -> list[tuple[int, int]] | None:
     """Centre of the reference's moving subject in every frame, in cells of a (height, width) latent grid.
 
-    Frames where no subject is found take the nearest earlier frame's centre (the first found one before it).
-    Returns None when no frame has a moving subject.
+    The subject is found as the colour measure of `motionclone evaluate` finds it (`find_subject`). A frame where none
+    is found takes the previous frame's centre (frames before the first find take the first found centre). Returns
+    None when no frame has a moving subject.
     """
     regions = find_subject(frames)
     scale_y, scale_x = height / frames.shape[1], width / frames.shape[2]
