@@ -378,7 +378,8 @@ class MotionClonePipeline(DiffusionPipeline):
     ) -> SubjectPlacement | None:
         """Where the prompt's subject forms (an unguided preview of `subject_preview_steps` from the same noise, the
         subject word's cross-attention at `up_blocks.1`) and where the reference's subject goes, frame by frame.
-        None when nothing in the reference moves against a still background (a camera move)."""
+        None when nothing in the reference moves (a still clip). In a camera move, parts of the set move: the path then
+        follows whichever part moves most in each frame."""
         height, width = params.height // self.vae_scale_factor, params.width // self.vae_scale_factor
         path = reference_subject_path(reference_frames, height, width)
         if path is None:
