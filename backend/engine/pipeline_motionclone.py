@@ -178,6 +178,10 @@ class MotionClonePipeline(DiffusionPipeline):
     def vae_scale_factor(self) -> int:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
+    def latent_size(self, params: MotionCloneParams) -> tuple[int, int]:
+        """(height, width) of the latents for `params`' pixel size."""
+        return params.height // self.vae_scale_factor, params.width // self.vae_scale_factor
+
     # ----------------------------------------------------------------------------------------------------------
     def __call__(
         self,
@@ -240,15 +244,15 @@ class MotionClonePipeline(DiffusionPipeline):
         positive_embeds = self.encode_prompt(params.full_prompt)
 
         # 4. Prepare the noise. Coupled (official): the extraction noise ε is the initial latent x_T (spec 2.2)
-        placement = None
+        placement, source_maps = None, None
         if params.subject_placement == "reference-path":
             embeds = (negative_embeds, positive_embeds)
             placement = self.plan_subject_placement(params, reference_frames, *embeds, should_stop)
-        latents = self.prepare_noise(params.seed, params, reference_frames, placement)
-        if params.motion_seed is None:
-            noise = latents
-        else:
-            noise = self.prepare_noise(params.motion_seed, params, reference_frames)
+        if params.noise_frame_correlation > 0 and params.noise_correlation_form == "reference-flow":
+            source_maps = reference_source_maps(reference_frames, *self.latent_size(params))  # once for both noises
+        latents = self.prepare_noise(params.seed, params, source_maps, placement)
+        coupled = params.motion_seed is None
+        noise = latents if coupled else self.prepare_noise(params.motion_seed, params, source_maps)
         timings["prepare"] = time.perf_counter() - started
         report("prepare", 1, 1)
 
@@ -339,30 +343,21 @@ class MotionClonePipeline(DiffusionPipeline):
         self,
         seed: int,
         params: MotionCloneParams,
-        reference_frames: np.ndarray | None = None,
+        source_maps: np.ndarray | None = None,
         placement: SubjectPlacement | None = None,
     ) -> torch.Tensor:
         """ε ~ N(0, I) of shape (1, 4, F, H/8, W/8) from a fresh generator seeded with `seed` (never the global RNG),
-        correlated across frames by `noise_frame_correlation`; the "reference-flow" form needs the prepared
-        `reference_frames` (F, H, W, 3), along whose motion the shared noise travels. With `placement`, the shared
+        correlated across frames by `noise_frame_correlation`; the "reference-flow" form needs the reference's
+        `source_maps` (`reference_source_maps`), along which the shared noise travels. With `placement`, the shared
         noise's subject patch is moved along the reference subject's path."""
-        shape = (
-            1,
-            self.unet.config.in_channels,
-            params.num_frames,
-            params.height // self.vae_scale_factor,
-            params.width // self.vae_scale_factor,
-        )
+        shape = (1, self.unet.config.in_channels, params.num_frames, *self.latent_size(params))
         generator = torch.Generator(device=self.unet.device).manual_seed(seed)
         noise = torch.randn(shape, generator=generator, device=self.unet.device, dtype=self.unet.dtype)
         if params.context_noise == "freenoise":
             noise = freenoise(noise, params.context_length, params.context_overlap, generator)
         if params.noise_frame_correlation > 0:
-            source_maps = None
-            if params.noise_correlation_form == "reference-flow":
-                if reference_frames is None:
-                    raise ParameterError("noise_correlation_form", "reference-flow needs the reference frames")
-                source_maps = reference_source_maps(reference_frames, *shape[-2:])
+            if params.noise_correlation_form == "reference-flow" and source_maps is None:
+                raise ParameterError("noise_correlation_form", "reference-flow needs the reference's source maps")
             noise = correlate_frames(
                 noise, params.noise_frame_correlation, params.noise_correlation_form, generator, source_maps, placement
             )
@@ -380,7 +375,7 @@ class MotionClonePipeline(DiffusionPipeline):
         subject word's cross-attention at `up_blocks.1`) and where the reference's subject goes, frame by frame.
         None when nothing in the reference moves (a still clip). In a camera move, parts of the set move: the path then
         follows whichever part moves most in each frame."""
-        height, width = params.height // self.vae_scale_factor, params.width // self.vae_scale_factor
+        height, width = self.latent_size(params)
         path = reference_subject_path(reference_frames, height, width)
         if path is None:
             return None
