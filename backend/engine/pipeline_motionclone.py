@@ -18,7 +18,7 @@ import platform
 import resource
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import diffusers
@@ -69,6 +69,7 @@ from .subject_placement import (
     SubjectPlacement,
     candidate_words,
     locate_subject,
+    measure_set_motion,
     most_concentrated_token,
     reference_subject_path,
 )
@@ -244,15 +245,19 @@ class MotionClonePipeline(DiffusionPipeline):
         positive_embeds = self.encode_prompt(params.full_prompt)
 
         # 4. Prepare the noise. Coupled (official): the extraction noise ε is the initial latent x_T (spec 2.2)
-        placement, source_maps = None, None
+        placement, source_maps, set_motion, noise_params = None, None, None, params
         if params.subject_placement == "reference-path":
-            embeds = (negative_embeds, positive_embeds)
-            placement = self.plan_subject_placement(params, reference_frames, *embeds, should_stop)
-        if params.noise_frame_correlation > 0 and params.noise_correlation_form == "reference-flow":
+            set_motion = measure_set_motion(reference_frames)
+            if set_motion.is_camera_move:  # no one subject moves: all of the shared noise travels instead
+                noise_params = replace(params, noise_correlation_form="reference-flow")
+            else:
+                embeds = (negative_embeds, positive_embeds)
+                placement = self.plan_subject_placement(params, reference_frames, *embeds, should_stop)
+        if noise_params.noise_frame_correlation > 0 and noise_params.noise_correlation_form == "reference-flow":
             source_maps = reference_source_maps(reference_frames, *self.latent_size(params))  # once for both noises
-        latents = self.prepare_noise(params.seed, params, source_maps, placement)
+        latents = self.prepare_noise(params.seed, noise_params, source_maps, placement)
         coupled = params.motion_seed is None
-        noise = latents if coupled else self.prepare_noise(params.motion_seed, params, source_maps)
+        noise = latents if coupled else self.prepare_noise(params.motion_seed, noise_params, source_maps)
         timings["prepare"] = time.perf_counter() - started
         report("prepare", 1, 1)
 
@@ -285,6 +290,11 @@ class MotionClonePipeline(DiffusionPipeline):
         metadata["condition"] = None if condition is None else condition.describe(params.controlnet_scale)
         if params.subject_placement == "free":
             metadata["subject_placement"] = None
+        elif noise_params is not params:
+            metadata["subject_placement"] = {
+                "camera_move": CAMERA_MOVE,
+                **{name: round(value, 3) for name, value in asdict(set_motion).items()},
+            }
         elif placement is None:
             metadata["subject_placement"] = {"skipped": NO_SUBJECT_PATH}
         else:
@@ -373,8 +383,8 @@ class MotionClonePipeline(DiffusionPipeline):
     ) -> SubjectPlacement | None:
         """Where the prompt's subject forms (an unguided preview of `subject_preview_steps` from the same noise, the
         subject word's cross-attention at `up_blocks.1`) and where the reference's subject goes, frame by frame.
-        None when nothing in the reference moves (a still clip). In a camera move, parts of the set move: the path then
-        follows whichever part moves most in each frame."""
+        None when nothing in the reference moves (a still clip). Not for a camera move (`measure_set_motion`), whose
+        largest moving region jumps between parts of the set."""
         height, width = self.latent_size(params)
         path = reference_subject_path(reference_frames, height, width)
         if path is None:
@@ -920,6 +930,10 @@ class MotionClonePipeline(DiffusionPipeline):
         return {"process_max_rss": int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024}
 
 
+CAMERA_MOVE = (
+    "most of the reference's set moves (a camera move): the shared noise travels with the reference's optical flow"
+    " (noise_correlation_form reference-flow) instead of one subject's patch"
+)
 NO_SUBJECT_PATH = "nothing in the reference moves against a still background, so the subject was left where it forms"
 
 

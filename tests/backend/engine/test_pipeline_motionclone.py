@@ -362,6 +362,19 @@ def test_subject_placement_leaves_the_subject_alone_when_nothing_in_the_referenc
     np.testing.assert_array_equal(placed.frames, pipe(still, free).frames)
 
 
+def test_subject_placement_in_a_camera_move_lets_all_the_shared_noise_travel_with_the_flow(pipe):
+    texture = np.random.default_rng(5).integers(0, 256, (SIZE, SIZE, 3)).astype(np.uint8)
+    texture = np.asarray(Image.fromarray(texture).filter(ImageFilter.GaussianBlur(1.5)))
+    pan = np.stack([np.roll(texture, 4 * index, axis=1) for index in range(8)])
+    shared = short_params(noise_frame_correlation=0.5)
+    placed = pipe(pan, replace(shared, subject_placement="reference-path"))
+    record = placed.metadata["subject_placement"]
+    assert "camera move" in record["camera_move"] and record["moving_share"] >= 0.5 and record["spread"] >= 0.6
+    flowing = pipe(pan, replace(shared, noise_correlation_form="reference-flow"))
+    np.testing.assert_array_equal(placed.frames, flowing.frames)
+    assert not np.array_equal(placed.frames, pipe(pan, shared).frames)
+
+
 def test_noise_frame_correlation_makes_unguided_frames_more_alike(pipe, reference):
     def frame_change(rho):
         frames = pipe(reference, short_params(motion_guidance_weight=0.0, noise_frame_correlation=rho)).frames

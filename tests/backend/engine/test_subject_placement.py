@@ -2,13 +2,16 @@
 
 import itertools
 
+import cv2
 import numpy as np
 import torch
 
 from motionclone.backend.engine.subject_placement import (
+    SetMotion,
     SubjectPlacement,
     candidate_words,
     locate_subject,
+    measure_set_motion,
     most_concentrated_token,
     reference_subject_path,
 )
@@ -82,3 +85,34 @@ def test_candidate_words_leave_out_repeats_and_words_that_name_no_thing():
         "pans",
     ]
     assert candidate_words("in the") == ["in", "the"]  # nothing else to choose from
+
+
+def _texture(size: int) -> np.ndarray:
+    noise = np.random.default_rng(3).integers(0, 256, (size, size, 3)).astype(np.uint8)
+    return cv2.GaussianBlur(noise, (0, 0), 1.2)
+
+
+def test_a_pan_over_a_textured_set_is_a_camera_move():
+    texture = _texture(64)
+    pan = np.stack([np.roll(texture, 2 * index, axis=1) for index in range(8)])
+    motion = measure_set_motion(pan)
+    assert motion.moving_share > 0.8 and motion.spread > 0.9
+    assert motion.is_camera_move
+
+
+def test_one_subject_moving_is_no_camera_move_over_a_textured_or_a_flat_set():
+    over_flat = make_moving_square_clip(num_frames=8, height=64, width=64)  # its only texture is the square's edges
+    flat = measure_set_motion(over_flat)
+    assert flat.moving_share > 0.5 and flat.spread < 0.4
+    over_texture = np.repeat(_texture(64)[None], 8, axis=0)
+    for index, frame in enumerate(over_texture):
+        frame[24:40, 6 * index : 6 * index + 16] = (235, 200, 90)
+    textured = measure_set_motion(over_texture)
+    assert textured.moving_share < 0.3
+    assert not flat.is_camera_move and not textured.is_camera_move
+
+
+def test_a_still_clip_has_no_set_motion():
+    still = np.repeat(_texture(64)[None], 8, axis=0)
+    assert measure_set_motion(still) == SetMotion(moving_share=0.0, spread=0.0)
+    assert measure_set_motion(still[:1]) == SetMotion(moving_share=0.0, spread=0.0)  # no frame pair at all
