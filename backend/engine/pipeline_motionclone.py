@@ -290,7 +290,7 @@ class MotionClonePipeline(DiffusionPipeline):
         metadata["condition"] = None if condition is None else condition.describe(params.controlnet_scale)
         if params.subject_placement == "free":
             metadata["subject_placement"] = None
-        elif noise_params is not params:
+        elif set_motion is not None and set_motion.is_camera_move:
             metadata["subject_placement"] = {
                 "camera_move": CAMERA_MOVE,
                 **{name: round(value, 3) for name, value in asdict(set_motion).items()},
