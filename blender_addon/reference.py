@@ -370,10 +370,17 @@ def _render_still(scene: bpy.types.Scene, frame: int, path: Path) -> Path:
     path.unlink(missing_ok=True)  # so a stale file from an earlier call can't pass as this frame
     # Blender lets other Python threads run while it evaluates the scene for the render, and the protocol client's
     # thread does. Python frees garbage cycles in whichever thread happens to allocate, and freeing a Blender object
-    # there, in the middle of the render, can crash Blender. Freeing them here first leaves that thread none.
+    # there, in the middle of the render, can crash Blender. So the cycles are freed here first, and no collection
+    # may start until the render is done.
     gc.collect()
-    with bpy.context.temp_override(scene=scene):
-        result = bpy.ops.render.render(write_still=True)
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        with bpy.context.temp_override(scene=scene):
+            result = bpy.ops.render.render(write_still=True)
+    finally:
+        if collecting:
+            gc.enable()
     if "FINISHED" not in result or not path.is_file():
         raise RuntimeError(f"Blender did not render frame {frame} of scene '{scene.name}' to {path}.")
     return path

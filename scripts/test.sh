@@ -22,8 +22,8 @@ fi
 # supports (.venv-blender42); the backend they start runs from .venv. Blender has died with a segfault (exit 139)
 # during a reference render now and then, on both versions: it lets other Python threads run while it renders, and
 # Python's garbage collector freeing Blender objects on the client's thread then can crash it. The add-on and the
-# tests now collect on the main thread first; should it still happen, the run is repeated once, and a crash that
-# repeats fails.
+# tests now collect on the main thread first, and the add-on keeps the collector off during each render; should it
+# still happen, the run is repeated once, and a crash that repeats fails.
 # Call with `set +e`.
 addon_tests() {
     local name="$1" python="$2" result

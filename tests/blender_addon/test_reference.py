@@ -1,5 +1,6 @@
 """blender_addon.reference in real Blender: frame sampling, sizes, Workbench renders and strip reading. No torch."""
 
+import gc
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -176,6 +177,30 @@ def test_render_is_right_side_up_colour_exact_and_follows_the_animation(
     assert [path.name for path in written] == [f"frame_{k:04d}.png" for k in range(1, 5)]
     for k, path in enumerate(written):
         np.testing.assert_array_equal(decode_png(path), pixels[k])
+
+
+def test_no_garbage_collection_can_start_during_a_reference_render(scene: bpy.types.Scene, tmp_path: Path) -> None:
+    # Blender lets the protocol client's thread run during the render; a collection started there could free
+    # Blender objects mid-render and crash it. The collector is off for each render and back on afterwards.
+    build_animated_scene(scene)
+    seen: list[bool] = []
+
+    def record(*_: Any) -> None:
+        seen.append(gc.isenabled())
+
+    bpy.app.handlers.render_pre.append(record)
+    try:
+        reference.render_camera_frames(scene, [1, 10], WIDTH, HEIGHT, "WORKBENCH", tmp_path)
+        assert seen == [False, False]
+        assert gc.isenabled()
+        gc.disable()  # a caller that had turned it off keeps it off
+        try:
+            reference.render_camera_frames(scene, [1], WIDTH, HEIGHT, "WORKBENCH", tmp_path)
+            assert not gc.isenabled()
+        finally:
+            gc.enable()
+    finally:
+        bpy.app.handlers.render_pre.remove(record)
 
 
 def test_render_restores_every_user_setting_and_leaks_no_image(scene: bpy.types.Scene, tmp_path: Path) -> None:
