@@ -83,8 +83,8 @@ CONFIG_PRESETS["blocks"] = {
     # (docs/evaluation.md: 7 of 8 references on each seed, against 6 and 8 at 7.5, and twice the mean gain).
     "cfg_scale": 4.0,
     # It draws its subject where one patch of the shared noise lies, wherever that is; moving that patch along the
-    # reference subject's path makes the subject travel it (docs/evaluation.md: guided MF 0.48 against 0.34, colour
-    # adherence 0.73 against 0.51).
+    # reference subject's path makes the subject travel it (docs/evaluation.md: guided MF 0.52 against 0.34, colour
+    # adherence 0.72 against 0.51).
     "subject_placement": "reference-path",
 }
 
@@ -251,8 +251,9 @@ class MotionCloneParams:
             picture with the reference: a camera pan pans it; `noise_warp.py`).
         subject_placement: "free" (official: the subject forms wherever the noise puts it) or "reference-path": the
             patch of the shared noise from which the prompt's subject forms (found by a short unguided preview) is
-            moved, frame by frame, to where the reference's moving subject is (`subject_placement.py`). Needs
-            `noise_frame_correlation` above 0 with the "shared" form.
+            moved, frame by frame, to where the reference's moving subject is (`subject_placement.py`); in a camera
+            move, which has no one moving subject, all of the shared noise travels as with "reference-flow" instead.
+            Needs `noise_frame_correlation` above 0 with the "shared" form.
         subject_word: the prompt's word for the subject whose noise is moved; None picks the word whose text
             cross-attention is most concentrated in the preview.
         subject_preview_steps: denoising steps of the unguided preview that finds where the subject forms.

@@ -18,6 +18,7 @@ import torch
 from diffusers import AutoencoderKL, SparseControlNetModel
 
 from ..errors import ParameterError
+from .edges import sobel_magnitude
 from .representation import encode_reference, frames_to_tensor
 
 CONDITION_KINDS = ("rgb", "scribble")
@@ -128,15 +129,7 @@ def reference_sketch(frames: np.ndarray) -> np.ndarray:
     """A scribble of video frames: their strongest edges (Sobel on the grey image) as light strokes on black.
 
     For `sparsectrl_extraction="sketch"`, the fix of the official code's bug B4 (the scribble network fed a photo)."""
-    grey = frames.astype(np.float32).mean(axis=3)
-    padded = np.pad(grey, ((0, 0), (1, 1), (1, 1)), mode="edge")
-    gx = (padded[:, :-2, 2:] + 2 * padded[:, 1:-1, 2:] + padded[:, 2:, 2:]) - (
-        padded[:, :-2, :-2] + 2 * padded[:, 1:-1, :-2] + padded[:, 2:, :-2]
-    )
-    gy = (padded[:, 2:, :-2] + 2 * padded[:, 2:, 1:-1] + padded[:, 2:, 2:]) - (
-        padded[:, :-2, :-2] + 2 * padded[:, :-2, 1:-1] + padded[:, :-2, 2:]
-    )
-    strength = np.hypot(gx, gy)
+    strength = sobel_magnitude(frames.astype(np.float32).mean(axis=3))
     flat = strength.reshape(len(frames), -1)
     # The strongest edges, but never faint ones where a frame has few: at least a tenth of its strongest edge.
     threshold = np.maximum(np.quantile(flat, SKETCH_EDGE_QUANTILE, axis=1), 0.1 * flat.max(axis=1))
