@@ -20,9 +20,10 @@ fi
 
 # The add-on tests run on Blender 5.0 (bpy from .venv) and on Blender 4.2 LTS, the oldest Blender the add-on
 # supports (.venv-blender42); the backend they start runs from .venv. Blender has died with a segfault (exit 139)
-# during a reference render now and then, on both versions, and only late in a long session of one Blender process
-# (the crashing test passes on its own, and so does its file). Each test file therefore runs in a Blender process of
-# its own; a file whose Blender crashes is run once more, and a crash that repeats fails. The add-on also collects
+# during a reference render now and then, on both versions; lately on 4.2, mostly during the 60 renders of
+# test_long_shots.py's shot with a real backend, a file that then passes when run again. Each test file therefore
+# runs in a Blender process of its own, so that a crash repeats one file, not the whole suite; a file whose Blender
+# crashes is run once more, and a crash that repeats fails. The add-on also collects
 # Python's garbage on the main thread before each render and keeps the collector off during it, since a collection
 # on the protocol client's thread could free Blender objects mid-render.
 # Call with `set +e`.
