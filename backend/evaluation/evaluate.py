@@ -63,6 +63,7 @@ TRACKS_IMAGE = "tracks.png"
 SAMPLING_RULES = {
     "linspace": "np.linspace(0, total_frames - 1, num_frames, dtype=int)",
     "interval": "np.arange(num_frames) * (total_frames // num_frames)",
+    "step": "np.arange(num_frames) * frame_step",
 }
 DEFINITIONS = {
     "symmetric": "DMT paper text: ½ [mean over result tracks of max over reference tracks of sim + mean over "
@@ -147,27 +148,35 @@ def sample_reference(
     width: int,
     resize_mode: str,
     frame_sampling: str = "linspace",
+    frame_step: int = 1,
 ) -> SampledReference:
     """The reference frames a result of `num_frames` frames at height × width was made from.
 
     Uses the pipeline's own `prepare_reference` (the sampling rule the result was made with, then `resize_frames`).
-    A reference shorter than the result cannot have produced it with that rule; then all its frames are used (and
-    motion fidelity truncates both clips to the shorter one), and a note says so.
+    A reference too short to have produced it with that rule (fewer frames than the result, or for the "step" rule
+    fewer than (num_frames − 1) · frame_step + 1) gives what the rule can take from it: all its frames, or every
+    frame_step-th; motion fidelity then truncates both clips to the shorter one, and a note says so.
 
     Raises:
         VideoInputError: the reference cannot be read.
-        ParameterError: a bad size or resize mode.
+        ParameterError: a bad size, resize mode or frame step.
     """
+    step = frame_step if frame_sampling == "step" else 1
+    if not isinstance(step, int) or isinstance(step, bool) or step < 1:
+        raise ParameterError("frame_step", f"must be a whole number of frames, at least 1, got {step!r}")
     total = count_frames(reference)
-    if total < num_frames:
-        frames = resize_frames(read_clip(reference).frames, height, width, resize_mode)
-        note = (
-            f"the reference has {total} frames, fewer than the result's {num_frames}: all of them are used and "
-            "the clips are compared over the shorter length"
-        )
-        return SampledReference(frames, total, np.arange(total), resize_mode, [note])
-    indices = sample_frame_indices(total, num_frames, frame_sampling)
-    frames = prepare_reference(reference, num_frames, height, width, resize_mode, frame_sampling).frames
+    needed = (num_frames - 1) * step + 1
+    if total < needed:
+        indices = np.arange(0, total, step)
+        frames = resize_frames(read_clip(reference).frames[indices], height, width, resize_mode)
+        if step == 1:
+            short = f"fewer than the result's {num_frames}: all of them are used"
+        else:
+            short = f"fewer than the {needed} that {num_frames} frames every {step} span: one in {step} is used"
+        note = f"the reference has {total} frames, {short} and the clips are compared over the shorter length"
+        return SampledReference(frames, total, indices, resize_mode, [note])
+    indices = sample_frame_indices(total, num_frames, frame_sampling, step)
+    frames = prepare_reference(reference, num_frames, height, width, resize_mode, frame_sampling, step).frames
     return SampledReference(frames, total, indices, resize_mode)
 
 
@@ -258,6 +267,7 @@ def evaluate(
     warnings: list[str] = []
     resize_mode = parameters.get("resize_mode", "squash")
     frame_sampling = parameters.get("frame_sampling", "linspace")
+    frame_step = parameters.get("frame_step", 1)
     if parameters.get("num_frames") not in (None, num_frames):
         warnings.append(f"result.json says num_frames {parameters['num_frames']}, the result has {num_frames}")
     if (parameters.get("height"), parameters.get("width")) not in ((None, None), (height, width)):
@@ -269,7 +279,7 @@ def evaluate(
     else:
         prompt_from = "--prompt" if prompt is not None else None
 
-    sampled = sample_reference(reference, num_frames, height, width, resize_mode, frame_sampling)
+    sampled = sample_reference(reference, num_frames, height, width, resize_mode, frame_sampling, frame_step)
     warnings.extend(sampled.notes)
 
     # Tracks: the same grid on both clips, at the result's size.
@@ -341,6 +351,7 @@ def evaluate(
             "reference_sampling": {
                 "rule": SAMPLING_RULES.get(frame_sampling, frame_sampling),
                 "rule_from": "result.json" if "frame_sampling" in parameters else "default (linspace)",
+                **({"frame_step": frame_step} if frame_sampling == "step" else {}),
                 "total_frames": sampled.total_frames,
                 "indices": sampled.indices.tolist(),
                 "resize_mode": resize_mode,

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from motionclone.backend.cli import main
+from motionclone.backend.errors import ParameterError
 from motionclone.backend.evaluation import evaluate, sample_reference
 from motionclone.backend.results import write_result_folder
 from motionclone.backend.video_io import resize_frames, write_mp4
@@ -94,6 +95,31 @@ def test_evaluate_uses_the_interval_rule_an_inversion_result_was_made_with(clips
     assert sampling["indices"] == indices.tolist() and sampling["rule_from"] == "result.json"
     assert "total_frames // num_frames" in sampling["rule"]
     assert report["motion_fidelity"] > 0.95
+
+
+def test_evaluate_uses_the_frame_step_a_long_shot_result_was_made_with(clips, tmp_path):
+    indices = np.arange(16) * 2  # every 2nd frame from the first: right, then down; the whole clip would turn left too
+    metadata = {
+        "parameters": {
+            "num_frames": 16, "height": SIZE, "width": SIZE, "frame_sampling": "step", "frame_step": 2,
+        }
+    }  # fmt: skip
+    write_result_folder(clips["reference"][indices], metadata, tmp_path / "result", fps=12)
+    report = evaluate(clips["reference_path"], tmp_path / "result")
+    sampling = report["inputs"]["reference_sampling"]
+    assert sampling["indices"] == indices.tolist() and sampling["frame_step"] == 2
+    assert sampling["rule"] == "np.arange(num_frames) * frame_step"
+    assert report["motion_fidelity"] > 0.95
+
+
+def test_a_reference_too_short_for_the_frame_step_gives_every_step_th_frame_with_a_note():
+    coded = np.broadcast_to((np.arange(20) * 10).astype(np.uint8)[:, None, None, None], (20, 8, 8, 3)).copy()
+    sampled = sample_reference(coded, 16, 8, 8, "squash", "step", 2)
+    assert sampled.indices.tolist() == list(range(0, 20, 2))
+    np.testing.assert_array_equal(sampled.frames[:, 0, 0, 0] // 10, np.arange(0, 20, 2))
+    assert "fewer than the 31 that 16 frames every 2 span: one in 2 is used" in sampled.notes[0]
+    with pytest.raises(ParameterError, match="frame_step"):
+        sample_reference(coded, 16, 8, 8, "squash", "step", 0)
 
 
 def test_cli_on_a_result_folder_writes_metrics_and_tracks(clips, capsys):
