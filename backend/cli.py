@@ -770,12 +770,7 @@ def command_submit(args: argparse.Namespace) -> int:
     from ..protocol.errors import BackendUnavailable
     from .video_io import prepare_reference
 
-    params = params_from_args(args)
-    clip = prepare_reference(
-        args.reference, params.num_frames, params.height, params.width, params.resize_mode, params.frame_sampling
-    )
-    sparse = condition_from_args(args, params)
-    condition = None if sparse is None else Condition(sparse.kind, sparse.images, sparse.frames)
+    params_from_args(args)  # bad parameters are refused before connecting
     keys = server_keys(args)
     bar = ProgressBar(enabled=not args.no_progress)
 
@@ -789,8 +784,25 @@ def command_submit(args: argparse.Namespace) -> int:
 
     with Client(args.server, client_name="motionclone-cli", **keys) as client:
         client.wait_connected(args.timeout)
+        # Size, frame count and config left out are the server's model's, as for `generate` with that preset.
+        welcome = client.server_info
+        params = params_from_args(args, welcome.default_preset if welcome is not None else None)
+        clip = prepare_reference(
+            args.reference,
+            params.num_frames,
+            params.height,
+            params.width,
+            params.resize_mode,
+            params.frame_sampling,
+            params.frame_step,
+        )
+        sparse = condition_from_args(args, params)
+        condition = None if sparse is None else Condition(sparse.kind, sparse.images, sparse.frames)
+        # Only the sampled frames travel, so the server takes all of them in order (linspace over exactly
+        # num_frames frames); result.json then gets this command's sampling back, for `motionclone evaluate`.
+        sent = dataclasses.replace(params, frame_sampling="linspace", frame_step=1)
         try:
-            event = client.run_job(clip.frames, params.to_dict(), fps=clip.fps, on_event=show, condition=condition)
+            event = client.run_job(clip.frames, sent.to_dict(), fps=clip.fps, on_event=show, condition=condition)
         except BackendUnavailable as error:
             if error.job_id is None:
                 raise
@@ -801,16 +813,33 @@ def command_submit(args: argparse.Namespace) -> int:
             ) from error
         finally:
             bar.close()
-        store_result(client, event, args.out)
+        store_result(client, event, args.out, client_sampling(event.message.metadata, params, clip.indices))
     return 0
 
 
-def store_result(client: Any, event: Any, out: Path) -> None:
-    """Write a "result" event as a result folder, then acknowledge it so the server may delete its copy."""
+def client_sampling(metadata: dict[str, Any], params: Any, indices: Any) -> dict[str, Any]:
+    """A submitted job's metadata with the reference sampling this client did: its rule and frame step, and the
+    indices of the frames it sent in the user's reference (the server saw only those frames, as 0, 1, 2, ...)."""
+    recorded = {**metadata}
+    if isinstance(recorded.get("parameters"), dict):
+        recorded["parameters"] = {
+            **recorded["parameters"],
+            "frame_sampling": params.frame_sampling,
+            "frame_step": params.frame_step,
+        }
+    if isinstance(recorded.get("reference_frames"), dict):
+        recorded["reference_frames"] = {**recorded["reference_frames"], "indices": [int(i) for i in indices]}
+    return recorded
+
+
+def store_result(client: Any, event: Any, out: Path, metadata: dict[str, Any] | None = None) -> None:
+    """Write a "result" event as a result folder (with `metadata` instead of the event's, when given), then
+    acknowledge it so the server may delete its copy."""
     from .results import write_result_folder
 
     frames = event.frames()
-    paths = write_result_folder(frames, event.message.metadata, out, fps=event.message.fps)
+    metadata = event.message.metadata if metadata is None else metadata
+    paths = write_result_folder(frames, metadata, out, fps=event.message.fps)
     client.ack(event.job_id)
     print(f"Wrote {paths['video']} ({len(frames)} frames); job {event.job_id}")
     print(f"Frames: {paths['frames']}  Metadata: {paths['metadata']}")
