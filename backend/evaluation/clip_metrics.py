@@ -20,11 +20,14 @@ from ..errors import ModelNotFoundError
 
 NO_CHECKPOINT = "no local CLIP checkpoint given (--clip-model)"
 DEFAULT_BATCH = 8
+TEXT_ALIGNMENT_METHOD = "mean over frames of cos(image embedding, text embedding of the prompt)"
+TEMPORAL_CONSISTENCY_METHOD = "mean over consecutive frame pairs of cos(image embedding t, image embedding t+1)"
+SETTINGS = {"cosine": "raw cosine in [-1, 1]", "model": "a local CLIPModel folder (--clip-model)"}
 
 
-def not_measured(reason: str) -> dict[str, Any]:
-    """A metric entry that says why it has no value."""
-    return {"value": None, "status": "not measured", "reason": reason}
+def not_measured(reason: str, method: str) -> dict[str, Any]:
+    """A metric entry that says why it has no value, and what it would have measured."""
+    return {"value": None, "status": "not measured", "reason": reason, "method": method, "settings": SETTINGS}
 
 
 def clip_scores(
@@ -51,32 +54,34 @@ def clip_scores(
         ModelNotFoundError: the folder is missing or holds no loadable CLIP model and processor.
     """
     if model_path is None:
-        missing = not_measured(NO_CHECKPOINT)
-        return {"clip_text_alignment": missing, "clip_temporal_consistency": dict(missing)}
+        return {
+            "clip_text_alignment": not_measured(NO_CHECKPOINT, TEXT_ALIGNMENT_METHOD),
+            "clip_temporal_consistency": not_measured(NO_CHECKPOINT, TEMPORAL_CONSISTENCY_METHOD),
+        }
     model, processor = load_clip(model_path, device)
     image_embeds = embed_images(model, processor, frames, device, batch_size)
     described = {"model": str(model_path), "cosine": "raw cosine in [-1, 1]"}
 
     if len(image_embeds) < 2:
-        consistency = not_measured("temporal consistency needs at least 2 frames")
+        consistency = not_measured("temporal consistency needs at least 2 frames", TEMPORAL_CONSISTENCY_METHOD)
     else:
         pair_cosines = (image_embeds[:-1] * image_embeds[1:]).sum(axis=1)
         consistency = {
             "value": float(pair_cosines.mean()),
             "status": "measured",
-            "method": "mean over consecutive frame pairs of cos(image embedding t, image embedding t+1)",
+            "method": TEMPORAL_CONSISTENCY_METHOD,
             "pairs": len(pair_cosines),
             **described,
         }
     if not prompt:
-        alignment = not_measured("no prompt given (--prompt) and none found in result.json")
+        alignment = not_measured("no prompt given (--prompt) and none found in result.json", TEXT_ALIGNMENT_METHOD)
     else:
         text_embed = embed_text(model, processor, prompt, device)
         cosines = image_embeds @ text_embed
         alignment = {
             "value": float(cosines.mean()),
             "status": "measured",
-            "method": "mean over frames of cos(image embedding, text embedding of the prompt)",
+            "method": TEXT_ALIGNMENT_METHOD,
             "prompt": prompt,
             "frames": len(cosines),
             **described,

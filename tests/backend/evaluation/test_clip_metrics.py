@@ -48,7 +48,10 @@ def tiny_clip(tmp_path_factory):
 def test_without_a_checkpoint_both_metrics_are_not_measured():
     scores = clip_scores(subject_clip("disc", (210, 30, 30)), "a red ball", None)
     for name in ("clip_text_alignment", "clip_temporal_consistency"):
-        assert scores[name] == {"value": None, "status": "not measured", "reason": NO_CHECKPOINT}
+        entry = scores[name]
+        assert (entry["value"], entry["status"], entry["reason"]) == (None, "not measured", NO_CHECKPOINT)
+        assert "cos(image embedding" in entry["method"] and "raw cosine" in entry["settings"]["cosine"]
+    assert scores["clip_text_alignment"]["method"] != scores["clip_temporal_consistency"]["method"]
 
 
 def test_a_tiny_random_clip_gives_finite_cosines(tiny_clip):
