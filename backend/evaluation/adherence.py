@@ -190,7 +190,7 @@ def colour_adherence(
         },
     }
     if expected is None:
-        return _not_measured(f"the prompt names no known colour ({', '.join(COLOURS)}); pass --subject-colour", method)
+        return _not_measured(_no_expected(prompt, "colour", COLOURS, "--subject-colour"), method)
     regions = find_subject(frames) if regions is None else regions
     named = [None if region is None else name_colour(region.mean_rgb) for region in regions]
     return {
@@ -231,7 +231,7 @@ def class_adherence(
         | {"wide_aspect_car": WIDE_ASPECT, "tall_aspect_figure": TALL_ASPECT, "cube_min_fill": CUBE_FILL},
     }
     if expected is None:
-        return _not_measured(f"the prompt names no known subject ({', '.join(SUBJECTS)}); pass --subject-class", method)
+        return _not_measured(_no_expected(prompt, "subject", SUBJECTS, "--subject-class"), method)
     regions = find_subject(frames) if regions is None else regions
     classes = [None if region is None else classify_shape(region) for region in regions]
     return {
@@ -245,6 +245,19 @@ def class_adherence(
         "shape": [None if r is None else {"aspect": round(r.aspect, 3), "fill": round(r.fill, 3)} for r in regions],
         **method,
     }
+
+
+def override_warnings(prompt: str | None, colour: str | None, subject: str | None) -> list[str]:
+    """Warnings for a --subject-colour or --subject-class that contradicts the prompt (the override is scored)."""
+    warnings = []
+    parsed = dict(zip(("subject-colour", "subject-class"), parse_prompt(prompt), strict=True))
+    for flag, override in (("subject-colour", colour), ("subject-class", subject)):
+        if override is None or parsed[flag] is None:
+            continue
+        given = _normalise_word(override.strip().lower())
+        if given != parsed[flag]:
+            warnings.append(f"--{flag} {given} differs from the prompt's {parsed[flag]}: {given} is scored")
+    return warnings
 
 
 def check_overrides(colour: str | None, subject: str | None) -> None:
@@ -262,6 +275,12 @@ def _expected(
     if name not in allowed:
         raise ParameterError(field, f"must be one of {', '.join(allowed)}, got {override!r}")
     return name, f"--{field.replace('_', '-')}"
+
+
+def _no_expected(prompt: str | None, what: str, known: tuple[str, ...], flag: str) -> str:
+    if not prompt:
+        return f"no prompt given (--prompt) and none found in result.json; pass {flag}"
+    return f"the prompt names no known {what} ({', '.join(known)}); pass {flag}"
 
 
 def _normalise_word(word: str) -> str:

@@ -34,7 +34,7 @@ from ..video_io import (
     resize_frames,
     sample_frame_indices,
 )
-from .adherence import check_overrides, class_adherence, colour_adherence, find_subject
+from .adherence import check_overrides, class_adherence, colour_adherence, find_subject, override_warnings
 from .clip_metrics import clip_scores
 from .motion_fidelity import (
     DEFAULT_CHUNK,
@@ -281,6 +281,7 @@ def evaluate(
 
     sampled = sample_reference(reference, num_frames, height, width, resize_mode, frame_sampling, frame_step)
     warnings.extend(sampled.notes)
+    warnings.extend(override_warnings(prompt, subject_colour, subject_class))
 
     # Tracks: the same grid on both clips, at the result's size.
     track = _tracker(tracker, cotracker, device)

@@ -9,6 +9,7 @@ from motionclone.backend.evaluation.adherence import (
     colour_adherence,
     find_subject,
     name_colour,
+    override_warnings,
     parse_prompt,
 )
 
@@ -102,6 +103,23 @@ def test_prompts_without_known_words_are_not_measured():
     for entry in (colour, subject):
         assert entry["value"] is None and entry["status"] == "not measured" and entry["reason"]
     assert "colour" in colour["reason"] and "subject" in subject["reason"]
+
+
+def test_without_a_prompt_the_reason_says_so():
+    frames = subject_clip("disc", RED)
+    for entry in (colour_adherence(frames, None), class_adherence(frames, None)):
+        assert entry["status"] == "not measured" and entry["reason"].startswith("no prompt given (--prompt)")
+
+
+def test_an_override_that_contradicts_the_prompt_is_warned_about():
+    assert override_warnings("a red ball on the grass", "blue", None) == [
+        "--subject-colour blue differs from the prompt's red: blue is scored"
+    ]
+    assert override_warnings("a red ball on the grass", None, "cube") == [
+        "--subject-class cube differs from the prompt's ball: cube is scored"
+    ]
+    assert override_warnings("a grey car", "Gray", "cars") == []  # the same words, spelt otherwise
+    assert override_warnings(None, "blue", "ball") == []  # nothing to contradict
 
 
 def test_frames_without_a_moving_subject_count_as_misses():
