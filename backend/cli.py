@@ -521,28 +521,48 @@ def command_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+# `evaluate`'s arguments whose flags have other names, so that an error names what the user typed.
+EVALUATE_FLAGS = {
+    "moving_fraction": "--moving-threshold",
+    "still_step_px": "--still-step",
+    "window": "--window",
+    "levels": "--levels",
+    "fb_threshold": "--fb-threshold",
+    "grid": "--grid",
+    "region": "--region",
+    "box": "--box",
+    "subject_colour": "--subject-colour",
+    "subject_class": "--subject-class",
+}
+
+
 def command_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import default_out_dir, evaluate
     from .evaluation.tracks import TrackerSettings
 
     out_dir = args.out if args.out is not None else default_out_dir(args.result)
-    report = evaluate(
-        args.reference,
-        args.result,
-        prompt=args.prompt,
-        out_dir=out_dir,
-        grid=args.grid,
-        region=args.region,
-        box=tuple(args.box) if args.box else None,
-        moving_fraction=args.moving_threshold,
-        still_step_px=args.still_step,
-        tracker=TrackerSettings(window=args.window, levels=args.levels, fb_threshold=args.fb_threshold),
-        cotracker=args.cotracker,
-        clip_model=args.clip_model,
-        subject_colour=args.subject_colour,
-        subject_class=args.subject_class,
-        device=args.device,
-    )
+    try:
+        report = evaluate(
+            args.reference,
+            args.result,
+            prompt=args.prompt,
+            out_dir=out_dir,
+            grid=args.grid,
+            region=args.region,
+            box=tuple(args.box) if args.box else None,
+            moving_fraction=args.moving_threshold,
+            still_step_px=args.still_step,
+            tracker=TrackerSettings(window=args.window, levels=args.levels, fb_threshold=args.fb_threshold),
+            cotracker=args.cotracker,
+            clip_model=args.clip_model,
+            subject_colour=args.subject_colour,
+            subject_class=args.subject_class,
+            device=args.device,
+        )
+    except ParameterError as error:  # name the flag that was typed, not the function's argument
+        if error.name not in EVALUATE_FLAGS:
+            raise
+        raise ParameterError(EVALUATE_FLAGS[error.name], error.detail) from error
     metrics = report["metrics"]
     fidelity = metrics["motion_fidelity"]
     tracks = fidelity["tracks"]

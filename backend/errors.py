@@ -26,6 +26,7 @@ class ParameterError(MotionCloneError, ValueError):
     def __init__(self, name: str, message: str) -> None:
         super().__init__(f"`{name}` {message}")
         self.name = name
+        self.detail = message
 
 
 class JobCancelled(MotionCloneError):

@@ -177,9 +177,11 @@ def test_cli_region_box_restricts_the_grid(clips, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("extra", "code", "message"),
     [
-        (["--grid", "1"], 2, "`grid`"),
-        (["--subject-colour", "mauve"], 2, "`subject_colour`"),
-        (["--box", "0", "0", "10", "10"], 2, "`box`"),
+        (["--grid", "1"], 2, "`--grid` must be an integer of at least 2"),
+        (["--subject-colour", "mauve"], 2, "`--subject-colour` must be one of"),
+        (["--box", "0", "0", "10", "10"], 2, "`--box` only applies with region 'box'"),
+        (["--moving-threshold", "5"], 2, "`--moving-threshold` must be a number in [0, 1)"),
+        (["--still-step", "-1"], 2, "`--still-step` must be a number of pixels"),
         (["--clip-model", "/nonexistent/clip"], 3, "CLIP checkpoint folder"),
         (["--cotracker", "/nonexistent/cotracker.pth"], 3, "CoTracker"),
     ],
