@@ -350,6 +350,7 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
 
 def params_from_args(args: argparse.Namespace, preset: str | None = None) -> Any:
     from .engine import MotionCloneParams
+    from .models.presets import default_config
 
     overrides: dict[str, Any] = {"prompt": args.prompt}
     for flag, field_name in PARAMETER_FLAGS.items():
@@ -362,10 +363,9 @@ def params_from_args(args: argparse.Namespace, preset: str | None = None) -> Any
     if preset is not None:
         from .models.registry import NATIVE_SIZES
 
-        for name, value in NATIVE_SIZES[preset].items():
+        for name, value in NATIVE_SIZES.get(preset, {}).items():
             overrides.setdefault(name, value)
-    config = args.config or ("blocks" if preset == "blocks" else "camera")
-    return MotionCloneParams.from_config(config, **overrides)
+    return MotionCloneParams.from_config(args.config or default_config(preset), **overrides)
 
 
 def parse_assignments(assignments: list[str]) -> dict[str, Any]:

@@ -20,6 +20,16 @@ DEFAULT_DTYPES: dict[str, dict[str, str]] = {
 }
 
 
+# The MotionClone config a preset's jobs start from when none is named: the blocks model has its own (40 steps, shared
+# noise, subject placement); SD-1.5 and the tiny model take the official camera-motion config.
+DEFAULT_CONFIGS: dict[str, str] = {"blocks": "blocks"}
+FALLBACK_CONFIG = "camera"
+
+
+def default_config(preset: str | None) -> str:
+    return DEFAULT_CONFIGS.get(preset or "", FALLBACK_CONFIG)
+
+
 def default_preset(device: str) -> str:
     return GPU_DEFAULT_PRESET if str(device).startswith("cuda") else CPU_DEFAULT_PRESET
 

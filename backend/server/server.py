@@ -51,6 +51,7 @@ from ..engine.parameters import MAX_WINDOWED_FRAMES
 from ..errors import ParameterError
 from ..generate import DTYPES
 from ..models import load_preset
+from ..models.presets import default_config
 from ..models.registry import NATIVE_SIZES
 from .conditions import condition_from_submit, fit_condition
 from .config import ServerConfig
@@ -74,14 +75,17 @@ PARENT_CHECK_S = 1.0
 
 
 def _params_from_request(values: dict[str, Any], preset: str) -> MotionCloneParams:
-    """MotionClone parameters from a Submit: an optional "config" ("camera" or "object") under explicit values.
+    """MotionClone parameters from a Submit: an optional "config" ("camera", "object", "blocks", ...) under explicit
+    values.
 
-    Frame count and size left out of the request are the preset's native ones (64 x 64 for blocks, 512 for SD-1.5).
+    What the request leaves out is the preset's: its native frame count and size (64 x 64 for blocks, 512 for SD-1.5)
+    and its default config (`blocks` for the blocks model, the official `camera` config otherwise), as the Welcome's
+    `native_size` and `default_config` say.
     """
     values = {**NATIVE_SIZES.get(preset, {}), **values}
     config = values.pop("config", None)
     if config is None:
-        return MotionCloneParams.from_dict(values)
+        config = default_config(preset)
     if not isinstance(config, str):
         raise ParameterError("config", f"must be a config name, got {config!r}")
     return MotionCloneParams.from_config(config, **values)
@@ -267,6 +271,9 @@ class Server:
                 "size_multiple": 8,
                 "max_queue": self.config.max_queue,
                 "condition_types": [] if self.pipeline.controlnet_kind is None else [self.pipeline.controlnet_kind],
+                # What a job that leaves them out gets: the size its model learned at, and the config that suits it.
+                "native_size": dict(NATIVE_SIZES.get(self.config.preset, {})),
+                "default_config": default_config(self.config.preset),
             },
             heartbeat_interval=self.config.heartbeat_interval,
         )

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from motionclone.backend.engine.parameters import CONFIG_PRESETS
+from motionclone.backend.models.registry import NATIVE_SIZES
 from motionclone.backend.samples import make_moving_square_clip
 from motionclone.backend.video_io import read_clip, write_mp4
 
@@ -170,6 +171,17 @@ def test_server_fills_the_native_size_of_its_preset_only_where_the_request_is_si
     params = _params_from_request({"prompt": "a red ball", "config": "blocks", "width": 128}, "blocks")
     assert (params.num_frames, params.height, params.width) == (16, 64, 128)
     assert params.negative_prompt == ""
+
+
+def test_a_request_without_a_config_gets_its_presets_default_config():
+    from motionclone.backend.engine import MotionCloneParams
+    from motionclone.backend.server.server import _params_from_request
+
+    for preset, config in (("blocks", "blocks"), ("sd15-animatediff-v3", "camera"), ("tiny", "camera")):
+        params = _params_from_request({"prompt": "a red ball", "seed": 3}, preset)
+        expected = MotionCloneParams.from_config(config, prompt="a red ball", seed=3, **NATIVE_SIZES[preset])
+        assert params == expected, preset
+    assert _params_from_request({"prompt": "x"}, "blocks") != _params_from_request({"prompt": "x"}, "tiny")
 
 
 def test_frame_step_takes_every_nth_frame_at_the_clips_pace_in_windows(tmp_path):

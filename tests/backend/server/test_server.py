@@ -129,6 +129,8 @@ def test_progress_and_previews_arrive_for_every_step(shared_server, reference_fr
     assert result.frames().shape == (8, 64, 64, 3)
     assert welcome.presets == ["tiny"] and welcome.limits["max_output_frames"] == 32
     assert welcome.limits["size_multiple"] == 8
+    assert welcome.limits["native_size"] == {"num_frames": 16, "height": 64, "width": 64}  # the tiny preset's
+    assert welcome.limits["default_config"] == "camera"
 
 
 def test_four_clients_with_three_jobs_each_get_their_own_in_submit_order(shared_server, reference_frames):
