@@ -5,7 +5,7 @@ import random
 
 import bpy
 
-from . import compat, jobs, local_backend, preferences, reference_cache
+from . import compat, jobs, local_backend, model_fit, preferences, reference_cache
 from ._protocol import errors
 from .job_records import scene_of
 from .properties import ACTIVE_STATES
@@ -281,6 +281,29 @@ class MOTIONCLONE_OT_use_job_settings(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class MOTIONCLONE_OT_use_model_settings(bpy.types.Operator):
+    """Set Size, and Motion where it does not suit, to what the connected backend's model was made for"""
+
+    bl_idname = "motionclone.use_model_settings"
+    bl_label = "Use the Model's Size"
+    bl_options = frozenset({"REGISTER", "UNDO"})
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        connection = get_session().connection
+        if connection.state != "connected":
+            return False
+        return model_fit.mismatch(context.scene.motionclone, connection.model) is not None
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        settings = context.scene.motionclone
+        model = get_session().connection.model
+        changed = model_fit.use_model_defaults(settings, model)
+        labels = {"long_side": f"Size {settings.long_side}", "config": f"Motion '{settings.config}'"}
+        self.report({"INFO"}, "Set " + " and ".join(labels[name] for name in changed))
+        return {"FINISHED"}
+
+
 class MOTIONCLONE_OT_show_result(bpy.types.Operator):
     """Select the selected job's result strip and jump to its first frame"""
 
@@ -380,6 +403,7 @@ classes = (
     MOTIONCLONE_OT_stop_backend,
     MOTIONCLONE_OT_fetch_again,
     MOTIONCLONE_OT_use_job_settings,
+    MOTIONCLONE_OT_use_model_settings,
     MOTIONCLONE_OT_show_result,
     MOTIONCLONE_OT_open_result_folder,
     MOTIONCLONE_OT_preview_condition,

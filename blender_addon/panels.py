@@ -4,7 +4,7 @@ from typing import Any
 
 import bpy
 
-from . import compat, jobs, preferences
+from . import compat, jobs, model_fit, preferences
 from .condition import CONDITION_IMAGE
 from .event_pump import PREVIEW_IMAGE, status_lines
 from .properties import ACTIVE_STATES
@@ -97,8 +97,23 @@ def draw_motionclone(layout: bpy.types.UILayout, context: bpy.types.Context) -> 
         row.prop(settings, "context_length")
         row.prop(settings, "context_overlap")
 
+    draw_model_fit(layout, settings)
     layout.operator("motionclone.generate", icon="PLAY")
     draw_jobs(layout, settings)
+
+
+def draw_model_fit(layout: bpy.types.UILayout, settings: Any) -> None:
+    """When the panel's size or config does not suit the connected backend's model: what it was made for, and a
+    button that takes it."""
+    connection = get_session().connection
+    if connection.state != "connected":
+        return
+    line = model_fit.mismatch(settings, connection.model)
+    if line is None:
+        return
+    box = layout.box()
+    box.label(text=line, icon="INFO")
+    box.operator("motionclone.use_model_settings", icon="CHECKMARK")
 
 
 def draw_frames(box: bpy.types.UILayout, scene: bpy.types.Scene, settings: Any) -> None:

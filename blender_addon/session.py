@@ -8,7 +8,7 @@ that gets no Welcome within the timeout, and loading real weights takes longer t
 """
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import bpy
@@ -26,6 +26,7 @@ from .job_records import (
     held_jobs,
     tag_redraw,
 )
+from .model_fit import ModelDefaults
 from .properties import ACTIVE_STATES
 
 STOP_WAIT_S = 5.0  # on quit or disable, how long the local backend gets to stop before it is killed
@@ -51,6 +52,7 @@ class Connection:
     server_version: str = ""
     device: str = ""
     default_preset: str = ""
+    model: ModelDefaults = field(default_factory=ModelDefaults)  # what the backend's model was made for
     queued: int | None = None  # from the backend's last status answer; None: not asked yet (or an older backend)
     running: int | None = None
 

@@ -493,6 +493,45 @@ def test_panels_draw_against_a_recording_layout(addon):
     assert icons == [{"icon_value": image.preview.icon_id, "scale": 6.0}]
 
 
+def test_the_panel_offers_the_size_and_config_the_connected_backends_model_was_made_for(addon, backend):
+    from blender_addon import model_fit, panels, session
+
+    addon.endpoint = backend.endpoint
+    scene = animated_scene()
+    settings = scene.motionclone
+    settings.config = "blocks"  # the built-in model's config, on a backend that runs the tiny one
+    assert bpy.ops.motionclone.test_connection() == {"FINISHED"}
+    assert pump_until(lambda: session.get_session().connection.state == "connected", 20)
+    model = session.get_session().connection.model
+    assert model == model_fit.ModelDefaults(64, "camera")  # from the tiny backend's Welcome
+    assert settings.long_side == 512  # the panel's default, SD-1.5's size
+
+    calls = []
+    panels.draw_motionclone(RecordingLayout(calls), bpy.context)
+    hints = [args[0] if args else kwargs["text"] for name, args, kwargs in calls if name == "label"]
+    assert "The backend's model is made for 64 px (Size is 512) and the 'camera' Motion config" in hints
+    assert ("operator", ("motionclone.use_model_settings",), {"icon": "CHECKMARK"}) in calls
+
+    assert bpy.ops.motionclone.use_model_settings() == {"FINISHED"}
+    assert (settings.long_side, settings.config) == (64, "camera")
+    assert not bpy.ops.motionclone.use_model_settings.poll()  # nothing left to change
+    calls.clear()
+    panels.draw_motionclone(RecordingLayout(calls), bpy.context)
+    assert ("operator", ("motionclone.use_model_settings",), {"icon": "CHECKMARK"}) not in calls
+
+    # A blocks backend wants its own config; another config that suits SD-1.5 is left alone there.
+    blocks = model_fit.ModelDefaults.from_limits(
+        {"native_size": {"num_frames": 16, "height": 64, "width": 64}, "default_config": "blocks"}
+    )
+    settings.config = "object"
+    assert model_fit.use_model_defaults(settings, blocks) == ["config"] and settings.config == "blocks"
+    settings.long_side, settings.config = 512, "object"
+    sd15 = model_fit.ModelDefaults(512, "camera")
+    assert model_fit.mismatch(settings, sd15) is None and model_fit.use_model_defaults(settings, sd15) == []
+    # An older backend says nothing about its model: nothing is offered.
+    assert model_fit.mismatch(settings, model_fit.ModelDefaults.from_limits({"max_frames": 1024})) is None
+
+
 def client_threads():
     import threading
 
