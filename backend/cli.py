@@ -348,7 +348,14 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def params_from_args(args: argparse.Namespace, preset: str | None = None) -> Any:
+def params_from_args(
+    args: argparse.Namespace,
+    preset: str | None = None,
+    native_size: dict[str, int] | None = None,
+    config: str | None = None,
+) -> Any:
+    """The job's parameters from the command line. What the flags leave out comes from `preset`: its native frame
+    count and size and its default config, or, from a server, the `native_size` and `config` it announced."""
     from .engine import MotionCloneParams
     from .models.presets import default_config
 
@@ -360,12 +367,13 @@ def params_from_args(args: argparse.Namespace, preset: str | None = None) -> Any
     overrides.update(parse_assignments(args.set))
     if args.frame_step is not None:
         overrides.update(step_overrides(args, overrides))
-    if preset is not None:
+    if native_size is None and preset is not None:
         from .models.registry import NATIVE_SIZES
 
-        for name, value in NATIVE_SIZES.get(preset, {}).items():
-            overrides.setdefault(name, value)
-    return MotionCloneParams.from_config(args.config or default_config(preset), **overrides)
+        native_size = NATIVE_SIZES.get(preset, {})
+    for name, value in (native_size or {}).items():
+        overrides.setdefault(name, value)
+    return MotionCloneParams.from_config(args.config or config or default_config(preset), **overrides)
 
 
 def parse_assignments(assignments: list[str]) -> dict[str, Any]:
@@ -788,9 +796,14 @@ def command_fetch(args: argparse.Namespace) -> int:
 def command_submit(args: argparse.Namespace) -> int:
     from ..protocol.client import Client, Condition
     from ..protocol.errors import BackendUnavailable
-    from .video_io import prepare_reference
+    from .engine.parameters import validate_params
+    from .video_io import prepare_reference, probe_clip
 
-    params_from_args(args)  # bad parameters are refused before connecting
+    # Refuse bad parameters, a missing reference and an unreadable condition before connecting.
+    early = params_from_args(args)
+    validate_params(early)
+    probe_clip(args.reference)
+    condition_from_args(args, early)
     keys = server_keys(args)
     bar = ProgressBar(enabled=not args.no_progress)
 
@@ -803,10 +816,14 @@ def command_submit(args: argparse.Namespace) -> int:
             bar(event.message.stage, event.message.step, event.message.total)
 
     with Client(args.server, client_name="motionclone-cli", **keys) as client:
-        client.wait_connected(args.timeout)
+        welcome = client.wait_connected(args.timeout)
         # Size, frame count and config left out are the server's model's, as for `generate` with that preset.
-        welcome = client.server_info
-        params = params_from_args(args, welcome.default_preset if welcome is not None else None)
+        params = params_from_args(
+            args,
+            welcome.default_preset,
+            native_size=welcome.limits.get("native_size"),
+            config=welcome.limits.get("default_config"),
+        )
         clip = prepare_reference(
             args.reference,
             params.num_frames,
@@ -819,10 +836,22 @@ def command_submit(args: argparse.Namespace) -> int:
         sparse = condition_from_args(args, params)
         condition = None if sparse is None else Condition(sparse.kind, sparse.images, sparse.frames)
         # Only the sampled frames travel, so the server takes all of them in order (linspace over exactly
-        # num_frames frames); result.json then gets this command's sampling back, for `motionclone evaluate`.
+        # num_frames frames) and records this command's sampling in result.json, for `motionclone evaluate`.
         sent = dataclasses.replace(params, frame_sampling="linspace", frame_step=1)
+        sampling = {
+            "frame_sampling": params.frame_sampling,
+            "frame_step": params.frame_step,
+            "indices": [int(i) for i in clip.indices],
+        }
         try:
-            event = client.run_job(clip.frames, sent.to_dict(), fps=clip.fps, on_event=show, condition=condition)
+            event = client.run_job(
+                clip.frames,
+                sent.to_dict(),
+                fps=clip.fps,
+                on_event=show,
+                condition=condition,
+                reference_sampling=sampling,
+            )
         except BackendUnavailable as error:
             if error.job_id is None:
                 raise
@@ -833,33 +862,16 @@ def command_submit(args: argparse.Namespace) -> int:
             ) from error
         finally:
             bar.close()
-        store_result(client, event, args.out, client_sampling(event.message.metadata, params, clip.indices))
+        store_result(client, event, args.out)
     return 0
 
 
-def client_sampling(metadata: dict[str, Any], params: Any, indices: Any) -> dict[str, Any]:
-    """A submitted job's metadata with the reference sampling this client did: its rule and frame step, and the
-    indices of the frames it sent in the user's reference (the server saw only those frames, as 0, 1, 2, ...)."""
-    recorded = {**metadata}
-    if isinstance(recorded.get("parameters"), dict):
-        recorded["parameters"] = {
-            **recorded["parameters"],
-            "frame_sampling": params.frame_sampling,
-            "frame_step": params.frame_step,
-        }
-    if isinstance(recorded.get("reference_frames"), dict):
-        recorded["reference_frames"] = {**recorded["reference_frames"], "indices": [int(i) for i in indices]}
-    return recorded
-
-
-def store_result(client: Any, event: Any, out: Path, metadata: dict[str, Any] | None = None) -> None:
-    """Write a "result" event as a result folder (with `metadata` instead of the event's, when given), then
-    acknowledge it so the server may delete its copy."""
+def store_result(client: Any, event: Any, out: Path) -> None:
+    """Write a "result" event as a result folder, then acknowledge it so the server may delete its copy."""
     from .results import write_result_folder
 
     frames = event.frames()
-    metadata = event.message.metadata if metadata is None else metadata
-    paths = write_result_folder(frames, metadata, out, fps=event.message.fps)
+    paths = write_result_folder(frames, event.message.metadata, out, fps=event.message.fps)
     client.ack(event.job_id)
     print(f"Wrote {paths['video']} ({len(frames)} frames); job {event.job_id}")
     print(f"Frames: {paths['frames']}  Metadata: {paths['metadata']}")

@@ -69,11 +69,12 @@ class BlockingCalls:
         on_event: Callable[[Event], None] | None = None,
         timeout: float | None = None,
         condition: Any = None,
+        reference_sampling: dict[str, Any] | None = None,
     ) -> Event:
         """Submit a job and wait for its result. Takes (and drops) events of other jobs that arrive meanwhile.
 
         Args:
-            frames, params, fps, preset, condition: as for `submit`.
+            frames, params, fps, preset, condition, reference_sampling: as for `submit`.
             on_event: called on this thread with every event of this job or request ("accepted", "queued",
                 "progress", ... and the "result" last).
             timeout: seconds to wait for the result; None waits as long as the connection lives.
@@ -90,7 +91,9 @@ class BlockingCalls:
             ValueError: as for `submit`.
         """
         self._check_started()
-        request_id = self.submit(frames, params, fps=fps, preset=preset, condition=condition)
+        request_id = self.submit(
+            frames, params, fps=fps, preset=preset, condition=condition, reference_sampling=reference_sampling
+        )
         job_id: str | None = None
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:

@@ -241,6 +241,7 @@ class Client(BlockingCalls):
         fps: float = 8.0,
         preset: str | None = None,
         condition: Condition | None = None,
+        reference_sampling: dict[str, Any] | None = None,
     ) -> str:
         """Queue a job. Answered by an "accepted" event (with the job id) or an "error" event, both with the request id.
 
@@ -254,6 +255,8 @@ class Client(BlockingCalls):
             preset: a model preset the server loaded; None for the server's default.
             condition: SparseCtrl condition images for image- or sketch-to-video (sent as they are, like `frames`);
                 the server must offer their kind (`server_info.limits["condition_types"]`).
+            reference_sampling: when `frames` were taken from a longer clip: {"frame_sampling": rule, "frame_step":
+                N, "indices": [the index of each frame sent in that clip]}, recorded in the result's metadata.
 
         Returns:
             The request id.
@@ -263,6 +266,8 @@ class Client(BlockingCalls):
             RuntimeError: the client is closed.
         """
         frames = _check_frames(frames)
+        if reference_sampling is not None and not isinstance(reference_sampling, dict):
+            raise ValueError(f"`reference_sampling` must be a dict or None, got {type(reference_sampling).__name__}")
         if condition is not None and not isinstance(condition, Condition):
             raise ValueError(f"`condition` must be a Condition or None, got {type(condition).__name__}")
         if not isinstance(params, dict) or not all(isinstance(key, str) for key in params):
@@ -280,6 +285,7 @@ class Client(BlockingCalls):
             condition=None if condition is None else ArraySpec(condition.images.shape),
             condition_frames=None if condition is None else list(condition.frames),
             condition_type=None if condition is None else condition.kind,
+            reference_sampling=None if reference_sampling is None else dict(reference_sampling),
         )
         # Encode here, not on the I/O thread, so that unpackable params raise in the caller's thread.
         try:

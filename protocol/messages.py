@@ -70,7 +70,9 @@ class Submit(Message):
     `reference_fps` is the reference clip's frame rate; `preset` must be one the server loaded (None: its default).
     Image- and sketch-to-video: `condition` declares a second part with the SparseCtrl condition images, one per entry
     of `condition_frames` (the frames they stand on, default [0]); `condition_type` is "rgb" or "scribble" and must
-    be one of the Welcome's `limits["condition_types"]`.
+    be one of the Welcome's `limits["condition_types"]`. `reference_sampling`, when the client took `reference` from
+    a longer clip of its own, says how ({"frame_sampling": rule, "frame_step": N, "indices": [one per frame sent]}):
+    the result's metadata then records that, so that the result can be compared with the client's clip.
     """
 
     TYPE: ClassVar[str] = "submit"
@@ -83,6 +85,7 @@ class Submit(Message):
     condition: ArraySpec | None = None
     condition_frames: list[int] | None = None
     condition_type: str | None = None
+    reference_sampling: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +33,7 @@ class Job:
         preset: model preset that runs it.
         sequence: order of acceptance on this server.
         condition: SparseCtrl condition images at the job's size, or None for text-to-video.
+        reference_sampling: how the client took the reference from its own clip (Submit), for the metadata.
         state: queued, running, done, failed or cancelled.
         cancel_requested: set from the socket thread, read by the worker between steps.
     """
@@ -44,6 +46,7 @@ class Job:
     sequence: int = 0
     condition: SparseCondition | None = None
     client: bytes = b""
+    reference_sampling: dict[str, Any] | None = None
     job_id: str = field(default_factory=lambda: secrets.token_hex(16))
     state: str = stages.QUEUED
     submitted_at: float = field(default_factory=time.monotonic)

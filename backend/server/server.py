@@ -6,6 +6,7 @@ pool of Ray actors with `--workers ray`) only touches the engine. Every bad inpu
 naming the field and the limit; nothing a client sends can stop the loop.
 """
 
+import itertools
 import logging
 import os
 import queue
@@ -53,6 +54,7 @@ from ..generate import DTYPES
 from ..models import load_preset
 from ..models.presets import default_config
 from ..models.registry import NATIVE_SIZES
+from ..video_io import FRAME_SAMPLING_RULES
 from .conditions import condition_from_submit, fit_condition
 from .config import ServerConfig
 from .jobs import Job, JobQueue
@@ -89,6 +91,44 @@ def _params_from_request(values: dict[str, Any], preset: str) -> MotionClonePara
     if not isinstance(config, str):
         raise ParameterError("config", f"must be a config name, got {config!r}")
     return MotionCloneParams.from_config(config, **values)
+
+
+def check_reference_sampling(sampling: dict[str, Any] | None, frame_count: int) -> None:
+    """Refuse a Submit's `reference_sampling` that is not {"frame_sampling": a rule, "frame_step": N >= 1, "indices":
+    one strictly increasing index >= 0 per reference frame}."""
+    if sampling is None:
+        return
+
+    def refuse(detail: str) -> ProtocolError:
+        return ProtocolError(codes.INVALID_FIELD, f"reference_sampling {detail}", "reference_sampling")
+
+    if set(sampling) != {"frame_sampling", "frame_step", "indices"}:
+        raise refuse(f"must hold frame_sampling, frame_step and indices, got {sorted(sampling)}")
+    if sampling["frame_sampling"] not in FRAME_SAMPLING_RULES:
+        raise refuse(f"frame_sampling must be one of {', '.join(FRAME_SAMPLING_RULES)}")
+    step = sampling["frame_step"]
+    if not isinstance(step, int) or isinstance(step, bool) or step < 1:
+        raise refuse(f"frame_step must be a whole number of at least 1, got {step!r}")
+    indices = sampling["indices"]
+    if not isinstance(indices, list) or len(indices) != frame_count:
+        raise refuse(f"indices must be a list of one index per reference frame ({frame_count})")
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in indices) or (indices and indices[0] < 0):
+        raise refuse("indices must be whole numbers of at least 0")
+    if any(later <= earlier for earlier, later in itertools.pairwise(indices)):
+        raise refuse("indices must be strictly increasing")
+
+
+def record_client_sampling(metadata: dict[str, Any], sampling: dict[str, Any]) -> None:
+    """Write the client's own sampling of its clip into a result's metadata: the engine took every frame it was sent,
+    and these say which frames of the client's clip those were."""
+    parameters = metadata.get("parameters")
+    if isinstance(parameters, dict):
+        parameters["frame_sampling"] = sampling["frame_sampling"]
+        parameters["frame_step"] = sampling["frame_step"]
+    frames = metadata.get("reference_frames")
+    if isinstance(frames, dict):
+        frames["indices"] = list(sampling["indices"])
+        frames["sampled_by"] = "client"
 
 
 class Server:
@@ -306,6 +346,7 @@ class Server:
                 f"the reference has {frame_count} frames but num_frames is {params.num_frames}",
                 "reference",
             )
+        check_reference_sampling(message.reference_sampling, frame_count)
         condition = condition_from_submit(message, payloads.get("condition"))
         if condition is not None:
             condition = fit_condition(condition, params)
@@ -322,6 +363,7 @@ class Server:
             sequence=self._accepted,
             condition=condition,
             client=self._current_client,
+            reference_sampling=message.reference_sampling,
         )
         self.jobs[job.job_id] = job
         self.queue.push(job)
@@ -417,6 +459,8 @@ class Server:
                 job.state = stages.DONE
                 self._completed += 1
                 data["metadata"]["job"] = {**self._job_record(job), "completed": self._completed}
+                if job.reference_sampling is not None:
+                    record_client_sampling(data["metadata"], job.reference_sampling)
                 # On disk first: if the client is gone, the result waits for a Fetch, also across restarts.
                 self.results.save(job.job_id, data["frames"], data["fps"], data["metadata"])
                 self._send_result(job.identity, job.job_id, data["frames"], data["fps"], data["metadata"])

@@ -218,3 +218,23 @@ def test_frame_step_takes_every_nth_frame_at_the_clips_pace_in_windows(tmp_path)
     assert metadata["reference_frames"] == {"indices": list(range(0, 40, 2)), "source_fps": 24.0}
     assert len(metadata["context_windows"]) == 2  # 20 frames in windows of 16 overlapping by 4
     assert read_clip(out / "result.mp4").frames.shape[0] == 20
+
+
+def test_submit_refuses_bad_input_before_it_waits_for_a_server(tmp_path, capsys):
+    """No server listens here: each mistake is reported at once, with its own exit code, not as an unreachable server
+    after the timeout."""
+    import time
+
+    from motionclone.backend.cli import EXIT_PARAMETERS, EXIT_VIDEO, main
+
+    reference = write_mp4(make_moving_square_clip(8, 64, 64), tmp_path / "reference.mp4")
+    base = ["submit", "--server", "tcp://127.0.0.1:9", "--timeout", "30", "--prompt", "a fox", "--no-progress"]
+    for extra, code, message in [
+        (["--reference", str(tmp_path / "missing.mp4")], EXIT_VIDEO, "missing.mp4"),
+        (["--reference", str(reference), "--width", "60"], EXIT_PARAMETERS, "`width`"),
+        (["--reference", str(reference), "--condition", str(tmp_path / "nope.png")], EXIT_VIDEO, "nope.png"),
+    ]:
+        started = time.monotonic()
+        assert main([*base, *extra, "--out", str(tmp_path / "out")]) == code, extra
+        assert time.monotonic() - started < 10, extra
+        assert message in capsys.readouterr().err

@@ -291,6 +291,35 @@ def test_a_client_that_disconnects_mid_job_fetches_its_result_by_id_later(shared
     assert raised.value.code == codes.UNKNOWN_JOB
 
 
+def test_a_clients_own_sampling_of_its_clip_is_checked_and_recorded_in_the_result(shared_server, reference_frames):
+    """A client that sends every 2nd frame of a longer clip says so; the metadata then names those frames, also for a
+    later fetch (the result is stored with it)."""
+    sent = reference_frames[:8]
+    sampling = {"frame_sampling": "step", "frame_step": 2, "indices": list(range(0, 16, 2))}
+    with connect(shared_server.endpoint) as client:
+        for bad, detail in [
+            ({**sampling, "indices": sampling["indices"][:5]}, "one index per reference frame (8)"),
+            ({**sampling, "indices": sampling["indices"][::-1]}, "strictly increasing"),
+            ({**sampling, "frame_step": 0}, "at least 1"),
+            ({**sampling, "frame_sampling": "every"}, "frame_sampling must be one of"),
+            ({"indices": sampling["indices"]}, "must hold frame_sampling, frame_step and indices"),
+        ]:
+            with pytest.raises(JobFailed) as raised:
+                client.run_job(sent, job_params(), reference_sampling=bad, timeout=60)
+            assert raised.value.code == codes.INVALID_FIELD and raised.value.field == "reference_sampling"
+            assert detail in str(raised.value)
+        result = client.run_job(sent, job_params(), reference_sampling=sampling, timeout=120)
+        client.ack(result.job_id)
+    metadata = result.message.metadata
+    assert metadata["parameters"]["frame_sampling"] == "step" and metadata["parameters"]["frame_step"] == 2
+    assert metadata["reference_frames"]["indices"] == sampling["indices"]
+    assert metadata["reference_frames"]["sampled_by"] == "client"
+    with connect(shared_server.endpoint) as client:  # without it, the server's own sampling of what it got
+        plain = client.run_job(sent, job_params(), timeout=120).message.metadata
+    assert plain["parameters"]["frame_sampling"] == "linspace"
+    assert plain["reference_frames"]["indices"] == list(range(8))
+
+
 def test_bad_parameters_are_rejected_with_the_field_and_the_server_keeps_serving(shared_server, reference_frames):
     server = shared_server
     with connect(server.endpoint) as client:
