@@ -22,12 +22,17 @@ NO_CHECKPOINT = "no local CLIP checkpoint given (--clip-model)"
 DEFAULT_BATCH = 8
 TEXT_ALIGNMENT_METHOD = "mean over frames of cos(image embedding, text embedding of the prompt)"
 TEMPORAL_CONSISTENCY_METHOD = "mean over consecutive frame pairs of cos(image embedding t, image embedding t+1)"
-SETTINGS = {"cosine": "raw cosine in [-1, 1]", "model": "a local CLIPModel folder (--clip-model)"}
+COSINE = "raw cosine in [-1, 1]"
 
 
-def not_measured(reason: str, method: str) -> dict[str, Any]:
-    """A metric entry that says why it has no value, and what it would have measured."""
-    return {"value": None, "status": "not measured", "reason": reason, "method": method, "settings": SETTINGS}
+def settings_of(model_path: str | os.PathLike[str] | None) -> dict[str, Any]:
+    """The settings every entry records, measured or not: the CLIP folder (None: none given) and the cosine's form."""
+    return {"model": None if model_path is None else str(model_path), "cosine": COSINE}
+
+
+def not_measured(reason: str, method: str, model_path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """A metric entry that says why it has no value, and what it would have measured with which settings."""
+    return {"value": None, "status": "not measured", "reason": reason, "method": method, **settings_of(model_path)}
 
 
 def clip_scores(
@@ -47,8 +52,8 @@ def clip_scores(
         batch_size: frames per forward pass.
 
     Returns:
-        {"clip_text_alignment": entry, "clip_temporal_consistency": entry}; each entry holds value, status and
-        (measured) the model, the number of frames or pairs, or (not measured) the reason.
+        {"clip_text_alignment": entry, "clip_temporal_consistency": entry}; each entry holds value, status,
+        method, model and cosine, and (measured) the number of frames or pairs, or (not measured) the reason.
 
     Raises:
         ModelNotFoundError: the folder is missing or holds no loadable CLIP model and processor.
@@ -60,10 +65,11 @@ def clip_scores(
         }
     model, processor = load_clip(model_path, device)
     image_embeds = embed_images(model, processor, frames, device, batch_size)
-    described = {"model": str(model_path), "cosine": "raw cosine in [-1, 1]"}
+    described = settings_of(model_path)
 
     if len(image_embeds) < 2:
-        consistency = not_measured("temporal consistency needs at least 2 frames", TEMPORAL_CONSISTENCY_METHOD)
+        reason = "temporal consistency needs at least 2 frames"
+        consistency = not_measured(reason, TEMPORAL_CONSISTENCY_METHOD, model_path)
     else:
         pair_cosines = (image_embeds[:-1] * image_embeds[1:]).sum(axis=1)
         consistency = {
@@ -74,7 +80,8 @@ def clip_scores(
             **described,
         }
     if not prompt:
-        alignment = not_measured("no prompt given (--prompt) and none found in result.json", TEXT_ALIGNMENT_METHOD)
+        reason = "no prompt given (--prompt) and none found in result.json"
+        alignment = not_measured(reason, TEXT_ALIGNMENT_METHOD, model_path)
     else:
         text_embed = embed_text(model, processor, prompt, device)
         cosines = image_embeds @ text_embed

@@ -50,7 +50,8 @@ def test_without_a_checkpoint_both_metrics_are_not_measured():
     for name in ("clip_text_alignment", "clip_temporal_consistency"):
         entry = scores[name]
         assert (entry["value"], entry["status"], entry["reason"]) == (None, "not measured", NO_CHECKPOINT)
-        assert "cos(image embedding" in entry["method"] and "raw cosine" in entry["settings"]["cosine"]
+        assert "cos(image embedding" in entry["method"] and entry["cosine"] == "raw cosine in [-1, 1]"
+        assert entry["model"] is None
     assert scores["clip_text_alignment"]["method"] != scores["clip_temporal_consistency"]["method"]
 
 
@@ -66,6 +67,9 @@ def test_a_tiny_random_clip_gives_finite_cosines(tiny_clip):
     still = clip_scores(np.repeat(frames[:1], 3, axis=0), None, tiny_clip)
     assert still["clip_temporal_consistency"]["value"] == pytest.approx(1.0, abs=1e-6)
     assert still["clip_text_alignment"]["status"] == "not measured"
+    # Measured or not, an entry has the same settings: the folder it used and the cosine's form.
+    for entry in (*still.values(), *scores.values()):
+        assert entry["model"] == str(tiny_clip) and entry["cosine"] == "raw cosine in [-1, 1]"
 
 
 def test_a_missing_checkpoint_folder_is_a_model_error(tmp_path):
