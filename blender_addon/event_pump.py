@@ -16,7 +16,7 @@ from . import compat, preferences, result_files, sequencer
 from ._protocol import errors, stages
 from .job_records import all_jobs, any_active_job, fail_unaccepted_jobs, find_job, scene_of, tag_redraw
 from .model_fit import ModelDefaults
-from .properties import ACTIVE_STATES
+from .properties import ACTIVE_STATES, CONFIG_ITEMS
 from .session import Connection, Session, get_session
 from .thumbnails import show_image
 
@@ -104,7 +104,7 @@ def apply_event(context: bpy.types.Context, session: Session, event: Any) -> Non
             welcome.server_version,
             welcome.device,
             welcome.default_preset,
-            ModelDefaults.from_limits(welcome.limits),
+            ModelDefaults.from_limits(welcome.limits, [item[0] for item in CONFIG_ITEMS]),
         )
         session.request_status()
         return

@@ -291,7 +291,7 @@ class MOTIONCLONE_OT_use_model_settings(bpy.types.Operator):
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
         connection = get_session().connection
-        if connection.state != "connected":
+        if context.scene is None or connection.state != "connected":
             return False
         return model_fit.mismatch(context.scene.motionclone, connection.model) is not None
 

@@ -494,7 +494,7 @@ def test_panels_draw_against_a_recording_layout(addon):
 
 
 def test_the_panel_offers_the_size_and_config_the_connected_backends_model_was_made_for(addon, backend):
-    from blender_addon import model_fit, panels, session
+    from blender_addon import model_fit, panels, properties, session
 
     addon.endpoint = backend.endpoint
     scene = animated_scene()
@@ -520,16 +520,20 @@ def test_the_panel_offers_the_size_and_config_the_connected_backends_model_was_m
     assert ("operator", ("motionclone.use_model_settings",), {"icon": "CHECKMARK"}) not in calls
 
     # A blocks backend wants its own config; another config that suits SD-1.5 is left alone there.
-    blocks = model_fit.ModelDefaults.from_limits(
-        {"native_size": {"num_frames": 16, "height": 64, "width": 64}, "default_config": "blocks"}
-    )
+    configs = [item[0] for item in properties.CONFIG_ITEMS]
+    native = {"num_frames": 16, "height": 64, "width": 64}
+    blocks = model_fit.ModelDefaults.from_limits({"native_size": native, "default_config": "blocks"}, configs)
     settings.config = "object"
     assert model_fit.use_model_defaults(settings, blocks) == ["config"] and settings.config == "blocks"
-    settings.long_side, settings.config = 512, "object"
+    settings.long_side, settings.config = 768, "object"  # a deliberate size on SD-1.5: not pointed out
     sd15 = model_fit.ModelDefaults(512, "camera")
     assert model_fit.mismatch(settings, sd15) is None and model_fit.use_model_defaults(settings, sd15) == []
-    # An older backend says nothing about its model: nothing is offered.
-    assert model_fit.mismatch(settings, model_fit.ModelDefaults.from_limits({"max_frames": 1024})) is None
+    settings.long_side = 256
+    assert model_fit.mismatch(settings, sd15) == "The backend's model is made for 512 px (Size is 256)"
+    # An older backend says nothing about its model, and a config the panel does not offer is left out.
+    assert model_fit.mismatch(settings, model_fit.ModelDefaults.from_limits({"max_frames": 1024}, configs)) is None
+    unknown = model_fit.ModelDefaults.from_limits({"native_size": native, "default_config": "i2v-rgb"}, configs)
+    assert unknown == model_fit.ModelDefaults(64, "")
 
 
 def client_threads():
