@@ -238,3 +238,20 @@ def test_submit_refuses_bad_input_before_it_waits_for_a_server(tmp_path, capsys)
         assert main([*base, *extra, "--out", str(tmp_path / "out")]) == code, extra
         assert time.monotonic() - started < 10, extra
         assert message in capsys.readouterr().err
+
+
+def test_submit_parameters_take_what_the_server_announces_where_the_flags_are_silent():
+    from motionclone.backend.cli import build_parser, params_from_args
+
+    base = ["submit", "--reference", "r.mp4", "--prompt", "a red ball", "--out", "out"]
+    announced = {"native_size": {"num_frames": 12, "height": 32, "width": 48}, "config": "blocks"}
+    silent = params_from_args(build_parser(["submit"]).parse_args(base), "tiny", **announced)
+    assert silent == config_params("blocks", num_frames=12, height=32, width=48)
+    flags = build_parser(["submit"]).parse_args([*base, "--width", "64", "--config", "object"])
+    assert params_from_args(flags, "tiny", **announced) == config_params("object", num_frames=12, height=32, width=64)
+
+
+def config_params(config: str, **values):
+    from motionclone.backend.engine import MotionCloneParams
+
+    return MotionCloneParams.from_config(config, prompt="a red ball", **values)

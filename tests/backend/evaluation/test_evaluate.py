@@ -84,6 +84,9 @@ def test_evaluate_samples_the_reference_like_the_result_was_made(clips, tmp_path
     wrong = evaluate(clips["reference"][:16], clips["result_dir"])
     assert wrong["motion_fidelity"] < report["motion_fidelity"] - 0.3
     assert report["files"] == {} and not (tmp_path / "metrics.json").exists()
+    overridden = evaluate(clips["reference_path"], clips["result_dir"], subject_colour="blue")
+    assert "--subject-colour blue differs from the prompt's red: blue is scored" in overridden["warnings"]
+    assert overridden["metrics"]["colour_adherence"]["expected"] == "blue" and report["warnings"] == []
 
 
 def test_evaluate_uses_the_interval_rule_an_inversion_result_was_made_with(clips, tmp_path):

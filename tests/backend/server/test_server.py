@@ -90,8 +90,8 @@ def test_job_end_to_end_matches_motionclone_generate_bit_for_bit(shared_server, 
 
 
 def test_submit_uses_the_servers_native_size_and_a_frame_step_like_generate(shared_server, tmp_path):
-    """Left out, size and frame count are the server's preset's (tiny: 64 x 64), not SD-1.5's 512; with --frame-step
-    the frames sent are every 2nd, and result.json says so, so that `motionclone evaluate` samples the same ones."""
+    """Left out, the size is the server's preset's (tiny: 64 x 64), not SD-1.5's 512; with --frame-step the frames
+    sent are every 2nd, and result.json says so, so that `motionclone evaluate` samples the same ones."""
     from motionclone.backend.cli import main
     from motionclone.backend.evaluation import evaluate
     from motionclone.backend.samples import make_moving_square_clip
