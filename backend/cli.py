@@ -759,6 +759,11 @@ def command_status(args: argparse.Namespace) -> int:
     print(f"MotionClone backend {welcome.server_version} at {args.server}")
     print(f"Device: {welcome.device}")
     print(f"Model presets: {', '.join(welcome.presets)} (default {welcome.default_preset})")
+    native = welcome.limits.get("native_size")
+    if isinstance(native, dict) and {"num_frames", "width", "height"} <= set(native):
+        config = welcome.limits.get("default_config", "camera")
+        print(f"Jobs that leave them out: {native['num_frames']} frames of {native['width']} x {native['height']}, "
+              f"config {config}")  # fmt: skip
     kinds = welcome.limits.get("condition_types") or []
     print(f"Conditions: {', '.join(kinds) if kinds else 'none (text-to-video only)'}")
     if status is None:
@@ -767,7 +772,8 @@ def command_status(args: argparse.Namespace) -> int:
         print(f"Queue: {status.running} running, {status.queued} waiting; {status.completed} done since the start")
         for worker in status.workers:
             print(f"Worker {worker.get('name')}: {worker.get('state')} on {worker.get('device')}")
-    limits = ", ".join(f"{key} {value}" for key, value in sorted(welcome.limits.items()) if key != "condition_types")
+    not_limits = ("condition_types", "native_size", "default_config")  # shown above
+    limits = ", ".join(f"{key} {value}" for key, value in sorted(welcome.limits.items()) if key not in not_limits)
     print(f"Limits: {limits}")
     return 0
 
