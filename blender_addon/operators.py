@@ -124,7 +124,20 @@ class MOTIONCLONE_OT_cancel(bpy.types.Operator):
         if not job.job_id:
             self.report({"WARNING"}, "The backend has not accepted this job yet; try again in a moment")
             return {"CANCELLED"}
-        get_session().ensure_client(context).cancel(job.job_id)
+        session = get_session()
+        if preferences.get_preferences(context).backend_mode == "LOCAL" and session.local.state != "ready":
+            # Cancelling must not start a backend: with none running, nothing runs this job.
+            self.report(
+                {"WARNING"},
+                "The local backend is not running, so neither is this job: Start Backend fetches it if it finished, "
+                "or Remove it",
+            )
+            return {"CANCELLED"}
+        try:
+            session.ensure_client(context).cancel(job.job_id)
+        except USER_ERRORS as error:
+            self.report({"ERROR"}, f"Could not ask the backend to cancel: {error}")
+            return {"CANCELLED"}
         job.message = "Cancelling ..."
         return {"FINISHED"}
 

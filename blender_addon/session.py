@@ -212,7 +212,12 @@ class Session:
             job = find_job(item.request_id, None)
             if job is None or job.state != "SUBMITTED":
                 continue  # removed or undone while it waited: nothing to send
-            job.request_id = client.submit(item.frames, item.params, fps=item.fps, condition=item.condition)
+            try:
+                job.request_id = client.submit(item.frames, item.params, fps=item.fps, condition=item.condition)
+            except (ValueError, RuntimeError) as error:  # refused before sending (too large, client closed)
+                job.state = "FAILED"
+                job.message = f"Not sent: {error} Change the settings and Generate again."
+                continue  # the other held jobs still go
             job.message = "Sent to the backend"
 
     def on_local_down(self, local_mode: bool) -> None:

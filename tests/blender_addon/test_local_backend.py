@@ -266,6 +266,52 @@ def test_a_job_waits_while_the_backend_starts_and_loads_its_model(local_addon, t
     assert job.state == "FAILED" and "never accepted this job" in job.message
 
 
+def test_a_held_job_the_client_refuses_fails_alone_and_the_others_are_still_sent(local_addon, tmp_path, monkeypatch):
+    """Held while the backend starts, two jobs go out once it listens; the first is refused by the client (too large,
+    say): it fails with the reason, and the second is still sent, not left waiting for good."""
+    from blender_addon._protocol import client as protocol_client
+
+    environment = fake_backend(
+        tmp_path,
+        "time.sleep(0.5)\n"
+        f"print('MotionClone backend listening on tcp://127.0.0.1:{free_port()}', flush=True)\n"
+        "time.sleep(60)",
+    )
+    local_addon.local_environment = str(environment)
+    scene = animated_scene(frames=8)
+    settings = configure_job(scene)
+    assert bpy.ops.motionclone.generate() == {"FINISHED"}
+    assert bpy.ops.motionclone.generate() == {"FINISHED"}
+    first, second = settings.jobs[0], settings.jobs[1]
+    sent = []
+
+    def submit(self, frames, params, **kwargs):
+        if not sent:
+            sent.append(None)
+            raise ValueError("`frames`: a reference of shape [8, 64, 64, 3] makes a too large message.")
+        sent.append(params["seed"])
+        return "request-2"
+
+    monkeypatch.setattr(protocol_client.Client, "submit", submit)
+    assert pump_until(lambda: local().state == "ready", 20), local().message
+    assert first.state == "FAILED" and first.message.startswith("Not sent: `frames`: a reference of shape")
+    assert "Generate again" in first.message
+    assert second.state == "SUBMITTED" and second.message == "Sent to the backend" and second.request_id == "request-2"
+    assert sent == [None, second.seed]
+
+
+def test_cancel_with_the_local_backend_down_says_so_and_starts_nothing(local_addon):
+    scene = animated_scene(frames=8)
+    settings = configure_job(scene)
+    job = settings.jobs.add()
+    job.state, job.job_id, job.prompt = "RUNNING", "0123abcd", "a fox"  # accepted before the backend went down
+    settings.active_job = 0
+    assert local().state == "stopped"
+    assert bpy.ops.motionclone.cancel() == {"CANCELLED"}
+    assert local().state == "stopped" and local().process is None  # no backend was started to cancel a job
+    assert job.state == "RUNNING"
+
+
 # ---- the real backend ------------------------------------------------------------------------------------------------
 @needs_real_backend
 def test_generate_starts_a_local_backend_and_the_result_reaches_the_sequencer(local_addon):
