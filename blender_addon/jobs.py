@@ -134,6 +134,7 @@ def plan_job(context: bpy.types.Context, scene: bpy.types.Scene) -> JobPlan:
     settings = scene.motionclone
     if not settings.prompt.strip():
         raise ValueError("Write a prompt first: it says what the new video shows.")
+    check_panel_values(settings)
     get_session().prepare(context)
     if settings.randomize_seed:
         settings.seed = random.randint(0, MAX_SEED)
@@ -154,6 +155,20 @@ def sampled_frames(scene: bpy.types.Scene, settings: Any) -> list[int]:
 def frames_and_size(scene: bpy.types.Scene, settings: Any) -> tuple[list[int], int, int]:
     """The scene frames a job samples, and its width and height."""
     return sampled_frames(scene, settings), *reference.snapped_resolution(scene, settings.long_side)
+
+
+def check_panel_values(settings: Any) -> None:
+    """Raise a user-facing ValueError, naming the panel field, for values the backend would refuse only after the
+    reference was rendered."""
+    multiple = reference.SIZE_MULTIPLE
+    if settings.long_side % multiple:
+        size, lower = settings.long_side, settings.long_side // multiple * multiple
+        raise ValueError(f"Size must be a multiple of {multiple} pixels, got {size}: use {lower} or {lower + multiple}")
+    if settings.use_advanced and settings.guidance_steps > settings.steps:
+        raise ValueError(
+            f"Guided steps ({settings.guidance_steps}) cannot be more than Steps ({settings.steps}): lower Guided "
+            "steps or raise Steps in the Advanced settings."
+        )
 
 
 def check_windows(settings: Any, num_frames: int) -> None:

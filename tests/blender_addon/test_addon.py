@@ -536,6 +536,28 @@ def test_the_panel_offers_the_size_and_config_the_connected_backends_model_was_m
     assert unknown == model_fit.ModelDefaults(64, "")
 
 
+def test_a_size_or_guided_steps_the_backend_would_refuse_stop_generate_before_the_render(addon):
+    """Found before the reference is rendered, named as the panel names them, with what to do."""
+    scene = animated_scene()
+    settings = configure_job(scene)
+    renders = []
+
+    def record(*args):
+        renders.append(args)
+
+    bpy.app.handlers.render_pre.append(record)
+    try:
+        settings.long_side = 500
+        with pytest.raises(RuntimeError, match="Size must be a multiple of 8 pixels, got 500: use 496 or 504"):
+            bpy.ops.motionclone.generate()
+        settings.long_side, settings.steps, settings.guidance_steps = 64, 10, 20
+        with pytest.raises(RuntimeError, match=r"Guided steps \(20\) cannot be more than Steps \(10\)"):
+            bpy.ops.motionclone.generate()
+    finally:
+        bpy.app.handlers.render_pre.remove(record)
+    assert renders == [] and len(settings.jobs) == 0
+
+
 def client_threads():
     import threading
 
