@@ -49,6 +49,8 @@ def register() -> None:
                 bpy.utils.register_class(cls)
     bpy.app.timers.register(_timer, first_interval=0.1, persistent=True)
     bpy.app.handlers.load_post.append(_on_load_post)
+    bpy.app.handlers.save_pre.append(operators.stop_renders)
+    bpy.app.handlers.load_pre.append(operators.stop_renders)
     bpy.app.handlers.undo_post.append(_on_undo_redo)
     bpy.app.handlers.redo_post.append(_on_undo_redo)
     atexit.register(_on_exit)
@@ -58,6 +60,9 @@ def unregister() -> None:
     atexit.unregister(_on_exit)
     if _on_load_post in bpy.app.handlers.load_post:
         bpy.app.handlers.load_post.remove(_on_load_post)
+    for handlers in (bpy.app.handlers.save_pre, bpy.app.handlers.load_pre):
+        if operators.stop_renders in handlers:
+            handlers.remove(operators.stop_renders)
     for handlers in (bpy.app.handlers.undo_post, bpy.app.handlers.redo_post):
         if _on_undo_redo in handlers:
             handlers.remove(_on_undo_redo)

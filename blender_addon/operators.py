@@ -2,6 +2,7 @@
 
 import os
 import random
+from typing import Any
 
 import bpy
 
@@ -13,6 +14,20 @@ from .reference import RenderCancelled
 from .session import Connection, get_session
 
 USER_ERRORS = (ValueError, RuntimeError, RenderCancelled, errors.BackendUnavailable)
+# Event types that are not keys: the mouse and its wheel, trackpads, pens, 3D mice, timers and window events.
+NOT_KEYS = ("TRACKPAD", "NDOF", "TIMER", "WINDOW", "ACTIONZONE", "PEN", "ERASER")
+
+# Reference renders in progress (Generate from the UI renders one frame per timer tick). While one runs, the scene
+# holds the render's temporary settings (engine, size, output path, camera), which a save would write into the file;
+# `stop_renders` ends them first. Anything with a `stop(context, reason)` method.
+rendering: list[Any] = []
+
+
+@bpy.app.handlers.persistent
+def stop_renders(*_args) -> None:
+    """Before a save or a file load: stop every reference render, which puts the artist's settings back."""
+    for render in list(rendering):
+        render.stop(bpy.context, "the file was saved or loaded during it")
 
 
 class MOTIONCLONE_OT_generate(bpy.types.Operator):
@@ -60,17 +75,26 @@ class MOTIONCLONE_OT_generate(bpy.types.Operator):
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
         self._timer = context.window_manager.event_timer_add(0.01, window=context.window)
+        self._stopped = ""
         context.window_manager.modal_handler_add(self)
+        rendering.append(self)
         self._show_progress(context)
         return {"RUNNING_MODAL"}
 
     def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        if self._timer is None:  # stopped from outside (`stop_renders`)
+            self.report({"WARNING"}, f"Reference render stopped: {self._stopped}. Your render settings are as they "
+                        "were; Generate again")  # fmt: skip
+            return {"CANCELLED"}
         if event.type in {"ESC", "RIGHTMOUSE"}:
             self._finish(context)
             self.report({"WARNING"}, "Reference render cancelled; your render settings are as they were")
             return {"CANCELLED"}
         if event.type != "TIMER":
-            return {"PASS_THROUGH"}
+            # Keyboard shortcuts (save, undo, frame changes) would act on the render's temporary settings; the mouse
+            # keeps the interface alive.
+            is_key = "MOUSE" not in event.type and not event.type.startswith(NOT_KEYS)
+            return {"RUNNING_MODAL"} if is_key else {"PASS_THROUGH"}
         try:
             self._render.step()
             self._show_progress(context)
@@ -95,12 +119,23 @@ class MOTIONCLONE_OT_generate(bpy.types.Operator):
         text = f"MotionClone: rendering the reference, frame {done} of {total} (Esc cancels)"
         context.workspace.status_text_set(text)
 
+    def stop(self, context: bpy.types.Context, reason: str) -> None:
+        """End the render from outside (a save, a file load): the artist's settings come back at once."""
+        self._stopped = reason
+        self._finish(context)
+
+    def cancel(self, context: bpy.types.Context) -> None:
+        self._finish(context)  # Blender ended the modal operator (window closed, file loaded)
+
     def _finish(self, context: bpy.types.Context) -> None:
+        if self in rendering:
+            rendering.remove(self)
         if self._timer is None:
             return  # finished already
         context.window_manager.event_timer_remove(self._timer)
         self._timer = None
-        context.workspace.status_text_set(None)
+        if context.workspace is not None:
+            context.workspace.status_text_set(None)
         self._render.__exit__(None, None, None)  # restores every render setting
 
 

@@ -558,6 +558,42 @@ def test_a_size_or_guided_steps_the_backend_would_refuse_stop_generate_before_th
     assert renders == [] and len(settings.jobs) == 0
 
 
+def test_saving_or_loading_during_a_reference_render_stops_it_first_so_the_file_keeps_the_artists_settings(
+    addon, tmp_path
+):
+    """Generate from the UI renders frame by frame with the render's own settings in the scene; the add-on's save_pre
+    and load_pre handlers stop such a render (what the modal operator's `stop` does) before Blender writes or leaves
+    the file. Modal operators do not run in background mode, so a stand-in takes the operator's place."""
+    from blender_addon import jobs, operators
+
+    scene = animated_scene()
+    settings = configure_job(scene)
+    before = render_snapshot(scene)
+
+    class RunningRender:
+        def __init__(self):
+            self.render = jobs.camera_render(scene, settings, [1, 2, 3, 4], 64, 48).__enter__()
+            self.reason = None
+            operators.rendering.append(self)
+
+        def stop(self, context, reason):
+            self.reason = reason
+            operators.rendering.remove(self)
+            self.render.__exit__(None, None, None)
+
+    running = RunningRender()
+    running.render.step()
+    assert render_snapshot(scene) != before  # mid-render: the scene holds the render's settings
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "saved.blend"))
+    assert running.reason == "the file was saved or loaded during it" and operators.rendering == []
+    assert render_snapshot(scene) == before
+    again = RunningRender()
+    again.render.step()
+    bpy.ops.wm.open_mainfile(filepath=str(tmp_path / "saved.blend"))
+    assert again.reason is not None and operators.rendering == []
+    assert render_snapshot(bpy.context.scene) == before  # what was saved: the artist's settings
+
+
 def client_threads():
     import threading
 
