@@ -154,9 +154,12 @@ def user_folder(name: str) -> Path:
 
 
 def output_root(context: bpy.types.Context) -> Path:
-    """Results folder: the preference, else `//motionclone` next to a saved .blend, else the add-on's user folder."""
+    """Results folder: the preference, else `//motionclone` next to a saved .blend, else the add-on's user folder.
+
+    A preference relative to the .blend (`//...`) needs a saved file: before that, Blender would resolve it against
+    its own working folder, so the user folder is used instead."""
     preferences = get_preferences(context)
-    if preferences.output_dir:
+    if preferences.output_dir and not (preferences.output_dir.startswith("//") and not bpy.data.filepath):
         return Path(bpy.path.abspath(preferences.output_dir))
     if bpy.data.filepath:
         return Path(bpy.path.abspath("//motionclone"))

@@ -594,6 +594,16 @@ def test_saving_or_loading_during_a_reference_render_stops_it_first_so_the_file_
     assert render_snapshot(bpy.context.scene) == before  # what was saved: the artist's settings
 
 
+def test_an_output_folder_relative_to_an_unsaved_blend_falls_back_to_the_user_folder(addon, tmp_path):
+    from blender_addon import preferences
+
+    addon.output_dir = "//renders"
+    assert not bpy.data.filepath
+    assert preferences.output_root(bpy.context) == preferences.user_folder("results")
+    bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "shot.blend"))
+    assert preferences.output_root(bpy.context) == tmp_path / "renders"
+
+
 def client_threads():
     import threading
 
