@@ -94,6 +94,12 @@ def mark_unreachable(context: bpy.types.Context, session: Session) -> str:
     return session.connection.message
 
 
+def condition_types_of(limits: Any) -> tuple[str, ...] | None:
+    """The SparseCtrl kinds a Welcome's limits say the backend runs; None when it does not say."""
+    kinds = limits.get("condition_types") if isinstance(limits, dict) else None
+    return tuple(kind for kind in kinds if isinstance(kind, str)) if isinstance(kinds, list) else None
+
+
 def apply_event(context: bpy.types.Context, session: Session, event: Any) -> None:
     kind = event.kind
     if kind == "connected":
@@ -105,6 +111,7 @@ def apply_event(context: bpy.types.Context, session: Session, event: Any) -> Non
             welcome.device,
             welcome.default_preset,
             ModelDefaults.from_limits(welcome.limits, [item[0] for item in CONFIG_ITEMS]),
+            condition_types_of(welcome.limits),
         )
         session.request_status()
         return

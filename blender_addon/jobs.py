@@ -5,6 +5,7 @@ Operators call `start_job` and report what it raises; this module holds the step
 
 import json
 import random
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +13,7 @@ import bpy
 import numpy as np
 
 from . import compat, frame_plan, reference, reference_cache
-from .condition import ConditionPlan, make_condition, restore_condition_settings, show_condition
+from .condition import ConditionPlan, condition_kind, make_condition, restore_condition_settings, show_condition
 from .session import get_session
 
 MAX_SEED = 2**31 - 1
@@ -136,6 +137,7 @@ def plan_job(context: bpy.types.Context, scene: bpy.types.Scene) -> JobPlan:
         raise ValueError("Write a prompt first: it says what the new video shows.")
     check_panel_values(settings)
     get_session().prepare(context)
+    check_backend_offers(settings, get_session().connection)
     if settings.randomize_seed:
         settings.seed = random.randint(0, MAX_SEED)
     start, end = frame_range(scene, settings)
@@ -164,10 +166,30 @@ def check_panel_values(settings: Any) -> None:
     if settings.long_side % multiple:
         size, lower = settings.long_side, settings.long_side // multiple * multiple
         raise ValueError(f"Size must be a multiple of {multiple} pixels, got {size}: use {lower} or {lower + multiple}")
+    if settings.motion_source == "inversion" and settings.reference_word.strip() and settings.new_word.strip():
+        for word, prompt, field in (
+            (settings.reference_word, settings.inversion_prompt, "Reference prompt"),
+            (settings.new_word, settings.prompt, "prompt"),
+        ):
+            if not re.search(rf"\b{re.escape(word.strip())}\b", prompt, re.IGNORECASE):
+                raise ValueError(f"'{word.strip()}' is not a word of the {field}: the object's word must occur in it.")
     if settings.use_advanced and settings.guidance_steps > settings.steps:
         raise ValueError(
             f"Guided steps ({settings.guidance_steps}) cannot be more than Steps ({settings.steps}): lower Guided "
             "steps or raise Steps in the Advanced settings."
+        )
+
+
+def check_backend_offers(settings: Any, connection: Any) -> None:
+    """Raise a user-facing ValueError when the connected backend cannot run the panel's condition."""
+    if settings.condition_source == "NONE" or connection.state != "connected" or connection.condition_types is None:
+        return
+    kind = condition_kind(settings)
+    if kind not in connection.condition_types:
+        offered = ", ".join(connection.condition_types) or "none"
+        raise ValueError(
+            f"The backend runs no SparseCtrl {kind} model (conditions it runs: {offered}): set Condition to None, or "
+            f"start the backend with one (`motionclone serve --sparsectrl {kind}`, or the Local backend's Model)."
         )
 
 

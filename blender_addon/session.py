@@ -53,6 +53,7 @@ class Connection:
     device: str = ""
     default_preset: str = ""
     model: ModelDefaults = field(default_factory=ModelDefaults)  # what the backend's model was made for
+    condition_types: tuple[str, ...] | None = None  # the SparseCtrl kinds it runs; None: not known
     queued: int | None = None  # from the backend's last status answer; None: not asked yet (or an older backend)
     running: int | None = None
 

@@ -553,6 +553,14 @@ def test_a_size_or_guided_steps_the_backend_would_refuse_stop_generate_before_th
         settings.long_side, settings.steps, settings.guidance_steps = 64, 10, 20
         with pytest.raises(RuntimeError, match=r"Guided steps \(20\) cannot be more than Steps \(10\)"):
             bpy.ops.motionclone.generate()
+        settings.guidance_steps = 5
+        settings.motion_source, settings.inversion_prompt = "inversion", "a grey figure walking"
+        settings.reference_word, settings.new_word = "mannequin", "cat"
+        with pytest.raises(RuntimeError, match="'mannequin' is not a word of the Reference prompt"):
+            bpy.ops.motionclone.generate()
+        settings.reference_word = "Figure"  # any case
+        with pytest.raises(RuntimeError, match="'cat' is not a word of the prompt"):
+            bpy.ops.motionclone.generate()
     finally:
         bpy.app.handlers.render_pre.remove(record)
     assert renders == [] and len(settings.jobs) == 0
@@ -602,6 +610,22 @@ def test_an_output_folder_relative_to_an_unsaved_blend_falls_back_to_the_user_fo
     assert preferences.output_root(bpy.context) == preferences.user_folder("results")
     bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "shot.blend"))
     assert preferences.output_root(bpy.context) == tmp_path / "renders"
+
+
+def test_a_condition_the_connected_backend_cannot_run_stops_generate_before_the_render(addon, backend):
+    from blender_addon import session
+
+    addon.endpoint = backend.endpoint
+    assert bpy.ops.motionclone.test_connection() == {"FINISHED"}
+    assert pump_until(lambda: session.get_session().connection.state == "connected", 20)
+    assert session.get_session().connection.condition_types == ()  # the tiny backend runs no SparseCtrl model
+    scene = animated_scene()
+    settings = configure_job(scene)
+    settings.condition_source = "RENDER"
+    before = render_snapshot(scene)
+    with pytest.raises(RuntimeError, match=r"runs no SparseCtrl rgb model \(conditions it runs: none\): set Condition"):
+        bpy.ops.motionclone.generate()
+    assert len(settings.jobs) == 0 and render_snapshot(scene) == before
 
 
 def client_threads():
