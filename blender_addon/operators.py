@@ -182,15 +182,23 @@ class MOTIONCLONE_OT_redo(bpy.types.Operator):
 
     bl_idname = "motionclone.redo"
     bl_label = "Redo with New Seed"
+    bl_options = frozenset({"REGISTER", "UNDO"})  # it rewrites the panel: undo brings the panel back
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         settings = context.scene.motionclone
         job = selected_job(context, -1)
-        if job is not None:
+        if job is not None and job.params_json:
+            try:
+                jobs.use_job_settings(settings, job)  # every setting of the job: frames, size, condition, advanced
+            except (ValueError, TypeError) as error:
+                self.report({"ERROR"}, str(error))
+                return {"CANCELLED"}
+        elif job is not None:  # a job from an older add-on records only these
             settings.prompt = job.prompt
             settings.config = job.config
         settings.seed = random.randint(0, jobs.MAX_SEED)
-        return bpy.ops.motionclone.generate()
+        # From the UI, Generate renders frame by frame with Esc to cancel, as when its own button is pressed.
+        return bpy.ops.motionclone.generate("INVOKE_DEFAULT")
 
 
 class MOTIONCLONE_OT_test_connection(bpy.types.Operator):

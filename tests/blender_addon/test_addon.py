@@ -351,6 +351,16 @@ def test_two_seeds_in_one_click_then_use_their_settings_and_show_their_strip(add
     assert (settings.guidance_steps, settings.num_frames, settings.long_side) == (1, 4, 64)
     assert (settings.use_scene_range, settings.frame_start, settings.frame_end) == (False, 1, 8)
 
+    # Redo with New Seed runs the selected job's settings, all of them, not the panel's.
+    settings.long_side, settings.steps, settings.num_frames = 128, 50, 6
+    assert bpy.ops.motionclone.redo() == {"FINISHED"}
+    redone = json.loads(settings.jobs[2].params_json)
+    assert (redone["prompt"], redone["num_inference_steps"], redone["num_frames"]) == ("a fox", 2, 4)
+    assert max(redone["width"], redone["height"]) == 64 and redone["seed"] == settings.jobs[2].seed != 8
+    assert pump_until(lambda: settings.jobs[2].state in ("DONE", "FAILED"), 180)
+    assert settings.jobs[2].state == "DONE", settings.jobs[2].message
+
+    settings.active_job = 1
     scene.frame_current = 5
     assert bpy.ops.motionclone.show_result() == {"FINISHED"}
     strip = compat.strips(scene.sequence_editor)[second.strip_name]
