@@ -35,6 +35,12 @@ def sequencer_scene(context: Any) -> Any:
     return getattr(context, "sequencer_scene", None) or context.scene
 
 
+def source_strip_editor() -> Any:
+    """The sequence editor whose image and movie strips can be a reference or a condition: the one the Video
+    Sequencer shows (on 5.x, possibly another scene's), or None when that scene has none."""
+    return sequencer_scene(bpy.context).sequence_editor
+
+
 def new_effect_strip(editor: Any, name: str, kind: str, channel: int, frame_start: int, length: int) -> Any:
     """A new effect strip (COLOR, ...) of `length` frames from `frame_start`."""
     collection = strips(editor)

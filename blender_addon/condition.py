@@ -112,7 +112,7 @@ def condition_pixels(
             raise ValueError(f"The condition image '{settings.condition_path}' does not exist: pick an image file.")
         return reference.load_image_rgb(path)[None], f"image {Path(path).name}"
     if source == "STRIP":
-        editor = scene.sequence_editor
+        editor = compat.source_strip_editor()
         strip = editor and compat.all_strips(editor).get(settings.condition_strip)
         if strip is None or strip.type not in ("IMAGE", "MOVIE"):
             raise ValueError(f"No image or movie strip named '{settings.condition_strip}' for the condition.")

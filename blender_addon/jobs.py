@@ -93,7 +93,7 @@ def reference_frames(scene: bpy.types.Scene, settings: Any, frames: list[int], w
     """The reference as uint8 (N, H, W, 3): the camera rendered (or its last render, while nothing in the scene
     changed), or an image strip read."""
     if settings.source == "STRIP":
-        editor = scene.sequence_editor
+        editor = compat.source_strip_editor()
         strip = editor and compat.all_strips(editor).get(settings.reference_strip)
         if strip is None:
             raise ValueError(f"No sequencer strip named '{settings.reference_strip}': pick an image or movie strip.")

@@ -73,9 +73,9 @@ def draw_motionclone(layout: bpy.types.UILayout, context: bpy.types.Context) -> 
             row.prop(settings, "render_motion_blur")
             box.prop(settings, "reuse_reference")
     else:
-        editor = context.scene.sequence_editor
+        editor = compat.source_strip_editor()
         if editor is not None:
-            # A list of the scene's strips (image and movie strips work), not a typed name.
+            # A list of the sequencer's strips (image and movie strips work), not a typed name.
             box.prop_search(settings, "reference_strip", editor, compat.all_strips_property(editor), icon="SEQUENCE")
         else:
             box.label(text="Add an image or movie strip to the sequencer first", icon="INFO")
@@ -140,7 +140,7 @@ def draw_condition(box: bpy.types.UILayout, context: bpy.types.Context, settings
     if source == "FILE":
         box.prop(settings, "condition_path")
     elif source == "STRIP":
-        editor = context.scene.sequence_editor
+        editor = compat.source_strip_editor()
         if editor is not None:
             box.prop_search(settings, "condition_strip", editor, compat.all_strips_property(editor), icon="SEQUENCE")
         else:

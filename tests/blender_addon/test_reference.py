@@ -496,3 +496,24 @@ def test_read_movie_strip_frames_returns_the_frame_shown_at_each_scene_frame(
     compat.new_effect_strip(scene.sequence_editor, "colour", "COLOR", 3, 1, 5)
     with pytest.raises(ValueError, match="pick an image or movie strip"):
         jobs.reference_frames(scene, SimpleNamespace(source="STRIP", reference_strip="colour"), [1], 32, 24)
+
+
+def test_a_strip_source_is_looked_up_in_the_scene_the_sequencer_shows(scene: bpy.types.Scene, tmp_path: Path) -> None:
+    """On 5.x the Video Sequencer can show another scene than the one being edited; the strips the panel lists, and
+    the one a job reads, are that scene's. Blender before 5.0 has one scene for both."""
+    workspace = bpy.context.workspace
+    if not hasattr(workspace, "sequencer_scene"):
+        assert compat.sequencer_scene(bpy.context) == bpy.context.scene  # 4.x: the edited scene's own strips
+        return
+    cut = bpy.data.scenes.new("Edit")
+    png.write_png(tmp_path / "a.png", flat_frames([40])[0])
+    add_image_strip(cut, tmp_path, ["a.png"], frame_start=1)
+    previous = workspace.sequencer_scene
+    workspace.sequencer_scene = cut
+    try:
+        assert compat.source_strip_editor() == cut.sequence_editor != scene.sequence_editor
+        pixels = jobs.reference_frames(scene, SimpleNamespace(source="STRIP", reference_strip="ref"), [1], 10, 6)
+        assert pixels.shape == (1, 6, 10, 3) and int(pixels[0, 3, 3, 0]) == 40
+    finally:
+        workspace.sequencer_scene = previous
+        bpy.data.scenes.remove(cut)
