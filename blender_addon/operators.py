@@ -149,7 +149,7 @@ class MOTIONCLONE_OT_cancel(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        return selected_job(context, -1) is not None and selected_job(context, -1).state in ACTIVE_STATES
+        return job_polls(cls, context, lambda job: job.state in ACTIVE_STATES, "The selected job is not running")
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         job = selected_job(context, self.index)
@@ -279,7 +279,10 @@ class MOTIONCLONE_OT_stop_backend(bpy.types.Operator):
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
         local = get_session().local
-        return local.running and local.state != "stopping"
+        if not local.running or local.state == "stopping":
+            cls.poll_message_set("No local backend started by the add-on is running")
+            return False
+        return True
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         get_session().stop_local()
@@ -297,8 +300,8 @@ class MOTIONCLONE_OT_fetch_again(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        job = selected_job(context, -1)
-        return job is not None and job.state == "FAILED" and bool(job.job_id)
+        message = "Only a failed job that the backend had accepted can be fetched again"
+        return job_polls(cls, context, lambda job: job.state == "FAILED" and bool(job.job_id), message)
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         job = selected_job(context, self.index)
@@ -324,7 +327,7 @@ class MOTIONCLONE_OT_use_job_settings(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        return selected_job(context, -1) is not None
+        return job_polls(cls, context, lambda job: True, "")
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         job = selected_job(context, -1)
@@ -369,8 +372,7 @@ class MOTIONCLONE_OT_show_result(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        job = selected_job(context, -1)
-        return job is not None and bool(job.strip_name)
+        return job_polls(cls, context, lambda job: bool(job.strip_name), "The selected job has no result strip yet")
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         job = selected_job(context, -1)
@@ -396,8 +398,10 @@ class MOTIONCLONE_OT_open_result_folder(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        job = selected_job(context, -1)
-        return job is not None and bool(job.result_dir) and os.path.isdir(bpy.path.abspath(job.result_dir))
+        def has_folder(job: Any) -> bool:
+            return bool(job.result_dir) and os.path.isdir(bpy.path.abspath(job.result_dir))
+
+        return job_polls(cls, context, has_folder, "The selected job has no result folder on this computer")
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         return bpy.ops.wm.path_open(filepath=bpy.path.abspath(selected_job(context, -1).result_dir))
@@ -411,7 +415,10 @@ class MOTIONCLONE_OT_preview_condition(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        return context.scene is not None and context.scene.motionclone.condition_source != "NONE"
+        if context.scene is None or context.scene.motionclone.condition_source == "NONE":
+            cls.poll_message_set("Choose a Condition source first")
+            return False
+        return True
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         try:
@@ -431,14 +438,26 @@ class MOTIONCLONE_OT_remove_job(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        job = selected_job(context, -1)
-        return job is not None and job.state not in ACTIVE_STATES
+        message = "A job still running cannot be removed: cancel it first"
+        return job_polls(cls, context, lambda job: job.state not in ACTIVE_STATES, message)
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         settings = context.scene.motionclone
         settings.jobs.remove(settings.active_job)
         settings.active_job = max(0, min(settings.active_job, len(settings.jobs) - 1))
         return {"FINISHED"}
+
+
+def job_polls(cls: Any, context: bpy.types.Context, fits: Any, message: str) -> bool:
+    """A job operator's poll: a job is selected and `fits(job)`; otherwise the greyed button says why."""
+    job = selected_job(context, -1)
+    if job is None:
+        cls.poll_message_set("Select a job in the list first")
+        return False
+    if not fits(job):
+        cls.poll_message_set(message)
+        return False
+    return True
 
 
 def selected_job(context: bpy.types.Context, index: int):

@@ -4,6 +4,7 @@ Timers never fire in background mode, so the tests call the pump the timer would
 """
 
 import json
+import re
 import socket
 import time
 from pathlib import Path
@@ -636,6 +637,28 @@ def test_a_condition_the_connected_backend_cannot_run_stops_generate_before_the_
     with pytest.raises(RuntimeError, match=r"runs no SparseCtrl rgb model \(conditions it runs: none\): set Condition"):
         bpy.ops.motionclone.generate()
     assert len(settings.jobs) == 0 and render_snapshot(scene) == before
+
+
+def test_greyed_out_job_buttons_say_why(addon):
+    """Blender shows a poll's message on a greyed-out button; calling the operator anyway raises with it."""
+    settings = bpy.context.scene.motionclone
+    with pytest.raises(RuntimeError, match="Select a job in the list first"):
+        bpy.ops.motionclone.remove_job()
+    job = settings.jobs.add()
+    job.state = "RUNNING"
+    for operator, reason in [
+        (bpy.ops.motionclone.remove_job, "A job still running cannot be removed: cancel it first"),
+        (bpy.ops.motionclone.show_result, "The selected job has no result strip yet"),
+        (bpy.ops.motionclone.open_result_folder, "The selected job has no result folder on this computer"),
+        (bpy.ops.motionclone.fetch_again, "Only a failed job that the backend had accepted can be fetched again"),
+        (bpy.ops.motionclone.preview_condition, "Choose a Condition source first"),
+        (bpy.ops.motionclone.stop_backend, "No local backend started by the add-on is running"),
+    ]:
+        with pytest.raises(RuntimeError, match=re.escape(reason)):
+            operator()
+    job.state = "DONE"
+    with pytest.raises(RuntimeError, match="The selected job is not running"):
+        bpy.ops.motionclone.cancel()
 
 
 def client_threads():
