@@ -110,14 +110,14 @@ def condition_pixels(
         path = bpy.path.abspath(settings.condition_path)
         if not settings.condition_path or not Path(path).is_file():
             raise ValueError(f"The condition image '{settings.condition_path}' does not exist: pick an image file.")
-        return reference.load_image_rgb(path)[None], f"image {Path(path).name}"
+        return reference.shrink_to(reference.load_image_rgb(path)[None], width, height), f"image {Path(path).name}"
     if source == "STRIP":
         editor = compat.source_strip_editor()
         strip = editor and compat.all_strips(editor).get(settings.condition_strip)
         if strip is None or strip.type not in ("IMAGE", "MOVIE"):
             raise ValueError(f"No image or movie strip named '{settings.condition_strip}' for the condition.")
         read = reference.read_movie_strip_frames if strip.type == "MOVIE" else reference.read_image_strip_frames
-        return read(strip, [frame]), f"strip {strip.name} at frame {frame}"
+        return reference.shrink_to(read(strip, [frame]), width, height), f"strip {strip.name} at frame {frame}"
     if source == "RENDER":
         with reference.CameraRender(scene, [frame], width, height, settings.render_engine) as render:
             return render.render_all(), f"render of frame {frame}"

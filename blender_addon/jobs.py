@@ -97,11 +97,10 @@ def reference_frames(scene: bpy.types.Scene, settings: Any, frames: list[int], w
         strip = editor and compat.all_strips(editor).get(settings.reference_strip)
         if strip is None:
             raise ValueError(f"No sequencer strip named '{settings.reference_strip}': pick an image or movie strip.")
-        if strip.type == "MOVIE":
-            return reference.read_movie_strip_frames(strip, frames)
-        if strip.type != "IMAGE":
+        if strip.type not in ("IMAGE", "MOVIE"):
             raise ValueError(f"Strip '{strip.name}' is a {strip.type.lower()} strip: pick an image or movie strip.")
-        return reference.read_image_strip_frames(strip, frames)
+        read = reference.read_movie_strip_frames if strip.type == "MOVIE" else reference.read_image_strip_frames
+        return reference.shrink_to(read(strip, frames), width, height)
     key = reference_cache.render_key(scene, settings, frames, width, height)
     pixels = reused_reference(settings, key)
     if pixels is None:

@@ -418,6 +418,25 @@ def _no_new_render_result() -> Iterator[None]:
                 bpy.data.images.remove(image)
 
 
+def shrink_to(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Pictures (N, H, W, 3) at least twice a job's size made smaller by averaging whole blocks of pixels, to no
+    less than that size; others as they are.
+
+    The backend resizes every reference and condition to the job's size itself; a strip or image file sent at its own
+    size (a 4K movie) could pass its 2048-pixel and 512 MiB limits and would only cost transfer. The largest whole
+    factor that keeps both sides at least the job's is used; the right and bottom edges lose less than one block.
+    """
+    factor = min(pixels.shape[2] // width, pixels.shape[1] // height)
+    if factor < 2:
+        return pixels
+    rows, columns = pixels.shape[1] // factor, pixels.shape[2] // factor
+    out = np.empty((pixels.shape[0], rows, columns, 3), dtype=np.uint8)
+    for index, picture in enumerate(pixels):  # one picture at a time: a float copy of 60 4K frames would not fit
+        blocks = picture[: rows * factor, : columns * factor].reshape(rows, factor, columns, factor, 3)
+        out[index] = np.rint(blocks.mean(axis=(1, 3), dtype=np.float32)).astype(np.uint8)
+    return out
+
+
 def load_image_rgb(path: str | Path) -> np.ndarray:
     """Read an image file into a uint8 (height, width, 3) array, top row first, with the file's values.
 

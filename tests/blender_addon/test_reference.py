@@ -517,3 +517,20 @@ def test_a_strip_source_is_looked_up_in_the_scene_the_sequencer_shows(scene: bpy
     finally:
         workspace.sequencer_scene = previous
         bpy.data.scenes.remove(cut)
+
+
+def test_pictures_far_larger_than_the_job_are_averaged_down_in_whole_blocks() -> None:
+    pictures = np.random.default_rng(0).integers(0, 256, (2, 66, 97, 3)).astype(np.uint8)
+    small = reference.shrink_to(pictures, 20, 10)  # factor min(97 // 20, 66 // 10) = 4
+    assert small.shape == (2, 16, 24, 3) and small.dtype == np.uint8
+    block = pictures[1, 4:8, 8:12].reshape(-1, 3).astype(np.float64).mean(axis=0)
+    assert np.abs(small[1, 1, 2].astype(np.float64) - block).max() <= 0.5
+    assert reference.shrink_to(pictures, 50, 40) is pictures  # under twice the job's size: sent as it is
+
+
+def test_a_large_image_strip_is_sent_shrunk_but_never_below_the_jobs_size(scene: bpy.types.Scene, tmp_path: Path):
+    png.write_png(tmp_path / "big.png", np.full((60, 100, 3), 90, dtype=np.uint8))
+    add_image_strip(scene, tmp_path, ["big.png"], frame_start=1)
+    settings = SimpleNamespace(source="STRIP", reference_strip="ref")
+    pixels = jobs.reference_frames(scene, settings, [1], 32, 18)
+    assert pixels.shape == (1, 20, 33, 3) and int(pixels[0, 5, 5, 0]) == 90  # factor 3: 100 // 32, 60 // 18
