@@ -351,8 +351,12 @@ class MOTIONCLONE_OT_use_model_settings(bpy.types.Operator):
     def poll(cls, context: bpy.types.Context) -> bool:
         connection = get_session().connection
         if context.scene is None or connection.state != "connected":
+            cls.poll_message_set("Connect to a backend first")
             return False
-        return model_fit.mismatch(context.scene.motionclone, connection.model) is not None
+        if model_fit.mismatch(context.scene.motionclone, connection.model) is None:
+            cls.poll_message_set("Size and Motion suit the backend's model already")
+            return False
+        return True
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         settings = context.scene.motionclone
