@@ -8,6 +8,7 @@ that gets no Welcome within the timeout, and loading real weights takes longer t
 """
 
 import uuid
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -197,6 +198,10 @@ class Session:
             self.on_local_down(local_mode)
         if changed:
             tag_redraw()
+
+    def quiet_client(self) -> AbstractContextManager:
+        """Keeps the protocol client's thread idle while Blender renders (`Client.quiet`); nothing without a client."""
+        return self.client.quiet() if self.client is not None else nullcontext()
 
     def settings_key_endpoint(self) -> str | None:
         return self.settings_key[0] if self.settings_key else None

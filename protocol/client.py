@@ -28,6 +28,8 @@ import math
 import queue
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -180,6 +182,24 @@ class Client(BlockingCalls):
                 self._thread = threading.Thread(target=self._connection.run, name="motionclone-client", daemon=True)
                 self._thread.start()
         return self
+
+    @contextmanager
+    def quiet(self) -> Iterator[None]:
+        """Keep the I/O thread idle for the block: it finishes its current wake-up (at most POLL_INTERVAL) and then
+        waits, running no Python, until the block ends. Nothing is sent or received meanwhile, and the heartbeat
+        deadlines move on by the time it was quiet. For short work that must not share the interpreter with another
+        thread: Blender 4.2 has crashed rendering while this thread ran."""
+        with self._shared.lock:
+            self._shared.quiet_waiters += 1
+        try:
+            self._shared.quiet.acquire()
+        finally:
+            with self._shared.lock:
+                self._shared.quiet_waiters -= 1
+        try:
+            yield
+        finally:
+            self._shared.quiet.release()
 
     def close(self, timeout: float = 2.0) -> None:
         """Stop the I/O thread, close the socket (linger=0), and terminate the context if this client made it.

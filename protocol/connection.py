@@ -37,6 +37,8 @@ from .messages import (
 # long. 20 ms is below what a user notices and costs no measurable CPU; an inproc PAIR wake-up socket would save the
 # wait but adds a second socket, its own shutdown order, and nothing a user would notice.
 POLL_INTERVAL = 0.02
+# How long the thread pauses between wake-ups while a caller waits to make it quiet, so that the caller gets the lock.
+QUIET_YIELD = 0.001
 # On close, queued messages get this long to leave a connected socket.
 SHUTDOWN_LINGER_MS = 500
 
@@ -56,6 +58,11 @@ class Shared:
     events: "queue.Queue[Event]" = field(default_factory=queue.Queue)
     stop: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Held by the I/O thread for each wake-up; a caller that holds it keeps the thread waiting, running no Python.
+    quiet: threading.Lock = field(default_factory=threading.Lock)
+    # Callers waiting for `quiet`: the thread gives way to them between wake-ups (a lock is not fair, and the thread
+    # takes it again at once after each wake-up).
+    quiet_waiters: int = 0
     connected: bool = False
     server_info: Welcome | None = None
     active_jobs: set[str] = field(default_factory=set)
@@ -108,12 +115,24 @@ class Connection:
             # The first socket opens in the loop too (no socket, reconnect time 0), so its errors are handled alike.
             while not self.shared.stop.is_set():
                 try:
-                    self._run_once()
+                    if self.shared.quiet_waiters:
+                        time.sleep(QUIET_YIELD)
+                    waiting_since = time.monotonic()
+                    with self.shared.quiet:
+                        self._resume_after(time.monotonic() - waiting_since)
+                        self._run_once()
                 except Exception as error:  # the thread must outlive its own bugs, or callers would wait forever
                     self._emit_error(CLIENT_ERROR, f"the client's I/O thread failed ({type(error).__name__}: {error})")
                     self._drop_connection("the client's I/O thread failed")
         finally:
             self._shut_down()
+
+    def _resume_after(self, quiet_for: float) -> None:
+        """After the thread was kept quiet (`Client.quiet`): that time was not the server's silence, so the heartbeat
+        deadlines move on by it."""
+        if quiet_for > POLL_INTERVAL:
+            self._last_heard += quiet_for
+            self._next_ping += quiet_for
 
     def _run_once(self) -> None:
         if self._socket is None:

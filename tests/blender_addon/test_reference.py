@@ -2,6 +2,7 @@
 
 import gc
 import math
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -201,6 +202,39 @@ def test_no_garbage_collection_can_start_during_a_reference_render(scene: bpy.ty
             gc.enable()
     finally:
         bpy.app.handlers.render_pre.remove(record)
+
+
+def test_the_protocol_clients_thread_is_kept_quiet_during_each_reference_render(
+    scene: bpy.types.Scene, tmp_path: Path
+) -> None:
+    """Blender 4.2 crashed now and then rendering while that thread ran; it waits out each frame's render."""
+    from blender_addon import session
+    from blender_addon._protocol import client as protocol_client
+
+    build_animated_scene(scene)
+    current = session.get_session()
+    current.client = protocol_client.Client("tcp://127.0.0.1:9").start()  # nothing listens there
+    quiet_during: list[bool] = []
+
+    def record(*_: Any) -> None:
+        # Another caller asking for quiet gets it within one of the thread's wake-ups (20 ms), unless the render
+        # holds it already: then it waits until the frame is rendered.
+        got_it = threading.Event()
+
+        def ask() -> None:
+            with current.client.quiet():
+                got_it.set()
+
+        threading.Thread(target=ask, daemon=True).start()
+        quiet_during.append(not got_it.wait(0.2))
+
+    bpy.app.handlers.render_pre.append(record)
+    try:
+        reference.render_camera_frames(scene, [1, 10], WIDTH, HEIGHT, "WORKBENCH", tmp_path)
+    finally:
+        bpy.app.handlers.render_pre.remove(record)
+        current.close()
+    assert quiet_during == [True, True]
 
 
 def test_render_restores_every_user_setting_and_leaks_no_image(scene: bpy.types.Scene, tmp_path: Path) -> None:

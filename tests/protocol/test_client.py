@@ -650,3 +650,20 @@ def test_client_rejects_malformed_curve_keys_up_front() -> None:
         Client("tcp://127.0.0.1:1", client_secret_key=secret)
     assert keys.curve_client_keys(public, secret) == (public, zmq.curve_public(secret), secret)
     assert keys.curve_client_keys(None) is None
+
+
+def test_quiet_holds_the_io_thread_and_the_connection_survives_it(
+    server: FakeServer, make_client: Callable[..., Client]
+) -> None:
+    """While a caller keeps the client quiet (the add-on does during each Blender render), its thread sends and reads
+    nothing, not even heartbeats; afterwards the time it was quiet does not count as the server's silence."""
+    client = make_client(server.endpoint).start()
+    wait_for_event(client, "connected")
+    with client.quiet():
+        pings = len(server.received_of(Ping))
+        client.submit(make_frames(), {"prompt": "a fox"})
+        time.sleep(DEAD_AFTER * 2)  # twice as long as the client waits for an answer before it gives up
+        assert server.received_of(Submit) == [] and len(server.received_of(Ping)) == pings
+    _, seen = wait_for_event(client, "accepted")
+    assert client.connected and "disconnected" not in [other.kind for other in seen]
+    assert len(server.received_of(Submit)) == 1
