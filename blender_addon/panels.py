@@ -147,6 +147,8 @@ def draw_condition(box: bpy.types.UILayout, context: bpy.types.Context, settings
             box.label(text="Add an image or movie strip to the sequencer first", icon="INFO")
     if source in ("FILE", "STRIP"):
         box.prop(settings, "condition_type", expand=True)
+    if source == "RENDER" and settings.source != "CAMERA":
+        box.prop(settings, "render_engine")  # the reference box shows it only for a camera reference
     row = box.row(align=True)
     row.prop(settings, "condition_frame")
     row.prop(settings, "condition_scale")

@@ -661,6 +661,25 @@ def test_greyed_out_job_buttons_say_why(addon):
         bpy.ops.motionclone.cancel()
 
 
+def test_the_engine_is_offered_wherever_a_render_uses_it(addon):
+    from blender_addon import panels
+
+    settings = configure_job(animated_scene())
+
+    def engine_fields() -> int:
+        calls = []
+        panels.draw_motionclone(RecordingLayout(calls), bpy.context)
+        return sum(1 for name, args, _ in calls if name == "prop" and args[1] == "render_engine")
+
+    assert engine_fields() == 1  # a camera reference: in the reference box
+    settings.source = "STRIP"
+    assert engine_fields() == 0  # nothing is rendered
+    settings.condition_source = "RENDER"
+    assert engine_fields() == 1  # the condition's keyframe is rendered: in the condition box
+    settings.source = "CAMERA"
+    assert engine_fields() == 1  # once, in the reference box, for both renders
+
+
 def client_threads():
     import threading
 
