@@ -132,7 +132,7 @@ def sample_frame_indices(total_frames: int, num_frames: int, rule: str = "linspa
         VideoInputError: the clip has fewer frames than wanted.
     """
     _check_num_frames(num_frames)
-    _check_frame_sampling(rule)
+    check_frame_sampling(rule)
     if total_frames < num_frames:
         # The official code would repeat frames silently (linspace floors duplicates); a repeated frame reads as
         # a pause in the motion, so refuse and say how to fix it.
@@ -143,8 +143,7 @@ def sample_frame_indices(total_frames: int, num_frames: int, rule: str = "linspa
     if rule == "interval":
         return np.arange(num_frames) * (total_frames // num_frames)
     if rule == "step":
-        if not isinstance(step, int) or isinstance(step, bool) or step < 1:
-            raise ParameterError("frame_step", f"must be a whole number of frames, at least 1, got {step!r}")
+        check_frame_step(step)
         needed = (num_frames - 1) * step + 1
         if total_frames < needed:
             raise VideoInputError(
@@ -189,7 +188,7 @@ def prepare_reference(
     _check_size(height, width)
     _check_resize_mode(resize_mode)
     _check_num_frames(num_frames)
-    _check_frame_sampling(frame_sampling)
+    check_frame_sampling(frame_sampling)
 
     def sample(total: int, what: str) -> np.ndarray:
         return _sample_for(total, num_frames, what, frame_sampling, frame_step)
@@ -628,7 +627,14 @@ def _check_resize_mode(mode: str) -> None:
         raise ParameterError("resize_mode", f"must be one of {choices}, got {mode!r}")
 
 
-def _check_frame_sampling(rule: str) -> None:
+def check_frame_step(step: int) -> None:
+    """Raise ParameterError("frame_step") unless `step` is a whole number of frames, at least 1."""
+    if not isinstance(step, int) or isinstance(step, bool) or step < 1:
+        raise ParameterError("frame_step", f"must be a whole number of frames, at least 1, got {step!r}")
+
+
+def check_frame_sampling(rule: str) -> None:
+    """Raise ParameterError("frame_sampling") unless `rule` is one of FRAME_SAMPLING_RULES."""
     if rule not in FRAME_SAMPLING_RULES:
         choices = ", ".join(f'"{r}"' for r in FRAME_SAMPLING_RULES)
         raise ParameterError("frame_sampling", f"must be one of {choices}, got {rule!r}")

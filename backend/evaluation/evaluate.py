@@ -29,6 +29,7 @@ from ..video_io import (
     IMAGE_EXTENSIONS,
     _decode_video,
     _list_image_files,
+    check_frame_step,
     prepare_reference,
     read_clip,
     resize_frames,
@@ -162,8 +163,7 @@ def sample_reference(
         ParameterError: a bad size, resize mode or frame step.
     """
     step = frame_step if frame_sampling == "step" else 1
-    if not isinstance(step, int) or isinstance(step, bool) or step < 1:
-        raise ParameterError("frame_step", f"must be a whole number of frames, at least 1, got {step!r}")
+    check_frame_step(step)
     total = count_frames(reference)
     needed = (num_frames - 1) * step + 1
     if total < needed:

@@ -54,7 +54,7 @@ from ..generate import DTYPES
 from ..models import load_preset
 from ..models.presets import default_config
 from ..models.registry import NATIVE_SIZES
-from ..video_io import FRAME_SAMPLING_RULES
+from ..video_io import check_frame_sampling, check_frame_step
 from .conditions import condition_from_submit, fit_condition
 from .config import ServerConfig
 from .jobs import Job, JobQueue
@@ -104,11 +104,11 @@ def check_reference_sampling(sampling: dict[str, Any] | None, frame_count: int) 
 
     if set(sampling) != {"frame_sampling", "frame_step", "indices"}:
         raise refuse(f"must hold frame_sampling, frame_step and indices, got {sorted(sampling)}")
-    if sampling["frame_sampling"] not in FRAME_SAMPLING_RULES:
-        raise refuse(f"frame_sampling must be one of {', '.join(FRAME_SAMPLING_RULES)}")
-    step = sampling["frame_step"]
-    if not isinstance(step, int) or isinstance(step, bool) or step < 1:
-        raise refuse(f"frame_step must be a whole number of at least 1, got {step!r}")
+    try:
+        check_frame_sampling(sampling["frame_sampling"])
+        check_frame_step(sampling["frame_step"])
+    except ParameterError as error:  # the engine's own checks, reported under this field
+        raise refuse(f"{error.name} {error.detail}") from error
     indices = sampling["indices"]
     if not isinstance(indices, list) or len(indices) != frame_count:
         raise refuse(f"indices must be a list of one index per reference frame ({frame_count})")
