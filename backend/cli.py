@@ -353,12 +353,26 @@ def params_from_args(
     preset: str | None = None,
     native_size: dict[str, int] | None = None,
     config: str | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> Any:
     """The job's parameters from the command line. What the flags leave out comes from `preset`: its native frame
-    count and size and its default config, or, from a server, the `native_size` and `config` it announced."""
+    count and size and its default config, or, from a server, the `native_size` and `config` it announced.
+    `overrides` is `flag_overrides(args)` when it was made already (with --frame-step it reads the clip)."""
     from .engine import MotionCloneParams
     from .models.presets import default_config
 
+    overrides = dict(flag_overrides(args) if overrides is None else overrides)
+    if native_size is None and preset is not None:
+        from .models.registry import NATIVE_SIZES
+
+        native_size = NATIVE_SIZES.get(preset, {})
+    for name, value in (native_size or {}).items():
+        overrides.setdefault(name, value)
+    return MotionCloneParams.from_config(args.config or config or default_config(preset), **overrides)
+
+
+def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The parameters the command line sets: the prompt, the parameter flags, --set, and what --frame-step implies."""
     overrides: dict[str, Any] = {"prompt": args.prompt}
     for flag, field_name in PARAMETER_FLAGS.items():
         value = getattr(args, flag)
@@ -367,13 +381,7 @@ def params_from_args(
     overrides.update(parse_assignments(args.set))
     if args.frame_step is not None:
         overrides.update(step_overrides(args, overrides))
-    if native_size is None and preset is not None:
-        from .models.registry import NATIVE_SIZES
-
-        native_size = NATIVE_SIZES.get(preset, {})
-    for name, value in (native_size or {}).items():
-        overrides.setdefault(name, value)
-    return MotionCloneParams.from_config(args.config or config or default_config(preset), **overrides)
+    return overrides
 
 
 def parse_assignments(assignments: list[str]) -> dict[str, Any]:
@@ -803,12 +811,14 @@ def command_submit(args: argparse.Namespace) -> int:
     from ..protocol.client import Client, Condition
     from ..protocol.errors import BackendUnavailable
     from .engine.parameters import validate_params
-    from .video_io import prepare_reference, probe_clip
+    from .video_io import existing_path, prepare_reference
 
-    # Refuse bad parameters, a missing reference and an unreadable condition before connecting.
-    early = params_from_args(args)
+    # Refuse bad parameters, a missing reference and an unreadable condition before connecting. The reference is
+    # decoded once it is sampled at the server's size (a file that exists but does not decode is reported then).
+    existing_path(args.reference)
+    overrides = flag_overrides(args)
+    early = params_from_args(args, overrides=overrides)
     validate_params(early)
-    probe_clip(args.reference)
     condition_from_args(args, early)
     keys = server_keys(args)
     bar = ProgressBar(enabled=not args.no_progress)
@@ -829,6 +839,7 @@ def command_submit(args: argparse.Namespace) -> int:
             welcome.default_preset,
             native_size=welcome.limits.get("native_size"),
             config=welcome.limits.get("default_config"),
+            overrides=overrides,
         )
         clip = prepare_reference(
             args.reference,

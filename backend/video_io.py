@@ -83,7 +83,7 @@ def read_clip(source: str | os.PathLike[str] | np.ndarray, fps: float | None = N
         frames = _to_rgb_uint8(source, _array_input_error)
         return Clip(frames, float(fps) if fps is not None else DEFAULT_FPS)
 
-    path = _existing_path(source)
+    path = existing_path(source)
     if path.is_dir():
         frames = _load_images(_list_image_files(path))
         return Clip(frames, float(fps) if fps is not None else DEFAULT_FPS)
@@ -100,7 +100,7 @@ def probe_clip(source: str | os.PathLike[str] | np.ndarray) -> tuple[int, float]
     """(frame count, fps) of a reference without keeping its frames (a folder or an array counts as DEFAULT_FPS)."""
     if isinstance(source, np.ndarray):
         return len(source), DEFAULT_FPS
-    path = _existing_path(source)
+    path = existing_path(source)
     if path.is_dir():
         return len(_list_image_files(path)), DEFAULT_FPS
     if path.suffix.lower() in IMAGE_EXTENSIONS:
@@ -198,7 +198,7 @@ def prepare_reference(
         indices = sample(clip.frames.shape[0], "the reference array")
         sampled, fps = clip.frames[indices], clip.fps
     else:
-        path = _existing_path(source)
+        path = existing_path(source)
         if path.is_dir():
             files = _list_image_files(path)
             indices = sample(len(files), f"folder {path}")
@@ -426,7 +426,7 @@ def write_png_sequence(
 # Helpers
 
 
-def _existing_path(source: object) -> Path:
+def existing_path(source: object) -> Path:
     """Turn a str/PathLike source into a Path that exists, or raise VideoInputError saying what is wrong."""
     if not isinstance(source, str | os.PathLike):
         raise VideoInputError(
