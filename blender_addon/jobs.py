@@ -161,10 +161,7 @@ def frames_and_size(scene: bpy.types.Scene, settings: Any) -> tuple[list[int], i
 def check_panel_values(settings: Any) -> None:
     """Raise a user-facing ValueError, naming the panel field, for values the backend would refuse only after the
     reference was rendered."""
-    multiple = reference.SIZE_MULTIPLE
-    if settings.long_side % multiple:
-        size, lower = settings.long_side, settings.long_side // multiple * multiple
-        raise ValueError(f"Size must be a multiple of {multiple} pixels, got {size}: use {lower} or {lower + multiple}")
+    reference.check_long_side(settings.long_side)
     if settings.motion_source == "inversion" and settings.reference_word.strip() and settings.new_word.strip():
         for word, prompt, field in (
             (settings.reference_word, settings.inversion_prompt, "Reference prompt"),

@@ -112,8 +112,7 @@ def snapped_resolution(scene: bpy.types.Scene, long_side: int = 512) -> tuple[in
     Raises:
         ValueError: ``long_side`` is not a positive multiple of 8.
     """
-    if long_side < SIZE_MULTIPLE or long_side % SIZE_MULTIPLE:
-        raise ValueError(f"`long_side` must be a positive multiple of {SIZE_MULTIPLE}, got {long_side}.")
+    check_long_side(long_side)
     render = scene.render
     display_width = render.resolution_x * render.pixel_aspect_x
     display_height = render.resolution_y * render.pixel_aspect_y
@@ -122,6 +121,14 @@ def snapped_resolution(scene: bpy.types.Scene, long_side: int = 512) -> tuple[in
     else:
         width, height = long_side * display_width / display_height, float(long_side)
     return _snap(width), _snap(height)
+
+
+def check_long_side(long_side: int) -> None:
+    """Raise ValueError, in the panel's words, unless `long_side` (the panel's Size) is a positive multiple of 8."""
+    if long_side < SIZE_MULTIPLE or long_side % SIZE_MULTIPLE:
+        lower = max(SIZE_MULTIPLE, long_side // SIZE_MULTIPLE * SIZE_MULTIPLE)
+        nearest = f"{lower}" if long_side < SIZE_MULTIPLE else f"{lower} or {lower + SIZE_MULTIPLE}"
+        raise ValueError(f"Size must be a multiple of {SIZE_MULTIPLE} pixels, got {long_side}: use {nearest}")
 
 
 def _snap(size: float) -> int:
@@ -368,10 +375,10 @@ def _render_still(scene: bpy.types.Scene, frame: int, path: Path) -> Path:
     scene.frame_current = frame  # the render builds its own depsgraph for this frame
     scene.render.filepath = str(path)
     path.unlink(missing_ok=True)  # so a stale file from an earlier call can't pass as this frame
-    # Blender lets other Python threads run while it evaluates the scene for the render, and the protocol client's
-    # thread does. Python frees garbage cycles in whichever thread happens to allocate, and freeing a Blender object
-    # there, in the middle of the render, can crash Blender. So the cycles are freed here first, and no collection
-    # may start until the render is done.
+    # Blender lets other Python threads run while it evaluates the scene for the render. Python frees garbage cycles
+    # in whichever thread happens to allocate, and freeing a Blender object there, in the middle of the render, can
+    # crash Blender. So the cycles are freed here first, and no collection may start until the render is done (the
+    # protocol client's thread is also held quiet below; other threads, such as a test's, may still run).
     gc.collect()
     collecting = gc.isenabled()
     gc.disable()

@@ -141,8 +141,10 @@ def test_snapped_resolution_keeps_the_aspect_on_a_multiple_of_8_grid(scene: bpy.
 
 
 def test_snapped_resolution_rejects_a_long_side_off_the_grid(scene: bpy.types.Scene) -> None:
-    with pytest.raises(ValueError, match="`long_side`"):
+    with pytest.raises(ValueError, match="Size must be a multiple of 8 pixels, got 500: use 496 or 504"):
         reference.snapped_resolution(scene, 500)
+    with pytest.raises(ValueError, match=r"got 4: use 8$"):
+        reference.snapped_resolution(scene, 4)
 
 
 def test_render_engines_are_accepted_by_this_blender(scene: bpy.types.Scene) -> None:
