@@ -1,12 +1,13 @@
 """Picture for the docs: single frames of a `blocks` model's image UNet, one row per colour word, same noises per row.
 
 Usage: python scripts/make_colour_words_picture.py [--model-folder DIR] [--prompt "a {colour} cube ..."]
-       [--out docs/images/blocks_colour_words.png]
+       [--cfg-scale 7.5] [--out docs/images/blocks_colour_words.png]
 
 Shows which colour words the image model draws as asked, apart from motion, guidance and the sampler's config: each
-row samples the prompt with one of the ten colour words from the same noises (20 DDIM steps, CFG 7.5, as the
-training's checks sample). Prints, per colour, the share of pixels near that colour's training RGB (the measure of the
-training's colour-swap check), so that a newly trained model can be compared with the shipped one.
+row samples the prompt with one of the ten colour words from the same noises (20 DDIM steps, CFG 7.5 as the
+training's checks sample, or --cfg-scale). Prints, per colour, the share of pixels near that colour's training RGB
+(the measure of the training's colour-swap check), so that a newly trained model can be compared with the shipped
+one.
 """
 
 import argparse
@@ -22,7 +23,7 @@ from transformers import CLIPTextModel
 from motionclone.backend.models.blocks import BLOCKS_MODEL_DIR, verify_manifest
 from motionclone.backend.training.checks import colour_share
 from motionclone.backend.training.data import COLOURS
-from motionclone.backend.training.sampling import decode_frames, sample_latents
+from motionclone.backend.training.sampling import CFG_SCALE, decode_frames, sample_latents
 from motionclone.backend.training.word_tokenizer import load_word_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,11 +37,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-folder", type=Path, help="a trained blocks model folder (default: the shipped one)")
     parser.add_argument("--prompt", default="a {colour} cube sliding closer on desert sand", help="with {colour}")
+    parser.add_argument("--cfg-scale", type=float, default=CFG_SCALE, help=f"default {CFG_SCALE}, the checks' scale")
     parser.add_argument("--seed", type=int, default=3, help="seed of the noises every row shares (default 3)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images" / "blocks_colour_words.png")
     args = parser.parse_args()
     if "{colour}" not in args.prompt:
         parser.error("--prompt must contain {colour}, where each colour word goes")
+    if not 1.0 <= args.cfg_scale <= 30.0:
+        parser.error(f"--cfg-scale must be between 1 and 30, got {args.cfg_scale}")
 
     folder = args.model_folder or BLOCKS_MODEL_DIR
     verify_manifest(folder)
@@ -54,7 +58,8 @@ def main() -> int:
     for row, colour in enumerate(COLOURS):
         noise = torch.randn((SAMPLES, 4, LATENT_SIDE, LATENT_SIDE), generator=torch.Generator().manual_seed(args.seed))
         captions = [args.prompt.format(colour=colour)] * SAMPLES
-        frames = decode_frames(vae, sample_latents(unet, text_encoder, tokenizer, captions, noise))
+        latents = sample_latents(unet, text_encoder, tokenizer, captions, noise, cfg_scale=args.cfg_scale)
+        frames = decode_frames(vae, latents)
         for column, frame in enumerate(frames):
             sheet.paste(Image.fromarray(frame), (LABEL_WIDTH + column * CELL, row * CELL))
         draw.text((6, row * CELL + CELL // 2 - 6), colour, fill="black")
