@@ -13,6 +13,7 @@ import bpy
 import numpy as np
 
 from . import compat, frame_plan, reference, reference_cache
+from ._protocol import codec
 from .condition import ConditionPlan, condition_kind, make_condition, restore_condition_settings, show_condition
 from .session import get_session
 
@@ -142,7 +143,11 @@ def plan_job(context: bpy.types.Context, scene: bpy.types.Scene) -> JobPlan:
     start, end = frame_range(scene, settings)
     frames, width, height = frames_and_size(scene, settings)
     check_windows(settings, len(frames))
+    connection = get_session().connection
+    check_message_size(len(frames), width, height, 0, connection)
     made = preview_condition(scene, settings)
+    if made is not None:
+        check_message_size(len(frames), width, height, len(made.condition.images), connection)
     return JobPlan(frames, width, height, job_fps(scene, settings), start, end, made)
 
 
@@ -187,6 +192,27 @@ def check_backend_offers(settings: Any, connection: Any) -> None:
             f"The backend runs no SparseCtrl {kind} model (conditions it runs: {offered}): set Condition to None, or "
             f"start the backend with one (`motionclone serve --sparsectrl {kind}`, or the Local backend's Model)."
         )
+
+
+def check_message_size(num_frames: int, width: int, height: int, condition_images: int, connection: Any) -> None:
+    """Raise a user-facing ValueError when the reference (and condition) frames make a message larger than the
+    backend takes, before they are rendered: the protocol client would refuse it only at the send."""
+    limit = codec.Limits().max_message_bytes
+    if connection.max_message_bytes is not None:
+        limit = min(limit, connection.max_message_bytes)
+    size = (num_frames + condition_images) * width * height * 3  # RGB, one byte per channel
+    if size <= limit:
+        return
+    mib = 1024 * 1024
+    images = f" and {condition_images} condition images" if condition_images else ""
+    # The longest side that fits at this aspect: long_side^2 / aspect pixels per frame.
+    pixels_that_fit = limit // ((num_frames + condition_images) * 3)
+    long_side = int((pixels_that_fit * max(width, height) / min(width, height)) ** 0.5) // 8 * 8
+    what_to_do = f"lower Size to {long_side} or take fewer Frames" if long_side >= 64 else "take fewer Frames"
+    raise ValueError(
+        f"{num_frames} frames{images} of {width} x {height} make {size / mib:.0f} MiB, more than the {limit // mib} "
+        f"MiB the backend takes in one message: {what_to_do}."
+    )
 
 
 def check_windows(settings: Any, num_frames: int) -> None:

@@ -55,6 +55,7 @@ class Connection:
     default_preset: str = ""
     model: ModelDefaults = field(default_factory=ModelDefaults)  # what the backend's model was made for
     condition_types: tuple[str, ...] | None = None  # the SparseCtrl kinds it runs; None: not known
+    max_message_bytes: int | None = None  # the largest message it takes; None: not known
     queued: int | None = None  # from the backend's last status answer; None: not asked yet (or an older backend)
     running: int | None = None
 

@@ -639,6 +639,33 @@ def test_a_condition_the_connected_backend_cannot_run_stops_generate_before_the_
     assert len(settings.jobs) == 0 and render_snapshot(scene) == before
 
 
+def test_a_reference_larger_than_the_backend_takes_stops_generate_before_the_render(addon, backend):
+    """The client would refuse the message only when sending it, after the whole render."""
+    from blender_addon import session
+
+    addon.endpoint = backend.endpoint
+    assert bpy.ops.motionclone.test_connection() == {"FINISHED"}
+    assert pump_until(lambda: session.get_session().connection.state == "connected", 20)
+    assert session.get_session().connection.max_message_bytes == 512 * 1024 * 1024  # from the backend's Welcome
+    scene = animated_scene()
+    scene.frame_end = 300
+    settings = configure_job(scene, frames=256)
+    settings.long_side = 2048
+    before = render_snapshot(scene)
+    assert (scene.render.resolution_x, scene.render.resolution_y) == (640, 480)
+    with pytest.raises(
+        RuntimeError, match=r"256 frames of 2048 x 1536 make 2304 MiB, more than the 512 MiB .*: lower Size to 960 "
+    ):
+        bpy.ops.motionclone.generate()
+    session.get_session().connection.max_message_bytes = 4 * 1024 * 1024  # a backend that takes less: its limit
+    settings.num_frames, settings.long_side = 16, 512
+    with pytest.raises(
+        RuntimeError, match=r"16 frames of 512 x 384 make 9 MiB, more than the 4 MiB .*: lower Size to 336 "
+    ):
+        bpy.ops.motionclone.generate()
+    assert len(settings.jobs) == 0 and render_snapshot(scene) == before
+
+
 def test_greyed_out_job_buttons_say_why(addon):
     """Blender shows a poll's message on a greyed-out button; calling the operator anyway raises with it."""
     settings = bpy.context.scene.motionclone
