@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from motionclone.backend.models.bundle import official_ddim_scheduler
 from motionclone.backend.models.tiny import build_tiny_components
+from motionclone.backend.training import stages
 from motionclone.backend.training.architecture import build_vae
 from motionclone.backend.training.data import caption_words, clip_at
 from motionclone.backend.training.stages import (
@@ -93,6 +94,44 @@ def test_image_stage_lowers_the_denoising_loss_and_trains_the_text_encoder(clips
     assert denoising_loss(unet2d, text_encoder, tokenizer, latents, captions) < 0.8 * before
     changed = [not torch.equal(a, b) for a, b in zip(text_before, text_encoder.parameters(), strict=True)]
     assert any(changed)
+
+
+class Interrupted(Exception):
+    """Stands for the training process being stopped."""
+
+
+def test_an_interrupted_stage_resumed_from_its_checkpoint_ends_with_the_same_weights_as_one_run(
+    clips, tokenizer, tmp_path, monkeypatch
+):
+    """What makes training reproducible: every step's batch and noise come from (seed, stage, step), and a checkpoint
+    holds the weights, optimizer, EMA and step, so a stopped run resumed gives bit for bit the weights of one run."""
+    _, _, captions = clips
+    monkeypatch.setattr(stages, "CHECKPOINT_EVERY", 4)
+    latents = EncodedClips(structured_latents(len(captions), 2, 8), captions, 1.0)
+    settings = StageSettings(steps=10, batch_size=3, learning_rate=3e-3)
+
+    def train(work_dir, stop_at_step=None):
+        work_dir.mkdir(exist_ok=True)
+        unet2d, _, _, text_encoder = build_tiny_components(seed=4)
+        if stop_at_step is not None:
+            calls = []
+
+            def stop(module, args):
+                calls.append(1)
+                if len(calls) > stop_at_step:
+                    raise Interrupted
+
+            unet2d.register_forward_pre_hook(stop)
+        losses = train_image_model(unet2d, text_encoder, tokenizer, latents, settings, work_dir)
+        return losses, {**unet2d.state_dict(), **text_encoder.state_dict()}
+
+    one_run_losses, one_run = train(tmp_path / "one-run")
+    with pytest.raises(Interrupted):
+        train(tmp_path / "stopped", stop_at_step=6)  # stopped during step 7, after the checkpoint at step 4
+    resumed_losses, resumed = train(tmp_path / "stopped")
+    assert resumed_losses == one_run_losses
+    for name, tensor in one_run.items():
+        assert torch.equal(resumed[name], tensor), name
 
 
 def test_motion_stage_trains_only_the_motion_modules(clips, tokenizer, tmp_path):
