@@ -288,7 +288,9 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--reference", required=True, help="reference video file or folder of frames")
     parser.add_argument("--prompt", required=True, help="what the new video shows")
-    parser.add_argument("--negative-prompt", help="negative prompt (default: the official one)")
+    parser.add_argument(
+        "--negative-prompt", help="negative prompt (default: the config's; the official one, empty for blocks)"
+    )
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument(
         "--config",
@@ -314,9 +316,13 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--steps", type=int, help="denoising steps (config default)")
     parser.add_argument("--guidance-steps", type=int, help="motion-guided steps (config default)")
-    parser.add_argument("--guidance-weight", type=float, help="motion guidance weight (default 2000)")
-    parser.add_argument("--cfg-scale", type=float, help="classifier-free guidance scale (default 7.5, official form)")
-    parser.add_argument("--seed", type=int, help="seed (default 2025)")
+    parser.add_argument(
+        "--guidance-weight", type=float, help="motion guidance weight (default: the config's; camera 2000, blocks 4000)"
+    )
+    parser.add_argument(
+        "--cfg-scale", type=float, help="classifier-free guidance scale (default: the config's; 7.5, blocks 4)"
+    )
+    parser.add_argument("--seed", type=int, help="seed (default: the config's; 2025, the i2v configs 76739)")
     parser.add_argument("--motion-seed", type=int, help="separate seed for the motion extraction (default: --seed)")
     parser.add_argument("--fps", type=float, help="frame rate of result.mp4 (default 8)")
     parser.add_argument(

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from motionclone.backend.cli import parse_assignments
 from motionclone.backend.engine import MotionCloneParams, MotionClonePipeline
 from motionclone.backend.engine.attention_capture import capture_temporal_attention, guided_module_names
 from motionclone.backend.engine.partial_unet import last_block, run_unet_until
@@ -50,6 +51,7 @@ OFFICIAL = {
 }
 OFFICIAL_RAMP = 10  # warm-up and cool-down steps of both official configs, out of 50 and 180 guided steps
 SEED = 2025
+SCHEDULE_KEYS = {"num_inference_steps", "guidance_steps", "guidance_fraction", "warm_up_steps", "cool_down_steps"}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -68,7 +70,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--reuse", action="store_true", help="reuse results this script already wrote under OUT (same settings)"
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="change a parameter of the blocks config in every run, value in JSON (the tables in docs/performance.md "
+        "were made with --set noise_frame_correlation=0 --set cfg_scale=7.5 --set subject_placement=free)",
+    )
+    args = parser.parse_args(argv)
+    args.overrides = parse_assignments(args.set)
+    fixed = SCHEDULE_KEYS & args.overrides.keys() | {"prompt", "seed", "motion_guidance_weight"} & args.overrides.keys()
+    if fixed:
+        parser.error(f"--set {', '.join(sorted(fixed))}: the script sets these (use --candidates)")
+    return args
 
 
 def schedule(family: str, steps: int, guided: int) -> dict[str, Any]:
@@ -84,11 +99,13 @@ def schedule(family: str, steps: int, guided: int) -> dict[str, Any]:
     }
 
 
-def blocks_params(prompt: str, steps: dict[str, Any], weight_scale: float = 1.0) -> MotionCloneParams:
-    """The `blocks` config (weight, norm, negative prompt) at the model's native size, with another schedule and its
-    guidance weight times `weight_scale` (0: an unguided baseline)."""
+def blocks_params(
+    prompt: str, steps: dict[str, Any], weight_scale: float = 1.0, overrides: dict[str, Any] | None = None
+) -> MotionCloneParams:
+    """The `blocks` config (with `overrides`) at the model's native size, with another schedule and its guidance
+    weight times `weight_scale` (0: an unguided baseline)."""
     native = NATIVE_SIZES["blocks"]
-    params = MotionCloneParams.from_config("blocks", prompt=prompt, seed=SEED, **native, **steps)
+    params = MotionCloneParams.from_config("blocks", prompt=prompt, seed=SEED, **native, **(overrides or {}), **steps)
     return params.replace(motion_guidance_weight=params.motion_guidance_weight * weight_scale)
 
 
@@ -161,13 +178,13 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     for reference in cached:
         prompt = reference.reference.prompt
-        base = blocks_params(prompt, runs[0][1])
+        base = blocks_params(prompt, runs[0][1], overrides=args.overrides)
         frames_reference = reference.frames()
         noise = pipe.prepare_noise(base.effective_motion_seed, base)
         representation, _, _ = pipe.obtain_representation(frames_reference, noise, pipe.encode_prompt(""), base, None)
         results: dict[str, dict[str, Any]] = {}
         for label, steps, scale in [*runs, ("unguided", runs[0][1], 0.0)]:
-            params = blocks_params(prompt, steps, scale)
+            params = blocks_params(prompt, steps, scale, args.overrides)
             folder = args.out / "fast-configs" / args.family / reference.reference.name / label.replace(":", "-")
             result = generate(pipe, reference, params, folder, args.reuse)
             result["motion_distance"] = motion_distance(pipe, result["frames"], params, representation)

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Create .venv at the repository root and install the project with its dev tools and the ray extra into it.
 # Runs again only when pyproject.toml or this script changed, so calling it before every command is cheap.
-# TORCH_SPEC overrides the torch requirement (for example on a CUDA machine: TORCH_SPEC="torch==2.13.0").
+# TORCH_SPEC overrides the torch requirement (another version or build, or a wheel file); a new value installs again.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
 stamp="$venv/.motionclone-install-stamp"
-want="$(cat "$root/pyproject.toml" "$root/scripts/bootstrap.sh" | sha256sum | cut -d' ' -f1)"
+want="$( (cat "$root/pyproject.toml" "$root/scripts/bootstrap.sh"; echo "${TORCH_SPEC:-}") | sha256sum | cut -d' ' -f1)"
 
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/python" ]; then
     exit 0

@@ -1,7 +1,7 @@
 """Picture for the docs: single frames of a `blocks` model's image UNet, one row per colour word, same noises per row.
 
 Usage: python scripts/make_colour_words_picture.py [--model-folder DIR] [--prompt "a {colour} cube ..."]
-       [--cfg-scale 7.5] [--out docs/images/blocks_colour_words.png]
+       [--cfg-scale 7.5] [--out FILE]
 
 Shows which colour words the image model draws as asked, apart from motion, guidance and the sampler's config: each
 row samples the prompt with one of the ten colour words from the same noises (20 DDIM steps, CFG 7.5 as the
@@ -31,6 +31,7 @@ CELL = 64  # the model's native frame size
 LABEL_WIDTH = 70
 SAMPLES = 6
 LATENT_SIDE = 32
+DOCS_PICTURE = "blocks_colour_words.png"
 
 
 def main() -> int:
@@ -39,7 +40,12 @@ def main() -> int:
     parser.add_argument("--prompt", default="a {colour} cube sliding closer on desert sand", help="with {colour}")
     parser.add_argument("--cfg-scale", type=float, default=CFG_SCALE, help=f"default {CFG_SCALE}, the checks' scale")
     parser.add_argument("--seed", type=int, default=3, help="seed of the noises every row shares (default 3)")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images" / "blocks_colour_words.png")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="picture to write (default: docs/images/blocks_colour_words.png for the shipped model, else "
+        "colour_words.png in the current folder, so that trying another model leaves the docs' picture alone)",
+    )
     args = parser.parse_args()
     if "{colour}" not in args.prompt:
         parser.error("--prompt must contain {colour}, where each colour word goes")
@@ -47,6 +53,7 @@ def main() -> int:
         parser.error(f"--cfg-scale must be between 1 and 30, got {args.cfg_scale}")
 
     folder = args.model_folder or BLOCKS_MODEL_DIR
+    out = args.out or (Path("colour_words.png") if args.model_folder else ROOT / "docs" / "images" / DOCS_PICTURE)
     verify_manifest(folder)
     float32 = {"torch_dtype": torch.float32}
     unet = UNet2DConditionModel.from_pretrained(folder / "unet", **float32).eval()  # the image UNet alone
@@ -64,9 +71,9 @@ def main() -> int:
             sheet.paste(Image.fromarray(frame), (LABEL_WIDTH + column * CELL, row * CELL))
         draw.text((6, row * CELL + CELL // 2 - 6), colour, fill="black")
         print(f"{colour:>7}: {float(np.mean(colour_share(frames, colour))):.3f} of the pixels near its RGB", flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(args.out, optimize=True)  # full RGB: a palette would shift the very colours the picture is about
-    print(f"Wrote {args.out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out, optimize=True)  # full RGB: a palette would shift the very colours the picture is about
+    print(f"Wrote {out}")
     return 0
 
 

@@ -60,12 +60,12 @@ def _missing(what: str, source: str, hint: str, error: Exception) -> ModelNotFou
 
 _BASE_HINT = (
     "Pass a local folder in diffusers layout (with unet/, vae/, text_encoder/, tokenizer/), for example one made by "
-    "`huggingface-cli download stable-diffusion-v1-5/stable-diffusion-v1-5 --local-dir DIR` on a machine with "
+    "`hf download stable-diffusion-v1-5/stable-diffusion-v1-5 --local-dir DIR` on a machine with "
     "internet access, or set HF_HOME to a cache that holds it."
 )
 _ADAPTER_HINT = (
     "Pass a local folder holding the AnimateDiff v3 motion adapter (config.json and "
-    "diffusion_pytorch_model.safetensors), e.g. from `huggingface-cli download "
+    "diffusion_pytorch_model.safetensors), e.g. from `hf download "
     "guoyww/animatediff-motion-adapter-v1-5-3 --local-dir DIR`."
 )
 _CHECKPOINT_HINT = "Pass the path of an existing DreamBooth .safetensors file (for example Realistic Vision V6.0 B1)."

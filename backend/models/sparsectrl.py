@@ -81,7 +81,7 @@ def sparsectrl_config(kind: str) -> dict[str, Any]:
 def sparsectrl_hint(kind: str) -> str:
     """How to get the SparseCtrl weights of `kind` onto this machine."""
     return (
-        f"Download them with `huggingface-cli download {DEFAULT_SPARSECTRL_MODELS[kind]} --local-dir DIR` on a "
+        f"Download them with `hf download {DEFAULT_SPARSECTRL_MODELS[kind]} --local-dir DIR` on a "
         f"machine with internet access and pass DIR with {SPARSECTRL_MODEL_FLAG}, or pass the official single file "
         f"{OFFICIAL_FILE_NAMES[kind]} (from https://huggingface.co/guoyww/animatediff)."
     )

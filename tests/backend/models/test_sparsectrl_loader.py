@@ -100,7 +100,7 @@ def test_missing_single_file_is_model_not_found_with_a_download_hint(tmp_path):
         load_sparsectrl("scribble", str(tmp_path / "v3_sd15_sparsectrl_scribble.ckpt"))
     message = str(raised.value)
     assert "does not exist" in message
-    assert "huggingface-cli download guoyww/animatediff-sparsectrl-scribble --local-dir DIR" in message
+    assert "hf download guoyww/animatediff-sparsectrl-scribble --local-dir DIR" in message
 
 
 def test_uncached_hub_id_offline_is_model_not_found_with_a_download_hint(monkeypatch):
@@ -228,7 +228,7 @@ def test_cli_sd15_condition_with_a_missing_sparsectrl_file_exits_3_with_the_hint
     )
     message = capsys.readouterr().err
     assert code == 3
-    assert str(missing) in message and "huggingface-cli download guoyww/animatediff-sparsectrl-rgb" in message
+    assert str(missing) in message and "hf download guoyww/animatediff-sparsectrl-rgb" in message
 
 
 def test_cli_blocks_preset_refuses_sparsectrl_by_name(tmp_path, capsys):
