@@ -40,11 +40,21 @@ def test_protocol_declares_only_blender_safe_dependencies():
 
 
 def test_the_built_in_model_ships_as_package_data():
-    patterns = PYPROJECT["tool"]["setuptools"]["package-data"]["motionclone.backend.models"]
+    """Every file of the model folder is package data of a listed package (its folders are listed as packages, or
+    setuptools warns on every install that it ships them only by accident)."""
+    setuptools = PYPROJECT["tool"]["setuptools"]
     model_dir = ROOT / "backend" / "models" / "blocks_model"
     files = {p for p in model_dir.rglob("*") if p.is_file()}
-    covered = {p for pattern in patterns for p in (ROOT / "backend" / "models").glob(pattern) if p.is_file()}
-    assert files and files == covered
+    covered = set()
+    for package, patterns in setuptools["package-data"].items():
+        assert package in setuptools["packages"], package
+        folder = ROOT / "backend" / Path(*package.split(".")[2:])  # motionclone.backend.X.Y -> backend/X/Y
+        covered |= {p for pattern in patterns for p in folder.glob(pattern) if p.is_file()}
+    assert files and files <= covered
+    folders = [model_dir, *(p for p in model_dir.rglob("*") if p.is_dir())]
+    for folder in folders:
+        package = ".".join(("motionclone.backend", *folder.relative_to(ROOT / "backend").parts))
+        assert package in setuptools["packages"], f"{folder} is missing from [tool.setuptools] packages"
 
 
 def test_backend_version_matches_the_package_version():
