@@ -58,9 +58,17 @@ class MOTIONCLONE_OT_generate(bpy.types.Operator):
     def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
         # From the UI, a camera reference renders one frame per timer tick: the UI stays alive, the status bar shows
         # the progress, and Esc cancels (every render setting is restored).
-        settings = context.scene.motionclone
-        if bpy.app.background or settings.source != "CAMERA":
+        if bpy.app.background or context.scene.motionclone.source != "CAMERA":
             return self.execute(context)
+        started = self.begin(context)
+        if started == {"RUNNING_MODAL"}:
+            context.window_manager.modal_handler_add(self)
+        return started
+
+    def begin(self, context: bpy.types.Context) -> set[str]:
+        """Plan the job and start the frame-by-frame render; a reference rendered before from the same scene state
+        is sent at once instead."""
+        settings = context.scene.motionclone
         try:
             self._scene = context.scene
             self._plan = plan = jobs.plan_job(context, self._scene)
@@ -76,7 +84,6 @@ class MOTIONCLONE_OT_generate(bpy.types.Operator):
             return {"CANCELLED"}
         self._timer = context.window_manager.event_timer_add(0.01, window=context.window)
         self._stopped = ""
-        context.window_manager.modal_handler_add(self)
         rendering.append(self)
         self._show_progress(context)
         return {"RUNNING_MODAL"}

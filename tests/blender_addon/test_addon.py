@@ -613,6 +613,90 @@ def test_saving_or_loading_during_a_reference_render_stops_it_first_so_the_file_
     assert render_snapshot(bpy.context.scene) == before  # what was saved: the artist's settings
 
 
+class RecordingWorkspace:
+    def __init__(self):
+        self.status = []
+
+    def status_text_set(self, text):
+        self.status.append(text)
+
+
+class UIContext:
+    """bpy.context with a workspace that records the status bar's text."""
+
+    def __init__(self):
+        self.workspace = RecordingWorkspace()
+
+    def __getattr__(self, name):
+        return getattr(bpy.context, name)
+
+
+def driven_generate():
+    """The Generate operator's own methods on a plain object: Blender runs no modal operator in background mode, so
+    the test sends the events that Blender would."""
+    from blender_addon import operators
+
+    generate = operators.MOTIONCLONE_OT_generate
+    methods = ("begin", "modal", "stop", "cancel", "_finish", "_show_progress")
+    driven = type("DrivenGenerate", (), {name: getattr(generate, name) for name in methods})()
+    driven.reports = []
+    driven.report = lambda kind, text: driven.reports.append((next(iter(kind)), text))
+    return driven
+
+
+def event(kind):
+    return SimpleNamespace(type=kind)
+
+
+def test_generate_from_the_ui_renders_frame_by_frame_holds_keys_and_esc_cancels(addon, backend):
+    from blender_addon import operators, session
+
+    addon.endpoint = backend.endpoint
+    assert bpy.ops.motionclone.test_connection() == {"FINISHED"}
+    assert pump_until(lambda: session.get_session().connection.state == "connected", 20)
+    scene = animated_scene()
+    settings = configure_job(scene)
+    before = render_snapshot(scene)
+    context = UIContext()
+
+    first = driven_generate()
+    assert first.begin(context) == {"RUNNING_MODAL"} and operators.rendering == [first]
+    assert render_snapshot(scene) != before  # the render's own settings while it runs
+    assert first.modal(context, event("S")) == {"RUNNING_MODAL"}  # a key (Ctrl+S, say) is held back
+    assert first.modal(context, event("MOUSEMOVE")) == {"PASS_THROUGH"}  # the mouse keeps the interface alive
+    assert first.modal(context, event("LEFTMOUSE")) == {"PASS_THROUGH"}
+    ticks = 1
+    while first.modal(context, event("TIMER")) == {"RUNNING_MODAL"}:
+        ticks += 1
+        assert ticks <= 4, "four frames take four timer ticks"
+    assert ticks == 4 and operators.rendering == [] and render_snapshot(scene) == before
+    assert context.workspace.status[:4] == [
+        f"MotionClone: rendering the reference, frame {done} of 4 (Esc cancels)" for done in range(4)
+    ]
+    assert context.workspace.status[-1] is None  # the status bar is given back
+    assert first.reports == [("INFO", "MotionClone job sent (seed 7)")] and len(settings.jobs) == 1
+
+    again = driven_generate()  # nothing changed in the scene: the frames just rendered are sent again
+    assert again.begin(context) == {"FINISHED"} and len(settings.jobs) == 2
+    assert again.reports == [("INFO", "MotionClone job sent with the last reference render (seed 7)")]
+
+    bpy.data.objects["Cube"].scale = (1.5, 1.5, 1.5)  # an edit: the next Generate renders again
+    cancelled = driven_generate()
+    assert cancelled.begin(context) == {"RUNNING_MODAL"}
+    assert cancelled.modal(context, event("TIMER")) == {"RUNNING_MODAL"}
+    assert cancelled.modal(context, event("ESC")) == {"CANCELLED"}
+    assert cancelled.reports == [("WARNING", "Reference render cancelled; your render settings are as they were")]
+    assert operators.rendering == [] and render_snapshot(scene) == before and len(settings.jobs) == 2
+
+    stopped = driven_generate()  # stopped from outside (a save): the next event ends the operator
+    assert stopped.begin(context) == {"RUNNING_MODAL"}
+    stopped.stop(context, "the file was saved or loaded during it")
+    assert render_snapshot(scene) == before
+    assert stopped.modal(context, event("TIMER")) == {"CANCELLED"}
+    assert "Reference render stopped: the file was saved or loaded during it" in stopped.reports[0][1]
+    assert len(settings.jobs) == 2
+
+
 def test_an_output_folder_relative_to_an_unsaved_blend_falls_back_to_the_user_folder(addon, tmp_path):
     from blender_addon import preferences
 
