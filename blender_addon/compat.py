@@ -8,6 +8,7 @@
 | length of a new effect strip | `frame_end=` | `length=` | `length=` |
 | EEVEE's engine identifier | `BLENDER_EEVEE_NEXT` | `BLENDER_EEVEE_NEXT` | `BLENDER_EEVEE` |
 | still-image vs video output | `file_format` only | `file_format` only | `media_type`, then `file_format` |
+| a path property that may start with `//` | any | option `PATH_SUPPORTS_BLEND_RELATIVE` (4.5) | the same |
 """
 
 from typing import Any
@@ -65,3 +66,9 @@ def set_media_type(image_settings: Any, media_type: str) -> None:
     """Select still images ("IMAGE") or video ("VIDEO") output before choosing a file format; 5.x only."""
     if hasattr(image_settings, "media_type"):
         image_settings.media_type = media_type
+
+
+def blend_relative_path_options() -> set[str]:
+    """Options of a path property that may be relative to the .blend (`//...`): from 4.5 Blender marks such a value
+    invalid, and its file browser writes absolute paths, unless the property says it supports one."""
+    return {"PATH_SUPPORTS_BLEND_RELATIVE"} if bpy.app.version >= (4, 5, 0) else set()

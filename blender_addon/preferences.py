@@ -6,7 +6,7 @@ from pathlib import Path
 
 import bpy
 
-from . import local_backend
+from . import compat, local_backend
 from ._protocol import endpoints
 
 BACKEND_MODE_ITEMS = [
@@ -89,6 +89,7 @@ class MOTIONCLONE_AP_preferences(bpy.types.AddonPreferences):
     output_dir: bpy.props.StringProperty(
         name="Output folder",
         subtype="DIR_PATH",
+        options=compat.blend_relative_path_options(),
         description="Where results are written; empty: next to the .blend file (or the add-on's user folder)",
     )
 
