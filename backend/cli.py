@@ -16,7 +16,14 @@ from typing import Any
 
 from ..protocol.endpoints import DEFAULT_ENDPOINT
 from ..protocol.errors import BackendUnavailable, JobCancelledError, JobFailed
-from .errors import JobCancelled, ModelNotFoundError, MotionCloneError, ParameterError, VideoInputError
+from .errors import (
+    JobCancelled,
+    ModelNotFoundError,
+    MotionCloneError,
+    ParameterError,
+    ResultFolderInUse,
+    VideoInputError,
+)
 
 EXIT_PARAMETERS = 2
 EXIT_MODEL = 3
@@ -64,6 +71,9 @@ def build_parser(commands_with_arguments: Collection[str] | None = None) -> argp
         if commands_with_arguments is None or name in commands_with_arguments:
             add_arguments(subparser)
     return parser
+
+
+OVERWRITE_HELP = "replace a result already in --out (frames, video, metadata, evaluation); without it, one is refused"
 
 
 def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -137,6 +147,7 @@ def add_submit_arguments(parser: argparse.ArgumentParser) -> None:
 def add_fetch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("job_id", help="the job id `submit` printed (32 hex characters)")
     parser.add_argument("--out", type=Path, required=True, help="result folder to write")
+    parser.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     parser.add_argument("--wait", type=float, help="seconds to wait for a job still running (default: until it ends)")
     add_server_arguments(parser)
 
@@ -292,6 +303,7 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
         "--negative-prompt", help="negative prompt (default: the config's; the official one, empty for blocks)"
     )
     parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     parser.add_argument(
         "--config",
         choices=sorted(CONFIG_PRESETS),
@@ -488,6 +500,18 @@ def preset_options_from_args(
     return options
 
 
+def hide_loading_bars(wanted: bool = True) -> None:
+    """transformers draws a bar of its own while it loads weights (diffusers too, for some models): keep it to a
+    terminal, where it is read, and out of logs, pipes and `--no-progress` runs."""
+    if wanted and sys.stderr.isatty():
+        return
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+
+
 class ProgressBar:
     """A tqdm bar per stage on a terminal; silent otherwise."""
 
@@ -516,7 +540,13 @@ class ProgressBar:
 
 def command_generate(args: argparse.Namespace) -> int:
     from .generate import GenerateJob, run_generate_job
+    from .results import check_result_folder
+    from .video_io import existing_path
 
+    # What the user can fix is refused before the model loads.
+    existing_path(args.reference)
+    check_result_folder(args.out, args.overwrite)
+    hide_loading_bars(wanted=not args.no_progress)
     preset, device = resolve_preset(args)
     params = params_from_args(args, preset)
     condition = condition_from_args(args, params)
@@ -531,6 +561,7 @@ def command_generate(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         cache_dir=args.cache_dir,
         condition=condition,
+        overwrite=args.overwrite,
     )
     bar = ProgressBar(enabled=not args.no_progress)
     started = time.perf_counter()
@@ -563,6 +594,7 @@ def command_evaluate(args: argparse.Namespace) -> int:
     from .evaluation.tracks import TrackerSettings
 
     out_dir = args.out if args.out is not None else default_out_dir(args.result)
+    hide_loading_bars()
     try:
         report = evaluate(
             args.reference,
@@ -617,6 +649,7 @@ def command_serve(args: argparse.Namespace) -> int:
     from .server.listener import open_listener
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    hide_loading_bars()
     config = ServerConfig(
         bind=endpoint_from_args(args),
         results_dir=args.results_dir,
@@ -795,7 +828,9 @@ def command_status(args: argparse.Namespace) -> int:
 def command_fetch(args: argparse.Namespace) -> int:
     from ..protocol.client import Client
     from ..protocol.errors import JobFailed
+    from .results import check_result_folder
 
+    check_result_folder(args.out, args.overwrite)
     with Client(args.server, client_name="motionclone-cli", **server_keys(args)) as client:
         client.wait_connected(args.timeout)
         try:
@@ -809,7 +844,7 @@ def command_fetch(args: argparse.Namespace) -> int:
                     "after the server's retention time",
                 ) from error
             raise
-        store_result(client, event, args.out)
+        store_result(client, event, args.out, args.overwrite)
     return 0
 
 
@@ -817,11 +852,13 @@ def command_submit(args: argparse.Namespace) -> int:
     from ..protocol.client import Client, Condition
     from ..protocol.errors import BackendUnavailable
     from .engine.parameters import validate_params
+    from .results import check_result_folder
     from .video_io import existing_path, prepare_reference
 
     # Refuse bad parameters, a missing reference and an unreadable condition before connecting. The reference is
     # decoded once it is sampled at the server's size (a file that exists but does not decode is reported then).
     existing_path(args.reference)
+    check_result_folder(args.out, args.overwrite)
     overrides = flag_overrides(args)
     early = params_from_args(args, overrides=overrides)
     validate_params(early)
@@ -885,16 +922,17 @@ def command_submit(args: argparse.Namespace) -> int:
             ) from error
         finally:
             bar.close()
-        store_result(client, event, args.out)
+        store_result(client, event, args.out, args.overwrite)
     return 0
 
 
-def store_result(client: Any, event: Any, out: Path) -> None:
-    """Write a "result" event as a result folder, then acknowledge it so the server may delete its copy."""
+def store_result(client: Any, event: Any, out: Path, overwrite: bool) -> None:
+    """Write a "result" event as a result folder, then acknowledge it so the server may delete its copy (a result
+    that could not be written stays on the server, for `motionclone fetch`)."""
     from .results import write_result_folder
 
     frames = event.frames()
-    paths = write_result_folder(frames, event.message.metadata, out, fps=event.message.fps)
+    paths = write_result_folder(frames, event.message.metadata, out, fps=event.message.fps, overwrite=overwrite)
     client.ack(event.job_id)
     print(f"Wrote {paths['video']} ({len(frames)} frames); job {event.job_id}")
     print(f"Frames: {paths['frames']}  Metadata: {paths['metadata']}")
@@ -916,7 +954,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         return handlers[args.command](args)
-    except ParameterError as error:
+    except (ParameterError, ResultFolderInUse) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_PARAMETERS
     except ModelNotFoundError as error:

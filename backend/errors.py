@@ -4,6 +4,7 @@ MotionCloneError                 base of everything the backend raises on purpos
 ├── ModelNotFoundError           a weight file, folder or hub id cannot be found (offline or missing)
 ├── VideoInputError              a reference video is unreadable, empty or too short
 ├── ParameterError (ValueError)  a parameter is outside its allowed range; names the parameter
+├── ResultFolderInUse            an output folder already holds a result that was not to be replaced
 └── JobCancelled                 the caller's cancel check asked the engine to stop
 """
 
@@ -27,6 +28,10 @@ class ParameterError(MotionCloneError, ValueError):
         super().__init__(f"`{name}` {message}")
         self.name = name
         self.detail = message
+
+
+class ResultFolderInUse(MotionCloneError, FileExistsError):
+    """An output folder already holds a result (frames, video, metadata), and replacing it was not asked for."""
 
 
 class JobCancelled(MotionCloneError):

@@ -30,6 +30,7 @@ class GenerateJob:
         dtype: "float32", "float16" or "bfloat16"; None takes the preset's default.
         cache_dir: folder for cached motion representations, or None.
         condition: SparseCtrl keyframes or sketches, or None for text-to-video.
+        overwrite: replace a result already in `out_dir` (refused otherwise).
     """
 
     reference: Any
@@ -41,6 +42,7 @@ class GenerateJob:
     dtype: str | None = None
     cache_dir: Path | None = None
     condition: SparseCondition | None = None
+    overwrite: bool = False
 
 
 def default_device() -> str:
@@ -66,5 +68,7 @@ def run_generate_job(
         cancel=cancel,
         condition=job.condition,
     )
-    paths = write_result_folder(output.frames, output.metadata, job.out_dir, fps=job.params.fps)
+    paths = write_result_folder(
+        output.frames, output.metadata, job.out_dir, fps=job.params.fps, overwrite=job.overwrite
+    )
     return output, paths

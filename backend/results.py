@@ -2,22 +2,58 @@
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .errors import ResultFolderInUse
 from .video_io import write_mp4, write_png_sequence
+
+RESULT_FILES = ("result.mp4", "result.json")
+EVALUATION_FILES = ("metrics.json", "tracks.png")  # what `motionclone evaluate` writes into RESULT/evaluation
+_FRAME_NAME = re.compile(r"\d+\.png")
+
+
+def earlier_result(out_dir: str | Path) -> list[Path]:
+    """The files of a result already in `out_dir`: frames/NNNN.png, result.mp4, result.json and the evaluation of
+    them. Other files are not the result's and are never touched."""
+    out_dir = Path(out_dir)
+    frames = out_dir / "frames"
+    files = [out_dir / name for name in RESULT_FILES]
+    if frames.is_dir():
+        files += sorted(path for path in frames.iterdir() if _FRAME_NAME.fullmatch(path.name))
+    files += [out_dir / "evaluation" / name for name in EVALUATION_FILES]
+    return [path for path in files if path.is_file()]
+
+
+def check_result_folder(out_dir: str | Path, overwrite: bool) -> None:
+    """Refuse, before any work, an `out_dir` that holds a result, unless it is to be replaced.
+
+    Raises:
+        ResultFolderInUse: it holds one and `overwrite` is False.
+    """
+    found = earlier_result(out_dir)
+    if found and not overwrite:
+        raise ResultFolderInUse(
+            f"{out_dir} already holds a result ({found[0].relative_to(out_dir)} and {len(found) - 1} more files): "
+            "choose another --out folder, or add --overwrite to replace it"
+        )
 
 
 def write_result_folder(
-    frames: np.ndarray, metadata: dict[str, Any], out_dir: str | Path, fps: float
+    frames: np.ndarray, metadata: dict[str, Any], out_dir: str | Path, fps: float, overwrite: bool = False
 ) -> dict[str, Path]:
     """Write the three outputs of a job into `out_dir` and return their paths.
 
-    Existing frames in `out_dir/frames` are never overwritten: the folder must not hold PNGs from another run.
+    A result already in `out_dir` is refused, or with `overwrite` removed first (all of its frames, so that a
+    shorter new result does not end in the old one's last frames, and its evaluation, which scored the old one).
     """
     out_dir = Path(out_dir)
+    check_result_folder(out_dir, overwrite)
+    for path in earlier_result(out_dir):
+        path.unlink()
     out_dir.mkdir(parents=True, exist_ok=True)
     frame_paths = write_png_sequence(frames, out_dir / "frames")
     video_path = write_mp4(frames, out_dir / "result.mp4", fps=fps)

@@ -9,6 +9,7 @@ import pytest
 
 from motionclone.backend.engine.parameters import CONFIG_PRESETS
 from motionclone.backend.models.registry import NATIVE_SIZES
+from motionclone.backend.results import write_result_folder
 from motionclone.backend.samples import make_moving_square_clip
 from motionclone.backend.video_io import read_clip, write_mp4
 
@@ -220,6 +221,55 @@ def test_frame_step_takes_every_nth_frame_at_the_clips_pace_in_windows(tmp_path)
     assert read_clip(out / "result.mp4").frames.shape[0] == 20
 
 
+def tiny_generate(reference, out, frames):
+    return ["generate", "--preset", "tiny", "--device", "cpu", "--reference", str(reference), "--prompt", "a fox",
+            "--frames", str(frames), "--width", "64", "--height", "64", "--steps", "2", "--guidance-steps", "1",
+            "--no-progress", "--out", str(out)]  # fmt: skip
+
+
+def test_an_out_folder_holding_a_result_is_refused_before_the_model_loads_and_overwrite_replaces_all_of_it(
+    reference_video, tmp_path, capsys, monkeypatch
+):
+    from motionclone.backend import generate
+    from motionclone.backend.cli import EXIT_PARAMETERS, EXIT_VIDEO, main
+
+    out = tmp_path / "out"
+    assert main(tiny_generate(reference_video, out, 8)) == 0
+    (out / "evaluation").mkdir()
+    (out / "evaluation" / "metrics.json").write_text("{}")  # `motionclone evaluate` of that result
+    (out / "notes.txt").write_text("mine")
+    before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(generate, "load_preset", no_model)
+    capsys.readouterr()
+    assert main(tiny_generate(reference_video, out, 4)) == EXIT_PARAMETERS
+    error = capsys.readouterr().err
+    assert f"{out} already holds a result (" in error and "add --overwrite to replace it" in error
+    assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before  # untouched
+    assert main(tiny_generate(tmp_path / "missing.mp4", tmp_path / "new", 4)) == EXIT_VIDEO  # before loading too
+    assert "missing.mp4" in capsys.readouterr().err
+
+    monkeypatch.undo()
+    assert main([*tiny_generate(reference_video, out, 4), "--overwrite"]) == 0
+    assert sorted(path.name for path in (out / "frames").iterdir()) == [f"{i:04d}.png" for i in range(1, 5)]
+    assert read_clip(out / "result.mp4").frames.shape[0] == 4
+    assert json.loads((out / "result.json").read_text())["parameters"]["num_frames"] == 4
+    assert not (out / "evaluation" / "metrics.json").exists()  # it scored the result that was replaced
+    assert (out / "notes.txt").read_text() == "mine"  # not the result's: never touched
+
+
+def test_generate_shows_no_weight_loading_bar_with_no_progress_or_off_a_terminal(reference_video, tmp_path):
+    """transformers draws its own "Loading weights" bar; it stays out of pipes and logs."""
+    arguments = ["generate", "--reference", str(reference_video), "--prompt", "a red ball rolling right on the grass"]
+    arguments += ["--frames", "2", "--steps", "2", "--guidance-steps", "1", "--out", str(tmp_path / "out")]
+    result = run_cli(*arguments, cwd=tmp_path)  # the blocks model: real weights loaded through transformers
+    assert result.returncode == 0, result.stderr
+    assert "Loading weights" not in result.stderr and "it/s" not in result.stderr
+
+
 def test_submit_refuses_bad_input_before_it_waits_for_a_server(tmp_path, capsys):
     """No server listens here: each mistake is reported at once, with its own exit code, not as an unreachable server
     after the timeout."""
@@ -238,6 +288,13 @@ def test_submit_refuses_bad_input_before_it_waits_for_a_server(tmp_path, capsys)
         assert main([*base, *extra, "--out", str(tmp_path / "out")]) == code, extra
         assert time.monotonic() - started < 10, extra
         assert message in capsys.readouterr().err
+    taken = tmp_path / "taken"
+    write_result_folder(make_moving_square_clip(2, 64, 64), {}, taken, fps=8.0)
+    for command in ([*base, "--reference", str(reference)], ["fetch", "0" * 32, "--server", "tcp://127.0.0.1:9"]):
+        started = time.monotonic()
+        assert main([*command, "--out", str(taken)]) == EXIT_PARAMETERS, command[0]
+        assert time.monotonic() - started < 10, command[0]
+        assert "already holds a result" in capsys.readouterr().err
 
 
 def test_submit_parameters_take_what_the_server_announces_where_the_flags_are_silent():
