@@ -811,6 +811,10 @@ def command_status(args: argparse.Namespace) -> int:
         config = welcome.limits.get("default_config", "camera")
         print(f"Jobs that leave them out: {native['num_frames']} frames of {native['width']} x {native['height']}, "
               f"config {config}")  # fmt: skip
+    one_pass, windowed = welcome.limits.get("max_output_frames"), welcome.limits.get("max_windowed_frames")
+    if isinstance(one_pass, int) and isinstance(windowed, int):
+        print(f"Frames per job: up to {windowed}; one pass of its motion model takes up to {one_pass}, so longer jobs "
+              "run in overlapping context windows")  # fmt: skip
     kinds = welcome.limits.get("condition_types") or []
     print(f"Conditions: {', '.join(kinds) if kinds else 'none (text-to-video only)'}")
     if status is None:
@@ -819,8 +823,8 @@ def command_status(args: argparse.Namespace) -> int:
         print(f"Queue: {status.running} running, {status.queued} waiting; {status.completed} done since the start")
         for worker in status.workers:
             print(f"Worker {worker.get('name')}: {worker.get('state')} on {worker.get('device')}")
-    not_limits = ("condition_types", "native_size", "default_config")  # shown above
-    limits = ", ".join(f"{key} {value}" for key, value in sorted(welcome.limits.items()) if key not in not_limits)
+    shown = ("condition_types", "native_size", "default_config", "max_output_frames", "max_windowed_frames")
+    limits = ", ".join(f"{key} {value}" for key, value in sorted(welcome.limits.items()) if key not in shown)
     print(f"Limits: {limits}")
     return 0
 

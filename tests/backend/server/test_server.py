@@ -242,6 +242,7 @@ def test_cli_status_and_fetch_and_what_submit_says_when_the_server_dies(
     assert "Queue: 0 running, 0 waiting" in out and "Worker in-process: idle on cpu" in out
     assert "Conditions: none (text-to-video only)" in out
     assert "Jobs that leave them out: 16 frames of 64 x 64, config camera" in out and "native_size" not in out
+    assert "Frames per job: up to 256; one pass of its motion model takes up to 32, so longer jobs run in" in out
 
     with connect(server.endpoint) as client:
         finished = client.run_job(reference_frames, job_params(seed=3), timeout=120)  # not acknowledged
