@@ -144,7 +144,26 @@ def _unpack(raw_header: bytes, limits: Limits) -> dict[str, Any]:
         raise ProtocolError(BAD_MESSAGE, f"the header is not valid msgpack ({type(error).__name__})") from error
     if not isinstance(header, dict):
         raise ProtocolError(BAD_MESSAGE, f"the header must be a map, got {type(header).__name__}")
+    _check_plain(header)
     return header
+
+
+def _check_plain(header: dict[str, Any]) -> None:
+    """Only strings as keys, and no binary or extension values at any depth: binary data travels as parts. (msgpack's
+    length limits of 0 still let an empty bin or ext through.)"""
+    pending: list[Any] = [header]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, dict):
+            if not all(isinstance(key, str) for key in value):
+                raise ProtocolError(BAD_MESSAGE, "header map keys must be strings")
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+        elif isinstance(value, bytes | bytearray | msgpack.ExtType | msgpack.Timestamp):
+            raise ProtocolError(
+                BAD_MESSAGE, f"the header holds a {type(value).__name__} value; binary data travels as a part"
+            )
 
 
 def _build(cls: type[Message], header: dict[str, Any]) -> Message:
@@ -206,7 +225,7 @@ def _array_spec(value: Any, name: str, message_type: str) -> ArraySpec:
         raise ProtocolError(
             INVALID_FIELD, f"{message_type}: {name}.shape must hold positive integers, got {shape}", name
         )
-    if dtype not in DTYPE_SIZES:
+    if not isinstance(dtype, str) or dtype not in DTYPE_SIZES:
         raise ProtocolError(INVALID_FIELD, f"{message_type}: {name}.dtype must be one of {sorted(DTYPE_SIZES)}", name)
     return ArraySpec(tuple(shape), dtype)
 

@@ -342,7 +342,7 @@ class MotionCloneParams:
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    def from_config(cls, config: str, **overrides: Any) -> "MotionCloneParams":
+    def from_config(cls, config: str, /, **overrides: Any) -> "MotionCloneParams":
         """Parameters of an official config ("camera" or "object"), with `overrides` on top."""
         if config not in CONFIG_PRESETS:
             raise ParameterError("config", f"must be one of {sorted(CONFIG_PRESETS)}, got {config!r}")
@@ -359,8 +359,12 @@ class MotionCloneParams:
             raise ParameterError("prompt", "is required")
         values = dict(values)
         for name in _TUPLE_FIELDS:
-            if isinstance(values.get(name), list | tuple):
-                values[name] = tuple(values[name])
+            value = values.get(name)
+            if value is None:
+                continue  # left out, or None where that is allowed (validation says where it is not)
+            if not isinstance(value, list | tuple):
+                raise ParameterError(name, f"must be a list, got {type(value).__name__} {value!r}")
+            values[name] = tuple(value)
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:

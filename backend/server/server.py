@@ -93,6 +93,21 @@ def _params_from_request(values: dict[str, Any], preset: str) -> MotionClonePara
     return MotionCloneParams.from_config(config, **values)
 
 
+MAX_FRAME_INDEX = 2**31  # frames of the client's clip: far beyond any shot, and within every integer type
+MAX_FRAME_STEP = 1000  # the engine's own limit of `frame_step`
+MAX_REFERENCE_FPS = 1000.0
+
+
+def check_reference_fps(fps: float) -> None:
+    """Refuse a Submit's `reference_fps` that is not a frame rate: it is recorded in the result's metadata."""
+    if not 0 < fps <= MAX_REFERENCE_FPS:
+        raise ProtocolError(
+            codes.INVALID_FIELD,
+            f"reference_fps must be above 0 and at most {MAX_REFERENCE_FPS:g}, got {fps}",
+            "reference_fps",
+        )
+
+
 def check_reference_sampling(sampling: dict[str, Any] | None, frame_count: int) -> None:
     """Refuse a Submit's `reference_sampling` that is not {"frame_sampling": a rule, "frame_step": N >= 1, "indices":
     one strictly increasing index >= 0 per reference frame}."""
@@ -112,8 +127,10 @@ def check_reference_sampling(sampling: dict[str, Any] | None, frame_count: int) 
     indices = sampling["indices"]
     if not isinstance(indices, list) or len(indices) != frame_count:
         raise refuse(f"indices must be a list of one index per reference frame ({frame_count})")
-    if not all(isinstance(i, int) and not isinstance(i, bool) for i in indices) or (indices and indices[0] < 0):
-        raise refuse("indices must be whole numbers of at least 0")
+    if not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < MAX_FRAME_INDEX for i in indices):
+        raise refuse(f"indices must be whole numbers from 0 to {MAX_FRAME_INDEX - 1}")
+    if sampling["frame_step"] > MAX_FRAME_STEP:
+        raise refuse(f"frame_step must be at most {MAX_FRAME_STEP}, got {sampling['frame_step']}")
     if any(later <= earlier for earlier, later in itertools.pairwise(indices)):
         raise refuse("indices must be strictly increasing")
 
@@ -319,7 +336,7 @@ class Server:
         )
 
     def _on_submit(self, identity: bytes, message: Submit, payloads: dict[str, memoryview]) -> None:
-        preset = message.preset or self.config.preset
+        preset = self.config.preset if message.preset is None else message.preset
         if preset != self.config.preset:
             raise ProtocolError(
                 codes.INVALID_FIELD,
@@ -346,6 +363,7 @@ class Server:
                 f"the reference has {frame_count} frames but num_frames is {params.num_frames}",
                 "reference",
             )
+        check_reference_fps(message.reference_fps)
         check_reference_sampling(message.reference_sampling, frame_count)
         condition = condition_from_submit(message, payloads.get("condition"))
         if condition is not None:

@@ -131,6 +131,25 @@ def test_result_with_metadata_round_trip():
         ),
         ([header(type="ping", request_id="x"), b"extra"], codes.BAD_MESSAGE, None),
         ([header(type="ping", request_id="x"), b"a", b"b"], codes.BAD_MESSAGE, None),
+        # Empty bins and exts get past msgpack's length limits of 0; binary data belongs in parts.
+        (
+            [msgpack.packb({"v": 1, "type": "ping", "request_id": "x", b"": 1}, use_bin_type=True)],
+            codes.BAD_MESSAGE,
+            None,
+        ),
+        ([header(type="ping", request_id=b"")], codes.BAD_MESSAGE, None),
+        ([header(type="ping", request_id=msgpack.ExtType(5, b""))], codes.BAD_MESSAGE, None),
+        ([header(type="hello", request_id="x", client="c", nested={"a": [b""]})], codes.BAD_MESSAGE, None),
+        (
+            [header(type="echo", request_id="x", data={"shape": [1], "dtype": ["uint8"]}), b"a"],
+            codes.INVALID_FIELD,
+            "data",
+        ),
+        (
+            [header(type="echo", request_id="x", data={"shape": [1], "dtype": {"a": 1}}), b"a"],
+            codes.INVALID_FIELD,
+            "data",
+        ),
     ],
 )
 def test_malformed_messages_are_rejected_with_a_code_and_field(parts, code, field):

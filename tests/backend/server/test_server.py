@@ -303,6 +303,8 @@ def test_a_clients_own_sampling_of_its_clip_is_checked_and_recorded_in_the_resul
             ({**sampling, "indices": sampling["indices"][:5]}, "one index per reference frame (8)"),
             ({**sampling, "indices": sampling["indices"][::-1]}, "strictly increasing"),
             ({**sampling, "frame_step": 0}, "at least 1"),
+            ({**sampling, "frame_step": 10**6}, "frame_step must be at most 1000"),
+            ({**sampling, "indices": [*sampling["indices"][:7], 2**40]}, "indices must be whole numbers from 0 to"),
             ({**sampling, "frame_sampling": "every"}, "frame_sampling must be one of"),
             ({"indices": sampling["indices"]}, "must hold frame_sampling, frame_step and indices"),
         ]:
@@ -331,6 +333,8 @@ def test_bad_parameters_are_rejected_with_the_field_and_the_server_keeps_serving
             (job_params(motion_guidance_weight=float("nan")), "motion_guidance_weight"),
             (job_params(guidance_sclae=1), "guidance_sclae"),
             (job_params(num_frames=16), "reference"),  # the reference has only 12 frames
+            (job_params(motion_guidance_blocks={"up_blocks.1": 1}), "motion_guidance_blocks"),  # a map's keys
+            (job_params(cls=1), "cls"),  # not a parameter, whatever the engine's own argument names are
         ]:
             with pytest.raises(JobFailed) as raised:
                 client.run_job(reference_frames, params, timeout=30)
@@ -451,6 +455,21 @@ def test_declared_shape_larger_than_the_bytes_is_refused(fuzz_server):
     assert socket.poll(5000)
     reply, _ = decode(socket.recv_multipart())
     assert reply.code == codes.BAD_MESSAGE and reply.field == "reference"
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [({"reference_fps": -8.0}, "reference_fps"), ({"reference_fps": 0.0}, "reference_fps"), ({"preset": ""}, "preset")],
+)
+def test_submit_fields_the_reference_client_never_sends_wrong_are_checked_too(fuzz_server, fields, field):
+    """Another client may send them: a frame rate that is none, an empty preset name (not the default preset)."""
+    _, socket = fuzz_server
+    frames = b"\0" * (8 * 64 * 64 * 3)
+    message = Submit("r", job_params(), ArraySpec((8, 64, 64, 3)), **fields)
+    socket.send_multipart(encode(message, frames))
+    assert socket.poll(5000)
+    reply, _ = decode(socket.recv_multipart())
+    assert (reply.TYPE, reply.code, reply.field) == ("error", codes.INVALID_FIELD, field), reply
 
 
 def test_curve_keys_admit_only_clients_with_the_server_key(start_server, reference_frames, tmp_path):
