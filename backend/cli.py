@@ -54,6 +54,14 @@ PARAMETER_FLAGS = {
 }
 
 
+def with_flag(error: ParameterError) -> str:
+    """A parameter's error with the flag that sets it, for a parameter that has one (`num_frames`: --frames)."""
+    flags = {name: "--" + flag.replace("_", "-") for flag, name in PARAMETER_FLAGS.items()}
+    flags.update(prompt="--prompt", frame_step="--frame-step")
+    flag = flags.get(error.name)
+    return f"{error} (set with {flag})" if flag else str(error)
+
+
 def build_parser(commands_with_arguments: Collection[str] | None = None) -> argparse.ArgumentParser:
     """The `motionclone` parser. Only the subcommands in `commands_with_arguments` (None: all) get their arguments;
     the others are listed by name and help only.
@@ -958,7 +966,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         return handlers[args.command](args)
-    except (ParameterError, ResultFolderInUse) as error:
+    except ParameterError as error:
+        print(f"error: {with_flag(error) if args.command in ('generate', 'submit') else error}", file=sys.stderr)
+        return EXIT_PARAMETERS
+    except ResultFolderInUse as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_PARAMETERS
     except ModelNotFoundError as error:

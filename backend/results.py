@@ -19,7 +19,7 @@ _FRAME_NAME = re.compile(r"\d+\.png")
 def earlier_result(out_dir: str | Path) -> list[Path]:
     """The files of a result already in `out_dir`: frames/NNNN.png, result.mp4, result.json and the evaluation of
     them. Other files are not the result's and are never touched."""
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).expanduser()
     frames = out_dir / "frames"
     files = [out_dir / name for name in RESULT_FILES]
     if frames.is_dir():
@@ -34,6 +34,7 @@ def check_result_folder(out_dir: str | Path, overwrite: bool) -> None:
     Raises:
         ResultFolderInUse: it holds one and `overwrite` is False.
     """
+    out_dir = Path(out_dir).expanduser()
     found = earlier_result(out_dir)
     if found and not overwrite:
         raise ResultFolderInUse(
@@ -50,7 +51,7 @@ def write_result_folder(
     A result already in `out_dir` is refused, or with `overwrite` removed first (all of its frames, so that a
     shorter new result does not end in the old one's last frames, and its evaluation, which scored the old one).
     """
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).expanduser()
     check_result_folder(out_dir, overwrite)
     for path in earlier_result(out_dir):
         path.unlink()

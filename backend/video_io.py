@@ -133,6 +133,11 @@ def sample_frame_indices(total_frames: int, num_frames: int, rule: str = "linspa
     """
     _check_num_frames(num_frames)
     check_frame_sampling(rule)
+    if total_frames < 2:
+        raise VideoInputError(
+            f"the reference clip has {total_frames} frame{'' if total_frames == 1 else 's'}; motion needs at least 2: "
+            "use a clip (or image folder) of 2 frames or more"
+        )
     if total_frames < num_frames:
         # The official code would repeat frames silently (linspace floors duplicates); a repeated frame reads as
         # a pause in the motion, so refuse and say how to fix it.
@@ -435,9 +440,9 @@ def existing_path(source: object) -> Path:
         )
     path = Path(os.fspath(source)).expanduser()
     if not path.exists():
+        resolved = "" if path.is_absolute() else f" (resolved to {path.absolute()})"
         raise VideoInputError(
-            f"reference {path} does not exist (resolved to {path.absolute()}): check the path, "
-            "or save the reference video there first"
+            f"reference {path} does not exist{resolved}: check the path, or save the reference video there first"
         )
     return path
 
@@ -462,6 +467,8 @@ def _decode_video(path: Path, keep: set[int] | None) -> tuple[list[np.ndarray], 
     """
     kept: list[np.ndarray] = []
     total = 0
+    if path.stat().st_size == 0:
+        raise VideoInputError(f"video {path} is an empty file (0 bytes): export or copy the reference again")
     try:
         reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")  # a generator: metadata, then frames
         try:
@@ -475,9 +482,13 @@ def _decode_video(path: Path, keep: set[int] | None) -> tuple[list[np.ndarray], 
         finally:
             reader.close()  # stops ffmpeg even when we bail out early
     except Exception as exc:  # ffmpeg and imageio-ffmpeg raise OSError, RuntimeError, KeyError, ... on bad input
-        last_line = str(exc).strip().splitlines()[-1:] or [type(exc).__name__]
+        text = str(exc)
+        last_line = text.strip().splitlines()[-1:] or [type(exc).__name__]
+        # ffmpeg asked for a video stream that the file does not have says so only in its stream list.
+        no_video = "Stream #" in text and "Video:" not in text
+        what = "holds no video stream (audio only?)" if no_video else f"could not be decoded ({last_line[0]})"
         raise VideoInputError(
-            f"could not decode video {path} ({last_line[0]}): check that it is a video file that plays, "
+            f"video {path} {what}: check that it is a video file that plays, "
             "or re-export it as H.264 mp4 or as a PNG sequence"
         ) from exc
     file_fps = meta.get("fps") or 0.0
@@ -509,7 +520,25 @@ def _list_image_files(folder: Path) -> list[Path]:
             f"folder {folder} holds no image files ({extensions}): render or export the reference frames "
             "into it, or pass a video file instead"
         )
+    _check_one_sequence(folder, files)
     return sorted(files, key=lambda p: _natural_key(p.name))
+
+
+def _check_one_sequence(folder: Path, files: list[Path]) -> None:
+    """Refuse a folder that holds several numbered sequences (render passes such as beauty_0001.png and
+    depth_0001.png): read in one order, their frames would interleave."""
+    sequences: dict[str, int] = {}
+    for path in files:
+        match = re.fullmatch(r"(.*?)\d+", path.stem)
+        if match is not None:
+            sequences[match.group(1)] = sequences.get(match.group(1), 0) + 1
+    several = sorted(prefix for prefix, count in sequences.items() if count >= 2)
+    if len(several) > 1:
+        names = ", ".join(f"{prefix}…" if prefix else "numbers only" for prefix in several[:4])
+        raise VideoInputError(
+            f"folder {folder} holds {len(several)} image sequences ({names}): move one of them into a folder of "
+            "its own and pass that folder"
+        )
 
 
 def _load_image(path: Path) -> np.ndarray:

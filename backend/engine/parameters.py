@@ -489,7 +489,8 @@ def _check_windows(params: MotionCloneParams, max_frames: int | None) -> None:
                 "with the single-step method only; lower num_frames or use motion_source single-step",
             )
         return
-    _check_int(params.num_frames, "num_frames", 2, longest)
+    # Up to context_length (itself at most `longest`) frames run in one pass; more run in windows.
+    _check_int(params.num_frames, "num_frames", 2, MAX_WINDOWED_FRAMES)
 
 
 def _validate_inversion(params: MotionCloneParams) -> None:

@@ -27,8 +27,10 @@ import numpy as np
 from ..errors import ParameterError, VideoInputError
 from ..video_io import (
     IMAGE_EXTENSIONS,
+    _check_resize_mode,
     _decode_video,
     _list_image_files,
+    check_frame_sampling,
     check_frame_step,
     prepare_reference,
     read_clip,
@@ -88,6 +90,17 @@ class ResultVideo:
     metadata: dict[str, Any] | None
     frames_from: str
 
+    def record_warnings(self) -> list[str]:
+        """What in result.json is not what `motionclone generate` writes, and so is not used."""
+        if self.metadata is None:
+            return []
+        parameters = self.metadata.get("parameters")
+        if "parameters" in self.metadata and not isinstance(parameters, dict):
+            return ["result.json: its parameters are not a map, so none of them is used"]
+        if isinstance(parameters, dict) and not isinstance(parameters.get("prompt", ""), str):
+            return ["result.json: its prompt is not text, so it is not used"]
+        return []
+
     @property
     def parameters(self) -> dict[str, Any]:
         """The MotionClone parameters recorded in result.json (empty without one)."""
@@ -142,6 +155,22 @@ def load_result(result: str | os.PathLike[str]) -> ResultVideo:
     return ResultVideo(read_clip(path).frames, metadata, str(path))
 
 
+def recorded_sampling(parameters: dict[str, Any], result: object) -> tuple[str, str, int]:
+    """The resize mode, sampling rule and frame step that result.json records (the engine's defaults where it is
+    silent). Raises VideoInputError naming result.json when one of them is not a valid value."""
+    resize_mode = parameters.get("resize_mode", "squash")
+    frame_sampling = parameters.get("frame_sampling", "linspace")
+    frame_step = parameters.get("frame_step", 1)
+    try:
+        _check_resize_mode(resize_mode)
+        check_frame_sampling(frame_sampling)
+        check_frame_step(frame_step)
+    except ParameterError as error:
+        message = f"the result.json of {result} is not valid: {error}; fix the file or remove it"
+        raise VideoInputError(message) from error
+    return resize_mode, frame_sampling, frame_step
+
+
 def sample_reference(
     reference: str | os.PathLike[str] | np.ndarray,
     num_frames: int,
@@ -168,6 +197,12 @@ def sample_reference(
     needed = (num_frames - 1) * step + 1
     if total < needed:
         indices = np.arange(0, total, step)
+        if len(indices) < 2:
+            every = "" if step == 1 else f" taken every {step} frames"
+            raise VideoInputError(
+                f"reference {_describe_source(reference)} has {total} frame{'' if total == 1 else 's'}: "
+                f"{len(indices)}{every} is too few, motion needs at least 2 frames"
+            )
         frames = resize_frames(read_clip(reference).frames[indices], height, width, resize_mode)
         if step == 1:
             short = f"fewer than the result's {num_frames}: all of them are used"
@@ -264,10 +299,8 @@ def evaluate(
     if num_frames < 2:
         raise VideoInputError(f"result {result} has {num_frames} frame: motion needs at least 2 frames")
     parameters = loaded.parameters
-    warnings: list[str] = []
-    resize_mode = parameters.get("resize_mode", "squash")
-    frame_sampling = parameters.get("frame_sampling", "linspace")
-    frame_step = parameters.get("frame_step", 1)
+    warnings: list[str] = list(loaded.record_warnings())
+    resize_mode, frame_sampling, frame_step = recorded_sampling(parameters, result)
     if parameters.get("num_frames") not in (None, num_frames):
         warnings.append(f"result.json says num_frames {parameters['num_frames']}, the result has {num_frames}")
     if (parameters.get("height"), parameters.get("width")) not in ((None, None), (height, width)):
@@ -414,7 +447,9 @@ def _read_metadata(path: Path) -> dict[str, Any] | None:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as error:
         raise VideoInputError(f"could not read {path} ({error}): fix or remove it") from error
-    return data if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        raise VideoInputError(f"{path} holds a {type(data).__name__}, not a result record (a map): fix or remove it")
+    return data
 
 
 def _describe_source(source: object) -> str:

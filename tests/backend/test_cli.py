@@ -105,8 +105,16 @@ def test_bad_parameter_exits_2_and_names_it(reference_video, tmp_path):
         cwd=tmp_path,
     )
     assert result.returncode == 2
-    assert "`width` must be a multiple of 8, got 100" in result.stderr
+    assert "`width` must be a multiple of 8, got 100 (set with --width)" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_frame_count_error_gives_the_whole_range_and_the_flag(reference_video, tmp_path, capsys):
+    from motionclone.backend.cli import EXIT_PARAMETERS, main
+
+    for frames in ("1", "300"):
+        assert main(tiny_generate(reference_video, tmp_path / "out", frames)) == EXIT_PARAMETERS
+        assert f"`num_frames` must be between 2 and 256, got {frames} (set with --frames)" in capsys.readouterr().err
 
 
 def test_unreadable_reference_exits_4_with_the_path(tmp_path):

@@ -249,9 +249,44 @@ def test_missing_file_names_the_path(tmp_path: Path) -> None:
 def test_corrupt_video_names_the_path(tmp_path: Path) -> None:
     fake = tmp_path / "fake.mp4"
     fake.write_text("this is not a video\n" * 20)
-    with pytest.raises(VideoInputError, match="could not decode") as info:
+    with pytest.raises(VideoInputError, match="could not be decoded") as info:
         read_clip(fake)
     assert str(fake) in str(info.value)
+
+
+def test_an_empty_file_and_a_file_without_video_say_so(tmp_path: Path) -> None:
+    import subprocess
+
+    import imageio_ffmpeg
+
+    empty = tmp_path / "empty.mp4"
+    empty.touch()
+    with pytest.raises(VideoInputError, match=r"empty.mp4 is an empty file \(0 bytes\)"):
+        read_clip(empty)
+    audio = tmp_path / "audio.mp4"
+    sine = ["-f", "lavfi", "-i", "sine=frequency=440:duration=0.3"]
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", *sine, str(audio)], check=True, capture_output=True)
+    with pytest.raises(VideoInputError, match=r"audio.mp4 holds no video stream"):
+        read_clip(audio)
+
+
+def test_a_one_frame_clip_is_refused_with_what_motion_needs(tmp_path: Path) -> None:
+    save_png(tmp_path / "0001.png", np.zeros((8, 8, 3), dtype=np.uint8))
+    with pytest.raises(VideoInputError, match="has 1 frame; motion needs at least 2: use a clip"):
+        prepare_reference(tmp_path, 8, 8, 8)
+
+
+def test_a_folder_holding_two_image_sequences_is_refused(tmp_path: Path) -> None:
+    """Render passes side by side (beauty_0001.png, depth_0001.png) would otherwise interleave."""
+    for index in range(1, 4):
+        for prefix in ("beauty_", "depth_"):
+            save_png(tmp_path / f"{prefix}{index:04d}.png", np.zeros((8, 8, 3), dtype=np.uint8))
+    with pytest.raises(VideoInputError, match=r"holds 2 image sequences \(beauty_…, depth_…\): move one"):
+        read_clip(tmp_path)
+    (tmp_path / "thumbnail.png").write_bytes((tmp_path / "beauty_0001.png").read_bytes())
+    for path in tmp_path.glob("depth_*"):
+        path.unlink()
+    assert read_clip(tmp_path).frames.shape[0] == 4  # one sequence (and an odd file) is read as it was
 
 
 def test_corrupt_image_in_folder_names_the_file(tmp_path: Path) -> None:

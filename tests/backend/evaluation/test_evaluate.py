@@ -206,3 +206,30 @@ def test_cli_unreadable_videos_exit_4(clips, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["evaluate", "--reference", str(clips["reference_path"]), "--result", str(tmp_path / "empty")]) == 4
     assert "neither frames/ nor result.mp4" in capsys.readouterr().err
+
+
+def test_bad_records_in_result_json_name_the_file_and_a_too_short_reference_names_the_reference(
+    clips, tmp_path, capsys
+):
+    from motionclone.backend.cli import EXIT_VIDEO
+
+    broken = tmp_path / "broken"
+    shutil.copytree(clips["result_dir"], broken)
+    record = json.loads((broken / "result.json").read_text())
+    command = ["evaluate", "--reference", str(clips["reference_path"]), "--result", str(broken)]
+    for name, value in [("resize_mode", "bogus"), ("frame_sampling", "every"), ("frame_step", 0)]:
+        changed = {**record, "parameters": {**record["parameters"], name: value}}
+        (broken / "result.json").write_text(json.dumps(changed))
+        assert main(command) == EXIT_VIDEO, name
+        error = capsys.readouterr().err
+        assert f"the result.json of {broken} is not valid: `{name}`" in error and "fix the file or remove it" in error
+    (broken / "result.json").write_text("[1, 2]")
+    assert main(command) == EXIT_VIDEO
+    assert "holds a list, not a result record (a map)" in capsys.readouterr().err
+    (broken / "result.json").write_text(json.dumps({"parameters": ["a red ball"]}))
+    assert main([*command, "--out", str(tmp_path / "scored")]) == 0  # scored, and told why its record is unused
+    assert "warning: result.json: its parameters are not a map, so none of them is used" in capsys.readouterr().err
+
+    one_frame = write_mp4(turning_square_clip(3)[:1], tmp_path / "one.mp4")
+    assert main(["evaluate", "--reference", str(one_frame), "--result", str(clips["result_dir"])]) == EXIT_VIDEO
+    assert f"reference {one_frame} has 1 frame: 1 is too few, motion needs at least 2" in capsys.readouterr().err
