@@ -602,7 +602,8 @@ def command_evaluate(args: argparse.Namespace) -> int:
     from .evaluation.tracks import TrackerSettings
 
     out_dir = args.out if args.out is not None else default_out_dir(args.result)
-    hide_loading_bars()
+    if args.clip_model is not None:  # the only model it loads through transformers
+        hide_loading_bars()
     try:
         report = evaluate(
             args.reference,
