@@ -658,7 +658,6 @@ def command_serve(args: argparse.Namespace) -> int:
     from .server.listener import open_listener
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    hide_loading_bars()
     config = ServerConfig(
         bind=endpoint_from_args(args),
         results_dir=args.results_dir,
@@ -679,6 +678,7 @@ def command_serve(args: argparse.Namespace) -> int:
     print(f"MotionClone backend starting on {listener.endpoint}", flush=True)
     try:
         config = config_with_model(config, args)
+        hide_loading_bars()  # after the first line, which must not wait for transformers and diffusers to import
         from .server import serve
     except BaseException:
         listener.close()
