@@ -6,6 +6,7 @@ Exit codes: 0 success, 2 invalid arguments or parameters, 3 model not found, 4 u
 
 import argparse
 import dataclasses
+import difflib
 import json
 import logging
 import sys
@@ -951,10 +952,34 @@ def store_result(client: Any, event: Any, out: Path, overwrite: bool) -> None:
     print(f"Frames: {paths['frames']}  Metadata: {paths['metadata']}")
 
 
+def mistyped_option(command: str, words: list[str]) -> str | None:
+    """An error for the first `--option` the command does not have, with the nearest one it has, or None.
+
+    argparse reports `--promt` as a missing `--prompt`, or as an unrecognized argument, without relating the two.
+    """
+    probe = argparse.ArgumentParser()
+    COMMANDS[command][1](probe)
+    known = [option for action in probe._actions for option in action.option_strings if option.startswith("--")]
+    for word in words:
+        typed = word.split("=", 1)[0]
+        # argparse also takes any unambiguous prefix of an option (`--guid` for `--guidance-steps`).
+        if not typed.startswith("--") or typed == "--" or any(option.startswith(typed) for option in known):
+            continue
+        nearest = difflib.get_close_matches(typed, known, n=1, cutoff=0.7)
+        hint = f": did you mean {nearest[0]}?" if nearest else f"; `motionclone {command} --help` lists them"
+        return f"motionclone {command}: error: it has no option {typed}{hint}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # The command is the first word (the top level has no options but --help); build only its arguments.
-    args = build_parser(argv[:1] if argv and argv[0] in COMMANDS else ()).parse_args(argv)
+    command = argv[0] if argv and argv[0] in COMMANDS else None
+    parser = build_parser([command] if command else ())
+    if command is not None and (mistyped := mistyped_option(command, argv[1:])) is not None:
+        print(mistyped, file=sys.stderr)
+        return EXIT_PARAMETERS
+    args = parser.parse_args(argv)
     handlers = {
         "generate": command_generate,
         "serve": command_serve,

@@ -320,3 +320,18 @@ def config_params(config: str, **values):
     from motionclone.backend.engine import MotionCloneParams
 
     return MotionCloneParams.from_config(config, prompt="a red ball", **values)
+
+
+def test_a_mistyped_option_is_named_with_the_nearest_one(capsys):
+    from motionclone.backend.cli import EXIT_PARAMETERS, main
+
+    for typed, answer in [
+        (["--promt", "a fox"], "it has no option --promt: did you mean --prompt?"),
+        (["--prompt", "a fox", "--seeds=3"], "it has no option --seeds: did you mean --seed?"),
+        (["--prompt", "a fox", "--zzzz"], "it has no option --zzzz; `motionclone generate --help` lists them"),
+    ]:
+        assert main(["generate", "--reference", "clip.mp4", "--out", "out", *typed]) == EXIT_PARAMETERS
+        assert f"motionclone generate: error: {answer}" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # an unambiguous prefix (--ou for --out) is still for argparse to take
+        main(["fetch", "--ou", "x"])
+    assert "the following arguments are required: job_id" in capsys.readouterr().err
