@@ -84,6 +84,15 @@ def fake_backend(tmp_path: Path, body: str) -> Path:
     return program.parent.parent
 
 
+def generate_with_fake_backend(local_addon, tmp_path: Path, body: str):
+    """Point the add-on at a fake backend program running `body` and press Generate on an 8-frame scene, which
+    returns at once (the job waits for the backend). Returns the scene's MotionClone settings."""
+    local_addon.local_environment = str(fake_backend(tmp_path, body))
+    settings = configure_job(animated_scene(frames=8))
+    assert bpy.ops.motionclone.generate() == {"FINISHED"}
+    return settings
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -202,16 +211,13 @@ def test_the_serve_command_carries_the_preferences(tmp_path):
 
 # ---- backends that fail or take their time (fake programs) -----------------------------------------------------------
 def test_a_backend_that_exits_at_once_is_reported_with_its_log_and_its_job_fails(local_addon, tmp_path):
-    environment = fake_backend(
+    settings = generate_with_fake_backend(
+        local_addon,
         tmp_path,
         "print('Loading ...', flush=True)\n"
         "print('Error: cannot bind tcp://127.0.0.1:5555: Address already in use', flush=True)\n"
         "sys.exit(1)",
     )
-    local_addon.local_environment = str(environment)
-    scene = animated_scene(frames=8)
-    settings = configure_job(scene)
-    assert bpy.ops.motionclone.generate() == {"FINISHED"}  # returns at once: the job waits for the backend
     job = settings.jobs[0]
     assert job.state == "SUBMITTED" and job.message == "Starting backend ..."
     assert pump_until(lambda: local().state == "crashed", 20), local().message
@@ -236,17 +242,14 @@ def test_a_job_waits_while_the_backend_starts_and_loads_its_model(local_addon, t
     """The job says "Starting backend", then "Loading model" once the backend names its endpoint; Stop ends the
     wait with a clear failure. The fake program records the command line it was started with."""
     arguments = tmp_path / "arguments.json"
-    environment = fake_backend(
+    settings = generate_with_fake_backend(
+        local_addon,
         tmp_path,
         f"open({str(arguments)!r}, 'w').write(json.dumps(sys.argv[1:]))\n"
         "time.sleep(1.0)\n"
         f"print('MotionClone backend starting on tcp://127.0.0.1:{free_port()}', flush=True)\n"
         "time.sleep(60)",
     )
-    local_addon.local_environment = str(environment)
-    scene = animated_scene(frames=8)
-    settings = configure_job(scene)
-    assert bpy.ops.motionclone.generate() == {"FINISHED"}
     job = settings.jobs[0]
     assert job.message == "Starting backend ..." and local().state == "starting"
     assert pump_until(lambda: local().state == "loading", 20), local().message
@@ -271,16 +274,13 @@ def test_a_held_job_the_client_refuses_fails_alone_and_the_others_are_still_sent
     say): it fails with the reason, and the second is still sent, not left waiting for good."""
     from blender_addon._protocol import client as protocol_client
 
-    environment = fake_backend(
+    settings = generate_with_fake_backend(
+        local_addon,
         tmp_path,
         "time.sleep(0.5)\n"
         f"print('MotionClone backend listening on tcp://127.0.0.1:{free_port()}', flush=True)\n"
         "time.sleep(60)",
     )
-    local_addon.local_environment = str(environment)
-    scene = animated_scene(frames=8)
-    settings = configure_job(scene)
-    assert bpy.ops.motionclone.generate() == {"FINISHED"}
     assert bpy.ops.motionclone.generate() == {"FINISHED"}
     first, second = settings.jobs[0], settings.jobs[1]
     sent = []
