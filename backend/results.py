@@ -28,8 +28,11 @@ def earlier_result(out_dir: str | Path) -> list[Path]:
     return [path for path in files if path.is_file()]
 
 
-def check_result_folder(out_dir: str | Path, overwrite: bool) -> None:
+def check_result_folder(out_dir: str | Path, overwrite: bool) -> list[Path]:
     """Refuse, before any work, an `out_dir` that holds a result, unless it is to be replaced.
+
+    Returns:
+        The files of the result that is there (`earlier_result`), to be replaced.
 
     Raises:
         ResultFolderInUse: it holds one and `overwrite` is False.
@@ -41,6 +44,7 @@ def check_result_folder(out_dir: str | Path, overwrite: bool) -> None:
             f"{out_dir} already holds a result ({found[0].relative_to(out_dir)} and {len(found) - 1} more files): "
             "choose another --out folder, or add --overwrite to replace it"
         )
+    return found
 
 
 def write_result_folder(
@@ -52,8 +56,7 @@ def write_result_folder(
     shorter new result does not end in the old one's last frames, and its evaluation, which scored the old one).
     """
     out_dir = Path(out_dir).expanduser()
-    check_result_folder(out_dir, overwrite)
-    for path in earlier_result(out_dir):
+    for path in check_result_folder(out_dir, overwrite):
         path.unlink()
     out_dir.mkdir(parents=True, exist_ok=True)
     frame_paths = write_png_sequence(frames, out_dir / "frames")

@@ -34,6 +34,7 @@ from .errors import ParameterError, VideoInputError
 
 DEFAULT_FPS = 8.0  # AnimateDiff's native rate; used when a source carries no frame rate
 RESIZE_MODES = ("squash", "crop", "pad")
+MAX_FRAME_STEP = 1000  # the largest `frame_step` a job takes
 FRAME_SAMPLING_RULES = ("linspace", "interval", "step")
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
 MP4_CRF = 17  # visually lossless for x264; the output is a result, not an intermediate

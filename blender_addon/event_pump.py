@@ -100,12 +100,6 @@ def condition_types_of(limits: Any) -> tuple[str, ...] | None:
     return tuple(kind for kind in kinds if isinstance(kind, str)) if isinstance(kinds, list) else None
 
 
-def max_message_bytes_of(limits: Any) -> int | None:
-    """The largest message a Welcome's limits say the backend takes; None when it does not say."""
-    value = limits.get("max_message_bytes") if isinstance(limits, dict) else None
-    return value if isinstance(value, int) and value > 0 else None
-
-
 def apply_event(context: bpy.types.Context, session: Session, event: Any) -> None:
     kind = event.kind
     if kind == "connected":
@@ -118,7 +112,6 @@ def apply_event(context: bpy.types.Context, session: Session, event: Any) -> Non
             welcome.default_preset,
             ModelDefaults.from_limits(welcome.limits, [item[0] for item in CONFIG_ITEMS]),
             condition_types_of(welcome.limits),
-            max_message_bytes=max_message_bytes_of(welcome.limits),
         )
         session.request_status()
         return

@@ -13,7 +13,6 @@ import bpy
 import numpy as np
 
 from . import compat, frame_plan, reference, reference_cache
-from ._protocol import codec
 from .condition import ConditionPlan, condition_kind, make_condition, restore_condition_settings, show_condition
 from .session import get_session
 
@@ -143,11 +142,11 @@ def plan_job(context: bpy.types.Context, scene: bpy.types.Scene) -> JobPlan:
     start, end = frame_range(scene, settings)
     frames, width, height = frames_and_size(scene, settings)
     check_windows(settings, len(frames))
-    connection = get_session().connection
-    check_message_size(len(frames), width, height, 0, connection)
+    limit = get_session().max_message_bytes()
+    check_message_size(len(frames), width, height, 0, limit)
     made = preview_condition(scene, settings)
     if made is not None:
-        check_message_size(len(frames), width, height, len(made.condition.images), connection)
+        check_message_size(len(frames), width, height, len(made.condition.images), limit)
     return JobPlan(frames, width, height, job_fps(scene, settings), start, end, made)
 
 
@@ -194,12 +193,10 @@ def check_backend_offers(settings: Any, connection: Any) -> None:
         )
 
 
-def check_message_size(num_frames: int, width: int, height: int, condition_images: int, connection: Any) -> None:
-    """Raise a user-facing ValueError when the reference (and condition) frames make a message larger than the
-    backend takes, before they are rendered: the protocol client would refuse it only at the send."""
-    limit = codec.Limits().max_message_bytes
-    if connection.max_message_bytes is not None:
-        limit = min(limit, connection.max_message_bytes)
+def check_message_size(num_frames: int, width: int, height: int, condition_images: int, limit: int) -> None:
+    """Raise a user-facing ValueError when the reference (and condition) frames make a message larger than `limit`
+    (the protocol client's `max_message_bytes`), before they are rendered: the client would refuse it only at the
+    send."""
     size = (num_frames + condition_images) * width * height * 3  # RGB, one byte per channel
     if size <= limit:
         return

@@ -55,7 +55,6 @@ class Connection:
     default_preset: str = ""
     model: ModelDefaults = field(default_factory=ModelDefaults)  # what the backend's model was made for
     condition_types: tuple[str, ...] | None = None  # the SparseCtrl kinds it runs; None: not known
-    max_message_bytes: int | None = None  # the largest message it takes; None: not known
     queued: int | None = None  # from the backend's last status answer; None: not asked yet (or an older backend)
     running: int | None = None
 
@@ -199,6 +198,12 @@ class Session:
             self.on_local_down(local_mode)
         if changed:
             tag_redraw()
+
+    def max_message_bytes(self) -> int:
+        """The largest message a job may make: the client's limit (lowered by the backend's once connected)."""
+        if self.client is None:
+            return protocol_client.DEFAULT_LIMITS.max_message_bytes
+        return self.client.max_message_bytes()
 
     def quiet_client(self) -> AbstractContextManager:
         """Keeps the protocol client's thread idle while Blender renders (`Client.quiet`); nothing without a client."""

@@ -386,13 +386,18 @@ class Client(BlockingCalls):
         self._check_size(parts, f"an Echo of {view.nbytes} bytes", "data")
         return self._enqueue(Command(message, parts))
 
-    def _check_size(self, parts: list[Buffer], what: str, name: str) -> None:
-        """Refuse a message over this client's or the server's `max_message_bytes`: libzmq would drop an oversized
-        part on arrival with no answer at all."""
+    def max_message_bytes(self) -> int:
+        """The largest message this client sends: its own limit, or the connected server's `max_message_bytes` from
+        the Welcome when that is lower (libzmq drops an oversized part on arrival with no answer at all)."""
         limit = self._limits.max_message_bytes
         info = self.server_info
         if info is not None and isinstance(info.limits.get("max_message_bytes"), int):
             limit = min(limit, info.limits["max_message_bytes"])
+        return limit
+
+    def _check_size(self, parts: list[Buffer], what: str, name: str) -> None:
+        """Refuse a message over `max_message_bytes()`."""
+        limit = self.max_message_bytes()
         size = sum(memoryview(part).nbytes for part in parts)
         if size > limit:
             raise ValueError(f"`{name}`: {what} makes a {size}-byte message; the limit is {limit}")

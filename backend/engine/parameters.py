@@ -9,7 +9,7 @@ from typing import Any
 
 from ...protocol.windows import CONTEXT_SCHEDULES
 from ..errors import ParameterError
-from ..video_io import FRAME_SAMPLING_RULES, RESIZE_MODES
+from ..video_io import FRAME_SAMPLING_RULES, MAX_FRAME_STEP, RESIZE_MODES
 from .attention_capture import PRECISIONS as ATTENTION_PRECISIONS
 from .groupnorm import MOTION_NORMS
 
@@ -440,7 +440,7 @@ def validate_params(params: MotionCloneParams, max_frames: int | None = None) ->
     _check_choice(params.vae_posterior, "vae_posterior", VAE_POSTERIORS)
     _check_choice(params.resize_mode, "resize_mode", RESIZE_MODES)
     _check_choice(params.frame_sampling, "frame_sampling", FRAME_SAMPLING_RULES)
-    _check_int(params.frame_step, "frame_step", 1, 1000)
+    _check_int(params.frame_step, "frame_step", 1, MAX_FRAME_STEP)
     _check_float(params.controlnet_scale, "controlnet_scale", 0.0, 10.0)
     _check_choice(params.sparsectrl_extraction, "sparsectrl_extraction", SPARSECTRL_EXTRACTION)
     _check_choice(params.scribble_invert, "scribble_invert", SCRIBBLE_INVERT)

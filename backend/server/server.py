@@ -54,7 +54,7 @@ from ..generate import DTYPES
 from ..models import load_preset
 from ..models.presets import default_config
 from ..models.registry import NATIVE_SIZES
-from ..video_io import check_frame_sampling, check_frame_step
+from ..video_io import MAX_FRAME_STEP, check_frame_sampling, check_frame_step
 from .conditions import condition_from_submit, fit_condition
 from .config import ServerConfig
 from .jobs import Job, JobQueue
@@ -94,7 +94,6 @@ def _params_from_request(values: dict[str, Any], preset: str) -> MotionClonePara
 
 
 MAX_FRAME_INDEX = 2**31  # frames of the client's clip: far beyond any shot, and within every integer type
-MAX_FRAME_STEP = 1000  # the engine's own limit of `frame_step`
 MAX_REFERENCE_FPS = 1000.0
 
 

@@ -727,14 +727,14 @@ def test_a_condition_the_connected_backend_cannot_run_stops_generate_before_the_
     assert len(settings.jobs) == 0 and render_snapshot(scene) == before
 
 
-def test_a_reference_larger_than_the_backend_takes_stops_generate_before_the_render(addon, backend):
+def test_a_reference_larger_than_the_backend_takes_stops_generate_before_the_render(addon, backend, monkeypatch):
     """The client would refuse the message only when sending it, after the whole render."""
     from blender_addon import session
 
     addon.endpoint = backend.endpoint
     assert bpy.ops.motionclone.test_connection() == {"FINISHED"}
     assert pump_until(lambda: session.get_session().connection.state == "connected", 20)
-    assert session.get_session().connection.max_message_bytes == 512 * 1024 * 1024  # from the backend's Welcome
+    assert session.get_session().max_message_bytes() == 512 * 1024 * 1024  # the client's, and the backend's Welcome
     scene = animated_scene()
     scene.frame_end = 300
     settings = configure_job(scene, frames=256)
@@ -745,7 +745,8 @@ def test_a_reference_larger_than_the_backend_takes_stops_generate_before_the_ren
         RuntimeError, match=r"256 frames of 2048 x 1536 make 2304 MiB, more than the 512 MiB .*: lower Size to 960 "
     ):
         bpy.ops.motionclone.generate()
-    session.get_session().connection.max_message_bytes = 4 * 1024 * 1024  # a backend that takes less: its limit
+    client = session.get_session().client
+    monkeypatch.setattr(client, "max_message_bytes", lambda: 4 * 1024 * 1024)  # a backend that takes less
     settings.num_frames, settings.long_side = 16, 512
     with pytest.raises(
         RuntimeError, match=r"16 frames of 512 x 384 make 9 MiB, more than the 4 MiB .*: lower Size to 336 "

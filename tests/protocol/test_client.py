@@ -64,7 +64,9 @@ class FakeServer:
         results: dict[str, np.ndarray] | None = None,
         curve_keys: tuple[bytes, bytes] | None = None,
         context: zmq.Context | None = None,
+        limits: Limits | None = None,
     ) -> None:
+        self.limits = limits or Limits()  # what its Welcome announces
         self._own_context = context is None
         self.context = zmq.Context() if context is None else context
         self.socket = self.context.socket(zmq.ROUTER)
@@ -122,7 +124,7 @@ class FakeServer:
                 device="cpu",
                 presets=["tiny"],
                 default_preset="tiny",
-                limits=Limits().to_dict(),
+                limits=self.limits.to_dict(),
                 heartbeat_interval=HEARTBEAT,
             )
             self._send(identity, welcome)
@@ -667,3 +669,19 @@ def test_quiet_holds_the_io_thread_and_the_connection_survives_it(
     _, seen = wait_for_event(client, "accepted")
     assert client.connected and "disconnected" not in [other.kind for other in seen]
     assert len(server.received_of(Submit)) == 1
+
+
+def test_the_message_limit_is_the_clients_own_or_the_servers_when_that_is_lower(
+    make_client: Callable[..., Client],
+) -> None:
+    strict = FakeServer(limits=Limits(max_message_bytes=50_000))
+    try:
+        client = make_client(strict.endpoint, limits=Limits(max_message_bytes=100_000))
+        assert client.max_message_bytes() == 100_000  # not connected yet: its own
+        client.start()
+        wait_for_event(client, "connected")
+        assert client.max_message_bytes() == 50_000  # the Welcome's, lower
+        with pytest.raises(ValueError, match="the limit is 50000"):
+            client.submit(make_frames((8, 64, 64, 3)), {"prompt": "a fox"})  # 98,304 bytes of frames
+    finally:
+        strict.stop()
