@@ -1,13 +1,13 @@
 """Picture for the docs: single frames of a `blocks` model's image UNet, one row per colour word, same noises per row.
 
 Usage: python scripts/make_colour_words_picture.py [--model-folder DIR] [--prompt "a {colour} cube ..."]
-       [--cfg-scale 7.5] [--out FILE]
+       [--cfg-scale 4] [--out FILE]
 
 Shows which colour words the image model draws as asked, apart from motion, guidance and the sampler's config: each
-row samples the prompt with one of the ten colour words from the same noises (20 DDIM steps, CFG 7.5 as the
-training's checks sample, or --cfg-scale). Prints, per colour, the share of pixels near that colour's training RGB
-(the measure of the training's colour-swap check), so that a newly trained model can be compared with the shipped
-one.
+row samples the prompt with one of the ten colour words from the same noises (20 DDIM steps, CFG 4 as the `blocks`
+config samples and the training's colour-words check measures, or --cfg-scale). Prints, per colour, the share of
+pixels near that colour's training RGB, and how many words the colour-words check counts as drawn (each word's own
+colour more than under any other word), so that a newly trained model can be compared with the shipped one.
 """
 
 import argparse
@@ -21,24 +21,30 @@ from PIL import Image, ImageDraw
 from transformers import CLIPTextModel
 
 from motionclone.backend.models.blocks import BLOCKS_MODEL_DIR, verify_manifest
-from motionclone.backend.training.checks import colour_share
+from motionclone.backend.training.checks import (
+    COLOUR_WORDS_CAPTION,
+    COLOUR_WORDS_CFG_SCALE,
+    colour_share,
+    colour_word_frames,
+    colour_words_drawn,
+)
 from motionclone.backend.training.data import COLOURS
-from motionclone.backend.training.sampling import CFG_SCALE, decode_frames, sample_latents
 from motionclone.backend.training.word_tokenizer import load_word_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 CELL = 64  # the model's native frame size
 LABEL_WIDTH = 70
 SAMPLES = 6
-LATENT_SIDE = 32
 DOCS_PICTURE = "blocks_colour_words.png"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-folder", type=Path, help="a trained blocks model folder (default: the shipped one)")
-    parser.add_argument("--prompt", default="a {colour} cube sliding closer on desert sand", help="with {colour}")
-    parser.add_argument("--cfg-scale", type=float, default=CFG_SCALE, help=f"default {CFG_SCALE}, the checks' scale")
+    parser.add_argument("--prompt", default=COLOUR_WORDS_CAPTION, help="with {colour}")
+    parser.add_argument(
+        "--cfg-scale", type=float, default=COLOUR_WORDS_CFG_SCALE, help=f"default {COLOUR_WORDS_CFG_SCALE}, the check's"
+    )
     parser.add_argument("--seed", type=int, default=3, help="seed of the noises every row shares (default 3)")
     parser.add_argument(
         "--out",
@@ -60,17 +66,20 @@ def main() -> int:
     text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", **float32).eval()
     vae = AutoencoderKL.from_pretrained(folder / "vae", **float32).eval()
     tokenizer = load_word_tokenizer(folder / "tokenizer")
+    frames_by_word = colour_word_frames(
+        unet, text_encoder, tokenizer, vae, args.prompt, args.cfg_scale, samples=SAMPLES, seed=args.seed
+    )
     sheet = Image.new("RGB", (LABEL_WIDTH + SAMPLES * CELL, len(COLOURS) * CELL), "white")
     draw = ImageDraw.Draw(sheet)
-    for row, colour in enumerate(COLOURS):
-        noise = torch.randn((SAMPLES, 4, LATENT_SIDE, LATENT_SIDE), generator=torch.Generator().manual_seed(args.seed))
-        captions = [args.prompt.format(colour=colour)] * SAMPLES
-        latents = sample_latents(unet, text_encoder, tokenizer, captions, noise, cfg_scale=args.cfg_scale)
-        frames = decode_frames(vae, latents)
+    for row, (colour, frames) in enumerate(frames_by_word.items()):
         for column, frame in enumerate(frames):
             sheet.paste(Image.fromarray(frame), (LABEL_WIDTH + column * CELL, row * CELL))
         draw.text((6, row * CELL + CELL // 2 - 6), colour, fill="black")
-        print(f"{colour:>7}: {float(np.mean(colour_share(frames, colour))):.3f} of the pixels near its RGB", flush=True)
+        print(f"{colour:>7}: {float(np.mean(colour_share(frames, colour))):.3f} of the pixels near its RGB")
+    drawn, _ = colour_words_drawn(frames_by_word)
+    missed = [colour for colour in COLOURS if colour not in drawn]
+    print(f"colour words drawn (own colour more than under any other word): {len(drawn)} of {len(COLOURS)}", end="")
+    print(f"; not: {', '.join(missed)}" if missed else "")
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out, optimize=True)  # full RGB: a palette would shift the very colours the picture is about
     print(f"Wrote {out}")

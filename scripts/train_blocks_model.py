@@ -1,4 +1,4 @@
-"""Train the built-in `blocks` model: procedural clips, VAE, text encoder, image UNet, motion modules, export.
+"""Train the built-in `blocks` model: procedural clips, VAE, text encoder, image UNet, motion modules, cross-attention.
 
     .venv/bin/python scripts/train_blocks_model.py --work-dir train-work --out backend/models/blocks_model
 
@@ -6,9 +6,10 @@ The run is resumable: run the same command again after a stop and it continues f
 100 steps) in --work-dir. --device cuda trains on a GPU. Each stage is gated on a check of what it learned (see
 backend/training/checks.py); a failed check stops the run with the numbers it measured.
 
---init-from MODEL_DIR continues the motion stage of a trained model (for example the shipped one) instead:
---motion-steps more steps on the same clips, with its VAE, text encoder and tokenizer kept (the --vae-*, --text-* and
---image-* settings do not apply), for example on a GPU:
+--init-from MODEL_DIR continues a trained model (for example the shipped one) instead: --motion-steps more
+motion-stage steps on the same clips, then --colour-steps steps of the cross-attention stage, with its VAE, text
+encoder and tokenizer kept (the --vae-*, --text-* and --image-* settings do not apply; --motion-steps 0 runs the
+cross-attention stage alone), for example on a GPU:
 
     .venv/bin/python scripts/train_blocks_model.py --init-from backend/models/blocks_model \
         --work-dir train-more --out blocks-model-longer --motion-steps 20000 --device cuda
@@ -22,7 +23,7 @@ from pathlib import Path
 import torch
 
 from motionclone.backend.errors import ModelNotFoundError
-from motionclone.backend.training.continuation import continue_motion_stage
+from motionclone.backend.training.continuation import continue_training
 from motionclone.backend.training.stages import StageSettings
 from motionclone.backend.training.train import TrainingCheckFailed, TrainingPlan, train_blocks_model
 
@@ -36,12 +37,12 @@ def main() -> int:
     parser.add_argument("--data-seed", type=int, default=defaults.data_seed, help="seed of the procedural clips")
     parser.add_argument("--clips", type=int, default=defaults.clips, help="number of training clips")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of initialisation and batches")
-    for stage in ("vae", "text", "image", "motion"):
+    for stage in ("vae", "text", "image", "motion", "colour"):
         settings: StageSettings = getattr(defaults, stage)
         parser.add_argument(f"--{stage}-steps", type=int, default=settings.steps)
         parser.add_argument(f"--{stage}-batch", type=int, default=settings.batch_size)
         parser.add_argument(f"--{stage}-lr", type=float, default=settings.learning_rate)
-        if stage in ("image", "motion"):
+        if stage in ("image", "motion", "colour"):
             parser.add_argument(f"--{stage}-subject-weight", type=float, default=settings.subject_weight)
             parser.add_argument(f"--{stage}-subject-weight-from", type=int, default=settings.subject_weight_from)
     parser.add_argument(
@@ -54,13 +55,15 @@ def main() -> int:
         "--init-from",
         type=Path,
         metavar="MODEL_DIR",
-        help="continue the motion stage of this trained model folder for --motion-steps more steps",
+        help="continue this trained model folder: --motion-steps more motion-stage steps, then --colour-steps",
     )
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     parser.add_argument("--skip-checks", action="store_true", help="continue even when a stage's check fails")
     args = parser.parse_args()
     if args.init_from and args.init_from.resolve() == args.out.resolve():
         parser.error(f"--out must be another folder than --init-from ({args.init_from}): the source is read from")
+    if args.init_from and args.motion_steps <= 0 and args.colour_steps <= 0:
+        parser.error("--motion-steps and --colour-steps are both 0: there is nothing to train")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -83,13 +86,14 @@ def main() -> int:
         text=stage("text"),
         image=stage("image"),
         motion=stage("motion"),
+        colour=stage("colour"),
         device=args.device,
         seed=args.seed,
         run_checks=not args.skip_checks,
     )
     started = time.perf_counter()
     try:
-        folder = continue_motion_stage(plan, args.init_from) if args.init_from else train_blocks_model(plan)
+        folder = continue_training(plan, args.init_from) if args.init_from else train_blocks_model(plan)
     except (TrainingCheckFailed, ModelNotFoundError) as error:
         print(f"Stopped: {error}", file=sys.stderr)
         return 1

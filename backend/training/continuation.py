@@ -1,14 +1,18 @@
-"""Continue the motion stage of an exported `blocks` model (the shipped one, or any folder the training wrote). No bpy.
+"""Continue training an exported `blocks` model (the shipped one, or any folder the training wrote). No bpy.
 
 The motion stage is the one that keeps improving with more steps (docs/training.md), and the one a GPU can take much
 further than a 2-core CPU. This starts from the folder's weights instead of training every stage again: the VAE,
-text encoder and tokenizer are kept as they are, the training clips are made and encoded with that VAE, and the
-inflated UNet trains `plan.motion.steps` more steps with a fresh optimizer (warm-up and cosine decay again: a warm
+text encoder and tokenizer are kept as they are, and the training clips are made and encoded with that VAE. Then
+the inflated UNet trains `plan.motion.steps` more steps with a fresh optimizer (warm-up and cosine decay again: a warm
 restart): the motion modules, and the image UNet too at `plan.motion.spatial_learning_rate` (0 keeps it as it is).
-The other stages' settings of `plan` do not apply. The encoded clips and the checkpoint in the work folder carry the
-source's manifest hash in their names, so a run resumes only from its own source, and a normal run's files in the
-same folder are neither used nor overwritten. The export records which model it continued and that model's own
-training record.
+After it, the cross-attention stage trains `plan.colour.steps` steps, as at the end of a full run (it follows the
+motion stage there too, because that stage moves the image UNet's weights). Either count may be 0, not both. The
+other stages' settings of `plan` do not apply.
+
+The checkpoints in the work folder carry the source's manifest hash in their names, so a run resumes only from its
+own source; the encoded clips carry the hash of the VAE that encoded them, so runs from models that share a VAE share
+them. A normal run's files in the same folder are neither used nor overwritten. The export records which model it
+continued and that model's own training record.
 """
 
 import json
@@ -21,7 +25,7 @@ from diffusers import AutoencoderKL, MotionAdapter, UNet2DConditionModel
 from transformers import CLIPTextModel
 
 from ..models.blocks import MANIFEST_NAME, file_sha256, verify_manifest
-from .checks import check_motion_coherence
+from .checks import CheckResult, check_colour_words, check_motion_coherence
 from .data import caption_words
 from .export import TRAINING_INFO_NAME, export_model
 from .loss_plot import plot_losses
@@ -31,6 +35,7 @@ from .stages import (
     extract_image_unet,
     extract_motion_adapter,
     latent_subject_masks,
+    train_cross_attention,
     train_motion_modules,
 )
 from .train import TrainingPlan, gate, load_or_make_dataset, training_info
@@ -39,22 +44,36 @@ from .word_tokenizer import load_word_tokenizer
 SKIPPED_STAGES = ("vae", "text", "image")
 
 
+VAE_WEIGHTS = "vae/diffusion_pytorch_model.safetensors"
+
+
 def work_file_tag(source: Path) -> str:
-    """What names the continuation's files in the work folder: the first 12 hex digits of the source's manifest."""
+    """What names the continuation's checkpoints in the work folder: the first 12 hex digits of the source's
+    manifest."""
     return file_sha256(source / MANIFEST_NAME)[:12]
 
 
-def continued_checkpoint_name(source: Path) -> str:
-    return f"stage4_motion_continued-{work_file_tag(source)}.pt"
+def continued_checkpoint_name(source: Path, stage: str = "motion") -> str:
+    prefix = {"motion": "stage4_motion", "colour": "stage5_cross_attention"}[stage]
+    return f"{prefix}_continued-{work_file_tag(source)}.pt"
 
 
-def continue_motion_stage(plan: TrainingPlan, source: Path) -> Path:
-    """Train the motion stage of the model in `source` for `plan.motion.steps` more steps; returns the new folder.
+def latents_file_name(source: Path, plan: TrainingPlan) -> str:
+    """The clips as the source's VAE encodes them, named by that VAE's weights and the data set."""
+    return f"latents-vae{file_sha256(source / VAE_WEIGHTS)[:12]}-seed{plan.data_seed}-n{plan.clips}.npy"
+
+
+def continue_training(plan: TrainingPlan, source: Path) -> Path:
+    """Train the model in `source` for `plan.motion.steps` more motion-stage steps, then `plan.colour.steps` steps
+    of the cross-attention stage; returns the new folder.
 
     Raises:
+        ValueError: both step counts are 0.
         ModelNotFoundError: `source` is not a complete model folder (its SHA-256 manifest does not match).
-        TrainingCheckFailed: the motion check fails (unless `plan.run_checks` is off).
+        TrainingCheckFailed: a stage's check fails (unless `plan.run_checks` is off).
     """
+    if plan.motion.steps <= 0 and plan.colour.steps <= 0:
+        raise ValueError("Nothing to train: the motion and cross-attention stages both have 0 steps.")
     started = time.perf_counter()
     verify_manifest(source)
     plan.work_dir.mkdir(parents=True, exist_ok=True)
@@ -76,25 +95,41 @@ def continue_motion_stage(plan: TrainingPlan, source: Path) -> Path:
     clips = EncodedClips(
         latents, captions, scaling_factor, latent_subject_masks(masks, frames.shape[2] // latents.shape[3])
     )
-    unet, motion_losses = train_motion_modules(
-        unet2d,
-        motion_adapter,
-        text_encoder,
-        tokenizer,
-        clips,
-        plan.motion,
-        plan.work_dir,
-        continued_checkpoint_name(source),
-    )
-    checks = [gate(check_motion_coherence(unet, text_encoder, tokenizer, vae, captions), plan)]
-    extract_motion_adapter(unet, motion_adapter)
-    extract_image_unet(unet, unet2d)
+    checks: list[CheckResult] = []
+    losses: dict[str, list[float]] = {}
+    if plan.motion.steps > 0:
+        unet, losses["motion"] = train_motion_modules(
+            unet2d,
+            motion_adapter,
+            text_encoder,
+            tokenizer,
+            clips,
+            plan.motion,
+            plan.work_dir,
+            continued_checkpoint_name(source, "motion"),
+        )
+        checks.append(gate(check_motion_coherence(unet, text_encoder, tokenizer, vae, captions), plan))
+        extract_motion_adapter(unet, motion_adapter)
+        extract_image_unet(unet, unet2d)
+    if plan.colour.steps > 0:
+        losses["colour"] = train_cross_attention(
+            unet2d,
+            text_encoder,
+            tokenizer,
+            clips,
+            plan.colour,
+            plan.work_dir,
+            continued_checkpoint_name(source, "colour"),
+        )
+        checks.append(gate(check_colour_words(unet2d, text_encoder, tokenizer, vae), plan))
 
-    losses = {"motion": motion_losses}
     info = training_info(plan, checks, losses, time.perf_counter() - started)
     for stage in SKIPPED_STAGES:
         del info["recipe"][stage]  # not run: the source's record below says how those were trained
-    info["stages_trained"] = ["motion"]
+    for stage in ("motion", "colour"):
+        if stage not in losses:
+            del info["recipe"][stage]
+    info["stages_trained"] = list(losses)
     info["continued_from"] = {
         "manifest_sha256": file_sha256(source / MANIFEST_NAME),
         "training": source_training_record(source),
@@ -114,8 +149,8 @@ def continue_motion_stage(plan: TrainingPlan, source: Path) -> Path:
 
 
 def load_or_encode_with(vae: AutoencoderKL, frames: np.ndarray, plan: TrainingPlan, source: Path) -> np.ndarray:
-    """The clips encoded by the source's VAE, from the work folder when an earlier run of the same source saved them."""
-    path = plan.work_dir / f"latents-{work_file_tag(source)}-seed{plan.data_seed}-n{plan.clips}.npy"
+    """The clips encoded by the source's VAE, from the work folder when an earlier run with that VAE saved them."""
+    path = plan.work_dir / latents_file_name(source, plan)
     if path.exists():
         return np.load(path)
     latents = encode_clips(vae, frames, plan.device)

@@ -1,4 +1,4 @@
-"""The three training stages of the `blocks` model, each resumable from its checkpoint. No bpy.
+"""The training stages of the `blocks` model, each resumable from its checkpoint. No bpy.
 
 1. `train_vae`: the autoencoder on single frames, with the loss weighted towards the subject so that its colour
    survives (a small subject is a few percent of the pixels and would otherwise be the first thing lost).
@@ -7,7 +7,9 @@
    betas the presets sample with; 10 % empty captions, so classifier-free guidance has an unconditional branch);
 4. `train_motion_modules`: the motion modules on 16-frame clips. AnimateDiff freezes everything else, because its
    videos are not the images its image model learned; here they are the same clips, so the recipe may also let the
-   image UNet keep learning at a lower rate (`spatial_learning_rate`), which costs little more per step.
+   image UNet keep learning at a lower rate (`spatial_learning_rate`), which costs little more per step;
+5. `train_cross_attention`: only the keys and values that the image UNet's cross-attention computes from the text,
+   on single frames with the subject weighted, so that each colour word draws its subject at that colour's strength.
 
 Both UNet stages weight the loss by Min-SNR-5 (Hang et al., 2023): min(SNR_t, 5) / SNR_t, which stops the nearly
 noise-free timesteps (large, hard to lower, and of little use to the picture) from dominating the gradient.
@@ -192,7 +194,7 @@ def train_vae(
         error = (reconstruction - x).abs().mean(dim=1)
         return (weight * error).mean() / weight.mean() + KL_WEIGHT * posterior.kl().mean()
 
-    losses = run_stage("1/4 VAE", settings, checkpoint, loss_for_step, parameters)
+    losses = run_stage("1/5 VAE", settings, checkpoint, loss_for_step, parameters)
     vae.eval()
     return losses
 
@@ -282,6 +284,32 @@ def noised(
     return scheduler.add_noise(z0, epsilon, t), t, epsilon
 
 
+def single_frame_loss(
+    unet: UNet2DConditionModel,
+    text_encoder: CLIPTextModel,
+    tokenizer: CLIPTokenizer,
+    clips: EncodedClips,
+    settings: StageSettings,
+    scheduler: DDIMScheduler,
+    stage: int,
+    step: int,
+) -> torch.Tensor:
+    """The weighted denoising loss of the 2-D UNet on one batch of single frames, whose frames, timesteps, noise and
+    dropped captions are drawn from (seed, stage, step). Gradients reach whatever of the UNet and the text encoder
+    requires them."""
+    rng = np.random.default_rng([settings.seed, stage, step])
+    picked = rng.integers(0, clips.latents.shape[0], settings.batch_size)
+    frame_ids = rng.integers(0, clips.latents.shape[1], settings.batch_size)
+    z0 = torch.from_numpy(clips.latents[picked, frame_ids]).to(settings.device).float() * clips.scaling_factor
+    generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    x_t, t, epsilon = noised(scheduler, z0, generator)
+    text = drop_captions([clips.captions[i] for i in picked], rng)
+    embeddings = text_encoder(tokenize(tokenizer, text, settings.device))[0]
+    subject = subject_weights(clips.subject_masks, (picked, frame_ids), step, settings)
+    prediction = unet(x_t, t, embeddings).sample
+    return denoising_loss(prediction, epsilon, subject, settings.subject_weight, min_snr_weights(scheduler, t))
+
+
 def train_image_model(
     unet: UNet2DConditionModel,
     text_encoder: CLIPTextModel,
@@ -302,25 +330,15 @@ def train_image_model(
     )
 
     def loss_for_step(step: int) -> torch.Tensor:
-        rng = np.random.default_rng([settings.seed, 2, step])
-        picked = rng.integers(0, clips.latents.shape[0], settings.batch_size)
-        frame_ids = rng.integers(0, clips.latents.shape[1], settings.batch_size)
-        z0 = torch.from_numpy(clips.latents[picked, frame_ids]).to(device).float() * clips.scaling_factor
-        generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        x_t, t, epsilon = noised(scheduler, z0, generator)
-        text = drop_captions([clips.captions[i] for i in picked], rng)
-        embeddings = text_encoder(tokenize(tokenizer, text, device))[0]
-        subject = subject_weights(clips.subject_masks, (picked, frame_ids), step, settings)
-        prediction = unet(x_t, t, embeddings).sample
-        return denoising_loss(prediction, epsilon, subject, settings.subject_weight, min_snr_weights(scheduler, t))
+        return single_frame_loss(unet, text_encoder, tokenizer, clips, settings, scheduler, stage=2, step=step)
 
-    losses = run_stage("3/4 image UNet + text", settings, checkpoint, loss_for_step, parameters)
+    losses = run_stage("3/5 image UNet + text", settings, checkpoint, loss_for_step, parameters)
     unet.eval()
     text_encoder.eval()
     return losses
 
 
-# --- Stage 3: the motion modules --------------------------------------------------------------------------------
+# --- Stage 4: the motion modules --------------------------------------------------------------------------------
 
 
 def motion_parameters(unet: UNetMotionModel) -> list[torch.nn.Parameter]:
@@ -375,7 +393,7 @@ def train_motion_modules(
         prediction = unet(x_t, t, embeddings).sample
         return denoising_loss(prediction, epsilon, subject, settings.subject_weight, min_snr_weights(scheduler, t))
 
-    losses = run_stage("4/4 motion modules", settings, checkpoint, loss_for_step, parameters)
+    losses = run_stage("4/5 motion modules", settings, checkpoint, loss_for_step, parameters)
     unet.eval()
     return unet, losses
 
@@ -392,3 +410,48 @@ def extract_image_unet(unet: UNetMotionModel, unet2d: UNet2DConditionModel) -> U
     weights = {name: tensor for name, tensor in unet.state_dict().items() if "motion_modules" not in name}
     unet2d.load_state_dict(weights, strict=True)
     return unet2d
+
+
+# --- Stage 5: the cross-attention's keys and values --------------------------------------------------------------
+
+
+def cross_attention_text_parameters(unet: UNet2DConditionModel) -> list[torch.nn.Parameter]:
+    """The projections that turn the text embeddings into the cross-attention's keys and values (`attn2`)."""
+    return [
+        parameter for name, parameter in unet.named_parameters() if ".attn2.to_k." in name or ".attn2.to_v." in name
+    ]
+
+
+def train_cross_attention(
+    unet: UNet2DConditionModel,
+    text_encoder: CLIPTextModel,
+    tokenizer: CLIPTokenizer,
+    clips: EncodedClips,
+    settings: StageSettings,
+    work_dir: Path,
+    checkpoint_name: str = "stage5_cross_attention.pt",
+) -> list[float]:
+    """Train only the cross-attention's keys and values of the 2-D UNet on single frames; everything else is frozen.
+
+    After the motion stage the conditional model still draws its subject faintly, and classifier-free guidance
+    stretches that faint subject along its colour's direction in the latent space, past the colour's own length:
+    green came out black and purple blue. The keys and values are where a caption's words become what the UNet
+    draws, so training them alone, with the subject's positions weighted, makes the prompt's colour hold without
+    moving the weights that the motion modules were trained with. The text encoder stays frozen.
+    """
+    device = settings.device
+    unet.to(device).train().requires_grad_(False)
+    text_encoder.to(device).eval().requires_grad_(False)
+    parameters = cross_attention_text_parameters(unet)
+    for parameter in parameters:
+        parameter.requires_grad_(True)
+    scheduler = official_ddim_scheduler()
+    optimizer = make_optimizer([(parameters, settings.learning_rate)])
+    checkpoint = Checkpoint(work_dir / checkpoint_name, {"unet": unet}, optimizer, EMA(parameters))
+
+    def loss_for_step(step: int) -> torch.Tensor:
+        return single_frame_loss(unet, text_encoder, tokenizer, clips, settings, scheduler, stage=5, step=step)
+
+    losses = run_stage("5/5 cross-attention keys and values", settings, checkpoint, loss_for_step, parameters)
+    unet.eval()
+    return losses

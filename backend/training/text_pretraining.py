@@ -69,7 +69,7 @@ def pretrain_text_encoder(
         text = drop_captions([captions[i] for i in picked], rng)
         return bag_of_words_loss(text_encoder, probe, tokenizer, tokenize(tokenizer, text, device))
 
-    losses = run_stage("2/4 text encoder", settings, checkpoint, loss_for_step, parameters)
+    losses = run_stage("2/5 text encoder", settings, checkpoint, loss_for_step, parameters)
     text_encoder.eval()
     return losses, probe
 

@@ -1,4 +1,4 @@
-"""Train the `blocks` model end to end: data, four stages with their checks, export. No bpy.
+"""Train the `blocks` model end to end: data, five stages with their checks, export. No bpy.
 
 Every artefact lives in `work_dir` (the data set, each stage's checkpoint, the encoded latents), so a stopped run
 picks up where it stopped, and a finished stage is not trained again.
@@ -22,7 +22,13 @@ from .architecture import (
     build_text_encoder,
     build_vae,
 )
-from .checks import CheckResult, check_motion_coherence, check_text_conditioning, check_vae_colours
+from .checks import (
+    CheckResult,
+    check_colour_words,
+    check_motion_coherence,
+    check_text_conditioning,
+    check_vae_colours,
+)
 from .data import caption_words, load_dataset, write_dataset
 from .export import export_model
 from .loss_plot import plot_losses
@@ -34,6 +40,7 @@ from .stages import (
     extract_motion_adapter,
     latent_scaling_factor,
     latent_subject_masks,
+    train_cross_attention,
     train_image_model,
     train_motion_modules,
     train_vae,
@@ -68,12 +75,15 @@ class TrainingPlan:
             steps=1100, batch_size=2, learning_rate=4e-4, subject_weight=4.0, spatial_learning_rate=1e-4
         )
     )
+    colour: StageSettings = field(
+        default_factory=lambda: StageSettings(steps=500, batch_size=32, learning_rate=5e-4, subject_weight=9.0)
+    )
     device: str = "cpu"
     seed: int = 0
     run_checks: bool = True
 
     def __post_init__(self) -> None:
-        for stage in (self.vae, self.text, self.image, self.motion):
+        for stage in (self.vae, self.text, self.image, self.motion, self.colour):
             stage.device = self.device
             stage.seed = self.seed
 
@@ -118,6 +128,9 @@ def train_blocks_model(plan: TrainingPlan) -> Path:
     extract_image_unet(unet, unet2d)
 
     losses = {"vae": vae_losses, "text": text_losses, "image": image_losses, "motion": motion_losses}
+    if plan.colour.steps > 0:
+        losses["colour"] = train_cross_attention(unet2d, text_encoder, tokenizer, clips, plan.colour, plan.work_dir)
+        checks.append(gate(check_colour_words(unet2d, text_encoder, tokenizer, vae), plan))
     info = training_info(plan, checks, losses, time.perf_counter() - started)
     folder = export_model(plan.out_dir, vae, text_encoder, caption_words(), unet2d, motion_adapter, info)
     plot_losses(losses, plan.work_dir / "loss_curves.png")

@@ -1,11 +1,13 @@
-"""Pieces of the training gates: the flicker measure and switching motion modules off and back on."""
+"""Pieces of the training gates: the flicker measure, switching motion modules off and back on, the colour words."""
 
 import numpy as np
 import torch
 
 from motionclone.backend.models.bundle import build_motion_unet
 from motionclone.backend.models.tiny import build_tiny_components
+from motionclone.backend.training import checks
 from motionclone.backend.training.checks import colour_share, flicker, motion_modules_scaled
+from motionclone.backend.training.data import COLOURS
 
 
 def test_flicker_is_zero_for_a_still_clip_and_grows_with_change():
@@ -39,3 +41,36 @@ def test_scaling_motion_modules_to_zero_removes_them_and_restores_the_weights():
             without = unet(x, 10, embeddings).sample
     assert not torch.allclose(with_modules, without)
     assert all(torch.equal(before[k], v) for k, v in unet.state_dict().items())
+
+
+def drawing(monkeypatch, drawn_as: dict[str, str]) -> None:
+    """Stand in for sampling and decoding: each caption's frames show its colour word's colour, or the colour
+    `drawn_as` names instead, on a quarter of the pixels over sand."""
+
+    def sample(unet, text_encoder, tokenizer, captions, noise, steps, cfg_scale):
+        return captions
+
+    def decode(vae, captions):
+        images = np.full((len(captions), 8, 8, 3), (200, 170, 120), np.uint8)
+        for index, caption in enumerate(captions):
+            word = caption.split()[1]
+            images[index, :2] = COLOURS[drawn_as.get(word, word)]
+        return images
+
+    monkeypatch.setattr(checks, "sample_latents", sample)
+    monkeypatch.setattr(checks, "decode_frames", decode)
+
+
+def test_the_colour_words_check_passes_a_model_that_draws_every_colour_word(monkeypatch):
+    drawing(monkeypatch, {})
+    result = checks.check_colour_words(build_tiny_components(seed=0)[0], None, None, None, samples=2)
+    assert result.passed and result.measured["colour_words_drawn"] == 1.0
+
+
+def test_the_colour_words_check_fails_a_model_that_draws_green_black_purple_blue_and_pink_white(monkeypatch):
+    drawing(monkeypatch, {"green": "black", "purple": "blue", "pink": "white"})
+    result = checks.check_colour_words(build_tiny_components(seed=0)[0], None, None, None, samples=2)
+    # green, purple and pink fail; black, blue and white no longer win their own colour outright either (a tie is
+    # no win)
+    assert result.measured["colour_words_drawn"] == 0.4
+    assert not result.passed

@@ -1,4 +1,4 @@
-"""Continuing the shipped model's motion stage: only the motion modules change, the run resumes, the export says so."""
+"""Continuing the shipped model: each stage changes only what it trains, the run resumes, the export says so."""
 
 import json
 
@@ -21,9 +21,10 @@ WEIGHT_FILES = {
 }
 
 
-def plan_for(tmp_path, steps: int) -> TrainingPlan:
+def plan_for(tmp_path, steps: int, colour_steps: int = 0) -> TrainingPlan:
     motion = StageSettings(steps=steps, batch_size=1, learning_rate=1e-3, spatial_learning_rate=0.0)
-    return TrainingPlan(work_dir=tmp_path / "work", out_dir=tmp_path / "out", clips=3, motion=motion)
+    colour = StageSettings(steps=colour_steps, batch_size=2, learning_rate=1e-3, subject_weight=9.0)
+    return TrainingPlan(work_dir=tmp_path / "work", out_dir=tmp_path / "out", clips=3, motion=motion, colour=colour)
 
 
 def same_weights(folder_a, folder_b, part: str) -> bool:
@@ -44,8 +45,21 @@ def cheap_motion_check(monkeypatch):
     return calls
 
 
+@pytest.fixture
+def cheap_colour_check(monkeypatch):
+    """The colour-words check samples 60 frames (its scoring is tested in test_checks.py)."""
+    calls = []
+
+    def check(unet, *args, **kwargs):
+        calls.append(unet)
+        return CheckResult("each colour word draws its colour", True, {"colour_words_drawn": 1.0})
+
+    monkeypatch.setattr(continuation, "check_colour_words", check)
+    return calls
+
+
 def test_continuing_trains_only_the_motion_modules_resumes_and_records_its_source(tmp_path, cheap_motion_check):
-    folder = continuation.continue_motion_stage(plan_for(tmp_path, steps=2), BLOCKS_MODEL_DIR)
+    folder = continuation.continue_training(plan_for(tmp_path, steps=2), BLOCKS_MODEL_DIR)
 
     assert len(cheap_motion_check) == 1
     for part in ("vae", "text_encoder", "unet"):  # spatial learning rate 0: the image UNet is kept too
@@ -70,7 +84,7 @@ def test_continuing_trains_only_the_motion_modules_resumes_and_records_its_sourc
     assert state["step"] == 2
     state["losses"] = torch.tensor([-1.0, -2.0])  # marks: a resumed run keeps them, a fresh one would not
     torch.save(state, checkpoint)
-    continuation.continue_motion_stage(plan_for(tmp_path, steps=3), BLOCKS_MODEL_DIR)  # one step more, not three
+    continuation.continue_training(plan_for(tmp_path, steps=3), BLOCKS_MODEL_DIR)  # one step more, not three
     state = torch.load(checkpoint, weights_only=True)
     assert state["step"] == 3 and state["losses"][:2].tolist() == [-1.0, -2.0] and len(state["losses"]) == 3
 
@@ -81,12 +95,13 @@ def test_the_work_files_of_a_continuation_name_their_source(tmp_path, cheap_moti
     work.mkdir()
     (work / "stage4_motion.pt").write_bytes(b"a normal run's checkpoint")
     (work / "latents.npy").write_bytes(b"a normal run's latents")
-    continuation.continue_motion_stage(plan_for(tmp_path, steps=1), BLOCKS_MODEL_DIR)
+    continuation.continue_training(plan_for(tmp_path, steps=1), BLOCKS_MODEL_DIR)
     assert (work / "stage4_motion.pt").read_bytes() == b"a normal run's checkpoint"
     assert (work / "latents.npy").read_bytes() == b"a normal run's latents"
     tag = continuation.work_file_tag(BLOCKS_MODEL_DIR)
     assert (work / f"stage4_motion_continued-{tag}.pt").is_file()
-    assert (work / f"latents-{tag}-seed1-n3.npy").is_file() and not (work / "latent_scale.json").exists()
+    vae_tag = file_sha256(BLOCKS_MODEL_DIR / "vae" / "diffusion_pytorch_model.safetensors")[:12]
+    assert (work / f"latents-vae{vae_tag}-seed1-n3.npy").is_file() and not (work / "latent_scale.json").exists()
 
 
 def test_continuing_a_damaged_model_folder_is_refused_before_any_training(tmp_path, cheap_motion_check):
@@ -94,5 +109,32 @@ def test_continuing_a_damaged_model_folder_is_refused_before_any_training(tmp_pa
     source.mkdir()
     (source / MANIFEST_NAME).write_text(f"{'0' * 64}  unet/diffusion_pytorch_model.safetensors\n")
     with pytest.raises(ModelNotFoundError, match="missing"):
-        continuation.continue_motion_stage(plan_for(tmp_path, steps=2), source)
+        continuation.continue_training(plan_for(tmp_path, steps=2), source)
     assert not (tmp_path / "work").exists() and cheap_motion_check == []
+
+
+def test_the_cross_attention_stage_alone_trains_only_the_image_unets_text_keys_and_values(
+    tmp_path, cheap_motion_check, cheap_colour_check
+):
+    folder = continuation.continue_training(plan_for(tmp_path, steps=0, colour_steps=2), BLOCKS_MODEL_DIR)
+
+    assert cheap_motion_check == [] and len(cheap_colour_check) == 1
+    for part in ("vae", "text_encoder", "motion_adapter"):
+        assert same_weights(folder, BLOCKS_MODEL_DIR, part), part
+    before = load_file(BLOCKS_MODEL_DIR / WEIGHT_FILES["unet"])
+    after = load_file(folder / WEIGHT_FILES["unet"])
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert changed and all(".attn2.to_k." in name or ".attn2.to_v." in name for name in changed), changed
+    info = json.loads((folder / "training.json").read_text())
+    assert info["stages_trained"] == ["colour"] and info["recipe"]["colour"]["steps"] == 2
+    assert "motion" not in info["recipe"] and [check["name"] for check in info["checks"]] == [
+        "each colour word draws its colour"
+    ]
+    tag = continuation.work_file_tag(BLOCKS_MODEL_DIR)
+    assert (tmp_path / "work" / f"stage5_cross_attention_continued-{tag}.pt").is_file()
+
+
+def test_a_continuation_with_nothing_to_train_is_refused_before_any_work(tmp_path, cheap_motion_check):
+    with pytest.raises(ValueError, match="Nothing to train"):
+        continuation.continue_training(plan_for(tmp_path, steps=0, colour_steps=0), BLOCKS_MODEL_DIR)
+    assert not (tmp_path / "work").exists()

@@ -1,4 +1,5 @@
-"""A few steps of each training stage lower its loss; the motion stage trains what its settings say, nothing else."""
+"""A few steps of each training stage lower its loss; the motion and cross-attention stages train what they say,
+nothing else."""
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from motionclone.backend.training.stages import (
     frames_to_tensor,
     min_snr_weights,
     tokenize,
+    train_cross_attention,
     train_image_model,
     train_motion_modules,
     train_vae,
@@ -172,6 +174,26 @@ def test_motion_stage_with_a_spatial_rate_also_trains_the_image_unet_and_hands_i
     extract_image_unet(unet, unet2d)
     for name, tensor in unet2d.state_dict().items():
         assert torch.equal(tensor, state[name]), name
+
+
+def test_cross_attention_stage_trains_only_the_text_keys_and_values_and_lowers_the_loss(clips, tokenizer, tmp_path):
+    _, _, captions = clips
+    unet2d, _, _, text_encoder = build_tiny_components(seed=5)
+    latents = structured_latents(len(captions), 2, 8)
+    subject_masks = np.ones((len(captions), 2, 8, 8), bool)
+    before = denoising_loss(unet2d, text_encoder, tokenizer, latents, captions)
+    image_weights = {name: tensor.clone() for name, tensor in unet2d.state_dict().items()}
+    text_weights = {name: tensor.clone() for name, tensor in text_encoder.state_dict().items()}
+    settings = StageSettings(steps=40, batch_size=6, learning_rate=1e-2, subject_weight=9.0)
+    clips_seen = EncodedClips(latents, captions, 1.0, subject_masks)
+    losses = train_cross_attention(unet2d, text_encoder, tokenizer, clips_seen, settings, tmp_path)
+    assert len(losses) == 40
+    assert denoising_loss(unet2d, text_encoder, tokenizer, latents, captions) < 0.9 * before
+    trained = {name for name, tensor in unet2d.state_dict().items() if not torch.equal(tensor, image_weights[name])}
+    assert trained and all(".attn2.to_k." in name or ".attn2.to_v." in name for name in trained), trained
+    for name, tensor in text_encoder.state_dict().items():
+        assert torch.equal(tensor, text_weights[name]), name
+    assert (tmp_path / "stage5_cross_attention.pt").exists()
 
 
 def test_min_snr_weights_are_one_at_low_snr_and_gamma_over_snr_above() -> None:
