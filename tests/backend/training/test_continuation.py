@@ -1,6 +1,9 @@
 """Continuing the shipped model: each stage changes only what it trains, the run resumes, the export says so."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -138,3 +141,13 @@ def test_a_continuation_with_nothing_to_train_is_refused_before_any_work(tmp_pat
     with pytest.raises(ValueError, match="Nothing to train"):
         continuation.continue_training(plan_for(tmp_path, steps=0, colour_steps=0), BLOCKS_MODEL_DIR)
     assert not (tmp_path / "work").exists()
+
+
+def test_the_training_script_refuses_a_continuation_with_nothing_to_train(tmp_path):
+    script = Path(__file__).resolve().parents[3] / "scripts" / "train_blocks_model.py"
+    command = [sys.executable, str(script), "--init-from", str(BLOCKS_MODEL_DIR), "--work-dir", str(tmp_path / "w")]
+    command += ["--out", str(tmp_path / "out"), "--motion-steps", "0", "--colour-steps", "0"]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 2
+    assert "--motion-steps and --colour-steps are both 0" in completed.stderr
+    assert not (tmp_path / "w").exists()
