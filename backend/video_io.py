@@ -658,9 +658,11 @@ def _check_resize_mode(mode: str) -> None:
 
 
 def check_frame_step(step: int) -> None:
-    """Raise ParameterError("frame_step") unless `step` is a whole number of frames, at least 1."""
-    if not isinstance(step, int) or isinstance(step, bool) or step < 1:
-        raise ParameterError("frame_step", f"must be a whole number of frames, at least 1, got {step!r}")
+    """Raise ParameterError("frame_step") unless `step` is a whole number of frames from 1 to MAX_FRAME_STEP."""
+    if not isinstance(step, int) or isinstance(step, bool) or not 1 <= step <= MAX_FRAME_STEP:
+        raise ParameterError(
+            "frame_step", f"must be a whole number of frames, at least 1 and at most {MAX_FRAME_STEP}, got {step!r}"
+        )
 
 
 def check_frame_sampling(rule: str) -> None:

@@ -54,7 +54,7 @@ from ..generate import DTYPES
 from ..models import load_preset
 from ..models.presets import default_config
 from ..models.registry import NATIVE_SIZES
-from ..video_io import MAX_FRAME_STEP, check_frame_sampling, check_frame_step
+from ..video_io import check_frame_sampling, check_frame_step
 from .conditions import condition_from_submit, fit_condition
 from .config import ServerConfig
 from .jobs import Job, JobQueue
@@ -128,8 +128,6 @@ def check_reference_sampling(sampling: dict[str, Any] | None, frame_count: int) 
         raise refuse(f"indices must be a list of one index per reference frame ({frame_count})")
     if not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < MAX_FRAME_INDEX for i in indices):
         raise refuse(f"indices must be whole numbers from 0 to {MAX_FRAME_INDEX - 1}")
-    if sampling["frame_step"] > MAX_FRAME_STEP:
-        raise refuse(f"frame_step must be at most {MAX_FRAME_STEP}, got {sampling['frame_step']}")
     if any(later <= earlier for earlier, later in itertools.pairwise(indices)):
         raise refuse("indices must be strictly increasing")
 

@@ -303,7 +303,10 @@ def test_a_clients_own_sampling_of_its_clip_is_checked_and_recorded_in_the_resul
             ({**sampling, "indices": sampling["indices"][:5]}, "one index per reference frame (8)"),
             ({**sampling, "indices": sampling["indices"][::-1]}, "strictly increasing"),
             ({**sampling, "frame_step": 0}, "at least 1"),
-            ({**sampling, "frame_step": 10**6}, "frame_step must be at most 1000"),
+            (
+                {**sampling, "frame_step": 10**6},
+                "frame_step must be a whole number of frames, at least 1 and at most 1000",
+            ),
             ({**sampling, "indices": [*sampling["indices"][:7], 2**40]}, "indices must be whole numbers from 0 to"),
             ({**sampling, "frame_sampling": "every"}, "frame_sampling must be one of"),
             ({"indices": sampling["indices"]}, "must hold frame_sampling, frame_step and indices"),
