@@ -952,14 +952,15 @@ def store_result(client: Any, event: Any, out: Path, overwrite: bool) -> None:
     print(f"Frames: {paths['frames']}  Metadata: {paths['metadata']}")
 
 
-def mistyped_option(command: str, words: list[str]) -> str | None:
-    """An error for the first `--option` the command does not have, with the nearest one it has, or None.
+def mistyped_option(parser: argparse.ArgumentParser, command: str, words: list[str]) -> str | None:
+    """An error for the first `--option` that `command` (a subcommand of `parser`, built with its arguments) does
+    not have, with the nearest one it has, or None.
 
     argparse reports `--promt` as a missing `--prompt`, or as an unrecognized argument, without relating the two.
     """
-    probe = argparse.ArgumentParser()
-    COMMANDS[command][1](probe)
-    known = [option for action in probe._actions for option in action.option_strings if option.startswith("--")]
+    subcommands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    actions = subcommands.choices[command]._actions
+    known = [option for action in actions for option in action.option_strings if option.startswith("--")]
     for word in words:
         typed = word.split("=", 1)[0]
         # argparse also takes any unambiguous prefix of an option (`--guid` for `--guidance-steps`).
@@ -976,7 +977,7 @@ def main(argv: list[str] | None = None) -> int:
     # The command is the first word (the top level has no options but --help); build only its arguments.
     command = argv[0] if argv and argv[0] in COMMANDS else None
     parser = build_parser([command] if command else ())
-    if command is not None and (mistyped := mistyped_option(command, argv[1:])) is not None:
+    if command is not None and (mistyped := mistyped_option(parser, command, argv[1:])) is not None:
         print(mistyped, file=sys.stderr)
         return EXIT_PARAMETERS
     args = parser.parse_args(argv)
