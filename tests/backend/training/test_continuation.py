@@ -35,30 +35,29 @@ def same_weights(folder_a, folder_b, part: str) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)
 
 
-@pytest.fixture
-def cheap_motion_check(monkeypatch):
-    """The coherence check samples whole clips (tested in test_checks.py); here only its place in the run matters."""
+def passing_check_in_place_of(monkeypatch, name: str, result: CheckResult) -> list:
+    """Replace the continuation's check `name` with one that passes at once; returns the list of models it was
+    called with. The real checks sample frames (tested in test_checks.py); here only their place in the run matters."""
     calls = []
 
     def check(unet, *args, **kwargs):
         calls.append(unet)
-        return CheckResult("motion modules make coherent clips", True, {"ratio": 0.5})
+        return result
 
-    monkeypatch.setattr(continuation, "check_motion_coherence", check)
+    monkeypatch.setattr(continuation, name, check)
     return calls
+
+
+@pytest.fixture
+def cheap_motion_check(monkeypatch):
+    result = CheckResult("motion modules make coherent clips", True, {"ratio": 0.5})
+    return passing_check_in_place_of(monkeypatch, "check_motion_coherence", result)
 
 
 @pytest.fixture
 def cheap_colour_check(monkeypatch):
-    """The colour-words check samples 60 frames (its scoring is tested in test_checks.py)."""
-    calls = []
-
-    def check(unet, *args, **kwargs):
-        calls.append(unet)
-        return CheckResult("each colour word draws its colour", True, {"colour_words_drawn": 1.0})
-
-    monkeypatch.setattr(continuation, "check_colour_words", check)
-    return calls
+    result = CheckResult("each colour word draws its colour", True, {"colour_words_drawn": 1.0})
+    return passing_check_in_place_of(monkeypatch, "check_colour_words", result)
 
 
 def test_continuing_trains_only_the_motion_modules_resumes_and_records_its_source(tmp_path, cheap_motion_check):
