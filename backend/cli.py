@@ -433,11 +433,10 @@ def step_overrides(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[
     """The parameters of `--frame-step N`: every Nth frame, the clip's frame count and rate unless given."""
     from ..protocol.windows import sampled_count
     from .engine.parameters import MAX_WINDOWED_FRAMES
-    from .video_io import probe_clip
+    from .video_io import check_frame_step, probe_clip
 
     step = args.frame_step
-    if step < 1:
-        raise ParameterError("--frame-step", f"must be at least 1, got {step}")
+    check_frame_step(step)  # before the clip is read, with the bounds every other caller holds
     chosen: dict[str, Any] = {"frame_sampling": "step", "frame_step": step}
     if "num_frames" in overrides and "fps" in overrides:
         return chosen

@@ -117,6 +117,18 @@ def test_a_frame_count_error_gives_the_whole_range_and_the_flag(reference_video,
         assert f"`num_frames` must be between 2 and 256, got {frames} (set with --frames)" in capsys.readouterr().err
 
 
+def test_a_frame_step_out_of_range_names_both_bounds_and_the_flag(reference_video, tmp_path, capsys):
+    from motionclone.backend.cli import EXIT_PARAMETERS, main
+    from motionclone.backend.video_io import MAX_FRAME_STEP
+
+    for step in (0, MAX_FRAME_STEP + 1):
+        args = [*tiny_generate(reference_video, tmp_path / "out", 8), "--frame-step", str(step)]
+        assert main(args) == EXIT_PARAMETERS
+        expected = f"at least 1 and at most {MAX_FRAME_STEP}, got {step} (set with --frame-step)"
+        assert expected in capsys.readouterr().err
+        assert not (tmp_path / "out").exists()
+
+
 def test_unreadable_reference_exits_4_with_the_path(tmp_path):
     broken = tmp_path / "broken.mp4"
     broken.write_text("not a video")
