@@ -267,10 +267,13 @@ def drive(settings: RayPoolSettings, pipe: Connection) -> None:
                     jobs[message[1]].cancel_requested.set()
             while waiting and pool.has_free_slot:
                 pool.submit(waiting.popleft())
-            relay_events(events, jobs, pipe)
+            # Events taken before the states are read: a slot is freed before its job's last event, so the server
+            # always learns that a worker is idle before it tells a client that the worker's job is done.
+            ready = drain(events)
             if (now := pool.describe()) != workers:
                 workers = now
                 pipe.send(("workers", workers))
+            relay_events(ready, jobs, pipe)
     except (EOFError, OSError):
         pass  # the server is gone: stop the actors and leave
     finally:
@@ -278,7 +281,7 @@ def drive(settings: RayPoolSettings, pipe: Connection) -> None:
         try:
             for job in waiting:
                 pipe.send(("event", job.job_id, "cancelled", {"reason": "The server stopped before the job started."}))
-            relay_events(events, jobs, pipe)
+            relay_events(drain(events), jobs, pipe)
         except (EOFError, OSError):
             pass
 
@@ -295,12 +298,17 @@ def job_from_inputs(inputs: JobInputs, preset: str) -> Job:
     )
 
 
-def relay_events(events: "queue.Queue[WorkerEvent]", jobs: dict[str, Job], pipe: Connection) -> None:
+def drain(events: "queue.Queue[WorkerEvent]") -> list[WorkerEvent]:
+    taken = []
     while True:
         try:
-            event = events.get_nowait()
+            taken.append(events.get_nowait())
         except queue.Empty:
-            return
+            return taken
+
+
+def relay_events(events: list[WorkerEvent], jobs: dict[str, Job], pipe: Connection) -> None:
+    for event in events:
         pipe.send(("event", event.job.job_id, event.kind, event.data))
         if event.kind in TERMINAL_KINDS:
             jobs.pop(event.job.job_id, None)

@@ -206,6 +206,8 @@ class RayWorkerPool:
                     break
             kind, data = ray.get(result)
             self._forward_events(slot, job)  # anything emitted between the last poll and the end
+            # free the slot before the job's last event, so that a client told "done" never sees the worker busy
+            slot.job, slot.state = None, "idle"
             self._emit(kind, job, data)
         except RayActorError as error:
             log.error("%s died while running job %s: %s", slot.name, job.job_id, error)

@@ -59,14 +59,16 @@ def test_two_clients_jobs_run_at_the_same_time_on_different_actors(ray_server, r
         params = job_params(num_inference_steps=12, guidance_steps=2)
         first.submit(reference_frames, params)
         second.submit(reference_frames, {**params, "seed": 2})
-        status = wait_for(
-            lambda: (s := first.server_status(10)).running == 2 and s,
-            60,
-            "both workers to be busy",
-        )
-        assert [worker["state"] for worker in status.workers] == ["busy", "busy"]
+        # `running` counts the jobs handed to the pool; the actors' states reach the server a moment later
+        wait_for(lambda: both_actors_busy(first.server_status(10)), 60, "both workers to be busy")
         results = [wait_for(lambda c=c: next_result(c), 120, "a result") for c in (first, second)]
+        # a worker is shown idle by the time its job's result arrives
+        assert [worker["state"] for worker in first.server_status(10).workers] == ["idle", "idle"]
     assert [r.message.metadata["seed"] for r in results] == [1, 2]
+
+
+def both_actors_busy(status) -> bool:
+    return status.running == 2 and [worker["state"] for worker in status.workers] == ["busy", "busy"]
 
 
 def next_result(client: Client):
