@@ -33,6 +33,7 @@ def freestyle_snapshot(scene):
         (render.resolution_x, render.resolution_y, render.filepath, render.use_single_layer),
         (shading.light, shading.color_type, tuple(shading.single_color), shading.show_shadows, shading.show_cavity),
         (view.view_transform, view.look, view.exposure, view.gamma),
+        scene.eevee.taa_render_samples,
         scene.world.name if scene.world else None,
         layers,
         sorted(bpy.data.linestyles.keys()),
