@@ -5,6 +5,7 @@ Loads no model. torch is imported inside `machine_info` only, so importing this 
 
 import platform
 import sys
+from pathlib import Path
 from typing import Any
 
 from ..protocol.messages import PROTOCOL_VERSION
@@ -58,3 +59,13 @@ def machine_info() -> dict[str, Any]:
         "cuda_available": available,
         "cuda_device": torch.cuda.get_device_name(0) if available else None,
     }
+
+
+def cpu_model_name() -> str:
+    """The CPU's model name ("AMD EPYC ...") from /proc/cpuinfo where there is one, else what `platform` knows."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()

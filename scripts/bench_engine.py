@@ -38,6 +38,7 @@ from motionclone.backend.engine.groupnorm import set_motion_module_norm
 from motionclone.backend.engine.partial_unet import last_block, no_grad_after, run_unet_until
 from motionclone.backend.engine.representation import encode_reference
 from motionclone.backend.engine.sparsectrl import SparseCondition
+from motionclone.backend.info import cpu_model_name
 from motionclone.backend.models.bundle import ModelBundle, official_ddim_scheduler
 from motionclone.backend.models.tiny import build_tiny_bundle, build_tiny_sparsectrl
 from motionclone.backend.models.tokenizer import build_offline_clip_tokenizer
@@ -221,15 +222,6 @@ def describe_device(device: torch.device) -> dict[str, Any]:
         # Other processes on the same cores slow every number down; this says how busy the machine was at the start.
         "load_average_1m": round(os.getloadavg()[0], 2),
     }
-
-
-def cpu_model_name() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def parameter_counts(pipe: MotionClonePipeline) -> dict[str, int]:
