@@ -8,6 +8,7 @@ progress leaves and a cancel arrives within one denoising step.
 
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,14 @@ class EngineActor:
         preview_every: int,
     ) -> None:
         """Load `preset` on `device` (the GPU Ray assigned to this actor is "cuda" inside it)."""
-        bundle = load_preset(preset, device=device, dtype=DTYPES[dtype] if dtype else None, **preset_options)
-        self.pipeline = MotionClonePipeline.from_bundle(bundle)
+        # Ray may call `run` on either of the actor's threads: the torch work goes to one thread of its own, which
+        # also loads the model, so that the actor's CPU ops run on one OpenMP team (torch_thread.py).
+        self._torch_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="motionclone-engine")
+        self.pipeline = self._torch_thread.submit(
+            lambda: MotionClonePipeline.from_bundle(
+                load_preset(preset, device=device, dtype=DTYPES[dtype] if dtype else None, **preset_options)
+            )
+        ).result()
         self.cache = RepresentationCache(Path(cache_dir))
         self.preview_every = preview_every
         self._lock = threading.Lock()
@@ -57,14 +64,15 @@ class EngineActor:
                 self._events.append((kind, data))
 
         try:
-            run_engine_job(
+            self._torch_thread.submit(
+                run_engine_job,
                 self.pipeline,
                 self.cache,
                 inputs,
                 emit,
                 lambda: inputs.job_id in self._cancelled,
                 self.preview_every,
-            )
+            ).result()
         finally:
             self._cancelled.discard(inputs.job_id)
         return outcome[0]

@@ -62,6 +62,7 @@ from .listener import Listener, open_listener
 from .parent import ParentWatch
 from .results_store import ResultsStore
 from .state_file import remove_state_file, state_record, write_state_file
+from .torch_thread import run_in_passing_thread
 from .worker import Worker, WorkerEvent
 
 if TYPE_CHECKING:
@@ -165,13 +166,18 @@ class Server:
         # and the front end's GPU (if any) is left to a worker.
         front_device = config.device if config.workers == "local" else "cpu"
         try:
-            self.pipeline = pipeline or MotionClonePipeline.from_bundle(
-                load_preset(
-                    config.preset,
-                    device=front_device,
-                    dtype=DTYPES[config.dtype] if config.dtype else None,
-                    **config.preset_options,
-                )
+            # Loaded on a thread that ends: jobs run on the worker's thread, and two threads with OpenMP teams would
+            # slow the CPU engine down (torch_thread.py).
+            self.pipeline = pipeline or run_in_passing_thread(
+                lambda: MotionClonePipeline.from_bundle(
+                    load_preset(
+                        config.preset,
+                        device=front_device,
+                        dtype=DTYPES[config.dtype] if config.dtype else None,
+                        **config.preset_options,
+                    )
+                ),
+                "motionclone-model-load",
             )
         except BaseException:
             self.listener.close()  # a failed load must not leave the port taken
