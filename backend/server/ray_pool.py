@@ -206,8 +206,9 @@ class RayWorkerPool:
                     break
             kind, data = ray.get(result)
             self._forward_events(slot, job)  # anything emitted between the last poll and the end
-            # free the slot before the job's last event, so that a client told "done" never sees the worker busy
-            slot.job, slot.state = None, "idle"
+            # shown idle before the job's last event, so that a client told "done" never sees the worker busy; the
+            # slot takes a new job only once `_serve_slot` has let go of this one
+            slot.state = "idle"
             self._emit(kind, job, data)
         except RayActorError as error:
             log.error("%s died while running job %s: %s", slot.name, job.job_id, error)
