@@ -267,8 +267,8 @@ def drive(settings: RayPoolSettings, pipe: Connection) -> None:
                     jobs[message[1]].cancel_requested.set()
             while waiting and pool.has_free_slot:
                 pool.submit(waiting.popleft())
-            # Events taken before the states are read: a slot is freed before its job's last event, so the server
-            # always learns that a worker is idle before it tells a client that the worker's job is done.
+            # Events taken before the states are read: a slot is shown idle before its job's last event, so the
+            # server always learns that a worker is idle before it tells a client that the worker's job is done.
             ready = drain(events)
             if (now := pool.describe()) != workers:
                 workers = now
