@@ -215,6 +215,34 @@ def sample_reference(
     return SampledReference(frames, total, indices, resize_mode)
 
 
+def index_warnings(metadata: dict[str, Any] | None, sampled: SampledReference) -> list[str]:
+    """A warning when result.json recorded other reference frames than this reference gives by the same rule: then
+    it is probably not the clip the result was made from (another cut, a re-export at another frame rate)."""
+    recorded = metadata.get("reference_frames") if isinstance(metadata, dict) else None
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("indices"), list):
+        return []
+    if recorded.get("sampled_by") == "client":  # the client sent only the frames it picked from its own clip
+        return []
+    if recorded["indices"] == sampled.indices.tolist():
+        return []
+    return [
+        f"result.json says the result was made from reference frames {_short_list(recorded['indices'])}, but this "
+        f"reference ({sampled.total_frames} frames) gives {_short_list(sampled.indices.tolist())} by the same rule: "
+        "check that it is the clip the result was made from"
+    ]
+
+
+def _short_list(values: list[Any], shown: int = 6) -> str:
+    head = ", ".join(str(v) for v in values[:shown])
+    return f"[{head}{', …' if len(values) > shown else ''}] ({len(values)} frames)"
+
+
+def _recorded_or_default(name: str, parameters: dict[str, Any], metadata: dict[str, Any] | None) -> str:
+    if name in parameters:
+        return "result.json"
+    return "default (no result.json)" if metadata is None else f"default (result.json does not record {name})"
+
+
 def count_frames(reference: str | os.PathLike[str] | np.ndarray) -> int:
     """Frames in a reference, counted the way `prepare_reference` counts them (decoded video frames, image files)."""
     if isinstance(reference, np.ndarray):
@@ -314,6 +342,7 @@ def evaluate(
 
     sampled = sample_reference(reference, num_frames, height, width, resize_mode, frame_sampling, frame_step)
     warnings.extend(sampled.notes)
+    warnings.extend(index_warnings(loaded.metadata, sampled))
     warnings.extend(override_warnings(prompt, subject_colour, subject_class))
 
     # Tracks: the same grid on both clips, at the result's size.
@@ -348,11 +377,16 @@ def evaluate(
         "chunk_rows": DEFAULT_CHUNK,
         "warnings": scores["warnings"],
     }
+    # Without reference tracks the score is 0 by the formula, but it says nothing about the result's motion.
+    status = {"status": "measured"}
+    if len(scores["reference_indices"]) == 0:
+        status = {"status": "degenerate", "reason": "the reference has no tracks that take part: nothing to compare"}
     regions = find_subject(frames)
     metrics: dict[str, Any] = {
         "motion_fidelity": {
             "value": scores["symmetric"],
-            "status": "measured",
+            **status,
+            "method": "DMT motion fidelity, symmetric",
             "variant": "symmetric",
             "definition": DEFINITIONS["symmetric"],
             "result_to_reference": scores["result_to_reference"],
@@ -361,7 +395,8 @@ def evaluate(
         },
         "motion_fidelity_released": {
             "value": scores["released"],
-            "status": "measured",
+            **status,
+            "method": "DMT motion fidelity, as its released code computes it",
             "variant": "released",
             "definition": DEFINITIONS["released"],
             **common,
@@ -384,12 +419,12 @@ def evaluate(
             "prompt_from": prompt_from,
             "reference_sampling": {
                 "rule": SAMPLING_RULES.get(frame_sampling, frame_sampling),
-                "rule_from": "result.json" if "frame_sampling" in parameters else "default (linspace)",
+                "rule_from": _recorded_or_default("frame_sampling", parameters, loaded.metadata),
                 **({"frame_step": frame_step} if frame_sampling == "step" else {}),
                 "total_frames": sampled.total_frames,
                 "indices": sampled.indices.tolist(),
                 "resize_mode": resize_mode,
-                "resize_mode_from": "result.json" if "resize_mode" in parameters else "default (no result.json)",
+                "resize_mode_from": _recorded_or_default("resize_mode", parameters, loaded.metadata),
                 "size": {"width": width, "height": height},
             },
         },
@@ -414,7 +449,7 @@ def evaluate(
             scores["result_indices"],
             out / TRACKS_IMAGE,
             caption=caption,
-            min_length=moving_fraction * max(height, width),
+            min_length=still_step_px,  # the steps MF counts as motion are the ones drawn in colour
         )
         write_metrics(report, out / METRICS_FILE)
     return report

@@ -3,7 +3,7 @@
 For a track τ with positions τ[k], its unit displacements are u_k = (τ[k+1] − τ[k]) / (‖τ[k+1] − τ[k]‖ + ε). The
 similarity of a result track τ̃ and a reference track τ is the mean over the T − 1 steps of ⟨ũ_k, u_k⟩, so the
 similarity matrix is one matrix product of the flattened unit displacements divided by T − 1 (computed in row
-chunks, never as an N × M × (T − 1) tensor).
+chunks, of which only the maxima are kept: never an N × M × (T − 1) tensor, nor the whole N × M matrix).
 
 - symmetric MF (the paper's text, reported as `motion_fidelity`):
   ½ [mean over result tracks of max over reference tracks + mean over reference tracks of max over result tracks].
@@ -32,6 +32,7 @@ itself.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -61,31 +62,50 @@ def unit_displacements(
     return units
 
 
-def similarity_matrix(
-    result_units: np.ndarray, reference_units: np.ndarray, chunk_size: int = DEFAULT_CHUNK
-) -> np.ndarray:
-    """sim[i, j] = mean over steps k of ⟨result_units[i, k], reference_units[j, k]⟩, computed in row chunks.
+def best_similarities(
+    result_units: np.ndarray,
+    reference_units: np.ndarray,
+    same_start: tuple[np.ndarray, np.ndarray],
+    chunk_size: int = DEFAULT_CHUNK,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The maxima MF needs, block by block, so that memory stays at one block of the N × M similarity matrix.
 
     Args:
         result_units: (N, S, 2) unit displacements of the result tracks.
-        reference_units: (M, S, 2) unit displacements of the reference tracks (the same S steps).
+        reference_units: (M, S, 2) unit displacements of the reference tracks.
+        same_start: (N,) and (M,) grid indices of the tracks; a pair with the same index started at the same point.
         chunk_size: result tracks per block.
 
     Returns:
-        (N, M) float64 similarities in [−1, 1].
+        (N,) best reference match of each result track, (M,) best result match of each reference track, and (N,)
+        the best match of each result track after subtracting 1 from its co-located pair (the released MF's rule).
     """
+    result_grid, reference_grid = same_start
+    best_for_result = np.empty(len(result_units))
+    best_for_result_released = np.empty(len(result_units))
+    best_for_reference = np.full(len(reference_units), -np.inf)
+    for start, block in _similarity_blocks(result_units, reference_units, chunk_size):
+        rows = slice(start, start + len(block))
+        best_for_result[rows] = block.max(axis=1)
+        best_for_reference = np.maximum(best_for_reference, block.max(axis=0))
+        co_located = result_grid[rows, None] == reference_grid[None, :]
+        best_for_result_released[rows] = (block - co_located).max(axis=1)
+    return best_for_result, best_for_reference, best_for_result_released
+
+
+def _similarity_blocks(
+    result_units: np.ndarray, reference_units: np.ndarray, chunk_size: int
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(first row, block of rows of the similarity matrix), `chunk_size` result tracks at a time."""
     if result_units.shape[1:] != reference_units.shape[1:]:
         raise ParameterError(
             "tracks", f"must cover the same steps: {result_units.shape[1:]} against {reference_units.shape[1:]}"
         )
-    steps = result_units.shape[1]
+    steps = max(result_units.shape[1], 1)
     flat_result = result_units.reshape(len(result_units), -1)
     flat_reference = reference_units.reshape(len(reference_units), -1)
-    similarity = np.empty((len(flat_result), len(flat_reference)), dtype=np.float64)
     for start in range(0, len(flat_result), max(1, chunk_size)):
-        stop = start + max(1, chunk_size)
-        similarity[start:stop] = flat_result[start:stop] @ flat_reference.T / max(steps, 1)
-    return similarity
+        yield start, flat_result[start : start + max(1, chunk_size)] @ flat_reference.T / steps
 
 
 def moving_tracks(positions: np.ndarray, excursion_px: float, still_step_px: float = DEFAULT_STILL_STEP) -> np.ndarray:
@@ -163,16 +183,16 @@ def motion_fidelity(
     symmetric = released = 0.0
     result_to_reference = reference_to_result = 0.0
     if len(used_reference) and len(used_result):
-        similarity = similarity_matrix(
+        best_for_result, best_for_reference, best_for_result_released = best_similarities(
             unit_displacements(result.positions[used_result], epsilon, still_step_px),
             unit_displacements(reference.positions[used_reference], epsilon, still_step_px),
+            (result.grid_index[used_result], reference.grid_index[used_reference]),
             chunk_size,
         )
-        result_to_reference = float(similarity.max(axis=1).mean())
-        reference_to_result = float(similarity.max(axis=0).mean())
+        result_to_reference = float(best_for_result.mean())
+        reference_to_result = float(best_for_reference.mean())
         symmetric = 0.5 * (result_to_reference + reference_to_result)
-        same_start = result.grid_index[used_result][:, None] == reference.grid_index[used_reference][None, :]
-        released = float((similarity - same_start).max(axis=1).mean())
+        released = float(best_for_result_released.mean())
 
     return {
         "symmetric": symmetric,

@@ -26,6 +26,7 @@ from ..errors import ModelNotFoundError, ParameterError
 TRACKER_NAME = "opencv-lk-pyramidal"
 COTRACKER_NAME = "cotracker"
 DEFAULT_GRID = 32  # points per side: 32 × 32 = 1,024 points (DMT's released code uses 55 × 55 with CoTracker)
+MAX_GRID = 128  # 16,384 points: a finer grid tracks for minutes and adds no motion a coarser one misses
 FB_REFERENCE_SIDE = 256  # the forward-backward threshold is given in pixels per 256 px of the longer frame side
 
 
@@ -126,10 +127,15 @@ def grid_points(
         (points_per_side², 2) float32 (x, y), row-major (all points of the top row first).
 
     Raises:
-        ParameterError: a non-positive grid or an empty box.
+        ParameterError: a grid of fewer than 2 points per side or more than MAX_GRID or the frame's shorter side
+            in pixels, or an empty box.
     """
     if isinstance(points_per_side, bool) or not isinstance(points_per_side, int) or points_per_side < 2:
         raise ParameterError("grid", f"must be an integer of at least 2 points per side, got {points_per_side!r}")
+    shorter_side = min(height, width)
+    if points_per_side > min(MAX_GRID, shorter_side):
+        limit = f"{MAX_GRID}" if shorter_side >= MAX_GRID else f"the frame's shorter side, {shorter_side} px"
+        raise ParameterError("grid", f"must be at most {limit} points per side, got {points_per_side}")
     x0, y0, x1, y1 = (0.0, 0.0, float(width), float(height)) if box is None else (float(v) for v in box)
     x0, y0, x1, y1 = max(x0, 0.0), max(y0, 0.0), min(x1, float(width)), min(y1, float(height))
     if not (x1 > x0 and y1 > y0):
@@ -137,6 +143,8 @@ def grid_points(
     xs = x0 + (np.arange(points_per_side) + 0.5) * (x1 - x0) / points_per_side - 0.5
     ys = y0 + (np.arange(points_per_side) + 0.5) * (y1 - y0) / points_per_side - 0.5
     grid_x, grid_y = np.meshgrid(xs, ys)  # pixel centres: pixel i spans [i - 0.5, i + 0.5]
+    # A small box holds cells narrower than a pixel, whose centres at its edge can fall just outside the frame.
+    grid_x, grid_y = grid_x.clip(0, width - 1), grid_y.clip(0, height - 1)
     return np.stack([grid_x.ravel(), grid_y.ravel()], axis=-1).astype(np.float32)
 
 

@@ -13,7 +13,7 @@ from motionclone.backend.evaluation import evaluate, sample_reference
 from motionclone.backend.results import write_result_folder
 from motionclone.backend.video_io import resize_frames, write_mp4
 
-from .synthetic import texture
+from .synthetic import square_on_plain_clip, texture
 
 SIZE = 96
 PROMPT = "a red ball bouncing on grass under a blue sky"
@@ -113,6 +113,32 @@ def test_evaluate_uses_the_frame_step_a_long_shot_result_was_made_with(clips, tm
     assert sampling["indices"] == indices.tolist() and sampling["frame_step"] == 2
     assert sampling["rule"] == "np.arange(num_frames) * frame_step"
     assert report["motion_fidelity"] > 0.95
+
+
+def test_evaluate_warns_when_the_reference_gives_other_frames_than_result_json_recorded(clips, tmp_path):
+    recorded = {"indices": clips["indices"].tolist(), "source_fps": 24.0}
+    metadata = {"parameters": {"num_frames": 16, "height": SIZE, "width": SIZE}, "reference_frames": recorded}
+    write_result_folder(clips["reference"][clips["indices"]], metadata, tmp_path / "result", fps=8)
+    assert evaluate(clips["reference_path"], tmp_path / "result")["warnings"] == []  # the clip it was made from
+    recut = evaluate(clips["reference"][:40], tmp_path / "result")  # the same shot cut shorter: other frames
+    (warning,) = recut["warnings"]
+    assert "result.json says the result was made from reference frames [0, 3, 6, 9, 12, 15, …] (16 frames)" in warning
+    assert "this reference (40 frames) gives [0, 2, 5, 7, 10, 13, …] (16 frames)" in warning
+    # A client that sampled its own clip sent only the frames it picked: its indices are of a clip we do not have.
+    metadata["reference_frames"] = {**recorded, "sampled_by": "client"}
+    write_result_folder(clips["reference"][clips["indices"]], metadata, tmp_path / "client", fps=8)
+    assert evaluate(clips["reference"][:40], tmp_path / "client")["warnings"] == []
+
+
+def test_motion_fidelity_against_a_still_reference_is_degenerate_not_measured(clips):
+    still = np.repeat(clips["reference"][:1], 48, axis=0)
+    report = evaluate(still, clips["result_dir"])
+    fidelity = report["metrics"]["motion_fidelity"]
+    assert report["motion_fidelity"] == 0.0 and fidelity["status"] == "degenerate" and "reference" in fidelity["reason"]
+    assert report["metrics"]["motion_fidelity_released"]["status"] == "degenerate"
+    moving = evaluate(clips["reference_path"], clips["result_dir"])["metrics"]
+    assert moving["motion_fidelity"]["status"] == "measured" and "reason" not in moving["motion_fidelity"]
+    assert moving["motion_fidelity"]["method"].startswith("DMT motion fidelity")
 
 
 def test_a_reference_too_short_for_the_frame_step_gives_every_step_th_frame_with_a_note():
@@ -233,3 +259,16 @@ def test_bad_records_in_result_json_name_the_file_and_a_too_short_reference_name
     one_frame = write_mp4(turning_square_clip(3)[:1], tmp_path / "one.mp4")
     assert main(["evaluate", "--reference", str(one_frame), "--result", str(clips["result_dir"])]) == EXIT_VIDEO
     assert f"reference {one_frame} has 1 frame: 1 is too few, motion needs at least 2" in capsys.readouterr().err
+
+
+def test_tracks_png_draws_slow_motion_in_its_direction_colour(tmp_path):
+    # 1 px a frame at 96 px: well above the 0.1 px MF counts as motion, below 2 % of the side (1.9 px) per step.
+    grey = square_on_plain_clip(velocity=(1, 0)).mean(axis=-1, keepdims=True).astype(np.uint8).repeat(3, axis=-1)
+    write_result_folder(grey, {"parameters": {"num_frames": 16}}, tmp_path / "result", fps=8)
+    report = evaluate(grey, tmp_path / "result", out_dir=tmp_path / "out")
+    assert report["metrics"]["motion_fidelity"]["tracks"]["result"]["used"] > 10
+    with Image.open(tmp_path / "out" / "tracks.png") as image:
+        pixels = np.asarray(image.convert("RGB")).astype(int)
+    # The frames are grey, so strongly red pixels are track segments drawn in the colour of "right".
+    red = (pixels[..., 0] > 200) & (pixels[..., 1] < 90) & (pixels[..., 2] < 90)
+    assert red.sum() > 200

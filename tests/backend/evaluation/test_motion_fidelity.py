@@ -5,9 +5,9 @@ import pytest
 
 from motionclone.backend.errors import ParameterError
 from motionclone.backend.evaluation.motion_fidelity import (
+    best_similarities,
     motion_fidelity,
     moving_tracks,
-    similarity_matrix,
     unit_displacements,
 )
 from motionclone.backend.evaluation.tracks import Tracks, grid_points, track_points
@@ -24,13 +24,20 @@ def line(step, num_frames=5, start=(10.0, 10.0)):
     return [np.add(start, np.multiply(step, k)) for k in range(num_frames)]
 
 
-def test_similarity_matrix_equals_the_brute_force_mean_of_dot_products_in_any_chunking():
+def test_best_similarities_equal_the_brute_force_matrix_maxima_in_any_chunking():
     rng = np.random.default_rng(0)
     result = unit_displacements(rng.normal(size=(7, 6, 2)).cumsum(axis=1), still_step_px=0)
     reference = unit_displacements(rng.normal(size=(5, 6, 2)).cumsum(axis=1), still_step_px=0)
+    result_grid, reference_grid = np.array([0, 1, 2, 3, 4, 5, 6]), np.array([1, 3, 8, 9, 0])
     brute = np.einsum("nkc,mkc->nmk", result, reference).mean(axis=2)  # the N × M × (T − 1) tensor, then the mean
+    released = brute - (result_grid[:, None] == reference_grid[None, :])  # co-located pairs lose 1
     for chunk in (1, 3, 512):
-        np.testing.assert_allclose(similarity_matrix(result, reference, chunk_size=chunk), brute, atol=1e-12)
+        for_result, for_reference, for_result_released = best_similarities(
+            result, reference, (result_grid, reference_grid), chunk_size=chunk
+        )
+        np.testing.assert_allclose(for_result, brute.max(axis=1), atol=1e-12)
+        np.testing.assert_allclose(for_reference, brute.max(axis=0), atol=1e-12)
+        np.testing.assert_allclose(for_result_released, released.max(axis=1), atol=1e-12)
     np.testing.assert_allclose(np.linalg.norm(result, axis=-1), 1.0, atol=1e-5)
 
 

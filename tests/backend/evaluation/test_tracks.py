@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 
 from motionclone.backend.errors import ModelNotFoundError, ParameterError
-from motionclone.backend.evaluation.tracks import TrackerSettings, grid_points, track_points, track_points_cotracker
+from motionclone.backend.evaluation.tracks import (
+    MAX_GRID,
+    TrackerSettings,
+    grid_points,
+    track_points,
+    track_points_cotracker,
+)
 
 from .synthetic import moving_square_clip, panning_clip, texture
 
@@ -20,6 +26,16 @@ def test_grid_points_are_cell_centres_row_major_and_respect_a_box():
         grid_points(64, 64, 1)
     with pytest.raises(ParameterError, match="`box`"):
         grid_points(64, 64, 4, box=(30, 10, 20, 40))
+
+
+def test_grid_points_refuse_a_grid_finer_than_the_frame_or_the_limit_and_stay_inside_the_frame():
+    assert len(grid_points(48, 64, 48)) == 48 * 48  # one point per pixel row of the shorter side is the finest
+    with pytest.raises(ParameterError, match="`grid` must be at most the frame's shorter side, 48 px"):
+        grid_points(48, 64, 49)
+    with pytest.raises(ParameterError, match=f"`grid` must be at most {MAX_GRID} points per side"):
+        grid_points(512, 512, MAX_GRID + 1)
+    tiny_box = grid_points(64, 64, 16, box=(0, 0, 4, 4))  # cells a quarter pixel wide at the frame's corner
+    assert tiny_box.min() >= 0 and tiny_box.max() <= 63
 
 
 @pytest.mark.parametrize("velocity", [(1.5, -0.75), (-2.0, 1.25)])
