@@ -1,7 +1,9 @@
 """Write the procedural "blocks" training set (captioned clips of coloured subjects) to one .npz file.
 
-Usage: python scripts/make_blocks_dataset.py --out blocks.npz --seed 0 --count 5000 [--size 128] [--frames 16]
+Usage: python scripts/make_blocks_dataset.py --out blocks.npz [--seed 1] [--count 3000] [--size 64] [--frames 16]
        [--workers 2] [--preview preview.png]
+
+The defaults write the training recipe's own data set (scripts/train_blocks_model.py).
 """
 
 import argparse
@@ -11,7 +13,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from motionclone.backend.training.architecture import FRAME_SIZE, NUM_FRAMES
 from motionclone.backend.training.data import clip_at, write_dataset
+from motionclone.backend.training.train import TrainingPlan
 
 PREVIEW_CLIPS = 8
 PREVIEW_FRAMES = 8
@@ -37,10 +41,11 @@ def write_preview(path: Path, seed: int, size: int, frames: int) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="output .npz file")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--count", type=int, default=1000)
-    parser.add_argument("--size", type=int, default=128, help="frame width and height in pixels")
-    parser.add_argument("--frames", type=int, default=16)
+    recipe = TrainingPlan(work_dir=Path("."), out_dir=Path("."))
+    parser.add_argument("--seed", type=int, default=recipe.data_seed, help="data seed (default: the recipe's)")
+    parser.add_argument("--count", type=int, default=recipe.clips, help="clips (default: the recipe's)")
+    parser.add_argument("--size", type=int, default=FRAME_SIZE, help="frame width and height in pixels")
+    parser.add_argument("--frames", type=int, default=NUM_FRAMES)
     parser.add_argument("--workers", type=int, default=2, help="processes rendering clips")
     parser.add_argument("--preview", type=Path, help="also write a PNG grid of the first 8 clips")
     args = parser.parse_args()
