@@ -28,6 +28,12 @@ def _on_load_post(*_args) -> None:
 
 
 @bpy.app.handlers.persistent
+def _on_load_pre(*_args) -> None:
+    # The open file's running jobs stay on the backend while another file is open; their results wait for it there.
+    session.get_session().leave_file(bpy.data.filepath)
+
+
+@bpy.app.handlers.persistent
 def _on_undo_redo(*_args) -> None:
     # Undo can set a job that had finished back to running (the file state before its result); ask the backend,
     # which answers with the job's real state, or that it no longer has it.
@@ -48,6 +54,7 @@ def register() -> None:
             for cls in module.classes:
                 bpy.utils.register_class(cls)
     bpy.app.timers.register(_timer, first_interval=0.1, persistent=True)
+    bpy.app.handlers.load_pre.append(_on_load_pre)
     bpy.app.handlers.load_post.append(_on_load_post)
     bpy.app.handlers.save_pre.append(operators.stop_renders)
     bpy.app.handlers.load_pre.append(operators.stop_renders)
@@ -57,9 +64,13 @@ def register() -> None:
 
 
 def unregister() -> None:
+    # Blender frees a running modal operator without calling its `cancel`: put the artist's render settings back now.
+    operators.stop_renders()
     atexit.unregister(_on_exit)
     if _on_load_post in bpy.app.handlers.load_post:
         bpy.app.handlers.load_post.remove(_on_load_post)
+    if _on_load_pre in bpy.app.handlers.load_pre:
+        bpy.app.handlers.load_pre.remove(_on_load_pre)
     for handlers in (bpy.app.handlers.save_pre, bpy.app.handlers.load_pre):
         if operators.stop_renders in handlers:
             handlers.remove(operators.stop_renders)

@@ -12,7 +12,7 @@ from typing import Any
 
 import bpy
 
-from . import compat, preferences, result_files, sequencer
+from . import compat, operators, preferences, result_files, sequencer
 from ._protocol import errors, stages
 from .job_records import all_jobs, any_active_job, fail_unaccepted_jobs, find_job, scene_of, tag_redraw
 from .model_fit import ModelDefaults
@@ -39,7 +39,12 @@ def pump() -> float:
     try:
         session = get_session()
         context = bpy.context
-        for event in session.client.poll_events() if session.client is not None else ():
+        held, session.results_during_render = session.results_during_render, []
+        for event in held + (session.client.poll_events() if session.client is not None else []):
+            if event.kind == "result" and operators.rendering:
+                # The scene holds the reference render's temporary settings: a result's undo step would save them.
+                session.results_during_render.append(event)
+                continue
             try:
                 apply_event(context, session, event)
             except Exception as error:  # any failure of one event must leave the pump running
@@ -132,6 +137,9 @@ def apply_event(context: bpy.types.Context, session: Session, event: Any) -> Non
             )
         return
     job = find_job(event.request_id, event.job_id)
+    if job is None and (event.request_id in session.other_file_jobs or event.job_id in session.other_file_jobs):
+        wait_for_other_file(session, event)
+        return
     if job is None:
         if kind == "result":
             recover_result(context, session, event)  # its job was undone or removed: the result is still kept
@@ -175,6 +183,19 @@ def apply_event(context: bpy.types.Context, session: Session, event: Any) -> Non
     if job.state in ("DONE", "FAILED", "CANCELLED") and kind in ("result", "cancelled", "error"):
         note_ending(session, job)
     tag_redraw()
+
+
+def wait_for_other_file(session: Session, event: Any) -> None:
+    """An event of a job of a file that is closed now: the job follows that file. Its result is not acknowledged, so
+    the backend keeps it until the file is opened again, when the job asks for it."""
+    filepath = session.other_file_jobs.get(event.request_id) or session.other_file_jobs[event.job_id]
+    if event.kind == "accepted" and event.job_id:
+        session.other_file_jobs[event.job_id] = filepath
+    if event.kind == "result":
+        session.connection.message = (
+            f"A job of {Path(filepath).name} finished; its result waits on the backend: open that file to add it."
+        )
+        tag_redraw()
 
 
 def mark_result_undone(job: Any, folder: str) -> None:
@@ -245,14 +266,12 @@ def recover_result(context: bpy.types.Context, session: Session, event: Any) -> 
     job.params_json = json.dumps(parameters)
     job.target_scene = scene.name
     job.state = "RUNNING"
-    apply_result(context, session, job, event, remember_seed=False)
+    apply_result(context, session, job, event)
     job.message = f"Recovered a result whose job was no longer listed. {job.message}"
 
 
-def apply_result(
-    context: bpy.types.Context, session: Session, job: Any, event: Any, remember_seed: bool = True
-) -> None:
-    """Write the frames into a new folder, add the strip, write the seed used back, acknowledge."""
+def apply_result(context: bpy.types.Context, session: Session, job: Any, event: Any) -> None:
+    """Write the frames into a new folder, add the strip, acknowledge."""
     result = event.message
     frames = event.frames()
     scene = scene_of(job)
@@ -283,8 +302,6 @@ def apply_result(
     job.state = "DONE"
     job.progress = 1.0
     job.message = f"Added strip '{strip.name}' on channel {strip.channel}"
-    if remember_seed:
-        job.id_data.motionclone.seed = int(result.metadata.get("seed", job.seed))  # the seed actually used
     push_undo("MotionClone result")
     session.client.ack(event.job_id)
 

@@ -90,6 +90,21 @@ class Session:
         # it back, so a job that undo set back to running can still be told where its frames are.
         self.stored_results: dict[str, str] = {}
         self.local_check: list[str] = []  # what the preferences' Check button found, shown under it
+        # Request and job ids of running jobs of saved files that were closed: their results stay on the backend
+        # until that file is opened again, instead of landing in whichever file is open.
+        self.other_file_jobs: dict[str, str] = {}  # id -> the .blend file it belongs to
+        self.results_during_render: list[Any] = []  # result events held back while a reference render runs
+
+    def leave_file(self, filepath: str) -> None:
+        """The open file is about to be replaced: remember its running jobs as another file's. An unsaved file's jobs
+        have nowhere to go back to, so their results are still placed in the next file (recovered)."""
+        if not filepath:
+            return
+        for job in all_jobs():
+            if job.state in ACTIVE_STATES:
+                for key in (job.request_id, job.job_id):
+                    if key:
+                        self.other_file_jobs[key] = filepath
 
     def request_status(self) -> None:
         """Ask the backend how busy it is; the answer comes to the pump as a "server_status" event."""

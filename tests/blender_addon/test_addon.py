@@ -81,6 +81,10 @@ def render_snapshot(scene):
     )
 
 
+def strip_count(scene) -> int:
+    return 0 if scene.sequence_editor is None else len(compat.strips(scene.sequence_editor))
+
+
 def pump_until(condition, timeout: float):
     from blender_addon import event_pump
 
@@ -344,6 +348,7 @@ def test_two_seeds_in_one_click_then_use_their_settings_and_show_their_strip(add
     assert json.loads(settings.jobs[0].params_json)["seed"] == 7
     assert pump_until(lambda: all(job.state in ("DONE", "FAILED") for job in settings.jobs), 180)
     assert [job.state for job in settings.jobs] == ["DONE", "DONE"]
+    assert settings.seed == 7  # the panel keeps the seed it showed: the next Generate does not repeat seed 8
     second = settings.jobs[1]
 
     settings.prompt, settings.seed, settings.steps, settings.use_advanced = "something else", 99, 50, False
@@ -613,6 +618,40 @@ def test_saving_or_loading_during_a_reference_render_stops_it_first_so_the_file_
     assert again.reason is not None and operators.rendering == []
     assert render_snapshot(bpy.context.scene) == before  # what was saved: the artist's settings
 
+    # Disabling the add-on mid-render: Blender frees a modal operator without calling its `cancel`.
+    scene, settings = bpy.context.scene, bpy.context.scene.motionclone
+    last = RunningRender()
+    last.render.step()
+    assert render_snapshot(scene) != before
+    disable_addon()
+    assert last.reason is not None and render_snapshot(scene) == before
+    enable_addon()  # the fixture disables it again
+
+
+def test_a_result_that_arrives_during_a_reference_render_waits_until_the_render_ends(addon, backend):
+    """Placing a result pushes an undo step, which would hold the render's temporary settings."""
+    from blender_addon import jobs, operators, session
+
+    addon.endpoint = backend.endpoint
+    scene = animated_scene(frames=8)
+    settings = configure_job(scene)
+    before = render_snapshot(scene)
+    bpy.ops.motionclone.generate()
+    job = settings.jobs[0]
+    render = jobs.camera_render(scene, settings, [1, 2, 3, 4], 64, 48).__enter__()  # a second Generate's render
+    render.step()
+    stand_in = SimpleNamespace(stop=lambda context, reason: None)
+    operators.rendering.append(stand_in)
+    try:
+        assert pump_until(lambda: session.get_session().results_during_render, 120), job.message
+        assert job.state != "DONE" and render_snapshot(scene) != before and strip_count(scene) == 0
+    finally:
+        operators.rendering.remove(stand_in)
+        render.__exit__(None, None, None)
+    assert pump_until(lambda: job.state == "DONE", 10), job.message
+    assert render_snapshot(scene) == before and job.strip_name in compat.strips(scene.sequence_editor)
+    assert session.get_session().results_during_render == []
+
 
 class RecordingWorkspace:
     def __init__(self):
@@ -837,3 +876,29 @@ def test_a_job_saved_in_a_file_is_fetched_again_when_the_file_is_opened(addon, b
     assert pump_until(lambda: job.state in ("DONE", "FAILED"), 120), job.message
     assert job.state == "DONE", job.message
     assert compat.strips(bpy.context.scene.sequence_editor)[job.strip_name]["motionclone_job_id"] == job.job_id
+
+
+def test_a_result_of_a_closed_files_job_waits_for_that_file_instead_of_landing_in_the_open_one(
+    addon, backend, tmp_path
+):
+    from blender_addon import session
+
+    addon.endpoint = backend.endpoint
+    other = str(tmp_path / "other.blend")
+    bpy.ops.wm.save_as_mainfile(filepath=other)
+    scene = animated_scene(frames=8)
+    settings = configure_job(scene, prompt="a fox of the first file", steps=8)
+    bpy.ops.motionclone.generate()
+    assert pump_until(lambda: bool(settings.jobs[0].job_id), 60), settings.jobs[0].message
+    first = str(tmp_path / "first.blend")
+    bpy.ops.wm.save_as_mainfile(filepath=first)
+    bpy.ops.wm.open_mainfile(filepath=other)
+    connection = session.get_session().connection
+    assert pump_until(lambda: "waits on the backend" in session.get_session().connection.message, 120), connection
+    assert "first.blend" in session.get_session().connection.message
+    assert len(bpy.context.scene.motionclone.jobs) == 0 and strip_count(bpy.context.scene) == 0
+    bpy.ops.wm.open_mainfile(filepath=first)  # the job asks the backend again, which kept the result
+    job = bpy.context.scene.motionclone.jobs[0]
+    assert pump_until(lambda: job.state in ("DONE", "FAILED"), 60), job.message
+    assert job.state == "DONE", job.message
+    assert compat.strips(bpy.context.scene.sequence_editor)[job.strip_name]["motionclone_prompt"] == job.prompt
