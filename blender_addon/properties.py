@@ -106,7 +106,9 @@ class MOTIONCLONE_PG_settings(bpy.types.PropertyGroup):
     new_word: bpy.props.StringProperty(
         name="New object", description="Inversion: the new object's word in the prompt (optional)"
     )
-    seed: bpy.props.IntProperty(name="Seed", default=2025, min=0, description="Seed; the one used is written back")
+    seed: bpy.props.IntProperty(
+        name="Seed", default=2025, min=0, description="Seed of the noise; with Random seed, the one each Generate drew"
+    )
     randomize_seed: bpy.props.BoolProperty(name="Random seed", default=False, description="New seed every run")
     seed_count: bpy.props.IntProperty(
         name="Seeds", default=1, min=1, max=16, description="Jobs per Generate, one reference, seeds counting up"
