@@ -163,10 +163,14 @@ class MOTIONCLONE_OT_cancel(bpy.types.Operator):
         if job is None or job.state not in ACTIVE_STATES:
             self.report({"WARNING"}, "That job is not running")
             return {"CANCELLED"}
+        session = get_session()
+        if session.drop_held(job.request_id):  # still waiting for the local backend: it never reaches it
+            job.state = "CANCELLED"
+            job.message = "Cancelled before the local backend was ready"
+            return {"FINISHED"}
         if not job.job_id:
             self.report({"WARNING"}, "The backend has not accepted this job yet; try again in a moment")
             return {"CANCELLED"}
-        session = get_session()
         if preferences.get_preferences(context).backend_mode == "LOCAL" and session.local.state != "ready":
             # Cancelling must not start a backend: with none running, nothing runs this job.
             self.report(

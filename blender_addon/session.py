@@ -95,6 +95,13 @@ class Session:
         self.other_file_jobs: dict[str, str] = {}  # id -> the .blend file it belongs to
         self.results_during_render: list[Any] = []  # result events held back while a reference render runs
 
+    def drop_held(self, request_id: str) -> bool:
+        """Take a job that waits for the local backend out of the waiting list; False when it is not waiting."""
+        kept = [item for item in self.held if item.request_id != request_id]
+        dropped = len(kept) < len(self.held)
+        self.held = kept
+        return dropped
+
     def leave_file(self, filepath: str) -> None:
         """The open file is about to be replaced: remember its running jobs as another file's. An unsaved file's jobs
         have nowhere to go back to, so their results are still placed in the next file (recovered)."""

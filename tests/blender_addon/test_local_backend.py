@@ -300,6 +300,31 @@ def test_a_held_job_the_client_refuses_fails_alone_and_the_others_are_still_sent
     assert sent == [None, second.seed]
 
 
+def test_cancel_of_a_job_waiting_for_the_local_backend_keeps_it_from_being_sent(local_addon, tmp_path, monkeypatch):
+    from blender_addon._protocol import client as protocol_client
+
+    settings = generate_with_fake_backend(
+        local_addon,
+        tmp_path,
+        "time.sleep(1.0)\n"
+        f"print('MotionClone backend listening on tcp://127.0.0.1:{free_port()}', flush=True)\n"
+        "time.sleep(60)",
+    )
+    assert bpy.ops.motionclone.generate() == {"FINISHED"}
+    first, second = settings.jobs[0], settings.jobs[1]
+    sent = []
+
+    def submit(self, frames, params, **kwargs):
+        sent.append(params["seed"])
+        return f"request-{len(sent)}"
+
+    monkeypatch.setattr(protocol_client.Client, "submit", submit)
+    assert bpy.ops.motionclone.cancel(index=0) == {"FINISHED"}
+    assert first.state == "CANCELLED" and "before the local backend was ready" in first.message
+    assert pump_until(lambda: local().state == "ready", 20), local().message
+    assert sent == [second.seed] and first.state == "CANCELLED"
+
+
 def test_cancel_with_the_local_backend_down_says_so_and_starts_nothing(local_addon):
     scene = animated_scene(frames=8)
     settings = configure_job(scene)
