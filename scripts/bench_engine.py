@@ -4,7 +4,7 @@ Usage:
     python scripts/bench_engine.py --size tiny
     python scripts/bench_engine.py --size full --device cuda --dtype float16 [--full-run] [--out bench.json]
 
-Prints one JSON object with the measured numbers. `--size tiny` times the tiny preset (spec 8.2) on the CPU;
+Prints one JSON object with the measured numbers. `--size tiny` times the tiny preset on the CPU;
 `--size full` builds the full SD-1.5 + AnimateDiff v3 adapter topology with random weights in code (no download),
 which is enough for timing and memory but not for pictures. The reference clip is the synthetic moving square.
 

@@ -4,7 +4,7 @@ MotionClone's motion representation and its guidance loss are both built from th
 
     A = softmax(q kᵀ · d^−½)  ∈ R^{(B·h·w) × heads × F × F}    (softmax over the key-frame axis)
 
-of the motion modules in the guided blocks (spec 7.2). diffusers runs these modules with SDPA, where A never exists,
+of the motion modules in the guided blocks. diffusers runs these modules with SDPA, where A never exists,
 so a processor that also computes A explicitly is installed on exactly the guided modules, for the duration of a
 `capture_temporal_attention` block. The module's output still comes from SDPA, exactly as diffusers' own processor
 computes it (the official code likewise took the output from its fused xformers kernel); A is computed from the same
@@ -26,7 +26,7 @@ from diffusers.models.attention_processor import Attention
 from ..errors import ParameterError
 from .partial_unet import block_execution_order
 
-# diffusers names of the temporal self-attentions (attn2 is a second self-attention, spec 1.3). Also matches the
+# diffusers names of the temporal self-attentions (attn2 is a second self-attention). Also matches the
 # motion mid block of v1/v2 adapters; the v3 layout has none.
 TEMPORAL_ATTENTION_PATTERN = re.compile(
     r"^(?P<block>(down_blocks|up_blocks)\.\d+|mid_block)\.motion_modules\.\d+\.transformer_blocks\.\d+\.attn[12]$"
@@ -62,7 +62,7 @@ def guidable_block_names(unet: torch.nn.Module) -> list[str]:
 def guided_module_names(unet: torch.nn.Module, blocks: Sequence[str]) -> list[str]:
     """Names of the temporal attention modules inside the guided `blocks`, in execution order.
 
-    Blocks are matched exactly, so `up_blocks.1` never selects modules of `up_blocks.10` (spec B6).
+    Blocks are matched exactly, so `up_blocks.1` never selects modules of `up_blocks.10` (bug B6).
 
     Args:
         unet: a diffusers `UNetMotionModel`.
@@ -103,7 +103,7 @@ class TemporalAttentionStore:
         probs: module name → A of shape (N, heads, F, F), not detached.
         recording: whether the processors write into `probs`; switch off for passes whose maps are not needed.
         record_keys: whether the processors also write the temporal keys (the `to_k` output, (N, F, C)) into `keys`
-            while recording; off by default (the inversion-based semantic guidance reads them, spec 6.5).
+            while recording; off by default (the inversion-based semantic guidance reads them).
         keys: module name → temporal keys, not detached; empty unless `record_keys`.
     """
 

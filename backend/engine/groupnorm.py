@@ -1,4 +1,4 @@
-"""Per-frame GroupNorm for AnimateDiff's motion modules (the fidelity flag of spec 7.4). No bpy.
+"""Per-frame GroupNorm for AnimateDiff's motion modules (a fidelity option). No bpy.
 
 diffusers' `AnimateDiffTransformer3D` reshapes its input to (B, C, F, H, W) before `self.norm`, so its GroupNorm
 takes statistics jointly over all frames ("cross-frame"). The original AnimateDiff, which the motion weights were

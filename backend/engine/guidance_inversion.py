@@ -1,4 +1,4 @@
-"""Guided sampling of the inversion-based MotionClone (paper v1-v3; spec 6.2-6.5). No bpy.
+"""Guided sampling of the inversion-based MotionClone (paper v1-v3). No bpy.
 
 At guided step i (timestep t) the reference attention is recomputed from the DDIM-inverted reference x^ref_t with the
 inversion prompt (no grad), so the motion target changes with t (time-dependent guidance):
@@ -8,16 +8,16 @@ inversion prompt (no grad), so the motion target changes with t (time-dependent 
     L_mot    = mean_m (w_m/100 · L^mot_m)       w = 20000 (up_blocks.1), 10000 (up_blocks.2)
     L        = 100·λ(i)·(L_mot + L_sem)         λ(i) = (i+1)/warm_up for i < warm_up; L_mot = 0 for
                                                  i > G − cool_down_steps, as official (L_sem continues)
-    x_{t_prev} = DDIM(x_t, ε) − √(1−ᾱ_{t_prev})·√(1−ᾱ_t)·∇_{x_t}L   (spec 3.2-8)
+    x_{t_prev} = DDIM(x_t, ε) − √(1−ᾱ_{t_prev})·√(1−ᾱ_t)·∇_{x_t}L   (the paper's guided update)
 
-The official code ran five streams in two big batches with processors on every attention (30-45 GB, spec B13). Here
+The official code ran five streams in two big batches with processors on every attention (30-45 GB, bug B13). Here
 the no-grad passes that run the whole network at a timestep go as one batch, as the official code batched them: ε_u
 of the generated video and, when semantic guidance is on, both CFG passes of the appearance stream. The reference
 stream runs on its own because it stops after the last guided block (in the official batch it ran the whole network
 for nothing), and the conditional pass carries autograd only up to the last guided block. Only x_t, x^app_t and the
 current x^ref_t are on the device.
 
-Schedule (spec 6.2): linspace(0, 999, N) rounded, descending. The official DDIM step took t_prev = t − 1000//N, off
+Schedule: linspace(0, 999, N) rounded, descending. The official DDIM step took t_prev = t − 1000//N, off
 by about one timestep from the schedule's next value (bug B12); by default t_prev is the actual next timestep, and
 `inversion_parity_prev_timestep` restores the old rule.
 """
@@ -47,7 +47,7 @@ LOSS_SCALE = 100.0
 
 
 def linspace_timesteps(num_inference_steps: int, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS) -> torch.Tensor:
-    """The old schedule: round(linspace(0, T−1, N)), descending (spec 6.2)."""
+    """The old schedule: round(linspace(0, T−1, N)), descending."""
     timesteps = np.linspace(0, num_train_timesteps - 1, num_inference_steps).round()[::-1].astype(np.int64)
     return torch.from_numpy(timesteps.copy())
 
@@ -96,7 +96,7 @@ class InversionGuidanceConfig:
 
     Attributes:
         guidance_steps, warm_up_steps, cool_down_steps: G and the ramps.
-        motion_weights: guided temporal-attention module → w_m (block weight repeated per module, spec B15).
+        motion_weights: guided temporal-attention module → w_m (block weight repeated per module, bug B15).
         semantic_weights: module → a_m; empty disables semantic guidance and the appearance stream.
         last_guided_block: the block after which the conditional pass runs without autograd and the reference
             pass stops.

@@ -1,4 +1,4 @@
-"""DDIM inversion of the reference video for the inversion-based MotionClone (paper v1-v3; spec 6.1). No bpy.
+"""DDIM inversion of the reference video for the inversion-based MotionClone (paper v1-v3). No bpy.
 
 The reference latents z_0 are walked *up* the noise levels with the inversion prompt c_inv (conditional branch only,
 no classifier-free guidance). With ᾱ_{-1} = 1 and k = 1000 // S the step ratio of S inversion steps:
@@ -9,7 +9,7 @@ no classifier-free guidance). With ᾱ_{-1} = 1 and k = 1000 // S the step ratio
 which is diffusers' `DDIMInverseScheduler` with `steps_offset=0` (the DDIM config's `steps_offset=1` would index
 ᾱ_1000). S = 1000 is the official setting (every t from 0 to 999 is stored).
 
-Memory (spec B13): the inverted latents x_t are kept on the CPU in float16 (or on disk as safetensors, cached by a
+Memory (bug B13): the inverted latents x_t are kept on the CPU in float16 (or on disk as safetensors, cached by a
 content hash like the single-step representation) and moved to the device one timestep at a time (`InvertedLatents.at`).
 """
 
@@ -32,7 +32,7 @@ FORMAT_VERSION = "1"
 
 
 def inverse_scheduler() -> DDIMInverseScheduler:
-    """The inverse DDIM scheduler of spec 6.1 (SD-1.5 betas, ᾱ_{-1} = 1, `steps_offset=0`, "leading" spacing)."""
+    """The inverse DDIM scheduler (SD-1.5 betas, ᾱ_{-1} = 1, `steps_offset=0`, "leading" spacing)."""
     return DDIMInverseScheduler(
         beta_start=0.00085,
         beta_end=0.012,
@@ -155,7 +155,7 @@ def ddim_invert(
     progress: Callable[[int, int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> InvertedLatents:
-    """DDIM-invert z_0 with the inversion prompt over `num_steps` steps (spec 6.1).
+    """DDIM-invert z_0 with the inversion prompt over `num_steps` steps.
 
     Args:
         unet: the AnimateDiff UNet.

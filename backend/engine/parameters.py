@@ -22,7 +22,7 @@ OFFICIAL_INVERSION_NEGATIVE_PROMPT = (
     "ugly, deformed, noisy, blurry, distorted, out of focus, bad anatomy, extra limbs, poorly drawn face, "
     "poorly drawn hands, missing fingers"
 )
-# The official t2v configs (spec 4). `guidance_fraction` is the official yaml's `guidance_scale`: the fraction of the
+# The official t2v configs. `guidance_fraction` is the official yaml's `guidance_scale`: the fraction of the
 # timestep range, at the noisy end, that the guided steps cover.
 CONFIG_PRESETS: dict[str, dict[str, Any]] = {
     "camera": {"num_inference_steps": 100, "guidance_steps": 50, "guidance_fraction": 0.3},
@@ -49,7 +49,7 @@ CONFIG_PRESETS["object-fast"] = {
     "cool_down_steps": 3,
 }
 
-# The official image-to-video configs (SparseCtrl RGB keyframes, scribble sketches; spec 4, 5).
+# The official image-to-video configs (SparseCtrl RGB keyframes, scribble sketches).
 CONFIG_PRESETS["i2v-rgb"] = {
     "num_inference_steps": 100,
     "guidance_steps": 40,
@@ -88,11 +88,11 @@ CONFIG_PRESETS["blocks"] = {
     "subject_placement": "reference-path",
 }
 
-# The five example configs of the inversion-based method (paper v1-v3, official code up to `370558ee`; spec 6.5).
+# The five example configs of the inversion-based method (paper v1-v3, official code up to `370558ee`).
 # Their inversion prompt and object pair describe the official example videos: documented defaults the user overrides.
 _INVERSION_COMMON: dict[str, Any] = {
     "motion_source": "inversion",
-    "frame_sampling": "interval",  # the old video_preprocess rule (spec 6.1)
+    "frame_sampling": "interval",  # the old video_preprocess rule
     "negative_prompt": OFFICIAL_INVERSION_NEGATIVE_PROMPT,
     "inversion_steps": 1000,
     "inversion_guidance_blocks": ("up_blocks.1", "up_blocks.2"),
@@ -266,7 +266,7 @@ class MotionCloneParams:
         decode_chunk_size: frames per VAE decode call (memory only; results are identical).
         fps: frame rate written into the result.
         motion_source: "single-step" (current method: one noisy forward of the reference at t*) or "inversion"
-            (paper v1-v3: DDIM inversion and time-dependent guidance, spec 6). The fields below apply to
+            (paper v1-v3: DDIM inversion and time-dependent guidance). The fields below apply to
             "inversion" only; there the schedule is linspace(0, 999, N) and `guidance_fraction`, `schedule`,
             `add_noise_step`, `motion_guidance_weight` and `motion_guidance_blocks` are not used.
         inversion_prompt: describes the reference video; used for the inversion and the reference stream.
@@ -494,7 +494,7 @@ def _check_windows(params: MotionCloneParams, max_frames: int | None) -> None:
 
 
 def _validate_inversion(params: MotionCloneParams) -> None:
-    """The fields of the inversion-based method (spec 6)."""
+    """The fields of the inversion-based method."""
     _check_text(params.inversion_prompt, "inversion_prompt", allow_empty=True)
     _check_int(params.inversion_steps, "inversion_steps", 1, 1000)
     for blocks_name, weights_name in (

@@ -1,6 +1,6 @@
 """Partial runs of diffusers' UNetMotionModel: stop after a block, or run later blocks without autograd. No bpy.
 
-MotionClone only reads the temporal attention of the guided blocks (spec 7.3):
+MotionClone only reads the temporal attention of the guided blocks:
 
 * extraction needs the forward up to the last guided block and nothing after it (`run_unet_until`), which saves
   about 43 % of the forward FLOPs at SD-1.5 size with `up_blocks.1` guided;
@@ -8,7 +8,7 @@ MotionClone only reads the temporal attention of the guided blocks (spec 7.3):
   blocks after it run under `torch.no_grad()` (`no_grad_after`); ε and ∂L/∂x_t are unchanged, only memory drops.
 
 "Last" is decided by the order in which the forward runs the blocks, never by the order of the user's list or by
-parsing the block index (spec B6).
+parsing the block index (bug B6).
 """
 
 import functools

@@ -227,7 +227,7 @@ class MotionClonePipeline(DiffusionPipeline):
         set_motion_module_norm(self.unet, params.motion_norm)
         report("prepare", 0, 1)
 
-        # 2. Read the reference: sample `num_frames` frames over the whole clip and resize (spec 2.1)
+        # 2. Read the reference: sample `num_frames` frames over the whole clip and resize
         clip = prepare_reference(
             reference,
             params.num_frames,
@@ -244,7 +244,7 @@ class MotionClonePipeline(DiffusionPipeline):
         negative_embeds = self.encode_prompt(params.negative_prompt)
         positive_embeds = self.encode_prompt(params.full_prompt)
 
-        # 4. Prepare the noise. Coupled (official): the extraction noise ε is the initial latent x_T (spec 2.2)
+        # 4. Prepare the noise. Coupled (official): the extraction noise ε is the initial latent x_T
         placement, source_maps, set_motion, noise_params = None, None, None, params
         if params.subject_placement == "reference-path":
             set_motion = measure_set_motion(reference_frames)
@@ -261,7 +261,7 @@ class MotionClonePipeline(DiffusionPipeline):
         timings["prepare"] = time.perf_counter() - started
         report("prepare", 1, 1)
 
-        # 5-6. Motion representation and guided denoising: single-step extraction (spec 2, 3) or DDIM inversion (6)
+        # 5-6. Motion representation and guided denoising: single-step extraction or DDIM inversion
         call = _Call(
             params,
             reference_frames,
@@ -338,9 +338,9 @@ class MotionClonePipeline(DiffusionPipeline):
         return self.text_encoder(tokens.input_ids.to(self.text_encoder.device))[0].to(self.unet.dtype)
 
     def prepare_timesteps(self, params: MotionCloneParams) -> torch.Tensor:
-        """The official uneven schedule (spec 3.1), or diffusers' evenly spaced "leading" DDIM schedule.
+        """The official uneven schedule, or diffusers' evenly spaced "leading" DDIM schedule.
 
-        The inversion-based method always uses its old schedule, round(linspace(0, 999, N)) descending (spec 6.2).
+        The inversion-based method always uses its old schedule, round(linspace(0, 999, N)) descending.
         """
         if params.motion_source == "inversion":
             return linspace_timesteps(params.num_inference_steps)
@@ -442,7 +442,7 @@ class MotionClonePipeline(DiffusionPipeline):
         in the whole clip (part of the cache key).
 
         With a SparseCtrl `condition`, the extraction pass gets residuals too, from the reference's own frames on
-        the condition's frames (spec 5.3), unless `params.sparsectrl_extraction` is "none"."""
+        the condition's frames, unless `params.sparsectrl_extraction` is "none"."""
         with_sparsectrl = (
             condition is not None and params.sparsectrl_extraction != "none" and params.controlnet_scale != 0
         )
@@ -516,7 +516,7 @@ class MotionClonePipeline(DiffusionPipeline):
         return unet_residuals(sparsectrl.residuals(z0, params.add_noise_step, embeds))
 
     def prepare_sparsectrl(self, condition: SparseCondition | None, params: MotionCloneParams) -> SparseCtrl | None:
-        """The SparseCtrl network with the generation's condition (spec 5.2), or None without a condition.
+        """The SparseCtrl network with the generation's condition, or None without a condition.
 
         A zero scale makes every residual zero: the network is then left out, so that the result is exactly the
         text-to-video one (adding zeros would keep the values but reorder autograd's sums in the guided pass)."""
@@ -552,7 +552,7 @@ class MotionClonePipeline(DiffusionPipeline):
         sparsectrl: SparseCtrl | None = None,
     ) -> tuple[torch.Tensor, list[float]]:
         """Run the N DDIM steps; the first G carry the motion-guidance gradient. With `sparsectrl`, every UNet pass
-        gets its half of the step's SparseCtrl residuals (computed once per step for [E_neg, E_pos], spec 5.2).
+        gets its half of the step's SparseCtrl residuals (computed once per step for [E_neg, E_pos]).
 
         A clip longer than `params.context_length` runs window by window (`ContextWindows`): `representation` is then
         the list of each window's representation, and each window's loss guides it.
@@ -615,7 +615,7 @@ class MotionClonePipeline(DiffusionPipeline):
                         score = windows.blend([prediction[2] for prediction in predictions])
                     losses.append(torch.stack([prediction[3] for prediction in predictions]).mean())
                 noise_pred = self.combine_cfg(noise_uncond, noise_cond, params)
-                # x_{t_prev} = DDIM(x_t, ε) − √(1−ᾱ_{t_prev})·√(1−ᾱ_t)·∇L  (spec 3.2-8)
+                # x_{t_prev} = DDIM(x_t, ε) − √(1−ᾱ_{t_prev})·√(1−ᾱ_t)·∇L  (the paper's guided update)
                 with torch.no_grad():
                     latents = guided_ddim_step(
                         latents, noise_pred, t, t_prev, alphas_cumprod, final_alpha_cumprod, score
@@ -663,7 +663,7 @@ class MotionClonePipeline(DiffusionPipeline):
         return noise_uncond, noise_cond, score, mse.detach()  # the loss is read once after the loop: no host sync
 
     # ----------------------------------------------------------------------------------------------------------
-    # The inversion-based method (paper v1-v3; spec 6)
+    # The inversion-based method (paper v1-v3)
     def inversion_guidance_config(self, params: MotionCloneParams) -> InversionGuidanceConfig:
         """Resolve the inversion-mode fields against this model: guided modules, weights, word positions.
 
@@ -723,7 +723,7 @@ class MotionClonePipeline(DiffusionPipeline):
         report: ProgressCallback | None = None,
         should_stop: CancelCheck | None = None,
     ) -> tuple[InvertedLatents, str, bool]:
-        """DDIM-invert the reference (spec 6.1) or take it from the cache; returns (latents, key, cache hit).
+        """DDIM-invert the reference or take it from the cache; returns (latents, key, cache hit).
 
         The inverted latents stay on the CPU in float16; `directory` (the representation cache's folder, if any)
         also keeps them on disk as safetensors, keyed by a content hash.

@@ -1,4 +1,4 @@
-"""The motion representation: sparse temporal-attention maps of the reference video (spec section 2). No bpy.
+"""The motion representation: sparse temporal-attention maps of the reference video. No bpy.
 
 Extraction noises the reference latents once to t* and runs the UNet once with the empty prompt, stopping right
 after the last guided block. For every guided temporal attention A ∈ R^{(B·h·w) × heads × F × F} it keeps the top-k
@@ -166,7 +166,7 @@ def encode_reference(
 
 
 def noise_latents(z0: torch.Tensor, noise: torch.Tensor, t: int, alphas_cumprod: torch.Tensor) -> torch.Tensor:
-    """x_t = √ᾱ_t·z_0 + √(1−ᾱ_t)·ε (spec 2.2)."""
+    """x_t = √ᾱ_t·z_0 + √(1−ᾱ_t)·ε."""
     alpha_prod_t = alphas_cumprod[t].to(torch.float32)
     return (alpha_prod_t.sqrt() * z0.float() + (1 - alpha_prod_t).sqrt() * noise.float()).to(z0.dtype)
 
@@ -223,7 +223,7 @@ def extract_motion_representation(
 
 
 def motion_loss(probs: dict[str, torch.Tensor], reference: MotionRepresentation) -> torch.Tensor:
-    """Σ_m mean((A^gen_m gathered at the reference indices − reference values)²) (spec 3.2-4)."""
+    """Σ_m mean((A^gen_m gathered at the reference indices − reference values)²)."""
     module_losses = []
     for name, reference_values in reference.values.items():
         generated = probs[name].gather(-1, reference.indices[name].long())

@@ -1,4 +1,4 @@
-"""The uneven timestep schedule, the guidance ramps and the guided DDIM step of MotionClone (spec 3.1, 3.2). No bpy.
+"""The uneven timestep schedule, the guidance ramps and the guided DDIM step of MotionClone. No bpy.
 
 Notation (spec and DDIM paper):
     ᾱ_t          alphas_cumprod[t]; ᾱ_{-1} = final_alpha_cumprod (1 with `set_alpha_to_one`)
@@ -61,7 +61,7 @@ def uneven_timesteps(
 
 
 def guidance_ramp(step_index: int, guidance_steps: int, warm_up_steps: int, cool_down_steps: int) -> float:
-    """λ(i), the factor on the motion loss at guided step i (spec 3.2-5).
+    """λ(i), the factor on the motion loss at guided step i.
 
     Warm-up (i+1)/warm_up for i < warm_up; cool-down (G−i)/cool_down for i > G − cool_down. Where the two ramps
     overlap (short runs: G < warm_up + cool_down) both factors apply, as in the official code.
@@ -90,7 +90,7 @@ def guided_ddim_step(
     final_alpha_cumprod: torch.Tensor | float,
     score: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """One deterministic DDIM step (η = 0) from t to an explicit t_prev, with the guidance gradient (spec 3.2-8).
+    """One deterministic DDIM step (η = 0) from t to an explicit t_prev, with the guidance gradient.
 
     x̂_0 comes from the unguided ε; only the direction term uses ε' = ε − √(1−ᾱ_t)·∇L (official behaviour, B11):
         x_{t_prev} = √ᾱ_{t_prev}·x̂_0 + √(1−ᾱ_{t_prev})·ε'

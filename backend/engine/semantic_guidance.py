@@ -1,4 +1,4 @@
-"""Location-aware semantic guidance of the inversion-based MotionClone (paper v1-v3; spec 6.5). No bpy.
+"""Location-aware semantic guidance of the inversion-based MotionClone (paper v1-v3). No bpy.
 
 The object named in the reference (inversion) prompt is located in the reference video through the text
 cross-attention of `up_blocks.1`; the generated video is then pulled, at that location, towards the appearance of the
@@ -14,7 +14,7 @@ Notation (paper v1-v3):
     L^sem_m = MSE(fg_gen(M_ex_fg), fg_app(M_app_fg)) + MSE(bg_gen(M_ex_bg), bg_app(M_app_bg))
     L_sem = mean_m (a_m/100 · L^sem_m)
 
-Fixes of the official code (spec B14): a frame where the reference word is found nowhere (empty binary mask b, whose
+Fixes of the official code (bug B14): a frame where the reference word is found nowhere (empty binary mask b, whose
 centroid the official code divides by zero, turning the whole loss into NaN) is left out of both terms; every other
 frame counts as in the official mean, even where another mask is empty (its masked mean is then 0); masks follow
 non-square latents and any frame count; σ scales with the map (5 cells at 16×16, as official); words are looked up
@@ -158,7 +158,7 @@ def capture_cross_attention(unet: torch.nn.Module, module_names: Sequence[str]) 
 def word_token_index(tokenizer: Any, prompt: str, word: str, field_name: str) -> int:
     """Position (BOS included) of the first token of the first occurrence of `word` in the tokenised `prompt`.
 
-    The word is matched as its whole token sequence (official: first sub-token only, spec B14), case-insensitively
+    The word is matched as its whole token sequence (official: first sub-token only, bug B14), case-insensitively
     as CLIP lower-cases.
 
     Raises:
@@ -207,7 +207,8 @@ def gaussian_around_centroid(binary: torch.Tensor, sigma_cells: float) -> torch.
 
 @dataclass
 class SemanticMasks:
-    """The four masks of spec 6.5 at the mask block's resolution, each (F, h, w) float32, and which frames count:
+    """The four masks of the location-aware semantic guidance at the mask block's resolution, each (F, h, w)
+    float32, and which frames count:
     `reference_found` (F,) bool, False where the reference mask b is empty (official: NaN)."""
 
     example_fg: torch.Tensor
@@ -236,7 +237,7 @@ class SemanticMasks:
 def semantic_masks(
     reference_map: torch.Tensor, app_map: torch.Tensor, example_threshold: float, app_threshold: float, sigma: float
 ) -> SemanticMasks:
-    """Masks from the normalised (F, h, w) token maps of the reference and appearance streams (spec 6.5)."""
+    """Masks from the normalised (F, h, w) token maps of the reference and appearance streams."""
     binary = (reference_map > example_threshold).float()
     gaussian = gaussian_around_centroid(binary, sigma)
     app_fg = (app_map > app_threshold).float()
@@ -310,7 +311,7 @@ def semantic_loss(
     latent_height: int,
     latent_width: int,
 ) -> torch.Tensor:
-    """L_sem = mean_m (a_m/100 · L^sem_m) over the modules of `module_weights` (spec 6.5).
+    """L_sem = mean_m (a_m/100 · L^sem_m) over the modules of `module_weights`.
 
     Args:
         gen_keys: module → temporal keys of the generated stream (grad).

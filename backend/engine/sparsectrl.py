@@ -1,11 +1,11 @@
-"""SparseCtrl conditioning for image-to-video and sketch-to-video MotionClone (spec 5). No bpy.
+"""SparseCtrl conditioning for image-to-video and sketch-to-video MotionClone. No bpy.
 
 A condition is one or more images placed on chosen frames: RGB keyframes (`rgb`, given to the network as VAE latents)
 or line drawings (`scribble`, given as pixels in [0, 1]); a mask marks the frames that have one. The SparseCtrl
 network turns (timestep, text, condition) into residuals for the UNet's down blocks and mid block. It zeroes the noisy
 sample it is given, so its residuals do not depend on x_t: they are computed without autograd, once per step for the
-CFG pair [E_neg, E_pos], and each UNet pass takes its half (spec 5.2). During extraction the condition frames are
-filled from the reference itself, as the official code does (spec 5.3: RGB from the reference latents, scribble
+CFG pair [E_neg, E_pos], and each UNet pass takes its half. During extraction the condition frames are
+filled from the reference itself, as the official code does (RGB from the reference latents, scribble
 from the reference's RGB frame, bug B4); `sparsectrl_extraction="none"` leaves SparseCtrl out of the extraction.
 """
 
@@ -98,7 +98,7 @@ def condition_tensors(
     dtype: torch.dtype,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(cond, mask): the images on their frames and zeros elsewhere, (1, C, F, h, w) and (1, 1, F, h, w) (spec 5.2).
+    """(cond, mask): the images on their frames and zeros elsewhere, (1, C, F, h, w) and (1, 1, F, h, w).
 
     RGB: C = 4 VAE latents (sampled from the posterior with `generator`, which RGB needs); scribble: C = 3 pixels in
     [0, 1].

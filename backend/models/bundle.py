@@ -79,7 +79,7 @@ class ModelBundle:
 
 
 def official_ddim_scheduler() -> DDIMScheduler:
-    """The official MotionClone scheduler (spec 1.1): linear betas 0.00085..0.012, `steps_offset=1`, no clipping."""
+    """The official MotionClone scheduler: linear betas 0.00085..0.012, `steps_offset=1`, no clipping."""
     return DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="linear", steps_offset=1, clip_sample=False)
 
 

@@ -3,7 +3,7 @@
 Two kinds, both fused into the weights (the models keep their plain modules, so the engine's hooks see no change):
 
 - The motion LoRA (`--motion-lora`): the AnimateDiff v3 domain adapter that SparseCtrl is meant to be used with
-  (spec 5.1), as the official `v3_sd15_adapter.ckpt` or its diffusers copy `guoyww/animatediff-motion-lora-v1-5-3`.
+ , as the official `v3_sd15_adapter.ckpt` or its diffusers copy `guoyww/animatediff-motion-lora-v1-5-3`.
   It is merged as the official `load_diffusers_lora` does: W += scale · up @ down on the UNet's spatial attention
   projections; `X.processor.to_q_lora.down.weight` belongs to module `X.to_q` (k, v likewise, `to_out` to
   `X.to_out.0`).

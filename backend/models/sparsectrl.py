@@ -1,4 +1,4 @@
-"""SparseCtrl weights for SD-1.5 (spec 5.1): a diffusers folder or hub id, or the official single file. No bpy.
+"""SparseCtrl weights for SD-1.5: a diffusers folder or hub id, or the official single file. No bpy.
 
 The kind is the user's choice, since neither a hub id nor a file name says it reliably:
 

@@ -1,4 +1,4 @@
-"""The `tiny` preset: random-weight components with SD-1.5's block layout (spec 8.2), built in code. No bpy.
+"""The `tiny` preset: random-weight components with SD-1.5's block layout, built in code. No bpy.
 
 Same block names and roles as the real model (four down and four up blocks, cross-attention in the first three,
 motion modules everywhere but the mid block, VAE scale factor 8), so `up_blocks.1` means the same thing here as in

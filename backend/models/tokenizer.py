@@ -1,4 +1,4 @@
-"""An offline CLIP tokenizer for the tiny preset (spec 8.3): byte-level vocabulary, no merges. No bpy.
+"""An offline CLIP tokenizer for the tiny preset: byte-level vocabulary, no merges. No bpy.
 
 Every character becomes one token. That is enough for shapes and control flow in tests and demos, and it needs no
 download.

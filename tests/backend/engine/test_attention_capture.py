@@ -1,4 +1,4 @@
-"""Tests for the temporal-attention capture (spec 7.2, 8.4 tests 1-2, bug B6) on the tiny SD-1.5-layout bundle."""
+"""Tests for the temporal-attention capture (official-code bug B6) on the tiny SD-1.5-layout bundle."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Tests for the per-frame motion-module GroupNorm (spec 7.4, 8.4 test 8)."""
+"""Tests for the per-frame motion-module GroupNorm."""
 
 from collections.abc import Iterator
 

@@ -1,4 +1,4 @@
-"""DDIM inversion and time-dependent temporal-attention guidance (inversion-based MotionClone, spec 6.1-6.4).
+"""DDIM inversion and time-dependent temporal-attention guidance (inversion-based MotionClone).
 
 Tiny preset on the CPU: 64×64 frames (8×8 latents), 4 frames, a handful of steps.
 """
@@ -66,7 +66,7 @@ def inversion_params(**changes: object) -> MotionCloneParams:
 
 
 def test_inverse_scheduler_matches_the_official_next_step() -> None:
-    """x_t = √ᾱ_t·x̂_0 + √(1−ᾱ_t)·ε from x_{t−1}, with ᾱ_{-1} = 1 (spec 6.1, 8.4-7)."""
+    """x_t = √ᾱ_t·x̂_0 + √(1−ᾱ_t)·ε from x_{t−1}, with ᾱ_{-1} = 1."""
     scheduler = inverse_scheduler()
     scheduler.set_timesteps(1000)
     assert scheduler.timesteps[0] == 0 and scheduler.timesteps[-1] == 999
@@ -336,7 +336,7 @@ def test_old_configs_are_presets_and_survive_the_wire() -> None:
         validate_params(params)
         assert params.motion_source == "inversion"
         assert MotionCloneParams.from_dict(params.to_dict()) == params
-        # The old configs' own negative prompt and frame rule (spec 6.1), not the text-to-video ones.
+        # The old configs' own negative prompt and frame rule, not the text-to-video ones.
         assert params.negative_prompt == OFFICIAL_INVERSION_NEGATIVE_PROMPT != OFFICIAL_NEGATIVE_PROMPT
         assert params.frame_sampling == "interval"
     assert MotionCloneParams.from_config("camera", prompt="x").frame_sampling == "linspace"

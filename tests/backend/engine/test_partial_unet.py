@@ -1,4 +1,4 @@
-"""Tests for partial UNet runs (spec 7.3, 8.4 tests 3-4, bug B6) on the tiny SD-1.5-layout bundle."""
+"""Tests for partial UNet runs (official-code bug B6) on the tiny SD-1.5-layout bundle."""
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager

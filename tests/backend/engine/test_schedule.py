@@ -5,7 +5,7 @@ from motionclone.backend.engine.schedule import guidance_ramp, guided_ddim_step,
 from motionclone.backend.errors import ParameterError
 from motionclone.backend.models.bundle import official_ddim_scheduler
 
-# (N, G, guidance fraction) -> first values, the boundary around G, last values (spec 3.1 table)
+# (N, G, guidance fraction) -> first values, the boundary around G, last values
 SPEC_TABLE = [
     ((100, 50, 0.3), [999, 993, 987], [706, 700, 699, 685], [14, 0]),
     ((300, 180, 0.4), [999, 997, 995], [602, 600, 599, 594], [5, 0]),

@@ -1,4 +1,4 @@
-"""Location-aware semantic guidance (inversion-based MotionClone, spec 6.5): masks, losses, word lookup."""
+"""Location-aware semantic guidance (inversion-based MotionClone): masks, losses, word lookup."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""SparseCtrl image- and sketch-to-video (spec 5) on the tiny preset with tiny random SparseCtrl models."""
+"""SparseCtrl image- and sketch-to-video on the tiny preset with tiny random SparseCtrl models."""
 
 import numpy as np
 import pytest
