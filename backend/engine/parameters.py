@@ -451,8 +451,7 @@ def validate_params(params: MotionCloneParams, max_frames: int | None = None) ->
     _check_int(params.decode_chunk_size, "decode_chunk_size", 1, 1024)
     _check_float(params.fps, "fps", 0.0, 240.0, open_low=True)
     _check_choice(params.motion_source, "motion_source", MOTION_SOURCES)
-    if params.motion_source == "inversion":
-        _validate_inversion(params)
+    _validate_inversion(params)  # unused by the single-step method, but recorded in its metadata: valid values only
 
 
 def _check_subject_placement(params: MotionCloneParams) -> None:
@@ -494,7 +493,7 @@ def _check_windows(params: MotionCloneParams, max_frames: int | None) -> None:
 
 
 def _validate_inversion(params: MotionCloneParams) -> None:
-    """The fields of the inversion-based method."""
+    """The fields of the inversion-based method (paper v1-v3: DDIM inversion and time-dependent guidance)."""
     _check_text(params.inversion_prompt, "inversion_prompt", allow_empty=True)
     _check_int(params.inversion_steps, "inversion_steps", 1, 1000)
     for blocks_name, weights_name in (

@@ -16,6 +16,7 @@ Notation:
 import math
 import platform
 import resource
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -161,6 +162,10 @@ class MotionClonePipeline(DiffusionPipeline):
         self.controlnet_kind: str | None = None
         # Inversion caches by folder (None: memory only); see `obtain_inversion`.
         self._inversion_caches: dict[str | None, InversionCache] = {}
+        # A server checks a job's words (`check_inputs`) on its socket thread while the worker encodes another job's
+        # prompt; the fast tokenizers change shared padding and truncation settings on every call, so one thread's
+        # call could see the other's settings (a valid word reported missing, say).
+        self._tokenizer_lock = threading.Lock()
 
     @classmethod
     def from_bundle(cls, bundle: ModelBundle) -> "MotionClonePipeline":
@@ -311,31 +316,42 @@ class MotionClonePipeline(DiffusionPipeline):
         """
         validate_params(params, max_frames=self.max_frames)
         if params.subject_placement != "free" and params.subject_word is not None:
-            word_token_index(self.tokenizer, params.full_prompt, params.subject_word, "subject_word")
+            self._word_token_index(params.full_prompt, params.subject_word, "subject_word")
         if params.motion_source == "inversion":
             self.inversion_guidance_config(params)  # checks blocks and the object words
             return guided_module_names(self.unet, params.inversion_guidance_blocks), self.prepare_timesteps(params)
         module_names = guided_module_names(self.unet, params.motion_guidance_blocks)
         return module_names, self.prepare_timesteps(params)
 
-    def check_condition_inputs(self, params: MotionCloneParams, condition: SparseCondition) -> None:
-        """Raise `ParameterError` naming the field when `condition` cannot be used with `params` on this model."""
+    def check_condition_inputs(
+        self, params: MotionCloneParams, condition: SparseCondition, check_size: bool = True
+    ) -> None:
+        """Raise `ParameterError` naming the field when `condition` cannot be used with `params` on this model
+        (`check_size=False`: whatever size its images have, as before they are resized)."""
         if params.motion_source == "inversion":
             raise ParameterError("condition", "SparseCtrl conditions work with the single-step method only")
-        check_condition(condition, params.num_frames, params.height, params.width, self.controlnet_kind)
+        check_condition(
+            condition, params.num_frames, params.height, params.width, self.controlnet_kind, check_size=check_size
+        )
 
     # ----------------------------------------------------------------------------------------------------------
     @torch.no_grad()
     def encode_prompt(self, prompt: str) -> torch.Tensor:
         """CLIP embedding (1, 77, C) of `prompt`, padded to the tokenizer's maximum length."""
-        tokens = self.tokenizer(
-            [prompt],
-            padding="max_length",
-            max_length=self.tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        )
+        with self._tokenizer_lock:
+            tokens = self.tokenizer(
+                [prompt],
+                padding="max_length",
+                max_length=self.tokenizer.model_max_length,
+                truncation=True,
+                return_tensors="pt",
+            )
         return self.text_encoder(tokens.input_ids.to(self.text_encoder.device))[0].to(self.unet.dtype)
+
+    def _word_token_index(self, prompt: str, word: str, field_name: str) -> int:
+        """`word_token_index` with this pipeline's tokenizer, one thread at a time."""
+        with self._tokenizer_lock:
+            return word_token_index(self.tokenizer, prompt, word, field_name)
 
     def prepare_timesteps(self, params: MotionCloneParams) -> torch.Tensor:
         """The official uneven schedule, or diffusers' evenly spaced "leading" DDIM schedule.
@@ -408,13 +424,13 @@ class MotionClonePipeline(DiffusionPipeline):
             maps = torch.stack(list(store.probs.values())).float().mean(dim=0)  # (2·F, positions, tokens)
         maps = maps[maps.shape[0] // 2 :]  # the conditional half of the [E_neg, E_pos] batch
         if params.subject_word is not None:
-            token = word_token_index(self.tokenizer, params.full_prompt, params.subject_word, "subject_word")
+            token = self._word_token_index(params.full_prompt, params.subject_word, "subject_word")
             word = params.subject_word
         else:
             words = {}  # first token of each word of the prompt → the word
             for candidate in candidate_words(params.prompt):
                 try:
-                    index = word_token_index(self.tokenizer, params.full_prompt, candidate, "prompt")
+                    index = self._word_token_index(params.full_prompt, candidate, "prompt")
                 except ParameterError:  # past the 77-token limit
                     continue
                 words.setdefault(index, candidate)
@@ -693,8 +709,8 @@ class MotionClonePipeline(DiffusionPipeline):
             if params.semantic_object_pair is not None:
                 reference_word, new_word = params.semantic_object_pair
                 token_indices = (
-                    word_token_index(self.tokenizer, params.inversion_prompt, reference_word, "semantic_object_pair"),
-                    word_token_index(self.tokenizer, params.full_prompt, new_word, "semantic_object_pair"),
+                    self._word_token_index(params.inversion_prompt, reference_word, "semantic_object_pair"),
+                    self._word_token_index(params.full_prompt, new_word, "semantic_object_pair"),
                 )
         return InversionGuidanceConfig(
             guidance_steps=params.guidance_steps,

@@ -59,9 +59,15 @@ def window_condition(condition: SparseCondition | None, frames: list[int]) -> Sp
 
 
 def check_condition(
-    condition: SparseCondition, num_frames: int, height: int, width: int, model_kind: str | None
+    condition: SparseCondition,
+    num_frames: int,
+    height: int,
+    width: int,
+    model_kind: str | None,
+    check_size: bool = True,
 ) -> None:
-    """Raise `ParameterError` naming the field when `condition` cannot be used for this generation and model."""
+    """Raise `ParameterError` naming the field when `condition` cannot be used for this generation and model.
+    `check_size=False` leaves out the images' size (for images that are still to be resized)."""
     if model_kind is None:
         raise ParameterError("condition", "needs a SparseCtrl model: load the preset with one (rgb or scribble)")
     if condition.kind not in CONDITION_KINDS:
@@ -84,7 +90,7 @@ def check_condition(
         raise ParameterError("condition", "images must be uint8 (count, height, width, 3)")
     if images.shape[0] != len(frames):
         raise ParameterError("condition", f"has {images.shape[0]} images for {len(frames)} condition frames")
-    if images.shape[1:3] != (height, width):
+    if check_size and images.shape[1:3] != (height, width):
         raise ParameterError("condition", f"images are {images.shape[2]}x{images.shape[1]}, the video {width}x{height}")
 
 

@@ -97,7 +97,7 @@ def run_engine_job(
             "failed",
             failure(
                 codes.OUT_OF_MEMORY,
-                f"The GPU ran out of memory: {str(error).splitlines()[0]}",
+                f"The GPU ran out of memory: {(str(error).splitlines() or ['no details'])[0]}",
                 hint="Lower the resolution or the frame count, or run the backend with --dtype float16.",
             ),
         )
@@ -122,5 +122,10 @@ def failure(code: str, message: str, hint: str = "", field: str | None = None) -
 
 
 def release_memory() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    """Give cached GPU memory back after a failed job. Never raises: it runs while a failure is being reported, and
+    after some CUDA errors the device refuses every call."""
+    try:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception:
+        log.warning("could not release cached GPU memory:\n%s", traceback.format_exc())

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 JOB_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
+PARTIAL_PATTERN = re.compile(r"^\.[0-9a-f]{32}\.partial$")  # a result being written, or left by a crash
 
 
 @dataclass
@@ -36,11 +37,15 @@ class ResultsStore:
     def save(self, job_id: str, frames: np.ndarray, fps: float, metadata: dict[str, Any]) -> None:
         temporary = self.directory / f".{job_id}.partial"
         shutil.rmtree(temporary, ignore_errors=True)
-        temporary.mkdir()
-        np.save(temporary / "frames.npy", np.ascontiguousarray(frames), allow_pickle=False)
-        record = {"fps": fps, "metadata": metadata, "finished_at": time.time()}
-        (temporary / "result.json").write_text(json.dumps(record, default=str))
-        temporary.rename(self.directory / job_id)
+        try:
+            temporary.mkdir()
+            np.save(temporary / "frames.npy", np.ascontiguousarray(frames), allow_pickle=False)
+            record = {"fps": fps, "metadata": metadata, "finished_at": time.time()}
+            (temporary / "result.json").write_text(json.dumps(record, default=str))
+            temporary.rename(self.directory / job_id)
+        except BaseException:  # a full disk, say: leave no half-written folder behind
+            shutil.rmtree(temporary, ignore_errors=True)
+            raise
 
     def has(self, job_id: str) -> bool:
         return bool(JOB_ID_PATTERN.match(job_id)) and (self.directory / job_id / "result.json").is_file()
@@ -60,10 +65,15 @@ class ResultsStore:
         return True
 
     def purge_expired(self, now: float | None = None) -> list[str]:
-        """Delete results older than the retention time; returns their job ids."""
+        """Delete results older than the retention time, and folders that a crash left half-written that long ago;
+        returns the job ids of the results."""
         now = time.time() if now is None else now
         expired = []
         for folder in self.directory.iterdir():
+            if PARTIAL_PATTERN.match(folder.name) and folder.is_dir():
+                if now - folder.stat().st_mtime > self.retention_s:
+                    shutil.rmtree(folder, ignore_errors=True)
+                continue
             record_path = folder / "result.json"
             if not (folder.is_dir() and JOB_ID_PATTERN.match(folder.name) and record_path.is_file()):
                 continue

@@ -254,9 +254,12 @@ class Server:
         """Expired results and representations every HOUSEKEEPING_S; the parent process every PARENT_CHECK_S."""
         now = time.monotonic()
         if now >= self._next_housekeeping:
-            self.results.purge_expired()
-            self.representations.purge_unused(self.config.retention_s)
             self._next_housekeeping = now + HOUSEKEEPING_S
+            try:
+                self.results.purge_expired()
+                self.representations.purge_unused(self.config.retention_s)
+            except OSError as error:  # a folder removed or a disk that fails must not stop the server
+                log.error("housekeeping failed, tried again in %d s: %s", HOUSEKEEPING_S, error)
         if self.parent is not None and now >= self._next_parent_check:
             self._next_parent_check = now + PARENT_CHECK_S
             if not self.parent.alive():
@@ -368,8 +371,11 @@ class Server:
             )
         check_reference_fps(message.reference_fps)
         check_reference_sampling(message.reference_sampling, frame_count)
+        self._check_result_size(params)
         condition = condition_from_submit(message, payloads.get("condition"))
         if condition is not None:
+            # Every check but the size first: resizing images that are refused anyway could take gigabytes.
+            self.pipeline.check_condition_inputs(params, condition, check_size=False)
             condition = fit_condition(condition, params)
             self.pipeline.check_condition_inputs(params, condition)
         # A view of the received zmq frame, kept alive by the job: a long reference is never held twice.
@@ -391,6 +397,19 @@ class Server:
         position = self._position(job)
         log.info("job %s queued at position %d", job.job_id, position)
         self._send(identity, Accepted(message.request_id, job.job_id, position))
+
+    def _check_result_size(self, params: MotionCloneParams) -> None:
+        """Refuse a job whose result would not fit into one message: it would run to the end for nothing."""
+        limit = self.config.limits.max_message_bytes - self.config.limits.max_header_bytes
+        frame_bytes = params.height * params.width * 3
+        if params.num_frames * frame_bytes > limit:
+            raise ProtocolError(
+                codes.TOO_LARGE,
+                f"num_frames {params.num_frames} at {params.width}x{params.height} makes a result of "
+                f"{params.num_frames * frame_bytes} bytes; the server sends at most {limit} in one message: at this "
+                f"size at most {limit // frame_bytes} frames",
+                "num_frames",
+            )
 
     def _on_cancel(self, identity: bytes, message: Cancel, payloads: dict[str, memoryview]) -> None:
         job = self.jobs.get(message.job_id)
@@ -483,7 +502,10 @@ class Server:
                 if job.reference_sampling is not None:
                     record_client_sampling(data["metadata"], job.reference_sampling)
                 # On disk first: if the client is gone, the result waits for a Fetch, also across restarts.
-                self.results.save(job.job_id, data["frames"], data["fps"], data["metadata"])
+                try:
+                    self.results.save(job.job_id, data["frames"], data["fps"], data["metadata"])
+                except OSError as error:  # a full disk: the connected client still gets the frames
+                    log.error("job %s: its result could not be stored (%s); it is sent, not kept", job.job_id, error)
                 self._send_result(job.identity, job.job_id, data["frames"], data["fps"], data["metadata"])
                 self._forget(job)
             elif event.kind == "cancelled":

@@ -8,11 +8,13 @@ The worker interface is deliberately narrow, so the Ray actor pool (`ray_pool.py
 import logging
 import queue
 import threading
+import traceback
 from dataclasses import dataclass
 from typing import Any
 
+from ...protocol import errors as codes
 from ..engine import MotionClonePipeline, RepresentationCache
-from .engine_job import JobInputs, run_engine_job
+from .engine_job import JobInputs, failure, run_engine_job
 from .jobs import Job
 
 log = logging.getLogger(__name__)
@@ -88,6 +90,10 @@ class Worker:
         while (job := self._inbox.get()) is not None:
             try:
                 self._run_job(job)
+            except BaseException as error:  # the thread must outlive any job, and the job must end with an event
+                log.error("job %s: the worker failed:\n%s", job.job_id, traceback.format_exc())
+                message = f"The worker failed while running the job: {type(error).__name__}: {error}"
+                self.events.put(WorkerEvent("failed", job, failure(codes.JOB_FAILED, message, "Check the server log.")))
             finally:
                 self.current = None
 

@@ -328,6 +328,16 @@ def test_motion_source_and_inversion_fields_are_validated() -> None:
         validate_params(inversion_params(inversion_steps=0))
     assert error.value.name == "inversion_steps"
     assert MotionCloneParams(prompt="x").motion_source == "single-step"
+    # The single-step method ignores them, but its result's metadata records them: bad values are refused there too.
+    for field, value in [
+        ("inversion_steps", "abc"),
+        ("semantic_sigma", float("nan")),
+        ("inversion_prompt", {"a": 1}),
+        ("inversion_parity_prev_timestep", "yes"),
+    ]:
+        with pytest.raises(ParameterError) as error:
+            validate_params(MotionCloneParams(prompt="x", **{field: value}))
+        assert error.value.name == field
 
 
 def test_old_configs_are_presets_and_survive_the_wire() -> None:

@@ -1,0 +1,179 @@
+"""The server's checks and failure paths on objects without a model or sockets: what `_on_submit` refuses before it
+queues a job, a result the disk cannot take, and a worker thread that a job breaks."""
+
+import os
+import queue
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from motionclone.backend.engine import MotionCloneParams, MotionClonePipeline
+from motionclone.backend.errors import ParameterError
+from motionclone.backend.models import load_preset
+from motionclone.backend.server import server as server_module
+from motionclone.backend.server import worker as worker_module
+from motionclone.backend.server.config import ServerConfig
+from motionclone.backend.server.engine_job import JobInputs, run_engine_job
+from motionclone.backend.server.jobs import Job
+from motionclone.backend.server.results_store import ResultsStore
+from motionclone.backend.server.server import Server
+from motionclone.backend.server.worker import Worker, WorkerEvent
+from motionclone.protocol import errors as codes
+from motionclone.protocol.codec import Limits
+from motionclone.protocol.errors import ProtocolError
+from motionclone.protocol.messages import ArraySpec, Submit
+
+
+def bare_server(limits: Limits | None = None) -> Server:
+    """A Server whose submit checks run for real: the tiny preset's name, its limits, an rgb SparseCtrl model that
+    checks conditions with the engine's own rule, and an empty queue."""
+    server = Server.__new__(Server)
+    server.config = ServerConfig(preset="tiny", limits=limits or Limits())
+    server.queue = []
+    model = SimpleNamespace(controlnet_kind="rgb")
+    server.pipeline = SimpleNamespace(
+        check_inputs=lambda params: None,
+        check_condition_inputs=lambda params, condition, check_size=True: MotionClonePipeline.check_condition_inputs(
+            model, params, condition, check_size
+        ),
+    )
+    return server
+
+
+def submit(num_frames: int, size: int, **condition) -> tuple[Submit, dict[str, memoryview]]:
+    params = {"prompt": "a fox", "num_frames": num_frames, "width": size, "height": size, "guidance_steps": 1}
+    reference = np.zeros((num_frames, 8, 8, 3), dtype=np.uint8)
+    payloads = {"reference": memoryview(reference.tobytes())}
+    if condition:
+        images = condition.pop("images")
+        payloads["condition"] = memoryview(images.tobytes())
+        condition = {"condition": ArraySpec(images.shape), **condition}
+    params["num_inference_steps"] = 2
+    return Submit("r1", params, ArraySpec(reference.shape), **condition), payloads
+
+
+def test_a_job_whose_result_would_not_fit_into_one_message_is_refused_with_the_frames_that_would():
+    server = bare_server(Limits(max_message_bytes=8 * 64 * 64 * 3 + 64 * 1024))
+    message, payloads = submit(num_frames=16, size=64)  # twice what fits
+    with pytest.raises(ProtocolError) as refused:
+        server._on_submit(b"client", message, payloads)
+    assert refused.value.code == codes.TOO_LARGE and refused.value.field == "num_frames"
+    assert "at this size at most 8 frames" in str(refused.value)
+
+
+def test_condition_frames_out_of_range_are_refused_before_any_image_is_resized(monkeypatch):
+    def resize_not_expected(*_args):
+        raise AssertionError("a condition that is refused anyway was resized")
+
+    monkeypatch.setattr(server_module, "fit_condition", resize_not_expected)
+    images = np.zeros((12, 4, 4, 3), dtype=np.uint8)  # tiny images for frames far beyond the clip's 8
+    message, payloads = submit(8, 64, images=images, condition_frames=list(range(12)), condition_type="rgb")
+    with pytest.raises(ParameterError) as refused:
+        bare_server()._on_submit(b"client", message, payloads)
+    assert refused.value.name == "condition_frames" and "[0, 7]" in str(refused.value)
+
+
+def done_event(job, frames):
+    return WorkerEvent("done", job, {"frames": frames, "fps": 8.0, "metadata": {"parameters": {}}})
+
+
+def queued_job() -> Job:
+    params = MotionCloneParams.from_dict({"prompt": "a fox", "num_frames": 2, "width": 64, "height": 64})
+    return Job(b"client", params, np.zeros((2, 8, 8, 3), dtype=np.uint8), 8.0, "tiny")
+
+
+def test_a_result_the_disk_cannot_take_still_reaches_its_client_and_leaves_no_partial_folder(tmp_path, monkeypatch):
+    server = bare_server()
+    server.results = ResultsStore(tmp_path / "results", retention_s=60)
+    server.worker_events, server.jobs, server._completed = queue.Queue(), {}, 0
+    sent = []
+    server._send_result = lambda identity, job_id, frames, fps, metadata: sent.append((identity, job_id))
+
+    def full_disk(*_args, **_kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "save", full_disk)
+    job = queued_job()
+    server.jobs[job.job_id] = job
+    server.worker_events.put(done_event(job, np.zeros((2, 64, 64, 3), dtype=np.uint8)))
+    server._send_worker_events()  # raised OSError out of the server loop before
+    assert sent == [(b"client", job.job_id)] and job.job_id not in server.jobs
+    assert list((tmp_path / "results").iterdir()) == []  # no half-written `.partial` folder
+
+
+def test_the_worker_thread_outlives_a_job_that_breaks_it_and_runs_the_next(monkeypatch):
+    def run(pipeline, cache, inputs, emit, cancel, preview_every):
+        if inputs.params.prompt == "breaks":
+            raise RuntimeError("a CUDA error while reporting a failure")
+        emit("done", {"frames": None, "fps": 8.0, "metadata": {}})
+
+    monkeypatch.setattr(worker_module, "run_engine_job", run)
+    events: queue.Queue = queue.Queue()
+    worker = Worker(pipeline=None, cache=None, events=events)
+    worker.start()
+    broken, fine = queued_job(), queued_job()
+    broken.params = MotionCloneParams.from_dict({"prompt": "breaks"})
+    worker.submit(broken)
+    failed = events.get(timeout=10)
+    assert (failed.kind, failed.job, failed.data["code"]) == ("failed", broken, codes.JOB_FAILED)
+    assert "RuntimeError: a CUDA error while reporting a failure" in failed.data["message"]
+    worker.submit(fine)
+    assert (events.get(timeout=10).kind, worker.current) == ("done", None)
+    worker.stop()
+
+
+def test_an_out_of_memory_error_without_a_message_still_fails_the_job_with_its_code():
+    class OutOfMemory:
+        def __call__(self, *_args, **_kwargs):
+            raise torch.OutOfMemoryError("")
+
+    events = []
+    inputs = JobInputs("job", MotionCloneParams.from_dict({"prompt": "a fox"}), None, 8.0, None)
+    run_engine_job(OutOfMemory(), None, inputs, lambda kind, data: events.append((kind, data)), lambda: False)
+    ((kind, data),) = events
+    assert kind == "failed" and data["code"] == codes.OUT_OF_MEMORY and "no details" in data["message"]
+
+
+def test_purge_removes_expired_results_and_old_half_written_folders_and_keeps_the_rest(tmp_path):
+    store = ResultsStore(tmp_path, retention_s=60)
+    old, fresh = "a" * 32, "b" * 32
+    for job_id in (old, fresh):
+        store.save(job_id, np.zeros((2, 8, 8, 3), dtype=np.uint8), 8.0, {})
+    crashed, writing = tmp_path / f".{'c' * 32}.partial", tmp_path / f".{'d' * 32}.partial"
+    crashed.mkdir(), writing.mkdir()
+    (tmp_path / "notes.txt").write_text("not the store's")
+    now = time.time()
+    for path in (tmp_path / old / "result.json", crashed):
+        os.utime(path, (now - 120, now - 120))
+    assert store.purge_expired(now) == [old]
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted([fresh, writing.name, "notes.txt"])
+    assert store.load(fresh) is not None
+
+
+def test_every_tokenizer_call_of_the_pipeline_holds_its_tokenizer_lock():
+    """The server checks a submit's words on its socket thread while the worker encodes a running job's prompt. The
+    fast tokenizers change shared padding and truncation settings on every call, and without a lock a check could
+    see the other call's settings: two threads, 3,000 calls each, once reported "red" missing from "a red ball
+    rolling right on snowy ground"."""
+    pipe = MotionClonePipeline.from_bundle(load_preset("blocks", device="cpu"))
+    held_lock: list[bool] = []
+
+    class Recording:
+        def __init__(self, tokenizer):
+            self.tokenizer = tokenizer
+
+        def __call__(self, *args, **kwargs):
+            held_lock.append(pipe._tokenizer_lock.locked())
+            return self.tokenizer(*args, **kwargs)
+
+        def __getattr__(self, name):
+            return getattr(self.tokenizer, name)
+
+    object.__setattr__(pipe, "tokenizer", Recording(pipe.tokenizer))  # past diffusers' module registration
+    pipe.encode_prompt("a blue figure walking left in a grey blockout room")
+    params = MotionCloneParams.from_config("blocks", prompt="a red ball rolling right on snowy ground")
+    pipe.check_inputs(MotionCloneParams.from_dict({**params.to_dict(), "subject_word": "red"}))
+    assert len(held_lock) >= 3 and all(held_lock)  # the prompt, then the prompt and the word
