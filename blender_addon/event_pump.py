@@ -17,6 +17,7 @@ from ._protocol import errors, stages
 from .job_records import all_jobs, any_active_job, fail_unaccepted_jobs, find_job, scene_of, tag_redraw
 from .model_fit import ModelDefaults
 from .properties import ACTIVE_STATES, CONFIG_ITEMS
+from .result_writes import ResultWrite
 from .session import Connection, Session, get_session
 from .thumbnails import show_image
 
@@ -49,6 +50,8 @@ def pump() -> float:
                 apply_event(context, session, event)
             except Exception as error:  # any failure of one event must leave the pump running
                 report_event_failure(session, event, error)
+        if not operators.rendering:  # placing a result pushes an undo step: not with the render's settings in
+            place_written_results(context, session)
         # After the events: whatever the backend sent before it exited is applied before its exit is.
         session.watch_local(context)
         busy = any_active_job() or session.connection.state == "connecting" or session.local.state in BUSY_LOCAL
@@ -136,6 +139,8 @@ def apply_event(context: bpy.types.Context, session: Session, event: Any) -> Non
                 "unreachable", "The backend stopped answering; retrying. Running jobs continue when it is back."
             )
         return
+    if kind == "result" and any(write.job_id == event.job_id for write in session.result_writes):
+        return  # the same result again (a repeated fetch) while its frames are being written
     job = find_job(event.request_id, event.job_id)
     if job is None and (event.request_id in session.other_file_jobs or event.job_id in session.other_file_jobs):
         wait_for_other_file(session, event)
@@ -251,8 +256,13 @@ def apply_progress(job: Any, event: Any) -> None:
 
 
 def recover_result(context: bpy.types.Context, session: Session, event: Any) -> None:
-    """A result whose job is in no list (undone or removed): store and place it under a new job entry, from the
-    scene's first frame, one scene frame per result frame, in the scene the sequencer shows."""
+    """A result whose job is in no list (undone or removed): store and place it under a new job entry."""
+    apply_result(context, session, recovered_job(context, event), event, recovered=True)
+
+
+def recovered_job(context: bpy.types.Context, event: Any) -> Any:
+    """A new job entry for a result whose job is in no list: from the scene's first frame, one scene frame per
+    result frame, in the scene the sequencer shows."""
     result = event.message
     parameters = result.metadata.get("parameters", {})
     scene = compat.sequencer_scene(context)
@@ -266,18 +276,47 @@ def recover_result(context: bpy.types.Context, session: Session, event: Any) -> 
     job.params_json = json.dumps(parameters)
     job.target_scene = scene.name
     job.state = "RUNNING"
-    apply_result(context, session, job, event)
-    job.message = f"Recovered a result whose job was no longer listed. {job.message}"
+    return job
 
 
-def apply_result(context: bpy.types.Context, session: Session, job: Any, event: Any) -> None:
-    """Write the frames into a new folder, add the strip, acknowledge."""
+def apply_result(context: bpy.types.Context, session: Session, job: Any, event: Any, recovered: bool = False) -> None:
+    """Start writing the frames into a new folder on a thread of their own; `place_written_results` adds the strip
+    and acknowledges once they are on disk."""
+    base_name = f"{result_files.safe_name(job.prompt)}-{job.seed}"
+    write = ResultWrite(event, job.request_id, preferences.output_root(context), base_name, recovered)
+    session.result_writes.append(write)
+    job.progress = 1.0
+    job.message = f"Saving the {int(event.message.frames.shape[0])} result frames"
+
+
+def place_written_results(context: bpy.types.Context, session: Session) -> None:
+    """For every result whose frames are written: add its strip, or report why not (the backend keeps the result
+    until it is acknowledged, so Fetch Result Again can store it later)."""
+    written = [write for write in session.result_writes if write.done]
+    session.result_writes = [write for write in session.result_writes if not write.done]
+    for write in written:
+        try:
+            if write.error is not None:
+                raise write.error
+            job = find_job(write.request_id, write.job_id)
+            if job is None:  # undone or removed while its frames were written
+                job, write.recovered = recovered_job(context, write.event), True
+            place_result(session, job, write.event, write.folder)
+            if write.recovered:
+                job.message = f"Recovered a result whose job was no longer listed. {job.message}"
+        except Exception as error:  # any failure of one result must leave the pump running
+            report_event_failure(session, write.event, error)
+        job = find_job(write.request_id, write.job_id)
+        if job is not None:
+            note_ending(session, job)
+    if written:
+        tag_redraw()
+
+
+def place_result(session: Session, job: Any, event: Any, folder: Path) -> None:
+    """Add the strip of the frames in `folder`, mark the job done, and acknowledge."""
     result = event.message
-    frames = event.frames()
     scene = scene_of(job)
-    folder = result_files.write_result_frames(
-        preferences.output_root(context), f"{result_files.safe_name(job.prompt)}-{job.seed}", frames
-    )
     files = sorted(path.name for path in folder.glob("*.png"))
     strip = sequencer.add_result_strip(
         scene,

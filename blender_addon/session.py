@@ -94,6 +94,7 @@ class Session:
         # until that file is opened again, instead of landing in whichever file is open.
         self.other_file_jobs: dict[str, str] = {}  # id -> the .blend file it belongs to
         self.results_during_render: list[Any] = []  # result events held back while a reference render runs
+        self.result_writes: list[Any] = []  # `ResultWrite`s whose frames are going to disk
 
     def drop_held(self, request_id: str) -> bool:
         """Take a job that waits for the local backend out of the waiting list; False when it is not waiting."""

@@ -6,6 +6,7 @@ Timers never fire in background mode, so the tests call the pump the timer would
 import json
 import re
 import socket
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -255,6 +256,34 @@ def test_test_connection_keeps_a_running_job_and_new_settings_take_it_along(addo
     assert job.state == "DONE", job.message
 
 
+def test_result_frames_go_to_disk_on_a_thread_of_their_own_while_the_pump_keeps_returning(addon, backend, monkeypatch):
+    """A long result is hundreds of PNGs: the pump, which runs on Blender's main thread, must not wait for them."""
+    from blender_addon import event_pump, result_files, session
+
+    addon.endpoint = backend.endpoint
+    scene = animated_scene(frames=8)
+    settings = configure_job(scene)
+    release, writing = threading.Event(), threading.Event()
+    write = result_files.write_result_frames
+
+    def slow_disk(*args):
+        writing.set()
+        release.wait(30)
+        return write(*args)
+
+    monkeypatch.setattr(result_files, "write_result_frames", slow_disk)
+    bpy.ops.motionclone.generate()
+    job = settings.jobs[0]
+    assert pump_until(writing.is_set, 120), job.message
+    started = time.monotonic()
+    assert event_pump.pump() == event_pump.PUMP_INTERVAL_ACTIVE  # returns at once, the job still active
+    assert time.monotonic() - started < 1.0
+    assert job.state == "RUNNING" and job.message == "Saving the 4 result frames" and strip_count(scene) == 0
+    release.set()
+    assert pump_until(lambda: job.state == "DONE", 30), job.message
+    assert session.get_session().result_writes == [] and job.strip_name in compat.strips(scene.sequence_editor)
+
+
 def test_the_result_lands_in_the_scene_the_sequencer_shows(addon, backend):
     """5.x: the sequencer can show another scene than the one animated (`context.sequencer_scene`); the result
     goes there. Blender 4.2 has no such setting: the result goes to the animated scene."""
@@ -285,7 +314,7 @@ def test_a_result_whose_job_was_removed_is_still_stored_and_placed(addon, backen
     assert pump_until(lambda: bool(job.job_id), 60), job.message
     job_id = job.job_id
     settings.jobs.remove(0)
-    assert pump_until(lambda: any(item.job_id == job_id for item in settings.jobs), 120)
+    assert pump_until(lambda: any(item.job_id == job_id and item.state == "DONE" for item in settings.jobs), 120)
     recovered = next(item for item in settings.jobs if item.job_id == job_id)
     assert recovered.state == "DONE" and recovered.message.startswith("Recovered"), recovered.message
     assert recovered.prompt == "a lost fox" and recovered.seed == 7
