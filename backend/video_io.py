@@ -471,7 +471,10 @@ def _decode_video(path: Path, keep: set[int] | None) -> tuple[list[np.ndarray], 
     if path.stat().st_size == 0:
         raise VideoInputError(f"video {path} is an empty file (0 bytes): export or copy the reference again")
     try:
-        reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")  # a generator: metadata, then frames
+        # A generator: metadata, then frames. Without passthrough ffmpeg outputs at a constant rate and repeats frames
+        # to fill it (every frame twice in a 70 ms GIF, more in a phone's variable-rate video), which would read
+        # as pauses in the motion.
+        reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24", output_params=["-fps_mode", "passthrough"])
         try:
             meta = next(reader)
             width, height = meta["size"]

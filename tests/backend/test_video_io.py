@@ -110,6 +110,16 @@ def test_mp4_round_trip_keeps_count_size_fps_and_content(tmp_path: Path) -> None
     assert error < 8
 
 
+def test_a_gif_gives_each_of_its_frames_once_at_its_own_rate(tmp_path: Path) -> None:
+    # ffmpeg's default constant-rate output doubles every frame of a 70 ms GIF (20 frames, each twice).
+    images = [Image.fromarray(np.full((32, 32, 3), 20 * i, dtype=np.uint8)) for i in range(10)]
+    images[0].save(tmp_path / "clip.gif", save_all=True, append_images=images[1:], duration=70, loop=0)
+    clip = read_clip(tmp_path / "clip.gif")
+    assert clip.frames.shape == (10, 32, 32, 3)
+    np.testing.assert_allclose(clip.frames[:, 0, 0, 0], 20 * np.arange(10), atol=2)
+    assert clip.fps == pytest.approx(1 / 0.07, abs=0.01)
+
+
 def test_mp4_keeps_a_size_that_is_not_a_multiple_of_16(tmp_path: Path) -> None:
     # imageio's default macro_block_size=16 would silently resize 40x24 to 48x32.
     frames = moving_square(num=8, height=24, width=40)
