@@ -58,7 +58,7 @@ PARAMETER_FLAGS = {
 def with_flag(error: ParameterError) -> str:
     """A parameter's error with the flag that sets it, for a parameter that has one (`num_frames`: --frames)."""
     flags = {name: "--" + flag.replace("_", "-") for flag, name in PARAMETER_FLAGS.items()}
-    flags.update(prompt="--prompt", frame_step="--frame-step")
+    flags.update(prompt="--prompt", frame_step="--frame-step", out="--out")
     flag = flags.get(error.name)
     return f"{error} (set with {flag})" if flag else str(error)
 
@@ -547,6 +547,7 @@ class ProgressBar:
 
 
 def command_generate(args: argparse.Namespace) -> int:
+    from .engine.parameters import validate_params
     from .generate import GenerateJob, run_generate_job
     from .results import check_result_folder
     from .video_io import existing_path
@@ -557,6 +558,7 @@ def command_generate(args: argparse.Namespace) -> int:
     hide_loading_bars(wanted=not args.no_progress)
     preset, device = resolve_preset(args)
     params = params_from_args(args, preset)
+    validate_params(params)
     condition = condition_from_args(args, params)
     options = preset_options_from_args(args, preset, condition.kind if condition is not None else None)
     job = GenerateJob(
@@ -783,11 +785,27 @@ def server_keys(args: argparse.Namespace) -> dict[str, Any]:
     from ..protocol.keys import load_key_pair, load_public_key
 
     keys: dict[str, Any] = {}
-    if args.server_key:
-        keys["server_public_key"] = load_public_key(args.server_key)
-    if args.client_key:
-        keys["client_public_key"], keys["client_secret_key"] = load_key_pair(args.client_key)
+    try:
+        if args.server_key:
+            keys["server_public_key"] = load_public_key(args.server_key)
+    except (ValueError, OSError) as error:
+        raise ParameterError("--server-key", str(error)) from error
+    try:
+        if args.client_key:
+            keys["client_public_key"], keys["client_secret_key"] = load_key_pair(args.client_key)
+    except (ValueError, OSError) as error:
+        raise ParameterError("--client-key", str(error)) from error
     return keys
+
+
+def open_client(args: argparse.Namespace, keys: dict[str, Any]) -> Any:
+    """A protocol client for `--server` (not started); a malformed endpoint is an error naming the flag."""
+    from ..protocol.client import Client
+
+    try:
+        return Client(args.server, client_name="motionclone-cli", **keys)
+    except ValueError as error:
+        raise ParameterError("--server", str(error)) from error
 
 
 def server_options(args: argparse.Namespace) -> str:
@@ -801,10 +819,9 @@ def server_options(args: argparse.Namespace) -> str:
 
 
 def command_status(args: argparse.Namespace) -> int:
-    from ..protocol.client import Client
     from ..protocol.errors import UNKNOWN_TYPE, JobFailed
 
-    with Client(args.server, client_name="motionclone-cli", **server_keys(args)) as client:
+    with open_client(args, server_keys(args)) as client:
         welcome = client.wait_connected(args.timeout)
         try:
             status = client.server_status(args.timeout)
@@ -839,12 +856,11 @@ def command_status(args: argparse.Namespace) -> int:
 
 
 def command_fetch(args: argparse.Namespace) -> int:
-    from ..protocol.client import Client
     from ..protocol.errors import JobFailed
     from .results import check_result_folder
 
     check_result_folder(args.out, args.overwrite)
-    with Client(args.server, client_name="motionclone-cli", **server_keys(args)) as client:
+    with open_client(args, server_keys(args)) as client:
         client.wait_connected(args.timeout)
         try:
             event = client.fetch_result(args.job_id, args.wait)
@@ -862,7 +878,7 @@ def command_fetch(args: argparse.Namespace) -> int:
 
 
 def command_submit(args: argparse.Namespace) -> int:
-    from ..protocol.client import Client, Condition
+    from ..protocol.client import Condition
     from ..protocol.errors import BackendUnavailable
     from .engine.parameters import validate_params
     from .results import check_result_folder
@@ -887,7 +903,7 @@ def command_submit(args: argparse.Namespace) -> int:
         elif event.kind == "progress" and event.message.preview is None:
             bar(event.message.stage, event.message.step, event.message.total)
 
-    with Client(args.server, client_name="motionclone-cli", **keys) as client:
+    with open_client(args, keys) as client:
         welcome = client.wait_connected(args.timeout)
         # Size, frame count and config left out are the server's model's, as for `generate` with that preset.
         params = params_from_args(

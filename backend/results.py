@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ResultFolderInUse
+from .errors import ParameterError, ResultFolderInUse
 from .video_io import write_mp4, write_png_sequence
 
 RESULT_FILES = ("result.mp4", "result.json")
@@ -38,6 +38,7 @@ def check_result_folder(out_dir: str | Path, overwrite: bool) -> list[Path]:
         ResultFolderInUse: it holds one and `overwrite` is False.
     """
     out_dir = Path(out_dir).expanduser()
+    check_writable_folder(out_dir)
     found = earlier_result(out_dir)
     if found and not overwrite:
         raise ResultFolderInUse(
@@ -45,6 +46,21 @@ def check_result_folder(out_dir: str | Path, overwrite: bool) -> list[Path]:
             "choose another --out folder, or add --overwrite to replace it"
         )
     return found
+
+
+def check_writable_folder(out_dir: Path) -> None:
+    """Refuse, before any work, an output folder that cannot be made or written: a file in its place (or in the
+    place of its frames/ folder), or a parent where this user may not write. Raises ParameterError naming `out`."""
+    for path in (out_dir, out_dir / "frames"):
+        if path.exists() and not path.is_dir():
+            raise ParameterError("out", f"{path} is a file, not a folder: choose another --out folder")
+    ancestor = out_dir
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ParameterError("out", f"{ancestor} is a file, so {out_dir} cannot be made: choose another --out folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ParameterError("out", f"this user may not write into {ancestor}: choose another --out folder")
 
 
 def write_result_folder(

@@ -317,6 +317,36 @@ def test_submit_refuses_bad_input_before_it_waits_for_a_server(tmp_path, capsys)
         assert "already holds a result" in capsys.readouterr().err
 
 
+def test_an_out_folder_that_cannot_be_written_and_bad_server_flags_are_refused_before_any_work(
+    reference_video, tmp_path, capsys, monkeypatch
+):
+    from motionclone.backend import generate
+    from motionclone.backend.cli import EXIT_PARAMETERS, main
+
+    monkeypatch.setattr(generate, "load_preset", lambda *args, **kwargs: pytest.fail("loaded the model"))
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    frames_file = tmp_path / "frames-taken"
+    frames_file.mkdir()
+    (frames_file / "frames").write_text("not a folder")
+    for out, message in [
+        (a_file, "a-file is a file, not a folder"),
+        (a_file / "below", "a-file is a file, so"),
+        (frames_file, "frames is a file, not a folder"),
+    ]:
+        assert main(tiny_generate(reference_video, out, 4)) == EXIT_PARAMETERS, out
+        assert message in capsys.readouterr().err and "(set with --out)" not in message
+    # A parameter the engine refuses is named before a model loads, whatever the preset.
+    assert main([*tiny_generate(reference_video, tmp_path / "new", 4), "--width", "100"]) == EXIT_PARAMETERS
+    assert "`width` must be a multiple of 8" in capsys.readouterr().err
+    for command in (["status"], ["fetch", "0" * 32, "--out", str(tmp_path / "fetched")]):
+        assert main([*command, "--server", "localhost:5555"]) == EXIT_PARAMETERS, command
+        assert "`--server` `endpoint` must look like 'tcp://HOST:PORT'" in capsys.readouterr().err
+        missing_key = str(tmp_path / "missing.key")
+        assert main([*command, "--server", "tcp://127.0.0.1:9", "--server-key", missing_key]) == EXIT_PARAMETERS
+        assert "`--server-key`" in capsys.readouterr().err
+
+
 def test_submit_parameters_take_what_the_server_announces_where_the_flags_are_silent():
     from motionclone.backend.cli import build_parser, params_from_args
 
