@@ -15,8 +15,10 @@ them. A normal run's files in the same folder are neither used nor overwritten. 
 continued and that model's own training record.
 """
 
+import hashlib
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -53,9 +55,15 @@ def work_file_tag(source: Path) -> str:
     return file_sha256(source / MANIFEST_NAME)[:12]
 
 
-def continued_checkpoint_name(source: Path, stage: str = "motion") -> str:
+def continued_checkpoint_name(source: Path, stage: str = "motion", after: object = None) -> str:
+    """The checkpoint of a continued stage. `after`: the settings of the stage before it, when that stage changes
+    what this one starts from (the cross-attention stage holds the whole image UNet, which the motion stage trains),
+    so that a checkpoint finished after other motion settings is never loaded over a new motion stage's weights."""
     prefix = {"motion": "stage4_motion", "colour": "stage5_cross_attention"}[stage]
-    return f"{prefix}_continued-{work_file_tag(source)}.pt"
+    suffix = ""
+    if after is not None:
+        suffix = "-after" + hashlib.sha256(json.dumps(after, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return f"{prefix}_continued-{work_file_tag(source)}{suffix}.pt"
 
 
 def latents_file_name(source: Path, plan: TrainingPlan) -> str:
@@ -119,7 +127,7 @@ def continue_training(plan: TrainingPlan, source: Path) -> Path:
             clips,
             plan.colour,
             plan.work_dir,
-            continued_checkpoint_name(source, "colour"),
+            continued_checkpoint_name(source, "colour", after=asdict(plan.motion)),
         )
         checks.append(gate(check_colour_words(unet2d, text_encoder, tokenizer, vae), plan))
 

@@ -92,7 +92,11 @@ class EMA:
         return self.shadow
 
     def load_state_dict(self, shadow: list[torch.Tensor]) -> None:
-        self.shadow = [tensor.clone() for tensor in shadow]
+        # Checkpoints load onto the CPU: the averages go where their parameters are (a GPU run resumed).
+        self.shadow = [
+            tensor.to(device=parameter.device, dtype=parameter.dtype).clone()
+            for tensor, parameter in zip(shadow, self.parameters, strict=True)
+        ]
 
 
 class Checkpoint:

@@ -4,6 +4,7 @@ Every artefact lives in `work_dir` (the data set, each stage's checkpoint, the e
 picks up where it stopped, and a finished stage is not trained again.
 """
 
+import hashlib
 import json
 import logging
 import platform
@@ -156,8 +157,11 @@ def load_or_make_dataset(plan: TrainingPlan) -> dict[str, np.ndarray]:
 
 
 def load_or_encode_latents(vae, frames: np.ndarray, plan: TrainingPlan) -> tuple[np.ndarray, float]:
-    path = plan.work_dir / "latents.npy"
-    scale_path = plan.work_dir / "latent_scale.json"
+    """The clips encoded by `vae`, and the latent scaling factor, from the work folder when this VAE encoded this
+    data set there before (named by both: a work folder reused with another data set or VAE encodes again)."""
+    tag = f"vae{module_fingerprint(vae)}-seed{plan.data_seed}-n{plan.clips}"
+    path = plan.work_dir / f"latents-{tag}.npy"
+    scale_path = plan.work_dir / f"latent_scale-{tag}.json"
     if path.exists() and scale_path.exists():
         return np.load(path), float(json.loads(scale_path.read_text())["scaling_factor"])
     latents = encode_clips(vae, frames, plan.device)
@@ -165,6 +169,15 @@ def load_or_encode_latents(vae, frames: np.ndarray, plan: TrainingPlan) -> tuple
     np.save(path, latents)
     scale_path.write_text(json.dumps({"scaling_factor": scaling_factor}) + "\n")
     return latents, scaling_factor
+
+
+def module_fingerprint(module: torch.nn.Module) -> str:
+    """The first 12 hex digits of the SHA-256 of a module's weights, in the order of its state dict."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:12]
 
 
 def training_info(

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -133,7 +134,15 @@ def test_the_cross_attention_stage_alone_trains_only_the_image_unets_text_keys_a
         "each colour word draws its colour"
     ]
     tag = continuation.work_file_tag(BLOCKS_MODEL_DIR)
-    assert (tmp_path / "work" / f"stage5_cross_attention_continued-{tag}.pt").is_file()
+    assert [path.name for path in (tmp_path / "work").glob("stage5_*")] == [
+        continuation.continued_checkpoint_name(BLOCKS_MODEL_DIR, "colour", after=asdict(plan_for(tmp_path, 0).motion))
+    ]
+    assert f"stage5_cross_attention_continued-{tag}-after" in next((tmp_path / "work").glob("stage5_*")).name
+
+    # Motion steps first this time, in the same work folder: the finished cross-attention checkpoint above holds
+    # the image UNet as it was before them, so it is not loaded over what the motion stage trained.
+    continuation.continue_training(plan_for(tmp_path, steps=1, colour_steps=2), BLOCKS_MODEL_DIR)
+    assert len(list((tmp_path / "work").glob("stage5_*"))) == 2
 
 
 def test_a_continuation_with_nothing_to_train_is_refused_before_any_work(tmp_path, cheap_motion_check):

@@ -216,3 +216,37 @@ def test_weighted_loss_scales_each_sample_and_keeps_the_plain_mse_without_weight
     per_sample = ((prediction - epsilon) ** 2).flatten(1).mean(dim=1)
     weighted = weighted_denoising_loss(prediction, epsilon, None, 0.0, torch.tensor([1.0, 0.0]))
     assert torch.allclose(weighted, per_sample[0] / 2)
+
+
+def test_ema_averages_loaded_from_a_checkpoint_go_where_their_parameters_are():
+    """Checkpoints load onto the CPU; a run resumed on a GPU must not mix devices in `update`."""
+    parameters = [torch.nn.Parameter(torch.zeros(3, device="meta"))]  # a device other than the CPU's
+    ema = stages.EMA(parameters)
+    ema.load_state_dict([torch.ones(3)])
+    assert ema.shadow[0].device == parameters[0].device
+    ema.update(step=5)  # mixed devices raised here
+
+
+def test_encoded_latents_are_reused_only_for_the_same_vae_and_data_set(clips, tmp_path, monkeypatch):
+    from motionclone.backend.training import train
+
+    frames = clips[0]
+    encoded = []
+
+    def encode(vae, frames, device):
+        encoded.append(len(frames))
+        return np.ones((len(frames), frames.shape[1], 4, 16, 16), dtype=np.float16)
+
+    monkeypatch.setattr(train, "encode_clips", encode)
+    torch.manual_seed(0)
+    vae = build_vae()
+    plan = train.TrainingPlan(work_dir=tmp_path, out_dir=tmp_path / "out", data_seed=1, clips=6)
+    train.load_or_encode_latents(vae, frames, plan)
+    train.load_or_encode_latents(vae, frames, plan)  # the same VAE and data: read back
+    assert encoded == [6]
+    other_data = train.TrainingPlan(work_dir=tmp_path, out_dir=tmp_path / "out", data_seed=2, clips=6)
+    train.load_or_encode_latents(vae, frames, other_data)
+    with torch.no_grad():
+        next(vae.parameters()).add_(0.1)  # a VAE trained further
+    train.load_or_encode_latents(vae, frames, plan)
+    assert encoded == [6, 6, 6]
