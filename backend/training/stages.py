@@ -112,7 +112,18 @@ class Checkpoint:
         state = torch.load(self.path, map_location="cpu", weights_only=True)
         for name, module in self.modules.items():
             module.load_state_dict(state["modules"][name])
-        self.optimizer.load_state_dict(state["optimizer"])
+        # The optimizer's state comes back, but the learning rates are this run's: a rate changed on the command
+        # line for the rest of a stage would otherwise be replaced by the saved one.
+        rates = [group["initial_lr"] for group in self.optimizer.param_groups]
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except ValueError as error:
+            raise ValueError(
+                f"{self.path} trained other parameter groups than this run ({error}; a spatial learning rate of 0 "
+                "and one above 0 train different parameters): use another --work-dir, or delete that checkpoint"
+            ) from error
+        for group, rate in zip(self.optimizer.param_groups, rates, strict=True):
+            group["initial_lr"] = rate
         self.ema.load_state_dict(state["ema"])
         torch.set_rng_state(state["torch_rng"])
         return int(state["step"]), [float(value) for value in state["losses"]]

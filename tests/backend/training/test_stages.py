@@ -250,3 +250,24 @@ def test_encoded_latents_are_reused_only_for_the_same_vae_and_data_set(clips, tm
         next(vae.parameters()).add_(0.1)  # a VAE trained further
     train.load_or_encode_latents(vae, frames, plan)
     assert encoded == [6, 6, 6]
+
+
+def test_a_resumed_stage_takes_this_runs_learning_rate_and_refuses_other_parameter_groups(tmp_path):
+    weights = torch.nn.Linear(2, 2)
+    saved = stages.Checkpoint(
+        tmp_path / "stage.pt",
+        {"m": weights},
+        stages.make_optimizer([(list(weights.parameters()), 1.0)]),
+        stages.EMA(list(weights.parameters())),
+    )
+    saved.save(3, [0.5, 0.25, 0.125])
+    optimizer = stages.make_optimizer([(list(weights.parameters()), 5.0)])
+    resumed = stages.Checkpoint(
+        tmp_path / "stage.pt", {"m": weights}, optimizer, stages.EMA(list(weights.parameters()))
+    )
+    assert resumed.load() == (3, [0.5, 0.25, 0.125])
+    assert optimizer.param_groups[0]["initial_lr"] == 5.0  # the saved 1.0 used to win
+    two_groups = stages.make_optimizer([([weights.weight], 1.0), ([weights.bias], 0.25)])
+    other = stages.Checkpoint(tmp_path / "stage.pt", {"m": weights}, two_groups, stages.EMA(list(weights.parameters())))
+    with pytest.raises(ValueError, match="use another --work-dir, or delete that checkpoint"):
+        other.load()
