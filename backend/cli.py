@@ -58,7 +58,14 @@ PARAMETER_FLAGS = {
 def with_flag(error: ParameterError) -> str:
     """A parameter's error with the flag that sets it, for a parameter that has one (`num_frames`: --frames)."""
     flags = {name: "--" + flag.replace("_", "-") for flag, name in PARAMETER_FLAGS.items()}
-    flags.update(prompt="--prompt", frame_step="--frame-step", out="--out")
+    flags.update(
+        prompt="--prompt",
+        frame_step="--frame-step",
+        out="--out",
+        condition="--condition",
+        condition_frames="--condition-frames",
+        condition_type="--condition-type",
+    )
     flag = flags.get(error.name)
     return f"{error} (set with {flag})" if flag else str(error)
 
@@ -895,8 +902,11 @@ def command_submit(args: argparse.Namespace) -> int:
     keys = server_keys(args)
     bar = ProgressBar(enabled=not args.no_progress)
 
+    accepted: list[str] = []
+
     def show(event: Any) -> None:
         if event.kind == "accepted":
+            accepted.append(event.job_id)
             print(f"Job {event.job_id} accepted, queue position {event.message.queue_position}", flush=True)
         elif event.kind == "queued":
             print(f"Queue position {event.message.queue_position}", flush=True)
@@ -949,10 +959,32 @@ def command_submit(args: argparse.Namespace) -> int:
                 f"--out {args.out}",
                 error.job_id,
             ) from error
+        except KeyboardInterrupt:
+            if accepted:  # Ctrl+C stops the job, not only this command: it would hold the server's queue
+                cancel_on_server(client, accepted[0])
+            raise
         finally:
             bar.close()
         store_result(client, event, args.out, args.overwrite)
     return 0
+
+
+def cancel_on_server(client: Any, job_id: str, wait_s: float = 5.0) -> None:
+    """Ask the server to cancel `job_id` and wait a little for its answer, saying what happened."""
+    client.cancel(job_id)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        event = client.next_event(0.1)
+        if event is not None and event.job_id == job_id and event.kind in ("cancelled", "result", "error"):
+            if event.kind == "cancelled":
+                print(f"Cancelled job {job_id} on the server.", file=sys.stderr)
+            else:
+                print(
+                    f"Job {job_id} had ended on the server ({event.kind}); fetch it with motionclone fetch.",
+                    file=sys.stderr,
+                )
+            return
+    print(f"Asked the server to cancel job {job_id}; it did not answer within {wait_s:g} s.", file=sys.stderr)
 
 
 def store_result(client: Any, event: Any, out: Path, overwrite: bool) -> None:

@@ -59,7 +59,7 @@ def run_generate_job(
         job.preset, device=job.device, dtype=DTYPES[job.dtype] if job.dtype else None, **job.preset_options
     )
     pipe = MotionClonePipeline.from_bundle(bundle)
-    cache = RepresentationCache(job.cache_dir)
+    cache = RepresentationCache(None if job.cache_dir is None else Path(job.cache_dir).expanduser())
     output = pipe(
         job.reference,
         job.params,

@@ -87,6 +87,7 @@ def test_generate_with_a_sparsectrl_condition_records_it(reference_video, tmp_pa
     assert len(recorded["sha256"]) == 64
     result = run_cli(*common, "--condition-frames", "0,8", "--out", str(tmp_path / "bad"), cwd=tmp_path)
     assert result.returncode == 2 and "condition_frames" in result.stderr and "[0, 7]" in result.stderr
+    assert "(set with --condition-frames)" in result.stderr
 
 
 def test_bad_parameter_exits_2_and_names_it(reference_video, tmp_path):

@@ -273,6 +273,34 @@ def test_cli_status_and_fetch_and_what_submit_says_when_the_server_dies(
     assert "fetch_result(" not in stderr
 
 
+def test_ctrl_c_during_submit_cancels_the_job_on_the_server(shared_server, reference_frames, tmp_path):
+    import signal
+
+    from motionclone.backend.cli import EXIT_INTERRUPTED
+
+    reference = write_mp4(reference_frames, tmp_path / "reference.mp4")
+    out = ["--out", str(tmp_path / "out")]
+    submit = subprocess.Popen(
+        [*CLI, "submit", "--server", shared_server.endpoint, *cli_job_options(reference, steps=400), *out],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    accepted = submit.stdout.readline()
+    assert "accepted" in accepted, accepted
+    job_id = accepted.split()[1]
+    time.sleep(1.0)
+    submit.send_signal(signal.SIGINT)
+    _, stderr = submit.communicate(timeout=60)
+    assert submit.returncode == EXIT_INTERRUPTED, stderr
+    assert f"Cancelled job {job_id} on the server." in stderr
+    with connect(shared_server.endpoint) as client:  # the server no longer runs or keeps it
+        with pytest.raises(JobFailed) as unknown:
+            client.fetch_result(job_id, timeout=10)
+        assert unknown.value.code == codes.UNKNOWN_JOB
+
+
 def test_a_client_that_disconnects_mid_job_fetches_its_result_by_id_later(shared_server, reference_frames):
     server = shared_server
     first = connect(server.endpoint)
