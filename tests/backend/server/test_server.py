@@ -230,6 +230,22 @@ def test_a_killed_server_is_reported_within_5_s_and_finished_results_survive_a_r
     assert any("stopped" in line for line in restarted.output)
 
 
+def running_cli_submit(endpoint, reference_frames, tmp_path, out) -> tuple[subprocess.Popen, str]:
+    """`motionclone submit` of a 400-step job in a process of its own, a second after the server accepted it."""
+    reference = write_mp4(reference_frames, tmp_path / "reference.mp4")
+    submit = subprocess.Popen(
+        [*CLI, "submit", "--server", endpoint, *cli_job_options(reference, steps=400), "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    accepted = submit.stdout.readline()
+    assert "accepted" in accepted, accepted
+    time.sleep(1.0)
+    return submit, accepted.split()[1]
+
+
 def test_cli_status_and_fetch_and_what_submit_says_when_the_server_dies(
     start_server, reference_frames, tmp_path, capsys
 ):
@@ -253,19 +269,7 @@ def test_cli_status_and_fetch_and_what_submit_says_when_the_server_dies(
     assert main([*fetch[:-1], str(tmp_path / "again")]) == EXIT_BACKEND  # acknowledged by the first fetch
     assert f"does not know job {finished.job_id}" in capsys.readouterr().err
 
-    reference = write_mp4(reference_frames, tmp_path / "reference.mp4")
-    lost = ["--out", str(tmp_path / "lost")]
-    submit = subprocess.Popen(
-        [*CLI, "submit", "--server", server.endpoint, *cli_job_options(reference, steps=400), *lost],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
-    accepted = submit.stdout.readline()
-    assert "accepted" in accepted, accepted
-    job_id = accepted.split()[1]
-    time.sleep(1.0)
+    submit, job_id = running_cli_submit(server.endpoint, reference_frames, tmp_path, tmp_path / "lost")
     server.kill()
     _, stderr = submit.communicate(timeout=60)
     assert submit.returncode == EXIT_BACKEND
@@ -278,19 +282,7 @@ def test_ctrl_c_during_submit_cancels_the_job_on_the_server(shared_server, refer
 
     from motionclone.backend.cli import EXIT_INTERRUPTED
 
-    reference = write_mp4(reference_frames, tmp_path / "reference.mp4")
-    out = ["--out", str(tmp_path / "out")]
-    submit = subprocess.Popen(
-        [*CLI, "submit", "--server", shared_server.endpoint, *cli_job_options(reference, steps=400), *out],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
-    accepted = submit.stdout.readline()
-    assert "accepted" in accepted, accepted
-    job_id = accepted.split()[1]
-    time.sleep(1.0)
+    submit, job_id = running_cli_submit(shared_server.endpoint, reference_frames, tmp_path, tmp_path / "out")
     submit.send_signal(signal.SIGINT)
     _, stderr = submit.communicate(timeout=60)
     assert submit.returncode == EXIT_INTERRUPTED, stderr
