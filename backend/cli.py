@@ -961,7 +961,10 @@ def command_submit(args: argparse.Namespace) -> int:
             ) from error
         except KeyboardInterrupt:
             if accepted:  # Ctrl+C stops the job, not only this command: it would hold the server's queue
-                cancel_on_server(client, accepted[0])
+                try:
+                    cancel_on_server(client, accepted[0])
+                except Exception as error:  # the connection is gone, say: the interrupt still ends the command
+                    print(f"Could not ask the server to cancel job {accepted[0]}: {error}", file=sys.stderr)
             raise
         finally:
             bar.close()

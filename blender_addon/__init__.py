@@ -12,6 +12,7 @@ import bpy
 from . import event_pump, operators, panels, preferences, presets, properties, reference_cache, session
 
 _modules = (properties, preferences, operators, presets, panels, reference_cache)
+RESULT_WRITE_WAIT_S = 60.0  # how long Blender closing waits for a result's frames to reach the disk
 
 
 def _timer() -> float:
@@ -20,6 +21,9 @@ def _timer() -> float:
 
 @bpy.app.handlers.persistent
 def _on_load_post(*_args) -> None:
+    # This file's jobs are this file's again (a result of one missing from it, started after its last save, is
+    # recovered into it, as after undo).
+    session.get_session().open_file(bpy.data.filepath)
     # Jobs saved in the file that were still running: ask the backend for them again.
     try:
         session.refetch_active_jobs(bpy.context)
@@ -42,7 +46,10 @@ def _on_undo_redo(*_args) -> None:
 
 
 def _on_exit() -> None:
-    # Blender quits: close the connection and stop the local backend (unless Keep Running). No Blender data here.
+    # Blender quits: close the connection and stop the local backend (unless Keep Running). No Blender data here, so
+    # results being written are finished on disk (their folders complete) but not placed; the backend keeps them.
+    for write in session.get_session().result_writes:
+        write.wait(RESULT_WRITE_WAIT_S)
     session.close_session()
 
 
@@ -66,6 +73,7 @@ def register() -> None:
 def unregister() -> None:
     # Blender frees a running modal operator without calling its `cancel`: put the artist's render settings back now.
     operators.stop_renders()
+    event_pump.finish_pending_results()  # results that arrived are stored and placed, not dropped
     atexit.unregister(_on_exit)
     if _on_load_post in bpy.app.handlers.load_post:
         bpy.app.handlers.load_post.remove(_on_load_post)

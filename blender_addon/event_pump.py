@@ -289,6 +289,21 @@ def apply_result(context: bpy.types.Context, session: Session, job: Any, event: 
     job.message = f"Saving the {int(event.message.frames.shape[0])} result frames"
 
 
+def finish_pending_results(wait_s: float = 60.0) -> None:
+    """Before the add-on goes (disabled, reloaded): apply the results held back during a render and place every
+    result being written, waiting up to `wait_s` for each, so that no result that arrived is dropped."""
+    session, context = get_session(), bpy.context
+    held, session.results_during_render = session.results_during_render, []
+    for event in held:
+        try:
+            apply_event(context, session, event)
+        except Exception as error:
+            report_event_failure(session, event, error)
+    for write in session.result_writes:
+        write.wait(wait_s)
+    place_written_results(context, session)
+
+
 def place_written_results(context: bpy.types.Context, session: Session) -> None:
     """For every result whose frames are written: add its strip, or report why not (the backend keeps the result
     until it is acknowledged, so Fetch Result Again can store it later)."""

@@ -38,7 +38,7 @@ class ResultWrite:
         return not self._thread.is_alive()
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until written (tests, and Blender closing); True when done."""
+        """Block until written (the add-on disabled, Blender closing); True when done."""
         self._thread.join(timeout)
         return self.done
 

@@ -103,6 +103,10 @@ class Session:
         self.held = kept
         return dropped
 
+    def open_file(self, filepath: str) -> None:
+        """A file was opened: jobs remembered as its own while another was open belong to the open file again."""
+        self.other_file_jobs = {key: path for key, path in self.other_file_jobs.items() if path != filepath}
+
     def leave_file(self, filepath: str) -> None:
         """The open file is about to be replaced: remember its running jobs as another file's. An unsaved file's jobs
         have nowhere to go back to, so their results are still placed in the next file (recovered)."""

@@ -66,6 +66,13 @@ def continued_checkpoint_name(source: Path, stage: str = "motion", after: object
     return f"{prefix}_continued-{work_file_tag(source)}{suffix}.pt"
 
 
+def motion_recipe(plan: TrainingPlan) -> dict:
+    """The motion stage's settings that decide its weights (not where it ran: a run resumed on a GPU is the same)."""
+    recipe = asdict(plan.motion)
+    recipe.pop("device", None)
+    return recipe
+
+
 def latents_file_name(source: Path, plan: TrainingPlan) -> str:
     """The clips as the source's VAE encodes them, named by that VAE's weights and the data set."""
     return f"latents-vae{file_sha256(source / VAE_WEIGHTS)[:12]}-seed{plan.data_seed}-n{plan.clips}.npy"
@@ -127,7 +134,7 @@ def continue_training(plan: TrainingPlan, source: Path) -> Path:
             clips,
             plan.colour,
             plan.work_dir,
-            continued_checkpoint_name(source, "colour", after=asdict(plan.motion)),
+            continued_checkpoint_name(source, "colour", after=motion_recipe(plan)),
         )
         checks.append(gate(check_colour_words(unet2d, text_encoder, tokenizer, vae), plan))
 

@@ -256,14 +256,14 @@ def test_test_connection_keeps_a_running_job_and_new_settings_take_it_along(addo
     assert job.state == "DONE", job.message
 
 
-def test_result_frames_go_to_disk_on_a_thread_of_their_own_while_the_pump_keeps_returning(addon, backend, monkeypatch):
-    """A long result is hundreds of PNGs: the pump, which runs on Blender's main thread, must not wait for them."""
-    from blender_addon import event_pump, result_files, session
+def job_whose_frames_are_being_written(monkeypatch, release: threading.Event):
+    """Generate one job and pump until its result's frames are being written; the write goes on once `release` is
+    set. Returns (scene, job)."""
+    from blender_addon import result_files
 
-    addon.endpoint = backend.endpoint
     scene = animated_scene(frames=8)
     settings = configure_job(scene)
-    release, writing = threading.Event(), threading.Event()
+    writing = threading.Event()
     write = result_files.write_result_frames
 
     def slow_disk(*args):
@@ -275,6 +275,16 @@ def test_result_frames_go_to_disk_on_a_thread_of_their_own_while_the_pump_keeps_
     bpy.ops.motionclone.generate()
     job = settings.jobs[0]
     assert pump_until(writing.is_set, 120), job.message
+    return scene, job
+
+
+def test_result_frames_go_to_disk_on_a_thread_of_their_own_while_the_pump_keeps_returning(addon, backend, monkeypatch):
+    """A long result is hundreds of PNGs: the pump, which runs on Blender's main thread, must not wait for them."""
+    from blender_addon import event_pump, session
+
+    addon.endpoint = backend.endpoint
+    release = threading.Event()
+    scene, job = job_whose_frames_are_being_written(monkeypatch, release)
     started = time.monotonic()
     assert event_pump.pump() == event_pump.PUMP_INTERVAL_ACTIVE  # returns at once, the job still active
     assert time.monotonic() - started < 1.0
@@ -931,3 +941,36 @@ def test_a_result_of_a_closed_files_job_waits_for_that_file_instead_of_landing_i
     assert pump_until(lambda: job.state in ("DONE", "FAILED"), 60), job.message
     assert job.state == "DONE", job.message
     assert compat.strips(bpy.context.scene.sequence_editor)[job.strip_name]["motionclone_prompt"] == job.prompt
+
+
+def test_reopening_the_same_file_recovers_a_job_started_after_its_last_save(addon, backend, tmp_path):
+    """File > Revert: the job is not in the saved file, but its result belongs to this file, not to another one."""
+    from blender_addon import session
+
+    addon.endpoint = backend.endpoint
+    path = str(tmp_path / "reverted.blend")
+    bpy.ops.wm.save_as_mainfile(filepath=path)
+    settings = configure_job(animated_scene(frames=8), prompt="a fox after the save", steps=8)
+    bpy.ops.motionclone.generate()
+    assert pump_until(lambda: bool(settings.jobs[0].job_id), 60), settings.jobs[0].message
+    job_id = settings.jobs[0].job_id
+    bpy.ops.wm.open_mainfile(filepath=path)  # back to the saved state, which has no job
+    jobs = bpy.context.scene.motionclone.jobs
+    assert pump_until(lambda: any(job.job_id == job_id and job.state == "DONE" for job in jobs), 120), (
+        session.get_session().connection.message
+    )
+    assert "waits on the backend" not in session.get_session().connection.message
+
+
+def test_disabling_the_add_on_while_a_result_is_written_still_places_it(addon, backend, monkeypatch):
+    addon.endpoint = backend.endpoint
+    release = threading.Timer(1.0, lambda: None)  # the write waits for this one second
+    scene, job = job_whose_frames_are_being_written(monkeypatch, release.finished)
+    release.start()
+    job_id = job.job_id
+    disable_addon()  # while the frames are still being written
+    strip = compat.strips(scene.sequence_editor)["MotionClone 7"]
+    assert strip["motionclone_job_id"] == job_id
+    assert len(list(Path(bpy.path.abspath(strip.directory)).glob("*.png"))) == 4
+    enable_addon()  # the fixture disables it again
+    assert scene.motionclone.jobs[0].state == "DONE"

@@ -1,9 +1,9 @@
 """Continuing the shipped model: each stage changes only what it trains, the run resumes, the export says so."""
 
+import dataclasses
 import json
 import subprocess
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -93,14 +93,12 @@ def test_continuing_trains_only_the_motion_modules_resumes_and_records_its_sourc
 
 
 def test_the_work_files_of_a_continuation_name_their_source(tmp_path, cheap_motion_check):
-    """A normal run's checkpoint and latents in the same work folder are neither used nor overwritten."""
+    """A normal run's checkpoint in the same work folder is neither used nor overwritten."""
     work = tmp_path / "work"
     work.mkdir()
     (work / "stage4_motion.pt").write_bytes(b"a normal run's checkpoint")
-    (work / "latents.npy").write_bytes(b"a normal run's latents")
     continuation.continue_training(plan_for(tmp_path, steps=1), BLOCKS_MODEL_DIR)
     assert (work / "stage4_motion.pt").read_bytes() == b"a normal run's checkpoint"
-    assert (work / "latents.npy").read_bytes() == b"a normal run's latents"
     tag = continuation.work_file_tag(BLOCKS_MODEL_DIR)
     assert (work / f"stage4_motion_continued-{tag}.pt").is_file()
     vae_tag = file_sha256(BLOCKS_MODEL_DIR / "vae" / "diffusion_pytorch_model.safetensors")[:12]
@@ -119,7 +117,8 @@ def test_continuing_a_damaged_model_folder_is_refused_before_any_training(tmp_pa
 def test_the_cross_attention_stage_alone_trains_only_the_image_unets_text_keys_and_values(
     tmp_path, cheap_motion_check, cheap_colour_check
 ):
-    folder = continuation.continue_training(plan_for(tmp_path, steps=0, colour_steps=2), BLOCKS_MODEL_DIR)
+    plan = plan_for(tmp_path, steps=0, colour_steps=2)
+    folder = continuation.continue_training(plan, BLOCKS_MODEL_DIR)
 
     assert cheap_motion_check == [] and len(cheap_colour_check) == 1
     for part in ("vae", "text_encoder", "motion_adapter"):
@@ -135,7 +134,7 @@ def test_the_cross_attention_stage_alone_trains_only_the_image_unets_text_keys_a
     ]
     tag = continuation.work_file_tag(BLOCKS_MODEL_DIR)
     assert [path.name for path in (tmp_path / "work").glob("stage5_*")] == [
-        continuation.continued_checkpoint_name(BLOCKS_MODEL_DIR, "colour", after=asdict(plan_for(tmp_path, 0).motion))
+        continuation.continued_checkpoint_name(BLOCKS_MODEL_DIR, "colour", after=continuation.motion_recipe(plan))
     ]
     assert f"stage5_cross_attention_continued-{tag}-after" in next((tmp_path / "work").glob("stage5_*")).name
 
@@ -143,6 +142,9 @@ def test_the_cross_attention_stage_alone_trains_only_the_image_unets_text_keys_a
     # the image UNet as it was before them, so it is not loaded over what the motion stage trained.
     continuation.continue_training(plan_for(tmp_path, steps=1, colour_steps=2), BLOCKS_MODEL_DIR)
     assert len(list((tmp_path / "work").glob("stage5_*"))) == 2
+    # Where a stage runs is not part of its recipe: a run resumed on a GPU finds its checkpoints.
+    on_gpu = dataclasses.replace(plan, motion=dataclasses.replace(plan.motion, device="cuda"))
+    assert continuation.motion_recipe(on_gpu) == continuation.motion_recipe(plan)
 
 
 def test_a_continuation_with_nothing_to_train_is_refused_before_any_work(tmp_path, cheap_motion_check):
