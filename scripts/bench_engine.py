@@ -375,7 +375,7 @@ def time_stages(
         samples["vae_encode"].append(seconds)
     peaks["extract"] = peak_bytes(device)
 
-    # One forward of batch 1 without autograd: the spec's cost unit (section 10).
+    # One forward of batch 1 without autograd: the cost model's unit (docs/performance.md).
     E_pos = positive_embeds.repeat_interleave(params.num_frames, dim=0)
     t_first = int(timesteps[0])
     guided_until = last_block(pipe.unet, params.motion_guidance_blocks)

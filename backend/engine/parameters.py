@@ -157,7 +157,7 @@ CONFIG_PRESETS.update(
     }
 )
 
-# In the official yaml but never used there (spec bug B1); appended with ", " only when `append_positive_prompt`.
+# In the official yaml but never used there (bug B1); appended with ", " only when `append_positive_prompt`.
 OFFICIAL_POSITIVE_PROMPT = "8k, high detailed, best quality, film grain, Fujifilm XT3"
 
 CFG_FORMS = ("official", "standard")

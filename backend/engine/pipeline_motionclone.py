@@ -2,8 +2,9 @@
 
 Paper: MotionClone: Training-Free Motion Cloning for Controllable Video Generation (arXiv 2406.05338), the
 inversion-free method (v4+). The numbered steps of `__call__` follow the paper; each calls one helper module:
-`representation` (section 2 of the spec), `schedule` (3.1, 3.2-5, 3.2-8), `attention_capture` (7.2),
-`partial_unet` (7.3), `groupnorm` (7.4).
+`representation` (the motion representation), `schedule` (the uneven schedule, the ramps and the guided update),
+`attention_capture` (the temporal attention), `partial_unet` (stopping after the guided blocks), `groupnorm`
+(per-frame normalisation).
 
 Notation:
     x_t                    latent video at timestep t, (1, 4, F, h, w)

@@ -1,6 +1,6 @@
 """The uneven timestep schedule, the guidance ramps and the guided DDIM step of MotionClone. No bpy.
 
-Notation (spec and DDIM paper):
+Notation (the DDIM paper's):
     ᾱ_t          alphas_cumprod[t]; ᾱ_{-1} = final_alpha_cumprod (1 with `set_alpha_to_one`)
     x_t          the latent at timestep t
     ε            the classifier-free-guided noise prediction at t

@@ -32,7 +32,7 @@ def test_object_config_overrides_schedule_and_keeps_user_overrides():
 
 
 def unet_work(config: dict) -> float:
-    """Batch-1 forwards of a run by the spec's cost model: a guided step ≈ 2.7, an unguided CFG step 2."""
+    """Batch-1 forwards of a run by the cost model (docs/performance.md): guided step ≈ 2.7, an unguided CFG step 2."""
     guided = config["guidance_steps"]
     return 2.7 * guided + 2.0 * (config["num_inference_steps"] - guided)
 
