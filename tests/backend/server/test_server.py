@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -239,6 +240,9 @@ def running_cli_submit(endpoint, reference_frames, tmp_path, out) -> tuple[subpr
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        # A test run started in the background inherits SIGINT ignored, and so would the command: Ctrl+C is a
+        # terminal's SIGINT with the default handling.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     accepted = submit.stdout.readline()
     assert "accepted" in accepted, accepted
@@ -278,8 +282,6 @@ def test_cli_status_and_fetch_and_what_submit_says_when_the_server_dies(
 
 
 def test_ctrl_c_during_submit_cancels_the_job_on_the_server(shared_server, reference_frames, tmp_path):
-    import signal
-
     from motionclone.backend.cli import EXIT_INTERRUPTED
 
     submit, job_id = running_cli_submit(shared_server.endpoint, reference_frames, tmp_path, tmp_path / "out")
