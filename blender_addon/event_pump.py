@@ -307,8 +307,10 @@ def finish_pending_results(wait_s: float = 60.0) -> None:
 def place_written_results(context: bpy.types.Context, session: Session) -> None:
     """For every result whose frames are written: add its strip, or report why not (the backend keeps the result
     until it is acknowledged, so Fetch Result Again can store it later)."""
-    written = [write for write in session.result_writes if write.done]
-    session.result_writes = [write for write in session.result_writes if not write.done]
+    written, pending = [], []
+    for write in session.result_writes:  # `done` read once per write: one may finish while this runs
+        (written if write.done else pending).append(write)
+    session.result_writes = pending
     for write in written:
         try:
             if write.error is not None:
