@@ -269,20 +269,26 @@ def test_a_job_waits_while_the_backend_starts_and_loads_its_model(local_addon, t
     assert job.state == "FAILED" and "never accepted this job" in job.message
 
 
+def two_held_jobs(local_addon, tmp_path: Path, ready_after_s: float):
+    """Press Generate twice while a fake local backend starts, which listens after `ready_after_s` seconds: both
+    jobs wait for it. Returns the two jobs."""
+    settings = generate_with_fake_backend(
+        local_addon,
+        tmp_path,
+        f"time.sleep({ready_after_s})\n"
+        f"print('MotionClone backend listening on tcp://127.0.0.1:{free_port()}', flush=True)\n"
+        "time.sleep(60)",
+    )
+    assert bpy.ops.motionclone.generate() == {"FINISHED"}
+    return settings.jobs[0], settings.jobs[1]
+
+
 def test_a_held_job_the_client_refuses_fails_alone_and_the_others_are_still_sent(local_addon, tmp_path, monkeypatch):
     """Held while the backend starts, two jobs go out once it listens; the first is refused by the client (too large,
     say): it fails with the reason, and the second is still sent, not left waiting for good."""
     from blender_addon._protocol import client as protocol_client
 
-    settings = generate_with_fake_backend(
-        local_addon,
-        tmp_path,
-        "time.sleep(0.5)\n"
-        f"print('MotionClone backend listening on tcp://127.0.0.1:{free_port()}', flush=True)\n"
-        "time.sleep(60)",
-    )
-    assert bpy.ops.motionclone.generate() == {"FINISHED"}
-    first, second = settings.jobs[0], settings.jobs[1]
+    first, second = two_held_jobs(local_addon, tmp_path, ready_after_s=0.5)
     sent = []
 
     def submit(self, frames, params, **kwargs):
@@ -303,15 +309,7 @@ def test_a_held_job_the_client_refuses_fails_alone_and_the_others_are_still_sent
 def test_cancel_of_a_job_waiting_for_the_local_backend_keeps_it_from_being_sent(local_addon, tmp_path, monkeypatch):
     from blender_addon._protocol import client as protocol_client
 
-    settings = generate_with_fake_backend(
-        local_addon,
-        tmp_path,
-        "time.sleep(1.0)\n"
-        f"print('MotionClone backend listening on tcp://127.0.0.1:{free_port()}', flush=True)\n"
-        "time.sleep(60)",
-    )
-    assert bpy.ops.motionclone.generate() == {"FINISHED"}
-    first, second = settings.jobs[0], settings.jobs[1]
+    first, second = two_held_jobs(local_addon, tmp_path, ready_after_s=1.0)
     sent = []
 
     def submit(self, frames, params, **kwargs):
