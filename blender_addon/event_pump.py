@@ -40,17 +40,14 @@ def pump() -> float:
     try:
         session = get_session()
         context = bpy.context
-        held, session.results_during_render = session.results_during_render, []
-        for event in held + (session.client.poll_events() if session.client is not None else []):
-            if event.kind == "result" and operators.rendering:
-                # The scene holds the reference render's temporary settings: a result's undo step would save them.
-                session.results_during_render.append(event)
-                continue
+        for event in session.client.poll_events() if session.client is not None else ():
             try:
                 apply_event(context, session, event)
             except Exception as error:  # any failure of one event must leave the pump running
                 report_event_failure(session, event, error)
-        if not operators.rendering:  # placing a result pushes an undo step: not with the render's settings in
+        # Placing a result pushes an undo step, which must not hold a reference render's temporary settings: its
+        # frames are written meanwhile, and it is placed once the render is over.
+        if not operators.rendering:
             place_written_results(context, session)
         # After the events: whatever the backend sent before it exited is applied before its exit is.
         session.watch_local(context)
@@ -290,15 +287,9 @@ def apply_result(context: bpy.types.Context, session: Session, job: Any, event: 
 
 
 def finish_pending_results(wait_s: float = 60.0) -> None:
-    """Before the add-on goes (disabled, reloaded): apply the results held back during a render and place every
-    result being written, waiting up to `wait_s` for each, so that no result that arrived is dropped."""
+    """Before the add-on goes (disabled, reloaded): place every result being written, waiting up to `wait_s` for
+    each, so that no result that arrived is dropped."""
     session, context = get_session(), bpy.context
-    held, session.results_during_render = session.results_during_render, []
-    for event in held:
-        try:
-            apply_event(context, session, event)
-        except Exception as error:
-            report_event_failure(session, event, error)
     for write in session.result_writes:
         write.wait(wait_s)
     place_written_results(context, session)

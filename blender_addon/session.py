@@ -93,7 +93,6 @@ class Session:
         # Request and job ids of running jobs of saved files that were closed: their results stay on the backend
         # until that file is opened again, instead of landing in whichever file is open.
         self.other_file_jobs: dict[str, str] = {}  # id -> the .blend file it belongs to
-        self.results_during_render: list[Any] = []  # result events held back while a reference render runs
         self.result_writes: list[Any] = []  # `ResultWrite`s whose frames are going to disk
 
     def drop_held(self, request_id: str) -> bool:

@@ -669,7 +669,7 @@ def test_saving_or_loading_during_a_reference_render_stops_it_first_so_the_file_
 
 def test_a_result_that_arrives_during_a_reference_render_waits_until_the_render_ends(addon, backend):
     """Placing a result pushes an undo step, which would hold the render's temporary settings."""
-    from blender_addon import jobs, operators, session
+    from blender_addon import event_pump, jobs, operators, session
 
     addon.endpoint = backend.endpoint
     scene = animated_scene(frames=8)
@@ -682,14 +682,15 @@ def test_a_result_that_arrives_during_a_reference_render_waits_until_the_render_
     stand_in = SimpleNamespace(stop=lambda context, reason: None)
     operators.rendering.append(stand_in)
     try:
-        assert pump_until(lambda: session.get_session().results_during_render, 120), job.message
+        assert pump_until(lambda: any(write.done for write in session.get_session().result_writes), 120), job.message
+        event_pump.pump()  # the frames are on disk, but the strip waits
         assert job.state != "DONE" and render_snapshot(scene) != before and strip_count(scene) == 0
     finally:
         operators.rendering.remove(stand_in)
         render.__exit__(None, None, None)
     assert pump_until(lambda: job.state == "DONE", 10), job.message
     assert render_snapshot(scene) == before and job.strip_name in compat.strips(scene.sequence_editor)
-    assert session.get_session().results_during_render == []
+    assert session.get_session().result_writes == []
 
 
 class RecordingWorkspace:
