@@ -57,6 +57,7 @@ from ..models.registry import NATIVE_SIZES
 from ..video_io import check_frame_sampling, check_frame_step
 from .conditions import condition_from_submit, fit_condition
 from .config import ServerConfig
+from .in_flight import ResultsInFlight
 from .jobs import Job, JobQueue
 from .listener import Listener, open_listener
 from .parent import ParentWatch
@@ -183,6 +184,7 @@ class Server:
             self.listener.close()  # a failed load must not leave the port taken
             raise
         self.results = ResultsStore(config.results_dir, config.retention_s)
+        self.results_in_flight = ResultsInFlight()
         self.queue = JobQueue()
         self.jobs: dict[str, Job] = {}
         self.worker_events: queue.Queue[WorkerEvent] = queue.Queue()
@@ -255,6 +257,7 @@ class Server:
         now = time.monotonic()
         if now >= self._next_housekeeping:
             self._next_housekeeping = now + HOUSEKEEPING_S
+            self.results_in_flight.forget_sent()
             try:
                 self.results.purge_expired()
                 self.representations.purge_unused(self.config.retention_s)
@@ -430,6 +433,10 @@ class Server:
             job.identity = identity  # progress and the result now go to this connection
             self._send(identity, JobStatus(message.request_id, job.job_id, job.state, self._position(job)))
             return
+        if self.results_in_flight.pending(identity, message.job_id):
+            # The result sent before has not left yet: this connection gets it, and no second copy is loaded.
+            self._send(identity, JobStatus(message.request_id, message.job_id, stages.DONE))
+            return
         stored = self.results.load(message.job_id)
         if stored is None:
             self._send_unknown_job(identity, message.request_id, message.job_id)
@@ -545,7 +552,10 @@ class Server:
     # ---- sending -------------------------------------------------------------------------------------------------
     def _send_result(self, identity: bytes, job_id: str, frames: np.ndarray, fps: float, metadata: dict) -> None:
         frames = np.ascontiguousarray(frames, dtype=np.uint8)
-        self._send(identity, Result(job_id, ArraySpec(frames.shape), float(fps), metadata), frames.data)
+        result = Result(job_id, ArraySpec(frames.shape), float(fps), metadata)
+        tracker = self._send(identity, result, frames.data, track=True)
+        if tracker is not None:
+            self.results_in_flight.add(identity, job_id, tracker)
 
     def _send_unknown_job(self, identity: bytes, request_id: str, job_id: str) -> None:
         self._send(
@@ -560,11 +570,15 @@ class Server:
             ),
         )
 
-    def _send(self, identity: bytes, message: Message, payload: Any = None) -> None:
+    def _send(
+        self, identity: bytes, message: Message, payload: Any = None, track: bool = False
+    ) -> zmq.MessageTracker | None:
+        """Send `message` to `identity`; with `track`, return the tracker that says when it has left."""
         try:
-            self.socket.send_multipart([identity, *encode(message, payload)], copy=False)
+            return self.socket.send_multipart([identity, *encode(message, payload)], copy=False, track=track)
         except zmq.ZMQError as error:  # the peer is gone; results stay on disk for a later Fetch
             log.warning("could not send %s: %s", message.TYPE, error)
+            return None
 
 
 def client_key(frames: list[zmq.Frame]) -> bytes:

@@ -1,5 +1,6 @@
-"""The server's checks and failure paths on objects without a model or sockets: what `_on_submit` refuses before it
-queues a job, a result the disk cannot take, and a worker thread that a job breaks."""
+"""The server's checks and failure paths on objects without a model: what `_on_submit` refuses before it queues a
+job, a result the disk cannot take, a worker thread that a job breaks, and a client that fetches faster than it
+reads."""
 
 import os
 import queue
@@ -9,6 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+import zmq
 
 from motionclone.backend.engine import MotionCloneParams, MotionClonePipeline
 from motionclone.backend.errors import ParameterError
@@ -17,14 +19,15 @@ from motionclone.backend.server import server as server_module
 from motionclone.backend.server import worker as worker_module
 from motionclone.backend.server.config import ServerConfig
 from motionclone.backend.server.engine_job import JobInputs, run_engine_job
+from motionclone.backend.server.in_flight import ResultsInFlight
 from motionclone.backend.server.jobs import Job
 from motionclone.backend.server.results_store import ResultsStore
 from motionclone.backend.server.server import Server
 from motionclone.backend.server.worker import Worker, WorkerEvent
 from motionclone.protocol import errors as codes
-from motionclone.protocol.codec import Limits
+from motionclone.protocol.codec import Limits, decode
 from motionclone.protocol.errors import ProtocolError
-from motionclone.protocol.messages import ArraySpec, Submit
+from motionclone.protocol.messages import ArraySpec, Fetch, JobStatus, Result, Submit
 
 
 def bare_server(limits: Limits | None = None) -> Server:
@@ -177,3 +180,44 @@ def test_every_tokenizer_call_of_the_pipeline_holds_its_tokenizer_lock():
     params = MotionCloneParams.from_config("blocks", prompt="a red ball rolling right on snowy ground")
     pipe.check_inputs(MotionCloneParams.from_dict({**params.to_dict(), "subject_word": "red"}))
     assert len(held_lock) >= 3 and all(held_lock)  # the prompt, then the prompt and the word
+
+
+def test_a_connection_that_fetches_faster_than_it_reads_holds_one_copy_of_a_result_in_the_server(tmp_path):
+    """Each `fetch` of a stored result loaded and queued another copy (hundreds of MB for a long result) while the
+    client had not taken the one before; now the repeated fetch is answered `job_status` `done` instead."""
+    context = zmq.Context.instance()
+    router = context.socket(zmq.ROUTER)
+    client = context.socket(zmq.DEALER)
+    try:
+        port = router.bind_to_random_port("tcp://127.0.0.1")
+        client.setsockopt(zmq.ROUTING_ID, b"slow-reader")
+        client.setsockopt(zmq.RCVHWM, 1)  # takes one message off the wire, then leaves the rest in the server
+        client.setsockopt(zmq.RCVBUF, 64 * 1024)
+        client.connect(f"tcp://127.0.0.1:{port}")
+        client.send(b"hello")
+        assert router.poll(5000) and router.recv_multipart()[0] == b"slow-reader"
+
+        server = bare_server()
+        server.socket = router
+        server.results = ResultsStore(tmp_path / "results", retention_s=60)
+        server.results_in_flight = ResultsInFlight()
+        server.jobs = {}
+        job_id = "ab" * 16
+        server.results.save(job_id, np.zeros((32, 512, 512, 3), np.uint8), 24.0, {})  # 24 MB, over any socket buffer
+        for index in range(6):
+            server._on_fetch(b"slow-reader", Fetch(f"f{index}", job_id), {})
+            time.sleep(0.3)  # the first result reaches the client's queue; the second stays in the server's
+
+        replies = []
+        while client.poll(2000):
+            replies.append(decode([frame.buffer for frame in client.recv_multipart(copy=False)], Limits())[0])
+        results = [reply for reply in replies if isinstance(reply, Result)]
+        statuses = [reply for reply in replies if isinstance(reply, JobStatus)]
+        assert len(results) == 2 and all(result.job_id == job_id for result in results)
+        assert [(status.request_id, status.state) for status in statuses] == [(f"f{i}", "done") for i in range(2, 6)]
+        server._on_fetch(b"slow-reader", Fetch("f6", job_id), {})  # read: the next fetch sends it again
+        assert client.poll(5000)
+        assert isinstance(decode([frame.buffer for frame in client.recv_multipart(copy=False)], Limits())[0], Result)
+    finally:
+        client.close(linger=0)
+        router.close(linger=0)
