@@ -47,10 +47,13 @@ def held_jobs() -> Iterator[Any]:
 
 
 def follow_active_jobs(client: Any) -> int:
-    """Have `client` fetch every running job the backend accepted, so that their events reach it."""
+    """Have `client` fetch every running job the backend accepted, so that their events reach it, and cancel again
+    those whose Cancel was pressed (an earlier client may never have delivered it)."""
     active = [job for job in all_jobs() if job.state in ACTIVE_STATES and job.job_id]
     for job in active:
         client.fetch(job.job_id)
+        if job.cancel_requested:
+            client.cancel(job.job_id)
     return len(active)
 
 

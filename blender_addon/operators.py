@@ -184,6 +184,9 @@ class MOTIONCLONE_OT_cancel(bpy.types.Operator):
         except USER_ERRORS as error:
             self.report({"ERROR"}, f"Could not ask the backend to cancel: {error}")
             return {"CANCELLED"}
+        # A client asks again after its own reconnects; this flag makes a new client (other backend settings, the
+        # file opened again) ask too, instead of the job running on unseen.
+        job.cancel_requested = True
         job.message = "Cancelling ..."
         return {"FINISHED"}
 

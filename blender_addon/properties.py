@@ -68,6 +68,9 @@ class MOTIONCLONE_PG_job(bpy.types.PropertyGroup):
     stage: bpy.props.StringProperty(name="Stage")
     progress: bpy.props.FloatProperty(name="Progress", min=0.0, max=1.0, subtype="FACTOR")
     message: bpy.props.StringProperty(name="Message")
+    cancel_requested: bpy.props.BoolProperty(
+        name="Cancel requested", description="Cancel was pressed: asked again of every new connection until it ends"
+    )
     prompt: bpy.props.StringProperty(name="Prompt")
     seed: bpy.props.IntProperty(name="Seed")
     config: bpy.props.StringProperty(name="Config")

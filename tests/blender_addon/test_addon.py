@@ -479,6 +479,26 @@ def test_cancel_reaches_the_backend(addon, backend):
     assert pump_until(lambda: job.state == "CANCELLED", 30), job.message
 
 
+def test_a_cancel_the_replaced_client_never_delivered_is_sent_by_the_new_one(addon, backend):
+    """The backend settings changed right after Cancel (the endpoint fixed, a longer timeout), before the old
+    client delivered it: the new client follows the job, and must cancel it too rather than let it run on."""
+    from blender_addon import session
+
+    addon.endpoint = backend.endpoint
+    scene = animated_scene(frames=8)
+    settings = configure_job(scene, steps=300)
+    bpy.ops.motionclone.generate()
+    job = settings.jobs[0]
+    assert pump_until(lambda: job.state == "RUNNING" and job.stage == "denoise", 120), job.message
+    old_client = session.get_session().client
+    old_client.cancel = lambda job_id: "never sent"  # as if the connection dropped before it went out
+    assert bpy.ops.motionclone.cancel() == {"FINISHED"}
+    addon.timeout += 1.0  # other settings: the next use replaces the client
+    assert bpy.ops.motionclone.test_connection() == {"FINISHED"}
+    assert session.get_session().client is not old_client
+    assert pump_until(lambda: job.state == "CANCELLED", 30), job.message
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
