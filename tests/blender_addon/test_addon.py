@@ -230,15 +230,20 @@ def test_the_pump_survives_failures_and_stores_the_result_once_they_are_fixed(ad
     assert job.state == "DONE" and len(strips) == strip_count
 
 
-def test_test_connection_keeps_a_running_job_and_new_settings_take_it_along(addon, backend):
-    from blender_addon import session
-
+def denoising_job(addon, backend, steps: int):
+    """A job generated on `backend` that has reached its denoising steps."""
     addon.endpoint = backend.endpoint
-    scene = animated_scene(frames=8)
-    settings = configure_job(scene, steps=40)
+    settings = configure_job(animated_scene(frames=8), steps=steps)
     bpy.ops.motionclone.generate()
     job = settings.jobs[0]
     assert pump_until(lambda: job.state == "RUNNING" and job.stage == "denoise", 120), job.message
+    return job
+
+
+def test_test_connection_keeps_a_running_job_and_new_settings_take_it_along(addon, backend):
+    from blender_addon import session
+
+    job = denoising_job(addon, backend, steps=40)
     client = session.get_session().client
     assert bpy.ops.motionclone.test_connection() == {"FINISHED"}
     assert session.get_session().client is client  # only a probe: the client and the jobs it follows stay
@@ -469,12 +474,7 @@ def test_presets_save_and_restore_the_look_but_not_the_seed(addon):
 
 
 def test_cancel_reaches_the_backend(addon, backend):
-    addon.endpoint = backend.endpoint
-    scene = animated_scene(frames=8)
-    settings = configure_job(scene, steps=300)
-    bpy.ops.motionclone.generate()
-    job = settings.jobs[0]
-    assert pump_until(lambda: job.state == "RUNNING" and job.stage == "denoise", 120), job.message
+    job = denoising_job(addon, backend, steps=300)
     assert bpy.ops.motionclone.cancel() == {"FINISHED"}
     assert pump_until(lambda: job.state == "CANCELLED", 30), job.message
 
@@ -484,12 +484,7 @@ def test_a_cancel_the_replaced_client_never_delivered_is_sent_by_the_new_one(add
     client delivered it: the new client follows the job, and must cancel it too rather than let it run on."""
     from blender_addon import session
 
-    addon.endpoint = backend.endpoint
-    scene = animated_scene(frames=8)
-    settings = configure_job(scene, steps=300)
-    bpy.ops.motionclone.generate()
-    job = settings.jobs[0]
-    assert pump_until(lambda: job.state == "RUNNING" and job.stage == "denoise", 120), job.message
+    job = denoising_job(addon, backend, steps=300)
     old_client = session.get_session().client
     old_client.cancel = lambda job_id: "never sent"  # as if the connection dropped before it went out
     assert bpy.ops.motionclone.cancel() == {"FINISHED"}
