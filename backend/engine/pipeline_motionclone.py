@@ -47,6 +47,7 @@ from .representation import (
     extract_motion_representation,
     motion_loss,
     representation_key,
+    tensor_digest,
 )
 from .schedule import guidance_ramp, guided_ddim_step, uneven_timesteps
 from .semantic_guidance import (
@@ -231,6 +232,8 @@ class MotionClonePipeline(DiffusionPipeline):
         if condition is not None:
             self.check_condition_inputs(params, condition)
         set_motion_module_norm(self.unet, params.motion_norm)
+        if self.controlnet is not None:  # SparseCtrl's down blocks have motion modules of their own
+            set_motion_module_norm(self.controlnet, params.motion_norm)
         report("prepare", 0, 1)
 
         # 2. Read the reference: sample `num_frames` frames over the whole clip and resize
@@ -472,6 +475,8 @@ class MotionClonePipeline(DiffusionPipeline):
             "attention_precision": params.attention_precision,
             "motion_norm": params.motion_norm,
             "dtype": str(self.unet.dtype),
+            # The noise itself: its seed alone does not fix it (shared or warped noise, placement, FreeNoise windows).
+            "noise": tensor_digest(noise),
         }
         if window is not None:
             extraction["window"] = list(window)
@@ -480,6 +485,7 @@ class MotionClonePipeline(DiffusionPipeline):
                 "kind": condition.kind,
                 "frames": list(condition.frames),
                 "scale": params.controlnet_scale,
+                "extraction": params.sparsectrl_extraction,
             }
         key = representation_key(reference_frames, self.model_description, extraction)
         cached = cache.get(key) if cache is not None else None

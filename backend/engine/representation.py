@@ -91,6 +91,12 @@ def representation_key(frames: np.ndarray, model_description: dict[str, Any], ex
     return digest.hexdigest()
 
 
+def tensor_digest(tensor: torch.Tensor) -> str:
+    """Content hash of a tensor's values, whatever its device or dtype (float32 on the CPU, so bfloat16 hashes too)."""
+    values = tensor.detach().to("cpu", torch.float32).contiguous().numpy()
+    return hashlib.sha256(json.dumps(list(values.shape)).encode() + values.tobytes()).hexdigest()
+
+
 class RepresentationCache:
     """Representations by key: a small in-memory LRU in front of an optional folder of safetensors files."""
 

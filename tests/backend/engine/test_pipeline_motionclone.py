@@ -237,6 +237,19 @@ def test_representation_cache_serves_other_seeds_when_decoupled(pipe, reference,
     assert not np.array_equal(first.frames, second.frames)
 
 
+def test_the_representation_cache_extracts_again_when_the_same_seed_gives_other_noise(pipe, reference):
+    """Shared noise between frames changes the extraction noise but not its seed; a cached representation of the
+    independent noise would guide with maps that this run's noise never gave (the official coupling x_T = noise)."""
+    cache = RepresentationCache()
+    independent = pipe(reference, short_params(seed=1, motion_seed=5), representation_cache=cache)
+    shared = pipe(
+        reference, short_params(seed=1, motion_seed=5, noise_frame_correlation=0.8), representation_cache=cache
+    )
+    assert independent.metadata["representation"]["cache_hit"] is False
+    assert shared.metadata["representation"]["cache_hit"] is False
+    assert independent.metadata["representation"]["key"] != shared.metadata["representation"]["key"]
+
+
 def test_representation_files_unused_for_the_retention_time_are_purged(pipe, reference, tmp_path):
     import os
     import time

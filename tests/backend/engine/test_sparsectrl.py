@@ -51,6 +51,21 @@ def test_residuals_reach_the_unet_in_extraction_guided_and_unguided_passes(pipe,
     assert passes == [(1, True), (1, True), (1, True), (1, True), (1, True), (2, True), (2, True)]
 
 
+def test_the_motion_norm_switch_reaches_sparsectrls_motion_modules_too(pipe, reference) -> None:
+    """Its down blocks hold motion modules like the UNet's: per-frame GroupNorm (the official, the default) there too."""
+    from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
+
+    from motionclone.backend.engine.groupnorm import PerFrameGroupNorm
+
+    def norms(model: torch.nn.Module) -> set[bool]:
+        modules = [module for module in model.modules() if isinstance(module, AnimateDiffTransformer3D)]
+        return {isinstance(module.norm, PerFrameGroupNorm) for module in modules}
+
+    for mode, per_frame in (("per-frame", True), ("cross-frame", False)):
+        pipe(reference, params(num_inference_steps=1, guidance_steps=1, motion_norm=mode), condition=condition(pipe.controlnet_kind))
+        assert norms(pipe.controlnet) == norms(pipe.unet) == {per_frame}
+
+
 def test_zero_scale_gives_exactly_the_text_to_video_result(pipe, reference) -> None:
     plain = pipe(reference, params()).frames
     scaled_out = pipe(reference, params(controlnet_scale=0.0), condition=condition(pipe.controlnet_kind)).frames
