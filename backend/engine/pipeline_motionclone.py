@@ -367,7 +367,17 @@ class MotionClonePipeline(DiffusionPipeline):
         if params.schedule == "uneven":
             return uneven_timesteps(params.num_inference_steps, params.guidance_steps, params.guidance_fraction)
         self.scheduler.set_timesteps(params.num_inference_steps)
-        return self.scheduler.timesteps.clone()
+        timesteps = self.scheduler.timesteps.clone()
+        train_steps = self.scheduler.config.num_train_timesteps
+        if int(timesteps.max()) >= train_steps:  # diffusers' steps_offset pushes the first step past the last ᾱ
+            offset = int(timesteps.min())
+            most = max(n for n in range(1, train_steps + 1) if (n - 1) * (train_steps // n) + offset < train_steps)
+            raise ParameterError(
+                "num_inference_steps",
+                f"must be at most {most} with schedule 'leading': {params.num_inference_steps} steps would start at "
+                f"timestep {int(timesteps.max())}, past the model's {train_steps} training timesteps",
+            )
+        return timesteps
 
     def prepare_noise(
         self,
@@ -597,6 +607,7 @@ class MotionClonePipeline(DiffusionPipeline):
         passes = len(windows.frames)
         report("denoise", 0, total * passes)
         with capture_temporal_attention(self.unet, module_names, params.attention_precision) as store:
+            store.recording = False  # only the guided steps' conditional passes need the maps
             for i, t in enumerate(timesteps.tolist()):
                 if should_stop():
                     raise JobCancelled(f"cancelled at denoising step {i} of {total}")

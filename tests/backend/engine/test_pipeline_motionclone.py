@@ -152,6 +152,43 @@ def test_zero_guidance_steps_generate_without_extracting_a_representation(pipe, 
     assert result.frames.shape == (8, SIZE, SIZE, 3)
 
 
+def test_a_leading_schedule_whose_first_timestep_has_no_alpha_is_refused_before_any_step(pipe, reference):
+    """diffusers' steps_offset of 1 turns 1000 leading steps into timesteps 1000 ... 1, and ᾱ_1000 does not exist."""
+    with pytest.raises(ParameterError) as raised:
+        pipe.check_inputs(short_params(schedule="leading", num_inference_steps=1000, guidance_steps=2))
+    assert raised.value.name == "num_inference_steps" and "at most 999" in str(raised.value)
+    pipe.check_inputs(short_params(schedule="leading", num_inference_steps=999, guidance_steps=2))
+
+
+def test_attention_maps_are_computed_only_in_the_guided_steps_conditional_passes(pipe, reference, monkeypatch):
+    """The explicit F×F maps cost time and memory; an unguided pass (ε_u, a step after the guided ones) needs none."""
+    from motionclone.backend.engine import attention_capture
+
+    computed = []
+    probs = attention_capture.temporal_attention_probs
+
+    def counting(query, *args, **kwargs):
+        computed.append(query)
+        return probs(query, *args, **kwargs)
+
+    monkeypatch.setattr(attention_capture, "temporal_attention_probs", counting)
+    unguided = short_params(guidance_steps=0)
+    pipe.denoise(
+        pipe.prepare_noise(0, unguided),
+        pipe.prepare_timesteps(unguided),
+        None,
+        guided_module_names(pipe.unet, unguided.motion_guidance_blocks),
+        pipe.encode_prompt(""),
+        pipe.encode_prompt(unguided.prompt),
+        unguided,
+        lambda *args: None,
+        lambda: False,
+    )
+    assert computed == []
+    pipe(reference, short_params(guidance_steps=2))  # extraction, then each guided step's conditional pass
+    assert len(computed) == 3 * len(guided_module_names(pipe.unet, ["up_blocks.1"]))
+
+
 def test_without_guidance_it_reproduces_diffusers_animatediff(pipe, reference):
     params = short_params(
         motion_guidance_weight=0.0,

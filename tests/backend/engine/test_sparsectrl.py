@@ -52,7 +52,7 @@ def test_residuals_reach_the_unet_in_extraction_guided_and_unguided_passes(pipe,
 
 
 def test_the_motion_norm_switch_reaches_sparsectrls_motion_modules_too(pipe, reference) -> None:
-    """Its down blocks hold motion modules like the UNet's: per-frame GroupNorm (the official, the default) there too."""
+    """Its down blocks hold motion modules like the UNet's: per-frame GroupNorm (official, default) there too."""
     from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
 
     from motionclone.backend.engine.groupnorm import PerFrameGroupNorm
@@ -62,7 +62,11 @@ def test_the_motion_norm_switch_reaches_sparsectrls_motion_modules_too(pipe, ref
         return {isinstance(module.norm, PerFrameGroupNorm) for module in modules}
 
     for mode, per_frame in (("per-frame", True), ("cross-frame", False)):
-        pipe(reference, params(num_inference_steps=1, guidance_steps=1, motion_norm=mode), condition=condition(pipe.controlnet_kind))
+        pipe(
+            reference,
+            params(num_inference_steps=1, guidance_steps=1, motion_norm=mode),
+            condition=condition(pipe.controlnet_kind),
+        )
         assert norms(pipe.controlnet) == norms(pipe.unet) == {per_frame}
 
 
