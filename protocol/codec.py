@@ -98,30 +98,33 @@ def decode(
     total = sum(memoryview(frame).nbytes for frame in frames)
     if total > limits.max_message_bytes:
         raise ProtocolError(TOO_LARGE, f"message of {total} bytes exceeds {limits.max_message_bytes}")
-    raw_header = bytes(frames[0])
-    if len(raw_header) > limits.max_header_bytes:
-        raise ProtocolError(TOO_LARGE, f"header of {len(raw_header)} bytes exceeds {limits.max_header_bytes}")
-    header = _unpack(raw_header, limits)
+    header_bytes = memoryview(frames[0]).nbytes
+    if header_bytes > limits.max_header_bytes:  # checked before the copy: part 0 may be as large as the message
+        raise ProtocolError(TOO_LARGE, f"header of {header_bytes} bytes exceeds {limits.max_header_bytes}")
+    header = _unpack(bytes(frames[0]), limits)
+    # Errors about the version or the type still name the request, so that the peer can tell what was refused.
+    request_id = header.get("request_id")
+    request_id = request_id if isinstance(request_id, str) else None
     version = header.pop("v", None)
     if type(version) is not int or version != PROTOCOL_VERSION:  # not True, not 1.0: an integer
         raise ProtocolError(
             UNSUPPORTED_VERSION,
             f"protocol version {version!r} is not supported; this peer speaks {PROTOCOL_VERSION}",
             "v",
+            request_id,
         )
     message_type = header.pop("type", None)
     cls = MESSAGE_TYPES.get(message_type) if isinstance(message_type, str) else None
     if cls is None:
         raise ProtocolError(
-            UNKNOWN_TYPE, f"unknown message type {message_type!r}; known: {sorted(MESSAGE_TYPES)}", "type"
+            UNKNOWN_TYPE, f"unknown message type {message_type!r}; known: {sorted(MESSAGE_TYPES)}", "type", request_id
         )
     if accepted_types is not None and message_type not in accepted_types:
-        request_id = header.get("request_id")
         raise ProtocolError(
             UNKNOWN_TYPE,
             f"{message_type} is not a message this peer takes; it takes {sorted(accepted_types)}",
             "type",
-            request_id if isinstance(request_id, str) else None,
+            request_id,
         )
     message = _build(cls, header)
     payloads = [memoryview(frame).cast("B") for frame in frames[1:]]

@@ -168,6 +168,27 @@ def test_a_type_this_peer_does_not_take_is_unknown_before_its_fields_are_read():
     assert decoded.request_id == "r2"
 
 
+@pytest.mark.parametrize(
+    ("fields", "code"),
+    [({"v": 2, "type": "hello"}, codes.UNSUPPORTED_VERSION), ({"v": 1, "type": "hello2"}, codes.UNKNOWN_TYPE)],
+)
+def test_a_refused_version_or_type_still_names_the_request(fields, code):
+    """A client of another protocol version must be able to tell that its hello was refused, not wait for a welcome."""
+    with pytest.raises(ProtocolError) as raised:
+        decode([msgpack.packb({**fields, "request_id": "h1", "client": "c"})])
+    assert (raised.value.code, raised.value.request_id) == (code, "h1")
+
+
+def test_a_header_over_its_limit_is_refused_by_its_size_without_a_copy():
+    class Part(bytes):
+        def __bytes__(self):
+            raise AssertionError("the oversized header was copied before it was refused")
+
+    with pytest.raises(ProtocolError) as raised:
+        decode([Part(b"\x80" * 2048)], Limits(max_header_bytes=1024))
+    assert raised.value.code == codes.TOO_LARGE and "2048 bytes" in str(raised.value)
+
+
 def submit_header(shape, dtype="uint8", **extra):
     return header(
         type="submit", request_id="r", params={"prompt": "x"}, reference={"shape": shape, "dtype": dtype}, **extra
