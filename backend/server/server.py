@@ -396,10 +396,15 @@ class Server:
             reference_sampling=message.reference_sampling,
         )
         self.jobs[job.job_id] = job
+        order_before = self.queue.order()
         self.queue.push(job)
         position = self._position(job)
         log.info("job %s queued at position %d", job.job_id, position)
         self._send(identity, Accepted(message.request_id, job.job_id, position))
+        # A client's first job goes ahead of other clients' later ones (fair order): those jobs hear their new place.
+        for queued in self.queue.order()[position - self.worker.running + 1 :]:
+            if order_before.index(queued) != self.queue.position(queued):
+                self._send(queued.identity, Queued(queued.job_id, self._position(queued)))
 
     def _check_result_size(self, params: MotionCloneParams) -> None:
         """Refuse a job whose result would not fit into one message: it would run to the end for nothing."""

@@ -5,6 +5,7 @@ reads."""
 import os
 import queue
 import time
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -20,14 +21,14 @@ from motionclone.backend.server import worker as worker_module
 from motionclone.backend.server.config import ServerConfig
 from motionclone.backend.server.engine_job import JobInputs, run_engine_job
 from motionclone.backend.server.in_flight import ResultsInFlight
-from motionclone.backend.server.jobs import Job
+from motionclone.backend.server.jobs import Job, JobQueue
 from motionclone.backend.server.results_store import ResultsStore
 from motionclone.backend.server.server import Server
 from motionclone.backend.server.worker import Worker, WorkerEvent
 from motionclone.protocol import errors as codes
 from motionclone.protocol.codec import Limits, decode
 from motionclone.protocol.errors import ProtocolError
-from motionclone.protocol.messages import ArraySpec, Fetch, JobStatus, Result, Submit
+from motionclone.protocol.messages import Accepted, ArraySpec, Fetch, JobStatus, Queued, Result, Submit
 
 
 def bare_server(limits: Limits | None = None) -> Server:
@@ -221,3 +222,29 @@ def test_a_connection_that_fetches_faster_than_it_reads_holds_one_copy_of_a_resu
     finally:
         client.close(linger=0)
         router.close(linger=0)
+
+
+class SentMessages:
+    """Stands in for the server's socket: decodes what is sent, by the connection it goes to."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, object]] = []
+
+    def send_multipart(self, parts, copy=True, track=False):
+        self.sent.append((parts[0], decode([memoryview(part) for part in parts[1:]], Limits())[0]))
+
+
+def test_jobs_that_another_clients_first_job_overtakes_hear_their_new_place():
+    """Fair order: client B's first job goes ahead of client A's second one, whose `accepted` said position 2."""
+    server = bare_server()
+    server.queue, server.jobs, server._accepted = JobQueue(), {}, 0
+    server.worker = SimpleNamespace(running=1)
+    server.socket = SentMessages()
+    for client, request in ((b"A", "a1"), (b"A", "a2"), (b"B", "b1")):
+        server._current_client = client
+        message, payloads = submit(num_frames=2, size=8)
+        server._on_submit(client, replace(message, request_id=request), payloads)
+    accepted = {message.request_id: message for _, message in server.socket.sent if isinstance(message, Accepted)}
+    assert [accepted[r].queue_position for r in ("a1", "a2", "b1")] == [1, 2, 2]
+    moved = [(to, message) for to, message in server.socket.sent if isinstance(message, Queued)]
+    assert [(to, message.job_id, message.queue_position) for to, message in moved] == [(b"A", accepted["a2"].job_id, 3)]
