@@ -136,7 +136,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="local|ray[:ADDRESS]",
         help="where jobs run: local (default: one job at a time in this process), ray (a local Ray instance with a "
         "pool of worker actors), ray:auto or ray:HOST:PORT (a running Ray cluster; see docs/scaling.md); needs "
-        "pip install 'motionclone-blender[ray]'",
+        "the ray extra (pip install -e '.[ray]' in the repository)",
     )
     parser.add_argument(
         "--ray-workers",

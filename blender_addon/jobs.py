@@ -189,7 +189,8 @@ def check_backend_offers(settings: Any, connection: Any) -> None:
         offered = ", ".join(connection.condition_types) or "none"
         raise ValueError(
             f"The backend runs no SparseCtrl {kind} model (conditions it runs: {offered}): set Condition to None, or "
-            f"start the backend with one (`motionclone serve --sparsectrl {kind}`, or the Local backend's Model)."
+            f"use a remote backend started with one (`motionclone serve --sparsectrl {kind}`): the local backend runs "
+            "none."
         )
 
 

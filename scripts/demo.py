@@ -44,6 +44,7 @@ from motionclone.backend.comparison import comparison_sheet, write_png
 from motionclone.backend.errors import MotionCloneError
 from motionclone.backend.process import BackendProcess
 from motionclone.backend.video_io import read_clip, write_mp4
+from motionclone.protocol.endpoints import is_loopback_endpoint
 
 # The add-on is enabled from this checkout, as `blender_addon`. Its modules are imported only once it is enabled:
 # Blender reloads an add-on package that was imported before `addon_utils.enable`.
@@ -116,6 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.server and (args.preset or args.device):
         parser.error("--preset and --device configure the backend the demo starts; with --server, give them to it")
+    if args.server and not is_loopback_endpoint(args.server):
+        # Blender as a Python module has online access off, so the add-on reaches loopback backends only.
+        parser.error(
+            f"--server {args.server}: the demo reaches a backend on this computer only; forward a remote one, for "
+            "example `ssh -N -L 5555:127.0.0.1:5555 gpu-box`, then use --server tcp://127.0.0.1:5555"
+        )
     out = args.out.expanduser().resolve()
     preset, device = args.preset or DEFAULT_PRESET, args.device or "cpu"
     blocks = preset == "blocks" and not args.server

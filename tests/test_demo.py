@@ -207,3 +207,18 @@ def test_comparison_sheet_rejects_bad_input_naming_the_argument(tmp_path):
     written = write_png(tmp_path / "nested" / "sheet.png", comparison_sheet(frames, frames, tile=8))
     with Image.open(written) as image:
         assert image.size == (2 * 8 + 3 * 4, 2 * 8 + 3 * 4)
+
+
+def test_a_remote_server_is_refused_up_front_with_how_to_forward_it(tmp_path):
+    """Blender as a module has online access off: a remote --server failed only after the scene was built."""
+    completed = subprocess.run(
+        [sys.executable, str(DEMO), "--server", "tcp://192.0.2.7:5555", "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        check=False,
+    )
+    assert completed.returncode == 2
+    assert "ssh -N -L 5555:127.0.0.1:5555" in completed.stderr and "--server tcp://127.0.0.1:5555" in completed.stderr
+    assert not (tmp_path / "out").exists()
