@@ -200,7 +200,13 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server", default="tcp://127.0.0.1:5555", help="server endpoint")
     parser.add_argument("--server-key", type=Path, help="the server's public key file (server.key) for CurveZMQ")
     parser.add_argument("--client-key", type=Path, help="this client's secret key file (clients/NAME.key_secret)")
-    parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the server to answer")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        help="seconds to wait for the server to answer (over a slow network, more than the reference or the result "
+        "takes to cross it)",
+    )
 
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:

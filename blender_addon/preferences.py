@@ -84,7 +84,10 @@ class MOTIONCLONE_AP_preferences(bpy.types.AddonPreferences):
         min=1.0,
         max=120.0,
         unit="TIME_ABSOLUTE",
-        description="Seconds without an answer before the backend counts as unreachable",
+        description=(
+            "Seconds without an answer before the backend counts as unreachable. Over a slow network, set it above "
+            "the time the reference or the result takes to cross it"
+        ),
     )
     output_dir: bpy.props.StringProperty(
         name="Output folder",

@@ -154,6 +154,10 @@ class Connection:
         socket = self._context.socket(zmq.DEALER)
         try:
             socket.linger = 0
+            # One socket, one connection: ZeroMQ must not reconnect it by itself, because a server restarted
+            # meanwhile would answer pings under a routing id it never welcomed, and the jobs' messages would go to
+            # the old one. A lost connection goes quiet, and the lazy-pirate loop opens a new socket with a hello.
+            socket.setsockopt(zmq.RECONNECT_IVL, -1)
             socket.setsockopt(zmq.MAXMSGSIZE, self._limits.max_message_bytes)
             if self._curve is not None:
                 socket.curve_serverkey, socket.curve_publickey, socket.curve_secretkey = self._curve
@@ -208,16 +212,18 @@ class Connection:
             self._emit(Event("unreachable"))
 
     def _fail_unaccepted_submits(self, reason: str) -> None:
-        # Not resent: the server may have queued the job already, and a resend would run it twice.
-        request_ids = sorted(self._pending_submits)
-        request_ids += [command.message.request_id for command in self._outbox if isinstance(command.message, Submit)]
+        # Sent ones are not resent: the server may have queued the job already, and a resend would run it twice.
+        # Waiting ones fail too, so that a caller learns that no backend is there instead of waiting on.
+        failed = dict.fromkeys(sorted(self._pending_submits), "it was not resent (so that it cannot run twice)")
+        for command in self._outbox:
+            if isinstance(command.message, Submit):
+                failed[command.message.request_id] = "it was never sent"
         self._pending_submits.clear()
         self._outbox = [command for command in self._outbox if not isinstance(command.message, Submit)]
-        for request_id in request_ids:
+        for request_id, what in failed.items():
             self._emit_error(
                 BACKEND_UNAVAILABLE,
-                f"{reason} before the backend at {self._endpoint} accepted the job; it was not resent (so that it "
-                "cannot run twice)",
+                f"{reason} before the backend at {self._endpoint} accepted the job; {what}",
                 hint="Submit it again once the backend is connected.",
                 request_id=request_id,
             )

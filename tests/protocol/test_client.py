@@ -297,6 +297,16 @@ def test_wait_connected_raises_when_no_server_exists(make_client: Callable[..., 
     assert not client.connected
 
 
+def test_a_submit_waiting_for_a_backend_that_never_answers_fails_saying_it_was_never_sent(
+    make_client: Callable[..., Client],
+) -> None:
+    client = make_client(f"tcp://127.0.0.1:{free_port()}").start()
+    request_id = client.submit(make_frames(), {"mode": "ok"})
+    error, _ = wait_for_event(client, "error", timeout=DEAD_AFTER + 2.0)
+    assert error.request_id == request_id and error.message.code == BACKEND_UNAVAILABLE
+    assert "it was never sent" in error.message.message and "resent" not in error.message.message
+
+
 # ---- jobs -----------------------------------------------------------------------------------------------------------
 def test_submit_streams_accepted_progress_result_with_identical_frames(
     server: FakeServer, make_client: Callable[..., Client]
@@ -515,6 +525,29 @@ def test_reconnect_fetches_active_jobs_and_fails_unaccepted_submits(make_client:
     assert result.job_id == accepted.job_id
     np.testing.assert_array_equal(result.frames(), stored)
     assert client.active_jobs == frozenset()
+
+
+def test_a_server_restarted_within_the_dead_time_is_a_new_connection_that_fetches_the_jobs_again(
+    make_client: Callable[..., Client],
+) -> None:
+    """ZeroMQ would reconnect the same socket by itself, under a routing id the new server has never seen: pings got
+    answered, so the client never said hello again nor fetched its jobs, and their results went nowhere."""
+    first = FakeServer()
+    second: FakeServer | None = None
+    try:
+        client = make_client(first.endpoint).start()
+        client.submit(make_frames(), {"mode": "hang"})
+        accepted, _ = wait_for_event(client, "accepted")
+        first.stop()
+        stored = make_frames(seed=5)
+        second = FakeServer(first.port, results={accepted.job_id: stored})  # up again at once
+        result, _ = wait_for_event(client, "result", timeout=DEAD_AFTER + 3.0)
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+    assert len(second.received_of(Hello)) == 1 and second.received_of(Fetch)[0].job_id == accepted.job_id
+    np.testing.assert_array_equal(result.frames(), stored)
 
 
 # ---- shutting down --------------------------------------------------------------------------------------------------
