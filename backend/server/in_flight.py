@@ -1,7 +1,8 @@
-"""Results on their way to a client, so that one connection holds at most one copy of a result in the server's memory.
+"""Large messages on their way to a client (results, large echoes), so that one connection holds at most one copy of
+each in the server's memory.
 
-`fetch` sends a stored result again, any number of times. A client that sends `fetch` faster than it reads the
-results (or over a slow link) would otherwise make the server load and queue one copy per `fetch`: ZeroMQ keeps
+`fetch` sends a stored result again, any number of times, and `echo` sends back what it got. A client that asks
+faster than it reads (or over a slow link) would otherwise make the server queue one copy per request: ZeroMQ keeps
 a message that a peer has not taken yet, and a 256-frame result is hundreds of MB. ZeroMQ's message trackers say
 when a sent message has left the server's memory.
 """
@@ -9,19 +10,19 @@ when a sent message has left the server's memory.
 import zmq
 
 
-class ResultsInFlight:
-    """The results being sent, by (connection identity, job id), until ZeroMQ has let go of them."""
+class SendsInFlight:
+    """The large messages being sent, by (connection identity, job id or "echo"), until ZeroMQ has let go of them."""
 
     def __init__(self) -> None:
         self._trackers: dict[tuple[bytes, str], zmq.MessageTracker] = {}
 
-    def add(self, identity: bytes, job_id: str, tracker: zmq.MessageTracker) -> None:
-        self._trackers[(identity, job_id)] = tracker
+    def add(self, identity: bytes, what: str, tracker: zmq.MessageTracker) -> None:
+        self._trackers[(identity, what)] = tracker
 
-    def pending(self, identity: bytes, job_id: str) -> bool:
-        """Whether a result of `job_id` sent to `identity` is still in the server's send queue."""
+    def pending(self, identity: bytes, what: str) -> bool:
+        """Whether `what` (a job id, or "echo") sent to `identity` is still in the server's send queue."""
         self.forget_sent()
-        return (identity, job_id) in self._trackers
+        return (identity, what) in self._trackers
 
     def forget_sent(self) -> None:
         """Drop the results that have left (a peer that disconnected drops its queue, so those leave too)."""

@@ -57,7 +57,7 @@ from ..models.registry import NATIVE_SIZES
 from ..video_io import check_frame_sampling, check_frame_step
 from .conditions import condition_from_submit, fit_condition
 from .config import ServerConfig
-from .in_flight import ResultsInFlight
+from .in_flight import SendsInFlight
 from .jobs import Job, JobQueue
 from .listener import Listener, open_listener
 from .parent import ParentWatch
@@ -74,6 +74,8 @@ log = logging.getLogger(__name__)
 SERVER_VERSION = __version__
 POLL_MS = 20
 HOUSEKEEPING_S = 5.0
+# An echo this large is sent one at a time per connection: each one keeps its received bytes until it has left.
+TRACKED_ECHO_BYTES = 1 << 20
 # How often `--parent-pid` is checked: the server stops within about this long (plus one poll) after its parent.
 PARENT_CHECK_S = 1.0
 
@@ -184,7 +186,7 @@ class Server:
             self.listener.close()  # a failed load must not leave the port taken
             raise
         self.results = ResultsStore(config.results_dir, config.retention_s)
-        self.results_in_flight = ResultsInFlight()
+        self.sends_in_flight = SendsInFlight()
         self.queue = JobQueue()
         self.jobs: dict[str, Job] = {}
         self.worker_events: queue.Queue[WorkerEvent] = queue.Queue()
@@ -257,7 +259,7 @@ class Server:
         now = time.monotonic()
         if now >= self._next_housekeeping:
             self._next_housekeeping = now + HOUSEKEEPING_S
-            self.results_in_flight.forget_sent()
+            self.sends_in_flight.forget_sent()
             try:
                 self.results.purge_expired()
                 self.representations.purge_unused(self.config.retention_s)
@@ -438,7 +440,7 @@ class Server:
             job.identity = identity  # progress and the result now go to this connection
             self._send(identity, JobStatus(message.request_id, job.job_id, job.state, self._position(job)))
             return
-        if self.results_in_flight.pending(identity, message.job_id):
+        if self.sends_in_flight.pending(identity, message.job_id):
             # The result sent before has not left yet: this connection gets it, and no second copy is loaded.
             self._send(identity, JobStatus(message.request_id, message.job_id, stages.DONE))
             return
@@ -458,7 +460,25 @@ class Server:
         self._send(identity, Pong(message.request_id))
 
     def _on_echo(self, identity: bytes, message: Echo, payloads: dict[str, memoryview]) -> None:
-        self._send(identity, message, payloads.get("data"))
+        data = payloads.get("data")
+        if data is None or data.nbytes < TRACKED_ECHO_BYTES:  # small echoes may be pipelined freely
+            self._send(identity, message, data)
+            return
+        if self.sends_in_flight.pending(identity, "echo"):
+            self._send(
+                identity,
+                Error(
+                    codes.QUEUE_FULL,
+                    f"An echo of {TRACKED_ECHO_BYTES} bytes or more is still on its way to this connection.",
+                    hint="Read it before sending the next large echo.",
+                    field="data",
+                    request_id=message.request_id,
+                ),
+            )
+            return
+        tracker = self._send(identity, message, data, track=True)
+        if tracker is not None:
+            self.sends_in_flight.add(identity, "echo", tracker)
 
     def _on_status(self, identity: bytes, message: Status, payloads: dict[str, memoryview]) -> None:
         self._send(
@@ -560,7 +580,7 @@ class Server:
         result = Result(job_id, ArraySpec(frames.shape), float(fps), metadata)
         tracker = self._send(identity, result, frames.data, track=True)
         if tracker is not None:
-            self.results_in_flight.add(identity, job_id, tracker)
+            self.sends_in_flight.add(identity, job_id, tracker)
 
     def _send_unknown_job(self, identity: bytes, request_id: str, job_id: str) -> None:
         self._send(

@@ -2,9 +2,11 @@
 job, a result the disk cannot take, a worker thread that a job breaks, and a client that fetches faster than it
 reads."""
 
+import contextlib
 import os
 import queue
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -20,7 +22,7 @@ from motionclone.backend.server import server as server_module
 from motionclone.backend.server import worker as worker_module
 from motionclone.backend.server.config import ServerConfig
 from motionclone.backend.server.engine_job import JobInputs, run_engine_job
-from motionclone.backend.server.in_flight import ResultsInFlight
+from motionclone.backend.server.in_flight import SendsInFlight
 from motionclone.backend.server.jobs import Job, JobQueue
 from motionclone.backend.server.results_store import ResultsStore
 from motionclone.backend.server.server import Server
@@ -28,7 +30,7 @@ from motionclone.backend.server.worker import Worker, WorkerEvent
 from motionclone.protocol import errors as codes
 from motionclone.protocol.codec import Limits, decode
 from motionclone.protocol.errors import ProtocolError
-from motionclone.protocol.messages import Accepted, ArraySpec, Fetch, JobStatus, Queued, Result, Submit
+from motionclone.protocol.messages import Accepted, ArraySpec, Echo, Error, Fetch, JobStatus, Queued, Result, Submit
 
 
 def bare_server(limits: Limits | None = None) -> Server:
@@ -183,45 +185,76 @@ def test_every_tokenizer_call_of_the_pipeline_holds_its_tokenizer_lock():
     assert len(held_lock) >= 3 and all(held_lock)  # the prompt, then the prompt and the word
 
 
-def test_a_connection_that_fetches_faster_than_it_reads_holds_one_copy_of_a_result_in_the_server(tmp_path):
-    """Each `fetch` of a stored result loaded and queued another copy (hundreds of MB for a long result) while the
-    client had not taken the one before; now the repeated fetch is answered `job_status` `done` instead."""
+@contextlib.contextmanager
+def slow_reader() -> Iterator[tuple[Server, Callable[[], list]]]:
+    """A bare server on a real ROUTER socket, and a client "slow-reader" that takes one message off the wire and
+    then leaves the rest in the server's send queue until the returned function reads everything."""
     context = zmq.Context.instance()
     router = context.socket(zmq.ROUTER)
     client = context.socket(zmq.DEALER)
     try:
         port = router.bind_to_random_port("tcp://127.0.0.1")
         client.setsockopt(zmq.ROUTING_ID, b"slow-reader")
-        client.setsockopt(zmq.RCVHWM, 1)  # takes one message off the wire, then leaves the rest in the server
+        client.setsockopt(zmq.RCVHWM, 1)
         client.setsockopt(zmq.RCVBUF, 64 * 1024)
         client.connect(f"tcp://127.0.0.1:{port}")
         client.send(b"hello")
         assert router.poll(5000) and router.recv_multipart()[0] == b"slow-reader"
-
         server = bare_server()
-        server.socket = router
+        server.socket, server.sends_in_flight, server.jobs = router, SendsInFlight(), {}
+
+        def read_all() -> list:
+            replies = []
+            while client.poll(2000):
+                replies.append(decode([frame.buffer for frame in client.recv_multipart(copy=False)], Limits())[0])
+            return replies
+
+        yield server, read_all
+    finally:
+        client.close(linger=0)
+        router.close(linger=0)
+
+
+def send_six_times(request: Callable[[int], None]) -> None:
+    for index in range(6):
+        request(index)
+        time.sleep(0.3)  # the first message reaches the client's queue; the second stays in the server's
+
+
+def test_a_connection_that_fetches_faster_than_it_reads_holds_one_copy_of_a_result_in_the_server(tmp_path):
+    """Each `fetch` of a stored result loaded and queued another copy (hundreds of MB for a long result) while the
+    client had not taken the one before; now the repeated fetch is answered `job_status` `done` instead."""
+    with slow_reader() as (server, read_all):
         server.results = ResultsStore(tmp_path / "results", retention_s=60)
-        server.results_in_flight = ResultsInFlight()
-        server.jobs = {}
         job_id = "ab" * 16
         server.results.save(job_id, np.zeros((32, 512, 512, 3), np.uint8), 24.0, {})  # 24 MB, over any socket buffer
-        for index in range(6):
-            server._on_fetch(b"slow-reader", Fetch(f"f{index}", job_id), {})
-            time.sleep(0.3)  # the first result reaches the client's queue; the second stays in the server's
-
-        replies = []
-        while client.poll(2000):
-            replies.append(decode([frame.buffer for frame in client.recv_multipart(copy=False)], Limits())[0])
+        send_six_times(lambda index: server._on_fetch(b"slow-reader", Fetch(f"f{index}", job_id), {}))
+        replies = read_all()
         results = [reply for reply in replies if isinstance(reply, Result)]
         statuses = [reply for reply in replies if isinstance(reply, JobStatus)]
         assert len(results) == 2 and all(result.job_id == job_id for result in results)
         assert [(status.request_id, status.state) for status in statuses] == [(f"f{i}", "done") for i in range(2, 6)]
         server._on_fetch(b"slow-reader", Fetch("f6", job_id), {})  # read: the next fetch sends it again
-        assert client.poll(5000)
-        assert isinstance(decode([frame.buffer for frame in client.recv_multipart(copy=False)], Limits())[0], Result)
-    finally:
-        client.close(linger=0)
-        router.close(linger=0)
+        assert [type(reply) for reply in read_all()] == [Result]
+
+
+def test_large_echoes_are_sent_one_at_a_time_per_connection_and_small_ones_freely():
+    """Each echo keeps its received bytes until its reply has left: a client sending large echoes without reading
+    them could fill the server's memory."""
+    data = memoryview(bytes(24 << 20))
+    with slow_reader() as (server, read_all):
+        send_six_times(
+            lambda index: server._on_echo(b"slow-reader", Echo(f"e{index}", ArraySpec((len(data),))), {"data": data})
+        )
+        replies = read_all()
+        assert [reply.request_id for reply in replies if isinstance(reply, Echo)] == ["e0", "e1"]
+        refused = [reply for reply in replies if isinstance(reply, Error)]
+        assert [(error.request_id, error.code, error.field) for error in refused] == [
+            (f"e{i}", codes.QUEUE_FULL, "data") for i in range(2, 6)
+        ]
+        for index in range(3):
+            server._on_echo(b"slow-reader", Echo(f"small{index}"), {})
+        assert [reply.request_id for reply in read_all()] == ["small0", "small1", "small2"]
 
 
 class SentMessages:
