@@ -9,24 +9,27 @@ when a sent message has left the server's memory.
 
 import zmq
 
+# Two copies, not one: a tracker learns that its message has left a moment after ZeroMQ let go of it (pyzmq's
+# garbage-collector thread tells it), so a client that has just read a result and asks again could otherwise be
+# refused for a copy that is already gone.
+MAX_COPIES = 2
+
 
 class SendsInFlight:
     """The large messages being sent, by (connection identity, job id or "echo"), until ZeroMQ has let go of them."""
 
     def __init__(self) -> None:
-        self._trackers: dict[tuple[bytes, str], zmq.MessageTracker] = {}
+        self._trackers: dict[tuple[bytes, str], list[zmq.MessageTracker]] = {}
 
     def add(self, identity: bytes, what: str, tracker: zmq.MessageTracker) -> None:
-        self._trackers[(identity, what)] = tracker
+        self._trackers.setdefault((identity, what), []).append(tracker)
 
-    def pending(self, identity: bytes, what: str) -> bool:
-        """Whether `what` (a job id, or "echo") sent to `identity` is still in the server's send queue."""
+    def full(self, identity: bytes, what: str) -> bool:
+        """Whether MAX_COPIES of `what` (a job id, or "echo") sent to `identity` are still in the send queue."""
         self.forget_sent()
-        return (identity, what) in self._trackers
+        return len(self._trackers.get((identity, what), [])) >= MAX_COPIES
 
     def forget_sent(self) -> None:
-        """Drop the results that have left (a peer that disconnected drops its queue, so those leave too)."""
-        self._trackers = {key: tracker for key, tracker in self._trackers.items() if not tracker.done}
-
-    def __len__(self) -> int:
-        return len(self._trackers)
+        """Drop the messages that have left (a peer that disconnected drops its queue, so those leave too)."""
+        pending = {key: [sent for sent in trackers if not sent.done] for key, trackers in self._trackers.items()}
+        self._trackers = {key: trackers for key, trackers in pending.items() if trackers}

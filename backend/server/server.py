@@ -74,7 +74,7 @@ log = logging.getLogger(__name__)
 SERVER_VERSION = __version__
 POLL_MS = 20
 HOUSEKEEPING_S = 5.0
-# An echo this large is sent one at a time per connection: each one keeps its received bytes until it has left.
+# Echoes this large go back at most two at a time per connection: each keeps its received bytes until it has left.
 TRACKED_ECHO_BYTES = 1 << 20
 # How often `--parent-pid` is checked: the server stops within about this long (plus one poll) after its parent.
 PARENT_CHECK_S = 1.0
@@ -440,8 +440,8 @@ class Server:
             job.identity = identity  # progress and the result now go to this connection
             self._send(identity, JobStatus(message.request_id, job.job_id, job.state, self._position(job)))
             return
-        if self.sends_in_flight.pending(identity, message.job_id):
-            # The result sent before has not left yet: this connection gets it, and no second copy is loaded.
+        if self.sends_in_flight.full(identity, message.job_id):
+            # The results sent before have not left yet: this connection gets them, and no more copies are loaded.
             self._send(identity, JobStatus(message.request_id, message.job_id, stages.DONE))
             return
         stored = self.results.load(message.job_id)
@@ -464,13 +464,13 @@ class Server:
         if data is None or data.nbytes < TRACKED_ECHO_BYTES:  # small echoes may be pipelined freely
             self._send(identity, message, data)
             return
-        if self.sends_in_flight.pending(identity, "echo"):
+        if self.sends_in_flight.full(identity, "echo"):
             self._send(
                 identity,
                 Error(
                     codes.QUEUE_FULL,
-                    f"An echo of {TRACKED_ECHO_BYTES} bytes or more is still on its way to this connection.",
-                    hint="Read it before sending the next large echo.",
+                    f"Two echoes of {TRACKED_ECHO_BYTES} bytes or more are still on their way to this connection.",
+                    hint="Read them before sending the next large echo.",
                     field="data",
                     request_id=message.request_id,
                 ),

@@ -218,12 +218,12 @@ def slow_reader() -> Iterator[tuple[Server, Callable[[], list]]]:
 def send_six_times(request: Callable[[int], None]) -> None:
     for index in range(6):
         request(index)
-        time.sleep(0.3)  # the first message reaches the client's queue; the second stays in the server's
+        time.sleep(0.3)  # the first message reaches the client's queue; the next ones stay in the server's
 
 
 def test_a_connection_that_fetches_faster_than_it_reads_holds_one_copy_of_a_result_in_the_server(tmp_path):
     """Each `fetch` of a stored result loaded and queued another copy (hundreds of MB for a long result) while the
-    client had not taken the one before; now the repeated fetch is answered `job_status` `done` instead."""
+    client had not taken the one before; now, with two copies on their way, a fetch is answered `job_status` `done`."""
     with slow_reader() as (server, read_all):
         server.results = ResultsStore(tmp_path / "results", retention_s=60)
         job_id = "ab" * 16
@@ -232,13 +232,13 @@ def test_a_connection_that_fetches_faster_than_it_reads_holds_one_copy_of_a_resu
         replies = read_all()
         results = [reply for reply in replies if isinstance(reply, Result)]
         statuses = [reply for reply in replies if isinstance(reply, JobStatus)]
-        assert len(results) == 2 and all(result.job_id == job_id for result in results)
-        assert [(status.request_id, status.state) for status in statuses] == [(f"f{i}", "done") for i in range(2, 6)]
+        assert len(results) == 3 and all(result.job_id == job_id for result in results)
+        assert [(status.request_id, status.state) for status in statuses] == [(f"f{i}", "done") for i in range(3, 6)]
         server._on_fetch(b"slow-reader", Fetch("f6", job_id), {})  # read: the next fetch sends it again
         assert [type(reply) for reply in read_all()] == [Result]
 
 
-def test_large_echoes_are_sent_one_at_a_time_per_connection_and_small_ones_freely():
+def test_large_echoes_are_sent_two_at_a_time_per_connection_and_small_ones_freely():
     """Each echo keeps its received bytes until its reply has left: a client sending large echoes without reading
     them could fill the server's memory."""
     data = memoryview(bytes(24 << 20))
@@ -247,10 +247,10 @@ def test_large_echoes_are_sent_one_at_a_time_per_connection_and_small_ones_freel
             lambda index: server._on_echo(b"slow-reader", Echo(f"e{index}", ArraySpec((len(data),))), {"data": data})
         )
         replies = read_all()
-        assert [reply.request_id for reply in replies if isinstance(reply, Echo)] == ["e0", "e1"]
+        assert [reply.request_id for reply in replies if isinstance(reply, Echo)] == ["e0", "e1", "e2"]
         refused = [reply for reply in replies if isinstance(reply, Error)]
         assert [(error.request_id, error.code, error.field) for error in refused] == [
-            (f"e{i}", codes.QUEUE_FULL, "data") for i in range(2, 6)
+            (f"e{i}", codes.QUEUE_FULL, "data") for i in range(3, 6)
         ]
         for index in range(3):
             server._on_echo(b"slow-reader", Echo(f"small{index}"), {})
