@@ -65,6 +65,8 @@ def register() -> None:
     bpy.app.handlers.load_post.append(_on_load_post)
     bpy.app.handlers.save_pre.append(operators.stop_renders)
     bpy.app.handlers.load_pre.append(operators.stop_renders)
+    bpy.app.handlers.undo_pre.append(operators.stop_renders)
+    bpy.app.handlers.redo_pre.append(operators.stop_renders)
     bpy.app.handlers.undo_post.append(_on_undo_redo)
     bpy.app.handlers.redo_post.append(_on_undo_redo)
     atexit.register(_on_exit)
@@ -79,7 +81,8 @@ def unregister() -> None:
         bpy.app.handlers.load_post.remove(_on_load_post)
     if _on_load_pre in bpy.app.handlers.load_pre:
         bpy.app.handlers.load_pre.remove(_on_load_pre)
-    for handlers in (bpy.app.handlers.save_pre, bpy.app.handlers.load_pre):
+    stops = (bpy.app.handlers.save_pre, bpy.app.handlers.load_pre, bpy.app.handlers.undo_pre, bpy.app.handlers.redo_pre)
+    for handlers in stops:
         if operators.stop_renders in handlers:
             handlers.remove(operators.stop_renders)
     for handlers in (bpy.app.handlers.undo_post, bpy.app.handlers.redo_post):

@@ -14,7 +14,7 @@ import bpy
 
 from . import compat, operators, preferences, result_files, sequencer
 from ._protocol import errors, stages
-from .job_records import all_jobs, any_active_job, fail_unaccepted_jobs, find_job, scene_of, tag_redraw
+from .job_records import all_jobs, any_active_job, fail_unaccepted_jobs, find_job, push_undo, scene_of, tag_redraw
 from .model_fit import ModelDefaults
 from .properties import ACTIVE_STATES, CONFIG_ITEMS
 from .result_writes import ResultWrite
@@ -136,6 +136,10 @@ def apply_event(context: bpy.types.Context, session: Session, event: Any) -> Non
                 "unreachable", "The backend stopped answering; retrying. Running jobs continue when it is back."
             )
         return
+    if kind == "accepted" and event.request_id in session.sent:
+        session.sent[event.request_id] = event.job_id
+    elif kind == "error" and session.sent.get(event.request_id) == "":
+        del session.sent[event.request_id]  # refused or never delivered: nothing to follow
     if kind == "result" and any(write.job_id == event.job_id for write in session.result_writes):
         return  # the same result again (a repeated fetch) while its frames are being written
     job = find_job(event.request_id, event.job_id)
@@ -150,7 +154,7 @@ def apply_event(context: bpy.types.Context, session: Session, event: Any) -> Non
         return
     if job.state in FINISHED_STATES:
         if kind == "result":
-            session.client.ack(event.job_id)  # a repeated result of a stored job: the backend may forget it
+            acknowledge(session, event.job_id)  # a repeated result of a stored job: the backend may forget it
         return
     if kind == "accepted":
         job.job_id = event.job_id
@@ -164,7 +168,7 @@ def apply_event(context: bpy.types.Context, session: Session, event: Any) -> Non
     elif kind == "progress":
         apply_progress(job, event)
     elif kind == "result" and event.job_id in session.stored_results:
-        session.client.ack(event.job_id)  # stored already; undo took its strip back: not a second folder and strip
+        acknowledge(session, event.job_id)  # stored already; undo took its strip back: not a second folder and strip
         mark_result_undone(job, session.stored_results[event.job_id])
     elif kind == "result":
         apply_result(context, session, job, event)
@@ -350,14 +354,14 @@ def place_result(session: Session, job: Any, event: Any, folder: Path) -> None:
     job.progress = 1.0
     job.message = f"Added strip '{strip.name}' on channel {strip.channel}"
     push_undo("MotionClone result")
-    session.client.ack(event.job_id)
+    acknowledge(session, event.job_id)
 
 
-def push_undo(message: str) -> None:
-    """Make what the pump just did one undo step of its own, so that Ctrl+Z takes back the user's last action and
-    not a result with it. Background mode has no undo stack."""
-    if not bpy.app.background and bpy.ops.ed.undo_push.poll():
-        bpy.ops.ed.undo_push(message=message)
+def acknowledge(session: Session, job_id: str) -> None:
+    """The result is stored: the backend may delete its copy. Without a client (the local backend stopped while the
+    frames were written) it keeps the copy until it expires, and the job is done all the same."""
+    if session.client is not None:
+        session.client.ack(job_id)
 
 
 def show_preview(path: Path) -> None:

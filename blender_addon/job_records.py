@@ -63,3 +63,10 @@ def tag_redraw() -> None:
         for area in window.screen.areas:
             if area.type in ("VIEW_3D", "SEQUENCE_EDITOR"):
                 area.tag_redraw()
+
+
+def push_undo(message: str) -> None:
+    """Make what the add-on just did one undo step of its own (a result placed, the panel rewritten), so that Ctrl+Z
+    takes back that and not the user's last action with it. Background mode has no undo stack."""
+    if not bpy.app.background and bpy.ops.ed.undo_push.poll():
+        bpy.ops.ed.undo_push(message=message)

@@ -8,14 +8,30 @@ import bpy
 
 from . import compat, jobs, local_backend, model_fit, preferences, reference_cache
 from ._protocol import errors
-from .job_records import scene_of
+from .job_records import push_undo, scene_of
 from .properties import ACTIVE_STATES
 from .reference import RenderCancelled
 from .session import Connection, get_session
 
 USER_ERRORS = (ValueError, RuntimeError, RenderCancelled, errors.BackendUnavailable)
 # Event types that are not keys: the mouse and its wheel, trackpads, pens, 3D mice, timers and window events.
-NOT_KEYS = ("TRACKPAD", "NDOF", "TIMER", "WINDOW", "ACTIONZONE", "PEN", "ERASER")
+# What a reference render lets through to Blender: looking around (mouse moves, wheel, middle-mouse orbit, trackpad,
+# 3D mouse) and Blender's own timers and window events. A click or a key could change a setting or push an undo step
+# while the render's temporary settings are in place (and Ctrl+Z could later bring them back), so those wait.
+PASSED_WHILE_RENDERING = (
+    "MOUSEMOVE",
+    "INBETWEEN_MOUSEMOVE",
+    "MIDDLEMOUSE",
+    "WHEEL",
+    "TRACKPAD",
+    "MOUSEPAN",
+    "MOUSEZOOM",
+    "MOUSEROTATE",
+    "MOUSESMARTZOOM",
+    "NDOF",
+    "TIMER",
+    "WINDOW",
+)
 
 # Reference renders in progress (Generate from the UI renders one frame per timer tick). While one runs, the scene
 # holds the render's temporary settings (engine, size, output path, camera), which a save would write into the file;
@@ -25,9 +41,10 @@ rendering: list[Any] = []
 
 @bpy.app.handlers.persistent
 def stop_renders(*_args) -> None:
-    """Before a save or a file load: stop every reference render, which puts the artist's settings back."""
+    """Before a save, a file load, an undo or a redo: stop every reference render, which puts the artist's settings
+    back (an undo step must not see the render's temporary ones)."""
     for render in list(rendering):
-        render.stop(bpy.context, "the file was saved or loaded during it")
+        render.stop(bpy.context, "the file was saved, loaded, undone or redone during it")
 
 
 class MOTIONCLONE_OT_generate(bpy.types.Operator):
@@ -98,10 +115,7 @@ class MOTIONCLONE_OT_generate(bpy.types.Operator):
             self.report({"WARNING"}, "Reference render cancelled; your render settings are as they were")
             return {"CANCELLED"}
         if event.type != "TIMER":
-            # Keyboard shortcuts (save, undo, frame changes) would act on the render's temporary settings; the mouse
-            # keeps the interface alive.
-            is_key = "MOUSE" not in event.type and not event.type.startswith(NOT_KEYS)
-            return {"RUNNING_MODAL"} if is_key else {"PASS_THROUGH"}
+            return {"PASS_THROUGH"} if event.type.startswith(PASSED_WHILE_RENDERING) else {"RUNNING_MODAL"}
         try:
             self._render.step()
             self._show_progress(context)
@@ -123,7 +137,7 @@ class MOTIONCLONE_OT_generate(bpy.types.Operator):
 
     def _show_progress(self, context: bpy.types.Context) -> None:
         done, total = self._render.rendered, len(self._render.frames)
-        text = f"MotionClone: rendering the reference, frame {done} of {total} (Esc cancels)"
+        text = f"MotionClone: rendering the reference, frame {done} of {total} (Esc cancels; clicks wait till it ends)"
         context.workspace.status_text_set(text)
 
     def stop(self, context: bpy.types.Context, reason: str) -> None:
@@ -196,7 +210,10 @@ class MOTIONCLONE_OT_redo(bpy.types.Operator):
 
     bl_idname = "motionclone.redo"
     bl_label = "Redo with New Seed"
-    bl_options = frozenset({"REGISTER", "UNDO"})  # it rewrites the panel: undo brings the panel back
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return job_polls(cls, context, lambda job: bool(job.prompt.strip()), "The selected job has no prompt")
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         settings = context.scene.motionclone
@@ -211,8 +228,12 @@ class MOTIONCLONE_OT_redo(bpy.types.Operator):
             settings.prompt = job.prompt
             settings.config = job.config
         settings.seed = random.randint(0, jobs.MAX_SEED)
+        # The panel's new settings are an undo step of their own, pushed before Generate's render puts its temporary
+        # settings in place (an UNDO flag would push it when this operator ends, with the render running).
+        push_undo("Redo with New Seed")
         # From the UI, Generate renders frame by frame with Esc to cancel, as when its own button is pressed.
-        return bpy.ops.motionclone.generate("INVOKE_DEFAULT")
+        started = bpy.ops.motionclone.generate("INVOKE_DEFAULT")
+        return {"FINISHED"} if started & {"FINISHED", "RUNNING_MODAL"} else {"CANCELLED"}
 
 
 class MOTIONCLONE_OT_test_connection(bpy.types.Operator):

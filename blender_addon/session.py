@@ -94,6 +94,9 @@ class Session:
         # until that file is opened again, instead of landing in whichever file is open.
         self.other_file_jobs: dict[str, str] = {}  # id -> the .blend file it belongs to
         self.result_writes: list[Any] = []  # `ResultWrite`s whose frames are going to disk
+        # Request id -> job id ("" until accepted) of every job this session sent: a file saved before the answer
+        # came has a job without a job id, which it learns here when opened again (or is told it was never accepted).
+        self.sent: dict[str, str] = {}
 
     def drop_held(self, request_id: str) -> bool:
         """Take a job that waits for the local backend out of the waiting list; False when it is not waiting."""
@@ -203,7 +206,9 @@ class Session:
                 request_id = f"{HELD_PREFIX}{uuid.uuid4().hex}"
                 self.held.append(HeldSubmit(request_id, frames, params, fps, condition))
                 return request_id
-        return self.ensure_client(context).submit(frames, params, fps=fps, condition=condition)
+        request_id = self.ensure_client(context).submit(frames, params, fps=fps, condition=condition)
+        self.sent[request_id] = ""
+        return request_id
 
     def job_message(self, request_id: str) -> str:
         """What a job just submitted says: sent, or waiting for the local backend."""
@@ -252,6 +257,7 @@ class Session:
                 continue  # removed or undone while it waited: nothing to send
             try:
                 job.request_id = client.submit(item.frames, item.params, fps=item.fps, condition=item.condition)
+                self.sent[job.request_id] = ""
             except (ValueError, RuntimeError) as error:  # refused before sending (too large, client closed)
                 job.state = "FAILED"
                 job.message = f"Not sent: {error} Change the settings and Generate again."
@@ -309,6 +315,17 @@ def refetch_active_jobs(context: bpy.types.Context) -> int:
             job.state = "FAILED"
             job.message = (
                 "This job waited for the local backend when the file was saved and was never sent: Generate again."
+            )
+    for job in all_jobs():
+        if job.state != "SUBMITTED" or job.job_id or job.request_id in waiting:
+            continue
+        if session.sent.get(job.request_id):  # accepted while another file was open
+            job.job_id, job.state = session.sent[job.request_id], "QUEUED"
+        elif job.request_id not in session.sent:  # sent by an earlier Blender: its answer went there
+            job.state = "FAILED"
+            job.message = (
+                "The backend had not accepted this job when the file was saved, so it cannot be followed: "
+                "Generate again."
             )
     if not any(job.state in ACTIVE_STATES and job.job_id for job in all_jobs()):
         return 0

@@ -299,6 +299,21 @@ def test_result_frames_go_to_disk_on_a_thread_of_their_own_while_the_pump_keeps_
     assert session.get_session().result_writes == [] and job.strip_name in compat.strips(scene.sequence_editor)
 
 
+def test_a_result_written_after_its_backend_went_away_is_still_placed_and_done(addon, backend, monkeypatch):
+    """The local backend stopped (its client closed) while the frames went to disk: the strip is added and the job is
+    done, not reported as a result that could not be stored (whose Fetch Again would add a second strip)."""
+    from blender_addon import session
+
+    addon.endpoint = backend.endpoint
+    release = threading.Event()
+    scene, job = job_whose_frames_are_being_written(monkeypatch, release)
+    session.get_session().close()  # what on_local_down does with the client
+    release.set()
+    assert pump_until(lambda: job.state != "RUNNING", 30), job.message
+    assert job.state == "DONE", job.message
+    assert job.strip_name in compat.strips(scene.sequence_editor)
+
+
 def test_the_result_lands_in_the_scene_the_sequencer_shows(addon, backend):
     """5.x: the sequencer can show another scene than the one animated (`context.sequencer_scene`); the result
     goes there. Blender 4.2 has no such setting: the result goes to the animated scene."""
@@ -419,6 +434,11 @@ def test_two_seeds_in_one_click_then_use_their_settings_and_show_their_strip(add
     assert scene.frame_current == strip.frame_final_start == 1
     assert not compat.strips(scene.sequence_editor)[settings.jobs[0].strip_name].select
     assert bpy.ops.motionclone.open_result_folder.poll()
+    # Last: adding a job moves the collection, and Python references to its items go stale.
+    settings.jobs.add()  # a job record without a prompt: Redo is greyed out, not a traceback
+    settings.active_job = len(settings.jobs) - 1
+    assert not bpy.ops.motionclone.redo.poll()
+    settings.jobs.remove(settings.active_job)
 
 
 def test_the_status_bar_shows_running_jobs_and_reports_the_ones_that_end(addon, backend):
@@ -492,6 +512,27 @@ def test_a_cancel_the_replaced_client_never_delivered_is_sent_by_the_new_one(add
     assert bpy.ops.motionclone.test_connection() == {"FINISHED"}
     assert session.get_session().client is not old_client
     assert pump_until(lambda: job.state == "CANCELLED", 30), job.message
+
+
+def test_jobs_saved_before_the_backend_accepted_them_are_followed_or_failed_when_the_file_opens_again(addon, backend):
+    """Saved while 'Sent to the backend', a job has no job id in the file. Opened again in the same Blender, it takes
+    the id the backend answered meanwhile; one sent by an earlier Blender fails with what to do, instead of
+    staying 'Sent' for ever (no Cancel, no Remove)."""
+    from blender_addon import session
+
+    addon.endpoint = backend.endpoint
+    settings = configure_job(animated_scene(frames=8), steps=4)
+    bpy.ops.motionclone.generate()
+    job = settings.jobs[0]
+    assert pump_until(lambda: job.job_id != "", 60), job.message
+    accepted_id = job.job_id
+    job.job_id, job.state = "", "SUBMITTED"  # as the file saved before the answer holds it
+    earlier = settings.jobs.add()
+    earlier.request_id, earlier.state, earlier.message = "sent-by-an-earlier-blender", "SUBMITTED", "Sent"
+    session.refetch_active_jobs(bpy.context)
+    assert (job.job_id, job.state) == (accepted_id, "QUEUED")
+    assert earlier.state == "FAILED" and "had not accepted this job when the file was saved" in earlier.message
+    assert pump_until(lambda: job.state in ("DONE", "FAILED"), 120) and job.state == "DONE", job.message
 
 
 def free_port() -> int:
@@ -664,7 +705,7 @@ def test_saving_or_loading_during_a_reference_render_stops_it_first_so_the_file_
     running.render.step()
     assert render_snapshot(scene) != before  # mid-render: the scene holds the render's settings
     bpy.ops.wm.save_as_mainfile(filepath=str(tmp_path / "saved.blend"))
-    assert running.reason == "the file was saved or loaded during it" and operators.rendering == []
+    assert running.reason == "the file was saved, loaded, undone or redone during it" and operators.rendering == []
     assert render_snapshot(scene) == before
     again = RunningRender()
     again.render.step()
@@ -758,15 +799,19 @@ def test_generate_from_the_ui_renders_frame_by_frame_holds_keys_and_esc_cancels(
     assert first.begin(context) == {"RUNNING_MODAL"} and operators.rendering == [first]
     assert render_snapshot(scene) != before  # the render's own settings while it runs
     assert first.modal(context, event("S")) == {"RUNNING_MODAL"}  # a key (Ctrl+S, say) is held back
-    assert first.modal(context, event("MOUSEMOVE")) == {"PASS_THROUGH"}  # the mouse keeps the interface alive
-    assert first.modal(context, event("LEFTMOUSE")) == {"PASS_THROUGH"}
+    # Looking around keeps the interface alive; a click waits: it could change a setting or push an undo step that
+    # holds the render's temporary settings.
+    for passed in ("MOUSEMOVE", "WHEELUPMOUSE", "MIDDLEMOUSE", "TRACKPADPAN"):
+        assert first.modal(context, event(passed)) == {"PASS_THROUGH"}, passed
+    assert first.modal(context, event("LEFTMOUSE")) == {"RUNNING_MODAL"}
     ticks = 1
     while first.modal(context, event("TIMER")) == {"RUNNING_MODAL"}:
         ticks += 1
         assert ticks <= 4, "four frames take four timer ticks"
     assert ticks == 4 and operators.rendering == [] and render_snapshot(scene) == before
     assert context.workspace.status[:4] == [
-        f"MotionClone: rendering the reference, frame {done} of 4 (Esc cancels)" for done in range(4)
+        f"MotionClone: rendering the reference, frame {done} of 4 (Esc cancels; clicks wait till it ends)"
+        for done in range(4)
     ]
     assert context.workspace.status[-1] is None  # the status bar is given back
     assert first.reports == [("INFO", "MotionClone job sent (seed 7)")] and len(settings.jobs) == 1
@@ -783,12 +828,13 @@ def test_generate_from_the_ui_renders_frame_by_frame_holds_keys_and_esc_cancels(
     assert cancelled.reports == [("WARNING", "Reference render cancelled; your render settings are as they were")]
     assert operators.rendering == [] and render_snapshot(scene) == before and len(settings.jobs) == 2
 
-    stopped = driven_generate()  # stopped from outside (a save): the next event ends the operator
+    stopped = driven_generate()  # stopped from outside (an undo, a save): the next event ends the operator
     assert stopped.begin(context) == {"RUNNING_MODAL"}
-    stopped.stop(context, "the file was saved or loaded during it")
+    for handler in bpy.app.handlers.undo_pre:  # what Blender runs before an undo
+        handler(scene)
     assert render_snapshot(scene) == before
     assert stopped.modal(context, event("TIMER")) == {"CANCELLED"}
-    assert "Reference render stopped: the file was saved or loaded during it" in stopped.reports[0][1]
+    assert "Reference render stopped: the file was saved, loaded, undone or redone during it" in stopped.reports[0][1]
     assert len(settings.jobs) == 2
 
 
