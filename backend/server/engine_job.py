@@ -4,6 +4,7 @@ Shared by the in-process `Worker` thread and the Ray `EngineActor`, so a job fai
 same way wherever it runs: the two only differ in where `emit` sends the events.
 """
 
+import gc
 import logging
 import time
 import traceback
@@ -74,6 +75,7 @@ def run_engine_job(
         if preview_every and step % preview_every == 0:
             emit("preview", {"step": step, "png": latents_preview_png(latents)})
 
+    engine_failure: dict[str, Any] | None = None
     try:
         output = pipeline(
             inputs.reference,
@@ -92,28 +94,25 @@ def run_engine_job(
     except VideoInputError as error:
         emit("failed", failure(codes.INVALID_FIELD, str(error), field="reference"))
     except torch.OutOfMemoryError as error:
-        release_memory()
-        emit(
-            "failed",
-            failure(
-                codes.OUT_OF_MEMORY,
-                f"The GPU ran out of memory: {(str(error).splitlines() or ['no details'])[0]}",
-                hint="Lower the resolution or the frame count, or run the backend with --dtype float16.",
-            ),
+        log.warning("job %s ran out of memory: %s", inputs.job_id, str(error))  # a str: a kept record holds no tensors
+        engine_failure = failure(
+            codes.OUT_OF_MEMORY,
+            f"The GPU ran out of memory: {(str(error).splitlines() or ['no details'])[0]}",
+            hint="Lower the resolution or the frame count, or run the backend with --dtype float16.",
         )
     except Exception as error:  # a failing job must never take the server (or the actor) down
         log.error("job %s failed:\n%s", inputs.job_id, traceback.format_exc())
-        release_memory()
-        emit(
-            "failed",
-            failure(
-                codes.JOB_FAILED,
-                f"The job failed inside the engine: {type(error).__name__}: {error}",
-                hint="Check the server log; try again with default parameters, or report the error.",
-            ),
+        engine_failure = failure(
+            codes.JOB_FAILED,
+            f"The job failed inside the engine: {type(error).__name__}: {error}",
+            hint="Check the server log; try again with default parameters, or report the error.",
         )
     else:
         emit("done", {"frames": output.frames, "fps": inputs.params.fps, "metadata": output.metadata})
+    if engine_failure is not None:
+        # Out here, not in the handler: there the exception's traceback still holds the failed pass's tensors.
+        release_memory()
+        emit("failed", engine_failure)
 
 
 def failure(code: str, message: str, hint: str = "", field: str | None = None) -> dict[str, Any]:
@@ -125,6 +124,7 @@ def release_memory() -> None:
     """Give cached GPU memory back after a failed job. Never raises: it runs while a failure is being reported, and
     after some CUDA errors the device refuses every call."""
     try:
+        gc.collect()  # tensors of the failed pass that only a reference cycle (frames, tracebacks) still holds
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     except Exception:

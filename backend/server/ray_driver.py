@@ -265,6 +265,7 @@ def drive(settings: RayPoolSettings, pipe: Connection) -> None:
                     waiting.append(job)
                 elif message[0] == "cancel" and message[1] in jobs:
                     jobs[message[1]].cancel_requested.set()
+                job = message = None  # handed on: the next wait must not hold a job's reference frames
             while waiting and pool.has_free_slot:
                 pool.submit(waiting.popleft())
             # Events taken before the states are read: a slot is shown idle before its job's last event, so the

@@ -176,7 +176,10 @@ class RayWorkerPool:
 
     # ---- one thread per slot -------------------------------------------------------------------------------------
     def _serve_slot(self, slot: _Slot) -> None:
-        while (job := slot.inbox.get()) is not None:
+        while True:
+            job = slot.inbox.get()
+            if job is None:
+                return
             try:
                 self._run_job(slot, job)
             except Exception as error:  # never lose a job silently, never end the slot's thread
@@ -185,6 +188,7 @@ class RayWorkerPool:
             finally:
                 slot.job = None
                 slot.state = "idle" if slot.actor is not None else "down"
+            job = None  # an idle slot must not hold the last job's reference frames
 
     def _run_job(self, slot: _Slot, job: Job) -> None:
         import ray

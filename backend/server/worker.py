@@ -87,7 +87,10 @@ class Worker:
         self._thread.join(timeout)
 
     def _run(self) -> None:
-        while (job := self._inbox.get()) is not None:
+        while True:
+            job = self._inbox.get()
+            if job is None:
+                return
             try:
                 self._run_job(job)
             except BaseException as error:  # the thread must outlive any job, and the job must end with an event
@@ -96,6 +99,7 @@ class Worker:
                 self.events.put(WorkerEvent("failed", job, failure(codes.JOB_FAILED, message, "Check the server log.")))
             finally:
                 self.current = None
+            job = None  # an idle worker must not hold the last job, whose reference frames can be hundreds of MB
 
     def _run_job(self, job: Job) -> None:
         def emit(kind: str, data: dict[str, Any]) -> None:

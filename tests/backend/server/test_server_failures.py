@@ -3,9 +3,11 @@ job, a result the disk cannot take, a worker thread that a job breaks, and a cli
 reads."""
 
 import contextlib
+import gc
 import os
 import queue
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from types import SimpleNamespace
@@ -18,6 +20,7 @@ import zmq
 from motionclone.backend.engine import MotionCloneParams, MotionClonePipeline
 from motionclone.backend.errors import ParameterError
 from motionclone.backend.models import load_preset
+from motionclone.backend.server import engine_job as engine_job_module
 from motionclone.backend.server import server as server_module
 from motionclone.backend.server import worker as worker_module
 from motionclone.backend.server.config import ServerConfig
@@ -131,6 +134,22 @@ def test_the_worker_thread_outlives_a_job_that_breaks_it_and_runs_the_next(monke
     worker.stop()
 
 
+def test_an_idle_worker_holds_no_finished_job_and_its_reference_frames(monkeypatch):
+    monkeypatch.setattr(worker_module, "run_engine_job", lambda *args: args[3]("done", {}))
+    events: queue.Queue = queue.Queue()
+    worker = Worker(pipeline=None, cache=None, events=events)
+    worker.start()
+    job = queued_job()
+    finished = weakref.ref(job)
+    worker.submit(job)
+    assert events.get(timeout=10).kind == "done"  # the server takes the event and forgets the job
+    del job
+    time.sleep(0.1)  # the worker is back waiting for the next job
+    gc.collect()
+    assert finished() is None
+    worker.stop()
+
+
 def test_an_out_of_memory_error_without_a_message_still_fails_the_job_with_its_code():
     class OutOfMemory:
         def __call__(self, *_args, **_kwargs):
@@ -141,6 +160,32 @@ def test_an_out_of_memory_error_without_a_message_still_fails_the_job_with_its_c
     run_engine_job(OutOfMemory(), None, inputs, lambda kind, data: events.append((kind, data)), lambda: False)
     ((kind, data),) = events
     assert kind == "failed" and data["code"] == codes.OUT_OF_MEMORY and "no details" in data["message"]
+
+
+def test_memory_is_released_after_a_failed_job_has_let_go_of_its_tensors(monkeypatch):
+    """Released inside the exception handler, the traceback still held the failed forward pass's tensors, so the GPU
+    cache could not give them back."""
+    held = []
+
+    class FailsHoldingATensor:
+        def __call__(self, *_args, **_kwargs):
+            activations = torch.zeros(1024)
+            held.append(weakref.ref(activations))
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    alive_at_release = []
+    release = engine_job_module.release_memory
+
+    def checking_release() -> None:
+        alive_at_release.append(held[0]() is not None)
+        release()
+
+    monkeypatch.setattr(engine_job_module, "release_memory", checking_release)
+    events = []
+    inputs = JobInputs("job", MotionCloneParams.from_dict({"prompt": "a fox"}), None, 8.0, None)
+    run_engine_job(FailsHoldingATensor(), None, inputs, lambda kind, data: events.append((kind, data)), lambda: False)
+    assert alive_at_release == [False]
+    assert [(kind, data["code"]) for kind, data in events] == [("failed", codes.OUT_OF_MEMORY)]
 
 
 def test_purge_removes_expired_results_and_old_half_written_folders_and_keeps_the_rest(tmp_path):
