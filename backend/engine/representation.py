@@ -8,9 +8,11 @@ Representations are stored as safetensors with their metadata, cached by a conte
 the model and the extraction parameters, so one reference serves many prompts and seeds. Never pickle.
 """
 
+import contextlib
 import hashlib
 import json
 import os
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -104,14 +106,23 @@ class RepresentationCache:
         self.directory = Path(directory) if directory is not None else None
         self.memory_items = memory_items
         self._memory: OrderedDict[str, MotionRepresentation] = OrderedDict()
+        self._lock = threading.Lock()  # the server purges on its socket thread while a worker reads and writes
 
     def get(self, key: str) -> MotionRepresentation | None:
-        if key in self._memory:
-            self._memory.move_to_end(key)
-            return self._memory[key]
-        if self.directory is not None and (path := self._path(key)).is_file():
-            representation = MotionRepresentation.load(path)
-            os.utime(path)  # last used now: `purge_unused` keeps it
+        with self._lock:
+            remembered = self._memory.get(key)
+            if remembered is not None:
+                self._memory.move_to_end(key)
+        path = self._path(key)
+        if remembered is not None:
+            self._mark_used(path)
+            return remembered
+        if self.directory is not None and path.is_file():
+            try:
+                representation = MotionRepresentation.load(path)
+            except FileNotFoundError:  # purged between the check and the read
+                return None
+            self._mark_used(path)
             self._remember(key, representation)
             return representation
         return None
@@ -120,6 +131,12 @@ class RepresentationCache:
         self._remember(key, representation)
         if self.directory is not None:
             representation.save(self._path(key))
+
+    def _mark_used(self, path: Path) -> None:
+        """Last used now, from memory too: `purge_unused` keeps what is in use."""
+        if self.directory is not None:
+            with contextlib.suppress(FileNotFoundError):  # purged meanwhile: the copy in memory serves this job
+                os.utime(path)
 
     def purge_unused(self, max_age_s: float, now: float | None = None) -> list[str]:
         """Delete the files not written or read for `max_age_s` seconds; returns their keys."""
@@ -130,7 +147,8 @@ class RepresentationCache:
         for path in self.directory.glob("*.safetensors"):
             if now - path.stat().st_mtime > max_age_s:
                 path.unlink(missing_ok=True)
-                self._memory.pop(path.stem, None)
+                with self._lock:
+                    self._memory.pop(path.stem, None)
                 purged.append(path.stem)
         return purged
 
@@ -138,10 +156,11 @@ class RepresentationCache:
         return Path(self.directory or ".") / f"{key}.safetensors"
 
     def _remember(self, key: str, representation: MotionRepresentation) -> None:
-        self._memory[key] = representation
-        self._memory.move_to_end(key)
-        while len(self._memory) > self.memory_items:
-            self._memory.popitem(last=False)
+        with self._lock:
+            self._memory[key] = representation
+            self._memory.move_to_end(key)
+            while len(self._memory) > self.memory_items:
+                self._memory.popitem(last=False)
 
 
 def frames_to_tensor(frames: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:

@@ -299,6 +299,9 @@ def test_representation_files_unused_for_the_retention_time_are_purged(pipe, ref
     assert RepresentationCache(tmp_path).get(key["key"]) is not None  # reading it counts as a use
     assert cache.purge_unused(3600) == [] and path.is_file()
     os.utime(path, (day_ago, day_ago))
+    assert cache.get(key["key"]) is not None  # so does a hit in memory: a representation in use is kept
+    assert cache.purge_unused(3600) == [] and path.is_file()
+    os.utime(path, (day_ago, day_ago))
     assert cache.purge_unused(3600) == [key["key"]] and not path.exists()
     assert cache.get(key["key"]) is None  # gone from memory too
 
