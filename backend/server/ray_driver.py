@@ -250,13 +250,13 @@ def drive(settings: RayPoolSettings, pipe: Connection) -> None:
         pipe.send(("start_failed", str(error)))
         return
     pipe.send(("ready", pool.describe(), pool.device))
+    reader = PipeReader(pipe)
     jobs: dict[str, Job] = {}
     waiting: deque[Job] = deque()  # the server may send a job before a slot thread has finished its last one
     workers = pool.describe()
     try:
         while True:
-            if pipe.poll(RELAY_S):
-                message = pipe.recv()
+            if (message := reader.get(RELAY_S)) is not None:
                 if message[0] == "stop":
                     break
                 if message[0] == "run":
@@ -285,6 +285,37 @@ def drive(settings: RayPoolSettings, pipe: Connection) -> None:
             relay_events(drain(events), jobs, pipe)
         except (EOFError, OSError):
             pass
+
+
+class PipeReader:
+    """Reads the driver's end of the pipe on a thread of its own. Both ends send large messages (a job's reference
+    frames one way, a result the other) and a pipe's buffer holds some 200 KB: were both ends sending at once, each
+    would wait for the other to read, for ever. With this end always reading, the server's send always ends."""
+
+    _GONE = ("gone",)
+
+    def __init__(self, pipe: Connection) -> None:
+        self._pipe = pipe
+        self._messages: queue.Queue[tuple] = queue.Queue()
+        threading.Thread(target=self._read, name="motionclone-ray-pipe-reader", daemon=True).start()
+
+    def get(self, timeout: float) -> tuple | None:
+        """The next message, or None after `timeout` seconds; raises EOFError once the server has closed its end."""
+        try:
+            message = self._messages.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if message is self._GONE:
+            self._messages.put(message)  # every later call says so too
+            raise EOFError("the server closed the pipe")
+        return message
+
+    def _read(self) -> None:
+        try:
+            while True:
+                self._messages.put(self._pipe.recv())
+        except (EOFError, OSError):
+            self._messages.put(self._GONE)
 
 
 def job_from_inputs(inputs: JobInputs, preset: str) -> Job:

@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 POLL_S = 0.05  # how often a slot asks its actor for progress (and checks for a cancel) while a job runs
 POLL_TIMEOUT_S = 30.0
 ACTOR_START_TIMEOUT_S = 600.0  # loading a real preset onto a GPU can take minutes the first time
+# A slot whose actor could not be started takes a job (and tries again) only this long after it went down, or when
+# every slot is down: meanwhile a job waits for a live slot rather than for Ray to place an actor that may not fit.
+RETRY_DOWN_SLOT_S = 60.0
 
 
 class RayPoolError(MotionCloneError):
@@ -72,6 +75,13 @@ class _Slot:
     state: str = "idle"  # idle, busy, restarting or down
     inbox: "queue.Queue[Job | None]" = field(default_factory=queue.Queue)
     thread: threading.Thread | None = None
+    down_since: float = 0.0  # time.monotonic() when an actor could not be started for it
+
+    def takes_jobs(self, every_slot_down: bool, now: float) -> bool:
+        """Free, and live, or down long enough (or with nothing better) to try starting an actor again."""
+        if self.job is not None:
+            return False
+        return self.actor is not None or every_slot_down or now - self.down_since >= RETRY_DOWN_SLOT_S
 
 
 class RayWorkerPool:
@@ -136,8 +146,8 @@ class RayWorkerPool:
 
     # ---- the Worker interface ------------------------------------------------------------------------------------
     def submit(self, job: Job) -> None:
-        """Start `job` on a free slot (one with a live actor first); call only while `has_free_slot`."""
-        free = [slot for slot in self.slots if slot.job is None]
+        """Start `job` on a slot that takes jobs (one with a live actor first); call only while `has_free_slot`."""
+        free = self._slots_taking_jobs()
         slot = next((s for s in free if s.actor is not None), free[0])
         slot.job = job
         slot.state = "busy"
@@ -145,7 +155,12 @@ class RayWorkerPool:
 
     @property
     def has_free_slot(self) -> bool:
-        return any(slot.job is None for slot in self.slots)
+        return bool(self._slots_taking_jobs())
+
+    def _slots_taking_jobs(self) -> list[_Slot]:
+        every_slot_down = all(slot.actor is None for slot in self.slots)
+        now = time.monotonic()
+        return [slot for slot in self.slots if slot.takes_jobs(every_slot_down, now)]
 
     @property
     def busy(self) -> bool:
@@ -272,6 +287,7 @@ class RayWorkerPool:
         except Exception as error:  # the cluster is gone or full: the slot stays down, the server stays up
             log.error("%s could not be replaced: %s", slot.name, error)
             slot.state = "down"
+            slot.down_since = time.monotonic()
             return False
         slot.actor = actor
         log.info("%s replaced: %s", slot.name, slot.info)

@@ -4,8 +4,10 @@ reads."""
 
 import contextlib
 import gc
+import multiprocessing
 import os
 import queue
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
@@ -326,3 +328,45 @@ def test_jobs_that_another_clients_first_job_overtakes_hear_their_new_place():
     assert [accepted[r].queue_position for r in ("a1", "a2", "b1")] == [1, 2, 2]
     moved = [(to, message) for to, message in server.socket.sent if isinstance(message, Queued)]
     assert [(to, message.job_id, message.queue_position) for to, message in moved] == [(b"A", accepted["a2"].job_id, 3)]
+
+
+def test_the_ray_driver_reads_its_pipe_while_it_sends_so_two_large_messages_cannot_wait_for_each_other():
+    """A job's reference frames going to the driver while a result comes back: both ends sending more than the pipe
+    holds at once waited for each other for ever, and every job stayed 'running'."""
+    from motionclone.backend.server.ray_driver import PipeReader
+
+    server_end, driver_end = multiprocessing.Pipe()
+    reader = PipeReader(driver_end)
+    frames = bytes(8 << 20)
+    sends = [
+        threading.Thread(target=server_end.send, args=(("run", frames),), daemon=True),
+        threading.Thread(target=driver_end.send, args=(("event", "job", "done", frames),), daemon=True),
+    ]
+    for send in sends:
+        send.start()
+    sends[0].join(10)
+    assert not sends[0].is_alive(), "the server's send never ended"
+    assert server_end.recv()[0] == "event"  # the server reads once its send is done, which ends the driver's
+    sends[1].join(10)
+    assert not sends[1].is_alive() and reader.get(5)[0] == "run"
+    server_end.close()
+    with pytest.raises(EOFError):
+        reader.get(5)
+
+
+def test_a_job_waits_for_a_live_ray_slot_rather_than_for_one_that_just_failed_to_start():
+    """A slot whose actor Ray could not place took the next job whenever the live slot was busy, and the job waited
+    up to the actor start time-out (minutes) for an actor that might never fit."""
+    from motionclone.backend.server.ray_pool import RETRY_DOWN_SLOT_S, RayWorkerPool, _Slot
+
+    pool = RayWorkerPool.__new__(RayWorkerPool)
+    live = _Slot("ray-worker-0", actor=object(), job=queued_job(), state="busy")
+    down = _Slot("ray-worker-1", state="down", down_since=time.monotonic())
+    pool.slots = [live, down]
+    assert not pool.has_free_slot  # the job waits for the live slot
+    down.down_since -= RETRY_DOWN_SLOT_S  # a while later the down slot tries to start an actor again
+    assert pool.has_free_slot
+    pool.submit(job := queued_job())
+    assert down.job is job and down.inbox.get_nowait() is job
+    down.job, down.down_since, live.actor = None, time.monotonic(), None  # every slot down: no better slot to wait for
+    assert pool.has_free_slot
