@@ -277,10 +277,12 @@ def submit_jobs(context: bpy.types.Context, scene: bpy.types.Scene, plan: JobPla
     settings = scene.motionclone
     first = settings.seed
     submitted = []
-    for offset in range(settings.seed_count):
-        settings.seed = (first + offset) % (MAX_SEED + 1)
-        submitted.append(submit_job(context, scene, plan, pixels))
-    settings.seed = first
+    try:
+        for offset in range(settings.seed_count):
+            settings.seed = (first + offset) % (MAX_SEED + 1)
+            submitted.append(submit_job(context, scene, plan, pixels))
+    finally:
+        settings.seed = first  # also when a later seed's submit fails: the panel shows the seed it showed
     return submitted
 
 

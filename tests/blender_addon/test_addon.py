@@ -535,6 +535,25 @@ def test_jobs_saved_before_the_backend_accepted_them_are_followed_or_failed_when
     assert pump_until(lambda: job.state in ("DONE", "FAILED"), 120) and job.state == "DONE", job.message
 
 
+def test_a_failed_second_seed_leaves_the_panel_on_the_seed_it_showed(addon, monkeypatch):
+    from blender_addon import session
+
+    settings = configure_job(animated_scene(frames=8), prompt="a fox")
+    settings.seed, settings.seed_count = 7, 2
+    sent = []
+
+    def submit(context, frames, params, fps, condition):
+        if sent:
+            raise RuntimeError("the backend refused the second job")
+        sent.append(params["seed"])
+        return "request-1"
+
+    monkeypatch.setattr(session.get_session(), "submit", submit)
+    with pytest.raises(RuntimeError, match="refused the second job"):  # reported as an error by the operator
+        bpy.ops.motionclone.generate()
+    assert sent == [7] and settings.seed == 7
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
