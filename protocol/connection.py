@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from . import stages
 from .codec import Buffer, Limits, decode, encode
@@ -100,6 +101,8 @@ class Connection:
         self._max_backoff = settings.max_backoff
         self._limits = settings.limits
         self._socket: zmq.Socket | None = None
+        self._monitor: zmq.Socket | None = None  # the socket's ZMQ_EVENT_DISCONNECTED events
+        self._poller = zmq.Poller()
         self._last_heard = 0.0
         self._next_ping = 0.0
         self._reconnect_at = 0.0
@@ -144,30 +147,49 @@ class Connection:
             else:
                 self._open_socket()
             return
-        if self._socket.poll(int(POLL_INTERVAL * 1000), zmq.POLLIN):
+        ready = dict(self._poller.poll(int(POLL_INTERVAL * 1000)))
+        if self._monitor in ready and self._lost_connection():
+            self._drop_connection("the connection to the backend was closed")
+            return
+        if self._socket in ready:
             self._receive()
         self._take_commands()
         self._keep_alive()
 
+    def _lost_connection(self) -> bool:
+        """Whether the socket's TCP connection went away. ZeroMQ would connect it again by itself, but under a routing
+        id the server never welcomed (after a restart, a new server answers pings on it while no job's messages reach
+        it), so every lost connection is a new socket and a new hello."""
+        assert self._monitor is not None
+        lost = False
+        while self._monitor.poll(0):
+            lost |= recv_monitor_message(self._monitor)["event"] == zmq.EVENT_DISCONNECTED
+        return lost
+
     def _open_socket(self) -> None:
         """A new DEALER socket and a Hello: the start of every connection attempt."""
         socket = self._context.socket(zmq.DEALER)
+        monitor = None
         try:
             socket.linger = 0
-            # One socket, one connection: ZeroMQ must not reconnect it by itself, because a server restarted
-            # meanwhile would answer pings under a routing id it never welcomed, and the jobs' messages would go to
-            # the old one. A lost connection goes quiet, and the lazy-pirate loop opens a new socket with a hello.
-            socket.setsockopt(zmq.RECONNECT_IVL, -1)
             socket.setsockopt(zmq.MAXMSGSIZE, self._limits.max_message_bytes)
             if self._curve is not None:
                 socket.curve_serverkey, socket.curve_publickey, socket.curve_secretkey = self._curve
+            # ZeroMQ keeps trying a refused connect every 100 ms; a connection it had and lost ends this socket.
+            monitor = socket.get_monitor_socket(zmq.EVENT_DISCONNECTED)
             socket.connect(self._endpoint)
         except zmq.ZMQError as error:
+            if monitor is not None:
+                socket.disable_monitor()
+                monitor.close(linger=0)
             socket.close(linger=0)
             self._emit_error(BACKEND_UNAVAILABLE, f"cannot connect to {self._endpoint!r}: {error}")
             self._drop_connection(f"cannot connect to {self._endpoint}")
             return
-        self._socket = socket
+        self._socket, self._monitor = socket, monitor
+        self._poller = zmq.Poller()
+        self._poller.register(socket, zmq.POLLIN)
+        self._poller.register(monitor, zmq.POLLIN)
         now = time.monotonic()
         # The attempt gets dead_after to be answered, like any live connection.
         self._last_heard = now
@@ -203,8 +225,12 @@ class Connection:
             self.shared.server_info = None
         attempted = self._socket is not None
         if self._socket is not None:
+            self._socket.disable_monitor()
             self._socket.close(linger=linger_ms)
             self._socket = None
+        if self._monitor is not None:
+            self._monitor.close(linger=0)
+            self._monitor = None
         if was_connected:
             self._emit(Event("disconnected"))
         elif attempted and not self._unreachable_told and not self.shared.stop.is_set():

@@ -527,11 +527,28 @@ def test_reconnect_fetches_active_jobs_and_fails_unaccepted_submits(make_client:
     assert client.active_jobs == frozenset()
 
 
+def test_a_client_started_before_its_server_connects_as_soon_as_the_server_is_up(
+    make_client: Callable[..., Client],
+) -> None:
+    """`serve` and `submit` started together: the connect is tried again within a fraction of a second, not after the
+    dead time (here 5 s) and a back-off."""
+    port = free_port()
+    client = make_client(f"tcp://127.0.0.1:{port}", dead_after=5.0).start()
+    time.sleep(0.5)  # the first connect is refused
+    server = FakeServer(port)
+    try:
+        started = time.monotonic()
+        wait_for_event(client, "connected", timeout=5.0)
+        assert time.monotonic() - started < 1.5
+    finally:
+        server.stop()
+
+
 def test_a_server_restarted_within_the_dead_time_is_a_new_connection_that_fetches_the_jobs_again(
     make_client: Callable[..., Client],
 ) -> None:
-    """ZeroMQ would reconnect the same socket by itself, under a routing id the new server has never seen: pings got
-    answered, so the client never said hello again nor fetched its jobs, and their results went nowhere."""
+    """The lost connection ends its socket: the client says hello to the new server and fetches its jobs, whose
+    results would otherwise go to a routing id that server never welcomed (its pings are answered all the same)."""
     first = FakeServer()
     second: FakeServer | None = None
     try:
