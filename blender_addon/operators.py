@@ -115,7 +115,12 @@ class MOTIONCLONE_OT_generate(bpy.types.Operator):
             self.report({"WARNING"}, "Reference render cancelled; your render settings are as they were")
             return {"CANCELLED"}
         if event.type != "TIMER":
-            return {"PASS_THROUGH"} if event.type.startswith(PASSED_WHILE_RENDERING) else {"RUNNING_MODAL"}
+            # With Ctrl, Alt or Shift the wheel (or trackpad) changes a field's value or the frame; a 3D mouse's
+            # buttons act too.
+            held = event.ctrl or event.alt or event.shift
+            acts = (held and event.type.startswith(("WHEEL", "TRACKPAD"))) or event.type.startswith("NDOF_BUTTON")
+            looking = event.type.startswith(PASSED_WHILE_RENDERING) and not acts
+            return {"PASS_THROUGH"} if looking else {"RUNNING_MODAL"}
         try:
             self._render.step()
             self._show_progress(context)

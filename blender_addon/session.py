@@ -170,6 +170,8 @@ class Session:
         if self.client is not None:
             self.client.close()
         self.client = None
+        # Jobs the closed client sent and never heard back about: their answers (or errors) are gone with it.
+        self.sent = {request_id: job_id for request_id, job_id in self.sent.items() if job_id}
         self.settings_key = None
         self.connection = Connection()
 

@@ -533,6 +533,10 @@ def test_jobs_saved_before_the_backend_accepted_them_are_followed_or_failed_when
     assert (job.job_id, job.state) == (accepted_id, "QUEUED")
     assert earlier.state == "FAILED" and "had not accepted this job when the file was saved" in earlier.message
     assert pump_until(lambda: job.state in ("DONE", "FAILED"), 120) and job.state == "DONE", job.message
+    # A closed client's unanswered jobs will never hear back: a file that holds one fails it when opened again.
+    session.get_session().sent["unanswered"] = ""
+    session.get_session().close()
+    assert session.get_session().sent == {job.request_id: accepted_id}
 
 
 def test_a_failed_second_seed_leaves_the_panel_on_the_seed_it_showed(addon, monkeypatch):
@@ -799,8 +803,8 @@ def driven_generate():
     return driven
 
 
-def event(kind):
-    return SimpleNamespace(type=kind)
+def event(kind, **modifiers):
+    return SimpleNamespace(type=kind, **{"ctrl": False, "alt": False, "shift": False, **modifiers})
 
 
 def test_generate_from_the_ui_renders_frame_by_frame_holds_keys_and_esc_cancels(addon, backend):
@@ -823,6 +827,9 @@ def test_generate_from_the_ui_renders_frame_by_frame_holds_keys_and_esc_cancels(
     for passed in ("MOUSEMOVE", "WHEELUPMOUSE", "MIDDLEMOUSE", "TRACKPADPAN"):
         assert first.modal(context, event(passed)) == {"PASS_THROUGH"}, passed
     assert first.modal(context, event("LEFTMOUSE")) == {"RUNNING_MODAL"}
+    assert first.modal(context, event("WHEELUPMOUSE", ctrl=True)) == {"RUNNING_MODAL"}  # Ctrl+wheel edits a field
+    assert first.modal(context, event("MIDDLEMOUSE", shift=True)) == {"PASS_THROUGH"}  # Shift+middle pans the view
+    assert first.modal(context, event("NDOF_BUTTON_MENU")) == {"RUNNING_MODAL"}
     ticks = 1
     while first.modal(context, event("TIMER")) == {"RUNNING_MODAL"}:
         ticks += 1
