@@ -210,7 +210,7 @@ def test_comparison_sheet_rejects_bad_input_naming_the_argument(tmp_path):
 
 
 def test_a_remote_server_is_refused_up_front_with_how_to_forward_it(tmp_path):
-    """Blender as a module has online access off: a remote --server failed only after the scene was built."""
+    """Blender as a module has online access off: a remote --server is refused before anything is built."""
     completed = subprocess.run(
         [sys.executable, str(DEMO), "--server", "tcp://192.0.2.7:5555", "--out", str(tmp_path / "out")],
         capture_output=True,

@@ -1,4 +1,4 @@
-"""Large messages on their way to a client (results, large echoes), so that one connection holds at most one copy of
+"""Large messages on their way to a client (results, large echoes), so that one connection holds at most two copies of
 each in the server's memory.
 
 `fetch` sends a stored result again, any number of times, and `echo` sends back what it got. A client that asks

@@ -259,13 +259,8 @@ def drive(settings: RayPoolSettings, pipe: Connection) -> None:
             if (message := reader.get(RELAY_S)) is not None:
                 if message[0] == "stop":
                     break
-                if message[0] == "run":
-                    job = job_from_inputs(message[1], settings.preset)
-                    jobs[job.job_id] = job
-                    waiting.append(job)
-                elif message[0] == "cancel" and message[1] in jobs:
-                    jobs[message[1]].cancel_requested.set()
-                job = message = None  # handed on: the next wait must not hold a job's reference frames
+                take_message(message, jobs, waiting, settings.preset, pipe)
+                message = None  # handed on: the next wait must not hold a job's reference frames
             while waiting and pool.has_free_slot:
                 pool.submit(waiting.popleft())
             # Events taken before the states are read: a slot is shown idle before its job's last event, so the
@@ -285,6 +280,23 @@ def drive(settings: RayPoolSettings, pipe: Connection) -> None:
             relay_events(drain(events), jobs, pipe)
         except (EOFError, OSError):
             pass
+
+
+def take_message(message: tuple, jobs: dict[str, Job], waiting: "deque[Job]", preset: str, pipe: Connection) -> None:
+    """A "run" joins the jobs waiting for a slot; a "cancel" stops a running job before its next step, and ends a
+    waiting one at once (it may wait for minutes while every live slot is busy)."""
+    if message[0] == "run":
+        job = job_from_inputs(message[1], preset)
+        jobs[job.job_id] = job
+        waiting.append(job)
+    elif message[0] == "cancel" and message[1] in jobs:
+        job = jobs[message[1]]
+        if job in waiting:
+            waiting.remove(job)
+            del jobs[job.job_id]
+            pipe.send(("event", job.job_id, "cancelled", {"reason": "Cancelled while it waited for a worker."}))
+        else:
+            job.cancel_requested.set()
 
 
 class PipeReader:

@@ -165,8 +165,8 @@ def test_an_out_of_memory_error_without_a_message_still_fails_the_job_with_its_c
 
 
 def test_memory_is_released_after_a_failed_job_has_let_go_of_its_tensors(monkeypatch):
-    """Released inside the exception handler, the traceback still held the failed forward pass's tensors, so the GPU
-    cache could not give them back."""
+    """Memory is released after the exception handler, once the traceback no longer holds the failed forward pass's
+    tensors, so that the GPU cache can give them back."""
     held = []
 
     class FailsHoldingATensor:
@@ -268,9 +268,9 @@ def send_six_times(request: Callable[[int], None]) -> None:
         time.sleep(0.3)  # the first message reaches the client's queue; the next ones stay in the server's
 
 
-def test_a_connection_that_fetches_faster_than_it_reads_holds_one_copy_of_a_result_in_the_server(tmp_path):
-    """Each `fetch` of a stored result loaded and queued another copy (hundreds of MB for a long result) while the
-    client had not taken the one before; now, with two copies on their way, a fetch is answered `job_status` `done`."""
+def test_a_connection_that_fetches_faster_than_it_reads_holds_at_most_two_copies_of_a_result_in_the_server(tmp_path):
+    """A long result is hundreds of MB: while two copies are on their way to a connection that has not taken them,
+    a `fetch` from it is answered `job_status` `done` instead of loading and queueing one more copy."""
     with slow_reader() as (server, read_all):
         server.results = ResultsStore(tmp_path / "results", retention_s=60)
         job_id = "ab" * 16
@@ -331,8 +331,8 @@ def test_jobs_that_another_clients_first_job_overtakes_hear_their_new_place():
 
 
 def test_the_ray_driver_reads_its_pipe_while_it_sends_so_two_large_messages_cannot_wait_for_each_other():
-    """A job's reference frames going to the driver while a result comes back: both ends sending more than the pipe
-    holds at once waited for each other for ever, and every job stayed 'running'."""
+    """A job's reference frames go to the driver while a result comes back, both more than the pipe holds: the
+    driver's end keeps reading, so neither send waits for the other."""
     from motionclone.backend.server.ray_driver import PipeReader
 
     server_end, driver_end = multiprocessing.Pipe()
@@ -355,8 +355,8 @@ def test_the_ray_driver_reads_its_pipe_while_it_sends_so_two_large_messages_cann
 
 
 def test_a_job_waits_for_a_live_ray_slot_rather_than_for_one_that_just_failed_to_start():
-    """A slot whose actor Ray could not place took the next job whenever the live slot was busy, and the job waited
-    up to the actor start time-out (minutes) for an actor that might never fit."""
+    """A slot whose actor Ray could not place does not take the next job while a live slot will free up: placing an
+    actor that may never fit can take the actor start time-out (minutes)."""
     from motionclone.backend.server.ray_pool import RETRY_DOWN_SLOT_S, RayWorkerPool, _Slot
 
     pool = RayWorkerPool.__new__(RayWorkerPool)
@@ -370,3 +370,23 @@ def test_a_job_waits_for_a_live_ray_slot_rather_than_for_one_that_just_failed_to
     assert down.job is job and down.inbox.get_nowait() is job
     down.job, down.down_since, live.actor = None, time.monotonic(), None  # every slot down: no better slot to wait for
     assert pool.has_free_slot
+
+
+def test_a_job_waiting_in_the_ray_driver_for_a_slot_is_cancelled_at_once():
+    from collections import deque
+
+    from motionclone.backend.server.engine_job import JobInputs as Inputs
+    from motionclone.backend.server.ray_driver import take_message
+
+    server_end, driver_end = multiprocessing.Pipe()
+    jobs: dict = {}
+    waiting: deque = deque()
+    running, queued = queued_job(), queued_job()
+    for job in (running, queued):
+        take_message(("run", Inputs.from_job(job)), jobs, waiting, "tiny", driver_end)
+    started = waiting.popleft()  # the first one went to a slot
+    take_message(("cancel", queued.job_id), jobs, waiting, "tiny", driver_end)
+    assert not waiting and queued.job_id not in jobs
+    assert server_end.poll(5) and server_end.recv()[:3] == ("event", queued.job_id, "cancelled")
+    take_message(("cancel", running.job_id), jobs, waiting, "tiny", driver_end)
+    assert started.cancel_requested.is_set() and not server_end.poll(0.2)  # the slot stops it before its next step
