@@ -126,6 +126,8 @@ class JobPlan:
     start: int
     end: int
     condition: ConditionPlan | None = None
+    # The scene the sequencer shows when Generate is pressed (5.x: possibly another scene), not when the render ends.
+    target_scene: str = ""
 
 
 def plan_job(context: bpy.types.Context, scene: bpy.types.Scene) -> JobPlan:
@@ -147,7 +149,8 @@ def plan_job(context: bpy.types.Context, scene: bpy.types.Scene) -> JobPlan:
     made = preview_condition(scene, settings)
     if made is not None:
         check_message_size(len(frames), width, height, len(made.condition.images), limit)
-    return JobPlan(frames, width, height, job_fps(scene, settings), start, end, made)
+    target = compat.sequencer_scene(context).name
+    return JobPlan(frames, width, height, job_fps(scene, settings), start, end, made, target)
 
 
 def sampled_frames(scene: bpy.types.Scene, settings: Any) -> list[int]:
@@ -263,7 +266,7 @@ def submit_job(context: bpy.types.Context, scene: bpy.types.Scene, plan: JobPlan
     job.config = settings.config
     job.frame_start, job.frame_end = plan.start, plan.end
     job.frame_mode, job.frame_step = settings.frame_mode, settings.frame_step
-    job.target_scene = compat.sequencer_scene(context).name  # 5.x: the sequencer may show another scene
+    job.target_scene = plan.target_scene or compat.sequencer_scene(context).name
     job.sampled_frames = json.dumps(plan.frames)
     job.params_json = json.dumps(params)
     job.condition_json = "" if made is None else made.record(settings)

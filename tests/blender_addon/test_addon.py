@@ -807,6 +807,31 @@ def event(kind, **modifiers):
     return SimpleNamespace(type=kind, **{"ctrl": False, "alt": False, "shift": False, **modifiers})
 
 
+def test_the_result_goes_to_the_scene_the_sequencer_showed_when_generate_was_pressed(addon, backend):
+    from blender_addon import session
+
+    workspace = bpy.context.workspace
+    if not hasattr(workspace, "sequencer_scene"):
+        pytest.skip("Blender 4.2's sequencer always shows the animated scene: there is no other scene to switch to")
+    addon.endpoint = backend.endpoint
+    assert bpy.ops.motionclone.test_connection() == {"FINISHED"}
+    assert pump_until(lambda: session.get_session().connection.state == "connected", 20)
+    scene = animated_scene()
+    pressed_on, switched_to = bpy.data.scenes.new("Edit at Generate"), bpy.data.scenes.new("Edit later")
+    workspace.sequencer_scene = pressed_on
+    settings = configure_job(scene)
+    context = UIContext()
+    render = driven_generate()
+    try:
+        assert render.begin(context) == {"RUNNING_MODAL"}
+        workspace.sequencer_scene = switched_to  # while the reference renders
+        while render.modal(context, event("TIMER")) == {"RUNNING_MODAL"}:
+            pass
+    finally:
+        workspace.sequencer_scene = None
+    assert settings.jobs[0].target_scene == pressed_on.name
+
+
 def test_generate_from_the_ui_renders_frame_by_frame_holds_keys_and_esc_cancels(addon, backend):
     from blender_addon import operators, session
 
