@@ -125,9 +125,9 @@ class JobPlan:
     fps: float
     start: int
     end: int
-    condition: ConditionPlan | None = None
     # The scene the sequencer shows when Generate is pressed (5.x: possibly another scene), not when the render ends.
-    target_scene: str = ""
+    target_scene: str
+    condition: ConditionPlan | None = None
 
 
 def plan_job(context: bpy.types.Context, scene: bpy.types.Scene) -> JobPlan:
@@ -150,7 +150,7 @@ def plan_job(context: bpy.types.Context, scene: bpy.types.Scene) -> JobPlan:
     if made is not None:
         check_message_size(len(frames), width, height, len(made.condition.images), limit)
     target = compat.sequencer_scene(context).name
-    return JobPlan(frames, width, height, job_fps(scene, settings), start, end, made, target)
+    return JobPlan(frames, width, height, job_fps(scene, settings), start, end, target, made)
 
 
 def sampled_frames(scene: bpy.types.Scene, settings: Any) -> list[int]:
@@ -266,7 +266,7 @@ def submit_job(context: bpy.types.Context, scene: bpy.types.Scene, plan: JobPlan
     job.config = settings.config
     job.frame_start, job.frame_end = plan.start, plan.end
     job.frame_mode, job.frame_step = settings.frame_mode, settings.frame_step
-    job.target_scene = plan.target_scene or compat.sequencer_scene(context).name
+    job.target_scene = plan.target_scene
     job.sampled_frames = json.dumps(plan.frames)
     job.params_json = json.dumps(params)
     job.condition_json = "" if made is None else made.record(settings)

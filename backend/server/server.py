@@ -398,15 +398,17 @@ class Server:
             reference_sampling=message.reference_sampling,
         )
         self.jobs[job.job_id] = job
-        order_before = self.queue.order()
+        places_before = {id(queued): index for index, queued in enumerate(self.queue.order())}
         self.queue.push(job)
-        position = self._position(job)
+        order = self.queue.order()  # computed once: each position would compute it again
+        running = self.worker.running
+        position = order.index(job) + running  # as `_position`
         log.info("job %s queued at position %d", job.job_id, position)
         self._send(identity, Accepted(message.request_id, job.job_id, position))
         # A client's first job goes ahead of other clients' later ones (fair order): those jobs hear their new place.
-        for queued in self.queue.order()[position - self.worker.running + 1 :]:
-            if order_before.index(queued) != self.queue.position(queued):
-                self._send(queued.identity, Queued(queued.job_id, self._position(queued)))
+        for index, queued in enumerate(order):
+            if queued is not job and places_before[id(queued)] != index:
+                self._send(queued.identity, Queued(queued.job_id, index + running))
 
     def _check_result_size(self, params: MotionCloneParams) -> None:
         """Refuse a job whose result would not fit into one message: it would run to the end for nothing."""
@@ -476,9 +478,7 @@ class Server:
                 ),
             )
             return
-        tracker = self._send(identity, message, data, track=True)
-        if tracker is not None:
-            self.sends_in_flight.add(identity, "echo", tracker)
+        self._send_tracked(identity, "echo", message, data)
 
     def _on_status(self, identity: bytes, message: Status, payloads: dict[str, memoryview]) -> None:
         self._send(
@@ -577,10 +577,13 @@ class Server:
     # ---- sending -------------------------------------------------------------------------------------------------
     def _send_result(self, identity: bytes, job_id: str, frames: np.ndarray, fps: float, metadata: dict) -> None:
         frames = np.ascontiguousarray(frames, dtype=np.uint8)
-        result = Result(job_id, ArraySpec(frames.shape), float(fps), metadata)
-        tracker = self._send(identity, result, frames.data, track=True)
+        self._send_tracked(identity, job_id, Result(job_id, ArraySpec(frames.shape), float(fps), metadata), frames.data)
+
+    def _send_tracked(self, identity: bytes, what: str, message: Message, payload: Any) -> None:
+        """Send a large message, counted in `sends_in_flight` as `what` (its job id, or "echo") until it has left."""
+        tracker = self._send(identity, message, payload, track=True)
         if tracker is not None:
-            self.sends_in_flight.add(identity, job_id, tracker)
+            self.sends_in_flight.add(identity, what, tracker)
 
     def _send_unknown_job(self, identity: bytes, request_id: str, job_id: str) -> None:
         self._send(

@@ -6,6 +6,7 @@ error for the job), "hang" (accepted, progress, then nothing), "silent" (no answ
 message first, then like "ok"). Results are the reference frames inverted (255 - x), so they prove a round trip.
 """
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -493,13 +494,32 @@ def test_dead_server_gives_disconnected_and_run_job_raises_naming_the_job(
     assert client.active_jobs == frozenset(job_ids)
 
 
-def test_reconnect_fetches_active_jobs_and_fails_unaccepted_submits(make_client: Callable[..., Client]) -> None:
-    first = FakeServer()
-    second: FakeServer | None = None
+@contextlib.contextmanager
+def server_and_its_successor() -> Iterator[tuple[FakeServer, Callable[[dict[str, np.ndarray]], FakeServer]]]:
+    """A fake server, and a function that starts another on its port (holding the given stored results) once the
+    test has stopped the first; both are stopped at the end."""
+    servers = [FakeServer()]
+
+    def start_again(results: dict[str, np.ndarray]) -> FakeServer:
+        servers.append(FakeServer(servers[0].port, results=results))
+        return servers[-1]
+
     try:
+        yield servers[0], start_again
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def accepted_hanging_job(client: Client) -> Event:
+    client.submit(make_frames(), {"mode": "hang"})
+    return wait_for_event(client, "accepted")[0]
+
+
+def test_reconnect_fetches_active_jobs_and_fails_unaccepted_submits(make_client: Callable[..., Client]) -> None:
+    with server_and_its_successor() as (first, start_again):
         client = make_client(first.endpoint).start()
-        client.submit(make_frames(), {"mode": "hang"})
-        accepted, _ = wait_for_event(client, "accepted")
+        accepted = accepted_hanging_job(client)
         lost_request = client.submit(make_frames(), {"mode": "silent"})
         wait_until(lambda: len(first.received_of(Submit)) == 2)
 
@@ -512,13 +532,9 @@ def test_reconnect_fetches_active_jobs_and_fails_unaccepted_submits(make_client:
         assert error.message.code == BACKEND_UNAVAILABLE
 
         stored = make_frames(seed=4)
-        second = FakeServer(first.port, results={accepted.job_id: stored})
+        second = start_again({accepted.job_id: stored})
         wait_for_event(client, "connected", timeout=3.0)
         result, _ = wait_for_event(client, "result")
-    finally:
-        first.stop()
-        if second is not None:
-            second.stop()
 
     assert [fetch.job_id for fetch in second.received_of(Fetch)] == [accepted.job_id]
     assert second.received_of(Submit) == []  # the lost submit is not sent twice
@@ -549,20 +565,13 @@ def test_a_server_restarted_within_the_dead_time_is_a_new_connection_that_fetche
 ) -> None:
     """The lost connection ends its socket: the client says hello to the new server and fetches its jobs, whose
     results would otherwise go to a routing id that server never welcomed (its pings are answered all the same)."""
-    first = FakeServer()
-    second: FakeServer | None = None
-    try:
+    with server_and_its_successor() as (first, start_again):
         client = make_client(first.endpoint).start()
-        client.submit(make_frames(), {"mode": "hang"})
-        accepted, _ = wait_for_event(client, "accepted")
+        accepted = accepted_hanging_job(client)
         first.stop()
         stored = make_frames(seed=5)
-        second = FakeServer(first.port, results={accepted.job_id: stored})  # up again at once
+        second = start_again({accepted.job_id: stored})  # up again at once
         result, _ = wait_for_event(client, "result", timeout=DEAD_AFTER + 3.0)
-    finally:
-        first.stop()
-        if second is not None:
-            second.stop()
     assert len(second.received_of(Hello)) == 1 and second.received_of(Fetch)[0].job_id == accepted.job_id
     np.testing.assert_array_equal(result.frames(), stored)
 
