@@ -204,8 +204,7 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         "--timeout",
         type=float,
         default=10.0,
-        help="seconds to wait for the server to answer (over a slow network, more than the reference or the result "
-        "takes to cross it)",
+        help="seconds to wait for the server to answer when connecting and for `status`",
     )
 
 

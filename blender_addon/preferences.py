@@ -85,8 +85,9 @@ class MOTIONCLONE_AP_preferences(bpy.types.AddonPreferences):
         max=120.0,
         unit="TIME_ABSOLUTE",
         description=(
-            "Seconds without an answer before the backend counts as unreachable. Over a slow network, set it above "
-            "the time the reference or the result takes to cross it"
+            "Seconds without an answer before the backend counts as unreachable (the heartbeat is answered while a "
+            "reference or a result is on its way, so a slow network only needs more when its buffers hold pings "
+            "back for seconds)"
         ),
     )
     output_dir: bpy.props.StringProperty(

@@ -1,4 +1,4 @@
-"""MotionClone protocol client: one DEALER socket on a background thread, events out through a queue. No bpy, no torch.
+"""MotionClone protocol client: DEALER sockets on a background thread, events out through a queue. No bpy, no torch.
 
 Blender's UI thread (or a script, or the CLI) calls the non-blocking `submit`, `cancel`, `fetch` and `ack`, and drains
 `poll_events()` from a timer. The socket lives only on the client's I/O thread, because zmq sockets are not
@@ -9,7 +9,8 @@ or `poll_events`, not both. The I/O thread's side lives in `connection.py`, even
 Connection life (the zguide's lazy pirate):
 
     start -> new socket, Hello -> Welcome: Event("connected", message=Welcome)
-    a Ping every heartbeat_interval; any message from the server counts as a sign of life
+    a Ping every heartbeat_interval, on the job socket and on a heartbeat socket of its own (whose Pong does not wait
+        behind a large reference or result on a slow link); any message from the server counts as a sign of life
     nothing heard for dead_after -> Event("disconnected") once, close the socket with linger=0, wait a back-off that
         doubles from heartbeat_interval up to max_backoff, then a new socket and Hello again
     no Welcome within dead_after of an attempt, and none since the last one -> Event("unreachable") once, then the
@@ -117,7 +118,7 @@ class Client(BlockingCalls):
             client_name: sent in Hello, for the server's logs.
             heartbeat_interval: seconds between Pings; also the first reconnect back-off.
             dead_after: seconds without any message from the server before the connection counts as dead. Must be
-                more than heartbeat_interval.
+                more than heartbeat_interval. Transfers may take longer: the heartbeat has a connection of its own.
             max_backoff: the longest wait between reconnect attempts, in seconds.
             limits: what this client accepts from the server (sizes checked before anything is allocated).
             context: the zmq context to use; None (default) makes one, which `close()` terminates.

@@ -4,6 +4,7 @@ Nothing here is called from a caller's thread. What both sides see lives in `Sha
 the stop flag, and the connection facts and followed jobs, guarded by its lock. See `client.py` for the life cycle.
 """
 
+import contextlib
 import queue
 import threading
 import time
@@ -42,6 +43,11 @@ POLL_INTERVAL = 0.02
 QUIET_YIELD = 0.001
 # On close, queued messages get this long to leave a connected socket.
 SHUTDOWN_LINGER_MS = 500
+
+# A connection's TCP data that the server has not acknowledged for this long (at least) ends the connection: how the
+# heartbeat's own connection being answered is kept from hiding a job connection that broke without a word (the OS's
+# TCP_USER_TIMEOUT on Linux, TCP_MAXRT on Windows; a slow but live link acknowledges its data as it arrives).
+MIN_UNACKNOWLEDGED_S = 20.0
 
 # Messages read per wake-up before commands get their turn (a flood of progress must not starve a Cancel).
 _MAX_RECEIVE_BATCH = 100
@@ -101,6 +107,10 @@ class Connection:
         self._max_backoff = settings.max_backoff
         self._limits = settings.limits
         self._socket: zmq.Socket | None = None
+        # Pings and their Pongs only, on a connection of their own: on the job connection a Pong waits behind any
+        # large message on its way (a reference going up, a result coming down), which on a slow link takes longer
+        # than dead_after, so the server's liveness is heard here.
+        self._heartbeat: zmq.Socket | None = None
         self._monitor: zmq.Socket | None = None  # the socket's ZMQ_EVENT_DISCONNECTED events
         self._poller = zmq.Poller()
         self._last_heard = 0.0
@@ -153,6 +163,8 @@ class Connection:
             return
         if self._socket in ready:
             self._receive()
+        if self._heartbeat in ready:
+            self._receive_heartbeats()
         self._take_commands()
         self._keep_alive()
 
@@ -167,29 +179,31 @@ class Connection:
         return lost
 
     def _open_socket(self) -> None:
-        """A new DEALER socket and a Hello: the start of every connection attempt."""
-        socket = self._context.socket(zmq.DEALER)
+        """New DEALER sockets (the job connection, with its monitor, and the heartbeat's) and a Hello: the start of
+        every connection attempt."""
+        socket = self._new_dealer()
+        heartbeat = self._new_dealer()
         monitor = None
         try:
-            socket.linger = 0
-            socket.setsockopt(zmq.MAXMSGSIZE, self._limits.max_message_bytes)
-            if self._curve is not None:
-                socket.curve_serverkey, socket.curve_publickey, socket.curve_secretkey = self._curve
+            # The kernel's limit on unacknowledged data: a few dead times, and never below MIN_UNACKNOWLEDGED_S.
+            socket.setsockopt(zmq.TCP_MAXRT, int(1000 * max(MIN_UNACKNOWLEDGED_S, 4 * self._dead_after)))
             # ZeroMQ keeps trying a refused connect every 100 ms; a connection it had and lost ends this socket.
             monitor = socket.get_monitor_socket(zmq.EVENT_DISCONNECTED)
             socket.connect(self._endpoint)
+            heartbeat.connect(self._endpoint)
         except zmq.ZMQError as error:
             if monitor is not None:
                 socket.disable_monitor()
                 monitor.close(linger=0)
             socket.close(linger=0)
+            heartbeat.close(linger=0)
             self._emit_error(BACKEND_UNAVAILABLE, f"cannot connect to {self._endpoint!r}: {error}")
             self._drop_connection(f"cannot connect to {self._endpoint}")
             return
-        self._socket, self._monitor = socket, monitor
+        self._socket, self._heartbeat, self._monitor = socket, heartbeat, monitor
         self._poller = zmq.Poller()
-        self._poller.register(socket, zmq.POLLIN)
-        self._poller.register(monitor, zmq.POLLIN)
+        for polled in (socket, heartbeat, monitor):
+            self._poller.register(polled, zmq.POLLIN)
         now = time.monotonic()
         # The attempt gets dead_after to be answered, like any live connection.
         self._last_heard = now
@@ -198,6 +212,18 @@ class Connection:
         with self.shared.lock:
             self.shared.hello_request_id = hello.request_id
         self._send(hello)
+
+    def _new_dealer(self) -> zmq.Socket:
+        socket = self._context.socket(zmq.DEALER)
+        try:
+            socket.linger = 0
+            socket.setsockopt(zmq.MAXMSGSIZE, self._limits.max_message_bytes)
+            if self._curve is not None:
+                socket.curve_serverkey, socket.curve_publickey, socket.curve_secretkey = self._curve
+        except zmq.ZMQError:
+            socket.close(linger=0)
+            raise
+        return socket
 
     def _drop_connection(self, reason: str) -> None:
         """Lazy pirate: the socket is confused, so close it, fail what cannot be resent, and reconnect later."""
@@ -231,6 +257,9 @@ class Connection:
         if self._monitor is not None:
             self._monitor.close(linger=0)
             self._monitor = None
+        if self._heartbeat is not None:
+            self._heartbeat.close(linger=0)
+            self._heartbeat = None
         if was_connected:
             self._emit(Event("disconnected"))
         elif attempted and not self._unreachable_told and not self.shared.stop.is_set():
@@ -259,7 +288,12 @@ class Connection:
         if now - self._last_heard > self._dead_after:
             self._drop_connection(f"no answer from the backend for {self._dead_after:g} s")
         elif now >= self._next_ping:
+            # Both connections are pinged: the heartbeat's Pong comes back at once, and traffic on the job
+            # connection lets the kernel find out when it is broken (MIN_UNACKNOWLEDGED_S).
             self._send(Ping(request_id=new_id()))
+            if self._heartbeat is not None:
+                with contextlib.suppress(zmq.Again):
+                    self._heartbeat.send_multipart(encode(Ping(request_id=new_id())), flags=zmq.NOBLOCK)
             self._next_ping = now + self._heartbeat_interval
 
     def _take_commands(self) -> None:
@@ -309,6 +343,14 @@ class Connection:
         except zmq.Again:
             return False
         return True
+
+    def _receive_heartbeats(self) -> None:
+        """Whatever arrives on the heartbeat connection (Pongs) shows that the server is alive, and nothing more."""
+        assert self._heartbeat is not None
+        with contextlib.suppress(zmq.Again):
+            for _ in range(_MAX_RECEIVE_BATCH):
+                self._heartbeat.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+                self._last_heard = time.monotonic()
 
     def _receive(self) -> None:
         for _ in range(_MAX_RECEIVE_BATCH):

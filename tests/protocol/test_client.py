@@ -50,6 +50,8 @@ from motionclone.protocol.messages import (
     Welcome,
 )
 
+from .slow_link import SlowLink
+
 HEARTBEAT = 0.2
 DEAD_AFTER = 1.0
 PREVIEW_PNG = b"\x89PNG\r\n\x1a\n-preview"
@@ -468,6 +470,28 @@ def test_echo_sends_the_bytes_back_unchanged_and_measures_the_round_trip(
     assert [echo.data for echo in sent] == [ArraySpec((len(data),)), None, ArraySpec((len(data),))]
     with pytest.raises(ValueError, match="`data`"):
         client.echo(memoryview(data)[::2])
+
+
+# ---- slow links ---------------------------------------------------------------------------------------------------
+def test_a_job_whose_reference_and_result_take_longer_than_the_dead_time_to_cross_a_slow_link_completes(
+    server: FakeServer, make_client: Callable[..., Client]
+) -> None:
+    # 1.2 MB each way at 1 MB/s: each transfer takes longer than the client's dead time (1 s), so the answer to a
+    # Ping that waited behind it would come too late; the heartbeat has a connection of its own.
+    link = SlowLink(server.port, bytes_per_second=1_000_000)
+    try:
+        client = make_client(link.endpoint).start()
+        client.wait_connected(timeout=3.0)
+        frames = make_frames((6, 256, 256, 3))
+
+        client.submit(frames, {"mode": "ok"})
+        result, seen = wait_for_event(client, "result", timeout=10.0)
+    finally:
+        link.close()
+
+    assert [event.kind for event in seen] == ["accepted", "progress"]
+    np.testing.assert_array_equal(result.frames(), 255 - frames)
+    assert client.connected
 
 
 # ---- losing and regaining the server ---------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from motionclone.protocol.client import Client
 from motionclone.protocol.codec import decode, encode
 from motionclone.protocol.errors import BackendUnavailable, JobCancelledError, JobFailed
 from motionclone.protocol.messages import PROTOCOL_VERSION, ArraySpec, Submit
+from tests.protocol.slow_link import SlowLink
 from tests.server_process import ServerProcess, cancel_mid_job, job_params
 
 FAST = {"heartbeat_interval": 0.25, "dead_after": 1.5, "max_backoff": 1.0}
@@ -591,6 +592,20 @@ def test_status_reports_the_queue_and_the_worker(shared_server, reference_frames
             time.sleep(0.05)
         done = other.server_status(10)
         assert (done.queued, done.running, done.completed) == (0, 0, idle.completed + 2)
+
+
+def test_a_large_echo_slower_than_the_dead_time_crosses_a_slow_link_without_losing_the_connection(shared_server):
+    port = int(shared_server.endpoint.rsplit(":", 1)[1])
+    link = SlowLink(port, bytes_per_second=1_000_000)
+    try:
+        # 2 MB each way at 1 MB/s: the server sends the echo back tracked (it is over 1 MiB), and each way takes longer
+        # than the client's 1.5 s dead time. The server answers the heartbeat connection's Pings meanwhile.
+        with connect(link.endpoint) as client:
+            seconds = client.measure_round_trip(bytes(2_000_000), timeout=20)
+            assert client.connected
+    finally:
+        link.close()
+    assert seconds > 2 * FAST["dead_after"]
 
 
 def memory_kib(pid: int, field: str) -> int:
