@@ -91,16 +91,10 @@ def camera_render(
 
 def reference_frames(scene: bpy.types.Scene, settings: Any, frames: list[int], width: int, height: int) -> np.ndarray:
     """The reference as uint8 (N, H, W, 3): the camera rendered (or its last render, while nothing in the scene
-    changed), or an image strip read."""
+    changed), or an image or movie strip read."""
     if settings.source == "STRIP":
-        editor = compat.source_strip_editor()
-        strip = editor and compat.all_strips(editor).get(settings.reference_strip)
-        if strip is None:
-            raise ValueError(f"No sequencer strip named '{settings.reference_strip}': pick an image or movie strip.")
-        if strip.type not in ("IMAGE", "MOVIE"):
-            raise ValueError(f"Strip '{strip.name}' is a {strip.type.lower()} strip: pick an image or movie strip.")
-        read = reference.read_movie_strip_frames if strip.type == "MOVIE" else reference.read_image_strip_frames
-        return reference.shrink_to(read(strip, frames), width, height)
+        with strip_read(settings, frames, width, height) as read:
+            return read.render_all()
     key = reference_cache.render_key(scene, settings, frames, width, height)
     pixels = reused_reference(settings, key)
     if pixels is None:
@@ -108,6 +102,15 @@ def reference_frames(scene: bpy.types.Scene, settings: Any, frames: list[int], w
             pixels = render.render_all()
         reference_cache.store(key, pixels)
     return pixels
+
+
+def strip_read(settings: Any, frames: list[int], width: int, height: int) -> reference.StripRead:
+    """The read of the panel's reference strip, to run with `with` (see `reference.StripRead`)."""
+    editor = compat.source_strip_editor()
+    strip = editor and compat.all_strips(editor).get(settings.reference_strip)
+    if strip is None:
+        raise ValueError(f"No sequencer strip named '{settings.reference_strip}': pick an image or movie strip.")
+    return reference.StripRead(strip, frames, width, height)
 
 
 def reused_reference(settings: Any, key: tuple) -> np.ndarray | None:

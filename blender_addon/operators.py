@@ -73,9 +73,9 @@ class MOTIONCLONE_OT_generate(bpy.types.Operator):
         return {"FINISHED"}
 
     def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
-        # From the UI, a camera reference renders one frame per timer tick: the UI stays alive, the status bar shows
-        # the progress, and Esc cancels (every render setting is restored).
-        if bpy.app.background or context.scene.motionclone.source != "CAMERA":
+        # From the UI, a camera reference renders (a strip reference is read) one frame per timer tick: the UI stays
+        # alive, the status bar shows the progress, and Esc cancels (every render setting is restored).
+        if bpy.app.background:
             return self.execute(context)
         started = self.begin(context)
         if started == {"RUNNING_MODAL"}:
@@ -83,19 +83,27 @@ class MOTIONCLONE_OT_generate(bpy.types.Operator):
         return started
 
     def begin(self, context: bpy.types.Context) -> set[str]:
-        """Plan the job and start the frame-by-frame render; a reference rendered before from the same scene state
-        is sent at once instead."""
+        """Plan the job and start the frame-by-frame render (or strip read); a reference rendered before from the
+        same scene state is sent at once instead."""
         settings = context.scene.motionclone
         try:
             self._scene = context.scene
             self._plan = plan = jobs.plan_job(context, self._scene)
-            self._key = reference_cache.render_key(self._scene, settings, plan.frames, plan.width, plan.height)
-            reused = jobs.reused_reference(settings, self._key)
-            if reused is not None:  # nothing in the scene changed since the last render: no need to render again
-                job = jobs.submit_jobs(context, self._scene, plan, reused)[0]
-                self.report({"INFO"}, f"MotionClone job sent with the last reference render (seed {job.seed})")
-                return {"FINISHED"}
-            self._render = jobs.camera_render(self._scene, settings, plan.frames, plan.width, plan.height).__enter__()
+            self._key = None  # a strip is read again each time: its files may have changed on disk
+            self._what = "reading the reference strip"
+            if settings.source == "STRIP":
+                self._render = jobs.strip_read(settings, plan.frames, plan.width, plan.height).__enter__()
+            else:
+                self._key = reference_cache.render_key(self._scene, settings, plan.frames, plan.width, plan.height)
+                reused = jobs.reused_reference(settings, self._key)
+                if reused is not None:  # nothing in the scene changed since the last render: no need to render again
+                    job = jobs.submit_jobs(context, self._scene, plan, reused)[0]
+                    self.report({"INFO"}, f"MotionClone job sent with the last reference render (seed {job.seed})")
+                    return {"FINISHED"}
+                self._what = "rendering the reference"
+                self._render = jobs.camera_render(
+                    self._scene, settings, plan.frames, plan.width, plan.height
+                ).__enter__()
         except USER_ERRORS as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
@@ -128,7 +136,8 @@ class MOTIONCLONE_OT_generate(bpy.types.Operator):
                 return {"RUNNING_MODAL"}
             pixels = self._render.pixels()
             self._finish(context)
-            reference_cache.store(self._key, pixels)
+            if self._key is not None:
+                reference_cache.store(self._key, pixels)
             job = jobs.submit_jobs(context, self._scene, self._plan, pixels)[0]
         except USER_ERRORS as error:
             self._finish(context)
@@ -142,7 +151,7 @@ class MOTIONCLONE_OT_generate(bpy.types.Operator):
 
     def _show_progress(self, context: bpy.types.Context) -> None:
         done, total = self._render.rendered, len(self._render.frames)
-        text = f"MotionClone: rendering the reference, frame {done} of {total} (Esc cancels; clicks wait till it ends)"
+        text = f"MotionClone: {self._what}, frame {done} of {total} (Esc cancels; clicks wait till it ends)"
         context.workspace.status_text_set(text)
 
     def stop(self, context: bpy.types.Context, reason: str) -> None:

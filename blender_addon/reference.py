@@ -11,7 +11,8 @@ Public API:
 - `RENDER_ENGINES`: the engine choices offered to the user, mapped to Blender identifiers.
 - `preserved_render_settings`: a context manager that restores every scene setting the reference render changes.
 - `render_camera_frames`: render frames of the scene camera.
-- `read_image_strip_frames`, `read_movie_strip_frames`: read the frames an existing sequencer strip shows.
+- `read_image_strip_frames`, `read_movie_strip_frames`: read the frames an existing sequencer strip shows;
+  `StripRead` reads them one at a time, for a modal operator.
 - `RenderCancelled`: raised when the caller's cancel callback asks to stop.
 """
 
@@ -229,7 +230,40 @@ def render_camera_frames(
         return render.render_all(cancel)
 
 
-class CameraRender:
+class FrameByFrame:
+    """What `CameraRender` and `StripRead` share: `frames`, a `step()` per frame, `rendered` and `done` to follow
+    them, and `pixels()` at the end."""
+
+    frames: list[int]
+
+    @property
+    def rendered(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def done(self) -> bool:
+        return self.rendered == len(self.frames)
+
+    def step(self) -> None:
+        raise NotImplementedError
+
+    def pixels(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def render_all(self, cancel: Callable[[], bool] | None = None) -> np.ndarray:
+        """Take the frames still to do, then return `pixels()`; `cancel` is polled before each frame.
+
+        Raises:
+            RenderCancelled: ``cancel()`` returned True.
+        """
+        while not self.done:
+            if cancel is not None and cancel():
+                raise RenderCancelled(f"Reference cancelled after {self.rendered} of {len(self.frames)} frames.")
+            self.step()
+        return self.pixels()
+
+
+class CameraRender(FrameByFrame):
     """A reference render one frame at a time, for a modal operator that keeps the UI alive between frames.
 
     Entering applies the reference settings (`render_camera_frames` lists them); each `step()` renders the next
@@ -295,10 +329,6 @@ class CameraRender:
     def rendered(self) -> int:
         return len(self.paths)
 
-    @property
-    def done(self) -> bool:
-        return len(self.paths) == len(self.frames)
-
     def step(self) -> None:
         """Render the next frame (Blender blocks while it renders)."""
         if self._folder is None:
@@ -307,18 +337,6 @@ class CameraRender:
         with own_changes():
             path = _render_still(self.scene, self.frames[index - 1], self._folder / f"frame_{index:04d}.png")
         self.paths.append(path)
-
-    def render_all(self, cancel: Callable[[], bool] | None = None) -> np.ndarray:
-        """Render the frames still to do, then return `pixels()`; `cancel` is polled before each frame.
-
-        Raises:
-            RenderCancelled: ``cancel()`` returned True.
-        """
-        while not self.done:
-            if cancel is not None and cancel():
-                raise RenderCancelled(f"Reference render cancelled after {self.rendered} of {len(self.frames)} frames.")
-            self.step()
-        return self.pixels()
 
     def pixels(self) -> np.ndarray:
         """The rendered frames as uint8 (frames, height, width, 3), once `done`."""
@@ -514,27 +532,8 @@ def read_image_strip_frames(strip: Any, frames: list[int]) -> np.ndarray:
     """
     if strip.type != "IMAGE":
         raise ValueError(f"Strip '{strip.name}' is a {strip.type} strip; pick an image-sequence strip.")
-    if not frames:
-        raise ValueError("`frames` is empty: pass at least one scene frame to read.")
-    elements = strip.elements
-    if len(elements) == 0:
-        raise ValueError(f"Strip '{strip.name}' has no images.")
-    loaded: dict[int, np.ndarray] = {}  # a held frame is read once
-    result = []
-    for frame in frames:
-        index = min(max(math.floor(frame - strip.frame_start), 0), len(elements) - 1)
-        if index not in loaded:
-            path = bpy.path.abspath(strip.directory + elements[index].filename)
-            rgb = load_image_rgb(path)
-            if result and rgb.shape != result[0].shape:
-                first = result[0].shape
-                raise ValueError(
-                    f"Image {path} is {rgb.shape[1]}x{rgb.shape[0]} but the first image read is "
-                    f"{first[1]}x{first[0]}: all images of strip '{strip.name}' must have one size."
-                )
-            loaded[index] = rgb
-        result.append(loaded[index])
-    return np.stack(result)
+    with StripRead(strip, frames) as read:
+        return read.render_all()
 
 
 def read_movie_strip_frames(strip: Any, frames: list[int]) -> np.ndarray:
@@ -545,6 +544,10 @@ def read_movie_strip_frames(strip: Any, frames: list[int]) -> np.ndarray:
     so the movie is played by Blender's sequencer in a temporary scene with the same frame rate, rendered to PNG
     and read back; the temporary scene is removed afterwards. The values are display-referred (view transform
     Standard), which for an 8-bit sRGB movie are the decoded values. Strip effects are not applied.
+
+    The Render Result's slot keeps showing the artist's last render: it shows the render of the scene being looked
+    at, and the temporary scene renders into its own. (Switching to another slot first, as a camera reference does,
+    would make Blender move the temporary scene's render into the artist's slot.)
 
     Args:
         strip (`bpy.types.MovieStrip`): the strip (``bpy.types.MovieSequence`` before Blender 4.4).
@@ -559,32 +562,118 @@ def read_movie_strip_frames(strip: Any, frames: list[int]) -> np.ndarray:
     """
     if strip.type != "MOVIE":
         raise ValueError(f"Strip '{strip.name}' is a {strip.type} strip; pick a movie strip.")
-    if not frames:
-        raise ValueError("`frames` is empty: pass at least one scene frame to read.")
+    with StripRead(strip, frames) as read:
+        return read.render_all()
+
+
+class StripRead(FrameByFrame):
+    """The frames an image or movie strip shows, read one at a time like `CameraRender` (the same `step`, `done`,
+    `rendered`, `render_all` and `pixels`), so that a modal operator keeps the UI alive and Esc stops it.
+
+    A step reads one output frame: an image strip's file, or a movie frame played by Blender's sequencer in a
+    temporary scene (see `read_movie_strip_frames`); a frame shown before is not read again. Entering makes the
+    temporary scene, leaving removes it. With `width` and `height`, `pixels()` averages pictures far larger than that
+    size down (`shrink_to`).
+    """
+
+    def __init__(self, strip: Any, frames: list[int], width: int | None = None, height: int | None = None) -> None:
+        if strip.type not in ("IMAGE", "MOVIE"):
+            raise ValueError(f"Strip '{strip.name}' is a {strip.type.lower()} strip: pick an image or movie strip.")
+        if not frames:
+            raise ValueError("`frames` is empty: pass at least one scene frame to read.")
+        self.strip, self.frames, self.width, self.height = strip, list(frames), width, height
+        if strip.type == "IMAGE":
+            last = len(strip.elements) - 1
+            if last < 0:
+                raise ValueError(f"Strip '{strip.name}' has no images.")
+        self._read: list[np.ndarray] = []
+        self._by_index: dict[int, np.ndarray] = {}  # a held frame is read once
+        self._stack = ExitStack()
+        self._player: Any = None
+        self._folder: Path | None = None
+
+    def __enter__(self) -> "StripRead":
+        if self.strip.type == "MOVIE":
+            stack = self._stack.__enter__()
+            try:
+                self._folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="motionclone-movie-")))
+                stack.enter_context(_no_new_render_result())
+                self._player = stack.enter_context(_movie_player(self.strip))
+            except BaseException:
+                self._stack.__exit__(*sys.exc_info())
+                raise
+        return self
+
+    def __exit__(self, *exc_info: Any) -> bool:
+        return bool(self._stack.__exit__(*exc_info))
+
+    @property
+    def rendered(self) -> int:
+        return len(self._read)
+
+    def step(self) -> None:
+        """Read the next frame (Blender blocks while it decodes or plays it)."""
+        frame = self.frames[len(self._read)]
+        index = math.floor(frame - self.strip.frame_start)
+        if self.strip.type == "IMAGE":
+            index = min(max(index, 0), len(self.strip.elements) - 1)
+        else:
+            if self._player is None:
+                raise RuntimeError("StripRead.step() outside its `with` block")
+            index = min(max(index, 0), self._player.frame_final_duration - 1)
+        if index not in self._by_index:
+            self._by_index[index] = self._read_index(index)
+        self._read.append(self._by_index[index])
+
+    def _read_index(self, index: int) -> np.ndarray:
+        if self.strip.type == "IMAGE":
+            path = bpy.path.abspath(self.strip.directory + self.strip.elements[index].filename)
+            rgb = load_image_rgb(path)
+            if self._read and rgb.shape != self._read[0].shape:
+                first = self._read[0].shape
+                raise ValueError(
+                    f"Image {path} is {rgb.shape[1]}x{rgb.shape[0]} but the first image read is "
+                    f"{first[1]}x{first[0]}: all images of strip '{self.strip.name}' must have one size."
+                )
+            return rgb
+        assert self._folder is not None
+        with own_changes():  # playing the movie in the add-on's own scene is no edit of the artist's
+            path = _render_still(self._player.id_data, 1 + index, self._folder / f"frame_{index + 1:06d}.png")
+        return load_image_rgb(path)
+
+    def pixels(self) -> np.ndarray:
+        """The frames as uint8 (frames, height, width, 3), once `done`."""
+        if not self.done:
+            raise RuntimeError(f"only {self.rendered} of {len(self.frames)} reference frames are read")
+        pixels = np.stack(self._read)
+        if self.width is None or self.height is None:
+            return pixels
+        return shrink_to(pixels, self.width, self.height)
+
+
+@contextmanager
+def _movie_player(strip: Any) -> Iterator[Any]:
+    """A temporary scene whose sequencer plays the strip's movie from frame 1, at the strip's scene's frame rate and
+    the movie's own size; yields its movie strip and removes the scene afterwards."""
     path = bpy.path.abspath(strip.filepath)
     width, height = _movie_size(path)
     source_scene = strip.id_data
-    scene = bpy.data.scenes.new("MotionClone movie reader")
+    with own_changes():
+        scene = bpy.data.scenes.new("MotionClone movie reader")
     try:
-        # Same frame rate as the user's scene, so the strip has the same length and frame mapping there.
-        _prepare_player_scene(scene, source_scene, width, height)
-        player = compat.strips(scene.sequence_editor_create()).new_movie(
-            name="reference", filepath=path, channel=1, frame_start=1
-        )
-        player.colorspace_settings.name = strip.colorspace_settings.name
-        # new_movie may have switched the scene to the movie's frame rate.
-        scene.render.fps, scene.render.fps_base = source_scene.render.fps, source_scene.render.fps_base
-        last = player.frame_final_duration - 1
-        offsets = [min(max(math.floor(frame - strip.frame_start), 0), last) for frame in frames]
-        with tempfile.TemporaryDirectory(prefix="motionclone-movie-") as workdir, _no_new_render_result():
-            paths = {
-                offset: _render_still(scene, 1 + offset, Path(workdir) / f"frame_{offset + 1:06d}.png")
-                for offset in sorted(set(offsets))
-            }
-            pixels = np.stack([load_image_rgb(paths[offset]) for offset in offsets])
+        with own_changes():
+            # Same frame rate as the user's scene, so the strip has the same length and frame mapping there.
+            _prepare_player_scene(scene, source_scene, width, height)
+            player = compat.strips(scene.sequence_editor_create()).new_movie(
+                name="reference", filepath=path, channel=1, frame_start=1
+            )
+            player.colorspace_settings.name = strip.colorspace_settings.name
+            # new_movie may have switched the scene to the movie's frame rate.
+            scene.render.fps, scene.render.fps_base = source_scene.render.fps, source_scene.render.fps_base
+        yield player
     finally:
-        bpy.data.scenes.remove(scene)
-    return pixels
+        with own_changes():
+            bpy.data.scenes.remove(scene)
 
 
 def _movie_size(path: str) -> tuple[int, int]:

@@ -889,6 +889,47 @@ def test_generate_from_the_ui_renders_frame_by_frame_holds_keys_and_esc_cancels(
     assert len(settings.jobs) == 2
 
 
+def test_generate_from_the_ui_reads_a_strip_reference_frame_by_frame_and_esc_cancels(addon, backend, tmp_path):
+    from blender_addon import compat, operators, png, session
+
+    addon.endpoint = backend.endpoint
+    assert bpy.ops.motionclone.test_connection() == {"FINISHED"}
+    assert pump_until(lambda: session.get_session().connection.state == "connected", 20)
+    scene = animated_scene()
+    settings = configure_job(scene)
+    names = [f"ref_{frame:02d}.png" for frame in range(1, 9)]
+    for frame, name in enumerate(names, start=1):
+        png.write_png(tmp_path / name, np.full((48, 64, 3), 20 * frame, np.uint8))
+    strip = compat.strips(scene.sequence_editor_create()).new_image(
+        name="ref", filepath=str(tmp_path / names[0]), channel=1, frame_start=1
+    )
+    for name in names[1:]:
+        strip.elements.append(name)
+    settings.source, settings.reference_strip = "STRIP", "ref"
+    context = UIContext()
+
+    read = driven_generate()
+    assert read.begin(context) == {"RUNNING_MODAL"} and operators.rendering == [read]
+    assert read.modal(context, event("LEFTMOUSE")) == {"RUNNING_MODAL"}  # a click waits, as during a render
+    ticks = 1
+    while read.modal(context, event("TIMER")) == {"RUNNING_MODAL"}:
+        ticks += 1
+        assert ticks <= 4, "four frames take four timer ticks"
+    assert ticks == 4 and operators.rendering == []
+    assert context.workspace.status[:4] == [
+        f"MotionClone: reading the reference strip, frame {done} of 4 (Esc cancels; clicks wait till it ends)"
+        for done in range(4)
+    ]
+    assert context.workspace.status[-1] is None
+    assert read.reports == [("INFO", "MotionClone job sent (seed 7)")] and len(settings.jobs) == 1
+
+    again = driven_generate()  # a strip is read again every time: its files may have changed on disk
+    assert again.begin(context) == {"RUNNING_MODAL"}
+    assert again.modal(context, event("TIMER")) == {"RUNNING_MODAL"}
+    assert again.modal(context, event("ESC")) == {"CANCELLED"}
+    assert operators.rendering == [] and len(settings.jobs) == 1
+
+
 def test_an_output_folder_relative_to_an_unsaved_blend_falls_back_to_the_user_folder(addon, tmp_path):
     from blender_addon import preferences
 

@@ -507,15 +507,19 @@ def render_colour_movie(scene: bpy.types.Scene, path: Path, reds: list[float]) -
         bpy.ops.render.render(animation=True)
 
 
+def colour_movie_strip(scene: bpy.types.Scene, folder: Path, reds: list[float], frame_start: int) -> Any:
+    """A movie strip named "movie" from `frame_start`, of `render_colour_movie`'s movie."""
+    movie = folder / "movie.mkv"
+    render_colour_movie(scene, movie, reds)
+    strips = compat.strips(scene.sequence_editor_create())
+    return strips.new_movie(name="movie", filepath=str(movie), channel=1, frame_start=frame_start)
+
+
 def test_read_movie_strip_frames_returns_the_frame_shown_at_each_scene_frame(
     scene: bpy.types.Scene, tmp_path: Path
 ) -> None:
     reds = [0.0, 0.1, 0.3, 0.8]
-    movie = tmp_path / "movie.mkv"
-    render_colour_movie(scene, movie, reds)
-    strip = compat.strips(scene.sequence_editor_create()).new_movie(
-        name="movie", filepath=str(movie), channel=1, frame_start=5
-    )
+    strip = colour_movie_strip(scene, tmp_path, reds, frame_start=5)
     before = settings_snapshot(scene)
 
     pixels = reference.read_movie_strip_frames(strip, [3, 5, 6, 7, 8, 30])
@@ -532,6 +536,37 @@ def test_read_movie_strip_frames_returns_the_frame_shown_at_each_scene_frame(
     compat.new_effect_strip(scene.sequence_editor, "colour", "COLOR", 3, 1, 5)
     with pytest.raises(ValueError, match="pick an image or movie strip"):
         jobs.reference_frames(scene, SimpleNamespace(source="STRIP", reference_strip="colour"), [1], 32, 24)
+
+
+def test_a_movie_strip_read_step_by_step_leaves_nothing_behind_and_keeps_the_artists_render(
+    scene: bpy.types.Scene, tmp_path: Path
+) -> None:
+    """What the modal Generate does with a strip reference: one frame per step, and Esc leaves after any step."""
+    reds = [0.0, 0.1, 0.3, 0.8]
+    strip = colour_movie_strip(scene, tmp_path, reds, frame_start=1)
+    scene.world.animation_data_clear()
+    scene.world.color = (0.9, 0.9, 0.9)
+    with bpy.context.temp_override(scene=scene):
+        bpy.ops.render.render()  # the artist's last render, shown in the Render Result
+    result = next(image for image in bpy.data.images if image.type == "RENDER_RESULT")
+    artists = saved_render(result, tmp_path / "artists.png")
+    before = settings_snapshot(scene)  # includes the scenes and images there are
+
+    with reference.StripRead(strip, [1, 2, 3, 4], 32, 24) as read:
+        read.step()
+        assert (read.rendered, read.done) == (1, False)
+        with pytest.raises(RuntimeError, match="only 1 of 4"):
+            read.pixels()
+    assert settings_snapshot(scene) == before
+    with reference.StripRead(strip, [1, 2, 2, 4], 32, 24) as read:
+        while not read.done:
+            read.step()
+        pixels = read.pixels()
+
+    expected_red = [srgb_u8(reds[k]) for k in (0, 1, 1, 3)]
+    assert np.abs(pixels[:, :, :, 0].astype(int) - np.array(expected_red)[:, None, None]).max() <= 2
+    assert settings_snapshot(scene) == before
+    assert np.array_equal(saved_render(result, tmp_path / "after.png"), artists)  # still the artist's picture
 
 
 def test_a_strip_source_is_looked_up_in_the_scene_the_sequencer_shows(scene: bpy.types.Scene, tmp_path: Path) -> None:
