@@ -44,10 +44,16 @@ QUIET_YIELD = 0.001
 # On close, queued messages get this long to leave a connected socket.
 SHUTDOWN_LINGER_MS = 500
 
-# A connection's TCP data that the server has not acknowledged for this long (at least) ends the connection: how the
-# heartbeat's own connection being answered is kept from hiding a job connection that broke without a word (the OS's
-# TCP_USER_TIMEOUT on Linux, TCP_MAXRT on Windows; a slow but live link acknowledges its data as it arrives).
+# While the heartbeat's connection is answered, a job connection that broke without a word (no FIN, no RST) must still
+# end. Two watches: the kernel ends it when its TCP data stays unacknowledged this long (at least; ZMQ_TCP_MAXRT, which
+# is TCP_USER_TIMEOUT on Linux and TCP_MAXRT on Windows, and nothing on macOS; a slow but live link acknowledges data
+# as it arrives), and the client ends it when nothing came on it for JOB_SILENCE_FACTOR x dead_after, at least
+# JOB_SILENCE_MIN_S: longer than any one message takes on a usable link (60 MB at 1 MB/s), shorter than a user waits.
 MIN_UNACKNOWLEDGED_S = 20.0
+JOB_SILENCE_MIN_S = 60.0
+JOB_SILENCE_FACTOR = 10
+# The heartbeat's connection receives only Pongs.
+HEARTBEAT_MAX_MESSAGE_BYTES = 65536
 
 # Messages read per wake-up before commands get their turn (a flood of progress must not starve a Cancel).
 _MAX_RECEIVE_BATCH = 100
@@ -113,7 +119,8 @@ class Connection:
         self._heartbeat: zmq.Socket | None = None
         self._monitor: zmq.Socket | None = None  # the socket's ZMQ_EVENT_DISCONNECTED events
         self._poller = zmq.Poller()
-        self._last_heard = 0.0
+        self._last_heard = 0.0  # anything from the server, on either connection
+        self._last_heard_on_job = 0.0
         self._next_ping = 0.0
         self._reconnect_at = 0.0
         self._backoff = self._heartbeat_interval
@@ -145,6 +152,7 @@ class Connection:
         deadlines move on by it."""
         if quiet_for > POLL_INTERVAL:
             self._last_heard += quiet_for
+            self._last_heard_on_job += quiet_for
             self._next_ping += quiet_for
 
     def _run_once(self) -> None:
@@ -181,10 +189,10 @@ class Connection:
     def _open_socket(self) -> None:
         """New DEALER sockets (the job connection, with its monitor, and the heartbeat's) and a Hello: the start of
         every connection attempt."""
-        socket = self._new_dealer()
-        heartbeat = self._new_dealer()
-        monitor = None
+        socket = heartbeat = monitor = None
         try:
+            socket = self._new_dealer(self._limits.max_message_bytes)
+            heartbeat = self._new_dealer(HEARTBEAT_MAX_MESSAGE_BYTES)
             # The kernel's limit on unacknowledged data: a few dead times, and never below MIN_UNACKNOWLEDGED_S.
             socket.setsockopt(zmq.TCP_MAXRT, int(1000 * max(MIN_UNACKNOWLEDGED_S, 4 * self._dead_after)))
             # ZeroMQ keeps trying a refused connect every 100 ms; a connection it had and lost ends this socket.
@@ -195,8 +203,9 @@ class Connection:
             if monitor is not None:
                 socket.disable_monitor()
                 monitor.close(linger=0)
-            socket.close(linger=0)
-            heartbeat.close(linger=0)
+            for opened in (socket, heartbeat):
+                if opened is not None:
+                    opened.close(linger=0)
             self._emit_error(BACKEND_UNAVAILABLE, f"cannot connect to {self._endpoint!r}: {error}")
             self._drop_connection(f"cannot connect to {self._endpoint}")
             return
@@ -206,18 +215,18 @@ class Connection:
             self._poller.register(polled, zmq.POLLIN)
         now = time.monotonic()
         # The attempt gets dead_after to be answered, like any live connection.
-        self._last_heard = now
+        self._last_heard = self._last_heard_on_job = now
         self._next_ping = now + self._heartbeat_interval
         hello = Hello(request_id=new_id(), client=self._client_name)
         with self.shared.lock:
             self.shared.hello_request_id = hello.request_id
         self._send(hello)
 
-    def _new_dealer(self) -> zmq.Socket:
+    def _new_dealer(self, max_message_bytes: int) -> zmq.Socket:
         socket = self._context.socket(zmq.DEALER)
         try:
             socket.linger = 0
-            socket.setsockopt(zmq.MAXMSGSIZE, self._limits.max_message_bytes)
+            socket.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
             if self._curve is not None:
                 socket.curve_serverkey, socket.curve_publickey, socket.curve_secretkey = self._curve
         except zmq.ZMQError:
@@ -285,8 +294,11 @@ class Connection:
 
     def _keep_alive(self) -> None:
         now = time.monotonic()
+        job_silence_limit = max(JOB_SILENCE_MIN_S, JOB_SILENCE_FACTOR * self._dead_after)
         if now - self._last_heard > self._dead_after:
             self._drop_connection(f"no answer from the backend for {self._dead_after:g} s")
+        elif now - self._last_heard_on_job > job_silence_limit:
+            self._drop_connection(f"nothing came on the job connection for {job_silence_limit:g} s")
         elif now >= self._next_ping:
             # Both connections are pinged: the heartbeat's Pong comes back at once, and traffic on the job
             # connection lets the kernel find out when it is broken (MIN_UNACKNOWLEDGED_S).
@@ -361,7 +373,7 @@ class Connection:
             except zmq.Again:
                 return
             # Anything from the server, even a message we cannot read, shows it is alive.
-            self._last_heard = time.monotonic()
+            self._last_heard = self._last_heard_on_job = time.monotonic()
             try:
                 message, payloads = decode([frame.buffer for frame in frames], self._limits)
             except ProtocolError as error:

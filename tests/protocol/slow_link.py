@@ -1,8 +1,9 @@
 """A slow network line for tests: a TCP proxy on loopback whose connections share one line of a given speed.
 
-Each direction carries at most `bytes_per_second` across all of the proxy's connections together, as one slow
-uplink and one slow downlink would: bytes are forwarded in small pieces, each piece waits for its turn on the line,
-so a small message on a second connection waits for one piece of a large transfer, not for all of it.
+Each direction carries at most `bytes_per_second` across all of the proxy's connections together: bytes are
+forwarded in small pieces, each piece waits for its turn on the line, so a small message on a second connection waits
+for one piece of a large transfer, not for all of it. That is a line without a deep buffer; a real link that queues
+seconds of data delays the small message by that much more.
 """
 
 import contextlib
@@ -41,6 +42,7 @@ class SlowLink:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
         self._sockets: list[socket.socket] = [self._listener]
+        self._lock = threading.Lock()  # guards _sockets against close()
         self._closed = threading.Event()
         threading.Thread(target=self._accept, name="slow-link-accept", daemon=True).start()
 
@@ -50,19 +52,31 @@ class SlowLink:
 
     def close(self) -> None:
         """Close the listener and every forwarded connection; idempotent."""
-        self._closed.set()
-        for sock in list(self._sockets):
-            with contextlib.suppress(OSError):
-                sock.close()
+        with self._lock:
+            self._closed.set()
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            with contextlib.suppress(OSError):  # wakes a thread blocked in accept() or recv() on it
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
 
     def _accept(self) -> None:
         while not self._closed.is_set():
             try:
                 client, _ = self._listener.accept()
-                server = socket.create_connection(("127.0.0.1", self._target_port))
             except OSError:
                 return
-            self._sockets += [client, server]
+            try:
+                server = socket.create_connection(("127.0.0.1", self._target_port))
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                if self._closed.is_set():
+                    client.close()
+                    server.close()
+                    return
+                self._sockets += [client, server]
             for source, target, line in ((client, server, self._uplink), (server, client, self._downlink)):
                 threading.Thread(target=self._forward, args=(source, target, line), daemon=True).start()
 

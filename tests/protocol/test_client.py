@@ -18,7 +18,7 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
-from motionclone.protocol import keys
+from motionclone.protocol import connection, keys
 from motionclone.protocol.client import Client, Event
 from motionclone.protocol.codec import Limits, decode, encode
 from motionclone.protocol.errors import (
@@ -476,22 +476,56 @@ def test_echo_sends_the_bytes_back_unchanged_and_measures_the_round_trip(
 def test_a_job_whose_reference_and_result_take_longer_than_the_dead_time_to_cross_a_slow_link_completes(
     server: FakeServer, make_client: Callable[..., Client]
 ) -> None:
-    # 1.2 MB each way at 1 MB/s: each transfer takes longer than the client's dead time (1 s), so the answer to a
-    # Ping that waited behind it would come too late; the heartbeat has a connection of its own.
+    # 2 MB each way at 1 MB/s: each transfer takes twice the client's dead time (1 s), so the answer to a Ping that
+    # waited behind it would come too late; the heartbeat has a connection of its own.
     link = SlowLink(server.port, bytes_per_second=1_000_000)
     try:
         client = make_client(link.endpoint).start()
         client.wait_connected(timeout=3.0)
-        frames = make_frames((6, 256, 256, 3))
+        frames = make_frames((10, 256, 256, 3))
 
         client.submit(frames, {"mode": "ok"})
         result, seen = wait_for_event(client, "result", timeout=10.0)
+        still_connected = client.connected
     finally:
         link.close()
 
     assert [event.kind for event in seen] == ["accepted", "progress"]
     np.testing.assert_array_equal(result.frames(), 255 - frames)
-    assert client.connected
+    assert still_connected
+
+
+class ServerDeafOnTheJobConnection(FakeServer):
+    """Answers a Hello and then nothing more on that connection; Pings from other connections still get Pongs."""
+
+    def __init__(self) -> None:
+        self.welcomed: set[bytes] = set()
+        super().__init__()
+
+    def _answer(self, identity: bytes, message: Message, payload: memoryview | None) -> None:
+        if isinstance(message, Hello):
+            self.welcomed.add(identity)
+        elif identity in self.welcomed:
+            return
+        super()._answer(identity, message, payload)
+
+
+def test_a_job_connection_that_falls_silent_ends_although_the_heartbeat_is_answered(
+    make_client: Callable[..., Client], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(connection, "JOB_SILENCE_MIN_S", 2.5)
+    monkeypatch.setattr(connection, "JOB_SILENCE_FACTOR", 1)
+    server = ServerDeafOnTheJobConnection()
+    try:
+        client = make_client(server.endpoint).start()
+        client.wait_connected(timeout=3.0)
+        connected_at = time.monotonic()
+        wait_for_event(client, "disconnected", timeout=6.0)
+        silent_for = time.monotonic() - connected_at
+    finally:
+        server.stop()
+
+    assert 2.0 < silent_for < 4.0  # not after dead_after (1 s): the heartbeat's Pings were answered meanwhile
 
 
 # ---- losing and regaining the server ---------------------------------------------------------------------------------
