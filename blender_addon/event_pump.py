@@ -275,7 +275,7 @@ def recovered_job(context: bpy.types.Context, event: Any) -> Any:
     job.frame_start, job.frame_end = scene.frame_start, scene.frame_start + count - 1
     job.sampled_frames = json.dumps(list(range(job.frame_start, job.frame_end + 1)))
     job.params_json = json.dumps(parameters)
-    job.target_scene = scene.name
+    job.result_scene = scene
     job.state = "RUNNING"
     return job
 

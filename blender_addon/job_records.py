@@ -25,9 +25,12 @@ def find_job(request_id: str | None, job_id: str | None) -> Any:
 
 
 def scene_of(job: Any) -> bpy.types.Scene:
-    """Where the job's result goes: the scene the sequencer showed at Generate, else the job's own scene."""
-    target = bpy.data.scenes.get(job.target_scene) if job.target_scene else None
-    return target or job.id_data
+    """Where the job's result goes: the scene the sequencer showed at Generate (held by reference, so that renaming it
+    changes nothing), else the job's own scene."""
+    if job.result_scene is not None:
+        return job.result_scene
+    recorded = bpy.data.scenes.get(job.target_scene) if job.target_scene else None  # a job saved by name
+    return recorded or job.id_data
 
 
 def any_active_job() -> bool:

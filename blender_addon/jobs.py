@@ -113,6 +113,15 @@ def strip_read(settings: Any, frames: list[int], width: int, height: int) -> ref
     return reference.StripRead(strip, frames, width, height)
 
 
+def living_scene(scene: bpy.types.Scene) -> bpy.types.Scene | None:
+    """`scene`, unless it was deleted since it was taken (while the reference rendered): then None, and the result
+    goes to the job's own scene."""
+    try:
+        return scene if scene.name else None  # reading any attribute of a deleted scene raises
+    except ReferenceError:
+        return None
+
+
 def reused_reference(settings: Any, key: tuple) -> np.ndarray | None:
     """The last camera reference if it was rendered under `key` and the panel allows reusing it."""
     return reference_cache.cached(key) if settings.reuse_reference else None
@@ -129,7 +138,7 @@ class JobPlan:
     start: int
     end: int
     # The scene the sequencer shows when Generate is pressed (5.x: possibly another scene), not when the render ends.
-    target_scene: str
+    target_scene: bpy.types.Scene
     condition: ConditionPlan | None = None
 
 
@@ -152,7 +161,7 @@ def plan_job(context: bpy.types.Context, scene: bpy.types.Scene) -> JobPlan:
     made = preview_condition(scene, settings)
     if made is not None:
         check_message_size(len(frames), width, height, len(made.condition.images), limit)
-    target = compat.sequencer_scene(context).name
+    target = compat.sequencer_scene(context)
     return JobPlan(frames, width, height, job_fps(scene, settings), start, end, target, made)
 
 
@@ -269,7 +278,7 @@ def submit_job(context: bpy.types.Context, scene: bpy.types.Scene, plan: JobPlan
     job.config = settings.config
     job.frame_start, job.frame_end = plan.start, plan.end
     job.frame_mode, job.frame_step = settings.frame_mode, settings.frame_step
-    job.target_scene = plan.target_scene
+    job.result_scene = living_scene(plan.target_scene)
     job.sampled_frames = json.dumps(plan.frames)
     job.params_json = json.dumps(params)
     job.condition_json = "" if made is None else made.record(settings)

@@ -82,8 +82,13 @@ class MOTIONCLONE_PG_job(bpy.types.PropertyGroup):
     params_json: bpy.props.StringProperty(name="Parameters", description="Parameters sent to the backend (JSON)")
     result_dir: bpy.props.StringProperty(name="Result folder", subtype="DIR_PATH")
     strip_name: bpy.props.StringProperty(name="Strip")
+    result_scene: bpy.props.PointerProperty(
+        type=bpy.types.Scene,
+        name="Result scene",
+        description="The scene whose sequencer gets the result: the one it showed at Generate",
+    )
     target_scene: bpy.props.StringProperty(
-        name="Result scene", description="The scene whose sequencer gets the result: the one it showed at Generate"
+        name="Result scene name", description="The result scene by name, as files of earlier versions record it"
     )
     preview_path: bpy.props.StringProperty(name="Preview", subtype="FILE_PATH")
     condition_json: bpy.props.StringProperty(

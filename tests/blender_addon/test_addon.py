@@ -829,7 +829,22 @@ def test_the_result_goes_to_the_scene_the_sequencer_showed_when_generate_was_pre
             pass
     finally:
         workspace.sequencer_scene = None
-    assert settings.jobs[0].target_scene == pressed_on.name
+    from blender_addon import job_records
+
+    job = settings.jobs[0]
+    pressed_on.name = "Edit, renamed"  # before the result arrives: the result still goes there
+    assert job_records.scene_of(job) == pressed_on and pressed_on.name == "Edit, renamed"
+    bpy.data.scenes.remove(pressed_on)  # gone: the result goes to the job's own scene
+    assert job_records.scene_of(job) == scene
+
+
+def test_a_result_scene_deleted_while_the_reference_renders_is_not_recorded():
+    from blender_addon import jobs
+
+    doomed = bpy.data.scenes.new("Deleted during the render")
+    assert jobs.living_scene(doomed) == doomed
+    bpy.data.scenes.remove(doomed)
+    assert jobs.living_scene(doomed) is None  # the job's own scene gets the result
 
 
 def test_generate_from_the_ui_renders_frame_by_frame_holds_keys_and_esc_cancels(addon, backend):
