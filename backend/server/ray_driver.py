@@ -181,9 +181,15 @@ class RayDriver:
         process = self._context.Process(target=drive, args=(self.settings, there), name="motionclone-ray-driver")
         process.start()
         there.close()
+        deadline = time.monotonic() + ACTOR_START_TIMEOUT_S + 60
         try:
-            if not here.poll(ACTOR_START_TIMEOUT_S + 60):
-                raise RayPoolError("the Ray driver did not report within the start time-out")
+            # In slices, so that a server stopping meanwhile ends the start at once rather than waiting for the
+            # actors (minutes), and the driver process is not left to hold the server's exit.
+            while not here.poll(RELAY_S):
+                if self._stopping.is_set():
+                    raise RayPoolError("the server is stopping")
+                if time.monotonic() > deadline:
+                    raise RayPoolError("the Ray driver did not report within the start time-out")
             message = here.recv()
         except (EOFError, OSError, RayPoolError) as error:
             process.kill()

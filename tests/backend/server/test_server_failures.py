@@ -372,6 +372,36 @@ def test_a_job_waits_for_a_live_ray_slot_rather_than_for_one_that_just_failed_to
     assert pool.has_free_slot
 
 
+def test_stopping_while_the_ray_driver_starts_ends_the_start_at_once_and_leaves_no_process(monkeypatch):
+    from motionclone.backend.server import ray_driver
+    from motionclone.backend.server.ray_pool import RayPoolError, RayPoolSettings
+
+    from .stalled_driver import never_reports
+
+    monkeypatch.setattr(ray_driver, "drive", never_reports)
+    driver = ray_driver.RayDriver(
+        RayPoolSettings(address=None, workers=1, cpus_per_worker=1, preset="tiny"), queue.Queue()
+    )
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            driver.start()
+        except RayPoolError as error:
+            errors.append(error)
+
+    starting = threading.Thread(target=start)
+    starting.start()
+    time.sleep(1.0)
+    stopped_at = time.monotonic()
+    driver.stop(timeout=1.0)
+    starting.join(10)
+
+    assert time.monotonic() - stopped_at < 7  # not the actors' start time-out (minutes)
+    assert not starting.is_alive() and "the server is stopping" in str(errors[0])
+    assert multiprocessing.active_children() == []  # the driver process was ended, and cannot hold the exit
+
+
 def test_a_job_waiting_in_the_ray_driver_for_a_slot_is_cancelled_at_once():
     from collections import deque
 
