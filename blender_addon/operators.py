@@ -91,6 +91,8 @@ class MOTIONCLONE_OT_generate(bpy.types.Operator):
             self._plan = plan = jobs.plan_job(context, self._scene)
             self._key = None  # a strip is read again each time: its files may have changed on disk
             self._what = "reading the reference strip"
+            self._cancelled_text = "Reference strip read cancelled"
+            self._stopped_text = "Reference strip read stopped: {reason}. Generate again"
             if settings.source == "STRIP":
                 self._render = jobs.strip_read(settings, plan.frames, plan.width, plan.height).__enter__()
             else:
@@ -101,6 +103,10 @@ class MOTIONCLONE_OT_generate(bpy.types.Operator):
                     self.report({"INFO"}, f"MotionClone job sent with the last reference render (seed {job.seed})")
                     return {"FINISHED"}
                 self._what = "rendering the reference"
+                self._cancelled_text = "Reference render cancelled; your render settings are as they were"
+                self._stopped_text = (
+                    "Reference render stopped: {reason}. Your render settings are as they were; Generate again"
+                )
                 self._render = jobs.camera_render(
                     self._scene, settings, plan.frames, plan.width, plan.height
                 ).__enter__()
@@ -115,12 +121,11 @@ class MOTIONCLONE_OT_generate(bpy.types.Operator):
 
     def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
         if self._timer is None:  # stopped from outside (`stop_renders`)
-            self.report({"WARNING"}, f"Reference render stopped: {self._stopped}. Your render settings are as they "
-                        "were; Generate again")  # fmt: skip
+            self.report({"WARNING"}, self._stopped_text.format(reason=self._stopped))
             return {"CANCELLED"}
         if event.type in {"ESC", "RIGHTMOUSE"}:
             self._finish(context)
-            self.report({"WARNING"}, "Reference render cancelled; your render settings are as they were")
+            self.report({"WARNING"}, self._cancelled_text)
             return {"CANCELLED"}
         if event.type != "TIMER":
             # With Ctrl, Alt or Shift the wheel (or trackpad) changes a field's value or the frame; a 3D mouse's

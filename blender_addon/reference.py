@@ -22,6 +22,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -574,6 +575,10 @@ class StripRead(FrameByFrame):
     temporary scene (see `read_movie_strip_frames`); a frame shown before is not read again. Entering makes the
     temporary scene, leaving removes it. With `width` and `height`, `pixels()` averages pictures far larger than that
     size down (`shrink_to`).
+
+    What the read needs of the strip is copied when it is made: between steps the artist may edit or delete the strip
+    (Blender does not always tell a Python reference that its strip is gone), and the temporary scene is looked up by
+    name at each step.
     """
 
     def __init__(self, strip: Any, frames: list[int], width: int | None = None, height: int | None = None) -> None:
@@ -581,31 +586,41 @@ class StripRead(FrameByFrame):
             raise ValueError(f"Strip '{strip.name}' is a {strip.type.lower()} strip: pick an image or movie strip.")
         if not frames:
             raise ValueError("`frames` is empty: pass at least one scene frame to read.")
-        self.strip, self.frames, self.width, self.height = strip, list(frames), width, height
-        if strip.type == "IMAGE":
-            last = len(strip.elements) - 1
-            if last < 0:
+        self.frames, self.width, self.height = list(frames), width, height
+        self.name, self.kind, self.frame_start = strip.name, strip.type, strip.frame_start
+        self._image_paths: list[str] = []
+        if self.kind == "IMAGE":
+            self._image_paths = [bpy.path.abspath(strip.directory + element.filename) for element in strip.elements]
+            if not self._image_paths:
                 raise ValueError(f"Strip '{strip.name}' has no images.")
+        else:
+            render = strip.id_data.render  # the strip's scene: its frame rate maps scene frames to movie frames
+            self._movie = MovieSource(
+                bpy.path.abspath(strip.filepath), strip.colorspace_settings.name, render.fps, render.fps_base
+            )
         self._read: list[np.ndarray] = []
         self._by_index: dict[int, np.ndarray] = {}  # a held frame is read once
         self._stack = ExitStack()
-        self._player: Any = None
+        self._player_scene = ""  # the temporary scene's name, once entered
+        self._movie_frames = 0
         self._folder: Path | None = None
 
     def __enter__(self) -> "StripRead":
-        if self.strip.type == "MOVIE":
+        if self.kind == "MOVIE":
             stack = self._stack.__enter__()
             try:
                 self._folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="motionclone-movie-")))
                 stack.enter_context(_no_new_render_result())
-                self._player = stack.enter_context(_movie_player(self.strip))
+                player = stack.enter_context(_movie_player(self._movie))
+                self._player_scene, self._movie_frames = player.id_data.name, player.frame_final_duration
             except BaseException:
-                self._stack.__exit__(*sys.exc_info())
+                self.__exit__(*sys.exc_info())
                 raise
         return self
 
     def __exit__(self, *exc_info: Any) -> bool:
-        return bool(self._stack.__exit__(*exc_info))
+        with own_changes():  # removing the temporary scene and render result is no edit of the artist's
+            return bool(self._stack.__exit__(*exc_info))
 
     @property
     def rendered(self) -> int:
@@ -613,32 +628,34 @@ class StripRead(FrameByFrame):
 
     def step(self) -> None:
         """Read the next frame (Blender blocks while it decodes or plays it)."""
-        frame = self.frames[len(self._read)]
-        index = math.floor(frame - self.strip.frame_start)
-        if self.strip.type == "IMAGE":
-            index = min(max(index, 0), len(self.strip.elements) - 1)
+        index = math.floor(self.frames[len(self._read)] - self.frame_start)
+        if self.kind == "IMAGE":
+            index = min(max(index, 0), len(self._image_paths) - 1)
         else:
-            if self._player is None:
+            if not self._player_scene:
                 raise RuntimeError("StripRead.step() outside its `with` block")
-            index = min(max(index, 0), self._player.frame_final_duration - 1)
+            index = min(max(index, 0), self._movie_frames - 1)
         if index not in self._by_index:
             self._by_index[index] = self._read_index(index)
         self._read.append(self._by_index[index])
 
     def _read_index(self, index: int) -> np.ndarray:
-        if self.strip.type == "IMAGE":
-            path = bpy.path.abspath(self.strip.directory + self.strip.elements[index].filename)
+        if self.kind == "IMAGE":
+            path = self._image_paths[index]
             rgb = load_image_rgb(path)
             if self._read and rgb.shape != self._read[0].shape:
                 first = self._read[0].shape
                 raise ValueError(
                     f"Image {path} is {rgb.shape[1]}x{rgb.shape[0]} but the first image read is "
-                    f"{first[1]}x{first[0]}: all images of strip '{self.strip.name}' must have one size."
+                    f"{first[1]}x{first[0]}: all images of strip '{self.name}' must have one size."
                 )
             return rgb
         assert self._folder is not None
+        scene = bpy.data.scenes.get(self._player_scene)
+        if scene is None:
+            raise ValueError(f"The scene '{self._player_scene}' that plays the movie was deleted: Generate again.")
         with own_changes():  # playing the movie in the add-on's own scene is no edit of the artist's
-            path = _render_still(self._player.id_data, 1 + index, self._folder / f"frame_{index + 1:06d}.png")
+            path = _render_still(scene, 1 + index, self._folder / f"frame_{index + 1:06d}.png")
         return load_image_rgb(path)
 
     def pixels(self) -> np.ndarray:
@@ -651,29 +668,40 @@ class StripRead(FrameByFrame):
         return shrink_to(pixels, self.width, self.height)
 
 
+@dataclass(frozen=True)
+class MovieSource:
+    """A movie strip's file and colour space, and its scene's frame rate: what playing it again needs."""
+
+    path: str
+    colorspace: str
+    fps: int
+    fps_base: float
+
+
 @contextmanager
-def _movie_player(strip: Any) -> Iterator[Any]:
-    """A temporary scene whose sequencer plays the strip's movie from frame 1, at the strip's scene's frame rate and
-    the movie's own size; yields its movie strip and removes the scene afterwards."""
-    path = bpy.path.abspath(strip.filepath)
-    width, height = _movie_size(path)
-    source_scene = strip.id_data
+def _movie_player(movie: MovieSource) -> Iterator[Any]:
+    """A temporary scene whose sequencer plays the movie from frame 1, at the strip's scene's frame rate and the
+    movie's own size; yields its movie strip and removes the scene afterwards."""
     with own_changes():
+        width, height = _movie_size(movie.path)
         scene = bpy.data.scenes.new("MotionClone movie reader")
+        name = scene.name
     try:
         with own_changes():
             # Same frame rate as the user's scene, so the strip has the same length and frame mapping there.
-            _prepare_player_scene(scene, source_scene, width, height)
+            _prepare_player_scene(scene, movie.fps, movie.fps_base, width, height)
             player = compat.strips(scene.sequence_editor_create()).new_movie(
-                name="reference", filepath=path, channel=1, frame_start=1
+                name="reference", filepath=movie.path, channel=1, frame_start=1
             )
-            player.colorspace_settings.name = strip.colorspace_settings.name
+            player.colorspace_settings.name = movie.colorspace
             # new_movie may have switched the scene to the movie's frame rate.
-            scene.render.fps, scene.render.fps_base = source_scene.render.fps, source_scene.render.fps_base
+            scene.render.fps, scene.render.fps_base = movie.fps, movie.fps_base
         yield player
     finally:
         with own_changes():
-            bpy.data.scenes.remove(scene)
+            left = bpy.data.scenes.get(name)  # by name: the artist may have deleted it meanwhile
+            if left is not None:
+                bpy.data.scenes.remove(left)
 
 
 def _movie_size(path: str) -> tuple[int, int]:
@@ -690,9 +718,9 @@ def _movie_size(path: str) -> tuple[int, int]:
     return width, height
 
 
-def _prepare_player_scene(scene: bpy.types.Scene, source: bpy.types.Scene, width: int, height: int) -> None:
+def _prepare_player_scene(scene: bpy.types.Scene, fps: int, fps_base: float, width: int, height: int) -> None:
     render = scene.render
-    render.fps, render.fps_base = source.render.fps, source.render.fps_base
+    render.fps, render.fps_base = fps, fps_base
     render.resolution_x, render.resolution_y, render.resolution_percentage = width, height, 100
     render.pixel_aspect_x = render.pixel_aspect_y = 1.0
     render.dither_intensity = 0.0  # dither noise would change the decoded values

@@ -945,6 +945,52 @@ def test_generate_from_the_ui_reads_a_strip_reference_frame_by_frame_and_esc_can
     assert operators.rendering == [] and len(settings.jobs) == 1
 
 
+def test_a_movie_strip_reference_read_from_the_ui_ends_cleanly_on_esc_a_save_or_a_lost_scene(addon, backend, tmp_path):
+    from blender_addon import compat, operators, session
+    from tests.blender_addon.test_reference import colour_movie_strip
+
+    addon.endpoint = backend.endpoint
+    assert bpy.ops.motionclone.test_connection() == {"FINISHED"}
+    assert pump_until(lambda: session.get_session().connection.state == "connected", 20)
+    made = colour_movie_strip(bpy.data.scenes.new("Movie maker"), tmp_path, [0.1 * k for k in range(8)], 1)
+    scene = animated_scene()
+    settings = configure_job(scene)
+    compat.strips(scene.sequence_editor_create()).new_movie(
+        name="ref", filepath=made.filepath, channel=1, frame_start=1
+    )
+    settings.source, settings.reference_strip = "STRIP", "ref"
+    scenes = sorted(bpy.data.scenes.keys())
+    context = UIContext()
+
+    escaped = driven_generate()
+    assert escaped.begin(context) == {"RUNNING_MODAL"} and "MotionClone movie reader" in bpy.data.scenes
+    assert escaped.modal(context, event("TIMER")) == {"RUNNING_MODAL"}
+    assert escaped.modal(context, event("ESC")) == {"CANCELLED"}
+    assert escaped.reports == [("WARNING", "Reference strip read cancelled")]
+    assert sorted(bpy.data.scenes.keys()) == scenes
+
+    saved = driven_generate()
+    assert saved.begin(context) == {"RUNNING_MODAL"}
+    operators.stop_renders()  # what Blender runs before a save: the temporary scene must not be saved
+    assert sorted(bpy.data.scenes.keys()) == scenes
+    assert saved.modal(context, event("TIMER")) == {"CANCELLED"}
+    assert saved.reports == [
+        (
+            "WARNING",
+            "Reference strip read stopped: the file was saved, loaded, undone or redone during it. Generate again",
+        )
+    ]
+
+    lost = driven_generate()
+    assert lost.begin(context) == {"RUNNING_MODAL"}
+    bpy.data.scenes.remove(bpy.data.scenes["MotionClone movie reader"])  # deleted from another window
+    assert lost.modal(context, event("TIMER")) == {"CANCELLED"}
+    assert lost.reports == [
+        ("ERROR", "The scene 'MotionClone movie reader' that plays the movie was deleted: Generate again.")
+    ]
+    assert sorted(bpy.data.scenes.keys()) == scenes and operators.rendering == [] and len(settings.jobs) == 0
+
+
 def test_an_output_folder_relative_to_an_unsaved_blend_falls_back_to_the_user_folder(addon, tmp_path):
     from blender_addon import preferences
 

@@ -6,6 +6,7 @@ import pytest
 
 from blender_addon import jobs, line_art, reference
 from tests.blender_addon.test_addon import addon, animated_scene, configure_job
+from tests.blender_addon.test_reference import colour_movie_strip
 
 __all__ = ["addon"]
 
@@ -29,13 +30,15 @@ def reference_of(scene):
     return jobs.reference_frames(scene, settings, [1, 4, 8], 64, 48)
 
 
-def test_the_same_scene_is_rendered_once_and_any_change_renders_again(addon, renders):
+def test_the_same_scene_is_rendered_once_and_any_change_renders_again(addon, renders, tmp_path):
+    movie = colour_movie_strip(bpy.data.scenes.new("Movie maker"), tmp_path, [0.2, 0.6], frame_start=1)
     scene = animated_scene(frames=8)
     settings = configure_job(scene)
     first = reference_of(scene)
     assert len(renders) == 3
     settings.prompt, settings.seed = "another prompt", 99  # the add-on's own settings change no picture
     line_art.render_line_art(scene, 4, 64, 48)  # a condition render restores what it changed
+    reference.read_movie_strip_frames(movie, [2])  # a movie condition's temporary scene is no edit either
     renders.clear()
     assert np.array_equal(reference_of(scene), first) and renders == []
 
