@@ -221,7 +221,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out",
         type=Path,
-        help="folder for metrics.json and tracks.png (default: RESULT/evaluation or VIDEO-evaluation)",
+        help="folder for metrics.json and tracks.png, replaced there (default: RESULT/evaluation or VIDEO-evaluation)",
     )
     parser.add_argument(
         "--grid", type=int, default=DEFAULT_GRID, help=f"tracking grid points per side (default {DEFAULT_GRID})"
@@ -608,6 +608,8 @@ EVALUATE_FLAGS = {
     "box": "--box",
     "subject_colour": "--subject-colour",
     "subject_class": "--subject-class",
+    "device": "--device",
+    "out": "--out",
 }
 
 

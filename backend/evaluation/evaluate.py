@@ -15,6 +15,7 @@ Steps:
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ from .tracks import (
     DEFAULT_GRID,
     TrackerSettings,
     Tracks,
+    clipped_box,
     describe_cotracker,
     grid_points,
     track_points,
@@ -68,6 +70,7 @@ SAMPLING_RULES = {
     "interval": "np.arange(num_frames) * (total_frames // num_frames)",
     "step": "np.arange(num_frames) * frame_step",
 }
+ALL_FRAMES_RULE = "all frames (every frame_step-th with the step rule): the reference is shorter than the rule needs"
 DEFINITIONS = {
     "symmetric": "DMT paper text: ½ [mean over result tracks of max over reference tracks of sim + mean over "
     "reference tracks of max over result tracks of sim], sim = mean over steps of ⟨ũ_k, u_k⟩",
@@ -84,11 +87,13 @@ class ResultVideo:
         frames: (T, H, W, 3) uint8 RGB frames.
         metadata: the result.json contents, or None when there is none.
         frames_from: where the frames came from (for metrics.json).
+        image_folder: the folder of images the frames were read from; None for a video.
     """
 
     frames: np.ndarray
     metadata: dict[str, Any] | None
     frames_from: str
+    image_folder: Path | None = None
 
     def record_warnings(self) -> list[str]:
         """What in result.json is not what `motionclone generate` writes, and so is not used."""
@@ -120,6 +125,7 @@ class SampledReference:
         indices: the reference frames used, in order.
         resize_mode: how they were brought to the result's size.
         notes: anything that departs from the plain rule.
+        all_frames: the reference was too short for the rule, so all its frames (or every frame_step-th) were used.
     """
 
     frames: np.ndarray
@@ -127,6 +133,7 @@ class SampledReference:
     indices: np.ndarray
     resize_mode: str
     notes: list[str] = field(default_factory=list)
+    all_frames: bool = False
 
 
 def load_result(result: str | os.PathLike[str]) -> ResultVideo:
@@ -142,11 +149,11 @@ def load_result(result: str | os.PathLike[str]) -> ResultVideo:
         metadata = _read_metadata(path / "result.json")
         frames_dir, video = path / "frames", path / "result.mp4"
         if frames_dir.is_dir() and any(p.suffix.lower() in IMAGE_EXTENSIONS for p in frames_dir.iterdir()):
-            return ResultVideo(read_clip(frames_dir).frames, metadata, f"{frames_dir} (PNG sequence)")
+            return ResultVideo(read_clip(frames_dir).frames, metadata, f"{frames_dir} (PNG sequence)", frames_dir)
         if video.is_file():
             return ResultVideo(read_clip(video).frames, metadata, str(video))
         if any(p.suffix.lower() in IMAGE_EXTENSIONS for p in path.iterdir()):
-            return ResultVideo(read_clip(path).frames, metadata, f"{path} (image sequence)")
+            return ResultVideo(read_clip(path).frames, metadata, f"{path} (image sequence)", path)
         raise VideoInputError(
             f"result folder {path} holds neither frames/ nor result.mp4: pass the folder `motionclone generate` "
             "wrote, or the video file itself"
@@ -209,7 +216,7 @@ def sample_reference(
         else:
             short = f"fewer than the {needed} that {num_frames} frames every {step} span: one in {step} is used"
         note = f"the reference has {total} frames, {short} and the clips are compared over the shorter length"
-        return SampledReference(frames, total, indices, resize_mode, [note])
+        return SampledReference(frames, total, indices, resize_mode, [note], all_frames=True)
     indices = sample_frame_indices(total, num_frames, frame_sampling, step)
     frames = prepare_reference(reference, num_frames, height, width, resize_mode, frame_sampling, step).frames
     return SampledReference(frames, total, indices, resize_mode)
@@ -258,6 +265,22 @@ def count_frames(reference: str | os.PathLike[str] | np.ndarray) -> int:
     if total == 0:
         raise VideoInputError(f"video {path} decoded to 0 frames: check that the file plays, or re-export it")
     return total
+
+
+def check_device(device: str, needed: bool) -> list[str]:
+    """Refuse a device torch cannot use (naming `device`) when CLIP or CoTracker will run on it; otherwise a warning
+    that it is not used (tracking with OpenCV and the colour measures run on the CPU)."""
+    if not needed:
+        return [] if device == "cpu" else [f"device {device!r} is not used: only CLIP and CoTracker run on it"]
+    import torch
+
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, ValueError) as error:
+        raise ParameterError("device", f"must be a torch device such as cpu or cuda:0, got {device!r}") from error
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise ParameterError("device", f"{device!r} asks for CUDA, which this machine's torch cannot use: use cpu")
+    return []
 
 
 def default_out_dir(result: str | os.PathLike[str]) -> Path:
@@ -319,15 +342,25 @@ def evaluate(
         raise ParameterError("region", f"must be one of {', '.join(REGIONS)}, got {region!r}")
     if box is not None and region != "box":
         raise ParameterError("box", f"only applies with region 'box' (region is {region!r})")
+    if box is not None and not all(math.isfinite(float(value)) for value in box):
+        raise ParameterError("box", f"must be four finite pixel coordinates x0 y0 x1 y1, got {list(box)}")
     check_overrides(subject_colour, subject_class)  # cheap checks first, before any video is decoded
+    warnings: list[str] = check_device(device, needed=clip_model is not None or cotracker is not None)
+    out = None if out_dir is None else Path(out_dir).expanduser()
+    if out is not None and out.exists() and not out.is_dir():
+        raise ParameterError("out", f"{out} is a file: give a folder for metrics.json and tracks.png")
     tracker = tracker or TrackerSettings()
     loaded = load_result(result)
+    if out is not None and loaded.image_folder is not None and out.resolve() == loaded.image_folder.resolve():
+        raise ParameterError(
+            "out", f"{out} holds the result's frames: tracks.png there would become a frame; give another folder"
+        )
     frames = loaded.frames
     num_frames, height, width = frames.shape[:3]
     if num_frames < 2:
         raise VideoInputError(f"result {result} has {num_frames} frame: motion needs at least 2 frames")
     parameters = loaded.parameters
-    warnings: list[str] = list(loaded.record_warnings())
+    warnings.extend(loaded.record_warnings())
     resize_mode, frame_sampling, frame_step = recorded_sampling(parameters, result)
     if parameters.get("num_frames") not in (None, num_frames):
         warnings.append(f"result.json says num_frames {parameters['num_frames']}, the result has {num_frames}")
@@ -358,6 +391,11 @@ def evaluate(
         reference_tracks, result_tracks, (height, width), region, moving_fraction, epsilon, still_step_px
     )
     warnings.extend(scores["warnings"])
+    # The most this reference can score with these settings: tracks that stand still in some of their steps count 0
+    # there even against themselves, so a perfect copy of its motion scores this, not 1.
+    ceiling = motion_fidelity(
+        reference_tracks, reference_tracks, (height, width), region, moving_fraction, epsilon, still_step_px
+    )["symmetric"]
     tracker_description = describe_cotracker(cotracker) if cotracker else tracker.describe(height, width)
 
     common = {
@@ -366,7 +404,8 @@ def evaluate(
             "points_per_side": grid,
             "points": len(points),
             "placement": "centres of equal cells on frame 0",
-            "box_xyxy": [round(float(v), 2) for v in box] if region == "box" and box is not None else None,
+            # the box the grid was laid in: the one asked for, cut to the frame
+            "box_xyxy": [round(v, 2) for v in clipped_box(box, height, width)] if region == "box" else None,
         },
         "frames": scores["frames"],
         "resolution": {"width": width, "height": height},
@@ -391,6 +430,7 @@ def evaluate(
             "definition": DEFINITIONS["symmetric"],
             "result_to_reference": scores["result_to_reference"],
             "reference_to_result": scores["reference_to_result"],
+            "reference_against_itself": ceiling,
             **common,
         },
         "motion_fidelity_released": {
@@ -418,7 +458,7 @@ def evaluate(
             "prompt": prompt,
             "prompt_from": prompt_from,
             "reference_sampling": {
-                "rule": SAMPLING_RULES.get(frame_sampling, frame_sampling),
+                "rule": ALL_FRAMES_RULE if sampled.all_frames else SAMPLING_RULES.get(frame_sampling, frame_sampling),
                 "rule_from": _recorded_or_default("frame_sampling", parameters, loaded.metadata),
                 **({"frame_step": frame_step} if frame_sampling == "step" else {}),
                 "total_frames": sampled.total_frames,
@@ -432,8 +472,7 @@ def evaluate(
         "files": {},
         "versions": {"opencv": cv2.__version__, "numpy": np.__version__, "python": platform.python_version()},
     }
-    if out_dir is not None:
-        out = Path(out_dir).expanduser()
+    if out is not None:
         report["files"] = {"metrics": str(out / METRICS_FILE), "tracks_image": str(out / TRACKS_IMAGE)}
         caption = (
             f"MF {scores['symmetric']:.3f} (symmetric) / {scores['released']:.3f} (released) · "

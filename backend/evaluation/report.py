@@ -28,7 +28,8 @@ def write_metrics(metrics: dict[str, Any], path: str | os.PathLike[str]) -> Path
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.partial")
-    temporary.write_text(json.dumps(metrics, indent=2, default=_plain) + "\n")
+    # allow_nan=False: NaN or Infinity would make the file unreadable to strict JSON parsers; better to fail here.
+    temporary.write_text(json.dumps(metrics, indent=2, default=_plain, allow_nan=False) + "\n")
     os.replace(temporary, path)
     return path
 

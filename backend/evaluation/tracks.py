@@ -134,10 +134,10 @@ def grid_points(
         raise ParameterError("grid", f"must be an integer of at least 2 points per side, got {points_per_side!r}")
     shorter_side = min(height, width)
     if points_per_side > min(MAX_GRID, shorter_side):
-        limit = f"{MAX_GRID}" if shorter_side >= MAX_GRID else f"the frame's shorter side, {shorter_side} px"
-        raise ParameterError("grid", f"must be at most {limit} points per side, got {points_per_side}")
-    x0, y0, x1, y1 = (0.0, 0.0, float(width), float(height)) if box is None else (float(v) for v in box)
-    x0, y0, x1, y1 = max(x0, 0.0), max(y0, 0.0), min(x1, float(width)), min(y1, float(height))
+        limit = "" if shorter_side >= MAX_GRID else " (the frame's shorter side, in pixels)"
+        limit = f"{min(MAX_GRID, shorter_side)} points per side{limit}"
+        raise ParameterError("grid", f"must be at most {limit}, got {points_per_side}")
+    x0, y0, x1, y1 = clipped_box(box, height, width)
     if not (x1 > x0 and y1 > y0):
         raise ParameterError("box", f"must be (x0, y0, x1, y1) with x0 < x1, y0 < y1 inside {width}x{height}: {box}")
     xs = x0 + (np.arange(points_per_side) + 0.5) * (x1 - x0) / points_per_side - 0.5
@@ -146,6 +146,14 @@ def grid_points(
     # A small box holds cells narrower than a pixel, whose centres at its edge can fall just outside the frame.
     grid_x, grid_y = grid_x.clip(0, width - 1), grid_y.clip(0, height - 1)
     return np.stack([grid_x.ravel(), grid_y.ravel()], axis=-1).astype(np.float32)
+
+
+def clipped_box(
+    box: tuple[float, float, float, float] | None, height: int, width: int
+) -> tuple[float, float, float, float]:
+    """(x0, y0, x1, y1) cut to the frame; the whole frame for None."""
+    x0, y0, x1, y1 = (0.0, 0.0, float(width), float(height)) if box is None else (float(v) for v in box)
+    return max(x0, 0.0), max(y0, 0.0), min(x1, float(width)), min(y1, float(height))
 
 
 def to_gray(frames: np.ndarray) -> list[np.ndarray]:

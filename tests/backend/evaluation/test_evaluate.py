@@ -68,7 +68,7 @@ def test_a_reference_shorter_than_the_result_is_used_whole_with_a_note():
     short = np.zeros((5, 8, 8, 3), dtype=np.uint8)
     sampled = sample_reference(short, 16, 8, 8, "squash")
     assert len(sampled.frames) == 5 and sampled.indices.tolist() == [0, 1, 2, 3, 4]
-    assert "fewer than the result's 16" in sampled.notes[0]
+    assert "fewer than the result's 16" in sampled.notes[0] and sampled.all_frames
 
 
 def test_evaluate_samples_the_reference_like_the_result_was_made(clips, tmp_path):
@@ -160,6 +160,8 @@ def test_cli_on_a_result_folder_writes_metrics_and_tracks(clips, capsys):
     metrics = json.loads(metrics_path.read_text())
     assert isinstance(metrics["motion_fidelity"], float) and metrics["motion_fidelity"] > 0.95
     fidelity = metrics["metrics"]["motion_fidelity"]
+    # The result is the reference's own frames: it reaches the most the reference can score against itself.
+    assert fidelity["reference_against_itself"] == pytest.approx(metrics["motion_fidelity"], abs=0.01)
     assert fidelity["variant"] == "symmetric"
     assert metrics["metrics"]["motion_fidelity_released"]["variant"] == "released"
     assert fidelity["tracker"]["name"] == "opencv-lk-pyramidal"
@@ -197,6 +199,9 @@ def test_cli_region_box_restricts_the_grid(clips, tmp_path, capsys):
     assert main([*args, "--out", str(out), "--region", "box", "--box", "4", "4", "40", "40"]) == 0
     grid = json.loads((out / "metrics.json").read_text())["metrics"]["motion_fidelity"]["grid"]
     assert grid["box_xyxy"] == [4.0, 4.0, 40.0, 40.0]
+    assert main([*args, "--out", str(out), "--region", "box", "--box", "-10", "4", "500", "40"]) == 0
+    grid = json.loads((out / "metrics.json").read_text())["metrics"]["motion_fidelity"]["grid"]
+    assert grid["box_xyxy"] == [0.0, 4.0, SIZE, 40.0]  # the box the grid was laid in, cut to the frame
     assert main([*args, "--out", str(out), "--region", "box"]) == 0  # box from the reference's moving tracks
     box = json.loads((out / "metrics.json").read_text())["metrics"]["motion_fidelity"]["grid"]["box_xyxy"]
     assert box is not None and box[0] < 12 and box[1] < 12 and box[2] < SIZE  # around the square's start (8, 8)
@@ -211,15 +216,32 @@ def test_cli_region_box_restricts_the_grid(clips, tmp_path, capsys):
         (["--box", "0", "0", "10", "10"], 2, "`--box` only applies with region 'box'"),
         (["--moving-threshold", "5"], 2, "`--moving-threshold` must be a number in [0, 1)"),
         (["--still-step", "-1"], 2, "`--still-step` must be a number of pixels"),
+        (["--region", "box", "--box", "0", "0", "inf", "inf"], 2, "`--box` must be four finite pixel coordinates"),
+        (["--device", "cuda:0", "--clip-model", "/nonexistent/clip"], 2, "`--device` 'cuda:0' asks for CUDA"),
+        (["--device", "toaster", "--clip-model", "/nonexistent/clip"], 2, "`--device` must be a torch device"),
         (["--clip-model", "/nonexistent/clip"], 3, "CLIP checkpoint folder"),
         (["--cotracker", "/nonexistent/cotracker.pth"], 3, "CoTracker"),
     ],
 )
 def test_cli_errors_map_to_exit_codes(clips, tmp_path, capsys, monkeypatch, extra, code, message):
     monkeypatch.setitem(__import__("sys").modules, "cotracker", None)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)  # a machine without CUDA, even on a GPU machine
     args = ["evaluate", "--reference", str(clips["reference_path"]), "--result", str(clips["result_dir"])]
     assert main([*args, "--out", str(tmp_path / "out"), *extra]) == code
     assert message in capsys.readouterr().err
+
+
+def test_cli_refuses_an_out_that_is_a_file_or_the_results_own_frames_before_any_work(clips, tmp_path, capsys):
+    args = ["evaluate", "--reference", str(clips["reference_path"]), "--result", str(clips["result_dir"])]
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine")
+    assert main([*args, "--out", str(taken)]) == 2
+    assert "`--out`" in capsys.readouterr().err and taken.read_text() == "mine"
+    frames = clips["result_dir"] / "frames"
+    before = sorted(path.name for path in frames.iterdir())
+    assert main([*args, "--out", str(frames)]) == 2
+    assert "holds the result's frames" in capsys.readouterr().err
+    assert sorted(path.name for path in frames.iterdir()) == before
 
 
 def test_cli_unreadable_videos_exit_4(clips, tmp_path, capsys):

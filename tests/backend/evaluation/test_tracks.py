@@ -30,7 +30,8 @@ def test_grid_points_are_cell_centres_row_major_and_respect_a_box():
 
 def test_grid_points_refuse_a_grid_finer_than_the_frame_or_the_limit_and_stay_inside_the_frame():
     assert len(grid_points(48, 64, 48)) == 48 * 48  # one point per pixel row of the shorter side is the finest
-    with pytest.raises(ParameterError, match="`grid` must be at most the frame's shorter side, 48 px"):
+    finest = r"`grid` must be at most 48 points per side \(the frame's shorter side, in pixels\), got 49"
+    with pytest.raises(ParameterError, match=finest):
         grid_points(48, 64, 49)
     with pytest.raises(ParameterError, match=f"`grid` must be at most {MAX_GRID} points per side"):
         grid_points(512, 512, MAX_GRID + 1)
