@@ -18,6 +18,7 @@ QUEUE_FULL = "queue_full"
 JOB_FAILED = "job_failed"  # an exception inside the job; the hint says what to change
 OUT_OF_MEMORY = "out_of_memory"
 SHUTTING_DOWN = "shutting_down"
+TAKEN_OVER = "taken_over"  # another connection fetched the job: its messages go there from now on
 # Raised on the client's side only, in its own error events:
 BACKEND_UNAVAILABLE = "backend_unavailable"  # the request never reached a live server (or its answer never came)
 CLIENT_ERROR = "client_error"  # an unexpected exception inside the client's I/O thread; it reconnects and carries on
@@ -34,6 +35,7 @@ ERROR_CODES = (
     JOB_FAILED,
     OUT_OF_MEMORY,
     SHUTTING_DOWN,
+    TAKEN_OVER,
     BACKEND_UNAVAILABLE,
     CLIENT_ERROR,
 )

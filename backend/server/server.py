@@ -136,6 +136,16 @@ def check_reference_sampling(sampling: dict[str, Any] | None, frame_count: int) 
         raise refuse("indices must be strictly increasing")
 
 
+def taken_over(job_id: str) -> Error:
+    """What the connection that followed a job hears when another one fetches it."""
+    return Error(
+        code=codes.TAKEN_OVER,
+        message=f"another connection fetched job {job_id}: its progress and result go there from now on",
+        hint=f"Fetch it again to follow it here (`motionclone fetch {job_id}`, or Fetch Result Again in Blender).",
+        job_id=job_id,
+    )
+
+
 def record_client_sampling(metadata: dict[str, Any], sampling: dict[str, Any]) -> None:
     """Write the client's own sampling of its clip into a result's metadata: the engine took every frame it was sent,
     and these say which frames of the client's clip those were."""
@@ -439,6 +449,8 @@ class Server:
     def _on_fetch(self, identity: bytes, message: Fetch, payloads: dict[str, memoryview]) -> None:
         job = self.jobs.get(message.job_id)
         if job is not None and job.state in stages.ACTIVE_STATES:
+            if job.identity != identity:  # the connection that followed it would wait for messages that never come
+                self._send(job.identity, taken_over(job.job_id))
             job.identity = identity  # progress and the result now go to this connection
             self._send(identity, JobStatus(message.request_id, job.job_id, job.state, self._position(job)))
             return

@@ -316,6 +316,27 @@ def test_a_client_that_disconnects_mid_job_fetches_its_result_by_id_later(shared
     assert raised.value.code == codes.UNKNOWN_JOB
 
 
+def test_a_fetch_from_another_connection_tells_the_one_that_followed_the_job_that_its_result_goes_there(
+    shared_server, reference_frames
+):
+    with connect(shared_server.endpoint) as owner, connect(shared_server.endpoint) as other:
+        # A long job: it is still running when the other connection fetches it.
+        owner.submit(reference_frames, job_params(num_inference_steps=60, guidance_steps=2, seed=11))
+        job_id = None
+        while job_id is None:
+            event = owner.next_event(30)
+            assert event is not None
+            if event.kind == "accepted":
+                job_id = event.job_id
+        result = other.fetch_result(job_id, timeout=120)
+        told = [event for event in owner.poll_events() if event.kind == "error"]
+        other.ack(job_id)
+
+    assert result.frames().shape == (8, 64, 64, 3)
+    assert [(event.message.code, event.job_id) for event in told] == [(codes.TAKEN_OVER, job_id)]
+    assert "motionclone fetch" in told[0].message.hint
+
+
 def test_a_clients_own_sampling_of_its_clip_is_checked_and_recorded_in_the_result(shared_server, reference_frames):
     """A client that sends every 2nd frame of a longer clip says so; the metadata then names those frames, also for a
     later fetch (the result is stored with it)."""
