@@ -296,16 +296,20 @@ def test_ctrl_c_during_submit_cancels_the_job_on_the_server(shared_server, refer
         assert unknown.value.code == codes.UNKNOWN_JOB
 
 
+def submitted_job_id(client, reference_frames, params) -> str:
+    """Submit a job and wait for its `accepted`; the job id."""
+    client.submit(reference_frames, params)
+    while True:
+        event = client.next_event(30)
+        assert event is not None
+        if event.kind == "accepted":
+            return event.job_id
+
+
 def test_a_client_that_disconnects_mid_job_fetches_its_result_by_id_later(shared_server, reference_frames):
     server = shared_server
     first = connect(server.endpoint)
-    first.submit(reference_frames, job_params(num_inference_steps=12, guidance_steps=2, seed=9))
-    job_id = None
-    while job_id is None:
-        event = first.next_event(30)
-        assert event is not None
-        if event.kind == "accepted":
-            job_id = event.job_id
+    job_id = submitted_job_id(first, reference_frames, job_params(num_inference_steps=12, guidance_steps=2, seed=9))
     first.close()
     with connect(server.endpoint) as second:
         result = second.fetch_result(job_id, timeout=120)
@@ -321,13 +325,8 @@ def test_a_fetch_from_another_connection_tells_the_one_that_followed_the_job_tha
 ):
     with connect(shared_server.endpoint) as owner, connect(shared_server.endpoint) as other:
         # A long job: it is still running when the other connection fetches it.
-        owner.submit(reference_frames, job_params(num_inference_steps=60, guidance_steps=2, seed=11))
-        job_id = None
-        while job_id is None:
-            event = owner.next_event(30)
-            assert event is not None
-            if event.kind == "accepted":
-                job_id = event.job_id
+        long_job = job_params(num_inference_steps=60, guidance_steps=2, seed=11)
+        job_id = submitted_job_id(owner, reference_frames, long_job)
         result = other.fetch_result(job_id, timeout=120)
         told = [event for event in owner.poll_events() if event.kind == "error"]
         other.ack(job_id)
