@@ -1077,6 +1077,9 @@ def main(argv: list[str] | None = None) -> int:
     except JobCancelledError as error:
         print(f"cancelled: {error}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as error:  # writing the result (a full disk, say): an earlier result there is left as it was
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BACKEND
 
 
 # Subcommand -> (help, the function that adds its arguments), in the order `motionclone --help` lists them.

@@ -3,6 +3,8 @@
 import json
 import os
 import re
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +20,25 @@ _FRAME_NAME = re.compile(r"\d+\.png")
 
 def earlier_result(out_dir: str | Path) -> list[Path]:
     """The files of a result already in `out_dir`: frames/NNNN.png, result.mp4, result.json and the evaluation of
-    them. Other files are not the result's and are never touched."""
+    them. Other files are not the result's and are never touched.
+
+    Raises:
+        ParameterError: frames/ holds numbered pictures but neither result.json nor result.mp4 is there: they are
+            somebody's own pictures (a reference, say), not a result to replace.
+    """
     out_dir = Path(out_dir).expanduser()
     frames = out_dir / "frames"
-    files = [out_dir / name for name in RESULT_FILES]
-    if frames.is_dir():
-        files += sorted(path for path in frames.iterdir() if _FRAME_NAME.fullmatch(path.name))
-    files += [out_dir / "evaluation" / name for name in EVALUATION_FILES]
-    return [path for path in files if path.is_file()]
+    marks = [out_dir / name for name in RESULT_FILES if (out_dir / name).is_file()]
+    numbered = sorted(path for path in frames.iterdir() if _FRAME_NAME.fullmatch(path.name)) if frames.is_dir() else []
+    if numbered and not marks:
+        raise ParameterError(
+            "out",
+            f"{frames} holds {len(numbered)} numbered pictures but {out_dir} has no result.json or result.mp4: they "
+            "are not a MotionClone result, so they are neither replaced nor mixed with one; choose another --out "
+            "folder",
+        )
+    evaluation = [out_dir / "evaluation" / name for name in EVALUATION_FILES]
+    return marks + [path for path in numbered + evaluation if path.is_file()]
 
 
 def check_result_folder(out_dir: str | Path, overwrite: bool) -> list[Path]:
@@ -68,17 +81,26 @@ def write_result_folder(
 ) -> dict[str, Path]:
     """Write the three outputs of a job into `out_dir` and return their paths.
 
-    A result already in `out_dir` is refused, or with `overwrite` removed first (all of its frames, so that a
-    shorter new result does not end in the old one's last frames, and its evaluation, which scored the old one).
+    A result already in `out_dir` is refused, or with `overwrite` replaced: all of its frames (so that a shorter new
+    result does not end in the old one's last frames) and its evaluation (which scored the old one). The new result
+    is written completely into a hidden folder in `out_dir` first, and the old one removed only then: a failure
+    while writing (a full disk, the video encoder) leaves the old result as it was.
     """
     out_dir = Path(out_dir).expanduser()
-    for path in check_result_folder(out_dir, overwrite):
-        path.unlink()
+    earlier = check_result_folder(out_dir, overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
-    frame_paths = write_png_sequence(frames, out_dir / "frames")
-    video_path = write_mp4(frames, out_dir / "result.mp4", fps=fps)
-    json_path = out_dir / "result.json"
-    temporary = json_path.with_name(json_path.name + ".partial")
-    temporary.write_text(json.dumps(metadata, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(temporary, json_path)
-    return {"video": video_path, "frames": frame_paths[0].parent, "metadata": json_path}
+    staging = Path(tempfile.mkdtemp(prefix=".partial-result-", dir=out_dir))
+    try:
+        new_frames = write_png_sequence(frames, staging / "frames")
+        write_mp4(frames, staging / "result.mp4", fps=fps)
+        (staging / "result.json").write_text(json.dumps(metadata, indent=2, sort_keys=True, default=str) + "\n")
+        for path in earlier:
+            path.unlink()
+        (out_dir / "frames").mkdir(exist_ok=True)
+        for path in new_frames:
+            os.replace(path, out_dir / "frames" / path.name)
+        os.replace(staging / "result.mp4", out_dir / "result.mp4")
+        os.replace(staging / "result.json", out_dir / "result.json")  # last: it marks a whole result
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {"video": out_dir / "result.mp4", "frames": out_dir / "frames", "metadata": out_dir / "result.json"}

@@ -11,7 +11,7 @@ from motionclone.backend.engine.parameters import CONFIG_PRESETS
 from motionclone.backend.models.registry import NATIVE_SIZES
 from motionclone.backend.results import write_result_folder
 from motionclone.backend.samples import make_moving_square_clip
-from motionclone.backend.video_io import read_clip, write_mp4
+from motionclone.backend.video_io import read_clip, write_mp4, write_png_sequence
 
 
 def run_cli(*args, cwd):
@@ -280,6 +280,34 @@ def test_an_out_folder_holding_a_result_is_refused_before_the_model_loads_and_ov
     assert json.loads((out / "result.json").read_text())["parameters"]["num_frames"] == 4
     assert not (out / "evaluation" / "metrics.json").exists()  # it scored the result that was replaced
     assert (out / "notes.txt").read_text() == "mine"  # not the result's: never touched
+
+
+def test_overwrite_keeps_the_earlier_result_when_the_new_one_cannot_be_written_and_never_takes_foreign_pictures(
+    reference_video, tmp_path, capsys, monkeypatch
+):
+    from motionclone.backend import results
+    from motionclone.backend.cli import EXIT_BACKEND, EXIT_PARAMETERS, main
+
+    out = tmp_path / "out"
+    assert main(tiny_generate(reference_video, out, 8)) == 0
+    before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(results, "write_mp4", full_disk)
+    capsys.readouterr()
+    assert main([*tiny_generate(reference_video, out, 4), "--overwrite"]) == EXIT_BACKEND
+    assert "No space left on device" in capsys.readouterr().err
+    assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before  # as it was
+    monkeypatch.undo()
+
+    pictures = tmp_path / "my-shot"  # somebody's own numbered pictures, with no result.json or result.mp4
+    write_png_sequence(make_moving_square_clip(4, 64, 64), pictures / "frames")
+    mine = {path: path.read_bytes() for path in pictures.rglob("*") if path.is_file()}
+    assert main([*tiny_generate(pictures / "frames", pictures, 4), "--overwrite"]) == EXIT_PARAMETERS
+    assert "are not a MotionClone result" in capsys.readouterr().err
+    assert {path: path.read_bytes() for path in pictures.rglob("*") if path.is_file()} == mine
 
 
 def test_generate_shows_no_weight_loading_bar_with_no_progress_or_off_a_terminal(reference_video, tmp_path):
