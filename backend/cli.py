@@ -9,6 +9,7 @@ import dataclasses
 import difflib
 import json
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable, Collection
@@ -164,7 +165,9 @@ def add_fetch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("job_id", help="the job id `submit` printed (32 hex characters)")
     parser.add_argument("--out", type=Path, required=True, help="result folder to write")
     parser.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
-    parser.add_argument("--wait", type=float, help="seconds to wait for a job still running (default: until it ends)")
+    parser.add_argument(
+        "--wait", type=seconds(0.0), help="seconds to wait for a job still running (default: until it ends)"
+    )
     add_server_arguments(parser)
 
 
@@ -202,10 +205,25 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--client-key", type=Path, help="this client's secret key file (clients/NAME.key_secret)")
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=seconds(0.1),
         default=10.0,
         help="seconds to wait for the server to answer when connecting and for `status`",
     )
+
+
+def seconds(minimum: float) -> Callable[[str], float]:
+    """An argparse type: a finite number of seconds, at least `minimum`."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not minimum <= value < math.inf:
+            raise argparse.ArgumentTypeError(f"must be a number of seconds, at least {minimum:g}, got {text!r}")
+        return value
+
+    return parse
 
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -464,7 +482,16 @@ def resolve_preset(args: argparse.Namespace) -> tuple[str, str]:
     from .models.registry import default_preset
 
     device = args.device or default_device()
+    check_device_flag(device)
     return args.preset or default_preset(device), device
+
+
+def check_device_flag(device: str) -> None:
+    """`--device`: a torch device this machine has (a missing GPU is said here, before the model loads)."""
+    from .devices import unusable_device
+
+    if (reason := unusable_device(device)) is not None:
+        raise ParameterError("--device", reason)
 
 
 def condition_from_args(args: argparse.Namespace, params: Any) -> Any:
@@ -487,6 +514,9 @@ def condition_from_args(args: argparse.Namespace, params: Any) -> Any:
         paths = paths * len(frames)
     if len(paths) != len(frames):
         raise ParameterError("condition", f"{len(paths)} images for {len(frames)} condition frames")
+    for path in paths:
+        if not Path(path).expanduser().exists():
+            raise VideoInputError(f"--condition {path} does not exist: check the path of the condition image")
     images = resize_frames(np.stack([read_clip(path).frames[0] for path in paths]), params.height, params.width)
     return SparseCondition(args.condition_type or getattr(args, "sparsectrl", None) or "rgb", images, frames)
 
@@ -581,7 +611,7 @@ def command_generate(args: argparse.Namespace) -> int:
         preset_options=options,
         device=device,
         dtype=args.dtype,
-        cache_dir=args.cache_dir,
+        cache_dir=checked_folder("--cache-dir", args.cache_dir),
         condition=condition,
         overwrite=args.overwrite,
     )
@@ -676,12 +706,12 @@ def command_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     config = ServerConfig(
         bind=endpoint_from_args(args),
-        results_dir=args.results_dir,
-        keys_dir=args.keys,
+        results_dir=checked_folder("--results-dir", args.results_dir),
+        keys_dir=checked_folder("--keys", args.keys, must_exist=True),
         insecure=args.insecure,
-        retention_s=args.retention_hours * 3600.0,
-        max_queue=args.max_queue,
-        preview_every=args.preview_every,
+        retention_s=checked_positive("--retention-hours", args.retention_hours) * 3600.0,
+        max_queue=checked_at_least("--max-queue", args.max_queue, 1),
+        preview_every=checked_at_least("--preview-every", args.preview_every, 0),
         parent_pid=checked_parent_pid(args.parent_pid),
         state_file=args.state_file,
         workers=checked_workers(args.workers),
@@ -721,15 +751,35 @@ def checked_workers(workers: str) -> str:
 
 
 def checked_positive(flag: str, value: float | None) -> Any:
-    """`value` of `flag` when it is None or above 0."""
-    if value is not None and value <= 0:
-        raise ParameterError(flag, f"must be above 0, got {value}")
+    """`value` of `flag` when it is None or a finite number above 0."""
+    if value is not None and not (0 < value < math.inf):
+        raise ParameterError(flag, f"must be a number above 0, got {value}")
     return value
+
+
+def checked_at_least(flag: str, value: int, minimum: int) -> int:
+    """`value` of `flag` when it is at least `minimum`."""
+    if value < minimum:
+        raise ParameterError(flag, f"must be at least {minimum}, got {value}")
+    return value
+
+
+def checked_folder(flag: str, path: Path | None, must_exist: bool = False) -> Path | None:
+    """`path` of `flag` unless a file stands where the folder goes (or, with `must_exist`, nothing is there)."""
+    if path is None:
+        return None
+    if path.exists() and not path.is_dir():
+        raise ParameterError(flag, f"{path} is a file: give a folder")
+    if must_exist and not path.is_dir():
+        raise ParameterError(flag, f"{path} does not exist: give the folder `motionclone keygen` wrote")
+    return path
 
 
 def endpoint_from_args(args: argparse.Namespace) -> str:
     """The endpoint of `--port` or `--bind` (never both), else the default one."""
     if args.port is None:
+        if args.bind is not None:
+            check_endpoint_port("--bind", args.bind)
         return args.bind or DEFAULT_ENDPOINT
     if args.bind is not None:
         raise ParameterError(
@@ -741,6 +791,14 @@ def endpoint_from_args(args: argparse.Namespace) -> str:
         raise ParameterError("--port", f"must be 0 to {MAX_PORT}, got {args.port} (0: a free port the system picks)")
     # ZeroMQ's spelling of "any free port" is *; the real port is read back from the bound socket.
     return f"tcp://127.0.0.1:{args.port or '*'}"
+
+
+def check_endpoint_port(flag: str, endpoint: str) -> None:
+    """A tcp:// endpoint's port, when it is a number, must be a TCP port (ZeroMQ would quietly take it modulo 65536)."""
+    transport, _, address = endpoint.partition("://")
+    port = address.rpartition(":")[2]
+    if transport == "tcp" and port.isdigit() and not 0 <= int(port) <= MAX_PORT:
+        raise ParameterError(flag, f"port must be 0 to {MAX_PORT}, got {port} in {endpoint}")
 
 
 def checked_parent_pid(pid: int | None) -> int | None:
@@ -776,19 +834,27 @@ def command_info(args: argparse.Namespace) -> int:
 
 
 def command_keygen(args: argparse.Namespace) -> int:
-    from ..protocol.keys import write_client_keys, write_server_keys
+    from ..protocol.keys import client_key_paths, server_key_paths, write_client_keys, write_server_keys
 
-    try:
-        server_public, _ = write_server_keys(args.directory)
-    except FileExistsError as error:
-        raise ParameterError(
-            "directory",
-            f"already holds keys ({error}); use a new folder, or delete the old keys first (clients "
-            "holding the old server.key will then need the new one)",
-        ) from error
-    print(f"Server keys: {server_public} (give this file to clients) and its secret next to it (keep it private).")
-    for name in args.client or ["client"]:
-        client_public, client_secret = write_client_keys(args.directory, name)
+    names = args.client or ["client"]
+    directory = Path(args.directory)
+    if directory.exists() and not directory.is_dir():
+        raise ParameterError("directory", f"{directory} is a file: give a folder for the keys")
+    for name in names:  # every name is checked before anything is written
+        try:
+            taken = [path for path in client_key_paths(directory, name) if path.exists()]
+        except ValueError as error:
+            raise ParameterError("--client", str(error)) from error
+        if taken:
+            raise ParameterError("--client", f"{taken[0]} exists already: give client '{name}' another name")
+    server_public = server_key_paths(directory)[0]
+    if server_public.exists():  # a folder made before: its server keys stay, so its clients keep working
+        print(f"Server keys: {server_public} is kept (clients that hold it still connect); adding clients.")
+    else:
+        server_public, _ = write_server_keys(directory)
+        print(f"Server keys: {server_public} (give this file to clients) and its secret next to it (keep it private).")
+    for name in names:
+        client_public, client_secret = write_client_keys(directory, name)
         print(f"Client '{name}': give {client_secret} to that client; {client_public} stays with the server.")
     print(f"Start the server with: motionclone serve --keys {args.directory} --bind tcp://0.0.0.0:5555")
     return 0
@@ -816,10 +882,11 @@ def open_client(args: argparse.Namespace, keys: dict[str, Any]) -> Any:
     """A protocol client for `--server` (not started); a malformed endpoint is an error naming the flag."""
     from ..protocol.client import Client
 
+    check_endpoint_port("--server", args.server)
     try:
         return Client(args.server, client_name="motionclone-cli", **keys)
     except ValueError as error:
-        raise ParameterError("--server", str(error)) from error
+        raise ParameterError("--server", str(error).removeprefix("`endpoint` ")) from error
 
 
 def server_options(args: argparse.Namespace) -> str:

@@ -25,6 +25,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ..devices import unusable_device
 from ..errors import ParameterError, VideoInputError
 from ..video_io import (
     IMAGE_EXTENSIONS,
@@ -272,14 +273,8 @@ def check_device(device: str, needed: bool) -> list[str]:
     that it is not used (tracking with OpenCV and the colour measures run on the CPU)."""
     if not needed:
         return [] if device == "cpu" else [f"device {device!r} is not used: only CLIP and CoTracker run on it"]
-    import torch
-
-    try:
-        chosen = torch.device(device)
-    except (RuntimeError, ValueError) as error:
-        raise ParameterError("device", f"must be a torch device such as cpu or cuda:0, got {device!r}") from error
-    if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise ParameterError("device", f"{device!r} asks for CUDA, which this machine's torch cannot use: use cpu")
+    if (reason := unusable_device(device)) is not None:
+        raise ParameterError("device", reason)
     return []
 
 

@@ -175,7 +175,7 @@ def test_cpu_default_is_the_blocks_preset_at_its_native_size_and_config():
     assert params.negative_prompt == ""
 
 
-def test_explicit_size_config_and_preset_win_over_the_defaults():
+def test_explicit_size_config_and_preset_win_over_the_defaults(monkeypatch):
     from motionclone.backend.cli import params_from_args, resolve_preset
 
     args = parse_generate("--preset", "tiny", "--width", "96", "--config", "object", "--device", "cpu")
@@ -184,6 +184,7 @@ def test_explicit_size_config_and_preset_win_over_the_defaults():
     assert preset == "tiny"
     assert (params.height, params.width) == (64, 96)
     assert params.num_inference_steps == CONFIG_PRESETS["object"]["num_inference_steps"]
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)  # a GPU machine: its default preset
     assert resolve_preset(parse_generate("--device", "cuda"))[0] == "sd15-animatediff-v3"
 
 
@@ -371,10 +372,68 @@ def test_an_out_folder_that_cannot_be_written_and_bad_server_flags_are_refused_b
     assert "`width` must be a multiple of 8" in capsys.readouterr().err
     for command in (["status"], ["fetch", "0" * 32, "--out", str(tmp_path / "fetched")]):
         assert main([*command, "--server", "localhost:5555"]) == EXIT_PARAMETERS, command
-        assert "`--server` `endpoint` must look like 'tcp://HOST:PORT'" in capsys.readouterr().err
+        assert "`--server` must look like 'tcp://HOST:PORT'" in capsys.readouterr().err
+        assert main([*command, "--server", "tcp://127.0.0.1:108897"]) == EXIT_PARAMETERS, command
+        assert "`--server` port must be 0 to 65535, got 108897" in capsys.readouterr().err
         missing_key = str(tmp_path / "missing.key")
         assert main([*command, "--server", "tcp://127.0.0.1:9", "--server-key", missing_key]) == EXIT_PARAMETERS
         assert "`--server-key`" in capsys.readouterr().err
+
+
+def test_devices_folders_and_numbers_that_cannot_work_are_refused_naming_the_flag_before_any_work(
+    reference_video, tmp_path, capsys, monkeypatch
+):
+    from motionclone.backend import generate
+    from motionclone.backend.cli import EXIT_PARAMETERS, EXIT_VIDEO, main
+
+    monkeypatch.setattr(generate, "load_preset", lambda *args, **kwargs: pytest.fail("loaded the model"))
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)  # a machine without CUDA, even on a GPU machine
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    run = [*tiny_generate(reference_video, tmp_path / "new", 4)]
+    for extra, code, message in [
+        (["--device", "cuda"], EXIT_PARAMETERS, "`--device` 'cuda' asks for CUDA, which this machine's torch"),
+        (["--device", "toaster"], EXIT_PARAMETERS, "`--device` must be cpu, cuda or cuda:N"),
+        (["--cache-dir", str(a_file)], EXIT_PARAMETERS, "`--cache-dir` "),
+        (["--condition", str(tmp_path / "nope.png")], EXIT_VIDEO, "--condition"),
+    ]:
+        assert main([*run, *extra]) == code, extra
+        assert message in capsys.readouterr().err, extra
+    serve = ["serve", "--preset", "tiny", "--device", "cpu"]
+    for extra, message in [
+        (["--port", "0", "--results-dir", str(a_file)], "`--results-dir` "),
+        (["--port", "0", "--keys", str(tmp_path / "no-keys")], "`--keys` "),
+        (["--port", "0", "--max-queue", "0"], "`--max-queue` must be at least 1"),
+        (["--port", "0", "--preview-every", "-1"], "`--preview-every` must be at least 0"),
+        (["--port", "0", "--retention-hours", "nan"], "`--retention-hours` must be a number above 0"),
+        (["--bind", "tcp://127.0.0.1:99999"], "`--bind` port must be 0 to 65535"),
+    ]:
+        assert main([*serve, *extra]) == EXIT_PARAMETERS, extra
+        assert message in capsys.readouterr().err, extra
+    for command in (["status", "--timeout", "0"], ["fetch", "0" * 32, "--out", str(tmp_path / "f"), "--wait", "-1"]):
+        with pytest.raises(SystemExit) as refused:  # argparse's own refusal
+            main(command)
+        assert refused.value.code == EXIT_PARAMETERS and "must be a number of seconds" in capsys.readouterr().err
+
+
+def test_keygen_checks_every_name_first_and_adds_clients_to_a_folder_it_made_before(tmp_path, capsys):
+    from motionclone.backend.cli import EXIT_PARAMETERS, main
+
+    keys = tmp_path / "keys"
+    assert main(["keygen", str(keys), "--client", "studio", "--client", "../evil"]) == EXIT_PARAMETERS
+    assert "`--client`" in capsys.readouterr().err and not keys.exists()  # nothing written
+    assert main(["keygen", str(keys), "--client", "studio"]) == 0
+    server_key = (keys / "server.key").read_bytes()
+    assert main(["keygen", str(keys), "--client", "laptop"]) == 0
+    assert (keys / "server.key").read_bytes() == server_key  # kept: the studio's client still connects
+    assert sorted(path.name for path in (keys / "clients").iterdir()) == [
+        "laptop.key",
+        "laptop.key_secret",
+        "studio.key",
+        "studio.key_secret",
+    ]
+    assert main(["keygen", str(keys), "--client", "laptop"]) == EXIT_PARAMETERS
+    assert "exists already" in capsys.readouterr().err
 
 
 def test_submit_parameters_take_what_the_server_announces_where_the_flags_are_silent():

@@ -218,7 +218,7 @@ def test_cli_region_box_restricts_the_grid(clips, tmp_path, capsys):
         (["--still-step", "-1"], 2, "`--still-step` must be a number of pixels"),
         (["--region", "box", "--box", "0", "0", "inf", "inf"], 2, "`--box` must be four finite pixel coordinates"),
         (["--device", "cuda:0", "--clip-model", "/nonexistent/clip"], 2, "`--device` 'cuda:0' asks for CUDA"),
-        (["--device", "toaster", "--clip-model", "/nonexistent/clip"], 2, "`--device` must be a torch device"),
+        (["--device", "toaster", "--clip-model", "/nonexistent/clip"], 2, "`--device` must be cpu, cuda or cuda:N"),
         (["--clip-model", "/nonexistent/clip"], 3, "CLIP checkpoint folder"),
         (["--cotracker", "/nonexistent/cotracker.pth"], 3, "CoTracker"),
     ],
