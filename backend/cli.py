@@ -950,10 +950,15 @@ def command_fetch(args: argparse.Namespace) -> int:
                 raise JobFailed(
                     error.code,
                     f"{args.server} does not know job {args.job_id}: it never finished there (a server that stopped "
-                    "drops queued and running jobs), its result was already fetched and acknowledged, or it expired "
-                    "after the server's retention time",
+                    "drops queued and running jobs, and a job cancelled or stopped with Ctrl+C on submit leaves no "
+                    "result), its result was already fetched and acknowledged, or it expired after the server's "
+                    "retention time",
                 ) from error
             raise
+        except TimeoutError as error:
+            raise TimeoutError(
+                f"{error}: it is still queued or running; fetch it again later with the same command"
+            ) from error
         store_result(client, event, args.out, args.overwrite)
     return 0
 

@@ -274,6 +274,14 @@ def test_cli_status_and_fetch_and_what_submit_says_when_the_server_dies(
     assert main([*fetch[:-1], str(tmp_path / "again")]) == EXIT_BACKEND  # acknowledged by the first fetch
     assert f"does not know job {finished.job_id}" in capsys.readouterr().err
 
+    # A fetch that gives up on a running job says so, and the submit that waited for it learns that it moved.
+    taken, taken_id = running_cli_submit(server.endpoint, reference_frames, tmp_path, tmp_path / "taken")
+    early = ["fetch", taken_id, "--server", server.endpoint, "--out", str(tmp_path / "early"), "--wait", "1"]
+    assert main(early) == EXIT_BACKEND
+    assert "it is still queued or running; fetch it again later" in capsys.readouterr().err
+    _, stderr = taken.communicate(timeout=60)
+    assert taken.returncode == EXIT_BACKEND and f"another connection fetched job {taken_id}" in stderr
+
     submit, job_id = running_cli_submit(server.endpoint, reference_frames, tmp_path, tmp_path / "lost")
     server.kill()
     _, stderr = submit.communicate(timeout=60)
