@@ -207,7 +207,8 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         "--timeout",
         type=seconds(0.1),
         default=10.0,
-        help="seconds to wait for the server to answer when connecting and for `status`",
+        help="seconds without an answer before the server counts as unreachable: when connecting, for `status`, and "
+        "during a job",
     )
 
 
@@ -482,15 +483,16 @@ def resolve_preset(args: argparse.Namespace) -> tuple[str, str]:
     from .models.registry import default_preset
 
     device = args.device or default_device()
-    check_device_flag(device)
+    # With Ray workers the GPUs may be on other nodes: this machine only needs to know the device's name.
+    check_device_flag(device, here=getattr(args, "workers", "local") == "local")
     return args.preset or default_preset(device), device
 
 
-def check_device_flag(device: str) -> None:
-    """`--device`: a torch device this machine has (a missing GPU is said here, before the model loads)."""
+def check_device_flag(device: str, here: bool = True) -> None:
+    """`--device`: a torch device (one this machine has, when `here`): a missing GPU is said before the model loads."""
     from .devices import unusable_device
 
-    if (reason := unusable_device(device)) is not None:
+    if (reason := unusable_device(device, here)) is not None:
         raise ParameterError("--device", reason)
 
 
@@ -840,6 +842,15 @@ def command_keygen(args: argparse.Namespace) -> int:
     directory = Path(args.directory)
     if directory.exists() and not directory.is_dir():
         raise ParameterError("directory", f"{directory} is a file: give a folder for the keys")
+    twice = sorted({name for name in names if [other.lower() for other in names].count(name.lower()) > 1})
+    if twice:
+        raise ParameterError("--client", f"{', '.join(twice)} given more than once: give each client its own name")
+    server_pair = server_key_paths(directory)
+    if sum(path.exists() for path in server_pair) == 1:
+        there, missing = sorted(server_pair, key=lambda path: not path.exists())
+        raise ParameterError(
+            "directory", f"{directory} holds {there.name} but not {missing.name}: use a new folder for new keys"
+        )
     for name in names:  # every name is checked before anything is written
         try:
             taken = [path for path in client_key_paths(directory, name) if path.exists()]
@@ -847,7 +858,7 @@ def command_keygen(args: argparse.Namespace) -> int:
             raise ParameterError("--client", str(error)) from error
         if taken:
             raise ParameterError("--client", f"{taken[0]} exists already: give client '{name}' another name")
-    server_public = server_key_paths(directory)[0]
+    server_public = server_pair[0]
     if server_public.exists():  # a folder made before: its server keys stay, so its clients keep working
         print(f"Server keys: {server_public} is kept (clients that hold it still connect); adding clients.")
     else:
@@ -884,7 +895,9 @@ def open_client(args: argparse.Namespace, keys: dict[str, Any]) -> Any:
 
     check_endpoint_port("--server", args.server)
     try:
-        return Client(args.server, client_name="motionclone-cli", **keys)
+        # The timeout is also how long the server may stay silent during a job (heartbeats at a third of it).
+        liveness = {"dead_after": args.timeout, "heartbeat_interval": min(1.0, args.timeout / 3)}
+        return Client(args.server, client_name="motionclone-cli", **liveness, **keys)
     except ValueError as error:
         raise ParameterError("--server", str(error).removeprefix("`endpoint` ")) from error
 

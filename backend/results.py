@@ -94,13 +94,18 @@ def write_result_folder(
         new_frames = write_png_sequence(frames, staging / "frames")
         write_mp4(frames, staging / "result.mp4", fps=fps)
         (staging / "result.json").write_text(json.dumps(metadata, indent=2, sort_keys=True, default=str) + "\n")
+        # What the new result does not replace goes first (frames past its last, the old evaluation); then frames,
+        # video and result.json are replaced in place, result.json last: an interruption leaves a folder that still
+        # holds a result.json, which --overwrite replaces.
+        replaced = {out_dir / "frames" / path.name for path in new_frames} | {out_dir / name for name in RESULT_FILES}
         for path in earlier:
-            path.unlink()
+            if path not in replaced:
+                path.unlink()
         (out_dir / "frames").mkdir(exist_ok=True)
         for path in new_frames:
             os.replace(path, out_dir / "frames" / path.name)
         os.replace(staging / "result.mp4", out_dir / "result.mp4")
-        os.replace(staging / "result.json", out_dir / "result.json")  # last: it marks a whole result
+        os.replace(staging / "result.json", out_dir / "result.json")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return {"video": out_dir / "result.mp4", "frames": out_dir / "frames", "metadata": out_dir / "result.json"}

@@ -180,13 +180,20 @@ def apply_event(context: bpy.types.Context, session: Session, event: Any) -> Non
     elif kind == "error" and event.message.code == errors.UNKNOWN_JOB and event.job_id in session.interrupted:
         job.state = "FAILED"
         job.message = "The local backend stopped before this job finished, so it was lost: Generate again."
+    elif kind == "error" and event.message.code == errors.TAKEN_OVER:
+        # Still running, for another client (another Blender with this file, `motionclone fetch`): not a failure,
+        # and not fetched back on its own, or two clients would take it from each other.
+        job.state = "ELSEWHERE"
+        job.message = (
+            "Another client fetched this job: its progress and result go there. Fetch Result Again brings it back here."
+        )
     elif kind == "error" and event.message.code == errors.BACKEND_UNAVAILABLE:
         job.state = "FAILED"
         job.message = mark_unreachable(context, session)
     elif kind == "error":
         job.state = "FAILED"
         job.message = " ".join(part for part in (event.message.message, event.message.hint) if part)
-    if job.state in ("DONE", "FAILED", "CANCELLED") and kind in ("result", "cancelled", "error"):
+    if job.state in ("DONE", "FAILED", "CANCELLED", "ELSEWHERE") and kind in ("result", "cancelled", "error"):
         note_ending(session, job)
     tag_redraw()
 

@@ -344,6 +344,9 @@ class MOTIONCLONE_OT_stop_backend(bpy.types.Operator):
         return {"FINISHED"}
 
 
+REFETCHABLE = {"FAILED", "ELSEWHERE"}  # job states that Fetch Result Again asks the backend about
+
+
 class MOTIONCLONE_OT_fetch_again(bpy.types.Operator):
     """Ask the backend again for the selected job's state and result (after a result could not be stored)"""
 
@@ -354,12 +357,12 @@ class MOTIONCLONE_OT_fetch_again(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        message = "Only a failed job that the backend had accepted can be fetched again"
-        return job_polls(cls, context, lambda job: job.state == "FAILED" and bool(job.job_id), message)
+        message = "Only a failed job that the backend had accepted, or one another client took, can be fetched again"
+        return job_polls(cls, context, lambda job: job.state in REFETCHABLE and bool(job.job_id), message)
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         job = selected_job(context, self.index)
-        if job is None or job.state != "FAILED" or not job.job_id:
+        if job is None or job.state not in REFETCHABLE or not job.job_id:
             self.report({"WARNING"}, "Only a failed job the backend accepted can be fetched again")
             return {"CANCELLED"}
         try:

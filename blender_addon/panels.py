@@ -17,6 +17,7 @@ STATE_ICONS = {
     "RUNNING": "PLAY",
     "DONE": "CHECKMARK",
     "FAILED": "ERROR",
+    "ELSEWHERE": "UNLINKED",
     "CANCELLED": "X",
 }
 LOCAL_ICONS = {

@@ -54,6 +54,7 @@ JOB_STATES = [
     ("RUNNING", "Running", "Generating"),
     ("DONE", "Done", "The result is in the sequencer"),
     ("FAILED", "Failed", "The job failed; see its message"),
+    ("ELSEWHERE", "Elsewhere", "Another client fetched this running job: its progress and result go there"),
     ("CANCELLED", "Cancelled", "The job was cancelled"),
 ]
 ACTIVE_STATES = {"SUBMITTED", "QUEUED", "RUNNING"}

@@ -185,18 +185,20 @@ class RayDriver:
         try:
             # In slices, so that a server stopping meanwhile ends the start at once rather than waiting for the
             # actors (minutes), and the driver process is not left to hold the server's exit.
-            while not here.poll(RELAY_S):
-                if self._stopping.is_set():
-                    raise RayPoolError("the server is stopping")
+            while not (reported := here.poll(RELAY_S)) and not self._stopping.is_set():
                 if time.monotonic() > deadline:
                     raise RayPoolError("the Ray driver did not report within the start time-out")
-            message = here.recv()
+            message = here.recv() if reported else None
         except (EOFError, OSError, RayPoolError) as error:
             process.kill()
             process.join(5)
             raise RayPoolError(
                 f"the Ray driver process ended while starting ({error}, exit code {process.exitcode})"
             ) from error
+        if message is None:  # the server is stopping: the driver is ended, not waited for
+            process.kill()
+            process.join(5)
+            raise RayPoolError("the server stopped while its Ray driver was starting")
         if message[0] == "start_failed":
             process.join(STOP_TIMEOUT_S)
             raise RayPoolError(message[1])

@@ -176,7 +176,7 @@ def test_cpu_default_is_the_blocks_preset_at_its_native_size_and_config():
 
 
 def test_explicit_size_config_and_preset_win_over_the_defaults(monkeypatch):
-    from motionclone.backend.cli import params_from_args, resolve_preset
+    from motionclone.backend.cli import build_parser, params_from_args, resolve_preset
 
     args = parse_generate("--preset", "tiny", "--width", "96", "--config", "object", "--device", "cpu")
     preset, _ = resolve_preset(args)
@@ -186,6 +186,10 @@ def test_explicit_size_config_and_preset_win_over_the_defaults(monkeypatch):
     assert params.num_inference_steps == CONFIG_PRESETS["object"]["num_inference_steps"]
     monkeypatch.setattr("torch.cuda.is_available", lambda: True)  # a GPU machine: its default preset
     assert resolve_preset(parse_generate("--device", "cuda"))[0] == "sd15-animatediff-v3"
+    # A Ray front end without a GPU of its own: the device is the workers', on other nodes.
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    ray_front = build_parser(["serve"]).parse_args(["serve", "--workers", "ray:auto", "--device", "cuda"])
+    assert resolve_preset(ray_front) == ("sd15-animatediff-v3", "cuda")
 
 
 def test_server_fills_the_native_size_of_its_preset_only_where_the_request_is_silent():
@@ -302,6 +306,19 @@ def test_overwrite_keeps_the_earlier_result_when_the_new_one_cannot_be_written_a
     assert "No space left on device" in capsys.readouterr().err
     assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before  # as it was
     monkeypatch.undo()
+    replace = os.replace
+
+    def interrupted_before_the_video(source, target):
+        if str(target).endswith("result.mp4"):
+            raise KeyboardInterrupt  # Ctrl+C while the new frames are already in place
+        replace(source, target)
+
+    monkeypatch.setattr(results.os, "replace", interrupted_before_the_video)
+    assert main([*tiny_generate(reference_video, out, 4), "--overwrite"]) != 0
+    monkeypatch.undo()
+    assert (out / "result.json").is_file()  # still a result: --overwrite can replace it
+    assert main([*tiny_generate(reference_video, out, 4), "--overwrite"]) == 0
+    assert sorted(path.name for path in (out / "frames").iterdir()) == [f"{i:04d}.png" for i in range(1, 5)]
 
     pictures = tmp_path / "my-shot"  # somebody's own numbered pictures, with no result.json or result.mp4
     write_png_sequence(make_moving_square_clip(4, 64, 64), pictures / "frames")
@@ -434,6 +451,11 @@ def test_keygen_checks_every_name_first_and_adds_clients_to_a_folder_it_made_bef
     ]
     assert main(["keygen", str(keys), "--client", "laptop"]) == EXIT_PARAMETERS
     assert "exists already" in capsys.readouterr().err
+    assert main(["keygen", str(tmp_path / "twice"), "--client", "a", "--client", "A"]) == EXIT_PARAMETERS
+    assert "given more than once" in capsys.readouterr().err and not (tmp_path / "twice").exists()
+    (keys / "server.key_secret").unlink()  # half a server key pair: no client could be admitted with it
+    assert main(["keygen", str(keys), "--client", "tablet"]) == EXIT_PARAMETERS
+    assert "holds server.key but not server.key_secret" in capsys.readouterr().err
 
 
 def test_submit_parameters_take_what_the_server_announces_where_the_flags_are_silent():

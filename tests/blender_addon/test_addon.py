@@ -991,6 +991,23 @@ def test_a_movie_strip_reference_read_from_the_ui_ends_cleanly_on_esc_a_save_or_
     assert sorted(bpy.data.scenes.keys()) == scenes and operators.rendering == [] and len(settings.jobs) == 0
 
 
+def test_a_job_another_client_fetches_shows_as_elsewhere_and_fetch_result_again_brings_it_back(addon, backend):
+    from motionclone.protocol.client import Client
+
+    addon.endpoint = backend.endpoint
+    settings = configure_job(animated_scene(), steps=60)
+    assert bpy.ops.motionclone.generate() == {"FINISHED"}
+    assert pump_until(lambda: settings.jobs[0].state == "RUNNING", 60)
+    with Client(backend.endpoint) as other:  # `motionclone fetch`, or another Blender with this file
+        other.start().wait_connected(10)
+        other.fetch(settings.jobs[0].job_id)
+        assert pump_until(lambda: settings.jobs[0].state == "ELSEWHERE", 30)
+    assert "Another client fetched this job" in settings.jobs[0].message  # not marked failed: it still runs
+
+    assert bpy.ops.motionclone.fetch_again(index=0) == {"FINISHED"}
+    assert pump_until(lambda: settings.jobs[0].state == "DONE", 120), settings.jobs[0].message
+
+
 def test_an_output_folder_relative_to_an_unsaved_blend_falls_back_to_the_user_folder(addon, tmp_path):
     from blender_addon import preferences
 
