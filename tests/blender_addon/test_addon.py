@@ -1076,7 +1076,10 @@ def test_greyed_out_job_buttons_say_why(addon):
         (bpy.ops.motionclone.remove_job, "A job still running cannot be removed: cancel it first"),
         (bpy.ops.motionclone.show_result, "The selected job has no result strip yet"),
         (bpy.ops.motionclone.open_result_folder, "The selected job has no result folder on this computer"),
-        (bpy.ops.motionclone.fetch_again, "Only a failed job that the backend had accepted can be fetched again"),
+        (
+            bpy.ops.motionclone.fetch_again,
+            "Only a failed job that the backend had accepted, or one another client took, can be fetched again",
+        ),
         (bpy.ops.motionclone.preview_condition, "Choose a Condition source first"),
         (bpy.ops.motionclone.stop_backend, "No local backend started by the add-on is running"),
     ]:
