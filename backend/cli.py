@@ -842,7 +842,8 @@ def command_keygen(args: argparse.Namespace) -> int:
     directory = Path(args.directory)
     if directory.exists() and not directory.is_dir():
         raise ParameterError("directory", f"{directory} is a file: give a folder for the keys")
-    twice = sorted({name for name in names if [other.lower() for other in names].count(name.lower()) > 1})
+    lowered = [name.lower() for name in names]  # file names may not tell case apart
+    twice = sorted({name for name, low in zip(names, lowered, strict=True) if lowered.count(low) > 1})
     if twice:
         raise ParameterError("--client", f"{', '.join(twice)} given more than once: give each client its own name")
     server_pair = server_key_paths(directory)
