@@ -2,7 +2,7 @@
 
 import os
 import random
-from typing import Any
+from typing import Any, NamedTuple
 
 import bpy
 
@@ -10,7 +10,7 @@ from . import compat, jobs, local_backend, model_fit, preferences, reference_cac
 from ._protocol import errors
 from .job_records import push_undo, scene_of
 from .properties import ACTIVE_STATES
-from .reference import RenderCancelled
+from .reference import CameraRender, RenderCancelled, StripRead
 from .session import Connection, get_session
 
 USER_ERRORS = (ValueError, RuntimeError, RenderCancelled, errors.BackendUnavailable)
@@ -45,6 +45,28 @@ def stop_renders(*_args) -> None:
     back (an undo step must not see the render's temporary ones)."""
     for render in list(rendering):
         render.stop(bpy.context, "the file was saved, loaded, undone or redone during it")
+
+
+class ReadWords(NamedTuple):
+    """What the status bar and the reports say about a frame-by-frame reference."""
+
+    doing: str
+    cancelled: str
+    stopped: str  # with {reason}
+
+
+READ_WORDS = {
+    CameraRender: ReadWords(
+        "rendering the reference",
+        "Reference render cancelled; your render settings are as they were",
+        "Reference render stopped: {reason}. Your render settings are as they were; Generate again",
+    ),
+    StripRead: ReadWords(
+        "reading the reference strip",
+        "Reference strip read cancelled",
+        "Reference strip read stopped: {reason}. Generate again",
+    ),
+}
 
 
 class MOTIONCLONE_OT_generate(bpy.types.Operator):
@@ -90,9 +112,6 @@ class MOTIONCLONE_OT_generate(bpy.types.Operator):
             self._scene = context.scene
             self._plan = plan = jobs.plan_job(context, self._scene)
             self._key = None  # a strip is read again each time: its files may have changed on disk
-            self._what = "reading the reference strip"
-            self._cancelled_text = "Reference strip read cancelled"
-            self._stopped_text = "Reference strip read stopped: {reason}. Generate again"
             if settings.source == "STRIP":
                 self._render = jobs.strip_read(settings, plan.frames, plan.width, plan.height).__enter__()
             else:
@@ -102,11 +121,6 @@ class MOTIONCLONE_OT_generate(bpy.types.Operator):
                     job = jobs.submit_jobs(context, self._scene, plan, reused)[0]
                     self.report({"INFO"}, f"MotionClone job sent with the last reference render (seed {job.seed})")
                     return {"FINISHED"}
-                self._what = "rendering the reference"
-                self._cancelled_text = "Reference render cancelled; your render settings are as they were"
-                self._stopped_text = (
-                    "Reference render stopped: {reason}. Your render settings are as they were; Generate again"
-                )
                 self._render = jobs.camera_render(
                     self._scene, settings, plan.frames, plan.width, plan.height
                 ).__enter__()
@@ -121,11 +135,11 @@ class MOTIONCLONE_OT_generate(bpy.types.Operator):
 
     def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
         if self._timer is None:  # stopped from outside (`stop_renders`)
-            self.report({"WARNING"}, self._stopped_text.format(reason=self._stopped))
+            self.report({"WARNING"}, READ_WORDS[type(self._render)].stopped.format(reason=self._stopped))
             return {"CANCELLED"}
         if event.type in {"ESC", "RIGHTMOUSE"}:
             self._finish(context)
-            self.report({"WARNING"}, self._cancelled_text)
+            self.report({"WARNING"}, READ_WORDS[type(self._render)].cancelled)
             return {"CANCELLED"}
         if event.type != "TIMER":
             # With Ctrl, Alt or Shift the wheel (or trackpad) changes a field's value or the frame; a 3D mouse's
@@ -156,7 +170,8 @@ class MOTIONCLONE_OT_generate(bpy.types.Operator):
 
     def _show_progress(self, context: bpy.types.Context) -> None:
         done, total = self._render.rendered, len(self._render.frames)
-        text = f"MotionClone: {self._what}, frame {done} of {total} (Esc cancels; clicks wait till it ends)"
+        doing = READ_WORDS[type(self._render)].doing
+        text = f"MotionClone: {doing}, frame {done} of {total} (Esc cancels; clicks wait till it ends)"
         context.workspace.status_text_set(text)
 
     def stop(self, context: bpy.types.Context, reason: str) -> None:
