@@ -26,11 +26,13 @@ def find_job(request_id: str | None, job_id: str | None) -> Any:
 
 def scene_of(job: Any) -> bpy.types.Scene:
     """Where the job's result goes: the scene the sequencer showed at Generate (held by reference, so that renaming it
-    changes nothing), else the job's own scene."""
-    if job.result_scene is not None:
-        return job.result_scene
+    changes nothing), else the job's own scene. A scene linked from a library cannot take a strip, so it is passed
+    over."""
     recorded = bpy.data.scenes.get(job.target_scene) if job.target_scene else None  # a job saved by name
-    return recorded or job.id_data
+    for scene in (job.result_scene, recorded):
+        if scene is not None and scene.library is None:
+            return scene
+    return job.id_data
 
 
 def any_active_job() -> bool:

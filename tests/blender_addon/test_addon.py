@@ -847,6 +847,25 @@ def test_a_result_scene_deleted_while_the_reference_renders_is_not_recorded():
     assert jobs.living_scene(doomed) is None  # the job's own scene gets the result
 
 
+def test_a_result_scene_linked_from_a_library_is_passed_over_for_the_jobs_own_scene(addon, tmp_path):
+    from blender_addon import job_records
+
+    scene = animated_scene()
+    settings = configure_job(scene)
+    library_scene = bpy.data.scenes.new("Shot in a library")
+    library_path = str(tmp_path / "shots.blend")
+    bpy.data.libraries.write(library_path, {library_scene})
+    bpy.data.scenes.remove(library_scene)
+    with bpy.data.libraries.load(library_path, link=True) as (_source, linked):
+        linked.scenes = ["Shot in a library"]
+    linked_scene = linked.scenes[0]
+    assert linked_scene.library is not None
+    job = settings.jobs.add()
+    job.result_scene = linked_scene
+    job.target_scene = linked_scene.name
+    assert job_records.scene_of(job) == scene  # a strip cannot be added to a linked scene
+
+
 def test_generate_from_the_ui_renders_frame_by_frame_holds_keys_and_esc_cancels(addon, backend):
     from blender_addon import operators, session
 
