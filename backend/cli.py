@@ -990,7 +990,7 @@ def command_submit(args: argparse.Namespace) -> int:
     check_result_folder(args.out, args.overwrite)
     overrides = flag_overrides(args)
     early = params_from_args(args, overrides=overrides)
-    validate_params(early)
+    check_before_connecting(early, overrides, config_given=args.config is not None)
     condition_from_args(args, early)
     keys = server_keys(args)
     bar = ProgressBar(enabled=not args.no_progress)
@@ -1016,6 +1016,7 @@ def command_submit(args: argparse.Namespace) -> int:
             config=welcome.limits.get("default_config"),
             overrides=overrides,
         )
+        validate_params(params)  # before the reference is read and sent
         clip = prepare_reference(
             args.reference,
             params.num_frames,
@@ -1063,6 +1064,20 @@ def command_submit(args: argparse.Namespace) -> int:
             bar.close()
         store_result(client, event, args.out, args.overwrite)
     return 0
+
+
+def check_before_connecting(params: Any, overrides: dict[str, Any], config_given: bool) -> None:
+    """Refuse, before connecting, the parameters that are wrong whatever the server's config: the ones the command
+    line set, and all of them with --config. Without --config, a value the check fails on may come from a config the
+    server replaces (`--steps 30` fails against the 50 guided steps of the camera config, not against the blocks
+    config of a CPU server), so that check waits for the server's parameters."""
+    from .engine.parameters import validate_params
+
+    try:
+        validate_params(params)
+    except ParameterError as error:
+        if config_given or error.name in overrides:
+            raise
 
 
 def cancel_on_server(client: Any, job_id: str, wait_s: float = 5.0) -> None:

@@ -342,7 +342,7 @@ def test_submit_refuses_bad_input_before_it_waits_for_a_server(tmp_path, capsys)
     after the timeout."""
     import time
 
-    from motionclone.backend.cli import EXIT_PARAMETERS, EXIT_VIDEO, main
+    from motionclone.backend.cli import EXIT_BACKEND, EXIT_PARAMETERS, EXIT_VIDEO, main
 
     reference = write_mp4(make_moving_square_clip(8, 64, 64), tmp_path / "reference.mp4")
     base = ["submit", "--server", "tcp://127.0.0.1:9", "--timeout", "30", "--prompt", "a fox", "--no-progress"]
@@ -355,6 +355,14 @@ def test_submit_refuses_bad_input_before_it_waits_for_a_server(tmp_path, capsys)
         assert main([*base, *extra, "--out", str(tmp_path / "out")]) == code, extra
         assert time.monotonic() - started < 10, extra
         assert message in capsys.readouterr().err
+    # Fewer steps than the camera config guides is wrong with that config only: the server's config decides.
+    out = ["--reference", str(reference), "--steps", "30", "--out", str(tmp_path / "out")]
+    unreachable_at_once = [*base[:4], "1", *base[5:]]
+    assert main([*unreachable_at_once, *out]) == EXIT_BACKEND  # got as far as looking for the server
+    assert "guidance_steps" not in capsys.readouterr().err
+    for extra in (["--guidance-steps", "40"], ["--config", "camera"]):
+        assert main([*base, *out, *extra]) == EXIT_PARAMETERS, extra
+        assert "`guidance_steps` must be between 0 and 30" in capsys.readouterr().err, extra
     taken = tmp_path / "taken"
     write_result_folder(make_moving_square_clip(2, 64, 64), {}, taken, fps=8.0)
     for command in ([*base, "--reference", str(reference)], ["fetch", "0" * 32, "--server", "tcp://127.0.0.1:9"]):
