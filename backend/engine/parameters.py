@@ -17,7 +17,8 @@ OFFICIAL_NEGATIVE_PROMPT = (
     "bad anatomy, extra limbs, ugly, deformed, noisy, blurry, distorted, out of focus,  poorly drawn face, "
     "poorly drawn hands, missing fingers"
 )
-# The old (inversion-method) configs' negative prompt: the same words in another order, which the tokenizer sees.
+# The negative prompt of the image-to-video configs and of the old (inversion-method) ones: the same words in another
+# order, which the tokenizer sees.
 OFFICIAL_INVERSION_NEGATIVE_PROMPT = (
     "ugly, deformed, noisy, blurry, distorted, out of focus, bad anatomy, extra limbs, poorly drawn face, "
     "poorly drawn hands, missing fingers"
@@ -55,12 +56,14 @@ CONFIG_PRESETS["i2v-rgb"] = {
     "guidance_steps": 40,
     "guidance_fraction": 0.3,
     "seed": 76739,
+    "negative_prompt": OFFICIAL_INVERSION_NEGATIVE_PROMPT,
 }
 CONFIG_PRESETS["i2v-sketch"] = {
     "num_inference_steps": 200,
     "guidance_steps": 120,
     "guidance_fraction": 0.4,
     "seed": 76739,
+    "negative_prompt": OFFICIAL_INVERSION_NEGATIVE_PROMPT,
 }
 
 # The built-in `blocks` model's config, not an official one: few steps, so that a 2-core CPU finishes a clip in about

@@ -126,6 +126,11 @@ def test_official_image_to_video_configs() -> None:
     sketch = MotionCloneParams.from_config("i2v-sketch", prompt="x")
     assert (sketch.num_inference_steps, sketch.guidance_steps, sketch.guidance_fraction) == (200, 120, 0.4)
     assert CONFIG_PRESETS["i2v-sketch"]["seed"] == 76739
+    i2v_negative = (  # the i2v yamls' words, in their own order (the t2v ones start "bad anatomy, extra limbs")
+        "ugly, deformed, noisy, blurry, distorted, out of focus, bad anatomy, extra limbs, poorly drawn face, "
+        "poorly drawn hands, missing fingers"
+    )
+    assert rgb.negative_prompt == sketch.negative_prompt == i2v_negative
 
 
 def test_residuals_do_not_depend_on_the_noisy_sample(pipe) -> None:
