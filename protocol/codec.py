@@ -102,7 +102,7 @@ def decode(
     if header_bytes > limits.max_header_bytes:  # checked before the copy: part 0 may be as large as the message
         raise ProtocolError(TOO_LARGE, f"header of {header_bytes} bytes exceeds {limits.max_header_bytes}")
     header = _unpack(bytes(frames[0]), limits)
-    # Errors about the version or the type still name the request, so that the peer can tell what was refused.
+    # Errors after this point still name the request, so that the peer can tell what was refused.
     request_id = header.get("request_id")
     request_id = request_id if isinstance(request_id, str) else None
     version = header.pop("v", None)
@@ -126,9 +126,14 @@ def decode(
             "type",
             request_id,
         )
-    message = _build(cls, header)
-    payloads = [memoryview(frame).cast("B") for frame in frames[1:]]
-    return message, _check_payloads(message, payloads, limits)
+    try:
+        message = _build(cls, header)
+        payloads = [memoryview(frame).cast("B") for frame in frames[1:]]
+        return message, _check_payloads(message, payloads, limits)
+    except ProtocolError as error:
+        # A field or a part refused still names the request (a client waiting for its Submit's answer gets it).
+        error.request_id = error.request_id or request_id
+        raise
 
 
 def _unpack(raw_header: bytes, limits: Limits) -> dict[str, Any]:

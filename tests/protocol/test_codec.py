@@ -84,6 +84,7 @@ def test_condition_images_are_held_to_the_frame_limits():
     with pytest.raises(ProtocolError) as caught:
         decode(parts, Limits(max_width=2048))
     assert caught.value.code == codes.TOO_LARGE and caught.value.field == "condition"
+    assert caught.value.request_id == "r1"  # so that the client waiting for its Submit's answer gets this one
 
 
 @given(
@@ -157,6 +158,8 @@ def test_malformed_messages_are_rejected_with_a_code_and_field(parts, code, fiel
         decode(parts)
     assert raised.value.code == code
     assert raised.value.field == field
+    if field not in (None, "request_id", "v"):  # where the header could be read, the error names its request
+        assert raised.value.request_id == msgpack.unpackb(parts[0]).get("request_id")
 
 
 def test_a_type_this_peer_does_not_take_is_unknown_before_its_fields_are_read():
