@@ -62,9 +62,12 @@ def _on_anything_else(*_args: Any) -> None:
 def _flush() -> None:
     # Evaluate pending changes now, so that their update reaches the handler before the ignore flag changes. Every
     # scene: adding or removing a datablock (an image read and removed again) updates the relations of all of them.
+    # Only view layers evaluated already: one never shown has no updates to send, and evaluating it would build it
+    # (seconds and memory for each layer of a file with many shots).
     for scene in bpy.data.scenes:
         for layer in scene.view_layers:
-            layer.update()
+            if layer.depsgraph is not None:
+                layer.update()
 
 
 @contextmanager

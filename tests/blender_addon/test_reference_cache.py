@@ -58,6 +58,16 @@ def test_the_same_scene_is_rendered_once_and_any_change_renders_again(addon, ren
     assert len(renders) == 3
 
 
+def test_the_add_on_s_own_changes_do_not_evaluate_scenes_never_shown(addon):
+    from blender_addon import reference_cache
+
+    other_shot = bpy.data.scenes.new("Another shot")
+    other_shot.view_layers.new("Second layer")
+    with reference_cache.own_changes():  # as around a strip read, which renders nothing
+        pass
+    assert all(layer.depsgraph is None for layer in other_shot.view_layers)  # each would cost its evaluation
+
+
 def test_reuse_can_be_switched_off_and_an_undo_renders_again(addon, renders):
     scene = animated_scene(frames=8)
     settings = configure_job(scene)
