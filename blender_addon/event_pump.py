@@ -228,8 +228,19 @@ def mark_result_undone(job: Any, folder: str) -> None:
 
 
 def note_ending(session: Session, job: Any) -> None:
-    """Remember for the status bar that `job` ended, with its outcome."""
+    """Remember for the status bar that `job` ended, with its outcome, and end its copies with it."""
     session.endings.append((time.monotonic(), f"MotionClone job (seed {job.seed}) {job.state.lower()}: {job.message}"))
+    end_copies(job)
+
+
+def end_copies(job: Any) -> None:
+    """A scene copied while its job ran holds a copy of the job record, with the same ids. Events go to the first
+    record only, so the copy would stay running for ever: it ends as the job did, pointing at where its outcome went."""
+    for copy in all_jobs():
+        same = (job.job_id and copy.job_id == job.job_id) or copy.request_id == job.request_id
+        if same and copy.state in ACTIVE_STATES and copy != job:
+            copy.state, copy.progress, copy.result_dir = job.state, job.progress, job.result_dir
+            copy.message = f"Copied with its scene while it ran; the job in scene '{job.id_data.name}' got the outcome"
 
 
 def status_lines(session: Session) -> list[tuple[str, float | None]]:

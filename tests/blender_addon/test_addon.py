@@ -1027,6 +1027,21 @@ def test_a_job_another_client_fetches_shows_as_elsewhere_and_fetch_result_again_
     assert pump_until(lambda: settings.jobs[0].state == "DONE", 120), settings.jobs[0].message
 
 
+def test_a_scene_copied_while_its_job_runs_ends_the_copied_job_with_the_original(addon, backend):
+    addon.endpoint = backend.endpoint
+    scene = animated_scene()
+    settings = configure_job(scene, steps=20)
+    assert bpy.ops.motionclone.generate() == {"FINISHED"}
+    assert pump_until(lambda: settings.jobs[0].state == "RUNNING", 60)
+    assert bpy.ops.scene.new(type="FULL_COPY") == {"FINISHED"}  # Scene > New > Full Copy, job records and all
+    copied = bpy.context.scene.motionclone.jobs[0]
+    assert copied.job_id == settings.jobs[0].job_id and copied.state == "RUNNING"
+    assert pump_until(lambda: settings.jobs[0].state == "DONE", 120), settings.jobs[0].message
+    assert pump_until(lambda: copied.state == "DONE", 5), copied.message  # not running for ever
+    assert f"the job in scene '{scene.name}' got the outcome" in copied.message
+    assert copied.result_dir == settings.jobs[0].result_dir
+
+
 def test_an_output_folder_relative_to_an_unsaved_blend_falls_back_to_the_user_folder(addon, tmp_path):
     from blender_addon import preferences
 
