@@ -45,6 +45,10 @@ def uneven_timesteps(
         )
     T = num_train_timesteps
     a = int((1 - guidance_fraction) * T) if guidance_steps > 0 else T
+    if guidance_steps > 0 and a >= T:  # 1 − f rounds to 1: no timestep is left for the guided steps
+        raise ParameterError(
+            "guidance_fraction", f"is too small to leave any of the {T} timesteps to guidance, got {guidance_fraction}"
+        )
     t_guided = np.round(np.linspace(a, T - 1, guidance_steps))[::-1]
     t_unguided = np.round(np.linspace(0, a - 1, num_inference_steps - guidance_steps))[::-1]
     timesteps = np.concatenate([t_guided, t_unguided]).astype(np.int64)

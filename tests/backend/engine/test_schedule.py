@@ -46,6 +46,12 @@ def test_schedule_rejects_guided_steps_that_do_not_fit_the_range():
         uneven_timesteps(50, 20, 0.01)
 
 
+def test_schedule_rejects_a_guidance_fraction_too_small_to_leave_a_guided_timestep():
+    with pytest.raises(ParameterError, match="`guidance_fraction` is too small"):
+        uneven_timesteps(10, 1, 1e-17)  # 1 − f is 1.0 in floats: the guided step would be timestep 1000
+    assert int(uneven_timesteps(10, 1, 0.001)[0]) == 999
+
+
 def test_ramps_follow_the_official_warm_up_and_cool_down():
     ramps = [guidance_ramp(i, 50, 10, 10) for i in range(50)]
     assert ramps[0] == pytest.approx(0.1)
