@@ -366,9 +366,11 @@ class MotionClonePipeline(DiffusionPipeline):
             return linspace_timesteps(params.num_inference_steps)
         if params.schedule == "uneven":
             return uneven_timesteps(params.num_inference_steps, params.guidance_steps, params.guidance_fraction)
-        self.scheduler.set_timesteps(params.num_inference_steps)
-        timesteps = self.scheduler.timesteps.clone()
-        train_steps = self.scheduler.config.num_train_timesteps
+        # A scheduler of its own: the server checks a new job's parameters on its socket thread while a job runs.
+        scheduler = type(self.scheduler).from_config(self.scheduler.config)
+        scheduler.set_timesteps(params.num_inference_steps)
+        timesteps = scheduler.timesteps.clone()
+        train_steps = scheduler.config.num_train_timesteps
         if int(timesteps.max()) >= train_steps:  # diffusers' steps_offset pushes the first step past the last ᾱ
             offset = int(timesteps.min())
             most = max(n for n in range(1, train_steps + 1) if (n - 1) * (train_steps // n) + offset < train_steps)
@@ -620,6 +622,8 @@ class MotionClonePipeline(DiffusionPipeline):
                 # Window by window (one window of all frames for a short clip); each window's loss guides it alone.
                 predictions = []
                 for w in range(len(windows.frames)):
+                    if w and should_stop():  # a step of a long clip runs many windows: Cancel need not wait for all
+                        raise JobCancelled(f"cancelled at denoising step {i} of {total}, window {w + 1} of {passes}")
                     x_w = windows.take(latents, w)
                     # SparseCtrl zeroes the noisy sample it gets: its residuals depend on t, text and condition only.
                     control = None
@@ -814,6 +818,10 @@ class MotionClonePipeline(DiffusionPipeline):
         if params.guidance_steps > 0:
             representations, keys, hits = [], [], []
             for w, frames in enumerate(windows.frames):
+                if call.should_stop():
+                    raise JobCancelled(
+                        f"cancelled while extracting the motion of window {w + 1} of {len(windows.frames)}"
+                    )
                 # Each window's representation from its own frames, as the windows will see them while denoising.
                 representation, key, hit = self.obtain_representation(
                     call.reference_frames[frames],
@@ -859,14 +867,17 @@ class MotionClonePipeline(DiffusionPipeline):
         params, report = call.params, call.report
         config = self.inversion_guidance_config(params)
         inversion_embeds = self.encode_prompt(params.inversion_prompt)
-        started = time.perf_counter()
-        report("extract", 0, params.inversion_steps)
-        directory = None if representation_cache is None else representation_cache.directory
-        inverted, key, hit = self.obtain_inversion(
-            call.reference_frames, inversion_embeds, params, directory, report, call.should_stop
-        )
-        call.timings["extract"] = time.perf_counter() - started
-        report("extract", params.inversion_steps, params.inversion_steps)
+        if params.guidance_steps == 0:  # no guided step reads the inverted reference: a baseline skips the inversion
+            inverted, key, hit = InvertedLatents({}, {}), None, False
+        else:
+            started = time.perf_counter()
+            report("extract", 0, params.inversion_steps)
+            directory = None if representation_cache is None else representation_cache.directory
+            inverted, key, hit = self.obtain_inversion(
+                call.reference_frames, inversion_embeds, params, directory, report, call.should_stop
+            )
+            call.timings["extract"] = time.perf_counter() - started
+            report("extract", params.inversion_steps, params.inversion_steps)
 
         started = time.perf_counter()
         latents, losses = denoise_inversion(

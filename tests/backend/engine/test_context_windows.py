@@ -151,3 +151,18 @@ def test_progress_counts_each_windows_extraction_and_denoising_pass(pipe, refere
     pipe(reference, long_params(num_frames=16, guidance_steps=0), progress=lambda *r: plain.append(r))
     assert [r for r in plain if r[0] == "extract"] == [("extract", 0, 1), ("extract", 1, 1)]
     assert [r for r in plain if r[0] == "denoise"][-1] == ("denoise", 3, 3)
+
+
+@pytest.mark.parametrize("stage", ["extract", "denoise"])
+def test_cancel_stops_a_long_clip_between_two_windows(pipe, reference, stage):
+    """A step of a long clip runs every window; Cancel is not held until the last one."""
+    from motionclone.backend.errors import JobCancelled
+
+    pressed = []
+
+    def progress(reported, step, total):
+        if reported == stage and step == 1:  # the first window's pass is done
+            pressed.append(True)
+
+    with pytest.raises(JobCancelled, match="window 2 of 4"):
+        pipe(reference, long_params(), progress=progress, cancel=lambda: bool(pressed))

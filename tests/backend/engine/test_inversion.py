@@ -317,6 +317,14 @@ def test_inversion_mode_end_to_end_with_semantic_guidance(pipe) -> None:
     assert all(np.isfinite(output.metadata["motion_loss"]))
 
 
+def test_an_unguided_inversion_run_skips_the_inversion_nothing_reads(pipe, frames, monkeypatch) -> None:
+    from motionclone.backend.engine import pipeline_motionclone
+
+    monkeypatch.setattr(pipeline_motionclone, "ddim_invert", lambda *a, **k: pytest.fail("inverted for nothing"))
+    output = pipe(frames, inversion_params(guidance_steps=0, num_inference_steps=2))
+    assert output.frames.shape == (FRAMES, SIZE, SIZE, 3) and output.metadata["motion_loss"] == []
+
+
 def test_motion_source_and_inversion_fields_are_validated() -> None:
     with pytest.raises(ParameterError) as error:
         validate_params(inversion_params(motion_source="ddim"))

@@ -160,6 +160,14 @@ def test_a_leading_schedule_whose_first_timestep_has_no_alpha_is_refused_before_
     pipe.check_inputs(short_params(schedule="leading", num_inference_steps=999, guidance_steps=2))
 
 
+def test_checking_a_leading_schedule_leaves_the_shared_scheduler_alone(pipe):
+    """The server checks a new job on its socket thread while the worker runs another with the same scheduler."""
+    pipe.scheduler.set_timesteps(20)
+    running = pipe.scheduler.timesteps.clone()
+    checked = pipe.prepare_timesteps(short_params(schedule="leading", num_inference_steps=50, guidance_steps=2))
+    assert len(checked) == 50 and torch.equal(pipe.scheduler.timesteps, running)
+
+
 def test_attention_maps_are_computed_only_in_the_guided_steps_conditional_passes(pipe, reference, monkeypatch):
     """The explicit F×F maps cost time and memory; an unguided pass (ε_u, a step after the guided ones) needs none."""
     from motionclone.backend.engine import attention_capture
