@@ -73,6 +73,8 @@ log = logging.getLogger(__name__)
 
 SERVER_VERSION = __version__
 POLL_MS = 20
+# Messages taken per turn of the loop before the worker's events, the queue and housekeeping get theirs.
+MAX_RECEIVE_BATCH = 100
 HOUSEKEEPING_S = 5.0
 # Echoes this large go back at most two at a time per connection: each keeps its received bytes until it has left.
 TRACKED_ECHO_BYTES = 1 << 20
@@ -290,7 +292,9 @@ class Server:
 
     # ---- receiving -----------------------------------------------------------------------------------------------
     def _receive_all(self) -> None:
-        while True:
+        # At most a batch per turn: a client sending without pause must not hold the loop from starting jobs and
+        # sending their progress and results.
+        for _ in range(MAX_RECEIVE_BATCH):
             try:
                 frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:

@@ -420,3 +420,24 @@ def test_a_job_waiting_in_the_ray_driver_for_a_slot_is_cancelled_at_once():
     assert server_end.poll(5) and server_end.recv()[:3] == ("event", queued.job_id, "cancelled")
     take_message(("cancel", running.job_id), jobs, waiting, "tiny", driver_end)
     assert started.cancel_requested.is_set() and not server_end.poll(0.2)  # the slot stops it before its next step
+
+
+def test_a_client_that_sends_without_pause_cannot_hold_the_loop(monkeypatch):
+    """The loop takes a batch of messages per turn, then starts jobs and sends their events."""
+    from motionclone.backend.server import server as server_module
+
+    class Flood:
+        received = 0
+
+        def recv_multipart(self, flags, copy):
+            self.received += 1
+            if self.received > 10 * server_module.MAX_RECEIVE_BATCH:
+                raise zmq.Again()
+            return [zmq.Frame(b"client"), zmq.Frame(b"ping")]
+
+    server = bare_server()
+    server.socket = Flood()
+    handled = []
+    monkeypatch.setattr(server, "_handle", lambda identity, parts, client: handled.append(identity))
+    server._receive_all()
+    assert len(handled) == server_module.MAX_RECEIVE_BATCH
