@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 import torch
 from diffusers import DDIMInverseScheduler, UNetMotionModel
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open
 
 from ..errors import JobCancelled
+from .cache_files import save_atomically, store_in_cache
 
 FORMAT_VERSION = "1"
 
@@ -78,14 +79,9 @@ class InvertedLatents:
 
     def save(self, path: str | Path) -> Path:
         """Write a safetensors file atomically (one tensor per timestep); returns its path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {f"t{t}": latent.detach().contiguous().cpu() for t, latent in self.latents.items()}
         metadata = {**self.metadata, "format_version": FORMAT_VERSION}
-        temporary = path.with_name(path.name + ".partial")
-        save_file(tensors, str(temporary), metadata=metadata)
-        temporary.replace(path)
-        return path
+        return save_atomically(tensors, Path(path), metadata)
 
     @classmethod
     def load(cls, path: str | Path) -> "InvertedLatents":
@@ -134,7 +130,7 @@ class InversionCache:
         """Remember `inverted` (and write it to the folder, if any)."""
         self._remember(key, inverted)
         if self.directory is not None:
-            inverted.save(self.directory / f"{key}.safetensors")
+            store_in_cache(lambda: inverted.save(self.directory / f"{key}.safetensors"), "inverted reference")
 
     def _remember(self, key: str, inverted: InvertedLatents) -> None:
         self._memory[key] = inverted

@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 from diffusers import AutoencoderKL, UNetMotionModel
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open
 
 from .attention_capture import capture_temporal_attention, guided_module_names
+from .cache_files import PARTIAL_SUFFIX, save_atomically, store_in_cache
 from .partial_unet import last_block, run_unet_until
 
 FORMAT_VERSION = "1"
@@ -58,16 +59,12 @@ class MotionRepresentation:
     def save(self, path: str | Path) -> Path:
         """Write a safetensors file atomically; returns its path."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {}
         for name in self.values:
             tensors[f"{name}.values"] = self.values[name].detach().contiguous().cpu()
             tensors[f"{name}.indices"] = self.indices[name].detach().contiguous().cpu()
         metadata = {**self.metadata, "format_version": FORMAT_VERSION, "modules": json.dumps(self.module_names)}
-        temporary = path.with_name(path.name + ".partial")
-        save_file(tensors, str(temporary), metadata=metadata)
-        temporary.replace(path)
-        return path
+        return save_atomically(tensors, path, metadata)
 
     @classmethod
     def load(cls, path: str | Path) -> "MotionRepresentation":
@@ -130,7 +127,7 @@ class RepresentationCache:
     def put(self, key: str, representation: MotionRepresentation) -> None:
         self._remember(key, representation)
         if self.directory is not None:
-            representation.save(self._path(key))
+            store_in_cache(lambda: representation.save(self._path(key)), "motion representation")
 
     def _mark_used(self, path: Path) -> None:
         """Last used now, from memory too: `purge_unused` keeps what is in use."""
@@ -139,17 +136,22 @@ class RepresentationCache:
                 os.utime(path)
 
     def purge_unused(self, max_age_s: float, now: float | None = None) -> list[str]:
-        """Delete the files not written or read for `max_age_s` seconds; returns their keys."""
+        """Delete the files not written or read for `max_age_s` seconds; returns their keys. The inverted latents in
+        its `inversion/` folder, and files a writer left half written (it stopped mid-write), go the same way."""
         if self.directory is None or not self.directory.is_dir():
             return []
         now = time.time() if now is None else now
         purged = []
-        for path in self.directory.glob("*.safetensors"):
-            if now - path.stat().st_mtime > max_age_s:
-                path.unlink(missing_ok=True)
-                with self._lock:
-                    self._memory.pop(path.stem, None)
-                purged.append(path.stem)
+        for path in self.directory.rglob("*"):
+            if not path.name.endswith((".safetensors", PARTIAL_SUFFIX)) or not path.is_file():
+                continue
+            with contextlib.suppress(FileNotFoundError):  # another purge or a rename took it meanwhile
+                if now - path.stat().st_mtime > max_age_s:
+                    path.unlink(missing_ok=True)
+                    if path.parent == self.directory and path.suffix == ".safetensors":
+                        with self._lock:
+                            self._memory.pop(path.stem, None)
+                        purged.append(path.stem)
         return purged
 
     def _path(self, key: str) -> Path:

@@ -1,0 +1,38 @@
+"""Cache files of tensors (motion representations, inverted latents): written whole or not at all. No bpy."""
+
+import logging
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+log = logging.getLogger(__name__)
+
+PARTIAL_SUFFIX = ".partial"
+
+
+def save_atomically(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> Path:
+    """Write a safetensors file under a temporary name of this writer's own, then rename it into place, so that a
+    reader never sees half a file and two writers of the same key (two workers sharing a cache folder) never rename
+    each other's file away."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f"{path.name}.{uuid.uuid4().hex}{PARTIAL_SUFFIX}")
+    try:
+        save_file(tensors, str(temporary), metadata=metadata)
+        temporary.replace(path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+def store_in_cache(save: Callable[[], Path], what: str) -> None:
+    """Run `save`; a cache that cannot be written (a full disk, a folder taken away) costs the next job the work
+    again, not this job its result."""
+    try:
+        save()
+    except OSError as error:
+        log.warning(
+            "could not keep the %s in the cache folder (%s); the next job with it computes it again", what, error
+        )

@@ -1,0 +1,59 @@
+"""Cache files: two writers of one key, a folder that cannot be written, and what the purge removes."""
+
+import os
+import time
+
+import torch
+from safetensors.torch import load_file
+
+from motionclone.backend.engine import cache_files
+from motionclone.backend.engine.inversion import InversionCache, InvertedLatents
+from motionclone.backend.engine.representation import RepresentationCache
+
+
+def test_two_writers_of_one_key_both_finish_and_leave_one_whole_file(tmp_path, monkeypatch):
+    """Two workers sharing a cache folder extract the same reference at once: the second one's write happens while
+    the first one's file is still under its temporary name."""
+    path = tmp_path / "key.safetensors"
+    real_save = cache_files.save_file
+    nested = []
+
+    def interleaved(tensors, filename, metadata):
+        real_save(tensors, filename, metadata=metadata)
+        if not nested:  # the other worker writes the same key before this one renames its file
+            nested.append(True)
+            cache_files.save_atomically({"x": torch.full((2,), 2.0)}, path, {"writer": "second"})
+
+    monkeypatch.setattr(cache_files, "save_file", interleaved)
+    cache_files.save_atomically({"x": torch.full((2,), 1.0)}, path, {"writer": "first"})
+    assert torch.equal(load_file(str(path))["x"], torch.full((2,), 1.0))  # the last rename wins, whole
+    assert sorted(item.name for item in tmp_path.iterdir()) == ["key.safetensors"]  # no temporary file left
+
+
+def test_a_cache_folder_that_cannot_be_written_costs_the_next_job_the_work_not_this_job(tmp_path, caplog):
+    not_a_folder = tmp_path / "taken"
+    not_a_folder.write_text("a file where the cache folder should be")
+    inverted = InvertedLatents({999: torch.zeros(1, 4, 2, 2, 2)}, {})
+    cache = InversionCache(not_a_folder / "inversion")
+    cache.put("key", inverted)  # no exception: the job that computed it goes on
+    assert cache.get("key") is inverted
+    assert "could not keep the inverted reference in the cache folder" in caplog.text
+
+
+def test_the_purge_takes_old_inverted_references_and_half_written_files_too(tmp_path):
+    old, recent = time.time() - 86400, time.time()
+    files = {
+        "inversion/old.safetensors": old,
+        "inversion/recent.safetensors": recent,
+        "stopped-writer.safetensors.123-456.partial": old,
+        "writing-now.safetensors.123-789.partial": recent,
+        "notes.txt": old,
+    }
+    for name, when in files.items():
+        path = tmp_path / name
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"x")
+        os.utime(path, (when, when))
+    RepresentationCache(tmp_path).purge_unused(3600)
+    left = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*") if path.is_file())
+    assert left == ["inversion/recent.safetensors", "notes.txt", "writing-now.safetensors.123-789.partial"]
