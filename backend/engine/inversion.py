@@ -13,8 +13,10 @@ Memory (bug B13): the inverted latents x_t are kept on the CPU in float16 (or on
 content hash like the single-step representation) and moved to the device one timestep at a time (`InvertedLatents.at`).
 """
 
+import contextlib
 import hashlib
 import json
+import os
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -117,14 +119,27 @@ class InversionCache:
 
     def get(self, key: str) -> InvertedLatents | None:
         """The cached inversion, or None."""
+        path = None if self.directory is None else self.directory / f"{key}.safetensors"
         if key in self._memory:
             self._memory.move_to_end(key)
+            self._mark_used(path)
             return self._memory[key]
-        if self.directory is not None and (path := self.directory / f"{key}.safetensors").is_file():
-            inverted = InvertedLatents.load(path)
+        if path is not None and path.is_file():
+            try:
+                inverted = InvertedLatents.load(path)
+            except FileNotFoundError:  # purged between the check and the read
+                return None
+            self._mark_used(path)
             self._remember(key, inverted)
             return inverted
         return None
+
+    @staticmethod
+    def _mark_used(path: Path | None) -> None:
+        """Last used now: the server's purge keeps files in use."""
+        if path is not None:
+            with contextlib.suppress(OSError):  # purged meanwhile, or never written: the copy in memory serves
+                os.utime(path)
 
     def put(self, key: str, inverted: InvertedLatents) -> None:
         """Remember `inverted` (and write it to the folder, if any)."""

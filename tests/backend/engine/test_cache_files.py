@@ -57,3 +57,13 @@ def test_the_purge_takes_old_inverted_references_and_half_written_files_too(tmp_
     RepresentationCache(tmp_path).purge_unused(3600)
     left = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*") if path.is_file())
     assert left == ["inversion/recent.safetensors", "notes.txt", "writing-now.safetensors.123-789.partial"]
+
+
+def test_reading_an_inverted_reference_counts_as_a_use_for_the_purge(tmp_path):
+    day_ago = time.time() - 86400
+    InversionCache(tmp_path / "inversion").put("key", InvertedLatents({999: torch.zeros(1, 4, 2, 2, 2)}, {}))
+    path = tmp_path / "inversion" / "key.safetensors"
+    os.utime(path, (day_ago, day_ago))
+    assert InversionCache(tmp_path / "inversion").get("key") is not None  # another process reads it from disk
+    RepresentationCache(tmp_path).purge_unused(3600)
+    assert path.is_file()
