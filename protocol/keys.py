@@ -14,6 +14,7 @@ Keys are Z85 text (40 bytes), as zmq.curve_keypair() makes them and zmq socket o
 import os
 import re
 import struct
+import tempfile
 from pathlib import Path
 
 import zmq
@@ -198,9 +199,13 @@ def _write_pair(folder: Path, name: str, public_path: Path, secret_path: Path, o
     if not overwrite and (public_path.exists() or secret_path.exists()):
         raise FileExistsError(f"keys already exist at {public_path}; pass overwrite=True to replace them")
     folder.mkdir(parents=True, exist_ok=True)
-    zmq.auth.create_certificates(folder, name)
-    # The secret half must not be readable by other users of the machine.
-    secret_path.chmod(0o600)
+    # The secret half must never be readable by other users of the machine: zmq writes it with the umask's rights,
+    # so it is made in a folder only this user can enter, made private there, and then moved into place.
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".keygen-") as private:
+        made_public, made_secret = (Path(made) for made in zmq.auth.create_certificates(private, name))
+        made_secret.chmod(0o600)
+        os.replace(made_secret, secret_path)
+        os.replace(made_public, public_path)
     return public_path, secret_path
 
 

@@ -745,6 +745,22 @@ def test_key_files_round_trip_and_follow_the_layout(tmp_path: Path) -> None:
     assert keys.load_public_key(server_public_path) == public
     assert zmq.curve_public(secret) == public
     assert server_secret_path.stat().st_mode & 0o077 == 0
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["clients", "server.key", "server.key_secret"]
+
+
+def test_a_secret_key_is_written_where_other_users_cannot_read_it_even_for_a_moment(tmp_path, monkeypatch) -> None:
+    """zmq writes the secret with the umask's rights (often 0644) before it can be made private."""
+    written_in = []
+    create = zmq.auth.create_certificates
+
+    def watched(folder, name):
+        written_in.append(Path(folder).stat().st_mode & 0o077)
+        return create(folder, name)
+
+    monkeypatch.setattr(zmq.auth, "create_certificates", watched)
+    keys.write_server_keys(tmp_path)
+    keys.write_client_keys(tmp_path, "artist")
+    assert written_in == [0, 0]  # folders only their owner can enter
 
 
 def test_key_loading_names_the_file_when_it_cannot_help(tmp_path: Path) -> None:
