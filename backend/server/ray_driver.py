@@ -206,17 +206,17 @@ class RayDriver:
         self._process, self._pipe = process, here
 
     def _shut_down_driver(self) -> None:
-        """Ask the driver to cancel its jobs and stop; relay what it sends until it exits."""
-        if self._pipe is None:
-            return
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        try:
-            self._send_cancels()
-            self._pipe.send(("stop",))
-            while time.monotonic() < deadline:
-                self._receive(RELAY_S)
-        except (EOFError, OSError):
-            pass  # the driver closed its end: it has stopped
+        """Ask the driver to cancel its jobs and stop; relay what it sends until it exits. Jobs it did not end (or,
+        with no driver running, jobs waiting for one) end as cancelled."""
+        if self._pipe is not None:
+            deadline = time.monotonic() + STOP_TIMEOUT_S
+            try:
+                self._send_cancels()
+                self._pipe.send(("stop",))
+                while time.monotonic() < deadline:
+                    self._receive(RELAY_S)
+            except (EOFError, OSError):
+                pass  # the driver closed its end: it has stopped
         with self._lock:
             left = list(self._active.values())
         for job in left:

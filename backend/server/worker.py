@@ -81,10 +81,17 @@ class Worker:
         return [{"name": "in-process", "device": self.device, "state": "busy" if self.busy else "idle"}]
 
     def stop(self, timeout: float = 30.0) -> None:
-        if self.current is not None:
-            self.current.cancel_requested.set()
+        """Cancel the running job and end the thread; a job that has not stopped after `timeout` (a long step) is
+        reported cancelled all the same, since the server is going."""
+        running = self.current  # read once: the thread clears it when the job ends
+        if running is not None:
+            running.cancel_requested.set()
         self._inbox.put(None)
         self._thread.join(timeout)
+        if self._thread.is_alive() and self.current is running and running is not None:
+            self.events.put(
+                WorkerEvent("cancelled", running, {"reason": "The server stopped before the job finished."})
+            )
 
     def _run(self) -> None:
         while True:

@@ -152,6 +152,37 @@ def test_an_idle_worker_holds_no_finished_job_and_its_reference_frames(monkeypat
     worker.stop()
 
 
+def test_a_job_that_does_not_stop_in_time_is_reported_cancelled_when_the_server_stops(monkeypatch):
+    """The protocol promises the running job a `cancelled` when the server stops, even mid-way through a long step."""
+    release = threading.Event()
+    monkeypatch.setattr(worker_module, "run_engine_job", lambda *args: release.wait(10))  # deaf to its cancel
+    events: queue.Queue = queue.Queue()
+    worker = Worker(pipeline=None, cache=None, events=events)
+    worker.start()
+    job = queued_job()
+    worker.submit(job)
+    worker.stop(timeout=0.2)
+    stopped = events.get(timeout=1)
+    assert (stopped.kind, stopped.job, stopped.data["reason"]) == (
+        "cancelled",
+        job,
+        "The server stopped before the job finished.",
+    )
+    assert job.cancel_requested.is_set()
+    release.set()
+
+
+def test_ray_jobs_waiting_for_a_driver_end_cancelled_when_the_server_stops():
+    from motionclone.backend.server.ray_driver import RayDriver
+
+    events: queue.Queue = queue.Queue()
+    driver = RayDriver(settings=None, events=events)  # no driver process (it exited, or never started)
+    job = queued_job()
+    driver.submit(job)
+    driver._shut_down_driver()
+    assert (events.get_nowait().kind, driver.running) == ("cancelled", 0)
+
+
 def test_an_out_of_memory_error_without_a_message_still_fails_the_job_with_its_code():
     class OutOfMemory:
         def __call__(self, *_args, **_kwargs):
