@@ -24,6 +24,7 @@ from .errors import (
     MotionCloneError,
     ParameterError,
     ResultFolderInUse,
+    ResultNotStored,
     VideoInputError,
 )
 
@@ -973,7 +974,7 @@ def command_fetch(args: argparse.Namespace) -> int:
             raise TimeoutError(
                 f"{error}: it is still queued or running; fetch it again later with the same command"
             ) from error
-        store_result(client, event, args.out, args.overwrite)
+        store_result(client, event, args.out, args.overwrite, args)
     return 0
 
 
@@ -1062,7 +1063,7 @@ def command_submit(args: argparse.Namespace) -> int:
             raise
         finally:
             bar.close()
-        store_result(client, event, args.out, args.overwrite)
+        store_result(client, event, args.out, args.overwrite, args)
     return 0
 
 
@@ -1095,16 +1096,26 @@ def cancel_on_server(client: Any, job_id: str, wait_s: float = 5.0) -> None:
                     file=sys.stderr,
                 )
             return
-    print(f"Asked the server to cancel job {job_id}; it did not answer within {wait_s:g} s.", file=sys.stderr)
+    print(
+        f"Asked the server to cancel job {job_id}; it did not answer within {wait_s:g} s. `motionclone status` shows "
+        "whether it still runs; if it finished meanwhile, `motionclone fetch` gets its result.",
+        file=sys.stderr,
+    )
 
 
-def store_result(client: Any, event: Any, out: Path, overwrite: bool) -> None:
+def store_result(client: Any, event: Any, out: Path, overwrite: bool, args: argparse.Namespace) -> None:
     """Write a "result" event as a result folder, then acknowledge it so the server may delete its copy (a result
     that could not be written stays on the server, for `motionclone fetch`)."""
     from .results import write_result_folder
 
     frames = event.frames()
-    paths = write_result_folder(frames, event.message.metadata, out, fps=event.message.fps, overwrite=overwrite)
+    try:
+        paths = write_result_folder(frames, event.message.metadata, out, fps=event.message.fps, overwrite=overwrite)
+    except OSError as error:  # a full disk, a result written there meanwhile: the server keeps it (not acknowledged)
+        raise ResultNotStored(
+            f"{error}. The result stays on the server: once that is fixed, "
+            f"motionclone fetch {event.job_id} {server_options(args)} --out {out}"
+        ) from error
     client.ack(event.job_id)
     print(f"Wrote {paths['video']} ({len(frames)} frames); job {event.job_id}")
     print(f"Frames: {paths['frames']}  Metadata: {paths['metadata']}")

@@ -15,5 +15,6 @@ def unusable_device(device: str, here: bool = True) -> str | None:
     if chosen.type == "cuda" and not torch.cuda.is_available():
         return f"{device!r} asks for CUDA, which this machine's torch cannot use: use cpu"
     if chosen.type == "cuda" and chosen.index is not None and chosen.index >= torch.cuda.device_count():
-        return f"{device!r}: this machine has {torch.cuda.device_count()} CUDA devices"
+        count = torch.cuda.device_count()
+        return f"{device!r}: this machine has {count} CUDA devices: use cuda:0 to cuda:{count - 1}, or cpu"
     return None

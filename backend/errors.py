@@ -34,5 +34,9 @@ class ResultFolderInUse(MotionCloneError, FileExistsError):
     """An output folder already holds a result (frames, video, metadata), and replacing it was not asked for."""
 
 
+class ResultNotStored(MotionCloneError):
+    """A result that arrived could not be written; the server keeps it for a later fetch."""
+
+
 class JobCancelled(MotionCloneError):
     """The cancel check returned True; the engine stopped between two steps."""

@@ -496,3 +496,12 @@ def test_a_mistyped_option_is_named_with_the_nearest_one(capsys):
     with pytest.raises(SystemExit):  # an unambiguous prefix (--ou for --out) is still for argparse to take
         main(["fetch", "--ou", "x"])
     assert "the following arguments are required: job_id" in capsys.readouterr().err
+
+
+def test_a_cuda_device_this_machine_lacks_is_named_with_the_ones_it_has(monkeypatch):
+    from motionclone.backend.devices import unusable_device
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 2)
+    assert unusable_device("cuda:3") == "'cuda:3': this machine has 2 CUDA devices: use cuda:0 to cuda:1, or cpu"
+    assert unusable_device("cuda:1") is None

@@ -252,8 +252,9 @@ def running_cli_submit(endpoint, reference_frames, tmp_path, out) -> tuple[subpr
 
 
 def test_cli_status_and_fetch_and_what_submit_says_when_the_server_dies(
-    start_server, reference_frames, tmp_path, capsys
+    start_server, reference_frames, tmp_path, capsys, monkeypatch
 ):
+    from motionclone.backend import results
     from motionclone.backend.cli import EXIT_BACKEND, main
 
     server = start_server(tmp_path / "kept")
@@ -268,7 +269,17 @@ def test_cli_status_and_fetch_and_what_submit_says_when_the_server_dies(
     with connect(server.endpoint) as client:
         finished = client.run_job(reference_frames, job_params(seed=3), timeout=120)  # not acknowledged
     fetch = ["fetch", finished.job_id, "--server", server.endpoint, "--out", str(tmp_path / "fetched")]
-    assert main(fetch) == 0
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patched:  # a result that cannot be written says how to get it again
+        patched.setattr(results, "write_mp4", full_disk)
+        assert main(fetch) == EXIT_BACKEND
+    error = capsys.readouterr().err
+    assert "No space left on device. The result stays on the server: once that is fixed, motionclone fetch" in error
+    assert f"fetch {finished.job_id} --server {server.endpoint} --out {tmp_path / 'fetched'}" in error
+    assert main(fetch) == 0  # it did: not acknowledged
     assert read_clip(tmp_path / "fetched" / "frames").frames.shape == (8, 64, 64, 3)
     capsys.readouterr()
     assert main([*fetch[:-1], str(tmp_path / "again")]) == EXIT_BACKEND  # acknowledged by the first fetch
