@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv at the repository root and install the project with its dev tools and the ray extra into it.
 # Runs again only when pyproject.toml or this script changed, so calling it before every command is cheap.
-# TORCH_SPEC overrides the torch requirement (another version or build, or a wheel file); a new value installs again.
+# TORCH_SPEC overrides the torch requirement (another version or build, a wheel file, or a requirement followed by pip
+# options such as --index-url); a new value installs again.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -13,24 +14,17 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/python"
     exit 0
 fi
 
-python_bin="${PYTHON:-}"
-if [ -z "$python_bin" ]; then
-    for candidate in python3.11 python3; do
-        if command -v "$candidate" >/dev/null 2>&1; then python_bin="$candidate"; break; fi
-    done
-fi
-if ! "$python_bin" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
-    # The backend alone runs on 3.11-3.13, but this environment also holds bpy 5.0.1 (CPython 3.11 only, numpy 1).
-    echo "The MotionClone test environment needs Python 3.11 (the Python of Blender 4.2-5.0 and of the bpy wheel);" \
-        "set PYTHON=/path/to/python3.11." >&2
-    exit 1
-fi
+# The backend alone runs on 3.11-3.13, but this environment also holds bpy 5.0.1 (CPython 3.11 only, numpy 1).
+source "$root/scripts/find_python311.sh"
 
 echo "Setting up $venv (first run only; a few minutes) ..." >&2
 [ -x "$venv/bin/python" ] || "$python_bin" -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --upgrade pip
-# torch first and pinned: an unpinned torch would pull a multi-GB CUDA build on a CPU machine.
-"$venv/bin/python" -m pip install --quiet "${TORCH_SPEC:-torch==2.13.0}"
+# torch first and pinned. On Linux, PyPI's torch is the CUDA build (GBs of CUDA libraries); a CPU-only machine can
+# take the CPU build with TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" (split into
+# words on purpose, so that it can carry pip options).
+# shellcheck disable=SC2086
+"$venv/bin/python" -m pip install --quiet ${TORCH_SPEC:-torch==2.13.0}
 # The ray extra too, so the Ray worker pool's tests (tests/backend/server/test_ray_workers.py) run here and in CI.
 "$venv/bin/python" -m pip install --quiet -e "$root[dev,ray]"
 echo "$want" > "$stamp"

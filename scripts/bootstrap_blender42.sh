@@ -7,13 +7,13 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv-blender42"
 stamp="$venv/.motionclone-install-stamp"
-want="$(sha256sum "$root/scripts/bootstrap_blender42.sh" | cut -d' ' -f1)"
+want="$(cat "$root/scripts/bootstrap_blender42.sh" "$root/scripts/find_python311.sh" | sha256sum | cut -d' ' -f1)"
 
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/python" ]; then
     exit 0
 fi
 
-python_bin="${PYTHON:-python3.11}"
+source "$root/scripts/find_python311.sh"
 echo "Setting up $venv for the Blender 4.2 tests (first run only) ..." >&2
 [ -x "$venv/bin/python" ] || "$python_bin" -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --upgrade pip
