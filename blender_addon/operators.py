@@ -91,6 +91,7 @@ class MOTIONCLONE_OT_generate(bpy.types.Operator):
         except USER_ERRORS as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
+        push_undo("MotionClone Generate")
         self.report({"INFO"}, f"MotionClone job sent (seed {job.seed})")
         return {"FINISHED"}
 
@@ -119,6 +120,7 @@ class MOTIONCLONE_OT_generate(bpy.types.Operator):
                 reused = jobs.reused_reference(settings, self._key)
                 if reused is not None:  # nothing in the scene changed since the last render: no need to render again
                     job = jobs.submit_jobs(context, self._scene, plan, reused)[0]
+                    push_undo("MotionClone Generate")
                     self.report({"INFO"}, f"MotionClone job sent with the last reference render (seed {job.seed})")
                     return {"FINISHED"}
                 self._render = jobs.camera_render(
@@ -165,6 +167,9 @@ class MOTIONCLONE_OT_generate(bpy.types.Operator):
         except BaseException:
             self._finish(context)  # whatever went wrong, the artist's settings come back
             raise
+        # The new job entry (and a random seed drawn) as an undo step of its own: Ctrl+Z then takes back this
+        # Generate, not the artist's edit before it together with the job it would silently drop.
+        push_undo("MotionClone Generate")
         self.report({"INFO"}, f"MotionClone job sent (seed {job.seed})")
         return {"FINISHED"}
 

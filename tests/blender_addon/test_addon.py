@@ -838,6 +838,26 @@ def test_the_result_goes_to_the_scene_the_sequencer_showed_when_generate_was_pre
     assert job_records.scene_of(job) == scene
 
 
+def test_generate_makes_its_job_an_undo_step_of_its_own(addon, backend, monkeypatch):
+    """Without one, Ctrl+Z right after Generate took back the artist's last edit and silently dropped the job."""
+    from blender_addon import operators
+
+    addon.endpoint = backend.endpoint
+    steps = []
+    monkeypatch.setattr(operators, "push_undo", steps.append)  # background mode has no undo stack to look at
+    settings = configure_job(animated_scene())
+    context = UIContext()
+    rendered = driven_generate()
+    assert rendered.begin(context) == {"RUNNING_MODAL"}
+    while rendered.modal(context, event("TIMER")) == {"RUNNING_MODAL"}:
+        assert steps == []  # not while the render's temporary settings are there
+    assert len(settings.jobs) == 1 and steps == ["MotionClone Generate"]
+    assert driven_generate().begin(context) == {"FINISHED"}  # the same scene: the last render is sent again
+    assert len(settings.jobs) == 2 and steps == ["MotionClone Generate"] * 2
+    assert bpy.ops.motionclone.generate() == {"FINISHED"}  # from a script
+    assert len(settings.jobs) == 3 and steps == ["MotionClone Generate"] * 3
+
+
 def test_a_result_scene_deleted_while_the_reference_renders_is_not_recorded():
     from blender_addon import jobs
 
