@@ -209,7 +209,10 @@ class MOTIONCLONE_OT_cancel(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        return job_polls(cls, context, lambda job: job.state in ACTIVE_STATES, "The selected job is not running")
+        if not job_polls(cls, context, lambda job: job.state in ACTIVE_STATES, "The selected job is not running"):
+            return False
+        # Finished on the backend: a cancel would find no job there and mark the finished job failed.
+        return job_polls(cls, context, lambda job: not result_being_saved(job), RESULT_BEING_SAVED)
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         job = selected_job(context, self.index)
@@ -527,6 +530,14 @@ class MOTIONCLONE_OT_remove_job(bpy.types.Operator):
         settings.jobs.remove(settings.active_job)
         settings.active_job = max(0, min(settings.active_job, len(settings.jobs) - 1))
         return {"FINISHED"}
+
+
+RESULT_BEING_SAVED = "The job has finished and its result is being saved"
+
+
+def result_being_saved(job: Any) -> bool:
+    """The job's result arrived and its frames are being written (the job shows running until its strip is added)."""
+    return bool(job.job_id) and any(write.job_id == job.job_id for write in get_session().result_writes)
 
 
 def job_polls(cls: Any, context: bpy.types.Context, fits: Any, message: str) -> bool:

@@ -764,6 +764,9 @@ def test_a_result_that_arrives_during_a_reference_render_waits_until_the_render_
         assert pump_until(lambda: any(write.done for write in session.get_session().result_writes), 120), job.message
         event_pump.pump()  # the frames are on disk, but the strip waits
         assert job.state != "DONE" and render_snapshot(scene) != before and strip_count(scene) == 0
+        # Finished on the backend: a cancel now would find no job there and mark the finished job failed.
+        with pytest.raises(RuntimeError, match="The job has finished and its result is being saved"):
+            bpy.ops.motionclone.cancel(index=0)  # greyed out, saying why
     finally:
         operators.rendering.remove(stand_in)
         render.__exit__(None, None, None)
