@@ -325,6 +325,11 @@ def place_written_results(context: bpy.types.Context, session: Session) -> None:
         (written if write.done else pending).append(write)
     session.result_writes = pending
     for write in written:
+        if write.request_id in session.other_file_jobs or write.job_id in session.other_file_jobs:
+            # Its file was closed while the frames were written: the result is not placed in this one, nor
+            # acknowledged, so that the job fetches it again when its file is open.
+            wait_for_other_file(session, write.event)
+            continue
         try:
             if write.error is not None:
                 raise write.error

@@ -1235,6 +1235,31 @@ def test_a_result_of_a_closed_files_job_waits_for_that_file_instead_of_landing_i
     assert compat.strips(bpy.context.scene.sequence_editor)[job.strip_name]["motionclone_prompt"] == job.prompt
 
 
+def test_a_result_written_while_another_file_opens_waits_for_its_own_file(addon, backend, tmp_path):
+    from blender_addon import operators, session
+
+    addon.endpoint = backend.endpoint
+    other = str(tmp_path / "other.blend")
+    bpy.ops.wm.save_as_mainfile(filepath=other)
+    configure_job(animated_scene(frames=8), prompt="a fox of the first file")
+    bpy.ops.motionclone.generate()
+    stand_in = SimpleNamespace(stop=lambda context, reason: None)  # a render holds the strip back, as a slow write
+    operators.rendering.append(stand_in)
+    try:
+        assert pump_until(lambda: any(write.done for write in session.get_session().result_writes), 120)
+        first = str(tmp_path / "first.blend")
+        bpy.ops.wm.save_as_mainfile(filepath=first)
+        bpy.ops.wm.open_mainfile(filepath=other)  # while the frames are on their way to the strip
+    finally:
+        operators.rendering.remove(stand_in)
+    assert pump_until(lambda: "waits on the backend" in session.get_session().connection.message, 10)
+    assert len(bpy.context.scene.motionclone.jobs) == 0 and strip_count(bpy.context.scene) == 0  # not recovered here
+    bpy.ops.wm.open_mainfile(filepath=first)  # not acknowledged: the backend still has it
+    job = bpy.context.scene.motionclone.jobs[0]
+    assert pump_until(lambda: job.state in ("DONE", "FAILED"), 60), job.message
+    assert job.state == "DONE", job.message
+
+
 def test_reopening_the_same_file_recovers_a_job_started_after_its_last_save(addon, backend, tmp_path):
     """File > Revert: the job is not in the saved file, but its result belongs to this file, not to another one."""
     from blender_addon import session
