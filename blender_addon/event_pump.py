@@ -309,15 +309,16 @@ def apply_result(context: bpy.types.Context, session: Session, job: Any, event: 
 
 
 def finish_pending_results(wait_s: float = 60.0) -> None:
-    """Before the add-on goes (disabled, reloaded): place every result being written, waiting up to `wait_s` for
-    each, so that no result that arrived is dropped."""
+    """Before the add-on goes (disabled, reloaded, or Blender quits): place every result being written, waiting up
+    to `wait_s` for each, so that no result that arrived is dropped. They are not acknowledged: when Blender quits,
+    this runs after the last chance to save, and the saved file's job fetches its result again when opened."""
     session, context = get_session(), bpy.context
     for write in session.result_writes:
         write.wait(wait_s)
-    place_written_results(context, session)
+    place_written_results(context, session, acknowledge_results=False)
 
 
-def place_written_results(context: bpy.types.Context, session: Session) -> None:
+def place_written_results(context: bpy.types.Context, session: Session, acknowledge_results: bool = True) -> None:
     """For every result whose frames are written: add its strip, or report why not (the backend keeps the result
     until it is acknowledged, so Fetch Result Again can store it later)."""
     written, pending = [], []
@@ -336,7 +337,7 @@ def place_written_results(context: bpy.types.Context, session: Session) -> None:
             job = find_job(write.request_id, write.job_id)
             if job is None:  # undone or removed while its frames were written
                 job, write.recovered = recovered_job(context, write.event), True
-            place_result(session, job, write.event, write.folder)
+            place_result(session, job, write.event, write.folder, acknowledge_results)
             if write.recovered:
                 job.message = f"Recovered a result whose job was no longer listed. {job.message}"
         except Exception as error:  # any failure of one result must leave the pump running
@@ -348,8 +349,8 @@ def place_written_results(context: bpy.types.Context, session: Session) -> None:
         tag_redraw()
 
 
-def place_result(session: Session, job: Any, event: Any, folder: Path) -> None:
-    """Add the strip of the frames in `folder`, mark the job done, and acknowledge."""
+def place_result(session: Session, job: Any, event: Any, folder: Path, acknowledge_result: bool = True) -> None:
+    """Add the strip of the frames in `folder`, mark the job done, and acknowledge (unless told not to)."""
     result = event.message
     scene = scene_of(job)
     files = sorted(path.name for path in folder.glob("*.png"))
@@ -377,7 +378,8 @@ def place_result(session: Session, job: Any, event: Any, folder: Path) -> None:
     job.progress = 1.0
     job.message = f"Added strip '{strip.name}' on channel {strip.channel}"
     push_undo("MotionClone result")
-    acknowledge(session, event.job_id)
+    if acknowledge_result:
+        acknowledge(session, event.job_id)
 
 
 def acknowledge(session: Session, job_id: str) -> None:

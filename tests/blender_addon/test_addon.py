@@ -1279,7 +1279,13 @@ def test_reopening_the_same_file_recovers_a_job_started_after_its_last_save(addo
     assert "waits on the backend" not in session.get_session().connection.message
 
 
-def test_disabling_the_add_on_while_a_result_is_written_still_places_it(addon, backend, monkeypatch):
+def test_disabling_the_add_on_while_a_result_is_written_still_places_it_and_the_backend_keeps_it(
+    addon, backend, monkeypatch
+):
+    """Blender quitting disables every add-on after its last chance to save: the saved file's job must still find
+    its result on the backend when it is opened again."""
+    from motionclone.protocol.client import Client
+
     addon.endpoint = backend.endpoint
     release = threading.Timer(1.0, lambda: None)  # the write waits for this one second
     scene, job = job_whose_frames_are_being_written(monkeypatch, release.finished)
@@ -1289,5 +1295,8 @@ def test_disabling_the_add_on_while_a_result_is_written_still_places_it(addon, b
     strip = compat.strips(scene.sequence_editor)["MotionClone 7"]
     assert strip["motionclone_job_id"] == job_id
     assert len(list(Path(bpy.path.abspath(strip.directory)).glob("*.png"))) == 4
+    with Client(backend.endpoint) as other:  # not acknowledged
+        other.start().wait_connected(10)
+        assert other.fetch_result(job_id, timeout=30).frames().shape[0] == 4
     enable_addon()  # the fixture disables it again
     assert scene.motionclone.jobs[0].state == "DONE"
