@@ -97,6 +97,9 @@ class Session:
         # Request id -> job id ("" until accepted) of every job this session sent: a file saved before the answer
         # came has a job without a job id, which it learns here when opened again (or is told it was never accepted).
         self.sent: dict[str, str] = {}
+        # Held id -> the request id it was sent under: undo, revert or reopening can bring back the job as it was
+        # while it waited for the local backend.
+        self.held_sent: dict[str, str] = {}
 
     def drop_held(self, request_id: str) -> bool:
         """Take a job that waits for the local backend out of the waiting list; False when it is not waiting."""
@@ -260,6 +263,7 @@ class Session:
             try:
                 job.request_id = client.submit(item.frames, item.params, fps=item.fps, condition=item.condition)
                 self.sent[job.request_id] = ""
+                self.held_sent[item.request_id] = job.request_id
             except (ValueError, RuntimeError) as error:  # refused before sending (too large, client closed)
                 job.state = "FAILED"
                 job.message = f"Not sent: {error} Change the settings and Generate again."
@@ -313,7 +317,9 @@ def refetch_active_jobs(context: bpy.types.Context) -> int:
     session = get_session()
     waiting = {item.request_id for item in session.held}
     for job in held_jobs():
-        if job.request_id not in waiting:  # saved while it waited for the local backend: its frames are gone
+        if job.request_id in session.held_sent:  # the state from before it was sent (undo, revert): it was sent
+            job.request_id = session.held_sent[job.request_id]
+        elif job.request_id not in waiting:  # saved while it waited for the local backend: its frames are gone
             job.state = "FAILED"
             job.message = (
                 "This job waited for the local backend when the file was saved and was never sent: Generate again."

@@ -323,6 +323,25 @@ def test_cancel_of_a_job_waiting_for_the_local_backend_keeps_it_from_being_sent(
     assert sent == [second.seed] and first.state == "CANCELLED"
 
 
+def test_a_held_job_brought_back_by_undo_after_it_was_sent_is_still_followed(local_addon, tmp_path, monkeypatch):
+    """Undo, revert or reopening can restore a job as it was while it waited for the local backend (its held id);
+    it was sent since, so it must not be failed as "never sent"."""
+    from blender_addon import session
+    from blender_addon._protocol import client as protocol_client
+
+    first, _ = two_held_jobs(local_addon, tmp_path, ready_after_s=0.5)
+    held_id = first.request_id
+    numbers = iter(range(1, 10))
+    monkeypatch.setattr(protocol_client.Client, "submit", lambda self, *args, **kwargs: f"request-{next(numbers)}")
+    assert pump_until(lambda: local().state == "ready", 20), local().message
+    sent_id = first.request_id
+    assert sent_id != held_id and first.state == "SUBMITTED"
+    first.request_id = held_id  # what undo restores
+    session.get_session().sent[sent_id] = "0123abcd"  # the backend accepted it meanwhile
+    session.refetch_active_jobs(bpy.context)
+    assert (first.request_id, first.job_id, first.state) == (sent_id, "0123abcd", "QUEUED"), first.message
+
+
 def test_cancel_with_the_local_backend_down_says_so_and_starts_nothing(local_addon):
     scene = animated_scene(frames=8)
     settings = configure_job(scene)
