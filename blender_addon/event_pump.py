@@ -18,7 +18,7 @@ from .job_records import all_jobs, any_active_job, fail_unaccepted_jobs, find_jo
 from .model_fit import ModelDefaults
 from .properties import ACTIVE_STATES, CONFIG_ITEMS
 from .result_writes import ResultWrite
-from .session import Connection, Session, get_session
+from .session import SUBMITTED_FIELDS, Connection, Session, get_session
 from .thumbnails import show_image
 
 PUMP_INTERVAL_ACTIVE = 0.1
@@ -280,8 +280,12 @@ def recover_result(context: bpy.types.Context, session: Session, event: Any) -> 
 
 
 def recovered_job(context: bpy.types.Context, event: Any) -> Any:
-    """A new job entry for a result whose job is in no list: from the scene's first frame, one scene frame per
-    result frame, in the scene the sequencer shows."""
+    """A new job entry for a result whose job is in no list: as its entry was when this session submitted it (its
+    frames, its scenes), else from the scene's first frame, one scene frame per result frame, in the scene the
+    sequencer shows."""
+    submitted = get_session().submitted_entry(event.job_id) if event.job_id else None
+    if submitted is not None:
+        return job_as_submitted(context, event, submitted)
     result = event.message
     parameters = result.metadata.get("parameters", {})
     scene = compat.sequencer_scene(context)
@@ -294,6 +298,18 @@ def recovered_job(context: bpy.types.Context, event: Any) -> Any:
     job.sampled_frames = json.dumps(list(range(job.frame_start, job.frame_end + 1)))
     job.params_json = json.dumps(parameters)
     job.result_scene = scene
+    job.state = "RUNNING"
+    return job
+
+
+def job_as_submitted(context: bpy.types.Context, event: Any, submitted: dict[str, Any]) -> Any:
+    """The entry of `submitted` (`Session.remember_submitted`) again, in its own scene if that is still there."""
+    owner = bpy.data.scenes.get(submitted["scene"]) or compat.sequencer_scene(context)
+    job = owner.motionclone.jobs.add()
+    for name in SUBMITTED_FIELDS:
+        setattr(job, name, submitted[name])
+    job.job_id = event.job_id
+    job.result_scene = bpy.data.scenes.get(submitted["result_scene"]) if submitted["result_scene"] else None
     job.state = "RUNNING"
     return job
 

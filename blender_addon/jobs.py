@@ -284,6 +284,7 @@ def submit_job(context: bpy.types.Context, scene: bpy.types.Scene, plan: JobPlan
     job.condition_json = "" if made is None else made.record(settings)
     job.message = session.job_message(request_id)
     settings.active_job = len(settings.jobs) - 1
+    session.remember_submitted(job)
     return job
 
 

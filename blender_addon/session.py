@@ -31,6 +31,19 @@ from .model_fit import ModelDefaults
 from .properties import ACTIVE_STATES
 
 STOP_WAIT_S = 5.0  # on quit or disable, how long the local backend gets to stop before it is killed
+# A job entry's fields that say what its result is and where it goes (`Session.remember_submitted`).
+SUBMITTED_FIELDS = (
+    "prompt",
+    "seed",
+    "config",
+    "frame_start",
+    "frame_end",
+    "frame_mode",
+    "frame_step",
+    "sampled_frames",
+    "params_json",
+    "condition_json",
+)
 
 
 @dataclass
@@ -100,6 +113,24 @@ class Session:
         # Held id -> the request id it was sent under: undo, revert or reopening can bring back the job as it was
         # while it waited for the local backend.
         self.held_sent: dict[str, str] = {}
+        # Request id -> what the job's list entry said when it was submitted, so that a result whose entry undo took
+        # away is placed on the frames it was made for (`SUBMITTED_FIELDS`, and its scenes by name).
+        self.submitted: dict[str, dict[str, Any]] = {}
+
+    def remember_submitted(self, job: Any) -> None:
+        """Keep what `job`'s entry says, for `submitted_entry`."""
+        entry = {name: getattr(job, name) for name in SUBMITTED_FIELDS}
+        entry["scene"] = job.id_data.name
+        entry["result_scene"] = job.result_scene.name if job.result_scene is not None else ""
+        self.submitted[job.request_id] = entry
+
+    def submitted_entry(self, job_id: str) -> dict[str, Any] | None:
+        """What the entry of the job the backend accepted as `job_id` said when it was submitted, if this session
+        submitted it."""
+        for request_id, accepted in self.sent.items():
+            if accepted and accepted == job_id and request_id in self.submitted:
+                return self.submitted[request_id]
+        return None
 
     def drop_held(self, request_id: str) -> bool:
         """Take a job that waits for the local backend out of the waiting list; False when it is not waiting."""
@@ -264,6 +295,8 @@ class Session:
                 job.request_id = client.submit(item.frames, item.params, fps=item.fps, condition=item.condition)
                 self.sent[job.request_id] = ""
                 self.held_sent[item.request_id] = job.request_id
+                if item.request_id in self.submitted:
+                    self.submitted[job.request_id] = self.submitted[item.request_id]
             except (ValueError, RuntimeError) as error:  # refused before sending (too large, client closed)
                 job.state = "FAILED"
                 job.message = f"Not sent: {error} Change the settings and Generate again."

@@ -342,14 +342,17 @@ def test_a_result_whose_job_was_removed_is_still_stored_and_placed(addon, backen
     bpy.ops.motionclone.generate()
     job = settings.jobs[0]
     assert pump_until(lambda: bool(job.job_id), 60), job.message
-    job_id = job.job_id
+    job_id, made_for = job.job_id, (job.frame_start, job.frame_end, job.sampled_frames)
+    assert json.loads(job.sampled_frames) != [1, 2, 3, 4]  # 4 frames spread over the scene's 8
     settings.jobs.remove(0)
     assert pump_until(lambda: any(item.job_id == job_id and item.state == "DONE" for item in settings.jobs), 120)
     recovered = next(item for item in settings.jobs if item.job_id == job_id)
     assert recovered.state == "DONE" and recovered.message.startswith("Recovered"), recovered.message
     assert recovered.prompt == "a lost fox" and recovered.seed == 7
+    # On the frames it was made for, as its entry said, not one scene frame per result frame from the start.
+    assert (recovered.frame_start, recovered.frame_end, recovered.sampled_frames) == made_for
     strip = compat.strips(scene.sequence_editor)[recovered.strip_name]
-    assert (strip.frame_final_start, strip.frame_final_duration) == (scene.frame_start, 4)
+    assert (strip.frame_final_start, strip.frame_final_end) == (made_for[0], made_for[1] + 1)
     assert len(list(Path(recovered.result_dir).glob("*.png"))) == 4
 
 
