@@ -461,7 +461,8 @@ def _check_subject_placement(params: MotionCloneParams) -> None:
     _check_choice(params.subject_placement, "subject_placement", SUBJECT_PLACEMENTS)
     if params.subject_word is not None:
         _check_text(params.subject_word, "subject_word", allow_empty=False)
-    _check_int(params.subject_preview_steps, "subject_preview_steps", 1, 100)
+    # One preview step would run at timestep 0 on pure noise (a one-step schedule sits at its low end).
+    _check_int(params.subject_preview_steps, "subject_preview_steps", 2, 100)
     if params.subject_placement == "free":
         return
     if params.noise_frame_correlation <= 0 or params.noise_correlation_form != "shared":

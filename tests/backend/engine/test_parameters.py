@@ -92,6 +92,7 @@ def test_round_trip_through_plain_values():
         ({"num_inference_steps": 2.5}, "num_inference_steps", "integer"),
         ({"top_k": 0}, "top_k", "between 1"),
         ({"motion_guidance_blocks": ()}, "motion_guidance_blocks", "non-empty"),
+        ({"subject_preview_steps": 1}, "subject_preview_steps", "between 2 and 100"),  # one step runs at t = 0
     ],
 )
 def test_invalid_values_raise_an_error_naming_the_parameter_and_its_range(changes, name, fragment):
