@@ -167,6 +167,10 @@ class Connection:
             return
         ready = dict(self._poller.poll(int(POLL_INTERVAL * 1000)))
         if self._monitor in ready and self._lost_connection():
+            # Whole messages that came before the connection went are still there to read: a job's "accepted"
+            # among them, and without it the job would count as never accepted (and be submitted twice).
+            while self._socket is not None and self._socket.poll(0, zmq.POLLIN):
+                self._receive()
             self._drop_connection("the connection to the backend was closed")
             return
         if self._socket in ready:

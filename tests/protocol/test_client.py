@@ -552,6 +552,41 @@ def test_dead_server_gives_disconnected_and_run_job_raises_naming_the_job(
     assert client.active_jobs == frozenset(job_ids)
 
 
+class ServerThatAcceptsAndGoes(FakeServer):
+    """Accepts a submit when `go` is set, then closes its socket at once."""
+
+    def __init__(self) -> None:
+        self.go = threading.Event()
+        super().__init__()
+
+    def _answer_submit(self, identity: bytes, message: Submit, payload: memoryview | None) -> None:
+        self.go.wait(5)
+        self._send(identity, Accepted(request_id=message.request_id, job_id="job-gone", queue_position=0))
+        time.sleep(0.1)  # on its way out of this socket before the socket closes
+        self._stop.set()
+
+
+def test_an_accepted_that_came_before_the_connection_went_is_still_read(make_client: Callable[..., Client]) -> None:
+    """Blender keeps the client quiet while it renders: the answer and the lost connection can wait together."""
+    server = ServerThatAcceptsAndGoes()
+    try:
+        client = make_client(server.endpoint).start()
+        client.wait_connected(3.0)
+        request = client.submit(make_frames(), {})
+        wait_until(lambda: len(server.received_of(Submit)) == 1)
+        with client.quiet():
+            server.go.set()
+            wait_until(lambda: server._stop.is_set())
+            time.sleep(0.3)  # the connection is gone too
+        accepted, before = wait_for_event(client, "accepted")
+        assert (accepted.request_id, accepted.job_id) == (request, "job-gone")
+        assert not [event for event in before if event.kind == "error" and event.request_id == request]
+        wait_for_event(client, "disconnected", timeout=DEAD_AFTER + 1.0)
+        assert client.active_jobs == frozenset({"job-gone"})  # followed once a backend answers again
+    finally:
+        server.stop()
+
+
 @contextlib.contextmanager
 def server_and_its_successor() -> Iterator[tuple[FakeServer, Callable[[dict[str, np.ndarray]], FakeServer]]]:
     """A fake server, and a function that starts another on its port (holding the given stored results) once the
