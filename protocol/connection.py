@@ -121,6 +121,7 @@ class Connection:
         self._poller = zmq.Poller()
         self._last_heard = 0.0  # anything from the server, on either connection
         self._last_heard_on_job = 0.0
+        self._attempt_started = 0.0  # when this connection attempt sent its hello
         self._next_ping = 0.0
         self._reconnect_at = 0.0
         self._backoff = self._heartbeat_interval
@@ -153,6 +154,7 @@ class Connection:
         if quiet_for > POLL_INTERVAL:
             self._last_heard += quiet_for
             self._last_heard_on_job += quiet_for
+            self._attempt_started += quiet_for
             self._next_ping += quiet_for
 
     def _run_once(self) -> None:
@@ -218,8 +220,8 @@ class Connection:
         for polled in (socket, heartbeat, monitor):
             self._poller.register(polled, zmq.POLLIN)
         now = time.monotonic()
-        # The attempt gets dead_after to be answered, like any live connection.
-        self._last_heard = self._last_heard_on_job = now
+        # The attempt gets dead_after to be answered, like any live connection, and to be welcomed.
+        self._last_heard = self._last_heard_on_job = self._attempt_started = now
         self._next_ping = now + self._heartbeat_interval
         hello = Hello(request_id=new_id(), client=self._client_name)
         with self.shared.lock:
@@ -301,6 +303,10 @@ class Connection:
         job_silence_limit = max(JOB_SILENCE_MIN_S, JOB_SILENCE_FACTOR * self._dead_after)
         if now - self._last_heard > self._dead_after:
             self._drop_connection(f"no answer from the backend for {self._dead_after:g} s")
+        elif not self.shared.is_connected() and now - self._attempt_started > self._dead_after:
+            # Answered but not welcomed (its hello refused, or a welcome this client cannot read): pongs alone
+            # would keep such an attempt open for good, with its submits waiting.
+            self._drop_connection(f"no welcome from the backend within {self._dead_after:g} s")
         elif now - self._last_heard_on_job > job_silence_limit:
             self._drop_connection(f"nothing came on the job connection for {job_silence_limit:g} s")
         elif now >= self._next_ping:

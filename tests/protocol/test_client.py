@@ -26,6 +26,7 @@ from motionclone.protocol.errors import (
     INVALID_PARAMETER,
     OUT_OF_MEMORY,
     UNKNOWN_JOB,
+    UNSUPPORTED_VERSION,
     BackendUnavailable,
     JobCancelledError,
     JobFailed,
@@ -550,6 +551,33 @@ def test_dead_server_gives_disconnected_and_run_job_raises_naming_the_job(
     assert job_ids[0] in str(raised.value)
     assert not client.connected
     assert client.active_jobs == frozenset(job_ids)
+
+
+class ServerThatRefusesHellos(FakeServer):
+    """Answers pings but refuses every hello (say, a protocol version it does not speak)."""
+
+    def _answer(self, identity: bytes, message: Message, payload: memoryview | None) -> None:
+        if isinstance(message, Hello):
+            refusal = Error(UNSUPPORTED_VERSION, "protocol version 1 is not supported", request_id=message.request_id)
+            self._send(identity, refusal)
+        else:
+            super()._answer(identity, message, payload)
+
+
+def test_an_attempt_whose_hello_is_refused_ends_unreachable_and_fails_its_submits(
+    make_client: Callable[..., Client],
+) -> None:
+    """Its pongs alone kept it open for good, and a submit waited for ever."""
+    server = ServerThatRefusesHellos()
+    try:
+        client = make_client(server.endpoint).start()
+        request = client.submit(make_frames(), {})
+        wait_for_event(client, "unreachable", timeout=DEAD_AFTER + 1.0)
+        failed, _ = wait_for_event(client, "error")
+        assert failed.request_id == request and failed.message.code == BACKEND_UNAVAILABLE
+        assert server.received_of(Submit) == []  # never sent to a backend that did not welcome it
+    finally:
+        server.stop()
 
 
 class ServerThatAcceptsAndGoes(FakeServer):
