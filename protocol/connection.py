@@ -387,10 +387,13 @@ class Connection:
             try:
                 message, payloads = decode([frame.buffer for frame in frames], self._limits)
             except ProtocolError as error:
+                # Its request, when the header could be read: whoever waits for the answer gets this instead.
+                self._pending_submits.discard(error.request_id)
                 self._emit_error(
                     error.code,
                     f"the backend sent a message this client cannot read: {error.message}",
                     field=error.field,
+                    request_id=error.request_id,
                 )
                 continue
             # One copy out of the zmq frame, so the frame's memory goes back to zmq now.

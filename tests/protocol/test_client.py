@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import msgpack
 import numpy as np
 import pytest
 import zmq
@@ -149,6 +150,10 @@ class FakeServer:
     def _answer_submit(self, identity: bytes, message: Submit, payload: memoryview | None) -> None:
         mode = message.params.get("mode", "ok")
         if mode == "silent":
+            return
+        if mode == "unreadable-answer":  # a newer server's accepted, with a field this client does not know
+            header = {"v": 1, "type": "accepted", "request_id": message.request_id, "job_id": "j", "queue_position": 0}
+            self.socket.send_multipart([identity, msgpack.packb({**header, "estimated_start": 3.0})])
             return
         if mode == "reject":
             error = Error(
@@ -407,6 +412,15 @@ def test_unreadable_message_becomes_an_error_event_and_the_client_carries_on(
     assert isinstance(errors[0].message, Error)
     assert errors[0].message.code == "bad_message"
     np.testing.assert_array_equal(result.frames(), 255 - frames)
+
+
+def test_an_answer_this_client_cannot_read_still_reaches_the_request_waiting_for_it(
+    server: FakeServer, make_client: Callable[..., Client]
+) -> None:
+    client = make_client(server.endpoint).start()
+    with pytest.raises(JobFailed) as failed:  # not a wait until the time-out (for ever without one)
+        client.run_job(make_frames(), {"mode": "unreadable-answer"}, timeout=10.0)
+    assert "cannot read" in str(failed.value) and "estimated_start" in str(failed.value)
 
 
 def test_fetch_result_returns_a_stored_result_and_fails_for_unknown_jobs(make_client: Callable[..., Client]) -> None:
