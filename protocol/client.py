@@ -41,6 +41,7 @@ import zmq
 from .blocking import BlockingCalls
 from .codec import Buffer, Limits, encode
 from .connection import POLL_INTERVAL, Connection, Settings, Shared
+from .endpoints import endpoint_problem
 from .errors import BACKEND_UNAVAILABLE, BackendUnavailable
 from .events import EVENT_KINDS, Command, Event, echo_bytes, new_id
 from .keys import curve_client_keys
@@ -128,8 +129,9 @@ class Client(BlockingCalls):
         Raises:
             ValueError: an argument is out of range; the message names it.
         """
-        if not isinstance(endpoint, str) or "://" not in endpoint:
-            raise ValueError(f"`endpoint` must look like 'tcp://HOST:PORT', got {endpoint!r}")
+        problem = endpoint_problem(endpoint)
+        if problem is not None:
+            raise ValueError(f"`endpoint` {problem}")
         for name, value in (
             ("heartbeat_interval", heartbeat_interval),
             ("dead_after", dead_after),

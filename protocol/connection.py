@@ -232,6 +232,7 @@ class Connection:
         socket = self._context.socket(zmq.DEALER)
         try:
             socket.linger = 0
+            socket.ipv6 = True  # tcp://[::1]:PORT, and host names with IPv6 addresses only; IPv4 works as before
             socket.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
             if self._curve is not None:
                 socket.curve_serverkey, socket.curve_publickey, socket.curve_secretkey = self._curve

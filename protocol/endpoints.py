@@ -11,10 +11,34 @@ def is_loopback_endpoint(endpoint: str) -> bool:
     scheme, _, rest = endpoint.partition("://")
     if scheme in ("ipc", "inproc"):
         return True
-    host = urlsplit(f"//{rest}").hostname or ""
+    try:
+        host = urlsplit(f"//{rest}").hostname or ""
+    except ValueError:  # an unclosed "[": not an address at all; the bind names the problem
+        return False
     if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False  # "*", a host name or an interface name: reachable from outside
+
+
+def endpoint_problem(endpoint: object) -> str | None:
+    """Why a client cannot connect to `endpoint` (a message naming the rule), or None: `tcp://HOST:PORT` with a port
+    1 to 65535 and a host name, IPv4 address or [IPv6] address, or `ipc://PATH`, or `inproc://NAME`."""
+    shape = f"must look like 'tcp://HOST:PORT' (IPv6: 'tcp://[::1]:PORT'), got {endpoint!r}"
+    if not isinstance(endpoint, str):
+        return shape
+    scheme, _, rest = endpoint.partition("://")
+    if scheme in ("ipc", "inproc"):
+        return None if rest else shape
+    if scheme != "tcp":
+        return shape
+    try:
+        parts = urlsplit(f"//{rest}")
+        port = parts.port
+    except ValueError:  # a port that is no number or out of range, an unclosed "["
+        return shape + "; the port must be a number from 1 to 65535"
+    if parts.hostname in (None, "", "*") or not port or parts.path or parts.query or parts.fragment:
+        return shape
+    return None

@@ -63,6 +63,7 @@ def open_listener(config: ServerConfig) -> Listener:
     context = zmq.Context()
     socket = context.socket(zmq.ROUTER)
     socket.linger = 0
+    socket.ipv6 = True  # tcp://[::1]:PORT binds; tcp://*:PORT takes IPv6 clients as well as IPv4 ones
     socket.setsockopt(zmq.MAXMSGSIZE, config.limits.max_message_bytes)
     authenticator = None
     try:

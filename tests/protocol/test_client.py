@@ -19,7 +19,7 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
-from motionclone.protocol import connection, keys
+from motionclone.protocol import connection, endpoints, keys
 from motionclone.protocol.client import Client, Event
 from motionclone.protocol.codec import Limits, decode, encode
 from motionclone.protocol.errors import (
@@ -70,6 +70,7 @@ class FakeServer:
         curve_keys: tuple[bytes, bytes] | None = None,
         context: zmq.Context | None = None,
         limits: Limits | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
         self.limits = limits or Limits()  # what its Welcome announces
         self._own_context = context is None
@@ -79,11 +80,13 @@ class FakeServer:
         if curve_keys is not None:
             self.socket.curve_server = True
             self.socket.curve_publickey, self.socket.curve_secretkey = curve_keys
+        self.host = host
+        self.socket.ipv6 = ":" in host
         if port is None:
-            self.port = self.socket.bind_to_random_port("tcp://127.0.0.1")
+            self.port = self.socket.bind_to_random_port(f"tcp://{host}")
         else:
             self.port = port
-            self.socket.bind(f"tcp://127.0.0.1:{port}")
+            self.socket.bind(f"tcp://{host}:{port}")
         self.results = dict(results or {})
         self.received: list[Message] = []
         self._jobs = 0
@@ -94,7 +97,7 @@ class FakeServer:
 
     @property
     def endpoint(self) -> str:
-        return f"tcp://127.0.0.1:{self.port}"
+        return f"tcp://{self.host}:{self.port}"
 
     def stop(self) -> None:
         """Stop answering and close the socket; idempotent."""
@@ -290,6 +293,25 @@ def test_a_server_that_never_answers_gives_one_unreachable_event(
     wait_for_event(reachable, "connected")
     reachable.close()
     assert "unreachable" not in [e.kind for e in reachable.poll_events()]
+
+
+def test_a_client_reaches_a_server_on_ipv6_loopback(make_client: Callable[..., Client]) -> None:
+    server = FakeServer(host="[::1]")
+    try:
+        client = make_client(server.endpoint).start()
+        assert client.wait_connected(3.0).server_version == "fake-1"
+    finally:
+        server.stop()
+
+
+def test_endpoints_a_client_cannot_connect_to_are_refused_naming_the_form(make_client: Callable[..., Client]) -> None:
+    for endpoint in ("localhost:5555", "tcp://localhost", "tcp://gpu-box:99999", "tcp://[::1:5555", "tcp://*:5555"):
+        with pytest.raises(ValueError, match=r"`endpoint` must look like 'tcp://HOST:PORT' \(IPv6"):
+            Client(endpoint)
+    for endpoint in ("tcp://gpu-box:5555", "tcp://[::1]:5555", "ipc:///tmp/motionclone.sock"):
+        make_client(endpoint)  # accepted
+    assert endpoints.is_loopback_endpoint("tcp://[::1]:5555")
+    assert not endpoints.is_loopback_endpoint("tcp://[::1:5555")  # not an address: the bind names the problem
 
 
 def test_wait_connected_raises_when_no_server_exists(make_client: Callable[..., Client]) -> None:

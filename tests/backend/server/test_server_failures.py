@@ -472,3 +472,13 @@ def test_a_client_that_sends_without_pause_cannot_hold_the_loop(monkeypatch):
     monkeypatch.setattr(server, "_handle", lambda identity, parts, client: handled.append(identity))
     server._receive_all()
     assert len(handled) == server_module.MAX_RECEIVE_BATCH
+
+
+def test_the_server_listens_on_ipv6_loopback():
+    from motionclone.backend.server.listener import open_listener
+
+    listener = open_listener(ServerConfig(bind="tcp://[::1]:*", preset="tiny"))
+    try:
+        assert listener.endpoint.startswith("tcp://[::1]:")
+    finally:
+        listener.close()
