@@ -64,6 +64,21 @@ _RENDER_SETTINGS = (
 # media_type first: on 5.x file_format only accepts the formats of the current media type.
 _IMAGE_SETTINGS = ("media_type", "file_format", "color_mode", "color_depth", "compression", "color_management")
 _SCENE_SETTINGS = ("frame_start", "frame_end", "frame_step", "camera")
+# The output's own colour management (image_settings.color_management "OVERRIDE"): switching to "FOLLOW_SCENE" and
+# back copies the scene's view over it, so it is kept too, in this order (a view transform belongs to a display, a
+# look to a view transform). Some exist only in newer versions.
+_OVERRIDE_SETTINGS = (
+    ("display_settings", "display_device"),
+    ("view_settings", "view_transform"),
+    ("view_settings", "look"),
+    ("view_settings", "exposure"),
+    ("view_settings", "gamma"),
+    ("view_settings", "use_curve_mapping"),
+    ("view_settings", "use_white_balance"),
+    ("view_settings", "white_balance_temperature"),
+    ("view_settings", "white_balance_tint"),
+    ("linear_colorspace_settings", "name"),
+)
 
 
 REFERENCE_SLOT = "MotionClone reference"  # the Render Result slot reference renders go to
@@ -159,12 +174,20 @@ def preserved_render_settings(scene: bpy.types.Scene) -> Iterator[None]:
     saved_render = {name: getattr(render, name) for name in _RENDER_SETTINGS}
     # media_type and color_management exist only in some versions (media_type is 5.x).
     saved_image = {name: getattr(image_settings, name) for name in _IMAGE_SETTINGS if hasattr(image_settings, name)}
+    saved_override = {
+        (group, name): getattr(getattr(image_settings, group), name)
+        for group, name in _OVERRIDE_SETTINGS
+        if hasattr(getattr(image_settings, group, None), name)
+    }
+    saved_override = {key: value for key, value in saved_override.items() if value != ""}  # an unset colour space
     saved_scene = {name: getattr(scene, name) for name in _SCENE_SETTINGS}
     saved_frame = (scene.frame_current, scene.frame_subframe)
     try:
         yield
     finally:
         failures = _restore(render, saved_render) + _restore(image_settings, saved_image)
+        for (group, name), value in saved_override.items():
+            failures += _restore(getattr(image_settings, group), {name: value})
         failures += _restore(scene, saved_scene)
         # frame_set rather than frame_current: it also re-evaluates the scene, so objects are posed as before.
         scene.frame_set(saved_frame[0], subframe=saved_frame[1])

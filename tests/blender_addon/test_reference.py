@@ -80,6 +80,8 @@ def settings_snapshot(scene: bpy.types.Scene) -> dict[str, Any]:
         "shading": rna_values(scene.display.shading),
         "view": rna_values(scene.view_settings),
         "display": rna_values(scene.display_settings),
+        "output_view": rna_values(scene.render.image_settings.view_settings),
+        "output_display": rna_values(scene.render.image_settings.display_settings),
         "frames": (scene.frame_current, scene.frame_start, scene.frame_end, scene.frame_step),
         "camera": scene.camera.name if scene.camera else None,
         "images": sorted(image.name for image in bpy.data.images),
@@ -103,6 +105,10 @@ def set_unusual_user_settings(scene: bpy.types.Scene) -> None:
     compat.set_media_type(image_settings, "VIDEO")  # 5.x: FFMPEG is only valid for the VIDEO media type
     image_settings.file_format = "FFMPEG"
     image_settings.color_mode = "RGB"
+    # The output's own look, which following the scene's for the render and back would overwrite.
+    image_settings.color_management = "OVERRIDE"  # both Blenders tested have it (3.5+)
+    image_settings.view_settings.view_transform = "Standard"
+    image_settings.view_settings.exposure = 1.5
     scene.frame_start, scene.frame_end, scene.frame_step = 3, 40, 2
     scene.frame_current = 7
 
