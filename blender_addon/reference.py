@@ -563,11 +563,12 @@ def read_image_strip_frames(strip: Any, frames: list[int]) -> np.ndarray:
 def read_movie_strip_frames(strip: Any, frames: list[int]) -> np.ndarray:
     """Read the frames a MOVIE strip shows at the given scene frames, at the movie's own size.
 
-    Scene frame ``f`` shows movie frame ``f - strip.frame_start``, clamped to the movie. Blender's Python has no
-    per-frame movie decoder (``Image.pixels`` of a loaded movie always returns the same frame in background mode),
-    so the movie is played by Blender's sequencer in a temporary scene with the same frame rate, rendered to PNG
-    and read back; the temporary scene is removed afterwards. The values are display-referred (view transform
-    Standard), which for an 8-bit sRGB movie are the decoded values. Strip effects are not applied.
+    Scene frame ``f`` shows movie frame ``f - strip.frame_start`` (scaled by the movie's frame count over the scene
+    frames the strip spans, when its playback rate follows the movie's frame rate), clamped to the movie. Blender's
+    Python has no per-frame movie decoder (``Image.pixels`` of a loaded movie always returns the same frame in
+    background mode), so the movie is played by Blender's sequencer in a temporary scene with the same frame rate,
+    rendered to PNG and read back; the temporary scene is removed afterwards. The values are display-referred (view
+    transform Standard), which for an 8-bit sRGB movie are the decoded values. Strip effects are not applied.
 
     The Render Result's slot keeps showing the artist's last render: it shows the render of the scene being looked
     at, and the temporary scene renders into its own. (Switching to another slot first, as a camera reference does,
@@ -621,6 +622,9 @@ class StripRead(FrameByFrame):
             self._movie = MovieSource(
                 bpy.path.abspath(strip.filepath), strip.colorspace_settings.name, render.fps, render.fps_base
             )
+            # Scene frames the whole movie spans in the artist's strip: the movie's own frame count, unless its
+            # playback rate follows the movie's frame rate (a movie added from the UI to a scene of another rate).
+            self._strip_span = max(int(strip.frame_duration), 1)
         self._read: list[np.ndarray] = []
         self._by_index: dict[int, np.ndarray] = {}  # a held frame is read once
         self._stack = ExitStack()
@@ -651,12 +655,14 @@ class StripRead(FrameByFrame):
 
     def step(self) -> None:
         """Read the next frame (Blender blocks while it decodes or plays it)."""
-        index = math.floor(self.frames[len(self._read)] - self.frame_start)
+        offset = self.frames[len(self._read)] - self.frame_start
         if self.kind == "IMAGE":
-            index = min(max(index, 0), len(self._image_paths) - 1)
+            index = min(max(math.floor(offset), 0), len(self._image_paths) - 1)
         else:
             if not self._player_scene:
                 raise RuntimeError("StripRead.step() outside its `with` block")
+            # The player shows one movie frame per scene frame; the artist's strip may spread them otherwise.
+            index = math.floor(offset * self._movie_frames / self._strip_span)
             index = min(max(index, 0), self._movie_frames - 1)
         if index not in self._by_index:
             self._by_index[index] = self._read_index(index)

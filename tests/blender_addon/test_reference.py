@@ -521,6 +521,26 @@ def colour_movie_strip(scene: bpy.types.Scene, folder: Path, reds: list[float], 
     return strips.new_movie(name="movie", filepath=str(movie), channel=1, frame_start=frame_start)
 
 
+class StripPlayedAtItsOwnRate:
+    """A movie strip as a movie of half the scene's frame rate shows when added from the UI: its playback rate follows
+    the movie's, so each movie frame spans two scene frames (Python cannot add such a strip itself)."""
+
+    def __init__(self, strip: Any) -> None:
+        self._strip = strip
+        self.frame_duration = 2 * strip.frame_duration
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._strip, name)
+
+
+def test_a_movie_strip_played_at_its_own_frame_rate_is_read_as_it_shows(scene: bpy.types.Scene, tmp_path: Path) -> None:
+    reds = [0.0, 0.1, 0.3, 0.8]
+    strip = StripPlayedAtItsOwnRate(colour_movie_strip(scene, tmp_path, reds, frame_start=5))
+    pixels = reference.read_movie_strip_frames(strip, list(range(5, 13)))
+    expected_red = [srgb_u8(reds[k]) for k in (0, 0, 1, 1, 2, 2, 3, 3)]  # each movie frame for two scene frames
+    assert np.abs(pixels[:, :, :, 0].astype(int) - np.array(expected_red)[:, None, None]).max() <= 2
+
+
 def test_read_movie_strip_frames_returns_the_frame_shown_at_each_scene_frame(
     scene: bpy.types.Scene, tmp_path: Path
 ) -> None:
