@@ -18,8 +18,9 @@ from . import compat
 MAX_CHANNEL = 128  # Blender's MAXSEQ
 
 
-def first_free_channel(editor: Any, frame_start: int, frame_end: int) -> int:
-    """The lowest channel with no top-level strip overlapping a frame range.
+def free_channel_on_top(editor: Any, frame_start: int, frame_end: int) -> int:
+    """The channel just above every top-level strip overlapping a frame range (higher channels draw on top, so the
+    result is what the preview shows there), or, when the top channel is taken, the lowest free one.
 
     Only top-level strips count: strips inside meta strips live in the meta's own channels, and the meta itself
     occupies its channel at the top level.
@@ -44,6 +45,9 @@ def first_free_channel(editor: Any, frame_start: int, frame_end: int) -> int:
         for strip in compat.strips(editor)
         if strip.frame_final_start <= frame_end and strip.frame_final_end - 1 >= frame_start
     }
+    above = max(taken, default=0) + 1
+    if above <= MAX_CHANNEL:
+        return above
     for channel in range(1, MAX_CHANNEL + 1):
         if channel not in taken:
             return channel
@@ -98,7 +102,7 @@ def add_result_strip(
     name: str,
     properties: dict[str, str | int | float],
 ) -> Any:
-    """Add the result frames as one image strip covering a frame range, on the first free channel.
+    """Add the result frames as one image strip covering a frame range, on a free channel above the strips there.
 
     The strip starts at ``frame_start`` and lasts exactly ``frame_end - frame_start + 1`` frames, with the
     frames mapped as `element_files` describes, so it plays in step with the animation at the scene's frame rate.
@@ -127,7 +131,7 @@ def add_result_strip(
             raise ValueError(f"`frame_files` must hold file names inside `folder`, got {file_name!r}.")
     files = element_files(frame_files, scene_frames, frame_start, frame_end)
     editor = scene.sequence_editor_create()  # returns the existing editor if there is one
-    channel = first_free_channel(editor, frame_start, frame_end)
+    channel = free_channel_on_top(editor, frame_start, frame_end)
     view = (scene.view_settings.view_transform, scene.view_settings.look)
     fps = (scene.render.fps, scene.render.fps_base)
     strips = compat.strips(editor)

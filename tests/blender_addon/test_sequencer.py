@@ -40,15 +40,17 @@ def test_compat_finds_the_strip_collections_of_this_blender(scene: bpy.types.Sce
     assert compat.sequencer_scene(bpy.context) == scene  # background mode: the sequencer shows this scene
 
 
-def test_first_free_channel_skips_only_channels_with_overlapping_strips(scene: bpy.types.Scene) -> None:
+def test_the_result_channel_is_above_the_strips_that_overlap_its_range(scene: bpy.types.Scene) -> None:
     editor = scene.sequence_editor_create()
-    colour_strip(scene, "overlaps", channel=1, frame_start=5, length=10)  # frames 5..14
-    colour_strip(scene, "before", channel=2, frame_start=1, length=9)  # frames 1..9, ends before 10
-    colour_strip(scene, "touches end", channel=3, frame_start=20, length=5)  # frames 20..24
+    colour_strip(scene, "overlaps", channel=2, frame_start=5, length=10)  # frames 5..14
+    colour_strip(scene, "before", channel=4, frame_start=1, length=9)  # frames 1..9, ends before 10
+    colour_strip(scene, "touches end", channel=1, frame_start=20, length=5)  # frames 20..24
 
-    assert sequencer.first_free_channel(editor, 10, 20) == 2
-    assert sequencer.first_free_channel(editor, 9, 20) == 4
-    assert sequencer.first_free_channel(editor, 30, 40) == 1
+    assert sequencer.free_channel_on_top(editor, 10, 20) == 3  # channel 1 is free but under the shot: hidden
+    assert sequencer.free_channel_on_top(editor, 9, 20) == 5
+    assert sequencer.free_channel_on_top(editor, 30, 40) == 1
+    colour_strip(scene, "on the top channel", channel=sequencer.MAX_CHANNEL, frame_start=10, length=1)
+    assert sequencer.free_channel_on_top(editor, 10, 20) == 3  # no channel above: the lowest free one
 
 
 def test_element_files_hold_the_latest_sampled_frame() -> None:
@@ -64,7 +66,9 @@ def test_element_files_hold_the_latest_sampled_frame() -> None:
         sequencer.element_files(files, [1, 3, 3, 4], 1, 4)
 
 
-def test_add_result_strip_covers_the_range_on_the_first_free_channel(scene: bpy.types.Scene, tmp_path: Path) -> None:
+def test_add_result_strip_covers_the_range_on_a_free_channel_above_the_strips_there(
+    scene: bpy.types.Scene, tmp_path: Path
+) -> None:
     existing = [
         colour_strip(scene, "overlaps", channel=1, frame_start=1, length=30),
         colour_strip(scene, "elsewhere", channel=2, frame_start=50, length=10),
