@@ -18,7 +18,9 @@ def is_loopback_endpoint(endpoint: str) -> bool:
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
+        mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1, as an IPv6 socket names an IPv4 peer
+        return address.is_loopback or (mapped is not None and mapped.is_loopback)
     except ValueError:
         return False  # "*", a host name or an interface name: reachable from outside
 

@@ -63,7 +63,9 @@ def open_listener(config: ServerConfig) -> Listener:
     context = zmq.Context()
     socket = context.socket(zmq.ROUTER)
     socket.linger = 0
-    socket.ipv6 = True  # tcp://[::1]:PORT binds; tcp://*:PORT takes IPv6 clients as well as IPv4 ones
+    # Only for an IPv6 address: with it on, an IPv4 bind reports itself as [::ffff:127.0.0.1], which clients would
+    # then be told to connect to.
+    socket.ipv6 = "[" in config.bind
     socket.setsockopt(zmq.MAXMSGSIZE, config.limits.max_message_bytes)
     authenticator = None
     try:

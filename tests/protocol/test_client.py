@@ -311,6 +311,7 @@ def test_endpoints_a_client_cannot_connect_to_are_refused_naming_the_form(make_c
     for endpoint in ("tcp://gpu-box:5555", "tcp://[::1]:5555", "ipc:///tmp/motionclone.sock"):
         make_client(endpoint)  # accepted
     assert endpoints.is_loopback_endpoint("tcp://[::1]:5555")
+    assert endpoints.is_loopback_endpoint("tcp://[::ffff:127.0.0.1]:5555")  # IPv4 loopback as IPv6 names it
     assert not endpoints.is_loopback_endpoint("tcp://[::1:5555")  # not an address: the bind names the problem
 
 

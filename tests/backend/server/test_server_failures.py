@@ -482,3 +482,14 @@ def test_the_server_listens_on_ipv6_loopback():
         assert listener.endpoint.startswith("tcp://[::1]:")
     finally:
         listener.close()
+
+
+def test_an_ipv4_bind_reports_an_ipv4_endpoint():
+    """Clients are told this endpoint (the local backend's first line): not an IPv4-mapped IPv6 address."""
+    from motionclone.backend.server.listener import open_listener
+
+    listener = open_listener(ServerConfig(bind="tcp://127.0.0.1:*", preset="tiny"))
+    try:
+        assert listener.endpoint.startswith("tcp://127.0.0.1:")
+    finally:
+        listener.close()
