@@ -69,23 +69,27 @@ def _own_line_sets(scene: bpy.types.Scene) -> Iterator[None]:
         for layer in scene.view_layers:
             settings = layer.freestyle_settings
             stack.enter_context(_kept(layer, ("use_freestyle",)))
-            stack.enter_context(_kept(settings, ("mode",)))
+            # Strokes drawn as a pass of their own would leave the picture white.
+            stack.enter_context(_kept(settings, ("mode", "as_render_pass")))
             for line_set in settings.linesets:
                 stack.enter_context(_kept(line_set, ("show_render",)))
                 line_set.show_render = False
             layer.use_freestyle = True
             settings.mode = "EDITOR"
+            settings.as_render_pass = False
+            active_index = settings.linesets.active_index  # adding and removing ours moves it
             line_set = settings.linesets.new(LINE_SET)
             made_with_it = line_set.linestyle  # new() makes a line style of its own: ours replaces it
             line_set.linestyle = style
             if made_with_it is not None and made_with_it != style and made_with_it.users == 0:
                 bpy.data.linestyles.remove(made_with_it)
-            added.append((settings, line_set))
+            added.append((settings, line_set, active_index))
         try:
             yield
         finally:
-            for settings, line_set in added:
+            for settings, line_set, active_index in added:
                 settings.linesets.remove(line_set)
+                settings.linesets.active_index = active_index
             bpy.data.linestyles.remove(style)
 
 

@@ -6,6 +6,7 @@ Everything the panel edits lives in one `PointerProperty` (`scene.motionclone`).
 
 import bpy
 
+from . import compat
 from .frame_plan import DEFAULT_CONTEXT_LENGTH, MAX_FRAMES
 
 # The official MotionClone configs, and the built-in model's; the backend expands the name (steps, guided steps, time
@@ -163,7 +164,12 @@ class MOTIONCLONE_PG_settings(bpy.types.PropertyGroup):
     reference_strip: bpy.props.StringProperty(name="Strip", description="Name of the image strip to use")
     condition_source: bpy.props.EnumProperty(name="Condition", items=CONDITION_SOURCE_ITEMS, default="NONE")
     condition_type: bpy.props.EnumProperty(name="Kind", items=CONDITION_TYPE_ITEMS, default="rgb")
-    condition_path: bpy.props.StringProperty(name="Image", subtype="FILE_PATH", description="The condition image")
+    condition_path: bpy.props.StringProperty(
+        name="Image",
+        subtype="FILE_PATH",
+        description="The condition image",
+        options=compat.blend_relative_path_options(),
+    )
     condition_strip: bpy.props.StringProperty(name="Strip", description="Image or movie strip holding the condition")
     condition_frame: bpy.props.IntProperty(
         name="Frame", default=1, description="Scene frame of the condition: it holds the output frame sampled nearest"

@@ -21,6 +21,8 @@ def freestyle_snapshot(scene):
             layer.name,
             layer.use_freestyle,
             layer.freestyle_settings.mode,
+            layer.freestyle_settings.as_render_pass,
+            layer.freestyle_settings.linesets.active_index,
             [
                 (line_set.name, line_set.show_render, getattr(line_set.linestyle, "name", None))
                 for line_set in layer.freestyle_settings.linesets
@@ -53,6 +55,9 @@ def demo(addon):
     style = bpy.data.linestyles.new("Artist style")
     own = layer.freestyle_settings.linesets.new("Artist lines")
     own.linestyle = style
+    layer.freestyle_settings.linesets.new("Artist contours").linestyle = style
+    layer.freestyle_settings.linesets.active_index = 0  # not the last one made
+    layer.freestyle_settings.as_render_pass = True  # composited separately: strokes in a pass of their own
     scene.view_settings.view_transform = "AgX"
     scene.display.shading.show_shadows = True
     return scene
