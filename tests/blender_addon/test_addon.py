@@ -1074,6 +1074,7 @@ def test_an_output_folder_relative_to_an_unsaved_blend_falls_back_to_the_user_fo
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         addon.output_dir = "//renders"  # Blender 4.5+ warns unless the property supports relative paths
+        bpy.context.scene.motionclone.condition_path = "//sketches/first.png"  # saved in the .blend: may move
     assert [str(warning.message) for warning in caught] == []
     assert not bpy.data.filepath
     assert preferences.output_root(bpy.context) == preferences.user_folder("results")
