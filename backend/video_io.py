@@ -530,19 +530,31 @@ def _list_image_files(folder: Path) -> list[Path]:
 
 def _check_one_sequence(folder: Path, files: list[Path]) -> None:
     """Refuse a folder that holds several numbered sequences (render passes such as beauty_0001.png and
-    depth_0001.png): read in one order, their frames would interleave."""
-    sequences: dict[str, int] = {}
-    for path in files:
-        match = re.fullmatch(r"(.*?)\d+", path.stem)
-        if match is not None:
-            sequences[match.group(1)] = sequences.get(match.group(1), 0) + 1
-    several = sorted(prefix for prefix, count in sequences.items() if count >= 2)
-    if len(several) > 1:
-        names = ", ".join(f"{prefix}…" if prefix else "numbers only" for prefix in several[:4])
+    depth_0001.png, 0001_beauty.png and 0001_depth.png, or 0001.png and 0001.jpg): read in one order, their frames
+    would interleave. Nor may a sequence share its folder with other images (a thumbnail.png would be a frame)."""
+    patterns: dict[tuple[str, str], list[Path]] = {}
+    for path in files:  # a sequence's names differ in their numbers only
+        patterns.setdefault((re.sub(r"\d+", "#", path.stem), path.suffix.lower()), []).append(path)
+    sequences = sorted(pattern for pattern, members in patterns.items() if len(members) >= 2 and "#" in pattern[0])
+    if len(sequences) > 1:
+        suffixes = {suffix for _, suffix in sequences}
+        names = ", ".join(
+            stem.replace("#", "…") + (suffix if len(suffixes) > 1 else "") for stem, suffix in sequences[:4]
+        )
         raise VideoInputError(
-            f"folder {folder} holds {len(several)} image sequences ({names}): move one of them into a folder of "
+            f"folder {folder} holds {len(sequences)} image sequences ({names}): move one of them into a folder of "
             "its own and pass that folder"
         )
+    if sequences:
+        others = sorted(
+            path.name for pattern, members in patterns.items() if pattern != sequences[0] for path in members
+        )
+        if others:
+            listed = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+            raise VideoInputError(
+                f"folder {folder} holds the numbered frames {sequences[0][0].replace('#', '…')}{sequences[0][1]} and "
+                f"other images ({listed}), which would be read as frames too: move them out of the folder"
+            )
 
 
 def _load_image(path: Path) -> np.ndarray:

@@ -293,10 +293,25 @@ def test_a_folder_holding_two_image_sequences_is_refused(tmp_path: Path) -> None
             save_png(tmp_path / f"{prefix}{index:04d}.png", np.zeros((8, 8, 3), dtype=np.uint8))
     with pytest.raises(VideoInputError, match=r"holds 2 image sequences \(beauty_…, depth_…\): move one"):
         read_clip(tmp_path)
-    (tmp_path / "thumbnail.png").write_bytes((tmp_path / "beauty_0001.png").read_bytes())
     for path in tmp_path.glob("depth_*"):
         path.unlink()
-    assert read_clip(tmp_path).frames.shape[0] == 4  # one sequence (and an odd file) is read as it was
+    assert read_clip(tmp_path).frames.shape[0] == 3  # one sequence is read as it is
+
+
+@pytest.mark.parametrize(
+    ("names", "message"),
+    [
+        (["0001_beauty.png", "0001_depth.png", "0002_beauty.png", "0002_depth.png"], r"2 image sequences"),
+        (["0001.png", "0001.jpg", "0002.png", "0002.jpg"], r"2 image sequences \(….jpg, ….png\)"),
+        (["frame_0001.png", "frame_0002.png", "thumbnail.png"], r"frame_….png and other images \(thumbnail.png\)"),
+    ],
+)
+def test_a_folder_whose_frames_would_mix_with_other_images_is_refused(tmp_path: Path, names, message) -> None:
+    """Numbers first, two formats of one sequence, or a stray picture: each would interleave with the frames."""
+    for name in names:
+        save_png(tmp_path / name, np.zeros((8, 8, 3), dtype=np.uint8))
+    with pytest.raises(VideoInputError, match=message):
+        read_clip(tmp_path)
 
 
 def test_corrupt_image_in_folder_names_the_file(tmp_path: Path) -> None:
