@@ -97,9 +97,12 @@ class ResultVideo:
     image_folder: Path | None = None
 
     def record_warnings(self) -> list[str]:
-        """What in result.json is not what `motionclone generate` writes, and so is not used."""
+        """What in result.json is not what `motionclone generate` writes, and so is not used; or that there is none."""
         if self.metadata is None:
-            return []
+            return [
+                "no result.json with the result: the reference is sampled with the default rule (linspace frames, "
+                "squash resize); for a result made otherwise, pass its result folder"
+            ]
         parameters = self.metadata.get("parameters")
         if "parameters" in self.metadata and not isinstance(parameters, dict):
             return ["result.json: its parameters are not a map, so none of them is used"]
@@ -147,7 +150,7 @@ def load_result(result: str | os.PathLike[str]) -> ResultVideo:
     if not path.exists():
         raise VideoInputError(f"result {path} does not exist: pass a result folder or a video file")
     if path.is_dir():
-        metadata = _read_metadata(path / "result.json")
+        metadata = _result_json_of(path)
         frames_dir, video = path / "frames", path / "result.mp4"
         if frames_dir.is_dir() and any(p.suffix.lower() in IMAGE_EXTENSIONS for p in frames_dir.iterdir()):
             return ResultVideo(read_clip(frames_dir).frames, metadata, f"{frames_dir} (PNG sequence)", frames_dir)
@@ -161,6 +164,14 @@ def load_result(result: str | os.PathLike[str]) -> ResultVideo:
         )
     metadata = _read_metadata(path.with_name("result.json")) if path.name == "result.mp4" else None
     return ResultVideo(read_clip(path).frames, metadata, str(path))
+
+
+def _result_json_of(folder: Path) -> dict[str, Any] | None:
+    """The result.json of a result folder, or of the result folder whose frames/ `folder` is."""
+    metadata = _read_metadata(folder / "result.json")
+    if metadata is None and folder.name == "frames":
+        metadata = _read_metadata(folder.parent / "result.json")
+    return metadata
 
 
 def recorded_sampling(parameters: dict[str, Any], result: object) -> tuple[str, str, int]:

@@ -98,6 +98,14 @@ def test_evaluate_uses_the_interval_rule_an_inversion_result_was_made_with(clips
     assert sampling["indices"] == indices.tolist() and sampling["rule_from"] == "result.json"
     assert "total_frames // num_frames" in sampling["rule"]
     assert report["motion_fidelity"] > 0.95
+    frames_only = evaluate(clips["reference_path"], tmp_path / "result" / "frames")  # its folder's result.json
+    assert frames_only["inputs"]["reference_sampling"]["indices"] == indices.tolist()
+    assert frames_only["warnings"] == []
+    renamed = tmp_path / "shot.mp4"
+    (tmp_path / "result" / "result.mp4").rename(renamed)  # a video on its own: the default rule, said so
+    alone = evaluate(clips["reference_path"], renamed)
+    assert alone["inputs"]["reference_sampling"]["rule_from"] == "default (no result.json)"
+    assert any("no result.json with the result" in warning for warning in alone["warnings"])
 
 
 def test_evaluate_uses_the_frame_step_a_long_shot_result_was_made_with(clips, tmp_path):
