@@ -51,7 +51,7 @@ from .motion_fidelity import (
     motion_fidelity,
     select_tracks,
 )
-from .report import draw_tracks_image, write_metrics
+from .report import draw_tracks_image, metrics_json, write_metrics
 from .tracks import (
     DEFAULT_GRID,
     TrackerSettings,
@@ -480,6 +480,7 @@ def evaluate(
     }
     if out is not None:
         report["files"] = {"metrics": str(out / METRICS_FILE), "tracks_image": str(out / TRACKS_IMAGE)}
+        text = metrics_json(report)  # before either file is replaced: metrics that cannot be written change neither
         caption = (
             f"MF {scores['symmetric']:.3f} (symmetric) / {scores['released']:.3f} (released) · "
             f"{tracker_description['name']} · grid {grid}x{grid} · {scores['frames']} frames at {width}x{height} · "
@@ -496,7 +497,7 @@ def evaluate(
             caption=caption,
             min_length=still_step_px,  # the steps MF counts as motion are the ones drawn in colour
         )
-        write_metrics(report, out / METRICS_FILE)
+        write_metrics(text, out / METRICS_FILE)
     return report
 
 

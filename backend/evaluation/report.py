@@ -6,6 +6,8 @@ import colorsys
 import json
 import math
 import os
+import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +25,28 @@ LABEL_PAD = 4
 STATIC_COLOUR = (200, 200, 200)
 
 
-def write_metrics(metrics: dict[str, Any], path: str | os.PathLike[str]) -> Path:
-    """Write metrics as indented JSON, atomically (a temporary file renamed into place)."""
-    path = Path(path)
+def metrics_json(metrics: dict[str, Any]) -> str:
+    """Metrics as indented JSON. allow_nan=False: NaN or Infinity would make the file unreadable to strict JSON
+    parsers; better to fail before any file is written."""
+    return json.dumps(metrics, indent=2, default=_plain, allow_nan=False) + "\n"
+
+
+def write_metrics(metrics: dict[str, Any] | str, path: str | os.PathLike[str]) -> Path:
+    """Write metrics (or their `metrics_json`) atomically."""
+    text = metrics if isinstance(metrics, str) else metrics_json(metrics)
+    return _replace_atomically(Path(path), lambda temporary: temporary.write_text(text))
+
+
+def _replace_atomically(path: Path, write: Callable[[Path], object]) -> Path:
+    """`write` a temporary file of this writer's own next to `path`, then rename it into place; nothing is left
+    behind when writing fails, and two runs into one folder never take each other's file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.partial")
-    # allow_nan=False: NaN or Infinity would make the file unreadable to strict JSON parsers; better to fail here.
-    temporary.write_text(json.dumps(metrics, indent=2, default=_plain, allow_nan=False) + "\n")
-    os.replace(temporary, path)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.partial")
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
     return path
 
 
@@ -125,12 +141,7 @@ def draw_tracks_image(
     for column in range(1, len(picks)):
         draw.line([(column * tile_w, HEADER), (column * tile_w, canvas.height)], fill=(24, 24, 24), width=2)
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.partial")
-    canvas.save(temporary, format="PNG")
-    os.replace(temporary, path)
-    return path
+    return _replace_atomically(Path(path), lambda temporary: canvas.save(temporary, format="PNG"))
 
 
 def _spread(starts: np.ndarray, indices: np.ndarray, most: int) -> np.ndarray:

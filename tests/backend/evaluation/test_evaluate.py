@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -302,3 +303,33 @@ def test_tracks_png_draws_slow_motion_in_its_direction_colour(tmp_path):
     # The frames are grey, so strongly red pixels are track segments drawn in the colour of "right".
     red = (pixels[..., 0] > 200) & (pixels[..., 1] < 90) & (pixels[..., 2] < 90)
     assert red.sum() > 200
+
+
+def test_an_evaluation_that_cannot_be_written_leaves_the_earlier_one_whole_and_no_temporary_file(
+    clips, tmp_path, monkeypatch
+):
+    import sys
+
+    evaluate_module = sys.modules["motionclone.backend.evaluation.evaluate"]  # the package exports the function
+    out = tmp_path / "out"
+    evaluate(clips["reference_path"], clips["result_dir"], out_dir=out)
+    earlier = {path.name: path.read_bytes() for path in out.iterdir()}
+    assert sorted(earlier) == ["metrics.json", "tracks.png"]
+
+    def full_disk(image, path, *args, **kwargs):
+        Path(path).write_bytes(b"half a picture")
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Image.Image, "save", full_disk)
+        with pytest.raises(OSError, match="No space left"):
+            evaluate(clips["reference_path"], clips["result_dir"], out_dir=out, grid=16)
+    with monkeypatch.context() as patched:  # metrics that cannot be written as JSON change neither file
+
+        def not_json(report):
+            raise ValueError("Out of range float values are not JSON compliant: nan")
+
+        patched.setattr(evaluate_module, "metrics_json", not_json)
+        with pytest.raises(ValueError, match="nan"):
+            evaluate(clips["reference_path"], clips["result_dir"], out_dir=out, grid=16)
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == earlier  # no .partial, nothing changed
