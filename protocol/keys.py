@@ -153,7 +153,7 @@ def curve_client_keys(
 
     Raises:
         ValueError: a key is not a Z85 key, client keys come without a server key, or a public key without its
-            secret key.
+            secret key or with another pair's.
     """
     for name, key in (
         ("server_public_key", server_public_key),
@@ -172,6 +172,9 @@ def curve_client_keys(
         client_public_key, client_secret_key = zmq.curve_keypair()
     elif client_public_key is None:
         client_public_key = zmq.curve_public(client_secret_key)
+    elif zmq.curve_public(client_secret_key) != client_public_key:
+        # Otherwise the handshake fails without a word, and the server key would look to blame.
+        raise ValueError("`client_public_key` is not the public half of `client_secret_key`: pass one key pair")
     return server_public_key, client_public_key, client_secret_key
 
 

@@ -885,6 +885,9 @@ def test_client_rejects_malformed_curve_keys_up_front() -> None:
         Client("tcp://127.0.0.1:1", client_secret_key=secret)
     assert keys.curve_client_keys(public, secret) == (public, zmq.curve_public(secret), secret)
     assert keys.curve_client_keys(None) is None
+    other_public, _ = zmq.curve_keypair()
+    with pytest.raises(ValueError, match="`client_public_key` is not the public half of `client_secret_key`"):
+        Client("tcp://127.0.0.1:1", server_public_key=public, client_secret_key=secret, client_public_key=other_public)
 
 
 def test_quiet_holds_the_io_thread_and_the_connection_survives_it(
