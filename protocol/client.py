@@ -207,7 +207,8 @@ class Client(BlockingCalls):
             self._shared.quiet.release()
 
     def close(self, timeout: float = 2.0) -> None:
-        """Stop the I/O thread, close the socket (linger=0), and terminate the context if this client made it.
+        """Stop the I/O thread, close the sockets (a connected one gets a moment to send what was queued last, such as
+        an Ack), and terminate the context if this client made it.
 
         Safe to call more than once, and from any thread but the client's own. A connected client emits a last
         "disconnected" event; submits not yet accepted get "error" events.
@@ -224,8 +225,12 @@ class Client(BlockingCalls):
         if thread is not None:
             thread.join(timeout)
             if thread.is_alive():
-                # term() would block until the thread closed its socket; the thread does that on its own way out.
-                return
+                # term() would block until the thread closed its sockets: the thread terminates the context itself
+                # once it has (it may be held quiet by this very caller).
+                with self._shared.lock:
+                    if not self._shared.exited:
+                        self._shared.term_context_on_exit = self._own_context
+                        return
         if self._own_context:
             self._context.term()
 

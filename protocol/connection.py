@@ -80,6 +80,10 @@ class Shared:
     server_info: Welcome | None = None
     active_jobs: set[str] = field(default_factory=set)
     hello_request_id: str | None = None
+    # `Client.close` gave up waiting for the thread (held quiet, say): the thread terminates the client's own context
+    # on its way out, which `close` could not do while the thread's sockets were open.
+    exited: bool = False
+    term_context_on_exit: bool = False
 
     def is_connected(self) -> bool:
         with self.lock:
@@ -147,6 +151,11 @@ class Connection:
                     self._drop_connection("the client's I/O thread failed")
         finally:
             self._shut_down()
+            with self.shared.lock:
+                self.shared.exited = True
+                term_context = self.shared.term_context_on_exit
+            if term_context:
+                self._context.term()
 
     def _resume_after(self, quiet_for: float) -> None:
         """After the thread was kept quiet (`Client.quiet`): that time was not the server's silence, so the heartbeat

@@ -766,6 +766,16 @@ def test_close_is_idempotent_and_joins_the_thread(server: FakeServer) -> None:
     Client(server.endpoint).close()  # never started: closes too
 
 
+def test_a_client_closed_while_its_caller_keeps_it_quiet_still_ends_its_context(server: FakeServer) -> None:
+    client = Client(server.endpoint, heartbeat_interval=HEARTBEAT, dead_after=DEAD_AFTER).start()
+    client.wait_connected(timeout=2.0)
+    with client.quiet():  # Blender disabling the add-on in the middle of a render, say
+        client.close(timeout=0.2)  # gives up waiting for the thread, which waits for this block
+        assert not client._context.closed
+    wait_until(lambda: client._context.closed)  # the thread ended it on its way out: no zmq threads left behind
+    assert "motionclone-client" not in [thread.name for thread in threading.enumerate()]
+
+
 def test_close_fails_submits_the_server_never_accepted(server: FakeServer, make_client: Callable[..., Client]) -> None:
     client = make_client(server.endpoint).start()
     client.wait_connected(timeout=2.0)
