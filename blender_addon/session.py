@@ -185,14 +185,18 @@ class Session:
         except (OSError, ValueError) as error:
             raise RuntimeError(f"Cannot read the key files set in the add-on preferences: {error}") from error
         heartbeat = min(1.0, prefs.timeout / 3)
-        self.client = protocol_client.Client(
-            endpoint,
-            client_name=f"blender-{bpy.app.version_string}",
-            heartbeat_interval=heartbeat,
-            dead_after=prefs.timeout,
-            max_backoff=max(heartbeat, 4.0),
-            **options,
-        ).start()
+        try:
+            client = protocol_client.Client(
+                endpoint,
+                client_name=f"blender-{bpy.app.version_string}",
+                heartbeat_interval=heartbeat,
+                dead_after=prefs.timeout,
+                max_backoff=max(heartbeat, 4.0),
+                **options,
+            )
+        except ValueError as error:  # an address with no port, a key pair that does not belong together, ...
+            raise RuntimeError(f"The backend settings in the add-on preferences cannot be used: {error}") from error
+        self.client = client.start()
         self.settings_key = settings_key
         self.connection = Connection("connecting", f"Connecting to {endpoint} ...")
         if reconfigured:

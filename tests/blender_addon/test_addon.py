@@ -864,6 +864,16 @@ def test_generate_makes_its_job_an_undo_step_of_its_own(addon, backend, monkeypa
     assert len(settings.jobs) == 3 and steps == ["MotionClone Generate"] * 3
 
 
+def test_a_backend_address_the_client_cannot_use_is_a_clear_error_of_the_preferences(addon):
+    """Raised as the RuntimeError every caller of ensure_client handles (loading a file with running jobs, too)."""
+    from blender_addon import session
+
+    addon.endpoint = "tcp://127.0.0.1"  # no port
+    with pytest.raises(RuntimeError, match="The backend settings in the add-on preferences cannot be used"):
+        session.get_session().ensure_client(bpy.context)
+    assert session.get_session().client is None
+
+
 def test_a_result_scene_deleted_while_the_reference_renders_is_not_recorded():
     from blender_addon import jobs
 
