@@ -241,7 +241,9 @@ class Connection:
         socket = self._context.socket(zmq.DEALER)
         try:
             socket.linger = 0
-            socket.ipv6 = True  # tcp://[::1]:PORT, and host names with IPv6 addresses only; IPv4 works as before
+            # For an IPv6 address only: with it on, a host name resolves to its IPv6 address first (localhost to ::1),
+            # which a server listening on IPv4 never answers.
+            socket.ipv6 = "[" in self._endpoint
             socket.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
             if self._curve is not None:
                 socket.curve_serverkey, socket.curve_publickey, socket.curve_secretkey = self._curve
