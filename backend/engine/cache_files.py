@@ -6,11 +6,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import save_file
 
 log = logging.getLogger(__name__)
 
 PARTIAL_SUFFIX = ".partial"
+# safetensors writes a file through a temporary of its own (".tmpXXXXXX") next to it, left behind if it stops.
+SAFETENSORS_TEMPORARY_PREFIX = ".tmp"
 
 
 def save_atomically(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> Path:
@@ -32,7 +35,7 @@ def store_in_cache(save: Callable[[], Path], what: str) -> None:
     again, not this job its result."""
     try:
         save()
-    except OSError as error:
+    except (OSError, SafetensorError) as error:  # safetensors reports its own I/O errors as SafetensorError
         log.warning(
             "could not keep the %s in the cache folder (%s); the next job with it computes it again", what, error
         )

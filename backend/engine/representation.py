@@ -25,7 +25,7 @@ from diffusers import AutoencoderKL, UNetMotionModel
 from safetensors.torch import load_file, safe_open
 
 from .attention_capture import capture_temporal_attention, guided_module_names
-from .cache_files import PARTIAL_SUFFIX, save_atomically, store_in_cache
+from .cache_files import PARTIAL_SUFFIX, SAFETENSORS_TEMPORARY_PREFIX, save_atomically, store_in_cache
 from .partial_unet import last_block, run_unet_until
 
 FORMAT_VERSION = "1"
@@ -143,7 +143,10 @@ class RepresentationCache:
         now = time.time() if now is None else now
         purged = []
         for path in self.directory.rglob("*"):
-            if not path.name.endswith((".safetensors", PARTIAL_SUFFIX)) or not path.is_file():
+            ours = path.name.endswith((".safetensors", PARTIAL_SUFFIX)) or path.name.startswith(
+                SAFETENSORS_TEMPORARY_PREFIX
+            )
+            if not ours or not path.is_file():
                 continue
             with contextlib.suppress(FileNotFoundError):  # another purge or a rename took it meanwhile
                 if now - path.stat().st_mtime > max_age_s:

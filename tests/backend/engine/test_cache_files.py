@@ -40,6 +40,19 @@ def test_a_cache_folder_that_cannot_be_written_costs_the_next_job_the_work_not_t
     assert "could not keep the inverted reference in the cache folder" in caplog.text
 
 
+def test_a_cache_file_whose_write_fails_midway_costs_the_job_nothing(tmp_path, monkeypatch, caplog):
+    from safetensors import SafetensorError
+
+    def disk_full(*args, **kwargs):  # how safetensors reports a failed write
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(cache_files, "save_file", disk_full)
+    inverted = InvertedLatents({999: torch.zeros(1, 4, 2, 2, 2)}, {})
+    cache = InversionCache(tmp_path / "inversion")
+    cache.put("key", inverted)
+    assert cache.get("key") is inverted and "No space left on device" in caplog.text
+
+
 def test_the_purge_takes_old_inverted_references_and_half_written_files_too(tmp_path):
     old, recent = time.time() - 86400, time.time()
     files = {
@@ -47,6 +60,7 @@ def test_the_purge_takes_old_inverted_references_and_half_written_files_too(tmp_
         "inversion/recent.safetensors": recent,
         "stopped-writer.safetensors.123-456.partial": old,
         "writing-now.safetensors.123-789.partial": recent,
+        ".tmpAb12Cd": old,  # safetensors' own temporary, left by a writer that stopped
         "notes.txt": old,
     }
     for name, when in files.items():
