@@ -1111,10 +1111,13 @@ def store_result(client: Any, event: Any, out: Path, overwrite: bool, args: argp
     frames = event.frames()
     try:
         paths = write_result_folder(frames, event.message.metadata, out, fps=event.message.fps, overwrite=overwrite)
-    except OSError as error:  # a full disk, a result written there meanwhile: the server keeps it (not acknowledged)
+    except ResultFolderInUse:
+        raise  # says to choose another --out or add --overwrite
+    except OSError as error:  # a full disk, say: the server keeps the result (it is not acknowledged)
+        again = f"motionclone fetch {event.job_id} {server_options(args)} --out {out}"
         raise ResultNotStored(
-            f"{error}. The result stays on the server: once that is fixed, "
-            f"motionclone fetch {event.job_id} {server_options(args)} --out {out}"
+            f"{error}. The result stays on the server: once that is fixed, {again}"
+            + (" --overwrite" if overwrite else "")
         ) from error
     client.ack(event.job_id)
     print(f"Wrote {paths['video']} ({len(frames)} frames); job {event.job_id}")

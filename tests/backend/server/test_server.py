@@ -273,12 +273,17 @@ def test_cli_status_and_fetch_and_what_submit_says_when_the_server_dies(
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
+    earlier = tmp_path / "earlier-result"
+    results.write_result_folder(reference_frames[:2], {}, earlier, fps=8.0)
     with monkeypatch.context() as patched:  # a result that cannot be written says how to get it again
         patched.setattr(results, "write_mp4", full_disk)
         assert main(fetch) == EXIT_BACKEND
-    error = capsys.readouterr().err
+        error = capsys.readouterr().err
+        assert main([*fetch[:-1], str(earlier), "--overwrite"]) == EXIT_BACKEND
+        replacing = capsys.readouterr().err
     assert "No space left on device. The result stays on the server: once that is fixed, motionclone fetch" in error
-    assert f"fetch {finished.job_id} --server {server.endpoint} --out {tmp_path / 'fetched'}" in error
+    assert error.rstrip().endswith(f"fetch {finished.job_id} --server {server.endpoint} --out {tmp_path / 'fetched'}")
+    assert replacing.rstrip().endswith(f"--out {earlier} --overwrite")  # the earlier result there is still in the way
     assert main(fetch) == 0  # it did: not acknowledged
     assert read_clip(tmp_path / "fetched" / "frames").frames.shape == (8, 64, 64, 3)
     capsys.readouterr()
