@@ -237,10 +237,15 @@ def end_copies(job: Any) -> None:
     """A scene copied while its job ran holds a copy of the job record, with the same ids. Events go to the first
     record only, so the copy would stay running for ever: it ends as the job did, pointing at where its outcome went."""
     for copy in all_jobs():
-        same = (job.job_id and copy.job_id == job.job_id) or copy.request_id == job.request_id
-        if same and copy.state in ACTIVE_STATES and copy != job:
+        same_job = bool(job.job_id) and copy.job_id == job.job_id
+        same_request = bool(job.request_id) and copy.request_id == job.request_id  # recovered entries have none
+        if (same_job or same_request) and copy.state in ACTIVE_STATES and copy != job:
             copy.state, copy.progress, copy.result_dir = job.state, job.progress, job.result_dir
-            copy.message = f"Copied with its scene while it ran; the job in scene '{job.id_data.name}' got the outcome"
+            # Either entry may be the copy: the events went to whichever was found first.
+            copy.message = (
+                f"A scene copy made while the job ran holds it twice; its entry in scene '{job.id_data.name}' got "
+                "the outcome"
+            )
 
 
 def status_lines(session: Session) -> list[tuple[str, float | None]]:

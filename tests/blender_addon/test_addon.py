@@ -1074,8 +1074,20 @@ def test_a_scene_copied_while_its_job_runs_ends_the_copied_job_with_the_original
     assert copied.job_id == settings.jobs[0].job_id and copied.state == "RUNNING"
     assert pump_until(lambda: settings.jobs[0].state == "DONE", 120), settings.jobs[0].message
     assert pump_until(lambda: copied.state == "DONE", 5), copied.message  # not running for ever
-    assert f"the job in scene '{scene.name}' got the outcome" in copied.message
+    assert f"its entry in scene '{scene.name}' got the outcome" in copied.message
     assert copied.result_dir == settings.jobs[0].result_dir
+
+
+def test_entries_without_a_request_id_are_not_taken_for_copies_of_each_other(addon):
+    """Recovered entries have no request id: two of them are two jobs."""
+    from blender_addon import event_pump
+
+    settings = configure_job(animated_scene())
+    ended, running = settings.jobs.add(), settings.jobs.add()
+    ended.state, ended.job_id = "DONE", "a" * 32
+    running.state, running.job_id = "RUNNING", "b" * 32
+    event_pump.end_copies(ended)
+    assert running.state == "RUNNING"
 
 
 def test_an_output_folder_relative_to_an_unsaved_blend_falls_back_to_the_user_folder(addon, tmp_path):
