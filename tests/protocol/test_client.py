@@ -773,6 +773,7 @@ def test_a_client_closed_while_its_caller_keeps_it_quiet_still_ends_its_context(
         client.close(timeout=0.2)  # gives up waiting for the thread, which waits for this block
         assert not client._context.closed
     wait_until(lambda: client._context.closed)  # the thread ended it on its way out: no zmq threads left behind
+    client._thread.join(2.0)  # it closes the context as its last step
     assert "motionclone-client" not in [thread.name for thread in threading.enumerate()]
 
 
