@@ -332,7 +332,9 @@ def apply_result(context: bpy.types.Context, session: Session, job: Any, event: 
 def finish_pending_results(wait_s: float = 60.0) -> None:
     """Before the add-on goes (disabled, reloaded, or Blender quits): place every result being written, waiting up
     to `wait_s` for each, so that no result that arrived is dropped. They are not acknowledged: when Blender quits,
-    this runs after the last chance to save, and the saved file's job fetches its result again when opened."""
+    this runs after the last chance to save, and the saved file's job fetches its result again when opened (Blender
+    does not say whether it quits or the add-on is only disabled; the backend keeps such a result until its retention
+    time ends)."""
     session, context = get_session(), bpy.context
     for write in session.result_writes:
         write.wait(wait_s)
