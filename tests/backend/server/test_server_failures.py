@@ -474,22 +474,14 @@ def test_a_client_that_sends_without_pause_cannot_hold_the_loop(monkeypatch):
     assert len(handled) == server_module.MAX_RECEIVE_BATCH
 
 
-def test_the_server_listens_on_ipv6_loopback():
+@pytest.mark.parametrize("host", ["[::1]", "127.0.0.1"])
+def test_the_server_listens_on_ipv6_and_ipv4_loopback_and_names_the_address_it_was_given(host):
+    """Clients are told this endpoint (the local backend's first line): an IPv4 bind must not name itself as an
+    IPv4-mapped IPv6 address."""
     from motionclone.backend.server.listener import open_listener
 
-    listener = open_listener(ServerConfig(bind="tcp://[::1]:*", preset="tiny"))
+    listener = open_listener(ServerConfig(bind=f"tcp://{host}:*", preset="tiny"))
     try:
-        assert listener.endpoint.startswith("tcp://[::1]:")
-    finally:
-        listener.close()
-
-
-def test_an_ipv4_bind_reports_an_ipv4_endpoint():
-    """Clients are told this endpoint (the local backend's first line): not an IPv4-mapped IPv6 address."""
-    from motionclone.backend.server.listener import open_listener
-
-    listener = open_listener(ServerConfig(bind="tcp://127.0.0.1:*", preset="tiny"))
-    try:
-        assert listener.endpoint.startswith("tcp://127.0.0.1:")
+        assert listener.endpoint.startswith(f"tcp://{host}:")
     finally:
         listener.close()
