@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .atomic_files import write_atomically
 from .errors import ParameterError
 
 BACKGROUND = 255  # white
@@ -103,15 +104,7 @@ def write_png(path: str | os.PathLike[str], image: np.ndarray) -> Path:
     """
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ParameterError("image", f"must be a uint8 array of shape (height, width, 3), got {describe(image)}")
-    path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        Image.fromarray(image).save(temporary, format="PNG")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
+    return write_atomically(Path(path).expanduser(), lambda temporary: Image.fromarray(image).save(temporary, "PNG"))
 
 
 def check_frames(frames: object, name: str) -> None:

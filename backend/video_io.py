@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import secrets
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -30,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
+from .atomic_files import temporary_sibling, write_atomically
 from .errors import ParameterError, VideoInputError
 
 DEFAULT_FPS = 8.0  # AnimateDiff's native rate; used when a source carries no frame rate
@@ -329,7 +329,7 @@ def write_mp4(frames: np.ndarray, path: str | os.PathLike[str], fps: float = DEF
         )
     path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_sibling(path)
+    tmp = temporary_sibling(path)
     rate = Fraction(float(fps)).limit_denominator(100_000)  # exact for 8, 24, 30000/1001, ...
     cmd = [
         imageio_ffmpeg.get_ffmpeg_exe(),
@@ -417,14 +417,8 @@ def write_png_sequence(
                 f"{len(existing)} of the {len(paths)} PNG files already exist in {directory} "
                 f"(first: {existing[0].name}): choose an empty folder, delete them, or pass overwrite=True"
             )
-    directory.mkdir(parents=True, exist_ok=True)
     for frame, path in zip(frames, paths, strict=True):
-        tmp = _temp_sibling(path)
-        try:
-            Image.fromarray(frame).save(tmp, format="PNG")
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_atomically(path, lambda temporary, frame=frame: Image.fromarray(frame).save(temporary, format="PNG"))
     return paths
 
 
@@ -685,15 +679,6 @@ def check_frame_sampling(rule: str) -> None:
     if rule not in FRAME_SAMPLING_RULES:
         choices = ", ".join(f'"{r}"' for r in FRAME_SAMPLING_RULES)
         raise ParameterError("frame_sampling", f"must be one of {choices}, got {rule!r}")
-
-
-def _temp_sibling(path: Path) -> Path:
-    """A unique hidden temp name next to `path`, so os.replace stays on one filesystem (atomic).
-
-    A random name rather than mkstemp: the file is created by ffmpeg or Pillow with the usual umask permissions
-    instead of mkstemp's 0600.
-    """
-    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
 
 
 def _no_console() -> dict[str, int]:

@@ -1,7 +1,6 @@
 """Cache files of tensors (motion representations, inverted latents): written whole or not at all. No bpy."""
 
 import logging
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -9,25 +8,18 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import save_file
 
+from ..atomic_files import write_atomically
+
 log = logging.getLogger(__name__)
 
-PARTIAL_SUFFIX = ".partial"
 # safetensors writes a file through a temporary of its own (".tmpXXXXXX") next to it, left behind if it stops.
 SAFETENSORS_TEMPORARY_PREFIX = ".tmp"
 
 
 def save_atomically(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> Path:
-    """Write a safetensors file under a temporary name of this writer's own, then rename it into place, so that a
-    reader never sees half a file and two writers of the same key (two workers sharing a cache folder) never rename
-    each other's file away."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f"{path.name}.{uuid.uuid4().hex}{PARTIAL_SUFFIX}")
-    try:
-        save_file(tensors, str(temporary), metadata=metadata)
-        temporary.replace(path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
+    """Write a safetensors file whole or not at all (`write_atomically`): a reader never sees half a file, and two
+    writers of the same key (two workers sharing a cache folder) never rename each other's file away."""
+    return write_atomically(path, lambda temporary: save_file(tensors, str(temporary), metadata=metadata))
 
 
 def store_in_cache(save: Callable[[], Path], what: str) -> None:

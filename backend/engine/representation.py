@@ -24,8 +24,9 @@ import torch
 from diffusers import AutoencoderKL, UNetMotionModel
 from safetensors.torch import load_file, safe_open
 
+from ..atomic_files import TEMPORARY_SUFFIX
 from .attention_capture import capture_temporal_attention, guided_module_names
-from .cache_files import PARTIAL_SUFFIX, SAFETENSORS_TEMPORARY_PREFIX, save_atomically, store_in_cache
+from .cache_files import SAFETENSORS_TEMPORARY_PREFIX, save_atomically, store_in_cache
 from .partial_unet import last_block, run_unet_until
 
 FORMAT_VERSION = "1"
@@ -143,7 +144,7 @@ class RepresentationCache:
         now = time.time() if now is None else now
         purged = []
         for path in self.directory.rglob("*"):
-            ours = path.name.endswith((".safetensors", PARTIAL_SUFFIX)) or path.name.startswith(
+            ours = path.name.endswith((".safetensors", TEMPORARY_SUFFIX)) or path.name.startswith(
                 SAFETENSORS_TEMPORARY_PREFIX
             )
             if not ours or not path.is_file():

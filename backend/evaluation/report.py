@@ -6,14 +6,13 @@ import colorsys
 import json
 import math
 import os
-import secrets
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from ..atomic_files import write_atomically
 from .tracks import Tracks
 
 MIN_TILE = 256  # the shorter side of every frame tile in tracks.png, in pixels (small frames are upscaled)
@@ -34,20 +33,7 @@ def metrics_json(metrics: dict[str, Any]) -> str:
 def write_metrics(metrics: dict[str, Any] | str, path: str | os.PathLike[str]) -> Path:
     """Write metrics (or their `metrics_json`) atomically."""
     text = metrics if isinstance(metrics, str) else metrics_json(metrics)
-    return _replace_atomically(Path(path), lambda temporary: temporary.write_text(text))
-
-
-def _replace_atomically(path: Path, write: Callable[[Path], object]) -> Path:
-    """`write` a temporary file of this writer's own next to `path`, then rename it into place; nothing is left
-    behind when writing fails, and two runs into one folder never take each other's file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.partial")
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
+    return write_atomically(Path(path), lambda temporary: temporary.write_text(text))
 
 
 def direction_colour(displacement: np.ndarray, min_length: float) -> tuple[int, int, int]:
@@ -141,7 +127,7 @@ def draw_tracks_image(
     for column in range(1, len(picks)):
         draw.line([(column * tile_w, HEADER), (column * tile_w, canvas.height)], fill=(24, 24, 24), width=2)
 
-    return _replace_atomically(Path(path), lambda temporary: canvas.save(temporary, format="PNG"))
+    return write_atomically(Path(path), lambda temporary: canvas.save(temporary, format="PNG"))
 
 
 def _spread(starts: np.ndarray, indices: np.ndarray, most: int) -> np.ndarray:
