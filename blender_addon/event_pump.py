@@ -143,8 +143,8 @@ def apply_event(context: bpy.types.Context, session: Session, event: Any) -> Non
     if kind == "result" and any(write.job_id == event.job_id for write in session.result_writes):
         return  # the same result again (a repeated fetch) while its frames are being written
     job = find_job(event.request_id, event.job_id)
-    if job is None and (event.request_id in session.other_file_jobs or event.job_id in session.other_file_jobs):
-        wait_for_other_file(session, event)
+    if job is None and (filepath := session.other_file_of(event.request_id, event.job_id)):
+        wait_for_other_file(session, event, filepath)
         return
     if job is None:
         if kind == "result":
@@ -198,10 +198,9 @@ def apply_event(context: bpy.types.Context, session: Session, event: Any) -> Non
     tag_redraw()
 
 
-def wait_for_other_file(session: Session, event: Any) -> None:
-    """An event of a job of a file that is closed now: the job follows that file. Its result is not acknowledged, so
-    the backend keeps it until the file is opened again, when the job asks for it."""
-    filepath = session.other_file_jobs.get(event.request_id) or session.other_file_jobs[event.job_id]
+def wait_for_other_file(session: Session, event: Any, filepath: str) -> None:
+    """An event of a job of `filepath`, a file that is closed now: the job follows that file. Its result is not
+    acknowledged, so the backend keeps it until the file is opened again, when the job asks for it."""
     if event.kind == "accepted" and event.job_id:
         session.other_file_jobs[event.job_id] = filepath
     if event.kind == "result":
@@ -349,10 +348,10 @@ def place_written_results(context: bpy.types.Context, session: Session, acknowle
         (written if write.done else pending).append(write)
     session.result_writes = pending
     for write in written:
-        if write.request_id in session.other_file_jobs or write.job_id in session.other_file_jobs:
+        if filepath := session.other_file_of(write.request_id, write.job_id):
             # Its file was closed while the frames were written: the result is not placed in this one, nor
             # acknowledged, so that the job fetches it again when its file is open.
-            wait_for_other_file(session, write.event)
+            wait_for_other_file(session, write.event, filepath)
             continue
         try:
             if write.error is not None:

@@ -174,12 +174,13 @@ def preserved_render_settings(scene: bpy.types.Scene) -> Iterator[None]:
     saved_render = {name: getattr(render, name) for name in _RENDER_SETTINGS}
     # media_type and color_management exist only in some versions (media_type is 5.x).
     saved_image = {name: getattr(image_settings, name) for name in _IMAGE_SETTINGS if hasattr(image_settings, name)}
+    override_groups = {group: getattr(image_settings, group, None) for group, _ in _OVERRIDE_SETTINGS}
     saved_override = {
-        (group, name): getattr(getattr(image_settings, group), name)
+        (group, name): value
         for group, name in _OVERRIDE_SETTINGS
-        if hasattr(getattr(image_settings, group, None), name)
+        if hasattr(override_groups[group], name)
+        and (value := getattr(override_groups[group], name)) != ""  # "": a colour space never set
     }
-    saved_override = {key: value for key, value in saved_override.items() if value != ""}  # an unset colour space
     saved_scene = {name: getattr(scene, name) for name in _SCENE_SETTINGS}
     saved_frame = (scene.frame_current, scene.frame_subframe)
     try:

@@ -117,6 +117,10 @@ class Session:
         # away is placed on the frames it was made for (`SUBMITTED_FIELDS`, and its scenes by name).
         self.submitted: dict[str, dict[str, Any]] = {}
 
+    def other_file_of(self, request_id: str | None, job_id: str | None) -> str | None:
+        """The closed .blend file a job belongs to (by either id), or None when it is the open file's."""
+        return self.other_file_jobs.get(request_id or "") or self.other_file_jobs.get(job_id or "")
+
     def remember_submitted(self, job: Any) -> None:
         """Keep what `job`'s entry says, for `submitted_entry`."""
         entry = {name: getattr(job, name) for name in SUBMITTED_FIELDS}
