@@ -12,6 +12,7 @@ import logging
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from .errors import (
     ResultFolderInUse,
     ResultNotStored,
     VideoInputError,
+    VideoInputWarning,
 )
 
 EXIT_PARAMETERS = 2
@@ -1144,6 +1146,19 @@ def mistyped_option(parser: argparse.ArgumentParser, command: str, words: list[s
     return None
 
 
+def _show_warning(show_other: Callable[..., None]) -> Callable[..., None]:
+    """warnings.showwarning that writes our own warnings (a reference video cut short) as the command's other
+    messages, "warning: ...", without Python's file and line, and leaves the rest to `show_other`."""
+
+    def show(message: Warning | str, category: type[Warning], *where: Any, **more: Any) -> None:
+        if issubclass(category, VideoInputWarning):
+            print(f"warning: {message}", file=sys.stderr)
+        else:
+            show_other(message, category, *where, **more)
+
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # The command is the first word (the top level has no options but --help); build only its arguments.
@@ -1164,7 +1179,9 @@ def main(argv: list[str] | None = None) -> int:
         "info": command_info,
     }
     try:
-        return handlers[args.command](args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning(warnings.showwarning)
+            return handlers[args.command](args)
     except ParameterError as error:
         print(f"error: {with_flag(error) if args.command in ('generate', 'submit') else error}", file=sys.stderr)
         return EXIT_PARAMETERS

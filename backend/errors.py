@@ -6,6 +6,8 @@ MotionCloneError                 base of everything the backend raises on purpos
 ├── ParameterError (ValueError)  a parameter is outside its allowed range; names the parameter
 ├── ResultFolderInUse            an output folder already holds a result that was not to be replaced
 └── JobCancelled                 the caller's cancel check asked the engine to stop
+
+VideoInputWarning (UserWarning)  a reference was read, but may not be what the user meant (a video cut short)
 """
 
 
@@ -19,6 +21,10 @@ class ModelNotFoundError(MotionCloneError):
 
 class VideoInputError(MotionCloneError):
     """A reference video could not be read, or holds too few frames."""
+
+
+class VideoInputWarning(UserWarning):
+    """A reference was read but looks damaged: shown to the user as a warning, the job goes on."""
 
 
 class ParameterError(MotionCloneError, ValueError):

@@ -5,7 +5,8 @@ Everything here works on uint8 RGB frames shaped (F, H, W, 3):
     read_clip            video file, image folder or numpy array -> Clip(frames, fps)
     sample_frame_indices the official MotionClone rule: np.linspace(0, total - 1, n, dtype=int) (or the old
                          inversion code's every (total // n)-th frame)
-    resize_frames        "squash" (official bilinear, align_corners=True), "crop" or "pad"
+    resize_frames        "squash" (official bilinear, align_corners=True), "crop" or "pad" (these two keep the
+                         shape a video shows, also when its pixels are not square)
     prepare_reference    read + sample + resize, holding only the sampled frames in memory
     write_mp4            H.264 / yuv420p via the ffmpeg binary that imageio-ffmpeg ships, written atomically
     write_png_sequence   0001.png, 0002.png, ... with Pillow, each file written atomically
@@ -18,10 +19,13 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import NamedTuple
 
 import imageio_ffmpeg
 import numpy as np
@@ -30,7 +34,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from .atomic_files import temporary_sibling, write_atomically
-from .errors import ParameterError, VideoInputError
+from .errors import ParameterError, VideoInputError, VideoInputWarning
 
 DEFAULT_FPS = 8.0  # AnimateDiff's native rate; used when a source carries no frame rate
 RESIZE_MODES = ("squash", "crop", "pad")
@@ -38,6 +42,8 @@ MAX_FRAME_STEP = 1000  # the largest `frame_step` a job takes
 FRAME_SAMPLING_RULES = ("linspace", "interval", "step")
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
 MP4_CRF = 17  # visually lossless for x264; the output is a result, not an intermediate
+# A video that decodes to fewer than this share of the frames its length promises is reported as possibly cut short.
+COMPLETE_SHARE = 0.8
 
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 
@@ -50,11 +56,14 @@ class Clip:
         frames: (F, H, W, 3) uint8 RGB frames.
         fps: frames per second.
         indices: for a sampled reference, the index in the source clip of each frame; None for a whole clip.
+        pixel_aspect: width over height of one source pixel, as the video file says (2.0 for a 96 x 96 video shown
+            at 192 x 96); 1.0 for images and arrays. The frames are as stored; "crop" and "pad" resizing use it.
     """
 
     frames: np.ndarray
     fps: float
     indices: np.ndarray | None = None
+    pixel_aspect: float = 1.0
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -91,10 +100,10 @@ def read_clip(source: str | os.PathLike[str] | np.ndarray, fps: float | None = N
     if path.suffix.lower() in IMAGE_EXTENSIONS:
         # A single still is a one-frame clip; sampling later says clearly that it is too short.
         return Clip(_load_images([path]), float(fps) if fps is not None else DEFAULT_FPS)
-    kept, total, file_fps = _decode_video(path, keep=None)
-    if total == 0:
+    video = _decode_video(path, keep=None)
+    if video.total == 0:
         raise VideoInputError(f"video {path} decoded to 0 frames: check that the file plays, or re-export it")
-    return Clip(np.stack(kept), float(fps) if fps is not None else file_fps)
+    return Clip(np.stack(video.kept), float(fps) if fps is not None else video.fps, pixel_aspect=video.pixel_aspect)
 
 
 def probe_clip(source: str | os.PathLike[str] | np.ndarray) -> tuple[int, float]:
@@ -106,8 +115,8 @@ def probe_clip(source: str | os.PathLike[str] | np.ndarray) -> tuple[int, float]
         return len(_list_image_files(path)), DEFAULT_FPS
     if path.suffix.lower() in IMAGE_EXTENSIONS:
         return 1, DEFAULT_FPS
-    _, total, fps = _decode_video(path, keep=set())
-    return total, fps
+    video = _decode_video(path, keep=set())
+    return video.total, video.fps
 
 
 def sample_frame_indices(total_frames: int, num_frames: int, rule: str = "linspace", step: int = 1) -> np.ndarray:
@@ -199,6 +208,8 @@ def prepare_reference(
     def sample(total: int, what: str) -> np.ndarray:
         return _sample_for(total, num_frames, what, frame_sampling, frame_step)
 
+    pixel_aspect = 1.0  # images and arrays have square pixels
+
     if isinstance(source, np.ndarray):
         clip = read_clip(source)
         indices = sample(clip.frames.shape[0], "the reference array")
@@ -214,23 +225,43 @@ def prepare_reference(
             indices = sample(1, f"image {path}")
             sampled, fps = clip.frames[indices], clip.fps
         else:
-            _, total, fps = _decode_video(path, keep=set())
-            indices = sample(total, f"video {path}")
-            kept, total_again, _ = _decode_video(path, keep=set(indices.tolist()))
-            if total_again != total:
+            counted = _decode_video(path, keep=set())
+            fps, pixel_aspect = counted.fps, counted.pixel_aspect
+            indices = sample(counted.total, f"video {path}")
+            video = _decode_video(path, keep=set(indices.tolist()), describe=False)
+            if video.total != counted.total:
                 raise VideoInputError(
-                    f"video {path} decoded to {total} frames, then to {total_again}: the file may still be "
+                    f"video {path} decoded to {counted.total} frames, then to {video.total}: the file may still be "
                     "being written; wait for it to finish or re-export it"
                 )
-            sampled = np.stack(kept)
-    return Clip(resize_frames(sampled, height, width, resize_mode), fps, indices)
+            sampled = np.stack(video.kept)
+    return Clip(resize_frames(sampled, height, width, resize_mode, pixel_aspect), fps, indices, pixel_aspect)
+
+
+@contextmanager
+def collected_video_warnings() -> Iterator[list[str]]:
+    """Collect the VideoInputWarnings raised inside (once each) as messages, for a report, instead of showing them."""
+    messages: list[str] = []
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", VideoInputWarning)
+            yield messages
+    finally:
+        for warning in caught:
+            if not issubclass(warning.category, VideoInputWarning):  # not ours: passed on as it came
+                warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+            elif str(warning.message) not in messages:
+                messages.append(str(warning.message))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Resizing
 
 
-def resize_frames(frames: np.ndarray, height: int, width: int, mode: str = "squash") -> np.ndarray:
+def resize_frames(
+    frames: np.ndarray, height: int, width: int, mode: str = "squash", pixel_aspect: float = 1.0
+) -> np.ndarray:
     """Resize frames to exactly (height, width).
 
     Args:
@@ -240,6 +271,9 @@ def resize_frames(frames: np.ndarray, height: int, width: int, mode: str = "squa
         mode: "squash" stretches to the new size, as the official code does (bilinear, align_corners=True);
             "crop" keeps the aspect ratio and centre-crops the overflow; "pad" keeps the aspect ratio and centres
             the picture on black bars.
+        pixel_aspect: width over height of one source pixel (Clip.pixel_aspect). "crop" and "pad" keep the aspect
+            ratio the video is shown at, W * pixel_aspect : H; "squash" fills the whole frame whatever the pixels'
+            shape, as the official code does.
 
     Returns:
         (F, height, width, 3) uint8 frames (a new array).
@@ -249,26 +283,28 @@ def resize_frames(frames: np.ndarray, height: int, width: int, mode: str = "squa
     """
     _check_size(height, width)
     _check_resize_mode(mode)
+    _check_pixel_aspect(pixel_aspect)
     frames = _to_rgb_uint8(frames, _frames_parameter_error)
     src_h, src_w = frames.shape[1:3]
 
     if mode == "squash":
         return _bilinear(frames, height, width)
 
+    shown_w = src_w * pixel_aspect  # the source's width as shown, in units of its pixel height
     if mode == "crop":
-        # Crop the source to the target aspect ratio first, so there is a single interpolation. Integer
-        # cross-multiplication compares the aspect ratios without float error.
-        if src_w * height > width * src_h:  # source is wider: trim left and right
-            crop_h, crop_w = src_h, min(src_w, max(1, round(src_h * width / height)))
+        # Crop the source to the target aspect ratio first, so there is a single interpolation. Cross-multiplication
+        # compares the aspect ratios without division (exactly, for square pixels).
+        if shown_w * height > width * src_h:  # source is wider: trim left and right
+            crop_h, crop_w = src_h, min(src_w, max(1, round(src_h * width / height / pixel_aspect)))
         else:  # source is taller (or equal): trim top and bottom
-            crop_h, crop_w = min(src_h, max(1, round(src_w * height / width))), src_w
+            crop_h, crop_w = min(src_h, max(1, round(shown_w * height / width))), src_w
         top, left = (src_h - crop_h) // 2, (src_w - crop_w) // 2
         return _bilinear(frames[:, top : top + crop_h, left : left + crop_w], height, width)
 
     # mode == "pad": scale to fit inside the target, then centre on black.
-    scale = min(height / src_h, width / src_w)
+    scale = min(height / src_h, width / shown_w)
     fit_h = min(height, max(1, round(src_h * scale)))
-    fit_w = min(width, max(1, round(src_w * scale)))
+    fit_w = min(width, max(1, round(shown_w * scale)))
     out = np.zeros((frames.shape[0], height, width, 3), dtype=np.uint8)
     top, left = (height - fit_h) // 2, (width - fit_w) // 2
     out[:, top : top + fit_h, left : left + fit_w] = _bilinear(frames, fit_h, fit_w)
@@ -450,15 +486,21 @@ def _sample_for(total: int, num_frames: int, what: str, rule: str, step: int = 1
         raise VideoInputError(f"{what}: {exc}") from exc
 
 
-def _decode_video(path: Path, keep: set[int] | None) -> tuple[list[np.ndarray], int, float]:
+class DecodedVideo(NamedTuple):
+    kept: list[np.ndarray]  # the kept frames, in order
+    total: int  # number of frames decoded
+    fps: float  # from the metadata, or DEFAULT_FPS
+    pixel_aspect: float  # width over height of a stored pixel, as shown
+
+
+def _decode_video(path: Path, keep: set[int] | None, describe: bool = True) -> DecodedVideo:
     """Decode a video with ffmpeg, keeping only some frames.
 
     Args:
         path: the video file.
         keep: indices of the frames to return; None keeps every frame.
-
-    Returns:
-        (kept frames in order, total number of frames decoded, fps from the metadata or DEFAULT_FPS).
+        describe: read the pixel aspect (else 1.0), and warn (VideoInputWarning) when far fewer frames decode than
+            the video's length promises; a second pass over the same video needs neither.
     """
     kept: list[np.ndarray] = []
     total = 0
@@ -491,7 +533,49 @@ def _decode_video(path: Path, keep: set[int] | None) -> tuple[list[np.ndarray], 
         ) from exc
     file_fps = meta.get("fps") or 0.0
     fps = float(file_fps) if math.isfinite(file_fps) and file_fps > 0 else DEFAULT_FPS
-    return kept, total, fps
+    if not describe:
+        return DecodedVideo(kept, total, fps, 1.0)
+    if fps == file_fps:  # a length in frames needs the file's own rate
+        _warn_if_cut_short(path, total, meta.get("duration") or 0.0, fps)
+    pixel_aspect = _pixel_aspect(path)
+    shown, stored = tuple(meta["size"]), tuple(meta["source_size"])
+    if shown != stored and shown == stored[::-1]:
+        pixel_aspect = 1 / pixel_aspect  # ffmpeg turned a rotated video upright; its pixels turned with it
+    return DecodedVideo(kept, total, fps, pixel_aspect)
+
+
+def _warn_if_cut_short(path: Path, total: int, duration: float, fps: float) -> None:
+    """Warn when a video decodes to far fewer frames than its length says: a file cut short (an interrupted copy,
+    download or recording) still decodes up to the cut, and sampling would spread the frames over what is left."""
+    if not (math.isfinite(duration) and duration > 0):
+        return
+    promised = round(duration * fps)
+    if total < COMPLETE_SHARE * promised and promised - total >= 3:
+        warnings.warn(
+            f"video {path} decoded to {total} frames, but its length ({duration:g} s at {fps:g} fps) says about "
+            f"{promised}: the file may be cut short (an interrupted copy, download or recording). If the clip plays "
+            "to its end, ignore this; otherwise copy or export it again",
+            VideoInputWarning,
+            stacklevel=4,
+        )
+
+
+def _pixel_aspect(path: Path) -> float:
+    """Width over height of one stored pixel of a video's first video stream ("[SAR 64:45 DAR 16:9]" in ffmpeg's
+    description of it); 1.0 when ffmpeg does not say. imageio-ffmpeg's metadata leaves it out, so ask ffmpeg."""
+    described = subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path)],
+        capture_output=True,
+        check=False,
+        **_no_console(),
+    ).stderr.decode(errors="replace")
+    for line in described.splitlines():
+        if line.lstrip().startswith("Stream #") and " Video: " in line:
+            match = re.search(r"\[SAR (\d+):(\d+) ", line)
+            if match is None or 0 in (int(match[1]), int(match[2])):
+                return 1.0
+            return int(match[1]) / int(match[2])
+    return 1.0
 
 
 def _natural_key(name: str) -> tuple[tuple[object, ...], str]:
@@ -658,6 +742,14 @@ def _check_size(height: int, width: int) -> None:
     for name, value in (("height", height), ("width", width)):
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
             raise ParameterError(name, f"must be a positive integer number of pixels, got {value!r}")
+
+
+def _check_pixel_aspect(pixel_aspect: float) -> None:
+    numeric = isinstance(pixel_aspect, int | float | np.integer | np.floating) and not isinstance(pixel_aspect, bool)
+    if not numeric or not math.isfinite(pixel_aspect) or pixel_aspect <= 0:
+        raise ParameterError(
+            "pixel_aspect", f"must be a positive number (pixel width over height), got {pixel_aspect!r}"
+        )
 
 
 def _check_resize_mode(mode: str) -> None:

@@ -30,11 +30,11 @@ from ..errors import ParameterError, VideoInputError
 from ..video_io import (
     IMAGE_EXTENSIONS,
     _check_resize_mode,
-    _decode_video,
-    _list_image_files,
     check_frame_sampling,
     check_frame_step,
+    collected_video_warnings,
     prepare_reference,
+    probe_clip,
     read_clip,
     resize_frames,
     sample_frame_indices,
@@ -222,7 +222,8 @@ def sample_reference(
                 f"reference {_describe_source(reference)} has {total} frame{'' if total == 1 else 's'}: "
                 f"{len(indices)}{every} is too few, motion needs at least 2 frames"
             )
-        frames = resize_frames(read_clip(reference).frames[indices], height, width, resize_mode)
+        clip = read_clip(reference)
+        frames = resize_frames(clip.frames[indices], height, width, resize_mode, clip.pixel_aspect)
         if step == 1:
             short = f"fewer than the result's {num_frames}: all of them are used"
         else:
@@ -269,11 +270,7 @@ def count_frames(reference: str | os.PathLike[str] | np.ndarray) -> int:
     path = Path(os.fspath(reference)).expanduser()
     if not path.exists():
         raise VideoInputError(f"reference {path} does not exist: check the path")
-    if path.is_dir():
-        return len(_list_image_files(path))
-    if path.suffix.lower() in IMAGE_EXTENSIONS:
-        return 1
-    _, total, _ = _decode_video(path, keep=set())
+    total, _ = probe_clip(path)
     if total == 0:
         raise VideoInputError(f"video {path} decoded to 0 frames: check that the file plays, or re-export it")
     return total
@@ -356,7 +353,8 @@ def evaluate(
     if out is not None and out.exists() and not out.is_dir():
         raise ParameterError("out", f"{out} is a file: give a folder for metrics.json and tracks.png")
     tracker = tracker or TrackerSettings()
-    loaded = load_result(result)
+    with collected_video_warnings() as read_warnings:  # a video cut short: said in the report, not on its own
+        loaded = load_result(result)
     if out is not None and loaded.image_folder is not None and out.resolve() == loaded.image_folder.resolve():
         raise ParameterError(
             "out", f"{out} holds the result's frames: tracks.png there would become a frame; give another folder"
@@ -379,7 +377,9 @@ def evaluate(
     else:
         prompt_from = "--prompt" if prompt is not None else None
 
-    sampled = sample_reference(reference, num_frames, height, width, resize_mode, frame_sampling, frame_step)
+    with collected_video_warnings() as reference_warnings:
+        sampled = sample_reference(reference, num_frames, height, width, resize_mode, frame_sampling, frame_step)
+    warnings.extend(read_warnings + reference_warnings)
     warnings.extend(sampled.notes)
     warnings.extend(index_warnings(loaded.metadata, sampled))
     warnings.extend(override_warnings(prompt, subject_colour, subject_class))

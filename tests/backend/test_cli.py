@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import imageio_ffmpeg
 import pytest
 
 from motionclone.backend.engine.parameters import CONFIG_PRESETS
@@ -70,6 +71,21 @@ def test_generate_writes_video_frames_and_metadata(reference_video, tmp_path):
     assert metadata["seed"] == 42
     assert metadata["parameters"]["motion_norm"] == "cross-frame"
     assert metadata["parameters"]["num_inference_steps"] == 4
+
+
+def test_generate_warns_in_its_own_words_about_a_reference_cut_short(reference_video, tmp_path):
+    whole = tmp_path / "whole.mkv"
+    ffmpeg = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(reference_video)]
+    subprocess.run([*ffmpeg, "-c:v", "png", str(whole)], check=True, capture_output=True)
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    small = ["--frames", "2", "--width", "32", "--height", "32", "--steps", "2", "--guidance-steps", "1"]
+    common = ["generate", "--preset", "tiny", "--device", "cpu", "--prompt", "a fox", *small]
+    result = run_cli(*common, "--reference", str(cut), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    warned = [line for line in result.stderr.splitlines() if "may be cut short" in line]
+    assert len(warned) == 1 and warned[0].startswith(f"warning: video {cut} decoded to "), result.stderr
+    assert "VideoInputWarning" not in result.stderr and "video_io.py" not in result.stderr
 
 
 def test_generate_with_a_sparsectrl_condition_records_it(reference_video, tmp_path):

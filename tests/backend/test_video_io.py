@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import subprocess
+import warnings
 from pathlib import Path
 
+import imageio_ffmpeg
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from motionclone.backend.errors import ParameterError, VideoInputError
+from motionclone.backend.errors import ParameterError, VideoInputError, VideoInputWarning
 from motionclone.backend.video_io import (
     RESIZE_MODES,
     Clip,
+    collected_video_warnings,
     prepare_reference,
     read_clip,
     resize_frames,
@@ -46,6 +50,15 @@ def smooth_pattern(num: int = NUM, height: int = HEIGHT, width: int = WIDTH) -> 
 
 def save_png(path: Path, array: np.ndarray) -> None:
     Image.fromarray(array).save(path)
+
+
+def encode(frames: np.ndarray, path: Path, fps: int = 24, *, sar: str = "1") -> Path:
+    """Encode frames losslessly (PNG in a Matroska file), with the pixel aspect ratio `sar` written in the file."""
+    height, width = frames.shape[1:3]
+    raw = ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-framerate", str(fps), "-i", "-"]
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", *raw, "-vf", f"setsar={sar}", "-c:v", "png"]
+    subprocess.run([*command, str(path)], input=frames.tobytes(), check=True, capture_output=True)
+    return path
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -405,6 +418,75 @@ def test_crop_keeps_aspect_and_trims_the_sides_without_black(size: int) -> None:
     assert (out[:, 0] == (255, 0, 0)).all() and (out[:, -1] == (0, 0, 255)).all()
     # Squash, by contrast, keeps the stripes: the crop test would notice a crop that squashes.
     assert np.any(np.all(resize_frames(split_frame(), size, size, "squash")[0] == (0, 255, 0), axis=-1))
+
+
+def anamorphic_split_frame() -> np.ndarray:
+    """split_frame stored at half its width, as a video with pixels twice as wide as high stores it."""
+    return split_frame()[:, :, ::2].copy()
+
+
+def test_crop_and_pad_keep_the_shape_a_video_with_wide_pixels_shows() -> None:
+    # Shown 64 x 48 (its pixels twice as wide as high), stored 32 x 48: a square crop cuts the sides, not the top.
+    cropped = resize_frames(anamorphic_split_frame(), 48, 48, "crop", pixel_aspect=2.0)[0]
+    assert not np.any(np.all(cropped == (0, 255, 0), axis=-1))
+    assert (cropped[:, 0] == (255, 0, 0)).all() and (cropped[:, -1] == (0, 0, 255)).all()
+    padded = resize_frames(anamorphic_split_frame(), 64, 64, "pad", pixel_aspect=2.0)[0]
+    assert is_black(padded[:8]).all() and is_black(padded[-8:]).all() and not is_black(padded[8:-8]).any()
+    # Read as square pixels the same frame is tall: the crop would keep the green stripes, the pad put bars aside.
+    assert np.any(np.all(resize_frames(anamorphic_split_frame(), 48, 48, "crop")[0] == (0, 255, 0), axis=-1))
+    assert is_black(resize_frames(anamorphic_split_frame(), 64, 64, "pad")[0][:, :8]).all()
+
+
+def test_a_bad_pixel_aspect_names_the_parameter() -> None:
+    with pytest.raises(ParameterError) as info:
+        resize_frames(split_frame(), 32, 32, "crop", pixel_aspect=0.0)
+    assert info.value.name == "pixel_aspect"
+
+
+def test_a_video_with_wide_pixels_is_cropped_as_it_is_shown(tmp_path: Path) -> None:
+    frames = np.repeat(anamorphic_split_frame(), 4, axis=0)
+    path = encode(frames, tmp_path / "anamorphic.mkv", sar="2/1")
+    assert read_clip(path).pixel_aspect == 2.0
+    assert read_clip(encode(frames, tmp_path / "square.mkv")).pixel_aspect == 1.0
+    clip = prepare_reference(path, 4, 48, 48, resize_mode="crop")
+    assert clip.pixel_aspect == 2.0
+    assert np.array_equal(clip.frames, resize_frames(frames, 48, 48, "crop", pixel_aspect=2.0))
+    # Squash fills the frame from the stored pixels whatever their shape, as the official code does.
+    squashed = prepare_reference(path, 4, 48, 48)
+    assert np.array_equal(squashed.frames, resize_frames(frames, 48, 48))
+
+
+def cut_in_half(path: Path) -> Path:
+    half = path.with_name(f"half-{path.name}")
+    data = path.read_bytes()
+    half.write_bytes(data[: len(data) // 2])
+    return half
+
+
+def test_a_video_cut_short_is_read_with_a_warning_that_names_it(tmp_path: Path) -> None:
+    whole = encode(smooth_pattern(num=32), tmp_path / "clip.mkv", fps=16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", VideoInputWarning)  # the whole clip reads without one
+        assert read_clip(whole).frames.shape[0] == 32
+    half = cut_in_half(whole)
+    with pytest.warns(
+        VideoInputWarning, match=r"decoded to \d+ frames, but its length \(2 s at 16 fps\) says about 32"
+    ):
+        clip = read_clip(half)
+    assert 2 <= clip.frames.shape[0] < 32 * 0.8
+    with pytest.warns(VideoInputWarning, match="may be cut short") as caught:
+        prepare_reference(half, 2, 16, 16)
+    ours = [str(warning.message) for warning in caught if warning.category is VideoInputWarning]
+    assert len(ours) == 1 and str(half) in ours[0]  # once, though the video is decoded twice
+
+
+def test_collected_video_warnings_keeps_each_message_once_and_passes_others_on(tmp_path: Path) -> None:
+    half = cut_in_half(encode(smooth_pattern(num=32), tmp_path / "clip.mkv", fps=16))
+    with pytest.warns(DeprecationWarning, match="not ours"), collected_video_warnings() as messages:
+        read_clip(half)
+        read_clip(half)
+        warnings.warn("not ours", DeprecationWarning, stacklevel=1)
+    assert len(messages) == 1 and "may be cut short" in messages[0]
 
 
 def test_unknown_resize_mode_names_the_parameter_and_lists_modes() -> None:

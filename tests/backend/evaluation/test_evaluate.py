@@ -2,8 +2,10 @@
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
+import imageio_ffmpeg
 import numpy as np
 import pytest
 from PIL import Image
@@ -200,6 +202,21 @@ def test_cli_on_a_bare_video(clips, tmp_path, capsys):
     assert metrics["metrics"]["motion_fidelity"]["region"]["mode"] == "all"
     assert metrics["metrics"]["motion_fidelity"]["grid"]["points"] == 400
     assert (tmp_path / "clip-evaluation" / "tracks.png").is_file()
+
+
+def test_a_reference_cut_short_is_named_once_in_the_reports_warnings(clips, tmp_path, capsys):
+    whole = tmp_path / "whole.mkv"
+    ffmpeg = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(clips["reference_path"]), "-c:v", "png"]
+    subprocess.run([*ffmpeg, str(whole)], check=True, capture_output=True)
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    args = ["evaluate", "--reference", str(cut), "--result", str(clips["result_dir"]), "--out", str(tmp_path / "e")]
+    assert main([*args, "--grid", "16"]) == 0
+    stderr = capsys.readouterr().err
+    metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    named = [warning for warning in metrics["warnings"] if "may be cut short" in warning]
+    assert len(named) == 1 and str(cut) in named[0]  # the reference is decoded three times, named once
+    assert stderr.count("may be cut short") == 1 and "VideoInputWarning" not in stderr
 
 
 def test_cli_region_box_restricts_the_grid(clips, tmp_path, capsys):
