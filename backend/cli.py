@@ -1148,13 +1148,17 @@ def mistyped_option(parser: argparse.ArgumentParser, command: str, words: list[s
 
 def _show_warning(show_other: Callable[..., None]) -> Callable[..., None]:
     """warnings.showwarning that writes our own warnings (a reference video cut short) as the command's other
-    messages, "warning: ...", without Python's file and line, and leaves the rest to `show_other`."""
+    messages, "warning: ...", once each and above a progress bar, and leaves the rest to `show_other`."""
+    shown: set[str] = set()
 
     def show(message: Warning | str, category: type[Warning], *where: Any, **more: Any) -> None:
-        if issubclass(category, VideoInputWarning):
-            print(f"warning: {message}", file=sys.stderr)
-        else:
+        if not issubclass(category, VideoInputWarning):
             show_other(message, category, *where, **more)
+        elif str(message) not in shown:  # a reference is read more than once (counted, then sampled)
+            shown.add(str(message))
+            from tqdm import tqdm
+
+            tqdm.write(f"warning: {message}", file=sys.stderr)
 
     return show
 
@@ -1191,7 +1195,7 @@ def main(argv: list[str] | None = None) -> int:
     except ModelNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_MODEL
-    except VideoInputError as error:
+    except (VideoInputError, VideoInputWarning) as error:  # the warning, when `-W error` makes warnings errors
         print(f"error: {error}", file=sys.stderr)
         return EXIT_VIDEO
     except JobCancelled as error:

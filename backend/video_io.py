@@ -42,8 +42,9 @@ MAX_FRAME_STEP = 1000  # the largest `frame_step` a job takes
 FRAME_SAMPLING_RULES = ("linspace", "interval", "step")
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
 MP4_CRF = 17  # visually lossless for x264; the output is a result, not an intermediate
-# A video that decodes to fewer than this share of the frames its length promises is reported as possibly cut short.
+# A video whose packets end before this share of the length its header gives is reported as possibly cut short.
 COMPLETE_SHARE = 0.8
+NO_TIMESTAMP = -(2**63)  # ffmpeg's AV_NOPTS_VALUE, as its packet listings print a missing time
 
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 
@@ -240,19 +241,21 @@ def prepare_reference(
 
 @contextmanager
 def collected_video_warnings() -> Iterator[list[str]]:
-    """Collect the VideoInputWarnings raised inside (once each) as messages, for a report, instead of showing them."""
+    """Collect the VideoInputWarnings raised inside (once each) as messages, for a report, instead of showing them;
+    other warnings are shown as they would be. Python's warning state is global: use it on one thread at a time."""
     messages: list[str] = []
-    caught: list[warnings.WarningMessage] = []
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", VideoInputWarning)
-            yield messages
-    finally:
-        for warning in caught:
-            if not issubclass(warning.category, VideoInputWarning):  # not ours: passed on as it came
-                warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
-            elif str(warning.message) not in messages:
-                messages.append(str(warning.message))
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", VideoInputWarning)
+        show_other = warnings.showwarning
+
+        def collect(message: Warning | str, category: type[Warning], *where: object, **more: object) -> None:
+            if not issubclass(category, VideoInputWarning):
+                show_other(message, category, *where, **more)
+            elif str(message) not in messages:
+                messages.append(str(message))
+
+        warnings.showwarning = collect
+        yield messages
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -535,41 +538,74 @@ def _decode_video(path: Path, keep: set[int] | None, describe: bool = True) -> D
     fps = float(file_fps) if math.isfinite(file_fps) and file_fps > 0 else DEFAULT_FPS
     if not describe:
         return DecodedVideo(kept, total, fps, 1.0)
-    if fps == file_fps:  # a length in frames needs the file's own rate
-        _warn_if_cut_short(path, total, meta.get("duration") or 0.0, fps)
-    pixel_aspect = _pixel_aspect(path)
-    shown, stored = tuple(meta["size"]), tuple(meta["source_size"])
-    if shown != stored and shown == stored[::-1]:
-        pixel_aspect = 1 / pixel_aspect  # ffmpeg turned a rotated video upright; its pixels turned with it
-    return DecodedVideo(kept, total, fps, pixel_aspect)
+    _warn_if_cut_short(path, total, meta.get("duration") or 0.0)
+    return DecodedVideo(kept, total, fps, _pixel_aspect(path))
 
 
-def _warn_if_cut_short(path: Path, total: int, duration: float, fps: float) -> None:
-    """Warn when a video decodes to far fewer frames than its length says: a file cut short (an interrupted copy,
-    download or recording) still decodes up to the cut, and sampling would spread the frames over what is left."""
+def _warn_if_cut_short(path: Path, total: int, duration: float) -> None:
+    """Warn when a video's packets end well before the length its header gives: a file cut short (an interrupted
+    copy, download or recording) still decodes up to the cut, and sampling would spread the frames over what is left.
+    Times, not frame counts: a header's frame rate is nominal in Matroska (a screen recording idles at 1 fps), and its
+    length is the longest stream's (an audio track may outlast the video), so both are compared over all streams."""
     if not (math.isfinite(duration) and duration > 0):
         return
-    promised = round(duration * fps)
-    if total < COMPLETE_SHARE * promised and promised - total >= 3:
+    span = _packet_span(path)
+    if span is not None and span < COMPLETE_SHARE * duration:
         warnings.warn(
-            f"video {path} decoded to {total} frames, but its length ({duration:g} s at {fps:g} fps) says about "
-            f"{promised}: the file may be cut short (an interrupted copy, download or recording). If the clip plays "
-            "to its end, ignore this; otherwise copy or export it again",
+            f"video {path} decoded to {total} frames, but its streams end after {span:.2f} s of the {duration:g} s "
+            "its header gives: the file may be cut short (an interrupted copy, download or recording). If the clip "
+            "plays to its end, ignore this; otherwise copy or export it again",
             VideoInputWarning,
             stacklevel=4,
         )
 
 
+def _packet_span(path: Path) -> float | None:
+    """Seconds from the first packet's start to the last one's end over all streams of a media file, read from the
+    packets' timestamps without decoding (ffmpeg's framecrc listing); None when they cannot be read."""
+    list_packets = ["-map", "0", "-c", "copy", "-f", "framecrc", "-"]
+    listing = subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "quiet", "-i", str(path), *list_packets],
+        capture_output=True,
+        check=False,
+        **_no_console(),
+    ).stdout.decode(errors="replace")
+    time_bases: dict[str, Fraction] = {}
+    first, last = None, None
+    for line in listing.splitlines():
+        if match := re.match(r"#tb (\d+): (\d+)/(\d+)", line):
+            time_bases[match[1]] = Fraction(int(match[2]), int(match[3]))
+            continue
+        fields = [field.strip() for field in line.split(",")]
+        if line.startswith("#") or len(fields) < 4 or fields[0] not in time_bases:
+            continue
+        try:
+            decoded_at, start, length = int(fields[1]), int(fields[2]), int(fields[3])
+        except ValueError:
+            continue
+        if start == NO_TIMESTAMP:  # AVI packets carry decoding times only
+            start = decoded_at
+        if start == NO_TIMESTAMP:
+            continue
+        base = time_bases[fields[0]]
+        first = start * base if first is None else min(first, start * base)
+        last = (start + length) * base if last is None else max(last, (start + length) * base)
+    return None if first is None or last is None else float(last - first)
+
+
 def _pixel_aspect(path: Path) -> float:
-    """Width over height of one stored pixel of a video's first video stream ("[SAR 64:45 DAR 16:9]" in ffmpeg's
-    description of it); 1.0 when ffmpeg does not say. imageio-ffmpeg's metadata leaves it out, so ask ffmpeg."""
+    """Width over height of one pixel of a video's frames as ffmpeg decodes them ("[SAR 64:45 DAR 16:9]" in its
+    description of the output stream): the container's aspect where it overrides the codec's, and turned with the
+    picture when ffmpeg turns a rotated video upright. 1.0 when ffmpeg does not say. imageio-ffmpeg's metadata leaves
+    it out, so ffmpeg is asked, decoding one frame."""
     described = subprocess.run(
-        [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path)],
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path), "-frames:v", "1", "-f", "null", "-"],
         capture_output=True,
         check=False,
         **_no_console(),
     ).stderr.decode(errors="replace")
-    for line in described.splitlines():
+    _, _, output = described.partition("Output #0")
+    for line in output.splitlines():
         if line.lstrip().startswith("Stream #") and " Video: " in line:
             match = re.search(r"\[SAR (\d+):(\d+) ", line)
             if match is None or 0 in (int(match[1]), int(match[2])):

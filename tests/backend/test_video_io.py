@@ -52,13 +52,20 @@ def save_png(path: Path, array: np.ndarray) -> None:
     Image.fromarray(array).save(path)
 
 
-def encode(frames: np.ndarray, path: Path, fps: int = 24, *, sar: str = "1") -> Path:
-    """Encode frames losslessly (PNG in a Matroska file), with the pixel aspect ratio `sar` written in the file."""
+def encode(
+    frames: np.ndarray, path: Path, fps: int = 24, *, sar: str = "1", codec: str = "png", more: tuple[str, ...] = ()
+) -> Path:
+    """Encode frames (losslessly with PNG), with the pixel aspect ratio `sar` written in the stream and `more` ffmpeg
+    options (a second input, say) before the output file."""
     height, width = frames.shape[1:3]
     raw = ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-framerate", str(fps), "-i", "-"]
-    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", *raw, "-vf", f"setsar={sar}", "-c:v", "png"]
-    subprocess.run([*command, str(path)], input=frames.tobytes(), check=True, capture_output=True)
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", *raw, *more, "-vf", f"setsar={sar}"]
+    subprocess.run([*command, "-c:v", codec, str(path)], input=frames.tobytes(), check=True, capture_output=True)
     return path
+
+
+def ffmpeg(*arguments: str) -> None:
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", *arguments], check=True, capture_output=True)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -443,6 +450,18 @@ def test_a_bad_pixel_aspect_names_the_parameter() -> None:
     assert info.value.name == "pixel_aspect"
 
 
+def test_the_pixel_aspect_is_the_one_ffmpeg_shows_the_frames_with(tmp_path: Path) -> None:
+    frames = moving_square(num=4, height=48, width=48)
+    assert read_clip(encode(frames, tmp_path / "wide.webm", sar="2/1", codec="libvpx-vp9")).pixel_aspect == 2.0
+    # The container's aspect overrides the stream's: a 48 x 48 clip shown at 16:9.
+    ffmpeg("-i", str(encode(frames, tmp_path / "square.mkv")), "-c", "copy", "-aspect", "16:9", str(tmp_path / "a.mkv"))
+    assert read_clip(tmp_path / "a.mkv").pixel_aspect == pytest.approx(16 / 9)
+    # A clip turned upright by ffmpeg turns its pixels too, even when its stored frame is square.
+    wide = encode(frames, tmp_path / "wide.mp4", sar="2/1", codec="libx264")
+    ffmpeg("-display_rotation", "90", "-i", str(wide), "-c", "copy", str(tmp_path / "rotated.mp4"))
+    assert read_clip(tmp_path / "rotated.mp4").pixel_aspect == 0.5
+
+
 def test_a_video_with_wide_pixels_is_cropped_as_it_is_shown(tmp_path: Path) -> None:
     frames = np.repeat(anamorphic_split_frame(), 4, axis=0)
     path = encode(frames, tmp_path / "anamorphic.mkv", sar="2/1")
@@ -469,15 +488,28 @@ def test_a_video_cut_short_is_read_with_a_warning_that_names_it(tmp_path: Path) 
         warnings.simplefilter("error", VideoInputWarning)  # the whole clip reads without one
         assert read_clip(whole).frames.shape[0] == 32
     half = cut_in_half(whole)
-    with pytest.warns(
-        VideoInputWarning, match=r"decoded to \d+ frames, but its length \(2 s at 16 fps\) says about 32"
-    ):
+    with pytest.warns(VideoInputWarning, match=r"decoded to \d+ frames, but its streams end after 1\.\d+ s of the 2 s"):
         clip = read_clip(half)
     assert 2 <= clip.frames.shape[0] < 32 * 0.8
     with pytest.warns(VideoInputWarning, match="may be cut short") as caught:
         prepare_reference(half, 2, 16, 16)
     ours = [str(warning.message) for warning in caught if warning.category is VideoInputWarning]
     assert len(ours) == 1 and str(half) in ours[0]  # once, though the video is decoded twice
+
+
+def test_no_cut_short_warning_for_an_audio_track_longer_than_the_video_or_an_idle_screen_recording(
+    tmp_path: Path,
+) -> None:
+    long_audio = ("-f", "lavfi", "-i", "sine=duration=6", "-map", "0:v", "-map", "1:a")
+    music = encode(smooth_pattern(num=16), tmp_path / "music.mkv", fps=16, more=long_audio)
+    # Busy for a second, then one frame a second for five: the Matroska header's 16 fps is nominal, not the average.
+    screen = tmp_path / "screen.mkv"
+    idle = ["-vf", "select='lt(t,1)+not(mod(n,16))'", "-fps_mode", "vfr", "-c:v", "png", str(screen)]
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=32x32:rate=16:duration=6", *idle)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", VideoInputWarning)
+        assert read_clip(music).frames.shape[0] == 16
+        assert read_clip(screen).frames.shape[0] == 21
 
 
 def test_collected_video_warnings_keeps_each_message_once_and_passes_others_on(tmp_path: Path) -> None:
