@@ -333,7 +333,9 @@ class LocalBackend:
             ) from error
         log_path, offset = self._fresh_log(results)
         command = serve_command(executable, settings, os.getpid())
-        environment = {**os.environ, "PYTHONUNBUFFERED": "1"}  # its log lines arrive as they are printed
+        # Its log lines arrive as they are printed, in UTF-8 as the add-on reads them (a Windows Python writes a file
+        # in the ANSI code page otherwise, and a path or prompt with accents would come back garbled).
+        environment = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONUTF8": "1"}
         try:
             with open(log_path, "ab") as log:
                 # The child gets its own copy of the log's handle; ours closes when this block ends.

@@ -94,7 +94,8 @@ class MOTIONCLONE_AP_preferences(bpy.types.AddonPreferences):
         name="Output folder",
         subtype="DIR_PATH",
         options=compat.blend_relative_path_options(),
-        description="Where results are written; empty: next to the .blend file (or the add-on's user folder)",
+        description="Where results are written; empty: next to the .blend file, or for an unsaved file the add-on's "
+        "user folder, which Blender deletes when the add-on is uninstalled",
     )
 
     def draw(self, context: bpy.types.Context) -> None:
@@ -202,7 +203,7 @@ def online_access_problem(endpoint: str) -> str | None:
         return None
     how = (
         "it was turned off from the command line (--offline-mode)"
-        if getattr(bpy.app, "online_access_overriden", False)
+        if getattr(bpy.app, "online_access_override", False)
         else "enable Allow Online Access in Preferences > System > Network"
     )
     return f"Blender's online access is off, so the remote backend {endpoint} cannot be reached: {how}."

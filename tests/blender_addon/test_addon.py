@@ -1326,3 +1326,15 @@ def test_disabling_the_add_on_while_a_result_is_written_still_places_it_and_the_
         assert other.fetch_result(job_id, timeout=30).frames().shape[0] == 4
     enable_addon()  # the fixture disables it again
     assert scene.motionclone.jobs[0].state == "DONE"
+
+
+@pytest.mark.parametrize(("overridden", "advice"), [(True, "--offline-mode"), (False, "Allow Online Access")])
+def test_offline_blender_says_why_a_remote_backend_is_blocked(monkeypatch, overridden, advice):
+    from blender_addon import preferences
+
+    # bpy.app's flags are read-only; the add-on reads these two of its attributes, which this Blender has.
+    assert hasattr(bpy.app, "online_access") and hasattr(bpy.app, "online_access_override")
+    offline = SimpleNamespace(app=SimpleNamespace(online_access=False, online_access_override=overridden))
+    monkeypatch.setattr(preferences, "bpy", offline)
+    assert advice in preferences.online_access_problem("tcp://gpu-box:5555")
+    assert preferences.online_access_problem("tcp://127.0.0.1:5555") is None

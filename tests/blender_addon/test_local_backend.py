@@ -238,6 +238,14 @@ def test_a_backend_that_exits_at_once_is_reported_with_its_log_and_its_job_fails
     assert ("operator", ("motionclone.start_backend",), {"text": "Restart Backend", "icon": "FILE_REFRESH"}) in calls
 
 
+def test_the_backend_writes_its_log_in_utf8_as_the_add_on_reads_it(local_addon, tmp_path):
+    generate_with_fake_backend(
+        local_addon, tmp_path, "print(f'UTF-8 mode {sys.flags.utf8_mode}: caf\\u00e9', flush=True)\nsys.exit(1)"
+    )
+    assert pump_until(lambda: local().state == "crashed", 20), local().message
+    assert local().log_tail()[-1] == "UTF-8 mode 1: caf\u00e9"
+
+
 def test_a_job_waits_while_the_backend_starts_and_loads_its_model(local_addon, tmp_path):
     """The job says "Starting backend", then "Loading model" once the backend names its endpoint; Stop ends the
     wait with a clear failure. The fake program records the command line it was started with."""
