@@ -8,6 +8,7 @@ snow, desert, night, water or a grey blockout floor, 64 x 64 pixels, 16 frames.
 """
 
 import hashlib
+import re
 from pathlib import Path
 
 import torch
@@ -42,10 +43,16 @@ def verify_manifest(folder: Path) -> None:
     manifest = folder / MANIFEST_NAME
     if not manifest.is_file():
         raise ModelNotFoundError(f"The blocks model folder '{folder}' has no {MANIFEST_NAME}; it is incomplete.")
-    for line in manifest.read_text().splitlines():
-        if not line.strip():
-            continue
-        expected, name = line.split(maxsplit=1)
+    entries = [(number, line.split(maxsplit=1)) for number, line in enumerate(manifest.read_text().splitlines(), 1)]
+    entries = [(number, fields) for number, fields in entries if fields]
+    if not entries:
+        raise ModelNotFoundError(f"{manifest} lists no files; restore it from the repository.")
+    for number, fields in entries:
+        if len(fields) != 2 or not re.fullmatch(r"[0-9a-f]{64}", fields[0]):
+            raise ModelNotFoundError(
+                f"Line {number} of {manifest} is not a SHA-256 sum and a file name; restore it from the repository."
+            )
+        expected, name = fields
         path = folder / name.strip()
         if not path.is_file():
             raise ModelNotFoundError(f"The blocks model file '{path}' is missing. Restore it from the repository.")

@@ -41,6 +41,30 @@ def test_a_changed_or_missing_file_is_refused(tmp_path):
         verify_manifest(copy)
 
 
+@pytest.mark.parametrize(
+    ("manifest", "message"), [("\n", "lists no files"), ("<<<<<<< HEAD\n", "Line 1 of .* is not a SHA-256 sum")]
+)
+def test_an_empty_or_garbled_manifest_is_refused_naming_it(tmp_path, manifest, message):
+    copy = tmp_path / "blocks"
+    shutil.copytree(BLOCKS_MODEL_DIR, copy)
+    (copy / MANIFEST_NAME).write_text(manifest)
+    with pytest.raises(ModelNotFoundError, match=message):
+        verify_manifest(copy)
+
+
+def test_git_checks_the_model_out_byte_for_byte():
+    """Git for Windows turns LF into CRLF in text files by default, which would change the configs' SHA-256."""
+    import subprocess
+
+    config = BLOCKS_MODEL_DIR / "unet" / "config.json"
+    attributes = subprocess.run(
+        ["git", "check-attr", "text", str(config)], cwd=BLOCKS_MODEL_DIR, capture_output=True, text=True, check=False
+    )
+    if attributes.returncode != 0:
+        pytest.skip("not a git checkout: the installed files are checked by their manifest instead")
+    assert attributes.stdout.strip().endswith("text: unset")
+
+
 def test_loads_with_sd15_block_roles(bundle):
     assert bundle.description["preset"] == "blocks"
     assert bundle.vae_scale_factor == 2
