@@ -15,6 +15,7 @@ A LoRA is given as `PATH[:SCALE]` (scale 1.0 when left out). Each applied LoRA i
 `description`, which reaches result.json and the motion-representation cache keys.
 """
 
+import json
 import math
 import re
 from collections.abc import Sequence
@@ -23,11 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 
 from ..errors import ParameterError
 from .blocks import file_sha256
 from .bundle import ModelBundle
-from .weights_file import read_state_dict
+from .weights_file import error_summary, read_state_dict
 
 LORA_FLAG = "--lora"
 MOTION_LORA_FLAG = "--motion-lora"
@@ -104,7 +106,8 @@ def apply_loras(
     described = []
     for index, spec in enumerate(specs):
         path = lora_file(spec)
-        fuse_user_lora(bundle, read_lora_state_dict(path, LORA_FLAG), spec.scale, f"lora_{index}", LORA_FLAG, spec.path)
+        weights, metadata = read_lora_state_dict(path, LORA_FLAG), read_lora_metadata(path)
+        fuse_user_lora(bundle, weights, spec.scale, f"lora_{index}", LORA_FLAG, spec.path, metadata)
         described.append(describe_lora(spec, path))
     if described:
         bundle.description["loras"] = described
@@ -130,6 +133,22 @@ def read_lora_state_dict(path: Path, flag: str) -> dict[str, torch.Tensor]:
     """The tensors of the LoRA file `path`; `ModelNotFoundError` naming `flag` when it is missing or unreadable."""
     hint = f"Pass an existing LoRA .safetensors file (or a folder holding {' or '.join(FOLDER_WEIGHT_NAMES)})."
     return read_state_dict(path, f"`{flag}` file", hint)
+
+
+def read_lora_metadata(path: Path) -> dict[str, Any] | None:
+    """The adapter settings (rank, alpha per layer) that diffusers and peft write into a LoRA `.safetensors` header;
+    None when there are none. Without them diffusers takes alpha = rank, and a LoRA trained with another alpha would
+    be fused at the wrong strength (kohya files keep their alphas as tensors instead)."""
+    from diffusers.loaders.lora_base import LORA_ADAPTER_METADATA_KEY
+
+    if path.suffix != ".safetensors":
+        return None
+    with safe_open(path, framework="pt") as weights:  # the file was read whole before: its header is sound
+        raw = (weights.metadata() or {}).get(LORA_ADAPTER_METADATA_KEY)
+    try:
+        return json.loads(raw) if raw else None
+    except json.JSONDecodeError:
+        return None  # not diffusers' metadata: read the LoRA as one without
 
 
 def motion_lora_layers(state_dict: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
@@ -198,10 +217,17 @@ def fuse_motion_lora(
 
 
 def fuse_user_lora(
-    bundle: ModelBundle, state_dict: dict[str, torch.Tensor], scale: float, adapter_name: str, flag: str, path: str
+    bundle: ModelBundle,
+    state_dict: dict[str, torch.Tensor],
+    scale: float,
+    adapter_name: str,
+    flag: str,
+    path: str,
+    metadata: dict[str, Any] | None = None,
 ) -> int:
     """Load a kohya or diffusers LoRA into the UNet and text encoder with diffusers' loaders, fuse it at `scale`
-    and remove the peft layers; returns how many layers were fused."""
+    and remove the peft layers; returns how many layers were fused. `metadata`: the file's adapter settings
+    (read_lora_metadata)."""
     from diffusers.loaders import StableDiffusionLoraLoaderMixin as LoraLoader
     from diffusers.loaders.lora_base import fuse_text_encoder_lora
 
@@ -212,12 +238,22 @@ def fuse_user_lora(
     layers = sum(key.endswith((".lora_A.weight", ".down.weight")) for key in converted)
     try:
         try:
-            LoraLoader.load_lora_into_unet(converted, network_alphas, bundle.unet, adapter_name=adapter_name)
+            LoraLoader.load_lora_into_unet(
+                converted, network_alphas, bundle.unet, adapter_name=adapter_name, metadata=metadata
+            )
             LoraLoader.load_lora_into_text_encoder(
-                converted, network_alphas, bundle.text_encoder, adapter_name=adapter_name
+                converted, network_alphas, bundle.text_encoder, adapter_name=adapter_name, metadata=metadata
             )
         except ValueError as error:  # peft refuses a LoRA none of whose target modules exist
-            raise ParameterError(flag, f"'{path}': 0 of {layers} LoRA layers match a module ({error})") from error
+            matched = _count_lora_layers(bundle.unet) + _count_lora_layers(bundle.text_encoder)
+            message = f"'{path}': {matched} of {layers} LoRA layers match a module ({error})"
+            raise ParameterError(flag, message) from error
+        except RuntimeError as error:  # the module names exist but the shapes differ: another base model's LoRA
+            raise ParameterError(
+                flag,
+                f"'{path}' was made for another base model: its layers do not fit SD-1.5's "
+                f"({error_summary(error)}); use a LoRA made for SD-1.5",
+            ) from error
         matched = _count_lora_layers(bundle.unet) + _count_lora_layers(bundle.text_encoder)
         _check_all_matched(flag, path, matched, layers, [])
         bundle.unet.fuse_lora(lora_scale=scale, adapter_names=[adapter_name])

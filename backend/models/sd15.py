@@ -11,11 +11,13 @@ from typing import Any
 
 import torch
 from diffusers import AutoencoderKL, MotionAdapter, UNet2DConditionModel
+from safetensors import SafetensorError, safe_open
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from ..errors import ModelNotFoundError, ParameterError
 from .bundle import ModelBundle, build_motion_unet, official_ddim_scheduler
 from .sparsectrl import DEFAULT_SPARSECTRL_MODELS, SPARSECTRL_MODEL_FLAG, check_kind, load_sparsectrl
+from .weights_file import error_summary
 
 DEFAULT_BASE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 DEFAULT_MOTION_ADAPTER = "guoyww/animatediff-motion-adapter-v1-5-3"
@@ -53,9 +55,7 @@ class SD15Sources:
 
 
 def _missing(what: str, source: str, hint: str, error: Exception) -> ModelNotFoundError:
-    return ModelNotFoundError(
-        f"Cannot load the {what} from '{source}' ({type(error).__name__}: {str(error).splitlines()[0]}). {hint}"
-    )
+    return ModelNotFoundError(f"Cannot load the {what} from '{source}' ({error_summary(error)}). {hint}")
 
 
 _BASE_HINT = (
@@ -68,6 +68,7 @@ _ADAPTER_HINT = (
     "diffusion_pytorch_model.safetensors), e.g. from `hf download "
     "guoyww/animatediff-motion-adapter-v1-5-3 --local-dir DIR`."
 )
+_LDM_UNET_PREFIX = "model.diffusion_model."  # the UNet's weights in an original-layout (LDM) checkpoint
 _CHECKPOINT_HINT = "Pass the path of an existing DreamBooth .safetensors file (for example Realistic Vision V6.0 B1)."
 
 
@@ -138,8 +139,10 @@ def _load_base(
             raise ModelNotFoundError(
                 f"The DreamBooth checkpoint '{sources.checkpoint}' does not exist. {_CHECKPOINT_HINT}"
             )
+        _check_checkpoint(Path(sources.checkpoint))
         # Imported here: the single-file pipeline pulls in transformers' image processors, which only this path needs.
         from diffusers import StableDiffusionPipeline
+        from diffusers.loaders.single_file_utils import SingleFileComponentError
 
         try:
             # The single file carries UNet, VAE and text-encoder weights in LDM layout; `config` supplies the rest.
@@ -151,6 +154,11 @@ def _load_base(
                 safety_checker=None,
                 feature_extractor=None,
             )
+        except SingleFileComponentError as error:  # the file lacks one of the three parts' weights
+            raise ModelNotFoundError(
+                f"The DreamBooth checkpoint '{sources.checkpoint}' is not a whole SD-1.5 checkpoint "
+                f"({error_summary(error)}). {_CHECKPOINT_HINT}"
+            ) from error
         except (OSError, ValueError) as error:
             raise _missing("SD-1.5 configs for the checkpoint", sources.base, _BASE_HINT, error) from error
         return pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer
@@ -163,6 +171,27 @@ def _load_base(
             sources.base, subfolder="text_encoder", torch_dtype=dtype, local_files_only=local
         )
         tokenizer = CLIPTokenizer.from_pretrained(sources.base, subfolder="tokenizer", local_files_only=local)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, SafetensorError) as error:  # a weights file cut short raises SafetensorError
         raise _missing("SD-1.5 base model", sources.base, _BASE_HINT, error) from error
     return unet2d, vae, text_encoder, tokenizer
+
+
+def _check_checkpoint(path: Path) -> None:
+    """Refuse, naming the file, a `.safetensors` checkpoint that cannot be read or holds no SD-1.5 UNet (a LoRA passed
+    by mistake, a damaged download), before its failure would be blamed on the base folder's configs. Reads the
+    header only."""
+    if path.suffix != ".safetensors":
+        return
+    try:
+        with safe_open(path, framework="pt") as weights:
+            keys = list(weights.keys())
+    except (OSError, SafetensorError) as error:
+        raise ModelNotFoundError(
+            f"The DreamBooth checkpoint '{path}' cannot be read ({error_summary(error)}): it is damaged or not a "
+            f"weights file. Download it again. {_CHECKPOINT_HINT}"
+        ) from error
+    if not any(key.startswith(_LDM_UNET_PREFIX) for key in keys):
+        raise ModelNotFoundError(
+            f"The DreamBooth checkpoint '{path}' holds no SD-1.5 UNet weights ({_LDM_UNET_PREFIX}*): a LoRA goes to "
+            f"--lora instead. {_CHECKPOINT_HINT}"
+        )

@@ -10,6 +10,7 @@ import pickle
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from ..errors import ModelNotFoundError
@@ -36,14 +37,18 @@ def read_state_dict(path: str | Path, what: str, hint: str) -> dict[str, torch.T
             loaded: object = load_file(path, device="cpu")
         else:
             loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as error:
-        first_line = str(error).splitlines()[0] if str(error) else ""
-        raise ModelNotFoundError(
-            f"The {what} '{path}' cannot be read as weights ({type(error).__name__}: {first_line}). {hint}"
-        ) from error
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError, SafetensorError) as error:
+        summary = error_summary(error)
+        raise ModelNotFoundError(f"The {what} '{path}' cannot be read as weights ({summary}). {hint}") from error
     for key in WRAPPER_KEYS:
         if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
             loaded = loaded[key]
     if not isinstance(loaded, dict):
         raise ModelNotFoundError(f"The {what} '{path}' holds a {type(loaded).__name__}, not a state dict. {hint}")
     return {str(key): value for key, value in loaded.items() if isinstance(value, torch.Tensor)}
+
+
+def error_summary(error: BaseException) -> str:
+    """ "TypeName: first line of the message", for one-line error reports (some messages are empty or long)."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__

@@ -196,6 +196,44 @@ def test_lora_whose_keys_match_no_module_names_the_flag_and_the_count(tmp_path):
         load_preset("tiny", motion_lora=str(adapter))
 
 
+def test_a_lora_for_another_base_model_whose_names_fit_is_refused_naming_the_flag(tiny, tmp_path):
+    """An SDXL LoRA names SD-1.5's modules too (attn2.to_k), but its matrices are wider (2048 text features)."""
+    weight = weight_of(tiny.unet, KOHYA_UNET_MODULE)
+    prefix = "lora_unet_" + KOHYA_UNET_MODULE.replace(".", "_")
+    wider = {
+        f"{prefix}.lora_down.weight": torch.zeros(RANK, 2 * weight.shape[1]),
+        f"{prefix}.lora_up.weight": torch.zeros(weight.shape[0], RANK),
+    }
+    path = tmp_path / "sdxl_style.safetensors"
+    save_file(wider, path)
+    with pytest.raises(ParameterError, match=r"`--lora`.*sdxl_style\.safetensors.*another base model"):
+        load_preset("tiny", loras=[str(path)])
+
+
+def test_a_diffusers_lora_is_fused_with_the_alpha_its_header_gives(tiny, tmp_path):
+    """diffusers and peft keep alpha in the file's metadata, not in a tensor: alpha 8 at rank 2 is 4 x up @ down."""
+    from diffusers.loaders.lora_base import LORA_ADAPTER_METADATA_KEY
+
+    generator = torch.Generator().manual_seed(5)
+    name = f"{ADAPTER_BLOCKS[0]}.to_v"
+    down, up = random_pair(weight_of(tiny.unet, name), generator)
+    contents = {f"unet.{name}.lora_A.weight": down, f"unet.{name}.lora_B.weight": up}
+    settings = {"unet.r": RANK, "unet.lora_alpha": 4 * RANK, "unet.target_modules": [name]}
+    path = tmp_path / "alpha.safetensors"
+    save_file(contents, path, metadata={LORA_ADAPTER_METADATA_KEY: json.dumps(settings)})
+    loaded = load_preset("tiny", loras=[str(path)])
+    expected = weight_of(tiny.unet, name) + 4 * up @ down
+    torch.testing.assert_close(weight_of(loaded.unet, name), expected, rtol=0, atol=1e-6)
+
+
+def test_a_truncated_lora_file_is_model_not_found_naming_it(tmp_path):
+    path = tmp_path / "cut.safetensors"
+    save_file({"unet.a.lora_A.weight": torch.zeros(64, 64)}, path)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ModelNotFoundError, match=r"`--lora` file .*cut\.safetensors.* cannot be read as weights"):
+        load_preset("tiny", loras=[str(path)])
+
+
 def test_motion_lora_with_one_unknown_layer_is_refused_and_fuses_nothing(adapter_layers, tmp_path):
     contents = official_adapter_keys(adapter_layers)
     contents["up_blocks.9.attentions.0.transformer_blocks.0.attn1.processor.to_q_lora.down.weight"] = torch.zeros(2, 4)

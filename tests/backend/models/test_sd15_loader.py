@@ -61,6 +61,33 @@ def test_missing_dreambooth_checkpoint_is_reported(saved_weights, tmp_path):
         load_sd15_bundle(sources, device="cpu")
 
 
+def test_a_damaged_or_wrong_checkpoint_is_named_not_blamed_on_the_base_folder(saved_weights, tmp_path):
+    from safetensors.torch import save_file
+
+    base = str(saved_weights / "base")
+    damaged = tmp_path / "rv.safetensors"
+    damaged.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
+    with pytest.raises(ModelNotFoundError, match=r"checkpoint '.*rv\.safetensors' cannot be read") as raised:
+        load_sd15_bundle(SD15Sources(base=base, checkpoint=str(damaged)), device="cpu")
+    assert "configs" not in str(raised.value)
+    lora = tmp_path / "style.safetensors"
+    save_file({"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": torch.zeros(2, 4)}, lora)
+    with pytest.raises(ModelNotFoundError, match=r"style\.safetensors' holds no SD-1.5 UNet weights.*--lora"):
+        load_sd15_bundle(SD15Sources(base=base, checkpoint=str(lora)), device="cpu")
+
+
+def test_a_base_folder_with_a_weights_file_cut_short_is_named(saved_weights, tmp_path):
+    import shutil
+
+    base = tmp_path / "base"
+    shutil.copytree(saved_weights / "base", base)
+    weights = next((base / "text_encoder").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    sources = SD15Sources(base=str(base), motion_adapter=str(saved_weights / "adapter"), local_files_only=True)
+    with pytest.raises(ModelNotFoundError, match=r"Cannot load the SD-1.5 base model from .*SafetensorError"):
+        load_sd15_bundle(sources, device="cpu")
+
+
 def test_unknown_preset_lists_the_known_ones():
     with pytest.raises(ParameterError, match=r"`preset`.*sd15-animatediff-v3.*tiny"):
         load_preset("sdxl")
