@@ -109,7 +109,7 @@ def load_sd15_bundle(
         description={
             "preset": "sd15-animatediff-v3",
             "base": sources.base,
-            "checkpoint": Path(sources.checkpoint).name if sources.checkpoint else None,
+            "checkpoint": _describe_file(Path(sources.checkpoint)) if sources.checkpoint else None,
             "motion_adapter": sources.motion_adapter,
             "dtype": str(dtype).removeprefix("torch."),
             **_describe_sparsectrl(sources),
@@ -126,8 +126,16 @@ def _describe_sparsectrl(sources: SD15Sources) -> dict[str, Any]:
     if sources.sparsectrl is None:
         return {}
     model = sources.sparsectrl_model or DEFAULT_SPARSECTRL_MODELS[sources.sparsectrl]
-    name = Path(model).name if Path(model).is_file() else model
-    return {"sparsectrl": {"kind": sources.sparsectrl, "model": name}}
+    described = _describe_file(Path(model)) if Path(model).is_file() else model
+    return {"sparsectrl": {"kind": sources.sparsectrl, "model": described}}
+
+
+def _describe_file(path: Path) -> dict[str, Any]:
+    """A weights file by name, size and modification time: the description keys the representation cache, and
+    another file under the same name (a re-trained DreamBooth model.safetensors) must not reuse what this one made.
+    Cheaper than hashing gigabytes; a copy with a new time only costs a cache miss."""
+    status = path.stat()
+    return {"file": path.name, "bytes": status.st_size, "modified_ns": status.st_mtime_ns}
 
 
 def _load_base(

@@ -91,3 +91,23 @@ def test_a_base_folder_with_a_weights_file_cut_short_is_named(saved_weights, tmp
 def test_unknown_preset_lists_the_known_ones():
     with pytest.raises(ParameterError, match=r"`preset`.*sd15-animatediff-v3.*tiny"):
         load_preset("sdxl")
+
+
+def test_a_weights_file_replaced_under_the_same_name_gets_another_cache_description(tmp_path):
+    """The description keys the representation cache: a re-trained model.safetensors must not reuse old entries."""
+    import os
+
+    from motionclone.backend.models.sd15 import _describe_sparsectrl
+
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"first weights")
+    sources = SD15Sources(sparsectrl="rgb", sparsectrl_model=str(weights))
+    first = _describe_sparsectrl(sources)
+    assert first["sparsectrl"]["model"]["file"] == "model.safetensors"
+    modified = weights.stat().st_mtime_ns
+    weights.write_bytes(b"longer other weights")
+    os.utime(weights, ns=(modified, modified))  # a copy that kept the old time: the size tells
+    assert _describe_sparsectrl(sources) != first
+    weights.write_bytes(b"first weights")
+    os.utime(weights, ns=(modified + 10**9, modified + 10**9))  # the same size, written later: the time tells
+    assert _describe_sparsectrl(sources) != first
