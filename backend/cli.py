@@ -538,21 +538,33 @@ def preset_options_from_args(
             "--sparsectrl", f"is {args.sparsectrl!r} but the condition is {condition_kind!r} (--condition-type)"
         )
     kind = args.sparsectrl or condition_kind
-    options: dict[str, Any] = {"loras": [parse_lora_spec(text) for text in args.lora]}
+    options: dict[str, Any] = {"loras": [absolute_lora(parse_lora_spec(text)) for text in args.lora]}
     if args.motion_lora:
-        options["motion_lora"] = parse_lora_spec(args.motion_lora, MOTION_LORA_FLAG)
+        options["motion_lora"] = absolute_lora(parse_lora_spec(args.motion_lora, MOTION_LORA_FLAG))
     if preset == "tiny":
         return {**options, "sparsectrl": kind} if kind else options
     if preset == "blocks":
         # The blocks preset has no SparseCtrl; passed on so that its loader refuses it by name.
-        return {**options, "sparsectrl": kind, "sparsectrl_model": args.sparsectrl_model} if kind else options
+        sparsectrl_model = absolute_if_local(args.sparsectrl_model) if args.sparsectrl_model else None
+        return {**options, "sparsectrl": kind, "sparsectrl_model": sparsectrl_model} if kind else options
     options["local_files_only"] = args.local_files_only
     for flag in ("base", "checkpoint", "motion_adapter", "sparsectrl_model"):
         if getattr(args, flag):
-            options[flag] = getattr(args, flag)
+            options[flag] = absolute_if_local(getattr(args, flag))
     if kind:
         options["sparsectrl"] = kind
     return options
+
+
+def absolute_if_local(value: str) -> str:
+    """A weights path that exists here, made absolute (with ~ expanded): Ray workers load it in other working folders,
+    and the model loaders do not expand ~. Anything else (a hub id) as written."""
+    path = Path(value).expanduser()
+    return str(path.resolve()) if path.exists() else value
+
+
+def absolute_lora(spec: Any) -> Any:
+    return dataclasses.replace(spec, path=absolute_if_local(spec.path))
 
 
 def hide_loading_bars(wanted: bool = True) -> None:

@@ -201,6 +201,22 @@ def test_serve_takes_the_sparsectrl_and_lora_flags_into_its_preset_options():
     assert options["loras"] == [LoraSpec("a.safetensors", 0.5), LoraSpec("b.safetensors", 1.0)]
 
 
+def test_weights_that_exist_here_go_to_the_loaders_as_absolute_paths(tmp_path, monkeypatch):
+    """Ray workers load them in other working folders; a hub id stays as written."""
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "style.safetensors").touch()
+    monkeypatch.chdir(tmp_path)
+    args = build_parser().parse_args(
+        [
+            *("serve", "--preset", "sd15-animatediff-v3", "--base", "weights", "--motion-adapter", "guoyww/adapter"),
+            *("--lora", "weights/style.safetensors:0.5"),
+        ]
+    )
+    options = preset_options_from_args(args, args.preset)
+    assert options["base"] == str((tmp_path / "weights").resolve()) and options["motion_adapter"] == "guoyww/adapter"
+    assert options["loras"] == [LoraSpec(str((tmp_path / "weights" / "style.safetensors").resolve()), 0.5)]
+
+
 def test_condition_kind_and_sparsectrl_flag_must_agree():
     options = preset_options_from_args(cli_args("--sparsectrl", "rgb"), "tiny", condition_kind="rgb")
     assert options["sparsectrl"] == "rgb"
