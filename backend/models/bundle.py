@@ -1,6 +1,8 @@
 """The component bundle every model preset returns, so the engine never knows which preset it got. No bpy."""
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,15 +88,19 @@ def official_ddim_scheduler() -> DDIMScheduler:
 
 
 def build_motion_unet(unet2d: UNet2DConditionModel, motion_adapter: MotionAdapter) -> UNetMotionModel:
-    """Inflate an SD-1.5 UNet with the motion adapter (diffusers' `UNetMotionModel.from_unet2d`).
+    """Inflate an SD-1.5 UNet with the motion adapter (diffusers' `UNetMotionModel.from_unet2d`)."""
+    with quiet_dtype_casts():
+        return UNetMotionModel.from_unet2d(unet2d, motion_adapter)
 
-    from_unet2d casts its new model with `.to(dtype)`, which makes diffusers warn about an empty list of float32
-    modules on every build; that warning says nothing here, so it is muted for the call.
-    """
+
+@contextmanager
+def quiet_dtype_casts() -> Iterator[None]:
+    """Mute diffusers' warning about an empty list of float32 modules, which it gives on every `.to(dtype)` of a model
+    built in code (from_unet2d casts its new model so): it says nothing here."""
     modeling_logger = logging.getLogger("diffusers.models.modeling_utils")
     previous_level = modeling_logger.level
     modeling_logger.setLevel(logging.ERROR)
     try:
-        return UNetMotionModel.from_unet2d(unet2d, motion_adapter)
+        yield
     finally:
         modeling_logger.setLevel(previous_level)

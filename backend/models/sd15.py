@@ -16,6 +16,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from ..errors import ModelNotFoundError, ParameterError
 from .bundle import ModelBundle, build_motion_unet, official_ddim_scheduler
+from .motion_module_file import load_motion_module_file
 from .sparsectrl import DEFAULT_SPARSECTRL_MODELS, SPARSECTRL_MODEL_FLAG, check_kind, load_sparsectrl
 from .weights_file import error_summary
 
@@ -31,7 +32,8 @@ class SD15Sources:
         base: SD-1.5 in diffusers layout (folder or hub id) with `unet/`, `vae/`, `text_encoder/`, `tokenizer/`.
         checkpoint: optional DreamBooth single file (`.safetensors`, e.g. Realistic Vision V6.0 B1) whose UNet, VAE
             and text-encoder weights replace the base ones; the base folder then only supplies configs.
-        motion_adapter: AnimateDiff v3 motion adapter in diffusers layout (folder or hub id).
+        motion_adapter: AnimateDiff v3 motion adapter in diffusers layout (folder or hub id), or its official file
+            (`v3_sd15_mm.ckpt`).
         local_files_only: never contact the hub.
         sparsectrl: "rgb" or "scribble" loads a SparseCtrl model of that kind (image- or sketch-to-video); None
             loads none.
@@ -66,7 +68,7 @@ _BASE_HINT = (
 _ADAPTER_HINT = (
     "Pass a local folder holding the AnimateDiff v3 motion adapter (config.json and "
     "diffusion_pytorch_model.safetensors), e.g. from `hf download "
-    "guoyww/animatediff-motion-adapter-v1-5-3 --local-dir DIR`."
+    "guoyww/animatediff-motion-adapter-v1-5-3 --local-dir DIR`, or AnimateDiff's own file v3_sd15_mm.ckpt."
 )
 _LDM_UNET_PREFIX = "model.diffusion_model."  # the UNet's weights in an original-layout (LDM) checkpoint
 _CHECKPOINT_HINT = "Pass the path of an existing DreamBooth .safetensors file (for example Realistic Vision V6.0 B1)."
@@ -92,12 +94,15 @@ def load_sd15_bundle(
         # First, so that a missing SparseCtrl source fails before minutes of loading the rest.
         controlnet = load_sparsectrl(sources.sparsectrl, sources.sparsectrl_model, dtype=dtype, local_files_only=local)
     unet2d, vae, text_encoder, tokenizer = _load_base(sources, dtype)
-    try:
-        motion_adapter = MotionAdapter.from_pretrained(
-            sources.motion_adapter, torch_dtype=dtype, local_files_only=local
-        )
-    except (OSError, ValueError) as error:
-        raise _missing("motion adapter", sources.motion_adapter, _ADAPTER_HINT, error) from error
+    if Path(sources.motion_adapter).is_file():  # AnimateDiff's own file, v3_sd15_mm.ckpt
+        motion_adapter = load_motion_module_file(Path(sources.motion_adapter), dtype)
+    else:
+        try:
+            motion_adapter = MotionAdapter.from_pretrained(
+                sources.motion_adapter, torch_dtype=dtype, local_files_only=local
+            )
+        except (OSError, ValueError, SafetensorError) as error:
+            raise _missing("motion adapter", sources.motion_adapter, _ADAPTER_HINT, error) from error
     unet = build_motion_unet(unet2d, motion_adapter)
     # The UNet holds copies of the motion modules' weights and only the adapter's config is read from now on: free
     # the adapter's own copy (0.8 GB of memory for AnimateDiff v3 in float16).
@@ -113,7 +118,9 @@ def load_sd15_bundle(
             "preset": "sd15-animatediff-v3",
             "base": sources.base,
             "checkpoint": _describe_file(Path(sources.checkpoint)) if sources.checkpoint else None,
-            "motion_adapter": sources.motion_adapter,
+            "motion_adapter": _describe_file(Path(sources.motion_adapter))
+            if Path(sources.motion_adapter).is_file()
+            else sources.motion_adapter,
             "dtype": str(dtype).removeprefix("torch."),
             **_describe_sparsectrl(sources),
         },

@@ -111,3 +111,11 @@ def test_a_weights_file_replaced_under_the_same_name_gets_another_cache_descript
     weights.write_bytes(b"first weights")
     os.utime(weights, ns=(modified + 10**9, modified + 10**9))  # the same size, written later: the time tells
     assert _describe_sparsectrl(sources) != first
+
+
+def test_a_motion_adapter_file_is_read_as_animatediffs_own_motion_module_file(saved_weights, tmp_path):
+    not_a_module = tmp_path / "v3_sd15_mm.ckpt"
+    torch.save({"something.else.weight": torch.zeros(2)}, not_a_module)
+    sources = SD15Sources(base=str(saved_weights / "base"), motion_adapter=str(not_a_module), local_files_only=True)
+    with pytest.raises(ModelNotFoundError, match=r"`--motion-adapter` file .*v3_sd15_mm\.ckpt' holds no AnimateDiff"):
+        load_sd15_bundle(sources, device="cpu")
