@@ -544,9 +544,15 @@ def preset_options_from_args(
     if preset == "tiny":
         return {**options, "sparsectrl": kind} if kind else options
     if preset == "blocks":
+        for flag in ("base", "checkpoint", "motion_adapter", "sparsectrl_model"):
+            if getattr(args, flag):  # silently running the built-in model instead of the weights given would mislead
+                raise ParameterError(
+                    "--" + flag.replace("_", "-"),
+                    "gives SD-1.5 weights, but the preset is 'blocks' (the built-in model, the default on a CPU): add "
+                    "--preset sd15-animatediff-v3",
+                )
         # The blocks preset has no SparseCtrl; passed on so that its loader refuses it by name.
-        sparsectrl_model = absolute_if_local(args.sparsectrl_model) if args.sparsectrl_model else None
-        return {**options, "sparsectrl": kind, "sparsectrl_model": sparsectrl_model} if kind else options
+        return {**options, "sparsectrl": kind} if kind else options
     options["local_files_only"] = args.local_files_only
     for flag in ("base", "checkpoint", "motion_adapter", "sparsectrl_model"):
         if getattr(args, flag):

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-PRESETS = ("blocks", "tiny", "sd15-animatediff-v3")
+SD15_PRESET = "sd15-animatediff-v3"
+PRESETS = ("blocks", "tiny", SD15_PRESET)
 STATE_FILE = "backend.json"
 LOG_FILE = "backend.log"
 PREVIOUS_LOG_FILE = "backend.previous.log"
@@ -171,13 +172,15 @@ def serve_command(executable: Path, settings: LocalSettings, parent_pid: int) ->
     ]  # fmt: skip
     if not settings.keep_running:
         command += ["--parent-pid", str(parent_pid)]  # the backend quits when Blender does, even when Blender crashes
-    for flag, value in (
-        ("--device", settings.device),
-        ("--dtype", settings.dtype),
-        ("--base", settings.base),
-        ("--motion-adapter", settings.motion_adapter),
-        ("--checkpoint", settings.checkpoint),
-    ):
+    flags = [("--device", settings.device), ("--dtype", settings.dtype)]
+    # The weight folders stay set while another model is chosen; only SD-1.5 reads them (the others refuse them).
+    if settings.preset == SD15_PRESET:
+        flags += [
+            ("--base", settings.base),
+            ("--motion-adapter", settings.motion_adapter),
+            ("--checkpoint", settings.checkpoint),
+        ]
+    for flag, value in flags:
         if value:
             command += [flag, value]
     return command

@@ -207,6 +207,10 @@ def test_the_serve_command_carries_the_preferences(tmp_path):
     # Keep Running: the backend must outlive Blender, so it does not watch Blender's pid.
     keeping = dataclasses.replace(settings, keep_running=True)
     assert "--parent-pid" not in local_backend.serve_command(Path("motionclone"), keeping, parent_pid=4242)
+    # The weight folders stay in the preferences when the built-in model is chosen, which refuses them.
+    built_in = local_backend.serve_command(Path("motionclone"), dataclasses.replace(settings, preset="blocks"), 4242)
+    assert "--preset" in built_in and "blocks" in built_in and "--device" in built_in
+    assert not {"--base", "--motion-adapter", "--checkpoint"} & set(built_in)
 
 
 # ---- backends that fail or take their time (fake programs) -----------------------------------------------------------

@@ -257,3 +257,16 @@ def test_cli_blocks_preset_refuses_sparsectrl_by_name(tmp_path, capsys):
     )
     assert code == 2
     assert "`--sparsectrl` is not available with the blocks preset" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--base", "--checkpoint", "--motion-adapter", "--sparsectrl-model"])
+def test_sd15_weights_with_the_blocks_preset_are_refused_not_ignored(tmp_path, capsys, flag):
+    """blocks is the default on a CPU: `--base sd15` without --preset would otherwise run the built-in model."""
+    code = main(
+        [
+            *("generate", "--device", "cpu", "--reference", str(write_keyframe(tmp_path)), "--prompt", "p"),
+            *(flag, str(tmp_path), "--out", str(tmp_path / "out")),
+        ]
+    )
+    assert code == 2
+    assert f"`{flag}` gives SD-1.5 weights, but the preset is 'blocks'" in capsys.readouterr().err
