@@ -27,8 +27,7 @@ class ModelBundle:
         text_encoder: CLIP text encoder.
         tokenizer: CLIP tokenizer (77 tokens).
         unet: SD-1.5 UNet inflated with the motion adapter.
-        motion_adapter: the adapter the UNet was built from (its config holds the maximum frame count; a loaded
-            preset keeps its weights on the meta device, since the UNet holds copies of them).
+        motion_adapter: the adapter the UNet was built from (its config holds the maximum frame count).
         scheduler: DDIM scheduler configured like the official code (linear betas, `steps_offset=1`).
         description: plain values that identify the weights (preset name, sources, dtype); goes into result metadata
             and into motion-representation cache keys.
@@ -71,8 +70,7 @@ class ModelBundle:
     def to(self, device: str | torch.device, dtype: torch.dtype | None = None) -> "ModelBundle":
         """Move every model to `device` (and `dtype` when given); returns self."""
         # The motion adapter stays where it is: the UNet holds copies of its weights, and the adapter is only
-        # consulted for its config, so moving it would double the motion modules' memory on the device (and a
-        # loaded preset's adapter holds no weights to move).
+        # consulted for its config, so moving it would double the motion modules' memory on the device.
         for model in (self.vae, self.text_encoder, self.unet, self.controlnet):
             if model is None:
                 continue

@@ -80,12 +80,6 @@ def test_loads_with_sd15_block_roles(bundle):
     assert len(bundle.tokenizer("a red ball bouncing", add_special_tokens=False).input_ids) == 4
 
 
-def test_the_adapter_keeps_its_config_but_not_a_second_copy_of_the_motion_modules(bundle):
-    assert {parameter.device.type for parameter in bundle.motion_adapter.parameters()} == {"meta"}
-    assert bundle.max_frames == bundle.motion_adapter.config.motion_max_seq_length == 32
-    assert {parameter.device.type for parameter in bundle.unet.parameters()} == {"cpu"}
-
-
 def test_is_the_cpu_default_preset():
     assert default_preset("cpu") == "blocks"
     assert default_preset("cuda") == "sd15-animatediff-v3"
