@@ -116,7 +116,7 @@ def probe_clip(source: str | os.PathLike[str] | np.ndarray) -> tuple[int, float]
         return len(_list_image_files(path)), DEFAULT_FPS
     if path.suffix.lower() in IMAGE_EXTENSIONS:
         return 1, DEFAULT_FPS
-    video = _decode_video(path, keep=set())
+    video = _decode_video(path, keep=set(), describe=False)  # the read that follows checks the video
     return video.total, video.fps
 
 
@@ -538,16 +538,17 @@ def _decode_video(path: Path, keep: set[int] | None, describe: bool = True) -> D
     fps = float(file_fps) if math.isfinite(file_fps) and file_fps > 0 else DEFAULT_FPS
     if not describe:
         return DecodedVideo(kept, total, fps, 1.0)
-    _warn_if_cut_short(path, total, meta.get("duration") or 0.0)
+    _warn_if_cut_short(path, total, meta.get("duration") or 0.0, fps)
     return DecodedVideo(kept, total, fps, _pixel_aspect(path))
 
 
-def _warn_if_cut_short(path: Path, total: int, duration: float) -> None:
+def _warn_if_cut_short(path: Path, total: int, duration: float, fps: float) -> None:
     """Warn when a video's packets end well before the length its header gives: a file cut short (an interrupted
     copy, download or recording) still decodes up to the cut, and sampling would spread the frames over what is left.
-    Times, not frame counts: a header's frame rate is nominal in Matroska (a screen recording idles at 1 fps), and its
-    length is the longest stream's (an audio track may outlast the video), so both are compared over all streams."""
-    if not (math.isfinite(duration) and duration > 0):
+    Times, not frame counts, decide: a header's frame rate is nominal in Matroska (a screen recording idles at 1 fps),
+    and its length is the longest stream's (an audio track may outlast the video), so the packets of all streams are
+    read, but only when the frames fall short of length x rate (a whole constant-rate video costs no second pass)."""
+    if not (math.isfinite(duration) and duration > 0) or total >= COMPLETE_SHARE * duration * fps:
         return
     span = _packet_span(path)
     if span is not None and span < COMPLETE_SHARE * duration:
@@ -562,35 +563,39 @@ def _warn_if_cut_short(path: Path, total: int, duration: float) -> None:
 
 def _packet_span(path: Path) -> float | None:
     """Seconds from the first packet's start to the last one's end over all streams of a media file, read from the
-    packets' timestamps without decoding (ffmpeg's framecrc listing); None when they cannot be read."""
+    packets' timestamps without decoding (ffmpeg's framecrc listing, one line per packet, read as it comes); None when
+    none can be read."""
     list_packets = ["-map", "0", "-c", "copy", "-f", "framecrc", "-"]
-    listing = subprocess.run(
-        [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "quiet", "-i", str(path), *list_packets],
-        capture_output=True,
-        check=False,
-        **_no_console(),
-    ).stdout.decode(errors="replace")
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "quiet", "-i", str(path), *list_packets]
     time_bases: dict[str, Fraction] = {}
-    first, last = None, None
-    for line in listing.splitlines():
-        if match := re.match(r"#tb (\d+): (\d+)/(\d+)", line):
-            time_bases[match[1]] = Fraction(int(match[2]), int(match[3]))
-            continue
-        fields = [field.strip() for field in line.split(",")]
-        if line.startswith("#") or len(fields) < 4 or fields[0] not in time_bases:
-            continue
-        try:
-            decoded_at, start, length = int(fields[1]), int(fields[2]), int(fields[3])
-        except ValueError:
-            continue
-        if start == NO_TIMESTAMP:  # AVI packets carry decoding times only
-            start = decoded_at
-        if start == NO_TIMESTAMP:
-            continue
-        base = time_bases[fields[0]]
-        first = start * base if first is None else min(first, start * base)
-        last = (start + length) * base if last is None else max(last, (start + length) * base)
-    return None if first is None or last is None else float(last - first)
+    starts: dict[str, int] = {}  # per stream, in its own time base: integers until the end
+    ends: dict[str, int] = {}
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, **_no_console()) as listing:
+        assert listing.stdout is not None
+        for raw in listing.stdout:
+            line = raw.decode(errors="replace")
+            if match := re.match(r"#tb (\d+): (\d+)/(\d+)", line):
+                time_bases[match[1]] = Fraction(int(match[2]), int(match[3]))
+                continue
+            fields = line.split(",")
+            stream = fields[0].strip()
+            if line.startswith("#") or len(fields) < 4 or stream not in time_bases:
+                continue
+            try:
+                decoded_at, start, length = int(fields[1]), int(fields[2]), int(fields[3])
+            except ValueError:
+                continue
+            if start == NO_TIMESTAMP:  # AVI packets carry decoding times only
+                start = decoded_at
+            if start == NO_TIMESTAMP:
+                continue
+            starts[stream] = min(starts.get(stream, start), start)
+            ends[stream] = max(ends.get(stream, start + length), start + length)
+    if not starts:
+        return None
+    first = min(starts[stream] * time_bases[stream] for stream in starts)
+    last = max(ends[stream] * time_bases[stream] for stream in ends)
+    return float(last - first)
 
 
 def _pixel_aspect(path: Path) -> float:
