@@ -548,8 +548,8 @@ def preset_options_from_args(
             if getattr(args, flag):  # silently running the built-in model instead of the weights given would mislead
                 raise ParameterError(
                     "--" + flag.replace("_", "-"),
-                    "gives SD-1.5 weights, but the preset is 'blocks' (the built-in model, the default on a CPU): add "
-                    "--preset sd15-animatediff-v3",
+                    "gives SD-1.5 weights, but the preset is 'blocks' (the built-in model, the default on a CPU): "
+                    "choose SD-1.5 with --preset sd15-animatediff-v3 (and --device cuda for a GPU)",
                 )
         # The blocks preset has no SparseCtrl; passed on so that its loader refuses it by name.
         return {**options, "sparsectrl": kind} if kind else options
@@ -566,7 +566,9 @@ def absolute_if_local(value: str) -> str:
     """A weights path that exists here, made absolute (with ~ expanded): Ray workers load it in other working folders,
     and the model loaders do not expand ~. Anything else (a hub id) as written."""
     path = Path(value).expanduser()
-    return str(path.resolve()) if path.exists() else value
+    # absolute(), not resolve(): a file in the Hugging Face cache links to a blob without its suffix, which the
+    # loaders read the format from.
+    return str(path.absolute()) if path.exists() else value
 
 
 def absolute_lora(spec: Any) -> Any:

@@ -173,7 +173,7 @@ def serve_command(executable: Path, settings: LocalSettings, parent_pid: int) ->
     if not settings.keep_running:
         command += ["--parent-pid", str(parent_pid)]  # the backend quits when Blender does, even when Blender crashes
     flags = [("--device", settings.device), ("--dtype", settings.dtype)]
-    # The weight folders stay set while another model is chosen; only SD-1.5 reads them (the others refuse them).
+    # The weight folders stay set while another model is chosen; only SD-1.5 reads them (blocks refuses them).
     if settings.preset == SD15_PRESET:
         flags += [
             ("--base", settings.base),

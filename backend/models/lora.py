@@ -249,6 +249,8 @@ def fuse_user_lora(
             message = f"'{path}': {matched} of {layers} LoRA layers match a module ({error})"
             raise ParameterError(flag, message) from error
         except RuntimeError as error:  # the module names exist but the shapes differ: another base model's LoRA
+            if "size mismatch" not in str(error):  # out of memory, say: not the file's fault
+                raise
             raise ParameterError(
                 flag,
                 f"'{path}' was made for another base model: its layers do not fit SD-1.5's "

@@ -22,6 +22,7 @@ MOTION_ADAPTER_FLAG = "--motion-adapter"
 HEADS = 8
 NORM_GROUPS = 32
 DEFAULT_MAX_FRAMES = 32
+WEIGHT_FILE_SUFFIXES = (".ckpt", ".pt", ".pth", ".safetensors")
 _HINT = (
     "Pass AnimateDiff's motion module file (v3_sd15_mm.ckpt) or the adapter in diffusers layout (a folder with "
     "config.json and diffusion_pytorch_model.safetensors)."

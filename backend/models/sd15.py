@@ -16,7 +16,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from ..errors import ModelNotFoundError, ParameterError
 from .bundle import ModelBundle, build_motion_unet, official_ddim_scheduler
-from .motion_module_file import load_motion_module_file
+from .motion_module_file import WEIGHT_FILE_SUFFIXES, load_motion_module_file
 from .sparsectrl import DEFAULT_SPARSECTRL_MODELS, SPARSECTRL_MODEL_FLAG, check_kind, load_sparsectrl
 from .weights_file import error_summary
 
@@ -94,7 +94,8 @@ def load_sd15_bundle(
         # First, so that a missing SparseCtrl source fails before minutes of loading the rest.
         controlnet = load_sparsectrl(sources.sparsectrl, sources.sparsectrl_model, dtype=dtype, local_files_only=local)
     unet2d, vae, text_encoder, tokenizer = _load_base(sources, dtype)
-    if Path(sources.motion_adapter).is_file():  # AnimateDiff's own file, v3_sd15_mm.ckpt
+    if Path(sources.motion_adapter).is_file() or sources.motion_adapter.endswith(WEIGHT_FILE_SUFFIXES):
+        # AnimateDiff's own file, v3_sd15_mm.ckpt (a missing one is named as such, not looked up as a hub id)
         motion_adapter = load_motion_module_file(Path(sources.motion_adapter), dtype)
     else:
         try:

@@ -210,6 +210,20 @@ def test_a_lora_for_another_base_model_whose_names_fit_is_refused_naming_the_fla
         load_preset("tiny", loras=[str(path)])
 
 
+def test_running_out_of_memory_while_loading_a_lora_is_not_blamed_on_the_file(tiny, tmp_path, monkeypatch):
+    from diffusers.loaders import StableDiffusionLoraLoaderMixin
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB")
+
+    contents, _ = kohya_lora(tiny)
+    path = tmp_path / "style.safetensors"
+    save_file(contents, path)
+    monkeypatch.setattr(StableDiffusionLoraLoaderMixin, "load_lora_into_unet", out_of_memory)
+    with pytest.raises(torch.OutOfMemoryError):
+        load_preset("tiny", loras=[str(path)])
+
+
 def test_a_diffusers_lora_is_fused_with_the_alpha_its_header_gives(tiny, tmp_path):
     """diffusers and peft keep alpha in the file's metadata, not in a tensor: alpha 8 at rank 2 is 4 x up @ down."""
     from diffusers.loaders.lora_base import LORA_ADAPTER_METADATA_KEY

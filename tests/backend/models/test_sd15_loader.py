@@ -119,3 +119,6 @@ def test_a_motion_adapter_file_is_read_as_animatediffs_own_motion_module_file(sa
     sources = SD15Sources(base=str(saved_weights / "base"), motion_adapter=str(not_a_module), local_files_only=True)
     with pytest.raises(ModelNotFoundError, match=r"`--motion-adapter` file .*v3_sd15_mm\.ckpt' holds no AnimateDiff"):
         load_sd15_bundle(sources, device="cpu")
+    missing = SD15Sources(base=str(saved_weights / "base"), motion_adapter=str(tmp_path / "mm.ckpt"))
+    with pytest.raises(ModelNotFoundError, match=r"`--motion-adapter` file '.*mm\.ckpt' does not exist"):
+        load_sd15_bundle(missing, device="cpu")  # named as a missing file, not looked up as a hub id

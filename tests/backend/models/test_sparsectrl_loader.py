@@ -213,8 +213,14 @@ def test_weights_that_exist_here_go_to_the_loaders_as_absolute_paths(tmp_path, m
         ]
     )
     options = preset_options_from_args(args, args.preset)
-    assert options["base"] == str((tmp_path / "weights").resolve()) and options["motion_adapter"] == "guoyww/adapter"
-    assert options["loras"] == [LoraSpec(str((tmp_path / "weights" / "style.safetensors").resolve()), 0.5)]
+    assert options["base"] == str(tmp_path / "weights") and options["motion_adapter"] == "guoyww/adapter"
+    assert options["loras"] == [LoraSpec(str(tmp_path / "weights" / "style.safetensors"), 0.5)]
+    # A link is kept, not followed: the Hugging Face cache links files to blobs without the suffix loaders read.
+    (tmp_path / "blobs").mkdir()
+    (tmp_path / "blobs" / "3f2a9c").touch()
+    (tmp_path / "weights" / "linked.safetensors").symlink_to(tmp_path / "blobs" / "3f2a9c")
+    linked = build_parser().parse_args(["serve", "--lora", "weights/linked.safetensors"])
+    assert preset_options_from_args(linked, "tiny")["loras"][0].path == str(tmp_path / "weights" / "linked.safetensors")
 
 
 def test_condition_kind_and_sparsectrl_flag_must_agree():
