@@ -773,9 +773,13 @@ def _check_num_frames(num_frames: int) -> None:
         raise ParameterError("num_frames", f"must be a positive integer, got {num_frames!r}")
 
 
+def _is_positive_number(value: object) -> bool:
+    numeric = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+    return numeric and math.isfinite(value) and value > 0
+
+
 def _check_fps(fps: float) -> None:
-    numeric = isinstance(fps, int | float | np.integer | np.floating) and not isinstance(fps, bool)
-    if not numeric or not math.isfinite(fps) or fps <= 0:
+    if not _is_positive_number(fps):
         raise ParameterError("fps", f"must be a positive number of frames per second, got {fps!r}")
 
 
@@ -786,8 +790,7 @@ def _check_size(height: int, width: int) -> None:
 
 
 def _check_pixel_aspect(pixel_aspect: float) -> None:
-    numeric = isinstance(pixel_aspect, int | float | np.integer | np.floating) and not isinstance(pixel_aspect, bool)
-    if not numeric or not math.isfinite(pixel_aspect) or pixel_aspect <= 0:
+    if not _is_positive_number(pixel_aspect):
         raise ParameterError(
             "pixel_aspect", f"must be a positive number (pixel width over height), got {pixel_aspect!r}"
         )

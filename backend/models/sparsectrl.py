@@ -21,7 +21,7 @@ from diffusers import SparseControlNetModel
 
 from ..engine.sparsectrl import CONDITION_KINDS
 from ..errors import ModelNotFoundError, ParameterError
-from .weights_file import read_state_dict
+from .weights_file import error_summary, read_state_dict
 
 SPARSECTRL_FLAG = "--sparsectrl"
 SPARSECTRL_MODEL_FLAG = "--sparsectrl-model"
@@ -119,9 +119,8 @@ def load_sparsectrl(
         try:
             controlnet = SparseControlNetModel.from_pretrained(source, local_files_only=local_files_only)
         except (OSError, ValueError) as error:
-            first_line = str(error).splitlines()[0] if str(error) else ""
             raise ModelNotFoundError(
-                f"Cannot load the SparseCtrl {kind} model from '{source}' ({type(error).__name__}: {first_line}). "
+                f"Cannot load the SparseCtrl {kind} model from '{source}' ({error_summary(error)}). "
                 f"{sparsectrl_hint(kind)}"
             ) from error
         check_config_kind(controlnet, kind, source)
