@@ -526,6 +526,13 @@ def condition_from_args(args: argparse.Namespace, params: Any) -> Any:
     return SparseCondition(args.condition_type or getattr(args, "sparsectrl", None) or "rgb", images, frames)
 
 
+# Presets whose weights are built in, so SD-1.5 weight flags have nothing to replace.
+BUILT_IN_PRESETS = {
+    "blocks": "the built-in model, the default on a CPU",
+    "tiny": "random weights for tests",
+}
+
+
 def preset_options_from_args(
     args: argparse.Namespace, preset: str, condition_kind: str | None = None
 ) -> dict[str, Any]:
@@ -541,17 +548,15 @@ def preset_options_from_args(
     options: dict[str, Any] = {"loras": [absolute_lora(parse_lora_spec(text)) for text in args.lora]}
     if args.motion_lora:
         options["motion_lora"] = absolute_lora(parse_lora_spec(args.motion_lora, MOTION_LORA_FLAG))
-    if preset == "tiny":
-        return {**options, "sparsectrl": kind} if kind else options
-    if preset == "blocks":
+    if preset in BUILT_IN_PRESETS:
         for flag in ("base", "checkpoint", "motion_adapter", "sparsectrl_model"):
-            if getattr(args, flag):  # silently running the built-in model instead of the weights given would mislead
+            if getattr(args, flag):  # silently running a built-in model instead of the weights given would mislead
                 raise ParameterError(
                     "--" + flag.replace("_", "-"),
-                    "gives SD-1.5 weights, but the preset is 'blocks' (the built-in model, the default on a CPU): "
+                    f"gives SD-1.5 weights, but the preset is {preset!r} ({BUILT_IN_PRESETS[preset]}): "
                     "choose SD-1.5 with --preset sd15-animatediff-v3 (and --device cuda for a GPU)",
                 )
-        # The blocks preset has no SparseCtrl; passed on so that its loader refuses it by name.
+        # tiny builds a random SparseCtrl model of that kind; blocks has none, and its loader refuses it by name.
         return {**options, "sparsectrl": kind} if kind else options
     options["local_files_only"] = args.local_files_only
     for flag in ("base", "checkpoint", "motion_adapter", "sparsectrl_model"):

@@ -265,14 +265,17 @@ def test_cli_blocks_preset_refuses_sparsectrl_by_name(tmp_path, capsys):
     assert "`--sparsectrl` is not available with the blocks preset" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("preset", [None, "tiny"])
 @pytest.mark.parametrize("flag", ["--base", "--checkpoint", "--motion-adapter", "--sparsectrl-model"])
-def test_sd15_weights_with_the_blocks_preset_are_refused_not_ignored(tmp_path, capsys, flag):
-    """blocks is the default on a CPU: `--base sd15` without --preset would otherwise run the built-in model."""
+def test_sd15_weights_with_a_built_in_preset_are_refused_not_ignored(tmp_path, capsys, flag, preset):
+    """blocks is the default on a CPU: `--base sd15` without --preset would otherwise run the built-in model, and
+    `--preset tiny` random weights."""
     code = main(
         [
             *("generate", "--device", "cpu", "--reference", str(write_keyframe(tmp_path)), "--prompt", "p"),
             *(flag, str(tmp_path), "--out", str(tmp_path / "out")),
+            *(("--preset", preset) if preset else ()),
         ]
     )
     assert code == 2
-    assert f"`{flag}` gives SD-1.5 weights, but the preset is 'blocks'" in capsys.readouterr().err
+    assert f"`{flag}` gives SD-1.5 weights, but the preset is '{preset or 'blocks'}'" in capsys.readouterr().err
