@@ -653,7 +653,14 @@ def command_generate(args: argparse.Namespace) -> int:
         bar.close()
     print(f"Wrote {paths['video']} ({len(output.frames)} frames) in {time.perf_counter() - started:.1f} s")
     print(f"Frames: {paths['frames']}  Metadata: {paths['metadata']}")
+    show_result_warnings(output.metadata)
     return 0
+
+
+def show_result_warnings(metadata: dict[str, Any]) -> None:
+    """What the engine noted about a finished job (a prompt cut at the text encoder's length), "warning: ..."."""
+    for warning in metadata.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 # `evaluate`'s arguments whose flags have other names, so that an error names what the user typed.
@@ -1149,6 +1156,7 @@ def store_result(client: Any, event: Any, out: Path, overwrite: bool, args: argp
     client.ack(event.job_id)
     print(f"Wrote {paths['video']} ({len(frames)} frames); job {event.job_id}")
     print(f"Frames: {paths['frames']}  Metadata: {paths['metadata']}")
+    show_result_warnings(event.message.metadata)
 
 
 def mistyped_option(parser: argparse.ArgumentParser, command: str, words: list[str]) -> str | None:

@@ -399,6 +399,7 @@ def place_result(session: Session, job: Any, event: Any, folder: Path, acknowled
     job.state = "DONE"
     job.progress = 1.0
     job.message = f"Added strip '{strip.name}' on channel {strip.channel}"
+    job.notes = "\n".join(str(warning) for warning in result.metadata.get("warnings", []))
     push_undo("MotionClone result")
     if acknowledge_result:
         acknowledge(session, event.job_id)

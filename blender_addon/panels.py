@@ -1,5 +1,6 @@
 """Panels in the 3D viewport and sequencer sidebars, and the job list. Layout only. No torch."""
 
+import textwrap
 from typing import Any
 
 import bpy
@@ -29,6 +30,8 @@ LOCAL_ICONS = {
     "crashed": "ERROR",
 }
 CONNECTION_ICONS = {"connected": "LINKED", "connecting": "TIME", "unreachable": "ERROR", "disconnected": "UNLINKED"}
+# About what fits on a line of a sidebar panel of the default width.
+NOTE_LINE_CHARACTERS = 48
 
 
 class MOTIONCLONE_UL_jobs(bpy.types.UIList):
@@ -199,6 +202,8 @@ def draw_jobs(layout: bpy.types.UILayout, settings) -> None:
             col.template_icon(icon_value=preview.preview.icon_id, scale=6.0)
     elif job.message:
         col.label(text=job.message, icon=STATE_ICONS.get(job.state, "INFO"))
+    if job.notes:
+        draw_notes(col.box(), job.notes)
     row = col.row(align=True)
     row.operator("motionclone.cancel", icon="CANCEL")
     row.operator("motionclone.redo", icon="FILE_REFRESH")
@@ -208,6 +213,14 @@ def draw_jobs(layout: bpy.types.UILayout, settings) -> None:
     row.operator("motionclone.use_job_settings", icon="PASTEDOWN")
     row.operator("motionclone.show_result", text="", icon="SEQUENCE")
     row.operator("motionclone.open_result_folder", text="", icon="FILE_FOLDER")
+
+
+def draw_notes(layout: bpy.types.UILayout, notes: str, width: int = NOTE_LINE_CHARACTERS) -> None:
+    """Each note wrapped into lines (a label shows one line and cuts the rest), a warning icon on its first."""
+    col = layout.column(align=True)
+    for note in notes.splitlines():
+        for index, line in enumerate(textwrap.wrap(note, width)):
+            col.label(text=line, icon="ERROR" if index == 0 else "BLANK1")
 
 
 class MOTIONCLONE_PT_view3d(bpy.types.Panel):

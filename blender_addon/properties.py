@@ -70,6 +70,9 @@ class MOTIONCLONE_PG_job(bpy.types.PropertyGroup):
     stage: bpy.props.StringProperty(name="Stage")
     progress: bpy.props.FloatProperty(name="Progress", min=0.0, max=1.0, subtype="FACTOR")
     message: bpy.props.StringProperty(name="Message")
+    notes: bpy.props.StringProperty(
+        name="Notes", description="What the backend noted about the result, one per line (a prompt it cut short)"
+    )
     cancel_requested: bpy.props.BoolProperty(
         name="Cancel requested", description="Cancel was pressed: asked again of every new connection until it ends"
     )

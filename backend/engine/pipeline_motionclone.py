@@ -40,6 +40,7 @@ from .inversion import InversionCache, InvertedLatents, ddim_invert, inversion_k
 from .noise_warp import reference_source_maps, warp_shared_noise
 from .parameters import MotionCloneParams, is_guided, validate_params
 from .partial_unet import last_block, no_grad_after
+from .prompt_length import long_prompt_warning
 from .representation import (
     MotionRepresentation,
     RepresentationCache,
@@ -311,6 +312,7 @@ class MotionClonePipeline(DiffusionPipeline):
         source_fps = clip.fps if reference_fps is None else float(reference_fps)
         metadata["reference_frames"] = {"indices": [int(i) for i in clip.indices], "source_fps": source_fps}
         metadata["context_windows"] = ContextWindows.from_params(params, self.unet.device, self.unet.dtype).frames
+        metadata["warnings"] = self.long_prompt_warnings(params)
         return MotionCloneOutput(frames=frames, metadata=metadata)
 
     def check_inputs(self, params: MotionCloneParams) -> tuple[list[str], torch.Tensor]:
@@ -351,6 +353,16 @@ class MotionClonePipeline(DiffusionPipeline):
                 return_tensors="pt",
             )
         return self.text_encoder(tokens.input_ids.to(self.text_encoder.device))[0].to(self.unet.dtype)
+
+    def long_prompt_warnings(self, params: MotionCloneParams) -> list[str]:
+        """A message for each prompt of `params` that the text encoder reads only in part."""
+        prompt_field = "prompt" if params.full_prompt == params.prompt else "prompt (with positive_prompt appended)"
+        prompts = {prompt_field: params.full_prompt, "negative_prompt": params.negative_prompt}
+        if params.motion_source == "inversion":
+            prompts["inversion_prompt"] = params.inversion_prompt
+        with self._tokenizer_lock:
+            warnings = [long_prompt_warning(field, self.tokenizer, text) for field, text in prompts.items()]
+        return [warning for warning in warnings if warning is not None]
 
     def _word_token_index(self, prompt: str, word: str, field_name: str) -> int:
         """`word_token_index` with this pipeline's tokenizer, one thread at a time."""

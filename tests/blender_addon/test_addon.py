@@ -450,7 +450,8 @@ def test_the_status_bar_shows_running_jobs_and_reports_the_ones_that_end(addon, 
     assert panels.draw_status in bpy.types.STATUSBAR_HT_header._dyn_ui_initialize()
     addon.endpoint = backend.endpoint
     scene = animated_scene(frames=8)
-    settings = configure_job(scene, steps=6)
+    # Longer than the tiny preset's text encoder reads (a character per token): the job keeps the backend's note.
+    settings = configure_job(scene, prompt="a fox " * 20 + "at the end", steps=6)
     bpy.ops.motionclone.generate()
     job = settings.jobs[0]
     assert pump_until(lambda: job.state == "RUNNING" and job.stage == "denoise", 120), job.message
@@ -466,6 +467,7 @@ def test_the_status_bar_shows_running_jobs_and_reports_the_ones_that_end(addon, 
     assert pump_until(lambda: job.state == "DONE", 120), job.message
     ended = drawn()
     assert [name for name, _, _ in ended] == ["label"] and "done: Added strip" in ended[0][2]["text"]
+    assert job.notes.startswith("`prompt` is 90 tokens long") and "at the end' was left out" in job.notes
     when, text = session.get_session().endings[0]
     session.get_session().endings[0] = (when - event_pump.ENDING_SHOWN_S, text)  # ten seconds later
     assert drawn() == []
@@ -629,6 +631,17 @@ def test_panels_draw_against_a_recording_layout(addon):
     panels.draw_motionclone(RecordingLayout(calls), bpy.context)
     icons = [kwargs for name, _, kwargs in calls if name == "template_icon"]
     assert icons == [{"icon_value": image.preview.icon_id, "scale": 6.0}]
+
+    # A finished job's notes, wrapped: a label shows one line.
+    job.state, job.message, job.notes = "DONE", "Added strip", "word " * 30 + "\nA second note"
+    calls.clear()
+    panels.draw_motionclone(RecordingLayout(calls), bpy.context)
+    labels = [(kwargs["text"], kwargs["icon"]) for name, _, kwargs in calls if name == "label" and "icon" in kwargs]
+    notes = labels[labels.index(("Added strip", "CHECKMARK")) + 1 :]
+    assert notes[-1] == ("A second note", "ERROR") and notes[0][1] == "ERROR"
+    assert len(notes) > 3 and {icon for _, icon in notes[1:-1]} == {"BLANK1"}
+    assert all(len(text) <= panels.NOTE_LINE_CHARACTERS for text, _ in notes)
+    assert " ".join(text for text, _ in notes[:-1]) == ("word " * 30).strip()
 
 
 def test_the_panel_offers_the_size_and_config_the_connected_backends_model_was_made_for(addon, backend):

@@ -91,24 +91,33 @@ def test_job_end_to_end_matches_motionclone_generate_bit_for_bit(shared_server, 
     assert (tmp_path / "a" / "result.mp4").is_file() and (tmp_path / "a" / "result.json").is_file()
 
 
-def test_submit_uses_the_servers_native_size_and_a_frame_step_like_generate(shared_server, tmp_path):
+def test_submit_uses_the_servers_native_size_and_a_frame_step_and_warns_like_generate(shared_server, tmp_path, capsys):
     """Left out, the size is the server's preset's (tiny: 64 x 64), not SD-1.5's 512; with --frame-step the frames
-    sent are every 2nd, and result.json says so, so that `motionclone evaluate` samples the same ones."""
+    sent are every 2nd, and result.json says so, so that `motionclone evaluate` samples the same ones. A prompt
+    longer than the text encoder reads is named, with the words left out, by both commands."""
     from motionclone.backend.cli import main
     from motionclone.backend.evaluation import evaluate
     from motionclone.backend.samples import make_moving_square_clip
 
     reference = write_mp4(make_moving_square_clip(20, 96, 96), tmp_path / "reference.mp4", fps=24.0)
-    options = ["--reference", str(reference), "--prompt", "a fox", "--frame-step", "2", "--steps", "2"]
+    # The tiny preset's tokenizer reads a character per token (spaces aside): 75 fit, the last 7 do not.
+    prompt = "a fox runs through the snowy forest at dawn as the camera pans left, soft light. Then it rains all day"
+    options = ["--reference", str(reference), "--prompt", prompt, "--frame-step", "2", "--steps", "2"]
     options += ["--guidance-steps", "1", "--seed", "4", "--no-progress"]
     assert main(["submit", "--server", shared_server.endpoint, *options, "--out", str(tmp_path / "a")]) == 0
+    remote_warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
     assert main(["generate", "--preset", "tiny", "--device", "cpu", *options, "--out", str(tmp_path / "b")]) == 0
+    local_warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    expected = "`prompt` is 84 tokens long, but the text encoder reads 77 (start and end included), so 's all day'"
+    assert remote_warnings == local_warnings  # the tiny tokenizer cuts the official negative prompt too
+    assert f"warning: {expected} was left out: shorten it or put what matters first" in local_warnings
     remote, local = read_clip(tmp_path / "a" / "frames").frames, read_clip(tmp_path / "b" / "frames").frames
     assert remote.shape == (10, 64, 64, 3)  # 20 frames, every 2nd
     assert np.array_equal(remote, local)
     recorded = json.loads((tmp_path / "a" / "result.json").read_text())
     assert recorded["parameters"]["frame_sampling"] == "step" and recorded["parameters"]["frame_step"] == 2
     assert recorded["reference_frames"]["indices"] == list(range(0, 20, 2))
+    assert recorded["warnings"] == [line.removeprefix("warning: ") for line in local_warnings]
     sampling = evaluate(reference, tmp_path / "a")["inputs"]["reference_sampling"]
     assert sampling["indices"] == list(range(0, 20, 2))
 
