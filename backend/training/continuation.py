@@ -9,16 +9,14 @@ After it, the cross-attention stage trains `plan.colour.steps` steps, as at the 
 motion stage there too, because that stage moves the image UNet's weights). Either count may be 0, not both. The
 other stages' settings of `plan` do not apply.
 
-The checkpoints in the work folder carry the source's manifest hash in their names, so a run resumes only from its
-own source; the encoded clips carry the hash of the VAE that encoded them, so runs from models that share a VAE share
-them. A normal run's files in the same folder are neither used nor overwritten. The export records which model it
-continued and that model's own training record.
+The checkpoints in the work folder are named by what each stage starts from (`stages.stage_checkpoint`), so a run
+resumes only from its own source and settings, and a normal run's files in the same folder are neither used nor
+overwritten; the encoded clips carry the hash of the VAE that encoded them, so runs from models that share a VAE share
+them. The export records which model it continued and that model's own training record.
 """
 
-import hashlib
 import json
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -40,37 +38,13 @@ from .stages import (
     train_cross_attention,
     train_motion_modules,
 )
-from .train import TrainingPlan, gate, load_or_make_dataset, training_info
+from .train import TrainingPlan, gate, load_or_make_dataset, save_array_atomically, training_info
 from .word_tokenizer import load_word_tokenizer
 
 SKIPPED_STAGES = ("vae", "text", "image")
 
 
 VAE_WEIGHTS = "vae/diffusion_pytorch_model.safetensors"
-
-
-def work_file_tag(source: Path) -> str:
-    """What names the continuation's checkpoints in the work folder: the first 12 hex digits of the source's
-    manifest."""
-    return file_sha256(source / MANIFEST_NAME)[:12]
-
-
-def continued_checkpoint_name(source: Path, stage: str = "motion", after: object = None) -> str:
-    """The checkpoint of a continued stage. `after`: the settings of the stage before it, when that stage changes
-    what this one starts from (the cross-attention stage holds the whole image UNet, which the motion stage trains),
-    so that a checkpoint finished after other motion settings is never loaded over a new motion stage's weights."""
-    prefix = {"motion": "stage4_motion", "colour": "stage5_cross_attention"}[stage]
-    suffix = ""
-    if after is not None:
-        suffix = "-after" + hashlib.sha256(json.dumps(after, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    return f"{prefix}_continued-{work_file_tag(source)}{suffix}.pt"
-
-
-def motion_recipe(plan: TrainingPlan) -> dict:
-    """The motion stage's settings that decide its weights (not where it ran: a run resumed on a GPU is the same)."""
-    recipe = asdict(plan.motion)
-    recipe.pop("device", None)
-    return recipe
 
 
 def latents_file_name(source: Path, plan: TrainingPlan) -> str:
@@ -121,21 +95,12 @@ def continue_training(plan: TrainingPlan, source: Path) -> Path:
             clips,
             plan.motion,
             plan.work_dir,
-            continued_checkpoint_name(source, "motion"),
         )
         checks.append(gate(check_motion_coherence(unet, text_encoder, tokenizer, vae, captions), plan))
         extract_motion_adapter(unet, motion_adapter)
         extract_image_unet(unet, unet2d)
     if plan.colour.steps > 0:
-        losses["colour"] = train_cross_attention(
-            unet2d,
-            text_encoder,
-            tokenizer,
-            clips,
-            plan.colour,
-            plan.work_dir,
-            continued_checkpoint_name(source, "colour", after=motion_recipe(plan)),
-        )
+        losses["colour"] = train_cross_attention(unet2d, text_encoder, tokenizer, clips, plan.colour, plan.work_dir)
         checks.append(gate(check_colour_words(unet2d, text_encoder, tokenizer, vae), plan))
 
     info = training_info(plan, checks, losses, time.perf_counter() - started)
@@ -169,7 +134,7 @@ def load_or_encode_with(vae: AutoencoderKL, frames: np.ndarray, plan: TrainingPl
     if path.exists():
         return np.load(path)
     latents = encode_clips(vae, frames, plan.device)
-    np.save(path, latents)
+    save_array_atomically(path, latents)
     return latents
 
 

@@ -17,7 +17,11 @@ noise-free timesteps (large, hard to lower, and of little use to the picture) fr
 Each stage keeps an exponential moving average of the weights it trains; the average is what gets exported.
 """
 
+import hashlib
+import json
 import math
+import os
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +54,18 @@ class StageSettings:
     subject_weight: float = 0.0  # extra weight of the subject's latent positions in the denoising loss ...
     subject_weight_from: int = 0  # ... from this step on (a curriculum: first the scenes, then the subjects)
     spatial_learning_rate: float = 0.0  # motion stage only: the image UNet's own weights (0: frozen, AnimateDiff)
+
+    def step_recipe(self) -> dict[str, object]:
+        """The settings that decide what a step computes. Not the step count (raise it and the stage goes on), the
+        learning rates (changeable for the rest of a stage) or the device (a run stopped on one may go on on
+        another)."""
+        return {
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "subject_weight": self.subject_weight,
+            "subject_weight_from": self.subject_weight_from,
+            "trains_spatial_weights": self.spatial_learning_rate > 0,
+        }
 
 
 @dataclass
@@ -99,8 +115,53 @@ class EMA:
         ]
 
 
+def fingerprint(*parts: object) -> str:
+    """The first 12 hex digits of a SHA-256 over `parts`: modules by their weights (in state-dict order), arrays by
+    their bytes, anything else by its JSON."""
+    digest = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, torch.nn.Module):
+            for name, tensor in part.state_dict().items():
+                digest.update(name.encode())
+                digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        elif isinstance(part, np.ndarray):
+            digest.update(f"{part.dtype}{part.shape}".encode())
+            digest.update(np.ascontiguousarray(part).tobytes())
+        else:
+            digest.update(json.dumps(part, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:12]
+
+
+def clips_parts(clips: "EncodedClips") -> tuple[object, ...]:
+    """What a UNet stage reads of the clips, for `stage_checkpoint`."""
+    masks = clips.subject_masks if clips.subject_masks is not None else "no subject masks"
+    return clips.latents, clips.captions, clips.scaling_factor, masks
+
+
+def stage_checkpoint(
+    work_dir: Path,
+    stage: str,
+    modules: dict[str, torch.nn.Module],
+    optimizer: torch.optim.Optimizer,
+    ema: "EMA",
+    reads: tuple[object, ...],
+    settings: StageSettings,
+) -> "Checkpoint":
+    """The checkpoint of `stage`, named by what the stage starts from: the weights it trains, as they are before it,
+    everything else its loss reads (`reads`: frozen modules, data) and `settings.step_recipe()`. A work folder
+    then never resumes a stage from a checkpoint that began from other weights or data (an earlier stage trained
+    longer, another data seed): that stage trains again, in a file of its own."""
+    origin = fingerprint(*modules.values(), *reads, settings.step_recipe())
+    return Checkpoint(work_dir / f"{stage}-{origin}.pt", modules, optimizer, ema)
+
+
+class CheckpointUnreadable(RuntimeError):
+    """A stage's checkpoint file is damaged."""
+
+
 class Checkpoint:
-    """One stage's resumable state in `path`: model weights, optimizer, EMA and step (loaded with weights_only)."""
+    """One stage's resumable state in `path`: model weights, optimizer, EMA, step and random state (loaded with
+    weights_only)."""
 
     def __init__(self, path: Path, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer, ema: EMA):
         self.path, self.modules, self.optimizer, self.ema = path, modules, optimizer, ema
@@ -109,23 +170,24 @@ class Checkpoint:
         """Restore the saved state; returns (next step, loss history), or (0, []) when nothing was saved."""
         if not self.path.exists():
             return 0, []
-        state = torch.load(self.path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as error:  # cut short by a full disk, say
+            raise CheckpointUnreadable(
+                f"The checkpoint {self.path} cannot be read ({error}): delete it, and this stage starts again"
+            ) from error
         for name, module in self.modules.items():
             module.load_state_dict(state["modules"][name])
         # The optimizer's state comes back, but the learning rates are this run's: a rate changed on the command
         # line for the rest of a stage would otherwise be replaced by the saved one.
         rates = [group["initial_lr"] for group in self.optimizer.param_groups]
-        try:
-            self.optimizer.load_state_dict(state["optimizer"])
-        except ValueError as error:
-            raise ValueError(
-                f"{self.path} trained other parameter groups than this run ({error}; a spatial learning rate of 0 "
-                "and one above 0 train different parameters): use another --work-dir, or delete that checkpoint"
-            ) from error
+        self.optimizer.load_state_dict(state["optimizer"])
         for group, rate in zip(self.optimizer.param_groups, rates, strict=True):
             group["initial_lr"] = rate
         self.ema.load_state_dict(state["ema"])
         torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") and torch.cuda.is_available():  # the VAE's sampled latents draw on the device's
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         return int(state["step"]), [float(value) for value in state["losses"]]
 
     def save(self, step: int, losses: list[float]) -> None:
@@ -134,11 +196,15 @@ class Checkpoint:
             "optimizer": self.optimizer.state_dict(),
             "ema": self.ema.state_dict(),
             "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
             "step": step,
             "losses": torch.tensor(losses),
         }
         temporary = self.path.with_suffix(".partial")
-        torch.save(state, temporary)
+        with open(temporary, "wb") as file:
+            torch.save(state, file)
+            file.flush()
+            os.fsync(file.fileno())  # on disk before it replaces the last good checkpoint
         temporary.replace(self.path)
 
 
@@ -196,7 +262,9 @@ def train_vae(
     vae.to(settings.device).train()
     parameters = list(vae.parameters())
     optimizer = make_optimizer([(parameters, settings.learning_rate)])
-    checkpoint = Checkpoint(work_dir / "stage1_vae.pt", {"vae": vae}, optimizer, EMA(parameters))
+    checkpoint = stage_checkpoint(
+        work_dir, "stage1_vae", {"vae": vae}, optimizer, EMA(parameters), (frames, masks), settings
+    )
 
     def loss_for_step(step: int) -> torch.Tensor:
         clip_rng = np.random.default_rng([settings.seed, 1, step])
@@ -340,9 +408,9 @@ def train_image_model(
     scheduler = official_ddim_scheduler()
     parameters = list(unet.parameters()) + list(text_encoder.parameters())
     optimizer = make_optimizer([(parameters, settings.learning_rate)])
-    checkpoint = Checkpoint(
-        work_dir / "stage3_image.pt", {"unet": unet, "text_encoder": text_encoder}, optimizer, EMA(parameters)
-    )
+    modules = {"unet": unet, "text_encoder": text_encoder}
+    reads = (tokenizer.get_vocab(), *clips_parts(clips))
+    checkpoint = stage_checkpoint(work_dir, "stage3_image", modules, optimizer, EMA(parameters), reads, settings)
 
     def loss_for_step(step: int) -> torch.Tensor:
         return single_frame_loss(unet, text_encoder, tokenizer, clips, settings, scheduler, stage=2, step=step)
@@ -373,11 +441,10 @@ def train_motion_modules(
     clips: EncodedClips,
     settings: StageSettings,
     work_dir: Path,
-    checkpoint_name: str = "stage4_motion.pt",
 ) -> tuple[UNetMotionModel, list[float]]:
     """Inflate the trained 2-D UNet with `motion_adapter` and train it on whole clips: the motion modules, and the
     image UNet's own weights too when `settings.spatial_learning_rate` is above 0 (`extract_image_unet` copies them
-    back). The text encoder stays frozen. The stage resumes from `work_dir / checkpoint_name`."""
+    back). The text encoder stays frozen."""
     device = settings.device
     unet = build_motion_unet(unet2d, motion_adapter).to(device).train()
     unet.requires_grad_(False)
@@ -390,7 +457,10 @@ def train_motion_modules(
         parameter.requires_grad_(True)
     scheduler = official_ddim_scheduler()
     optimizer = make_optimizer(groups)
-    checkpoint = Checkpoint(work_dir / checkpoint_name, {"unet": unet}, optimizer, EMA(parameters))
+    reads = (text_encoder, tokenizer.get_vocab(), *clips_parts(clips))
+    checkpoint = stage_checkpoint(
+        work_dir, "stage4_motion", {"unet": unet}, optimizer, EMA(parameters), reads, settings
+    )
     num_frames = clips.latents.shape[1]
 
     def loss_for_step(step: int) -> torch.Tensor:
@@ -444,7 +514,6 @@ def train_cross_attention(
     clips: EncodedClips,
     settings: StageSettings,
     work_dir: Path,
-    checkpoint_name: str = "stage5_cross_attention.pt",
 ) -> list[float]:
     """Train only the cross-attention's keys and values of the 2-D UNet on single frames; everything else is frozen.
 
@@ -462,7 +531,10 @@ def train_cross_attention(
         parameter.requires_grad_(True)
     scheduler = official_ddim_scheduler()
     optimizer = make_optimizer([(parameters, settings.learning_rate)])
-    checkpoint = Checkpoint(work_dir / checkpoint_name, {"unet": unet}, optimizer, EMA(parameters))
+    reads = (text_encoder, tokenizer.get_vocab(), *clips_parts(clips))
+    checkpoint = stage_checkpoint(
+        work_dir, "stage5_cross_attention", {"unet": unet}, optimizer, EMA(parameters), reads, settings
+    )
 
     def loss_for_step(step: int) -> torch.Tensor:
         return single_frame_loss(unet, text_encoder, tokenizer, clips, settings, scheduler, stage=5, step=step)

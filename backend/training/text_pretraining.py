@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from .checks import CheckResult
-from .stages import EMA, Checkpoint, StageSettings, drop_captions, make_optimizer, run_stage, tokenize
+from .stages import EMA, StageSettings, drop_captions, make_optimizer, run_stage, stage_checkpoint, tokenize
 
 WORD_F1_TARGET = 0.95
 
@@ -59,9 +59,9 @@ def pretrain_text_encoder(
     probe = torch.nn.Linear(text_encoder.config.hidden_size, len(tokenizer)).to(device)
     parameters = list(text_encoder.parameters()) + list(probe.parameters())
     optimizer = make_optimizer([(parameters, settings.learning_rate)])
-    checkpoint = Checkpoint(
-        work_dir / "stage2_text.pt", {"text_encoder": text_encoder, "probe": probe}, optimizer, EMA(parameters)
-    )
+    modules = {"text_encoder": text_encoder, "probe": probe}
+    reads = (tokenizer.get_vocab(), captions)
+    checkpoint = stage_checkpoint(work_dir, "stage2_text", modules, optimizer, EMA(parameters), reads, settings)
 
     def loss_for_step(step: int) -> torch.Tensor:
         rng = np.random.default_rng([settings.seed, 20, step])

@@ -4,7 +4,6 @@ Every artefact lives in `work_dir` (the data set, each stage's checkpoint, the e
 picks up where it stopped, and a finished stage is not trained again.
 """
 
-import hashlib
 import json
 import logging
 import platform
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..atomic_files import write_atomically
 from .architecture import (
     FRAME_SIZE,
     NUM_FRAMES,
@@ -39,6 +39,7 @@ from .stages import (
     encode_clips,
     extract_image_unet,
     extract_motion_adapter,
+    fingerprint,
     latent_scaling_factor,
     latent_subject_masks,
     train_cross_attention,
@@ -159,25 +160,28 @@ def load_or_make_dataset(plan: TrainingPlan) -> dict[str, np.ndarray]:
 def load_or_encode_latents(vae, frames: np.ndarray, plan: TrainingPlan) -> tuple[np.ndarray, float]:
     """The clips encoded by `vae`, and the latent scaling factor, from the work folder when this VAE encoded this
     data set there before (named by both: a work folder reused with another data set or VAE encodes again)."""
-    tag = f"vae{module_fingerprint(vae)}-seed{plan.data_seed}-n{plan.clips}"
+    tag = f"vae{fingerprint(vae)}-seed{plan.data_seed}-n{plan.clips}"
     path = plan.work_dir / f"latents-{tag}.npy"
     scale_path = plan.work_dir / f"latent_scale-{tag}.json"
     if path.exists() and scale_path.exists():
         return np.load(path), float(json.loads(scale_path.read_text())["scaling_factor"])
     latents = encode_clips(vae, frames, plan.device)
     scaling_factor = latent_scaling_factor(latents)
-    np.save(path, latents)
-    scale_path.write_text(json.dumps({"scaling_factor": scaling_factor}) + "\n")
+    save_array_atomically(path, latents)
+    scale = json.dumps({"scaling_factor": scaling_factor}) + "\n"
+    write_atomically(scale_path, lambda temporary: temporary.write_text(scale))
     return latents, scaling_factor
 
 
-def module_fingerprint(module: torch.nn.Module) -> str:
-    """The first 12 hex digits of the SHA-256 of a module's weights, in the order of its state dict."""
-    digest = hashlib.sha256()
-    for name, tensor in module.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:12]
+def save_array_atomically(path: Path, array: np.ndarray) -> None:
+    """`np.save` that leaves no half-written file behind (a stop while hundreds of MB are written would otherwise
+    leave one that every later run tries to load)."""
+
+    def save(temporary: Path) -> None:
+        with open(temporary, "wb") as file:  # a path without .npy would get one added
+            np.save(file, array)
+
+    write_atomically(path, save)
 
 
 def training_info(

@@ -57,7 +57,8 @@ def test_vae_stage_lowers_the_reconstruction_error_and_resumes(clips, tmp_path):
     assert len(losses) == 30
     assert reconstruction_error(vae, frames) < 0.7 * before
     # A finished stage resumes from its checkpoint without training again.
-    assert (tmp_path / "stage1_vae.pt").exists()
+    assert len(list(tmp_path.glob("stage1_vae-*.pt"))) == 1
+    torch.manual_seed(0)
     assert train_vae(build_vae(), frames, masks, settings, tmp_path) == losses
 
 
@@ -102,6 +103,18 @@ class Interrupted(Exception):
     """Stands for the training process being stopped."""
 
 
+def stop_after_calls(module: torch.nn.Module, calls_allowed: int) -> None:
+    """Raise `Interrupted` when `module` is called once more than `calls_allowed` times (once per training step)."""
+    calls = []
+
+    def stop(module, args):
+        calls.append(1)
+        if len(calls) > calls_allowed:
+            raise Interrupted
+
+    module.register_forward_pre_hook(stop)
+
+
 def test_an_interrupted_stage_resumed_from_its_checkpoint_ends_with_the_same_weights_as_one_run(
     clips, tokenizer, tmp_path, monkeypatch
 ):
@@ -116,14 +129,7 @@ def test_an_interrupted_stage_resumed_from_its_checkpoint_ends_with_the_same_wei
         work_dir.mkdir(exist_ok=True)
         unet2d, _, _, text_encoder = build_tiny_components(seed=4)
         if stop_at_step is not None:
-            calls = []
-
-            def stop(module, args):
-                calls.append(1)
-                if len(calls) > stop_at_step:
-                    raise Interrupted
-
-            unet2d.register_forward_pre_hook(stop)
+            stop_after_calls(unet2d, stop_at_step)
         losses = train_image_model(unet2d, text_encoder, tokenizer, latents, settings, work_dir)
         return losses, {**unet2d.state_dict(), **text_encoder.state_dict()}
 
@@ -193,7 +199,7 @@ def test_cross_attention_stage_trains_only_the_text_keys_and_values_and_lowers_t
     assert trained and all(".attn2.to_k." in name or ".attn2.to_v." in name for name in trained), trained
     for name, tensor in text_encoder.state_dict().items():
         assert torch.equal(tensor, text_weights[name]), name
-    assert (tmp_path / "stage5_cross_attention.pt").exists()
+    assert len(list(tmp_path.glob("stage5_cross_attention-*.pt"))) == 1
 
 
 def test_min_snr_weights_are_one_at_low_snr_and_gamma_over_snr_above() -> None:
@@ -252,22 +258,82 @@ def test_encoded_latents_are_reused_only_for_the_same_vae_and_data_set(clips, tm
     assert encoded == [6, 6, 6]
 
 
-def test_a_resumed_stage_takes_this_runs_learning_rate_and_refuses_other_parameter_groups(tmp_path):
+def linear_checkpoint(path, weights: torch.nn.Linear, learning_rate: float) -> stages.Checkpoint:
+    optimizer = stages.make_optimizer([(list(weights.parameters()), learning_rate)])
+    return stages.Checkpoint(path, {"m": weights}, optimizer, stages.EMA(list(weights.parameters())))
+
+
+def test_a_resumed_stage_takes_this_runs_learning_rate(tmp_path):
     weights = torch.nn.Linear(2, 2)
-    saved = stages.Checkpoint(
-        tmp_path / "stage.pt",
-        {"m": weights},
-        stages.make_optimizer([(list(weights.parameters()), 1.0)]),
-        stages.EMA(list(weights.parameters())),
-    )
-    saved.save(3, [0.5, 0.25, 0.125])
-    optimizer = stages.make_optimizer([(list(weights.parameters()), 5.0)])
-    resumed = stages.Checkpoint(
-        tmp_path / "stage.pt", {"m": weights}, optimizer, stages.EMA(list(weights.parameters()))
-    )
+    linear_checkpoint(tmp_path / "stage.pt", weights, 1.0).save(3, [0.5, 0.25, 0.125])
+    resumed = linear_checkpoint(tmp_path / "stage.pt", weights, 5.0)
     assert resumed.load() == (3, [0.5, 0.25, 0.125])
-    assert optimizer.param_groups[0]["initial_lr"] == 5.0  # the saved 1.0 used to win
-    two_groups = stages.make_optimizer([([weights.weight], 1.0), ([weights.bias], 0.25)])
-    other = stages.Checkpoint(tmp_path / "stage.pt", {"m": weights}, two_groups, stages.EMA(list(weights.parameters())))
-    with pytest.raises(ValueError, match="use another --work-dir, or delete that checkpoint"):
-        other.load()
+    assert resumed.optimizer.param_groups[0]["initial_lr"] == 5.0  # the saved 1.0 used to win
+
+
+def test_a_damaged_checkpoint_is_named_with_what_to_do(tmp_path):
+    checkpoint = linear_checkpoint(tmp_path / "stage.pt", torch.nn.Linear(2, 2), 1.0)
+    checkpoint.save(3, [0.5])
+    whole = (tmp_path / "stage.pt").read_bytes()
+    (tmp_path / "stage.pt").write_bytes(whole[: len(whole) // 2])  # a disk that filled up, say
+    with pytest.raises(stages.CheckpointUnreadable, match=r"stage\.pt cannot be read .*: delete it, and this stage"):
+        checkpoint.load()
+
+
+def test_a_stage_resumes_only_from_a_checkpoint_that_began_from_the_same_weights_data_and_settings(
+    clips, tokenizer, tmp_path
+):
+    """A work folder reused after an earlier stage trained longer, or with other data or settings, trains the stage
+    again instead of loading weights that began from something else; more steps or another learning rate resume."""
+    _, _, captions = clips
+    latents = structured_latents(len(captions), 2, 8)
+
+    def train(settings, latents=latents, perturb_text_encoder=False):
+        unet2d, _, _, text_encoder = build_tiny_components(seed=4)
+        if perturb_text_encoder:  # what an earlier stage trained on hands this one other weights
+            with torch.no_grad():
+                next(text_encoder.parameters()).add_(0.01)
+        clips = EncodedClips(latents, captions, 1.0)
+        return train_image_model(unet2d, text_encoder, tokenizer, clips, settings, tmp_path)
+
+    settings = StageSettings(steps=2, batch_size=3, learning_rate=3e-3)
+    first = train(settings)
+    assert len(first) == 2 and len(list(tmp_path.glob("stage3_image-*.pt"))) == 1
+    longer = train(StageSettings(steps=3, batch_size=3, learning_rate=1e-3))  # resumes: one step more
+    on_gpu = StageSettings(steps=2, batch_size=3, learning_rate=3e-3, device="cuda")
+    assert on_gpu.step_recipe() == settings.step_recipe()  # a run stopped on one device may go on on another
+    assert longer[:2] == first and len(list(tmp_path.glob("stage3_image-*.pt"))) == 1
+    for changed in (
+        lambda: train(settings, perturb_text_encoder=True),
+        lambda: train(settings, latents=latents + np.float16(0.5)),
+        lambda: train(StageSettings(steps=2, batch_size=2, learning_rate=3e-3)),
+        lambda: train(StageSettings(steps=2, batch_size=3, learning_rate=3e-3, seed=1)),
+    ):
+        checkpoints = len(list(tmp_path.glob("stage3_image-*.pt")))
+        assert len(changed()) == 2  # trained from its first step, not resumed from a finished checkpoint
+        assert len(list(tmp_path.glob("stage3_image-*.pt"))) == checkpoints + 1
+
+
+def test_an_interrupted_vae_stage_resumed_ends_with_the_same_weights_as_one_run(clips, tmp_path, monkeypatch):
+    """The VAE stage samples its latents from torch's global generator, which the checkpoint keeps."""
+    frames, masks, _ = clips
+    monkeypatch.setattr(stages, "CHECKPOINT_EVERY", 3)
+    settings = StageSettings(steps=6, batch_size=2, learning_rate=2e-3)
+
+    def train(work_dir, stop_at_step=None):
+        work_dir.mkdir(exist_ok=True)
+        torch.manual_seed(0)
+        vae = build_vae()
+        if stop_at_step is not None:
+            stop_after_calls(vae.encoder, stop_at_step)
+        torch.manual_seed(123)  # the generator as the run's earlier work left it
+        losses = train_vae(vae, frames, masks, settings, work_dir)
+        return losses, vae.state_dict()
+
+    one_run_losses, one_run = train(tmp_path / "one-run")
+    with pytest.raises(Interrupted):
+        train(tmp_path / "stopped", stop_at_step=4)  # stopped during step 5, after the checkpoint at step 3
+    resumed_losses, resumed = train(tmp_path / "stopped")
+    assert resumed_losses == one_run_losses
+    for name, tensor in one_run.items():
+        assert torch.equal(resumed[name], tensor), name
