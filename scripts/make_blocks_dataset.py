@@ -14,7 +14,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from motionclone.backend.training.architecture import FRAME_SIZE, NUM_FRAMES
-from motionclone.backend.training.data import clip_at, write_dataset
+from motionclone.backend.training.arguments import COUNT, SEED, at_least
+from motionclone.backend.training.data import MIN_SIZE, clip_at, write_dataset
 from motionclone.backend.training.train import TrainingPlan
 
 PREVIEW_CLIPS = 8
@@ -42,11 +43,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="output .npz file")
     recipe = TrainingPlan(work_dir=Path("."), out_dir=Path("."))
-    parser.add_argument("--seed", type=int, default=recipe.data_seed, help="data seed (default: the recipe's)")
-    parser.add_argument("--count", type=int, default=recipe.clips, help="clips (default: the recipe's)")
-    parser.add_argument("--size", type=int, default=FRAME_SIZE, help="frame width and height in pixels")
-    parser.add_argument("--frames", type=int, default=NUM_FRAMES)
-    parser.add_argument("--workers", type=int, default=2, help="processes rendering clips")
+    parser.add_argument("--seed", type=SEED, default=recipe.data_seed, help="data seed (default: the recipe's)")
+    parser.add_argument("--count", type=COUNT, default=recipe.clips, help="clips (default: the recipe's)")
+    parser.add_argument("--size", type=at_least(MIN_SIZE), default=FRAME_SIZE, help="frame width and height, pixels")
+    parser.add_argument("--frames", type=COUNT, default=NUM_FRAMES, help="frames per clip")
+    parser.add_argument("--workers", type=COUNT, default=2, help="processes rendering clips")
     parser.add_argument("--preview", type=Path, help="also write a PNG grid of the first 8 clips")
     args = parser.parse_args()
 

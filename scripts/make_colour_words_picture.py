@@ -20,6 +20,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from PIL import Image, ImageDraw
 from transformers import CLIPTextModel
 
+from motionclone.backend.errors import ModelNotFoundError
 from motionclone.backend.models.blocks import BLOCKS_MODEL_DIR, verify_manifest
 from motionclone.backend.training.checks import (
     COLOUR_WORDS_CAPTION,
@@ -53,14 +54,21 @@ def main() -> int:
         "colour_words.png in the current folder, so that trying another model leaves the docs' picture alone)",
     )
     args = parser.parse_args()
-    if "{colour}" not in args.prompt:
-        parser.error("--prompt must contain {colour}, where each colour word goes")
+    try:
+        filled = args.prompt.format(colour="red")
+    except (KeyError, IndexError, ValueError):
+        filled = args.prompt
+    if "{colour}" not in args.prompt or filled == args.prompt:
+        parser.error("--prompt must contain {colour}, where each colour word goes, and no other {...}")
     if not 1.0 <= args.cfg_scale <= 30.0:
         parser.error(f"--cfg-scale must be between 1 and 30, got {args.cfg_scale}")
 
     folder = args.model_folder or BLOCKS_MODEL_DIR
     out = args.out or (Path("colour_words.png") if args.model_folder else ROOT / "docs" / "images" / DOCS_PICTURE)
-    verify_manifest(folder)
+    try:
+        verify_manifest(folder)
+    except ModelNotFoundError as error:
+        parser.error(f"--model-folder: {error}")
     float32 = {"torch_dtype": torch.float32}
     unet = UNet2DConditionModel.from_pretrained(folder / "unet", **float32).eval()  # the image UNet alone
     text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", **float32).eval()

@@ -22,9 +22,11 @@ from pathlib import Path
 
 import torch
 
+from motionclone.backend.devices import unusable_device
 from motionclone.backend.errors import ModelNotFoundError
+from motionclone.backend.training.arguments import COUNT, RATE, SEED, STEPS
 from motionclone.backend.training.continuation import continue_training
-from motionclone.backend.training.stages import StageSettings
+from motionclone.backend.training.stages import CheckpointUnreadable, StageSettings
 from motionclone.backend.training.train import TrainingCheckFailed, TrainingPlan, train_blocks_model
 
 
@@ -34,20 +36,20 @@ def main() -> int:
     parser.add_argument("--work-dir", type=Path, required=True, help="data, checkpoints and latents (resumable)")
     parser.add_argument("--out", type=Path, required=True, help="the exported model folder")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--data-seed", type=int, default=defaults.data_seed, help="seed of the procedural clips")
-    parser.add_argument("--clips", type=int, default=defaults.clips, help="number of training clips")
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed of initialisation and batches")
+    parser.add_argument("--data-seed", type=SEED, default=defaults.data_seed, help="seed of the procedural clips")
+    parser.add_argument("--clips", type=COUNT, default=defaults.clips, help="number of training clips")
+    parser.add_argument("--seed", type=SEED, default=defaults.seed, help="seed of initialisation and batches")
     for stage in ("vae", "text", "image", "motion", "colour"):
         settings: StageSettings = getattr(defaults, stage)
-        parser.add_argument(f"--{stage}-steps", type=int, default=settings.steps)
-        parser.add_argument(f"--{stage}-batch", type=int, default=settings.batch_size)
-        parser.add_argument(f"--{stage}-lr", type=float, default=settings.learning_rate)
+        parser.add_argument(f"--{stage}-steps", type=STEPS, default=settings.steps)
+        parser.add_argument(f"--{stage}-batch", type=COUNT, default=settings.batch_size)
+        parser.add_argument(f"--{stage}-lr", type=RATE, default=settings.learning_rate)
         if stage in ("image", "motion", "colour"):
-            parser.add_argument(f"--{stage}-subject-weight", type=float, default=settings.subject_weight)
-            parser.add_argument(f"--{stage}-subject-weight-from", type=int, default=settings.subject_weight_from)
+            parser.add_argument(f"--{stage}-subject-weight", type=RATE, default=settings.subject_weight)
+            parser.add_argument(f"--{stage}-subject-weight-from", type=STEPS, default=settings.subject_weight_from)
     parser.add_argument(
         "--motion-spatial-lr",
-        type=float,
+        type=RATE,
         default=defaults.motion.spatial_learning_rate,
         help="learning rate of the image UNet's weights in the motion stage (0 freezes them)",
     )
@@ -57,14 +59,16 @@ def main() -> int:
         metavar="MODEL_DIR",
         help="continue this trained model folder: --motion-steps more motion-stage steps, then --colour-steps",
     )
-    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument("--threads", type=COUNT, help="CPU threads for torch (default: torch's choice)")
     parser.add_argument("--skip-checks", action="store_true", help="continue even when a stage's check fails")
     args = parser.parse_args()
+    if (reason := unusable_device(args.device)) is not None:
+        parser.error(f"argument --device: {reason}")
     if args.init_from and args.init_from.resolve() == args.out.resolve():
         parser.error(f"--out must be another folder than --init-from ({args.init_from}): the source is read from")
     if args.init_from and args.motion_steps <= 0 and args.colour_steps <= 0:
         parser.error("--motion-steps and --colour-steps are both 0: there is nothing to train")
-    if args.threads:
+    if args.threads is not None:
         torch.set_num_threads(args.threads)
 
     def stage(name: str) -> StageSettings:
@@ -94,7 +98,7 @@ def main() -> int:
     started = time.perf_counter()
     try:
         folder = continue_training(plan, args.init_from) if args.init_from else train_blocks_model(plan)
-    except (TrainingCheckFailed, ModelNotFoundError) as error:
+    except (TrainingCheckFailed, ModelNotFoundError, CheckpointUnreadable) as error:
         print(f"Stopped: {error}", file=sys.stderr)
         return 1
     print(f"Wrote {folder} in {time.perf_counter() - started:.0f} s")

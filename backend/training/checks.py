@@ -9,6 +9,7 @@
 Each check returns a `CheckResult` with the numbers it measured; the trainer stops when one fails.
 """
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,6 +34,12 @@ COLOUR_WORDS_DRAWN = 0.6
 COLOUR_WORDS_CAPTION = "a {colour} cube sliding closer on desert sand"
 COLOUR_WORDS_CFG_SCALE = 4.0  # the `blocks` config's scale, which the product samples with
 FALLBACK_SWAP_CAPTION = "a red ball rolling right on the grass"
+
+
+def with_articles(caption: str) -> str:
+    """`caption` with "a" and "an" as the training captions use them: "an" before a vowel ("an orange cube")."""
+    caption = re.sub(r"\ba (?=[aeiou])", "an ", caption)
+    return re.sub(r"\ban (?=[^aeiou\s])", "a ", caption)
 
 
 @dataclass
@@ -123,11 +130,7 @@ def colour_swap_accuracy(
         caption = usable[int(rng.integers(len(usable)))]
         first = caption.split()[1]
         second = next(c for c in rng.permutation(SWAPPABLE_COLOURS) if c != first)
-        swapped = caption.replace(f" {first} ", f" {second} ", 1)
-        if second[0] in "aeiou" and caption.startswith("a "):
-            swapped = "an" + swapped[1:]
-        elif first[0] in "aeiou" and caption.startswith("an "):
-            swapped = "a" + swapped[2:]
+        swapped = with_articles(caption.replace(f" {first} ", f" {second} ", 1))
         noise = torch.randn((1, 4, 32, 32), generator=torch.Generator().manual_seed(100 + pair)).to(unet.device)
         latents = sample_latents(unet, text_encoder, tokenizer, [caption, swapped], noise.repeat(2, 1, 1, 1))
         images = decode_frames(vae, latents)
@@ -183,7 +186,7 @@ def colour_word_frames(
     noise = torch.randn((samples, 4, 32, 32), generator=torch.Generator().manual_seed(seed)).to(unet.device)
     frames = {}
     for word in COLOURS:
-        captions = [caption.format(colour=word)] * samples
+        captions = [with_articles(caption.format(colour=word))] * samples  # "an orange", as the captions say
         frames[word] = decode_frames(vae, sample_latents(unet, text_encoder, tokenizer, captions, noise, 20, cfg_scale))
     return frames
 

@@ -90,12 +90,14 @@ class RenderedClip:
 # --------------------------------------------------------------------------------------------------------------------
 # Clips
 
+MIN_SIZE = 8  # pixels a side: the smallest frame the subjects can be drawn in
+
 
 def render_clip(spec: ClipSpec, size: int = 128, frames: int = 16) -> RenderedClip:
     """Render a spec as frames (uint8, F x size x size x 3), subject masks and subject centres."""
     validate_spec(spec)
-    if size < 8 or frames < 1:
-        raise ValueError(f"need size >= 8 and frames >= 1, got size={size}, frames={frames}")
+    if size < MIN_SIZE or frames < 1:
+        raise ValueError(f"need size >= {MIN_SIZE} and frames >= 1, got size={size}, frames={frames}")
     t = np.linspace(0.0, 1.0, frames)  # a single frame is the clip's start
     ox, oy, zoom = camera_path(spec.camera, spec.speed, t)
     backdrop = render_backdrop(spec, ox, oy, zoom, size)

@@ -74,3 +74,23 @@ def test_the_colour_words_check_fails_a_model_that_draws_green_black_purple_blue
     # no win)
     assert result.measured["colour_words_drawn"] == 0.4
     assert not result.passed
+
+
+def test_the_colour_words_check_prompts_its_captions_as_the_training_data_writes_them(monkeypatch):
+    prompted = []
+    drawing(monkeypatch, {})
+    monkeypatch.setattr(
+        checks, "sample_latents", lambda unet, te, tok, captions, *rest: prompted.extend(captions) or captions
+    )
+    checks.check_colour_words(build_tiny_components(seed=0)[0], None, None, None, samples=1)
+    assert "an orange cube sliding closer on desert sand" in prompted  # "a orange" is in no training caption
+    assert "a red cube sliding closer on desert sand" in prompted
+
+
+def test_articles_follow_the_word_after_them():
+    assert (
+        checks.with_articles("a orange ball rolling left as a camera pans")
+        == "an orange ball rolling left as a camera pans"
+    )
+    assert checks.with_articles("an red car") == "a red car"
+    assert checks.with_articles("an orange car in a pan") == "an orange car in a pan"

@@ -1,0 +1,42 @@
+"""The training scripts refuse bad values when they start, naming the flag and its limit, before any work."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+
+
+def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPTS / name), *args], capture_output=True, text=True, timeout=120)
+
+
+def test_the_training_script_names_a_bad_value_and_its_limit_before_any_work(tmp_path):
+    work = tmp_path / "work"
+    base = ["--work-dir", str(work), "--out", str(tmp_path / "out")]
+    for flag, value, says in (
+        ("--seed", "-1", "argument --seed: must be at least 0, got -1"),
+        ("--clips", "0", "argument --clips: must be at least 1, got 0"),
+        ("--motion-lr", "-0.1", "argument --motion-lr: must be at least 0, got -0.1"),
+        ("--threads", "0", "argument --threads: must be at least 1, got 0"),
+        ("--image-steps", "many", "argument --image-steps: must be an integer, got 'many'"),
+        ("--device", "gpu", "argument --device: must be cpu, cuda or cuda:N, got 'gpu'"),
+    ):
+        completed = run_script("train_blocks_model.py", *base, flag, value)
+        assert completed.returncode == 2 and says in completed.stderr, completed.stderr
+        assert "Traceback" not in completed.stderr
+    assert not work.exists()
+
+
+def test_the_data_set_script_names_a_bad_size(tmp_path):
+    completed = run_script("make_blocks_dataset.py", "--out", str(tmp_path / "clips.npz"), "--size", "4")
+    assert completed.returncode == 2 and "argument --size: must be at least 8, got 4" in completed.stderr
+    assert not (tmp_path / "clips.npz").exists()
+
+
+def test_the_colour_words_script_names_a_bad_prompt_or_model_folder(tmp_path):
+    completed = run_script("make_colour_words_picture.py", "--prompt", "a {colour} {subject}")
+    assert completed.returncode == 2 and "--prompt must contain {colour}" in completed.stderr
+    completed = run_script("make_colour_words_picture.py", "--model-folder", str(tmp_path), "--out", "x.png")
+    assert completed.returncode == 2 and f"--model-folder: The blocks model folder '{tmp_path}'" in completed.stderr
+    assert "Traceback" not in completed.stderr
