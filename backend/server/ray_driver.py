@@ -19,6 +19,7 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -37,9 +38,17 @@ STOP_TIMEOUT_S = 30.0
 class RayDriver:
     """Runs jobs on a Ray actor pool through a driver process; the same interface as `Worker`."""
 
-    def __init__(self, settings: RayPoolSettings, events: "queue.Queue[WorkerEvent]") -> None:
+    def __init__(
+        self,
+        settings: RayPoolSettings,
+        events: "queue.Queue[WorkerEvent]",
+        should_stop: Callable[[], bool] | None = None,
+    ) -> None:
+        """`should_stop`: polled while a driver starts (minutes), so that a server told to stop before `stop()` can
+        be called (SIGTERM during `start()`, its parent gone) ends the start at once."""
         self.settings = settings
         self.events = events
+        self._should_stop = should_stop or (lambda: False)
         self._context = multiprocessing.get_context("spawn")  # no fork: the server has threads and a ZeroMQ context
         self._process: Any = None
         self._pipe: Connection | None = None
@@ -47,21 +56,23 @@ class RayDriver:
         self._workers: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._active: dict[str, Job] = {}  # submitted and not yet ended, by job id
-        self._inbox: queue.Queue[Job] = queue.Queue()
+        self._inbox: deque[Job] = deque()  # submitted, not yet sent to a driver; guarded by `_lock`, like `_active`
         self._cancel_sent: set[str] = set()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._relay, name="motionclone-ray-relay", daemon=True)
 
     # ---- the Worker interface ------------------------------------------------------------------------------------
     def start(self) -> None:
-        """Start the driver and wait for its actors; raises `RayPoolError` if Ray cannot run them."""
+        """Start the driver and wait for its actors; raises `RayPoolError` if Ray cannot run them, or if the server
+        stops meanwhile."""
         self._launch()
         self._thread.start()
 
     def submit(self, job: Job) -> None:
+        # Both under the lock: `_driver_died` in between would fail a job that the next driver then runs as well.
         with self._lock:
             self._active[job.job_id] = job
-        self._inbox.put(job)
+            self._inbox.append(job)
 
     @property
     def running(self) -> int:
@@ -105,19 +116,56 @@ class RayDriver:
         self._shut_down_driver()
 
     def _send_new_jobs(self) -> None:
-        while True:
-            try:
-                job = self._inbox.get_nowait()
-            except queue.Empty:
-                return
-            if self._pipe is None:
-                try:
-                    self._launch()
-                except RayPoolError as error:
-                    self._end_job(job, "failed", self._cluster_failure(str(error)))
-                    continue
-            assert self._pipe is not None
+        if self._pipe is None and not self._relaunch():
+            return
+        while (job := self._next_waiting()) is not None:
+            self._send_job(job)
+
+    def _relaunch(self) -> bool:
+        """Start a new driver for the jobs in the inbox; False when none is waiting or the driver could not start.
+        One failed start fails every waiting job: a start per job would make each wait out the start time-out."""
+        self._end_cancelled_waiting()
+        with self._lock:
+            if not self._inbox:
+                return False
+        try:
+            self._launch()
+        except RayPoolError as error:
+            if not self._stop_wanted():  # when stopping, `_shut_down_driver` ends them as cancelled
+                self._fail_waiting(self._cluster_failure(str(error)))
+            return False
+        return True
+
+    def _send_job(self, job: Job) -> None:
+        assert self._pipe is not None
+        try:
             self._pipe.send(("run", JobInputs.from_job(job)))
+        except (EOFError, OSError):
+            raise  # the driver is gone: `_driver_died` fails this job with the others it was given
+        except Exception as error:  # e.g. a value pickle refuses; pickled before writing, so the pipe is intact
+            log.exception("job %s could not be sent to the Ray driver", job.job_id)
+            message = f"The job could not be handed to a Ray worker ({type(error).__name__}: {error})."
+            self._end_job(job, "failed", failure(codes.JOB_FAILED, message))
+
+    def _next_waiting(self) -> Job | None:
+        with self._lock:
+            return self._inbox.popleft() if self._inbox else None
+
+    def _end_cancelled_waiting(self) -> None:
+        """End the inbox's cancelled jobs now: with no driver, no cancel can reach one, and a start takes minutes."""
+        with self._lock:
+            cancelled = [job for job in self._inbox if job.cancel_requested.is_set()]
+            for job in cancelled:
+                self._inbox.remove(job)
+        for job in cancelled:
+            self._end_job(job, "cancelled", {"reason": "Cancelled while it waited for a worker."})
+
+    def _fail_waiting(self, data: dict[str, Any]) -> None:
+        with self._lock:
+            waiting = list(self._inbox)
+            self._inbox.clear()
+        for job in waiting:
+            self._end_job(job, "failed", data)
 
     def _send_cancels(self) -> None:
         if self._pipe is None:
@@ -164,15 +212,11 @@ class RayDriver:
         log.error("the Ray driver process exited (code %s, %s); the server keeps running", exit_code, error)
         for worker in self._workers:
             worker["state"] = "down"
-        with self._lock:
-            lost = [job for job in self._active.values() if self._inbox_lacks(job)]
+        with self._lock:  # the jobs the driver had been given; those still in the inbox go to the next driver
+            lost = [job for job in self._active.values() if job not in self._inbox]
         reason = f"its Ray driver process exited with code {exit_code}"
         for job in lost:
             self._end_job(job, "failed", self._cluster_failure(reason))
-
-    def _inbox_lacks(self, job: Job) -> bool:
-        """True for jobs the driver had been given (jobs still in the inbox go to the next driver)."""
-        return job not in list(self._inbox.queue)
 
     # ---- the driver process --------------------------------------------------------------------------------------
     def _launch(self) -> None:
@@ -184,8 +228,10 @@ class RayDriver:
         deadline = time.monotonic() + ACTOR_START_TIMEOUT_S + 60
         try:
             # In slices, so that a server stopping meanwhile ends the start at once rather than waiting for the
-            # actors (minutes), and the driver process is not left to hold the server's exit.
-            while not (reported := here.poll(RELAY_S)) and not self._stopping.is_set():
+            # actors (minutes), and the driver process is not left to hold the server's exit; a job cancelled
+            # meanwhile ends at once too.
+            while not (reported := here.poll(RELAY_S)) and not self._stop_wanted():
+                self._end_cancelled_waiting()
                 if time.monotonic() > deadline:
                     raise RayPoolError("the Ray driver did not report within the start time-out")
             message = here.recv() if reported else None
@@ -204,6 +250,9 @@ class RayDriver:
             raise RayPoolError(message[1])
         _, self._workers, self._device = message
         self._process, self._pipe = process, here
+
+    def _stop_wanted(self) -> bool:
+        return self._stopping.is_set() or self._should_stop()
 
     def _shut_down_driver(self) -> None:
         """Ask the driver to cancel its jobs and stop; relay what it sends until it exits. Jobs it did not end (or,

@@ -111,14 +111,17 @@ class RayWorkerPool:
         for slot in self.slots:
             slot.actor = self._create_actor()
         try:
-            for slot in self.slots:
-                slot.info = ray.get(slot.actor.describe.remote(), timeout=ACTOR_START_TIMEOUT_S)
+            # One wait for all: the driver's start time-out is the actors' one (plus a margin), so one wait per
+            # actor, one after another, would outlast it, and the server would report no driver, not this reason.
+            infos = ray.get([slot.actor.describe.remote() for slot in self.slots], timeout=ACTOR_START_TIMEOUT_S)
         except ray.exceptions.GetTimeoutError as error:
             self.stop()
             raise RayPoolError(
                 f"{size} Ray workers did not start within {ACTOR_START_TIMEOUT_S:.0f} s: the cluster may lack the "
                 f"resources ({self._resources_wanted()} each). Check `ray status`, or start with fewer --ray-workers."
             ) from error
+        for slot, info in zip(self.slots, infos, strict=True):
+            slot.info = info
         for slot in self.slots:
             slot.thread = threading.Thread(target=self._serve_slot, args=(slot,), name=slot.name, daemon=True)
             slot.thread.start()
@@ -201,8 +204,10 @@ class RayWorkerPool:
                 log.exception("%s: unexpected error", slot.name)
                 self._emit("failed", job, failure(codes.JOB_FAILED, f"{slot.name}: {type(error).__name__}: {error}"))
             finally:
-                slot.job = None
+                # The state first: once `job` is None the driver may submit the next job (state "busy"), which a
+                # later "idle" would hide.
                 slot.state = "idle" if slot.actor is not None else "down"
+                slot.job = None
             job = None  # an idle slot must not hold the last job's reference frames
 
     def _run_job(self, slot: _Slot, job: Job) -> None:
