@@ -37,13 +37,14 @@ class Listener:
     authenticator: ThreadAuthenticator | None
     endpoint: str
 
-    def close(self) -> None:
-        """Stop the authenticator, close the socket (linger 0) and end the context. Safe to call twice."""
+    def close(self, linger_ms: int = 0) -> None:
+        """Stop the authenticator, close the socket and end the context, which waits up to `linger_ms` for messages
+        still on their way out. Safe to call twice."""
         if self.authenticator is not None:
             self.authenticator.stop()
             self.authenticator = None
         if not self.socket.closed:
-            self.socket.close(linger=0)
+            self.socket.close(linger=linger_ms)
         if not self.context.closed:
             self.context.term()
 

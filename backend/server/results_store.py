@@ -1,10 +1,12 @@
 """Finished results on disk, so they survive a disconnect or a server restart until acknowledged. No bpy.
 
 Layout: <results_dir>/<job_id>/frames.npy (uint8, no pickle) and result.json (fps, metadata, finish time).
-Each result is written into a temporary folder and renamed into place, so a crash never leaves half a result.
+Each result is written into a temporary folder, synced to the disk, and renamed into place, so a crash never leaves
+half a result; a result damaged later (a failing disk) is named as such when fetched, and deleted.
 """
 
 import json
+import os
 import re
 import shutil
 import time
@@ -16,6 +18,16 @@ import numpy as np
 
 JOB_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 PARTIAL_PATTERN = re.compile(r"^\.[0-9a-f]{32}\.partial$")  # a result being written, or left by a crash
+
+
+class DamagedResult(Exception):
+    """A stored result whose files cannot be read."""
+
+
+def synced(file: Any) -> None:
+    """Flush `file` to the disk."""
+    file.flush()
+    os.fsync(file.fileno())
 
 
 @dataclass
@@ -39,9 +51,14 @@ class ResultsStore:
         shutil.rmtree(temporary, ignore_errors=True)
         try:
             temporary.mkdir()
-            np.save(temporary / "frames.npy", np.ascontiguousarray(frames), allow_pickle=False)
+            with open(temporary / "frames.npy", "wb") as file:
+                np.save(file, np.ascontiguousarray(frames), allow_pickle=False)
+                synced(file)
             record = {"fps": fps, "metadata": metadata, "finished_at": time.time()}
-            (temporary / "result.json").write_text(json.dumps(record, default=str))
+            with open(temporary / "result.json", "w", encoding="utf-8") as file:
+                file.write(json.dumps(record, default=str))
+                synced(file)
+            # On disk before the name says the result is there: after a power cut the folder is whole or partial.
             temporary.rename(self.directory / job_id)
         except BaseException:  # a full disk, say: leave no half-written folder behind
             shutil.rmtree(temporary, ignore_errors=True)
@@ -51,16 +68,27 @@ class ResultsStore:
         return bool(JOB_ID_PATTERN.match(job_id)) and (self.directory / job_id / "result.json").is_file()
 
     def load(self, job_id: str) -> StoredResult | None:
+        """The stored result, or None when there is none.
+
+        Raises:
+            DamagedResult: its files cannot be read (a disk error); the result is deleted.
+        """
         if not self.has(job_id):
             return None
         folder = self.directory / job_id
-        record = json.loads((folder / "result.json").read_text())
-        frames = np.load(folder / "frames.npy", allow_pickle=False)
-        return StoredResult(job_id, frames, float(record["fps"]), record["metadata"])
+        try:
+            record = json.loads((folder / "result.json").read_text(encoding="utf-8"))
+            frames = np.load(folder / "frames.npy", allow_pickle=False)
+            return StoredResult(job_id, frames, float(record["fps"]), record["metadata"])
+        except (OSError, ValueError, KeyError, TypeError) as error:  # JSONDecodeError is a ValueError
+            self.delete(job_id)  # it would fail the same way on every fetch until it expired
+            raise DamagedResult(f"The stored result of job {job_id} could not be read ({error})") from error
 
     def delete(self, job_id: str) -> bool:
         if not self.has(job_id):
             return False
+        # The record first: a delete cut short leaves frames without a record, which `has` does not count.
+        (self.directory / job_id / "result.json").unlink(missing_ok=True)
         shutil.rmtree(self.directory / job_id, ignore_errors=True)
         return True
 

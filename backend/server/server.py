@@ -61,7 +61,7 @@ from .in_flight import SendsInFlight
 from .jobs import Job, JobQueue
 from .listener import Listener, open_listener
 from .parent import ParentWatch
-from .results_store import ResultsStore
+from .results_store import DamagedResult, ResultsStore
 from .state_file import remove_state_file, state_record, write_state_file
 from .torch_thread import run_in_passing_thread
 from .worker import Worker, WorkerEvent
@@ -80,6 +80,9 @@ HOUSEKEEPING_S = 5.0
 TRACKED_ECHO_BYTES = 1 << 20
 # How often `--parent-pid` is checked: the server stops within about this long (plus one poll) after its parent.
 PARENT_CHECK_S = 1.0
+# How long the last messages (shutting_down, cancelled, a result finished just now) may take to leave at shutdown:
+# a socket closed at once drops whatever is still queued.
+SHUTDOWN_LINGER_MS = 2000
 
 
 def _params_from_request(values: dict[str, Any], preset: str) -> MotionCloneParams:
@@ -231,7 +234,8 @@ class Server:
             cache_dir=Path(config.results_dir) / "representations",
             preview_every=config.preview_every,
         )
-        return RayDriver(settings, self.worker_events)
+        # A pool may take minutes to start: a stop (a signal, or the parent exiting) must end that wait too.
+        return RayDriver(settings, self.worker_events, should_stop=self._stop_wanted)
 
     @property
     def device(self) -> str:
@@ -248,6 +252,8 @@ class Server:
             self.worker.start()
         except BaseException:
             self.listener.close()  # a pool that cannot start must not leave the port taken
+            if self._stop_wanted():  # stopped while it started: not a failure
+                return
             raise
         poller = zmq.Poller()
         poller.register(self.socket, zmq.POLLIN)
@@ -265,6 +271,10 @@ class Server:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _stop_wanted(self) -> bool:
+        """A stop was asked for, or the `--parent-pid` process has exited."""
+        return self._stop.is_set() or (self.parent is not None and not self.parent.alive())
 
     def _housekeeping(self) -> None:
         """Expired results and representations every HOUSEKEEPING_S; the parent process every PARENT_CHECK_S."""
@@ -288,7 +298,7 @@ class Server:
             self._send(job.identity, Error(codes.SHUTTING_DOWN, "The server is shutting down.", job_id=job.job_id))
         self.worker.stop()
         self._send_worker_events()  # the cancelled running job, or a result that finished just now
-        self.listener.close()
+        self.listener.close(linger_ms=SHUTDOWN_LINGER_MS)
 
     # ---- receiving -----------------------------------------------------------------------------------------------
     def _receive_all(self) -> None:
@@ -462,7 +472,16 @@ class Server:
             # The results sent before have not left yet: this connection gets them, and no more copies are loaded.
             self._send(identity, JobStatus(message.request_id, message.job_id, stages.DONE))
             return
-        stored = self.results.load(message.job_id)
+        try:
+            stored = self.results.load(message.job_id)
+        except DamagedResult as error:
+            log.error("%s", error)
+            hint = "Generate again; the server's disk may be failing, its log has the details."
+            self._send(
+                identity,
+                Error(codes.JOB_FAILED, f"{error}.", hint=hint, request_id=message.request_id, job_id=message.job_id),
+            )
+            return
         if stored is None:
             self._send_unknown_job(identity, message.request_id, message.job_id)
             return
@@ -529,41 +548,63 @@ class Server:
                 event = self.worker_events.get_nowait()
             except queue.Empty:
                 return
-            job, data = event.job, event.data
-            if event.kind == "progress":
-                self._send(job.identity, Progress(job.job_id, **data))
-            elif event.kind == "preview":
-                png = data["png"]
-                preview = Progress(
-                    job.job_id,
-                    "denoise",
-                    data["step"],
-                    job.params.num_inference_steps,
-                    time.monotonic() - (job.started_at or job.submitted_at),
-                    preview=ArraySpec((len(png),)),
-                )
-                self._send(job.identity, preview, png)
-            elif event.kind == "done":
-                job.state = stages.DONE
-                self._completed += 1
-                data["metadata"]["job"] = {**self._job_record(job), "completed": self._completed}
-                if job.reference_sampling is not None:
-                    record_client_sampling(data["metadata"], job.reference_sampling)
-                # On disk first: if the client is gone, the result waits for a Fetch, also across restarts.
-                try:
-                    self.results.save(job.job_id, data["frames"], data["fps"], data["metadata"])
-                except OSError as error:  # a full disk: the connected client still gets the frames
-                    log.error("job %s: its result could not be stored (%s); it is sent, not kept", job.job_id, error)
-                self._send_result(job.identity, job.job_id, data["frames"], data["fps"], data["metadata"])
-                self._forget(job)
-            elif event.kind == "cancelled":
-                job.state = stages.CANCELLED
-                self._send(job.identity, Cancelled(job.job_id, data["reason"]))
-                self._forget(job)
-            elif event.kind == "failed":
-                job.state = stages.FAILED
-                self._send(job.identity, Error(job_id=job.job_id, **data))
-                self._forget(job)
+            try:
+                self._apply_worker_event(event)
+            except Exception as error:  # a bug, or memory running out while a result is stored: keep serving
+                log.exception("job %s: could not pass on its %r event", event.job.job_id, event.kind)
+                if event.kind in ("done", "cancelled", "failed"):  # the job ends here: its client must hear of it
+                    self._end_job_with_error(event.job, error)
+
+    def _end_job_with_error(self, job: Job, error: Exception) -> None:
+        job.state = stages.FAILED
+        message = f"The job finished, but the server could not pass on its outcome ({type(error).__name__}: {error})."
+        if self.results.has(job.job_id):  # stored before the send failed
+            hint = f"Its result is stored: fetch job {job.job_id} to get it."
+        else:
+            hint = "Generate again; if it happens again, the server's log has the details."
+        try:
+            self._send(job.identity, Error(codes.JOB_FAILED, message, job_id=job.job_id, hint=hint))
+        except Exception:
+            log.exception("job %s: could not send its failure either", job.job_id)
+        self._forget(job)
+
+    def _apply_worker_event(self, event: Any) -> None:
+        """Pass a worker's event on to the job's client, and record what it changes."""
+        job, data = event.job, event.data
+        if event.kind == "progress":
+            self._send(job.identity, Progress(job.job_id, **data))
+        elif event.kind == "preview":
+            png = data["png"]
+            preview = Progress(
+                job.job_id,
+                "denoise",
+                data["step"],
+                job.params.num_inference_steps,
+                time.monotonic() - (job.started_at or job.submitted_at),
+                preview=ArraySpec((len(png),)),
+            )
+            self._send(job.identity, preview, png)
+        elif event.kind == "done":
+            job.state = stages.DONE
+            self._completed += 1
+            data["metadata"]["job"] = {**self._job_record(job), "completed": self._completed}
+            if job.reference_sampling is not None:
+                record_client_sampling(data["metadata"], job.reference_sampling)
+            # On disk first: if the client is gone, the result waits for a Fetch, also across restarts.
+            try:
+                self.results.save(job.job_id, data["frames"], data["fps"], data["metadata"])
+            except OSError as error:  # a full disk: the connected client still gets the frames
+                log.error("job %s: its result could not be stored (%s); it is sent, not kept", job.job_id, error)
+            self._send_result(job.identity, job.job_id, data["frames"], data["fps"], data["metadata"])
+            self._forget(job)
+        elif event.kind == "cancelled":
+            job.state = stages.CANCELLED
+            self._send(job.identity, Cancelled(job.job_id, data["reason"]))
+            self._forget(job)
+        elif event.kind == "failed":
+            job.state = stages.FAILED
+            self._send(job.identity, Error(job_id=job.job_id, **data))
+            self._forget(job)
 
     def _job_record(self, job: Job) -> dict[str, Any]:
         """Server-side facts about a job, added to its result metadata."""

@@ -7,6 +7,7 @@ import gc
 import multiprocessing
 import os
 import queue
+import shutil
 import threading
 import time
 import weakref
@@ -29,6 +30,8 @@ from motionclone.backend.server.config import ServerConfig
 from motionclone.backend.server.engine_job import JobInputs, run_engine_job
 from motionclone.backend.server.in_flight import SendsInFlight
 from motionclone.backend.server.jobs import Job, JobQueue
+from motionclone.backend.server.listener import Listener
+from motionclone.backend.server.ray_pool import RayPoolError
 from motionclone.backend.server.results_store import ResultsStore
 from motionclone.backend.server.server import Server
 from motionclone.backend.server.worker import Worker, WorkerEvent
@@ -115,6 +118,60 @@ def test_a_result_the_disk_cannot_take_still_reaches_its_client_and_leaves_no_pa
     assert list((tmp_path / "results").iterdir()) == []  # no half-written `.partial` folder
 
 
+def test_an_outcome_the_server_cannot_send_fails_that_job_and_the_next_one_still_arrives(tmp_path):
+    """Memory running out while a result is sent, say: that job's client hears it failed (its result is stored, so
+    the hint says to fetch it), and the server loop goes on to the next event instead of ending."""
+    server = bare_server()
+    server.results = ResultsStore(tmp_path / "results", retention_s=60)
+    server.worker_events, server.jobs, server._completed = queue.Queue(), {}, 0
+    sent, messages = [], []
+    server._send = lambda identity, message, *payload, **options: messages.append(message)
+
+    def send_result(identity, job_id, frames, fps, metadata):
+        if not sent:
+            sent.append("refused")
+            raise MemoryError
+        sent.append(job_id)
+
+    server._send_result = send_result
+    first, second = queued_job(), queued_job()
+    for job in (first, second):
+        server.jobs[job.job_id] = job
+        server.worker_events.put(done_event(job, np.zeros((2, 64, 64, 3), dtype=np.uint8)))
+    server._send_worker_events()  # MemoryError left the server loop before, and the server stopped
+    assert sent == ["refused", second.job_id] and not server.jobs
+    [failed] = messages
+    assert isinstance(failed, Error) and (failed.code, failed.job_id) == (codes.JOB_FAILED, first.job_id)
+    assert "could not pass on its outcome (MemoryError" in failed.message
+    assert failed.hint == f"Its result is stored: fetch job {first.job_id} to get it."
+
+
+def test_a_stored_result_the_disk_damaged_is_named_when_fetched_and_deleted(tmp_path):
+    server = bare_server()
+    server.results = ResultsStore(tmp_path / "results", retention_s=60)
+    server.jobs, server.sends_in_flight = {}, SendsInFlight()
+    messages = []
+    server._send = lambda identity, message, *payload, **options: messages.append(message)
+    job_id = "cd" * 16
+    server.results.save(job_id, np.zeros((2, 8, 8, 3), np.uint8), 8.0, {})
+    frames = tmp_path / "results" / job_id / "frames.npy"
+    frames.write_bytes(frames.read_bytes()[:40])  # a failing disk
+    server._on_fetch(b"client", Fetch("f1", job_id), {})  # raised out of the handler as a bad message before
+    [error] = messages
+    assert (error.code, error.request_id, error.job_id) == (codes.JOB_FAILED, "f1", job_id)
+    assert error.message.startswith(f"The stored result of job {job_id} could not be read (")
+    assert not server.results.has(job_id)
+
+
+def test_a_deleted_result_is_gone_even_when_its_frames_cannot_be_removed(tmp_path, monkeypatch):
+    store = ResultsStore(tmp_path, retention_s=60)
+    job_id = "ef" * 16
+    store.save(job_id, np.zeros((2, 8, 8, 3), np.uint8), 8.0, {})
+    monkeypatch.setattr(shutil, "rmtree", lambda *args, **kwargs: None)  # a file held open elsewhere, say
+    assert store.delete(job_id)
+    assert not store.has(job_id) and store.load(job_id) is None
+
+
 def test_the_worker_thread_outlives_a_job_that_breaks_it_and_runs_the_next(monkeypatch):
     def run(pipeline, cache, inputs, emit, cancel, preview_every):
         if inputs.params.prompt == "breaks":
@@ -181,6 +238,37 @@ def test_ray_jobs_waiting_for_a_driver_end_cancelled_when_the_server_stops():
     driver.submit(job)
     driver._shut_down_driver()
     assert (events.get_nowait().kind, driver.running) == ("cancelled", 0)
+
+
+def test_a_stop_while_the_ray_pool_starts_reaches_the_driver_and_ends_the_server_quietly(tmp_path):
+    """SIGTERM (or the parent exiting) during the pool's start, which may take minutes: the driver polls the server's
+    stop, and the server ends without an error; a pool that fails on its own still raises."""
+    server = bare_server()
+    server.config = ServerConfig(preset="tiny", workers="ray", results_dir=str(tmp_path))
+    server._stop, server.parent, server.worker_events = threading.Event(), None, queue.Queue()
+    driver = server._make_worker()
+    assert driver._should_stop() is False
+    server.stop()
+    assert driver._should_stop() is True
+    server._stop.clear()
+    closed = []
+    server.listener = SimpleNamespace(close=lambda **options: closed.append(options))
+
+    def stopped_while_starting():
+        server.stop()
+        raise RayPoolError("the server stopped while its Ray driver was starting")
+
+    server.worker = SimpleNamespace(start=stopped_while_starting)
+    server.run()  # returns: a stop, not a failure
+    assert len(closed) == 1
+    server._stop.clear()
+
+    def no_resources():
+        raise RayPoolError("the cluster lacks the resources")
+
+    server.worker = SimpleNamespace(start=no_resources)
+    with pytest.raises(RayPoolError, match="lacks the resources"):
+        server.run()
 
 
 def test_an_out_of_memory_error_without_a_message_still_fails_the_job_with_its_code():
@@ -291,6 +379,48 @@ def slow_reader() -> Iterator[tuple[Server, Callable[[], list]]]:
     finally:
         client.close(linger=0)
         router.close(linger=0)
+
+
+def test_the_last_messages_before_a_shutdown_reach_a_client_that_reads_them_a_moment_later():
+    """`shutting_down` for a queued job, sent behind a large message the client has not read yet: closing the socket
+    at once dropped both."""
+    server_context, client_context = zmq.Context(), zmq.Context()
+    router = server_context.socket(zmq.ROUTER)
+    client = client_context.socket(zmq.DEALER)
+    try:
+        port = router.bind_to_random_port("tcp://127.0.0.1")
+        client.setsockopt(zmq.ROUTING_ID, b"client")
+        client.setsockopt(zmq.RCVHWM, 1)
+        client.setsockopt(zmq.RCVBUF, 64 * 1024)
+        client.connect(f"tcp://127.0.0.1:{port}")
+        client.send(b"hello")
+        assert router.poll(5000) and router.recv_multipart()[0] == b"client"
+        server = bare_server()
+        server.socket, server.sends_in_flight, server.jobs = router, SendsInFlight(), {}
+        server.listener = Listener(server_context, router, None, f"tcp://127.0.0.1:{port}")
+        server.worker = SimpleNamespace(stop=lambda: None)
+        server.worker_events = queue.Queue()
+        job = queued_job()
+        server.queue = [job]
+        large = np.zeros(24 << 20, np.uint8)  # more than the socket buffers hold
+        server._send(b"client", Echo("e1", ArraySpec(large.shape)), large.data)
+        shutdown = threading.Thread(target=server._shutdown)
+        shutdown.start()
+        time.sleep(0.3)  # the client comes to read a moment later
+        replies = []
+        while client.poll(2000):
+            replies.append(decode([frame.buffer for frame in client.recv_multipart(copy=False)], Limits())[0])
+        shutdown.join(10)
+        assert not shutdown.is_alive()
+        assert [type(reply) for reply in replies] == [Echo, Error]
+        assert (replies[1].code, replies[1].job_id) == (codes.SHUTTING_DOWN, job.job_id)
+    finally:
+        client.close(linger=0)
+        client_context.term()
+        if not router.closed:
+            router.close(linger=0)
+        if not server_context.closed:
+            server_context.term()
 
 
 def send_six_times(request: Callable[[int], None]) -> None:
