@@ -8,7 +8,15 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
 stamp="$venv/.motionclone-install-stamp"
-want="$( (cat "$root/pyproject.toml" "$root/scripts/bootstrap.sh"; echo "${TORCH_SPEC:-}") | sha256sum | cut -d' ' -f1)"
+# A TORCH_SPEC given once is kept for later runs, which call this without it (the demo, the tests): otherwise they
+# would count it as a change and install the default torch over the user's choice.
+torch_spec_file="$venv/.motionclone-torch-spec"
+if [ -z "${TORCH_SPEC:-}" ] && [ -f "$torch_spec_file" ]; then
+    TORCH_SPEC="$(cat "$torch_spec_file")"
+fi
+torch_spec="${TORCH_SPEC:-torch==2.13.0}"
+want="$( (cat "$root/pyproject.toml" "$root/scripts/bootstrap.sh" "$root/scripts/venv_helpers.sh" \
+    "$root/scripts/find_python311.sh"; echo "$torch_spec") | sha256sum | cut -d' ' -f1)"
 
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/python" ]; then
     exit 0
@@ -16,16 +24,19 @@ fi
 
 # The backend alone runs on 3.11-3.13, but this environment also holds bpy 5.0.1 (CPython 3.11 only, numpy 1).
 source "$root/scripts/find_python311.sh"
+source "$root/scripts/venv_helpers.sh"
 
 echo "Setting up $venv (first run only; a few minutes) ..." >&2
-[ -x "$venv/bin/python" ] || "$python_bin" -m venv "$venv"
+make_venv "$venv"
 "$venv/bin/python" -m pip install --quiet --upgrade pip
 # torch first and pinned. On Linux, PyPI's torch is the CUDA build (GBs of CUDA libraries); a CPU-only machine can
 # take the CPU build with TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" (split into
 # words on purpose, so that it can carry pip options).
 # shellcheck disable=SC2086
-"$venv/bin/python" -m pip install --quiet ${TORCH_SPEC:-torch==2.13.0}
+"$venv/bin/python" -m pip install --quiet $torch_spec
 # The ray extra too, so the Ray worker pool's tests (tests/backend/server/test_ray_workers.py) run here and in CI.
 "$venv/bin/python" -m pip install --quiet -e "$root[dev,ray]"
+check_bpy "$venv"
+if [ -n "${TORCH_SPEC:-}" ]; then echo "$TORCH_SPEC" > "$torch_spec_file"; fi
 echo "$want" > "$stamp"
 echo "Environment ready." >&2

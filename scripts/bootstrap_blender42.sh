@@ -7,17 +7,20 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv-blender42"
 stamp="$venv/.motionclone-install-stamp"
-want="$(cat "$root/scripts/bootstrap_blender42.sh" "$root/scripts/find_python311.sh" | sha256sum | cut -d' ' -f1)"
+want="$(cat "$root/scripts/bootstrap_blender42.sh" "$root/scripts/find_python311.sh" "$root/scripts/venv_helpers.sh" \
+    | sha256sum | cut -d' ' -f1)"
 
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/python" ]; then
     exit 0
 fi
 
 source "$root/scripts/find_python311.sh"
+source "$root/scripts/venv_helpers.sh"
 echo "Setting up $venv for the Blender 4.2 tests (first run only) ..." >&2
-[ -x "$venv/bin/python" ] || "$python_bin" -m venv "$venv"
+make_venv "$venv"
 "$venv/bin/python" -m pip install --quiet --upgrade pip
 "$venv/bin/python" -m pip install --quiet "bpy==4.2.23" "numpy>=1.24,<2" "pytest>=8" "pyzmq>=26" "msgpack>=1.0"
 # The project itself for `motionclone.protocol` and the test helpers, without its ML dependencies.
 "$venv/bin/python" -m pip install --quiet --no-deps -e "$root"
+check_bpy "$venv"
 echo "$want" > "$stamp"
