@@ -9,11 +9,13 @@ Prints one JSON object with the measured numbers. `--size tiny` times the tiny p
 which is enough for timing and memory but not for pictures. The reference clip is the synthetic moving square.
 
 Per-step times come from the pipeline's progress callback: `denoise` reports ("denoise", i, N) before the loop and
-after every step, so consecutive reports bracket one step, and step i is guided when i < G.
+after every step, so consecutive reports bracket one step, and step i is guided when i < G. That holds for a clip of
+one context window (16 frames): `--frames` is limited to it, as a longer clip reports every window pass instead.
 """
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -52,6 +54,8 @@ PROMPT = "a red fox running through snow"
 # Target for the ratio of a guided step to an unguided CFG step (full size, one GPU).
 GUIDED_RATIO_TARGET = 1.6
 VAE_SEED = 2026
+# Longest clip the engine denoises in one pass; a longer one runs window by window (see parse_args).
+CONTEXT_LENGTH = {field.name: field.default for field in dataclasses.fields(MotionCloneParams)}["context_length"]
 
 T = TypeVar("T")
 
@@ -259,7 +263,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--size", choices=sorted(SIZE_DEFAULTS), default="tiny")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cpu for tiny, cuda for full")
     parser.add_argument("--dtype", choices=sorted(DTYPES), help="default: float16 on cuda, float32 on cpu")
-    parser.add_argument("--frames", type=int, help="default 16")
+    parser.add_argument("--frames", type=int, help=f"default 16; at most {CONTEXT_LENGTH}, one context window")
     parser.add_argument("--height", type=int, help="default 128 for tiny, 512 for full")
     parser.add_argument("--width", type=int, help="default 128 for tiny, 512 for full")
     parser.add_argument("--steps", type=int, default=4, help="denoising steps to time (default 4)")
@@ -299,6 +303,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"need --steps >= 1 and 1 <= --guided <= --steps; got --steps {args.steps} --guided {args.guided}")
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1; got {args.repeats}")
+    if not 1 <= args.frames <= CONTEXT_LENGTH:
+        # Beyond one window `denoise` reports every window pass, not every step, so the step clock would mix guided
+        # and unguided steps; and the single forwards timed here would run all frames at once, unlike the engine.
+        parser.error(
+            f"--frames must be 1 to {CONTEXT_LENGTH} (one context window); got {args.frames}: a longer clip is "
+            "denoised window by window, which this benchmark does not time (scripts/bench_windows.py does)"
+        )
     return args
 
 

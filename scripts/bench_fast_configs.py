@@ -16,8 +16,9 @@ Each result is scored by:
   "no motion transfer" lies.
 - `motion_fidelity`: `motionclone evaluate`'s DMT motion fidelity against the reference.
 - `frame_difference`: mean absolute difference from the official schedule's frames (0-1 scale).
-- the denoising time, and the UNet work relative to the official schedule: guided steps cost (1 + c) batch-1
-  forwards and unguided steps 2 (c, the guided pass with its backward, is measured in the run itself).
+- the denoising time, and the work relative to the official schedule: G guided and N - G unguided steps, each priced
+  at the mean seconds per guided and per unguided step measured in this reference's guided runs (not the unguided
+  run), divided by the official schedule priced the same way.
 
 Writes `OUT/fast-configs-FAMILY.json` and prints a markdown table.
 """

@@ -185,6 +185,11 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
         raise ValueError(f"--config must be one of {', '.join(sorted(CONFIG_PRESETS))}, got {args.config!r}")
     config_weight = MotionCloneParams.from_config(args.config, prompt="-").motion_guidance_weight
     weights = tuple(args.weights) if args.weights else (0.0, float(config_weight))
+    if weight_label(weights[0]) == weight_label(weights[1]):  # the label names each run's result folder
+        raise ValueError(
+            f"--weights must be two different weights, got {weights[0]:g} twice: both runs would write the same "
+            "result folders and the summary would count each run as guided and unguided"
+        )
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be at least 1, got {args.threads}")
     if len(set(args.seeds)) != len(args.seeds):
@@ -193,6 +198,12 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
     for fixed in ("prompt", "seed", "motion_guidance_weight"):
         if fixed in overrides:
             raise ValueError(f"--set {fixed} is not allowed: the benchmark sets it (use --seeds or --weights)")
+    for sized in ("num_frames", "height", "width"):
+        if sized in overrides:  # make_params would silently replace it
+            raise ValueError(
+                f"--set {sized} is not allowed: the benchmark sets the size (use --frames for the frame count; "
+                "height and width are the preset's native size)"
+            )
     out = args.out.expanduser().resolve()
     settings = BenchSettings(
         preset=args.preset,

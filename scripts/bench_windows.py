@@ -14,7 +14,8 @@ frames (a clip it never saw), guided and unguided (weight 0), with the blocks co
 each with `motionclone evaluate` (motion fidelity). It also compares the frame-to-frame change of the result at window
 borders (neighbouring frames that different windows dominate) with the change inside windows, each divided by the
 reference's change at the same frame pairs: a seam shows as a border ratio well above the inside ratio. Writes
-DIR/windows.json and the result folders (default bench-output/windows/).
+DIR/windows.json, the reference clip (DIR/reference-NAME-FRAMES/) and the result folders (default
+bench-output/windows/), replacing those of an earlier run.
 """
 
 from __future__ import annotations
@@ -148,9 +149,10 @@ def fidelity(args: argparse.Namespace) -> int:
     size = NATIVE_SIZE["height"]
     pixels = render_procedural(reference, size, args.frames)
     out = args.out
-    reference_dir = out / "reference"
-    if not reference_dir.exists():
-        write_png_sequence(pixels, reference_dir)
+    # Named by clip and length and written every run: a cached clip from an earlier run with another --reference or
+    # --frames would be scored against instead of the one generated from.
+    reference_dir = out / f"reference-{reference.name}-{args.frames}"
+    write_png_sequence(pixels, reference_dir, overwrite=True)
     pipe = MotionClonePipeline.from_bundle(load_preset("blocks"))
     runs = []
     for weight in (0.0, None):
@@ -170,7 +172,8 @@ def fidelity(args: argparse.Namespace) -> int:
         output = pipe(pixels, params)
         seconds = time.perf_counter() - started
         folder = out / f"w{params.motion_guidance_weight:g}"
-        write_result_folder(output.frames, output.metadata, folder, fps=params.fps)
+        # The benchmark's own folder: a rerun replaces the previous run's result instead of refusing after generating.
+        write_result_folder(output.frames, output.metadata, folder, fps=params.fps, overwrite=True)
         report = evaluate(reference_dir, folder, prompt=params.prompt, out_dir=folder / "evaluation")
         runs.append(
             {

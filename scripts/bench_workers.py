@@ -5,7 +5,8 @@ Usage:
 
 For each pool size it starts `motionclone serve --preset tiny --device cpu --workers ray --ray-workers N` on a free
 loopback port (a local Ray instance; the tiny preset needs no download), submits --jobs jobs at once from one client,
-times from the first submit to the last result, stops the server with SIGTERM and prints one JSON object:
+times from the first submit to the last result (after one warm-up job per worker, so that no actor's
+first-call costs are timed), stops the server with SIGTERM and prints one JSON object:
 {"1": {"jobs_per_minute": ...}, "2": {...}, "ratio": jobs_per_minute(2) / jobs_per_minute(1), ...}.
 On a machine with fewer cores than 2 x --cpus-per-worker the two actors share cores, so expect a ratio below 2.
 """
@@ -24,24 +25,33 @@ from motionclone.backend.samples import make_moving_square_clip
 from motionclone.protocol.client import Client
 
 
-def run_jobs(endpoint: str, count: int, params: dict[str, Any], frames: Any) -> float:
-    """Submit `count` jobs at once and return the seconds until the last result arrived."""
+def wait_results(client: Client, count: int) -> None:
+    """Wait until `count` jobs have sent their result, acknowledging each."""
+    results = 0
+    while results < count:
+        event = client.next_event(600)
+        if event is None:
+            raise RuntimeError("no event for 600 s; is the server still running?")
+        if event.kind == "error":
+            raise RuntimeError(f"a job failed: {event.message}")
+        if event.kind == "result":
+            results += 1
+            client.ack(event.job_id)
+
+
+def run_jobs(endpoint: str, workers: int, count: int, params: dict[str, Any], frames: Any) -> float:
+    """Warm up every worker, then submit `count` jobs at once and return the seconds until the last result arrived."""
     with Client(endpoint).start() as client:
         client.wait_connected(300)
-        client.run_job(frames, {**params, "seed": 999}, timeout=600)  # warm-up: first-call costs stay out of the timing
+        # One warm-up job per worker, submitted together so that each actor takes one: a worker's first-call costs
+        # would otherwise fall into the timed jobs.
+        for seed in range(workers):
+            client.submit(frames, {**params, "seed": 999 - seed})
+        wait_results(client, workers)
         started = time.monotonic()
         for seed in range(count):
             client.submit(frames, {**params, "seed": seed})
-        results = 0
-        while results < count:
-            event = client.next_event(600)
-            if event is None:
-                raise RuntimeError("no event for 600 s; is the server still running?")
-            if event.kind == "error":
-                raise RuntimeError(f"a job failed: {event.message}")
-            if event.kind == "result":
-                results += 1
-                client.ack(event.job_id)
+        wait_results(client, count)
         return time.monotonic() - started
 
 
@@ -50,7 +60,7 @@ def bench_pool(size: int, args: argparse.Namespace, params: dict[str, Any], fram
         extra = ("--workers", "ray", "--ray-workers", str(size), "--ray-cpus-per-worker", str(args.cpus_per_worker))
         backend = BackendProcess.start(Path(results_dir), bind="tcp://127.0.0.1:*", extra_args=extra, timeout=300)
         try:
-            seconds = run_jobs(backend.endpoint, args.jobs, params, frames)
+            seconds = run_jobs(backend.endpoint, size, args.jobs, params, frames)
         finally:
             backend.stop()
     per_minute = 60 * args.jobs / seconds

@@ -57,11 +57,23 @@ class Platform:
     """A Blender platform and the wheel platform tags that run on it."""
 
     name: str  # Blender's name, as in the manifest's `platforms`
-    pip_platform: str  # the tag passed to `pip download --platform` (pip also accepts older compatible tags)
+    # Every tag passed to `pip download --platform`, newest first: pip adds no older manylinux_2_x tags to a
+    # manylinux_2_x one, so a wheel tagged only with an older one is found only when its tag is listed here.
+    pip_platforms: tuple[str, ...]
     wheel_tag: re.Pattern[str]  # which wheel platform tags Blender on this platform can load
 
     def accepts(self, wheel_platform_tag: str) -> bool:
         return self.wheel_tag.fullmatch(wheel_platform_tag) is not None
+
+
+def manylinux_tags(arch: str, glibc_minor: int) -> tuple[str, ...]:
+    """The manylinux platform tags of glibc 2.<glibc_minor> down to 2.5, newest first, with the legacy aliases.
+
+    manylinux2014, manylinux2010 and manylinux1 are the older names of glibc 2.17, 2.12 and 2.5; wheels may carry
+    either name, so both are listed.
+    """
+    tags = tuple(f"manylinux_2_{minor}_{arch}" for minor in range(glibc_minor, 4, -1))
+    return (*tags, *(f"manylinux{legacy}_{arch}" for legacy in ("2014", "2010", "1")))
 
 
 # Blender 4.2+ needs glibc 2.28 on Linux and macOS 11.2 on Apple Silicon: wheels must not ask for more.
@@ -70,11 +82,12 @@ PLATFORMS: dict[str, Platform] = {
     for platform in (
         Platform(
             "linux-x64",
-            "manylinux_2_28_x86_64",
+            manylinux_tags("x86_64", 28),
             re.compile(r"manylinux(?:1|2010|2014|_2_(?:[5-9]|1\d|2[0-8]))_x86_64"),
         ),
-        Platform("windows-x64", "win_amd64", re.compile(r"win_amd64")),
-        Platform("macos-arm64", "macosx_11_0_arm64", re.compile(r"macosx_(?:10_\d+|11_0)_(?:arm64|universal2)")),
+        Platform("windows-x64", ("win_amd64",), re.compile(r"win_amd64")),
+        # pip itself adds the older macOS tags a macosx_11_0_arm64 machine loads (macosx_10_*_universal2).
+        Platform("macos-arm64", ("macosx_11_0_arm64",), re.compile(r"macosx_(?:10_\d+|11_0)_(?:arm64|universal2)")),
     )
 }
 
@@ -265,10 +278,10 @@ def stage(staging: Path) -> None:
         raise BuildError(f"{ADDON_DIR / '__init__.py'} is missing: the add-on has nothing to register")
 
 
-def pip_download(requirements: Sequence[Requirement], dest: Path) -> None:
-    """Download the wheels for requirements that share one Python version and platform."""
+def pip_download_command(requirements: Sequence[Requirement], dest: Path) -> list[str]:
+    """The `pip download` command for requirements that share one Python version and platform."""
     first = requirements[0]
-    command = [
+    return [
         sys.executable,
         "-m",
         "pip",
@@ -282,10 +295,14 @@ def pip_download(requirements: Sequence[Requirement], dest: Path) -> None:
         str(dest),
         "--python-version",
         f"3.{first.python_minor}",
-        "--platform",
-        first.platform.pip_platform,
+        *(option for tag in first.platform.pip_platforms for option in ("--platform", tag)),
         *(f"{requirement.distribution}=={requirement.version}" for requirement in requirements),
     ]
+
+
+def pip_download(requirements: Sequence[Requirement], dest: Path) -> None:
+    """Download the wheels for requirements that share one Python version and platform."""
+    command = pip_download_command(requirements, dest)
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         details = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
@@ -312,9 +329,11 @@ def fetch_wheels(platforms: Sequence[Platform], versions: dict[str, str], cache:
             for requirement in requirements:
                 found = requirement.best_in(cache)
                 if found is None:
+                    tags = requirement.platform.pip_platforms
+                    older = f" or {len(tags) - 1} older tags" if len(tags) > 1 else ""
                     raise BuildError(
                         f"pip finished but no wheel for {requirement} is in {cache}; PyPI may not publish one "
-                        f"(platform tag {requirement.platform.pip_platform})"
+                        f"(platform tag {tags[0]}{older})"
                     )
                 chosen.setdefault(found.name, found)
     for name, path in sorted(chosen.items()):

@@ -10,16 +10,16 @@ bpy creates `bl_ext` at import time from the preferences' extension repositories
 BLENDER_USER_RESOURCES at a temporary folder instead.)
 """
 
-import importlib.util
 import os
 import subprocess
 import sys
 import tomllib
 import zipfile
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+
+from tests.script_modules import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "build_extension.py"
@@ -27,16 +27,7 @@ PLATFORM = "linux-x64"
 ADDON_MODULE = "bl_ext.user_default.motionclone"
 
 
-def _load_build_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("build_extension", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is created
-    spec.loader.exec_module(module)
-    return module
-
-
-build_extension = _load_build_script()
+build_extension = load_script("build_extension")
 VERSION = build_extension.project_version()
 
 

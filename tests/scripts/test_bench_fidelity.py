@@ -6,12 +6,9 @@ only used in a child process (the script's own renderer), so no bpy state is sha
 """
 
 import ast
-import importlib.util
 import json
-import sys
 from dataclasses import replace
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
@@ -27,9 +24,9 @@ from motionclone.backend.training.data import (
     sample_clip_spec,
 )
 from motionclone.backend.video_io import read_clip
+from tests.script_modules import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "scripts" / "bench_fidelity.py"
 BLENDER_HELPER = ROOT / "scripts" / "bench_blender_render.py"
 # One thread: with torch's default (every core) a busy machine can make the run 50x slower (threads wait on each other).
 QUICK = [
@@ -49,16 +46,7 @@ QUICK = [
 PICKED = ("ball_line", "cube_bounce")
 
 
-def _load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_fidelity", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is created
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_script()
+bench = load_script("bench_fidelity")
 PROCEDURAL = [r for r in refs.REFERENCES if r.source == "procedural"]
 
 
@@ -161,6 +149,27 @@ def test_set_changes_a_parameter_in_both_runs_but_not_the_benchmarks_own(tmp_pat
         with pytest.raises(SystemExit) as raised:
             bench.main(["--set", fixed, "--out", str(tmp_path)])
         assert raised.value.code == 2
+
+
+def test_the_same_weight_twice_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Both runs would share one result folder, and the summary would count each run as guided and unguided.
+    for weights in (["2", "2"], ["2", "2.0000001"]):  # the second pair has the same folder name, w2
+        with pytest.raises(SystemExit) as raised:
+            bench.main(["--weights", *weights, "--out", str(tmp_path)])
+        assert raised.value.code == 2
+        assert "--weights must be two different weights" in capsys.readouterr().err
+    args = bench.build_parser().parse_args(["--weights", "0", "2", "--out", str(tmp_path)])
+    assert bench.settings_from_args(args).weights == (0.0, 2.0)
+
+
+@pytest.mark.parametrize("key", ["num_frames", "height", "width"])
+def test_set_of_the_size_is_refused(key: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # make_params sets the size itself (--frames, the native height and width), so --set would be ignored silently.
+    with pytest.raises(SystemExit) as raised:
+        bench.main(["--set", f"{key}=32", "--out", str(tmp_path)])
+    assert raised.value.code == 2
+    error = capsys.readouterr().err
+    assert f"--set {key} is not allowed" in error and "--frames" in error
 
 
 # ---- the reference set -----------------------------------------------------------------------------------------------
