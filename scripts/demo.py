@@ -44,7 +44,9 @@ from motionclone.backend.comparison import comparison_sheet, write_png
 from motionclone.backend.errors import MotionCloneError
 from motionclone.backend.process import BackendProcess
 from motionclone.backend.video_io import read_clip, write_mp4
+from motionclone.protocol.client import Client
 from motionclone.protocol.endpoints import is_loopback_endpoint
+from motionclone.protocol.errors import BackendUnavailable
 
 # The add-on is enabled from this checkout, as `blender_addon`. Its modules are imported only once it is enabled:
 # Blender reloads an add-on package that was imported before `addon_utils.enable`.
@@ -125,7 +127,13 @@ def main(argv: list[str] | None = None) -> int:
         )
     out = args.out.expanduser().resolve()
     preset, device = args.preset or DEFAULT_PRESET, args.device or "cpu"
-    blocks = preset == "blocks" and not args.server
+    if args.server:  # its model decides the prompt, size and config that suit it
+        try:
+            preset = served_preset(args.server)
+        except (BackendUnavailable, ValueError) as error:
+            print(f"demo failed: the backend at {args.server} did not answer: {error}", file=sys.stderr)
+            return EXIT_FAILED
+    blocks = preset == "blocks"
     size = SIZES["small" if args.small else "official" if args.official else "blocks" if blocks else "default"]
     prompt = args.prompt or (BLOCKS_PROMPTS if blocks else DEFAULT_PROMPTS)[args.scene]
     config = "blocks" if blocks else args.scene
@@ -166,8 +174,20 @@ def main(argv: list[str] | None = None) -> int:
     except (DemoFailed, MotionCloneError, RuntimeError, ValueError, OSError) as error:
         print(f"demo failed: {error}", file=sys.stderr)
         return EXIT_FAILED
-    print_summary(paths, job, timings, preset if not args.server else None)
+    print_summary(paths, job, timings, preset)
     return 0
+
+
+def served_preset(endpoint: str) -> str:
+    """The model preset of the backend at `endpoint`, from its welcome: a `motionclone serve` on a CPU runs the
+    built-in blocks model, whose prompts, size and config differ from real weights'."""
+    client = Client(endpoint, client_name="motionclone-demo").start()
+    try:
+        welcome = client.wait_connected(CONNECTION_TIMEOUT_S)
+    finally:
+        client.close()
+    print(f"  backend {welcome.default_preset} on {welcome.device} at {endpoint}", flush=True)
+    return welcome.default_preset
 
 
 # ---- stages --------------------------------------------------------------------------------------------------------

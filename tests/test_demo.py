@@ -18,6 +18,7 @@ from PIL import Image
 from motionclone.backend.comparison import comparison_sheet, write_png
 from motionclone.backend.errors import ParameterError
 from motionclone.backend.video_io import read_clip
+from tests.script_modules import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "scripts" / "demo.py"
@@ -222,3 +223,16 @@ def test_a_remote_server_is_refused_up_front_with_how_to_forward_it(tmp_path):
     assert completed.returncode == 2
     assert "ssh -N -L 5555:127.0.0.1:5555" in completed.stderr and "--server tcp://127.0.0.1:5555" in completed.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_the_demo_asks_a_running_backend_which_model_it_serves(tmp_path):
+    """`--server`: the prompt, size and config follow that backend's model (a plain `motionclone serve` on a CPU
+    runs the built-in blocks model, which the demo's real-weights prompt and size would only give noise)."""
+    from motionclone.backend.process import BackendProcess
+
+    demo = load_script("demo")
+    backend = BackendProcess.start(tmp_path / "results", "blocks", "cpu", timeout=120)
+    try:
+        assert demo.served_preset(backend.endpoint) == "blocks"
+    finally:
+        backend.stop(30)
