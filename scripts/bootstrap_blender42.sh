@@ -7,8 +7,15 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv-blender42"
 stamp="$venv/.motionclone-install-stamp"
-want="$(cat "$root/scripts/bootstrap_blender42.sh" "$root/scripts/find_python311.sh" "$root/scripts/venv_helpers.sh" \
-    | sha256sum | cut -d' ' -f1)"
+# The wire protocol's libraries at the backend's versions (.venv, made first by scripts/bootstrap.sh), so that the
+# extension built here bundles what the backend runs; without .venv, the newest.
+wire="pyzmq>=26 msgpack>=1.0"
+if [ -x "$root/.venv/bin/python" ]; then
+    wire="$("$root/.venv/bin/python" -c 'from importlib.metadata import version as v
+print(f"pyzmq=={v(\"pyzmq\")} msgpack=={v(\"msgpack\")}")' 2>/dev/null || echo "$wire")"
+fi
+want="$( (cat "$root/scripts/bootstrap_blender42.sh" "$root/scripts/find_python311.sh" "$root/scripts/venv_helpers.sh"
+    echo "$wire") | sha256sum | cut -d' ' -f1)"
 
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/python" ]; then
     exit 0
@@ -19,7 +26,8 @@ source "$root/scripts/venv_helpers.sh"
 echo "Setting up $venv for the Blender 4.2 tests (first run only) ..." >&2
 make_venv "$venv"
 "$venv/bin/python" -m pip install --quiet --upgrade pip
-"$venv/bin/python" -m pip install --quiet "bpy==4.2.23" "numpy>=1.24,<2" "pytest>=8" "pyzmq>=26" "msgpack>=1.0"
+# shellcheck disable=SC2086
+"$venv/bin/python" -m pip install --quiet "bpy==4.2.23" "numpy>=1.24,<2" "pytest>=8" $wire
 # The project itself for `motionclone.protocol` and the test helpers, without its ML dependencies.
 "$venv/bin/python" -m pip install --quiet --no-deps -e "$root"
 check_bpy "$venv"
