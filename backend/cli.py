@@ -118,6 +118,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--insecure", action="store_true", help="allow a non-loopback bind without keys (unsafe)")
     parser.add_argument("--retention-hours", type=float, default=24.0, help="keep unfetched results this long")
     parser.add_argument("--max-queue", type=int, default=64, help="most queued jobs")
+    parser.add_argument(
+        "--max-queued-mb",
+        type=int,
+        default=4096,
+        help="most MiB of reference and condition frames that waiting jobs hold together (default 4096)",
+    )
     parser.add_argument("--preview-every", type=int, default=5, help="preview image every N steps (0: none)")
     parser.add_argument(
         "--parent-pid",
@@ -748,6 +754,7 @@ def command_serve(args: argparse.Namespace) -> int:
         insecure=args.insecure,
         retention_s=checked_positive("--retention-hours", args.retention_hours) * 3600.0,
         max_queue=checked_at_least("--max-queue", args.max_queue, 1),
+        max_queued_bytes=checked_at_least("--max-queued-mb", args.max_queued_mb, 1) << 20,
         preview_every=checked_at_least("--preview-every", args.preview_every, 0),
         parent_pid=checked_parent_pid(args.parent_pid),
         state_file=args.state_file,

@@ -23,6 +23,8 @@ class ServerConfig:
         retention_s: how long an unacknowledged result is kept.
         heartbeat_interval: announced to clients; they ping at this rate.
         max_queue: queued jobs beyond this are refused with `queue_full`.
+        max_queued_bytes: the reference and condition frames that waiting jobs may hold together; a job that would
+            take them past it is refused with `queue_full`, unless the queue is empty.
         preview_every: send a preview image every this many denoising steps (0: never).
         limits: message and size limits, enforced before decoding payloads.
         parent_pid: stop cleanly (as on SIGTERM) once the process with this pid has exited; None: run on its own.
@@ -45,6 +47,7 @@ class ServerConfig:
     retention_s: float = 24 * 3600.0
     heartbeat_interval: float = 1.0
     max_queue: int = 64
+    max_queued_bytes: int = 4 << 30
     preview_every: int = 5
     limits: Limits = field(default_factory=Limits)
     parent_pid: int | None = None

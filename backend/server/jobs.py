@@ -18,6 +18,11 @@ from ..engine import MotionCloneParams
 from ..engine.sparsectrl import SparseCondition
 
 
+def job_bytes(reference: np.ndarray, condition: SparseCondition | None) -> int:
+    """The frames a job holds while it waits: its reference, and its condition images."""
+    return reference.nbytes + (0 if condition is None else condition.images.nbytes)
+
+
 @dataclass(eq=False)
 class Job:
     """One submitted job.

@@ -58,7 +58,7 @@ from ..video_io import check_frame_sampling, check_frame_step
 from .conditions import condition_from_submit, fit_condition
 from .config import ServerConfig
 from .in_flight import SendsInFlight
-from .jobs import Job, JobQueue
+from .jobs import Job, JobQueue, job_bytes
 from .listener import Listener, open_listener
 from .parent import ParentWatch
 from .results_store import DamagedResult, ResultsStore
@@ -362,6 +362,7 @@ class Server:
                 "max_windowed_frames": MAX_WINDOWED_FRAMES,
                 "size_multiple": 8,
                 "max_queue": self.config.max_queue,
+                "max_queued_bytes": self.config.max_queued_bytes,
                 "condition_types": [] if self.pipeline.controlnet_kind is None else [self.pipeline.controlnet_kind],
                 # What a job that leaves them out gets: the size its model learned at, and the config that suits it.
                 "native_size": dict(NATIVE_SIZES.get(self.config.preset, {})),
@@ -409,6 +410,8 @@ class Server:
             self.pipeline.check_condition_inputs(params, condition)
         # A view of the received zmq frame, kept alive by the job: a long reference is never held twice.
         reference = np.frombuffer(payloads["reference"], dtype=np.uint8).reshape(message.reference.shape)
+        if self._queue_too_full_for(identity, message.request_id, job_bytes(reference, condition)):
+            return
         self._accepted += 1
         job = Job(
             identity,
@@ -446,6 +449,27 @@ class Server:
                 f"size at most {limit // frame_bytes} frames",
                 "num_frames",
             )
+
+    def _queue_too_full_for(self, identity: bytes, request_id: str, new_bytes: int) -> bool:
+        """Refuse (and say so) a job whose frames would take the waiting jobs' frames past `max_queued_bytes`: up to
+        `max_queue` long references would otherwise fill the server's memory. An empty queue takes any job."""
+        queued = sum(job_bytes(job.reference, job.condition) for job in self.queue)
+        limit = self.config.max_queued_bytes
+        if not self.queue or queued + new_bytes <= limit:
+            return False
+        mib = 1 << 20
+        self._send(
+            identity,
+            Error(
+                codes.QUEUE_FULL,
+                f"The waiting jobs hold {queued / mib:.1f} MiB of frames and this one {new_bytes / mib:.1f} MiB more; "
+                f"the limit is {limit / mib:.1f} MiB (max_queued_bytes).",
+                hint="Try again when some jobs have finished.",
+                field="reference",
+                request_id=request_id,
+            ),
+        )
+        return True
 
     def _on_cancel(self, identity: bytes, message: Cancel, payloads: dict[str, memoryview]) -> None:
         job = self.jobs.get(message.job_id)

@@ -90,6 +90,24 @@ def test_condition_frames_out_of_range_are_refused_before_any_image_is_resized(m
     assert refused.value.name == "condition_frames" and "[0, 7]" in str(refused.value)
 
 
+def test_a_job_whose_frames_would_take_the_waiting_jobs_past_the_byte_budget_is_refused_but_an_empty_queue_takes_it():
+    server = bare_server()
+    message, _ = submit(num_frames=8, size=64)
+    reference = np.zeros((8, 256, 256, 3), np.uint8)  # 1.5 MiB
+    message, payloads = replace(message, reference=ArraySpec(reference.shape)), {"reference": reference.data}
+    server.config = replace(server.config, max_queued_bytes=2 << 20)
+    server.queue, server.jobs, server._accepted, server._current_client = JobQueue(), {}, 0, b"client"
+    server.worker = SimpleNamespace(running=0)
+    sent = []
+    server._send = lambda identity, message, *payload, **options: sent.append(message)
+    server._on_submit(b"client", message, payloads)  # alone in the queue: over any budget would still be taken
+    server._on_submit(b"client", message, payloads)  # 3 MiB waiting: past 2 MiB
+    accepted, refused = sent
+    assert isinstance(accepted, Accepted) and len(server.queue) == 1
+    assert (refused.code, refused.field, refused.request_id) == (codes.QUEUE_FULL, "reference", "r1")
+    assert "1.5 MiB more; the limit is 2.0 MiB (max_queued_bytes)" in refused.message
+
+
 def done_event(job, frames):
     return WorkerEvent("done", job, {"frames": frames, "fps": 8.0, "metadata": {"parameters": {}}})
 
