@@ -293,7 +293,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     default_device, frames, height, width = SIZE_DEFAULTS[args.size]
     args.device = args.device or default_device
     args.dtype = args.dtype or ("float16" if args.device == "cuda" else "float32")
-    args.frames = args.frames or frames
+    args.frames = frames if args.frames is None else args.frames
     args.height = args.height or height
     args.width = args.width or width
     args.guided = args.guided if args.guided is not None else max(1, args.steps // 2)

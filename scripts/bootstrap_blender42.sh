@@ -9,11 +9,8 @@ venv="$root/.venv-blender42"
 stamp="$venv/.motionclone-install-stamp"
 # The wire protocol's libraries at the backend's versions (.venv, made first by scripts/bootstrap.sh), so that the
 # extension built here bundles what the backend runs; without .venv, the newest.
-wire="pyzmq>=26 msgpack>=1.0"
-if [ -x "$root/.venv/bin/python" ]; then
-    wire="$("$root/.venv/bin/python" -c 'from importlib.metadata import version as v
-print(f"pyzmq=={v(\"pyzmq\")} msgpack=={v(\"msgpack\")}")' 2>/dev/null || echo "$wire")"
-fi
+source "$root/scripts/venv_helpers.sh"
+wire="$(wire_requirements "$root/.venv")"
 want="$( (cat "$root/scripts/bootstrap_blender42.sh" "$root/scripts/find_python311.sh" "$root/scripts/venv_helpers.sh"
     echo "$wire") | sha256sum | cut -d' ' -f1)"
 
@@ -22,7 +19,6 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/python"
 fi
 
 source "$root/scripts/find_python311.sh"
-source "$root/scripts/venv_helpers.sh"
 echo "Setting up $venv for the Blender 4.2 tests (first run only) ..." >&2
 make_venv "$venv"
 "$venv/bin/python" -m pip install --quiet --upgrade pip

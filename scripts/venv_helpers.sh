@@ -25,3 +25,15 @@ check_bpy() {
         exit 1
     fi
 }
+
+# wire_requirements DIR: the pip requirements of the wire protocol's libraries at the versions installed in DIR's
+# Python (the backend's .venv), so that another environment bundles the same ones; the newest without DIR.
+wire_requirements() {
+    local dir="$1"
+    if [ ! -x "$dir/bin/python" ]; then
+        echo "pyzmq>=26 msgpack>=1.0"
+        return 0
+    fi
+    "$dir/bin/python" -c 'from importlib.metadata import version
+print(" ".join(name + "==" + version(name) for name in ("pyzmq", "msgpack")))'
+}

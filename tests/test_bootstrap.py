@@ -51,3 +51,15 @@ def test_a_python_that_cannot_make_environments_is_named_with_the_package_to_ins
     found = bash(f"source {SCRIPTS / 'find_python311.sh'}; echo not reached", PYTHON=str(python))
     assert found.returncode == 1 and "not reached" not in found.stdout
     assert "sudo apt install python3.11-venv" in found.stderr
+
+
+def test_the_blender_42_environment_takes_the_backends_wire_library_versions(tmp_path):
+    from importlib.metadata import version
+
+    helpers = f"source {SCRIPTS / 'venv_helpers.sh'}"
+    backend_venv = Path(sys.executable).parent.parent
+    pinned = bash(f"{helpers}; wire_requirements {backend_venv}")
+    assert pinned.returncode == 0, pinned.stderr
+    assert pinned.stdout.split() == [f"pyzmq=={version('pyzmq')}", f"msgpack=={version('msgpack')}"]
+    newest = bash(f"{helpers}; wire_requirements {tmp_path / 'no-venv'}")
+    assert newest.stdout.split() == ["pyzmq>=26", "msgpack>=1.0"]

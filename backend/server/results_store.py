@@ -71,7 +71,8 @@ class ResultsStore:
         """The stored result, or None when there is none.
 
         Raises:
-            DamagedResult: its files cannot be read (a disk error); the result is deleted.
+            DamagedResult: its files cannot be read; when their bytes are wrong (a failing disk, a power cut) the
+                result is deleted, when the disk cannot be read now it is kept.
         """
         if not self.has(job_id):
             return None
@@ -80,9 +81,11 @@ class ResultsStore:
             record = json.loads((folder / "result.json").read_text(encoding="utf-8"))
             frames = np.load(folder / "frames.npy", allow_pickle=False)
             return StoredResult(job_id, frames, float(record["fps"]), record["metadata"])
-        except (OSError, ValueError, KeyError, TypeError) as error:  # JSONDecodeError is a ValueError
-            self.delete(job_id)  # it would fail the same way on every fetch until it expired
+        except (ValueError, KeyError, TypeError, EOFError) as error:  # JSONDecodeError is a ValueError
+            self.delete(job_id)  # its bytes are wrong: every fetch would fail the same way until it expired
             raise DamagedResult(f"The stored result of job {job_id} could not be read ({error})") from error
+        except OSError as error:  # the disk, or too many open files: perhaps passing, so the result stays
+            raise DamagedResult(f"The stored result of job {job_id} could not be read now ({error})") from error
 
     def delete(self, job_id: str) -> bool:
         if not self.has(job_id):
@@ -102,8 +105,12 @@ class ResultsStore:
                 if now - folder.stat().st_mtime > self.retention_s:
                     shutil.rmtree(folder, ignore_errors=True)
                 continue
+            if not (folder.is_dir() and JOB_ID_PATTERN.match(folder.name)):
+                continue
             record_path = folder / "result.json"
-            if not (folder.is_dir() and JOB_ID_PATTERN.match(folder.name) and record_path.is_file()):
+            if not record_path.is_file():  # a delete cut short: frames without a record
+                if now - folder.stat().st_mtime > self.retention_s:
+                    shutil.rmtree(folder, ignore_errors=True)
                 continue
             if now - record_path.stat().st_mtime > self.retention_s:
                 shutil.rmtree(folder, ignore_errors=True)

@@ -463,7 +463,7 @@ class Server:
             Error(
                 codes.QUEUE_FULL,
                 f"The waiting jobs hold {queued / mib:.1f} MiB of frames and this one {new_bytes / mib:.1f} MiB more; "
-                f"the limit is {limit / mib:.1f} MiB (max_queued_bytes).",
+                f"the limit is {limit / mib:.1f} MiB (max_queued_bytes, motionclone serve --max-queued-mb).",
                 hint="Try again when some jobs have finished.",
                 field="reference",
                 request_id=request_id,

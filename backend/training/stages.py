@@ -187,7 +187,9 @@ class Checkpoint:
         self.ema.load_state_dict(state["ema"])
         torch.set_rng_state(state["torch_rng"])
         if state.get("cuda_rng") and torch.cuda.is_available():  # the VAE's sampled latents draw on the device's
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+            # One state per GPU seen when it was saved; a run resumed with fewer GPUs visible takes the first ones.
+            for index, rng_state in enumerate(state["cuda_rng"][: torch.cuda.device_count()]):
+                torch.cuda.set_rng_state(rng_state, device=index)
         return int(state["step"]), [float(value) for value in state["losses"]]
 
     def save(self, step: int, losses: list[float]) -> None:

@@ -6,6 +6,7 @@ picks up where it stopped, and a finished stage is not trained again.
 
 import json
 import logging
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field
@@ -180,6 +181,8 @@ def save_array_atomically(path: Path, array: np.ndarray) -> None:
     def save(temporary: Path) -> None:
         with open(temporary, "wb") as file:  # a path without .npy would get one added
             np.save(file, array)
+            file.flush()
+            os.fsync(file.fileno())  # on disk before the name says it is there
 
     write_atomically(path, save)
 

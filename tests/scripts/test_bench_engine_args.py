@@ -13,7 +13,7 @@ def test_frames_up_to_one_context_window_are_accepted() -> None:
     assert bench.parse_args([]).frames == 16
 
 
-@pytest.mark.parametrize("frames", ["17", "64", "-1"])
+@pytest.mark.parametrize("frames", ["17", "64", "0", "-1"])
 def test_frames_beyond_one_context_window_are_refused(frames: str, capsys: pytest.CaptureFixture[str]) -> None:
     # Past one window `denoise` reports each window pass, so per-step times would mix guided and unguided steps.
     with pytest.raises(SystemExit) as raised:

@@ -32,7 +32,7 @@ from motionclone.backend.server.in_flight import SendsInFlight
 from motionclone.backend.server.jobs import Job, JobQueue
 from motionclone.backend.server.listener import Listener
 from motionclone.backend.server.ray_pool import RayPoolError
-from motionclone.backend.server.results_store import ResultsStore
+from motionclone.backend.server.results_store import DamagedResult, ResultsStore
 from motionclone.backend.server.server import Server
 from motionclone.backend.server.worker import Worker, WorkerEvent
 from motionclone.protocol import errors as codes
@@ -105,7 +105,7 @@ def test_a_job_whose_frames_would_take_the_waiting_jobs_past_the_byte_budget_is_
     accepted, refused = sent
     assert isinstance(accepted, Accepted) and len(server.queue) == 1
     assert (refused.code, refused.field, refused.request_id) == (codes.QUEUE_FULL, "reference", "r1")
-    assert "1.5 MiB more; the limit is 2.0 MiB (max_queued_bytes)" in refused.message
+    assert "1.5 MiB more; the limit is 2.0 MiB (max_queued_bytes, motionclone serve --max-queued-mb)" in refused.message
 
 
 def done_event(job, frames):
@@ -171,14 +171,31 @@ def test_a_stored_result_the_disk_damaged_is_named_when_fetched_and_deleted(tmp_
     messages = []
     server._send = lambda identity, message, *payload, **options: messages.append(message)
     job_id = "cd" * 16
-    server.results.save(job_id, np.zeros((2, 8, 8, 3), np.uint8), 8.0, {})
     frames = tmp_path / "results" / job_id / "frames.npy"
-    frames.write_bytes(frames.read_bytes()[:40])  # a failing disk
-    server._on_fetch(b"client", Fetch("f1", job_id), {})  # raised out of the handler as a bad message before
-    [error] = messages
-    assert (error.code, error.request_id, error.job_id) == (codes.JOB_FAILED, "f1", job_id)
-    assert error.message.startswith(f"The stored result of job {job_id} could not be read (")
-    assert not server.results.has(job_id)
+    for kept in (40, 0):  # a failing disk; a power cut before the bytes reached it
+        server.results.save(job_id, np.zeros((2, 8, 8, 3), np.uint8), 8.0, {})
+        frames.write_bytes(frames.read_bytes()[:kept])
+        messages.clear()
+        server._on_fetch(b"client", Fetch("f1", job_id), {})  # raised out of the handler as a bad message before
+        [error] = messages
+        assert (error.code, error.request_id, error.job_id) == (codes.JOB_FAILED, "f1", job_id)
+        assert error.message.startswith(f"The stored result of job {job_id} could not be read (")
+        assert not server.results.has(job_id)
+
+
+def test_a_stored_result_the_disk_cannot_read_now_is_kept_for_the_next_fetch(tmp_path, monkeypatch):
+    store = ResultsStore(tmp_path, retention_s=60)
+    job_id = "cd" * 16
+    store.save(job_id, np.zeros((2, 8, 8, 3), np.uint8), 8.0, {})
+
+    def too_many_open_files(*args, **kwargs):
+        raise OSError(24, "Too many open files")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(np, "load", too_many_open_files)
+        with pytest.raises(DamagedResult, match="could not be read now"):
+            store.load(job_id)
+    assert store.load(job_id).frames.shape == (2, 8, 8, 3)
 
 
 def test_a_deleted_result_is_gone_even_when_its_frames_cannot_be_removed(tmp_path, monkeypatch):
@@ -334,9 +351,12 @@ def test_purge_removes_expired_results_and_old_half_written_folders_and_keeps_th
         store.save(job_id, np.zeros((2, 8, 8, 3), dtype=np.uint8), 8.0, {})
     crashed, writing = tmp_path / f".{'c' * 32}.partial", tmp_path / f".{'d' * 32}.partial"
     crashed.mkdir(), writing.mkdir()
+    cut_short = tmp_path / ("e" * 32)  # a delete that removed the record and then failed
+    cut_short.mkdir()
+    (cut_short / "frames.npy").write_bytes(b"frames")
     (tmp_path / "notes.txt").write_text("not the store's")
     now = time.time()
-    for path in (tmp_path / old / "result.json", crashed):
+    for path in (tmp_path / old / "result.json", crashed, cut_short):
         os.utime(path, (now - 120, now - 120))
     assert store.purge_expired(now) == [old]
     assert sorted(path.name for path in tmp_path.iterdir()) == sorted([fresh, writing.name, "notes.txt"])
@@ -420,7 +440,7 @@ def test_the_last_messages_before_a_shutdown_reach_a_client_that_reads_them_a_mo
         server.worker_events = queue.Queue()
         job = queued_job()
         server.queue = [job]
-        large = np.zeros(24 << 20, np.uint8)  # more than the socket buffers hold
+        large = np.zeros(8 << 20, np.uint8)  # more than the socket buffers hold
         server._send(b"client", Echo("e1", ArraySpec(large.shape)), large.data)
         shutdown = threading.Thread(target=server._shutdown)
         shutdown.start()

@@ -97,7 +97,8 @@ def test_the_work_files_of_a_continuation_are_its_own(tmp_path, cheap_motion_che
     per VAE, and a stop while they are written leaves no half file that later runs would load."""
     work = tmp_path / "work"
     work.mkdir()
-    (work / "stage4_motion.pt").write_bytes(b"a normal run's checkpoint")
+    # Another start's checkpoint of the same stage (a normal run's): loading it would fail, overwriting would lose it.
+    (work / "stage4_motion-000000000000.pt").write_bytes(b"a normal run's checkpoint")
     vae_tag = file_sha256(BLOCKS_MODEL_DIR / "vae" / "diffusion_pytorch_model.safetensors")[:12]
     latents = work / f"latents-vae{vae_tag}-seed1-n3.npy"
 
@@ -111,8 +112,8 @@ def test_the_work_files_of_a_continuation_are_its_own(tmp_path, cheap_motion_che
             continuation.continue_training(plan_for(tmp_path, steps=1), BLOCKS_MODEL_DIR)
     assert not latents.exists() and not list(work.glob("*.partial"))
     continuation.continue_training(plan_for(tmp_path, steps=1), BLOCKS_MODEL_DIR)
-    assert (work / "stage4_motion.pt").read_bytes() == b"a normal run's checkpoint"
-    assert len(list(work.glob("stage4_motion-*.pt"))) == 1
+    assert (work / "stage4_motion-000000000000.pt").read_bytes() == b"a normal run's checkpoint"
+    assert len(list(work.glob("stage4_motion-*.pt"))) == 2
     assert np.load(latents).shape[:2] == (3, 16)
 
 
