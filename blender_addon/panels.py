@@ -32,6 +32,10 @@ LOCAL_ICONS = {
 CONNECTION_ICONS = {"connected": "LINKED", "connecting": "TIME", "unreachable": "ERROR", "disconnected": "UNLINKED"}
 # About what fits on a line of a sidebar panel of the default width.
 NOTE_LINE_CHARACTERS = 48
+UNSAVED_RESULTS_NOTE = (
+    "This file is not saved: results go to the add-on's own folder, which Blender deletes with the add-on. Save the "
+    ".blend to keep them next to it, or choose an Output folder in the preferences."
+)
 
 
 class MOTIONCLONE_UL_jobs(bpy.types.UIList):
@@ -102,6 +106,8 @@ def draw_motionclone(layout: bpy.types.UILayout, context: bpy.types.Context) -> 
         row.prop(settings, "context_overlap")
 
     draw_model_fit(layout, settings)
+    if not preferences.results_outlive_addon(context):
+        draw_notes(layout.box(), UNSAVED_RESULTS_NOTE, icon="INFO")
     layout.operator("motionclone.generate", icon="PLAY")
     draw_jobs(layout, settings)
 
@@ -215,12 +221,12 @@ def draw_jobs(layout: bpy.types.UILayout, settings) -> None:
     row.operator("motionclone.open_result_folder", text="", icon="FILE_FOLDER")
 
 
-def draw_notes(layout: bpy.types.UILayout, notes: str, width: int = NOTE_LINE_CHARACTERS) -> None:
-    """Each note wrapped into lines (a label shows one line and cuts the rest), a warning icon on its first."""
+def draw_notes(layout: bpy.types.UILayout, notes: str, width: int = NOTE_LINE_CHARACTERS, icon: str = "ERROR") -> None:
+    """Each note wrapped into lines (a label shows one line and cuts the rest), `icon` on its first."""
     col = layout.column(align=True)
     for note in notes.splitlines():
-        for index, line in enumerate(textwrap.wrap(note, width)):
-            col.label(text=line, icon="ERROR" if index == 0 else "BLANK1")
+        for index, line in enumerate(textwrap.wrap(note, width, break_on_hyphens=False)):
+            col.label(text=line, icon=icon if index == 0 else "BLANK1")
 
 
 class MOTIONCLONE_PT_view3d(bpy.types.Panel):

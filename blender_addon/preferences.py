@@ -159,17 +159,26 @@ def user_folder(name: str) -> Path:
         return folder
 
 
+def results_outlive_addon(context: bpy.types.Context) -> bool:
+    """False when results would go to the add-on's user folder (no Output folder set, the .blend not saved), which
+    Blender deletes when the add-on is uninstalled."""
+    preferences = get_preferences(context)
+    if preferences.output_dir and not (preferences.output_dir.startswith("//") and not bpy.data.filepath):
+        return True
+    return bool(bpy.data.filepath)
+
+
 def output_root(context: bpy.types.Context) -> Path:
     """Results folder: the preference, else `//motionclone` next to a saved .blend, else the add-on's user folder.
 
     A preference relative to the .blend (`//...`) needs a saved file: before that, Blender would resolve it against
     its own working folder, so the user folder is used instead."""
     preferences = get_preferences(context)
+    if not results_outlive_addon(context):
+        return user_folder("results")
     if preferences.output_dir and not (preferences.output_dir.startswith("//") and not bpy.data.filepath):
         return Path(bpy.path.abspath(preferences.output_dir))
-    if bpy.data.filepath:
-        return Path(bpy.path.abspath("//motionclone"))
-    return user_folder("results")
+    return Path(bpy.path.abspath("//motionclone"))
 
 
 def local_settings(context: bpy.types.Context) -> local_backend.LocalSettings:

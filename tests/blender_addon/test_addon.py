@@ -623,6 +623,18 @@ def test_panels_draw_against_a_recording_layout(addon):
     assert "template_list" in names
     progress = [kwargs for name, _, kwargs in calls if name == "progress"]
     assert progress == [{"factor": 0.5, "type": "BAR", "text": "Denoise 3/6"}]
+
+    # Without an Output folder an unsaved file's results go to the add-on's folder, which an uninstall deletes: the
+    # panel says so.
+    def info_notes(calls):
+        return [kwargs["text"] for name, _, kwargs in calls if name == "label" and kwargs.get("icon") == "INFO"]
+
+    assert not bpy.data.filepath and addon.output_dir and not info_notes(calls)
+    output_dir, addon.output_dir = addon.output_dir, ""
+    unsaved = []
+    panels.draw_motionclone(RecordingLayout(unsaved), bpy.context)
+    assert info_notes(unsaved)[0].startswith("This file is not saved: results go to the")
+    addon.output_dir = output_dir
     assert "template_icon" not in names  # no preview has arrived yet
     image = bpy.data.images.new("MotionClone Preview", 8, 8)
     image.preview_ensure()
