@@ -1,12 +1,11 @@
 """Finished results on disk, so they survive a disconnect or a server restart until acknowledged. No bpy.
 
 Layout: <results_dir>/<job_id>/frames.npy (uint8, no pickle) and result.json (fps, metadata, finish time).
-Each result is written into a temporary folder, synced to the disk, and renamed into place, so a crash never leaves
-half a result; a result damaged later (a failing disk) is named as such when fetched, and deleted.
+Each result is written into a temporary folder and renamed into place, so a crash of the server never leaves half a
+result; one damaged on disk (a power cut, a failing disk) is named as such when fetched, and deleted.
 """
 
 import json
-import os
 import re
 import shutil
 import time
@@ -22,12 +21,6 @@ PARTIAL_PATTERN = re.compile(r"^\.[0-9a-f]{32}\.partial$")  # a result being wri
 
 class DamagedResult(Exception):
     """A stored result whose files cannot be read."""
-
-
-def synced(file: Any) -> None:
-    """Flush `file` to the disk."""
-    file.flush()
-    os.fsync(file.fileno())
 
 
 @dataclass
@@ -51,14 +44,12 @@ class ResultsStore:
         shutil.rmtree(temporary, ignore_errors=True)
         try:
             temporary.mkdir()
-            with open(temporary / "frames.npy", "wb") as file:
-                np.save(file, np.ascontiguousarray(frames), allow_pickle=False)
-                synced(file)
+            # Not fsynced: this runs on the server's socket thread, and forcing hundreds of MB to a slow disk would
+            # hold every connection's heartbeats for seconds. A power cut can leave a renamed result with bytes
+            # missing; `load` names it as damaged then.
+            np.save(temporary / "frames.npy", np.ascontiguousarray(frames), allow_pickle=False)
             record = {"fps": fps, "metadata": metadata, "finished_at": time.time()}
-            with open(temporary / "result.json", "w", encoding="utf-8") as file:
-                file.write(json.dumps(record, default=str))
-                synced(file)
-            # On disk before the name says the result is there: after a power cut the folder is whole or partial.
+            (temporary / "result.json").write_text(json.dumps(record, default=str), encoding="utf-8")
             temporary.rename(self.directory / job_id)
         except BaseException:  # a full disk, say: leave no half-written folder behind
             shutil.rmtree(temporary, ignore_errors=True)
