@@ -70,7 +70,9 @@ class ResultsStore:
         folder = self.directory / job_id
         try:
             record = json.loads((folder / "result.json").read_text(encoding="utf-8"))
-            frames = np.load(folder / "frames.npy", allow_pickle=False)
+            # Mapped, not read: the socket thread returns at once, and ZeroMQ's I/O thread reads the pages as it
+            # sends them (a result may be hundreds of MB on a slow disk, and heartbeats wait for the socket thread).
+            frames = np.load(folder / "frames.npy", mmap_mode="r", allow_pickle=False)
             return StoredResult(job_id, frames, float(record["fps"]), record["metadata"])
         except (ValueError, KeyError, TypeError, EOFError) as error:  # JSONDecodeError is a ValueError
             self.delete(job_id)  # its bytes are wrong: every fetch would fail the same way until it expired

@@ -198,6 +198,16 @@ def test_a_stored_result_the_disk_cannot_read_now_is_kept_for_the_next_fetch(tmp
     assert store.load(job_id).frames.shape == (2, 8, 8, 3)
 
 
+def test_a_stored_result_is_mapped_not_read_so_the_socket_thread_does_not_wait_for_the_disk(tmp_path):
+    store = ResultsStore(tmp_path, retention_s=60)
+    job_id = "cd" * 16
+    frames = np.arange(2 * 8 * 8 * 3, dtype=np.uint8).reshape(2, 8, 8, 3)
+    store.save(job_id, frames, 8.0, {})
+    loaded = store.load(job_id).frames
+    assert isinstance(loaded, np.memmap) and np.array_equal(loaded, frames)
+    assert np.shares_memory(np.ascontiguousarray(loaded, dtype=np.uint8), loaded)  # as `_send_result` sends it
+
+
 def test_a_deleted_result_is_gone_even_when_its_frames_cannot_be_removed(tmp_path, monkeypatch):
     store = ResultsStore(tmp_path, retention_s=60)
     job_id = "ef" * 16
