@@ -326,8 +326,22 @@ class MotionClonePipeline(DiffusionPipeline):
         if params.motion_source == "inversion":
             self.inversion_guidance_config(params)  # checks blocks and the object words
             return guided_module_names(self.unet, params.inversion_guidance_blocks), self.prepare_timesteps(params)
+        self._check_weight_fits_dtype(params)
         module_names = guided_module_names(self.unet, params.motion_guidance_blocks)
         return module_names, self.prepare_timesteps(params)
+
+    def _check_weight_fits_dtype(self, params: MotionCloneParams) -> None:
+        """With float16 weights and "parity" precision the motion loss stays float16, and its gradient starts from
+        the weight itself: past float16's largest number it is inf, and the latents turn NaN (a black video on a GPU
+        for a job that runs on the CPU)."""
+        largest = torch.finfo(torch.float16).max
+        half = self.unet.dtype == torch.float16 and params.attention_precision == "parity"
+        if half and params.motion_guidance_weight > largest:
+            raise ParameterError(
+                "motion_guidance_weight",
+                f"must be at most {largest:.0f} with float16 weights and attention_precision 'parity', got "
+                f"{params.motion_guidance_weight:g}: use attention_precision 'accurate' (float32) for a larger one",
+            )
 
     def check_condition_inputs(
         self, params: MotionCloneParams, condition: SparseCondition, check_size: bool = True

@@ -160,6 +160,17 @@ def test_a_leading_schedule_whose_first_timestep_has_no_alpha_is_refused_before_
     pipe.check_inputs(short_params(schedule="leading", num_inference_steps=999, guidance_steps=2))
 
 
+def test_a_weight_past_float16s_range_is_refused_for_float16_weights_at_parity_precision(pipe):
+    """There the loss's gradient starts from the weight in float16: inf past 65504, and the latents turn NaN."""
+    half = MotionClonePipeline.from_bundle(load_preset("tiny", seed=0, dtype=torch.float16))
+    with pytest.raises(ParameterError) as raised:
+        half.check_inputs(short_params(motion_guidance_weight=70000.0))
+    assert raised.value.name == "motion_guidance_weight" and "at most 65504 with float16 weights" in str(raised.value)
+    half.check_inputs(short_params(motion_guidance_weight=60000.0))
+    half.check_inputs(short_params(motion_guidance_weight=70000.0, attention_precision="accurate"))  # float32 loss
+    pipe.check_inputs(short_params(motion_guidance_weight=70000.0))  # float32 weights
+
+
 def test_checking_a_leading_schedule_leaves_the_shared_scheduler_alone(pipe):
     """The server checks a new job on its socket thread while the worker runs another with the same scheduler."""
     pipe.scheduler.set_timesteps(20)
