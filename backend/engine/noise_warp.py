@@ -10,9 +10,13 @@ a blend, which would shrink the variance); content entering the frame takes valu
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import cv2
 import numpy as np
 import torch
+
+from ..errors import JobCancelled
 
 # Farneback settings for small frames (64-512 px): a 3-level pyramid finds motions of a few pixels per frame.
 FLOW_SETTINGS = {
@@ -27,7 +31,9 @@ FLOW_SETTINGS = {
 CHANGE_THRESHOLD = 6  # 0-255: a pixel that changes by less between frames is still (render noise, compression)
 
 
-def reference_source_maps(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+def reference_source_maps(
+    frames: np.ndarray, height: int, width: int, should_stop: Callable[[], bool] = lambda: False
+) -> np.ndarray:
     """For every frame and latent position, where that point was in the first frame.
 
     Frame-to-frame optical flow (Farneback, on the reference's grey values) is chained: a point of frame t came from
@@ -37,6 +43,8 @@ def reference_source_maps(frames: np.ndarray, height: int, width: int) -> np.nda
     Args:
         frames: (F, H, W, 3) uint8 RGB reference frames, at the generation's pixel size.
         height, width: the latent grid the map is wanted on.
+        should_stop: polled between frames (optical flow of a long, large clip takes a while); True raises
+            `JobCancelled`.
 
     Returns:
         (F, height, width, 2) float32 (x, y) positions in the first frame's latent grid; the first frame maps to
@@ -48,6 +56,8 @@ def reference_source_maps(frames: np.ndarray, height: int, width: int) -> np.nda
     displacement = np.zeros((height, width, 2), dtype=np.float32)  # source - position, in latent cells
     maps = [np.stack([xs, ys], axis=-1)]
     for index in range(1, len(frames)):
+        if should_stop():
+            raise JobCancelled(f"cancelled while the reference's motion was measured (frame {index} of {len(frames)})")
         # flow(p): frame `index` at p shows what frame `index - 1` showed at p + flow(p)
         flow = cv2.calcOpticalFlowFarneback(grey[index], grey[index - 1], None, **FLOW_SETTINGS)
         flow[~changed_pixels(frames[index], frames[index - 1])] = 0.0

@@ -257,14 +257,15 @@ class MotionClonePipeline(DiffusionPipeline):
         # 4. Prepare the noise. Coupled (official): the extraction noise ε is the initial latent x_T
         placement, source_maps, set_motion, noise_params = None, None, None, params
         if params.subject_placement == "reference-path":
-            set_motion = measure_set_motion(reference_frames)
+            set_motion = measure_set_motion(reference_frames, should_stop)
             if set_motion.is_camera_move:  # no one subject moves: all of the shared noise travels instead
                 noise_params = replace(params, noise_correlation_form="reference-flow")
             else:
                 embeds = (negative_embeds, positive_embeds)
                 placement = self.plan_subject_placement(params, reference_frames, *embeds, should_stop)
         if noise_params.noise_frame_correlation > 0 and noise_params.noise_correlation_form == "reference-flow":
-            source_maps = reference_source_maps(reference_frames, *self.latent_size(params))  # once for both noises
+            # once for both noises
+            source_maps = reference_source_maps(reference_frames, *self.latent_size(params), should_stop)
         latents = self.prepare_noise(params.seed, noise_params, source_maps, placement)
         coupled = params.motion_seed is None
         noise = latents if coupled else self.prepare_noise(params.motion_seed, noise_params, source_maps)
@@ -957,10 +958,10 @@ class MotionClonePipeline(DiffusionPipeline):
                 raise JobCancelled(f"cancelled while decoding chunk {index + 1} of {len(chunks)}")
             report("decode", index, len(chunks))
             video = self.vae.decode(chunk.to(self.vae.dtype)).sample
-            decoded.append((video.float() / 2 + 0.5).clamp(0, 1).cpu())
+            # uint8 per chunk: float32 copies of a long clip's whole video would take 12 times its bytes.
+            decoded.append(((video.float() / 2 + 0.5).clamp(0, 1) * 255).to(torch.uint8).cpu())
         report("decode", len(chunks), len(chunks))
-        video = torch.cat(decoded).permute(0, 2, 3, 1)
-        return (video * 255).to(torch.uint8).numpy()
+        return torch.cat(decoded).permute(0, 2, 3, 1).numpy()
 
     # ----------------------------------------------------------------------------------------------------------
     def describe_result(

@@ -54,12 +54,18 @@ def uneven_timesteps(
     timesteps = np.concatenate([t_guided, t_unguided]).astype(np.int64)
     if np.any(np.diff(timesteps) >= 0):
         # Happens only for tiny ranges (e.g. more guided steps than timesteps in [a, T−1]); the official code would
-        # silently repeat timesteps.
+        # silently repeat timesteps. Named: the side that does not fit.
+        if guidance_steps > T - a:
+            raise ParameterError(
+                "guidance_steps",
+                f"is {guidance_steps}, but `guidance_fraction` ({guidance_fraction}) leaves only {T - a} timesteps to "
+                f"the guided steps: use at most {T - a}, or a larger guidance_fraction",
+            )
         raise ParameterError(
-            "guidance_steps",
-            f"({guidance_steps} of {num_inference_steps}) does not fit into the timestep range that "
-            f"`guidance_fraction` ({guidance_fraction}) leaves: {T - a} guided and "
-            f"{a} unguided timesteps are available",
+            "num_inference_steps",
+            f"is {num_inference_steps}, which leaves {num_inference_steps - guidance_steps} unguided steps, but "
+            f"`guidance_fraction` ({guidance_fraction}) leaves only {a} timesteps below the guided ones: use at most "
+            f"{a + guidance_steps}, or more guidance_steps",
         )
     return torch.from_numpy(timesteps.copy())
 

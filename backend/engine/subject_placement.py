@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,7 @@ import cv2
 import numpy as np
 import torch
 
+from ..errors import JobCancelled
 from ..evaluation.adherence import find_subject
 from .edges import SOBEL_WEIGHT, sobel_magnitude
 from .noise_warp import FLOW_SETTINGS, changed_pixels
@@ -132,7 +134,7 @@ class SetMotion:
         return self.moving_share >= CAMERA_MOVE_SHARE and self.spread >= CAMERA_MOVE_SPREAD
 
 
-def measure_set_motion(frames: np.ndarray) -> SetMotion:
+def measure_set_motion(frames: np.ndarray, should_stop: Callable[[], bool] = lambda: False) -> SetMotion:
     """Which of the reference's pixels move between consecutive frames, and how far across the frame they spread.
 
     A pixel moves when it changes visibly and its Farneback optical flow is at least MOVING_FLOW; textured pixels are
@@ -140,11 +142,14 @@ def measure_set_motion(frames: np.ndarray) -> SetMotion:
 
     Args:
         frames: (F, H, W, 3) uint8 RGB reference frames.
+        should_stop: polled between frames; True raises `JobCancelled`.
     """
     grey = [cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) for frame in frames]
     height, width = frames.shape[1:3]
     shares, spreads = [], []
     for index in range(1, len(frames)):
+        if should_stop():
+            raise JobCancelled(f"cancelled while the reference's motion was measured (frame {index} of {len(frames)})")
         textured = sobel_magnitude(grey[index - 1]) / SOBEL_WEIGHT >= TEXTURE_GRADIENT
         flow = cv2.calcOpticalFlowFarneback(grey[index - 1], grey[index], None, **FLOW_SETTINGS)
         fast = np.hypot(flow[..., 0], flow[..., 1]) >= MOVING_FLOW

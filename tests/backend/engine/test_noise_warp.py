@@ -1,9 +1,13 @@
 """Noise carried along the reference's optical flow: the flow maps and the warp."""
 
 import numpy as np
+import pytest
 import torch
 
 from motionclone.backend.engine.noise_warp import reference_source_maps, warp_shared_noise
+from motionclone.backend.engine.subject_placement import measure_set_motion
+from motionclone.backend.errors import JobCancelled
+from motionclone.backend.samples import make_moving_square_clip
 
 FRAMES, SIZE, LATENT, STEP = 8, 64, 32, 2  # a textured patch moves STEP px per frame = 1 latent cell per frame
 
@@ -51,3 +55,29 @@ def test_warp_takes_every_value_from_the_shared_draw_and_wraps_at_the_edges():
     assert warped.shape == (1, 4, 2, 8, 8)
     assert torch.equal(warped[:, :, 0], shared[:, :, 0])
     assert torch.equal(warped[:, :, 1], torch.roll(shared[:, :, 0], shifts=3, dims=-1))
+
+
+def cancelled_on_call(number: int):
+    """A `should_stop` that says True on its `number`-th call."""
+    calls = []
+
+    def should_stop() -> bool:
+        calls.append(1)
+        return len(calls) == number
+
+    return should_stop
+
+
+@pytest.mark.parametrize("measure", ["source maps", "set motion"])
+def test_measuring_the_references_motion_stops_between_frames_when_the_job_is_cancelled(measure):
+    """Optical flow of a long, large clip takes minutes: Cancel must not wait for all of it."""
+    frames = make_moving_square_clip(num_frames=8, height=32, width=32)
+
+    def run(should_stop):
+        if measure == "source maps":
+            return reference_source_maps(frames, 8, 8, should_stop)
+        return measure_set_motion(frames, should_stop)
+
+    with pytest.raises(JobCancelled, match="frame 3 of 8"):
+        run(cancelled_on_call(3))
+    run(lambda: False)  # runs to the end when nobody cancels

@@ -42,8 +42,15 @@ def test_schedule_rejects_more_guided_than_total_steps():
 
 def test_schedule_rejects_guided_steps_that_do_not_fit_the_range():
     # only 10 timesteps lie in [990, 999]
-    with pytest.raises(ParameterError, match="`guidance_steps`"):
+    with pytest.raises(ParameterError, match=r"`guidance_steps` is 20, but .* leaves only 10 timesteps"):
         uneven_timesteps(50, 20, 0.01)
+
+
+def test_schedule_names_the_step_count_when_the_unguided_steps_do_not_fit():
+    """1000 steps, 100 guided: 900 unguided steps for the 700 timesteps below 700 (guidance_steps was blamed)."""
+    with pytest.raises(ParameterError) as raised:
+        uneven_timesteps(1000, 100, 0.3)
+    assert raised.value.name == "num_inference_steps" and "use at most 800, or more guidance_steps" in str(raised.value)
 
 
 def test_schedule_rejects_a_guidance_fraction_too_small_to_leave_a_guided_timestep():
