@@ -24,10 +24,11 @@ class SendsInFlight:
     def add(self, identity: bytes, what: str, tracker: zmq.MessageTracker) -> None:
         self._trackers.setdefault((identity, what), []).append(tracker)
 
-    def full(self, identity: bytes, what: str) -> bool:
-        """Whether MAX_COPIES of `what` (a job id, or "echo") sent to `identity` are still in the send queue."""
+    def full(self, identity: bytes, what: str, also: int = 0) -> bool:
+        """Whether MAX_COPIES of `what` (a job id, or "echo") sent to `identity` are still in the send queue, counting
+        `also` more on their way to it (results still being read)."""
         self.forget_sent()
-        return len(self._trackers.get((identity, what), [])) >= MAX_COPIES
+        return len(self._trackers.get((identity, what), [])) + also >= MAX_COPIES
 
     def forget_sent(self) -> None:
         """Drop the messages that have left (a peer that disconnected drops its queue, so those leave too)."""

@@ -2,7 +2,8 @@
 
 Layout: <results_dir>/<job_id>/frames.npy (uint8, no pickle) and result.json (fps, metadata, finish time).
 Each result is written into a temporary folder and renamed into place, so a crash of the server never leaves half a
-result; one damaged on disk (a power cut, a failing disk) is named as such when fetched, and deleted.
+result; one whose files cannot be parsed (cut short by a power cut, a failing disk) is named as such when fetched, and
+deleted.
 """
 
 import json
@@ -45,8 +46,8 @@ class ResultsStore:
         try:
             temporary.mkdir()
             # Not fsynced: this runs on the server's socket thread, and forcing hundreds of MB to a slow disk would
-            # hold every connection's heartbeats for seconds. A power cut can leave a renamed result with bytes
-            # missing; `load` names it as damaged then.
+            # hold every connection's heartbeats for seconds. A power cut can leave a renamed result short, which
+            # `load` names as damaged, or (on some file systems) with zeroed blocks, which it cannot tell.
             np.save(temporary / "frames.npy", np.ascontiguousarray(frames), allow_pickle=False)
             record = {"fps": fps, "metadata": metadata, "finished_at": time.time()}
             (temporary / "result.json").write_text(json.dumps(record, default=str), encoding="utf-8")
@@ -70,9 +71,7 @@ class ResultsStore:
         folder = self.directory / job_id
         try:
             record = json.loads((folder / "result.json").read_text(encoding="utf-8"))
-            # Mapped, not read: the socket thread returns at once, and ZeroMQ's I/O thread reads the pages as it
-            # sends them (a result may be hundreds of MB on a slow disk, and heartbeats wait for the socket thread).
-            frames = np.load(folder / "frames.npy", mmap_mode="r", allow_pickle=False)
+            frames = np.load(folder / "frames.npy", allow_pickle=False)
             return StoredResult(job_id, frames, float(record["fps"]), record["metadata"])
         except (ValueError, KeyError, TypeError, EOFError) as error:  # JSONDecodeError is a ValueError
             self.delete(job_id)  # its bytes are wrong: every fetch would fail the same way until it expired

@@ -61,6 +61,7 @@ from .in_flight import SendsInFlight
 from .jobs import Job, JobQueue, job_bytes
 from .listener import Listener, open_listener
 from .parent import ParentWatch
+from .result_loads import ResultLoads
 from .results_store import DamagedResult, ResultsStore
 from .state_file import remove_state_file, state_record, write_state_file
 from .torch_thread import run_in_passing_thread
@@ -202,6 +203,7 @@ class Server:
             raise
         self.results = ResultsStore(config.results_dir, config.retention_s)
         self.sends_in_flight = SendsInFlight()
+        self.result_loads = ResultLoads(self.results)
         self.queue = JobQueue()
         self.jobs: dict[str, Job] = {}
         self.worker_events: queue.Queue[WorkerEvent] = queue.Queue()
@@ -264,6 +266,7 @@ class Server:
                 if dict(poller.poll(POLL_MS)).get(self.socket):
                     self._receive_all()
                 self._send_worker_events()
+                self._send_loaded_results()
                 self._start_next_job()
                 self._housekeeping()
         finally:
@@ -298,6 +301,7 @@ class Server:
             self._send(job.identity, Error(codes.SHUTTING_DOWN, "The server is shutting down.", job_id=job.job_id))
         self.worker.stop()
         self._send_worker_events()  # the cancelled running job, or a result that finished just now
+        self.result_loads.stop()  # fetches still being read: fetched again after the restart
         self.listener.close(linger_ms=SHUTDOWN_LINGER_MS)
 
     # ---- receiving -----------------------------------------------------------------------------------------------
@@ -492,24 +496,42 @@ class Server:
             job.identity = identity  # progress and the result now go to this connection
             self._send(identity, JobStatus(message.request_id, job.job_id, job.state, self._position(job)))
             return
-        if self.sends_in_flight.full(identity, message.job_id):
+        if self.sends_in_flight.full(
+            identity, message.job_id, also=self.result_loads.pending(identity, message.job_id)
+        ):
             # The results sent before have not left yet: this connection gets them, and no more copies are loaded.
             self._send(identity, JobStatus(message.request_id, message.job_id, stages.DONE))
             return
-        try:
-            stored = self.results.load(message.job_id)
-        except DamagedResult as error:
-            log.error("%s", error)
-            hint = "Generate again; the server's disk may be failing, its log has the details."
-            self._send(
-                identity,
-                Error(codes.JOB_FAILED, f"{error}.", hint=hint, request_id=message.request_id, job_id=message.job_id),
-            )
-            return
-        if stored is None:
+        if not self.results.has(message.job_id):
             self._send_unknown_job(identity, message.request_id, message.job_id)
             return
-        self._send_result(identity, stored.job_id, stored.frames, stored.fps, stored.metadata)
+        self.result_loads.start(identity, message.request_id, message.job_id)  # sent by `_send_loaded_results`
+
+    def _send_loaded_results(self) -> None:
+        """Send the results that `fetch` requests have had read, in the order they came."""
+        for load in self.result_loads.take_finished():
+            try:
+                stored = load.future.result()
+            except DamagedResult as error:
+                log.error("%s", error)
+                hint = "Generate again; the server's disk may be failing, its log has the details."
+                self._send(
+                    load.identity,
+                    Error(codes.JOB_FAILED, f"{error}.", hint=hint, request_id=load.request_id, job_id=load.job_id),
+                )
+                continue
+            except Exception as error:  # a bug, or memory running out: that fetch fails, the server keeps serving
+                log.exception("job %s: its stored result could not be read", load.job_id)
+                failed = f"The stored result could not be read ({type(error).__name__}: {error})."
+                self._send(
+                    load.identity,
+                    Error(codes.JOB_FAILED, failed, request_id=load.request_id, job_id=load.job_id),
+                )
+                continue
+            if stored is None:  # acknowledged or expired while it was read
+                self._send_unknown_job(load.identity, load.request_id, load.job_id)
+                continue
+            self._send_result(load.identity, stored.job_id, stored.frames, stored.fps, stored.metadata)
 
     def _on_ack(self, identity: bytes, message: Ack, payloads: dict[str, memoryview]) -> None:
         if not self.results.delete(message.job_id):

@@ -32,6 +32,7 @@ from motionclone.backend.server.in_flight import SendsInFlight
 from motionclone.backend.server.jobs import Job, JobQueue
 from motionclone.backend.server.listener import Listener
 from motionclone.backend.server.ray_pool import RayPoolError
+from motionclone.backend.server.result_loads import ResultLoads
 from motionclone.backend.server.results_store import DamagedResult, ResultsStore
 from motionclone.backend.server.server import Server
 from motionclone.backend.server.worker import Worker, WorkerEvent
@@ -164,10 +165,19 @@ def test_an_outcome_the_server_cannot_send_fails_that_job_and_the_next_one_still
     assert failed.hint == f"Its result is stored: fetch job {first.job_id} to get it."
 
 
+def fetch(server: Server, identity: bytes, request_id: str, job_id: str) -> None:
+    """`_on_fetch`, then the loop's turn that sends what the reader thread has read."""
+    server._on_fetch(identity, Fetch(request_id, job_id), {})
+    for load in list(server.result_loads._waiting):
+        load.future.exception(timeout=30)  # done, whether read or refused
+    server._send_loaded_results()
+
+
 def test_a_stored_result_the_disk_damaged_is_named_when_fetched_and_deleted(tmp_path):
     server = bare_server()
     server.results = ResultsStore(tmp_path / "results", retention_s=60)
     server.jobs, server.sends_in_flight = {}, SendsInFlight()
+    server.result_loads = ResultLoads(server.results)
     messages = []
     server._send = lambda identity, message, *payload, **options: messages.append(message)
     job_id = "cd" * 16
@@ -176,7 +186,7 @@ def test_a_stored_result_the_disk_damaged_is_named_when_fetched_and_deleted(tmp_
         server.results.save(job_id, np.zeros((2, 8, 8, 3), np.uint8), 8.0, {})
         frames.write_bytes(frames.read_bytes()[:kept])
         messages.clear()
-        server._on_fetch(b"client", Fetch("f1", job_id), {})  # raised out of the handler as a bad message before
+        fetch(server, b"client", "f1", job_id)  # raised out of the handler as a bad message before
         [error] = messages
         assert (error.code, error.request_id, error.job_id) == (codes.JOB_FAILED, "f1", job_id)
         assert error.message.startswith(f"The stored result of job {job_id} could not be read (")
@@ -198,14 +208,27 @@ def test_a_stored_result_the_disk_cannot_read_now_is_kept_for_the_next_fetch(tmp
     assert store.load(job_id).frames.shape == (2, 8, 8, 3)
 
 
-def test_a_stored_result_is_mapped_not_read_so_the_socket_thread_does_not_wait_for_the_disk(tmp_path):
-    store = ResultsStore(tmp_path, retention_s=60)
+def test_a_fetched_result_is_read_off_the_socket_thread_which_goes_on_serving_meanwhile(tmp_path, monkeypatch):
+    """Reading hundreds of MB from a slow disk on the socket thread held every connection's heartbeats."""
+    server = bare_server()
+    server.results = ResultsStore(tmp_path / "results", retention_s=60)
+    server.jobs, server.sends_in_flight = {}, SendsInFlight()
+    server.result_loads = ResultLoads(server.results)
+    sent = []
+    server._send_result = lambda identity, job_id, frames, fps, metadata: sent.append((identity, job_id, frames.shape))
     job_id = "cd" * 16
-    frames = np.arange(2 * 8 * 8 * 3, dtype=np.uint8).reshape(2, 8, 8, 3)
-    store.save(job_id, frames, 8.0, {})
-    loaded = store.load(job_id).frames
-    assert isinstance(loaded, np.memmap) and np.array_equal(loaded, frames)
-    assert np.shares_memory(np.ascontiguousarray(loaded, dtype=np.uint8), loaded)  # as `_send_result` sends it
+    server.results.save(job_id, np.zeros((2, 8, 8, 3), np.uint8), 8.0, {})
+    disk_done = threading.Event()
+    read = server.results.load
+    monkeypatch.setattr(server.results, "load", lambda job_id: disk_done.wait(10) and read(job_id))
+    started = time.monotonic()
+    server._on_fetch(b"client", Fetch("f1", job_id), {})
+    server._send_loaded_results()  # the loop's next turn: nothing read yet, nothing sent, no wait
+    assert time.monotonic() - started < 5 and sent == []
+    disk_done.set()
+    server.result_loads._waiting[0].future.result(timeout=10)
+    server._send_loaded_results()
+    assert sent == [(b"client", job_id, (2, 8, 8, 3))]
 
 
 def test_a_deleted_result_is_gone_even_when_its_frames_cannot_be_removed(tmp_path, monkeypatch):
@@ -446,20 +469,28 @@ def test_the_last_messages_before_a_shutdown_reach_a_client_that_reads_them_a_mo
         server = bare_server()
         server.socket, server.sends_in_flight, server.jobs = router, SendsInFlight(), {}
         server.listener = Listener(server_context, router, None, f"tcp://127.0.0.1:{port}")
-        server.worker = SimpleNamespace(stop=lambda: None)
+        server.worker, server.result_loads = SimpleNamespace(stop=lambda: None), SimpleNamespace(stop=lambda: None)
         server.worker_events = queue.Queue()
         job = queued_job()
         server.queue = [job]
         large = np.zeros(8 << 20, np.uint8)  # more than the socket buffers hold
         server._send(b"client", Echo("e1", ArraySpec(large.shape)), large.data)
-        shutdown = threading.Thread(target=server._shutdown)
+        failed = []
+
+        def shut_down():
+            try:
+                server._shutdown()
+            except BaseException as error:
+                failed.append(error)
+
+        shutdown = threading.Thread(target=shut_down)
         shutdown.start()
         time.sleep(0.3)  # the client comes to read a moment later
         replies = []
         while client.poll(2000):
             replies.append(decode([frame.buffer for frame in client.recv_multipart(copy=False)], Limits())[0])
         shutdown.join(10)
-        assert not shutdown.is_alive()
+        assert not shutdown.is_alive() and failed == [] and router.closed
         assert [type(reply) for reply in replies] == [Echo, Error]
         assert (replies[1].code, replies[1].job_id) == (codes.SHUTTING_DOWN, job.job_id)
     finally:
@@ -484,13 +515,14 @@ def test_a_connection_that_fetches_faster_than_it_reads_holds_at_most_two_copies
         server.results = ResultsStore(tmp_path / "results", retention_s=60)
         job_id = "ab" * 16
         server.results.save(job_id, np.zeros((32, 512, 512, 3), np.uint8), 24.0, {})  # 24 MB, over any socket buffer
-        send_six_times(lambda index: server._on_fetch(b"slow-reader", Fetch(f"f{index}", job_id), {}))
+        server.result_loads = ResultLoads(server.results)
+        send_six_times(lambda index: fetch(server, b"slow-reader", f"f{index}", job_id))
         replies = read_all()
         results = [reply for reply in replies if isinstance(reply, Result)]
         statuses = [reply for reply in replies if isinstance(reply, JobStatus)]
         assert len(results) == 3 and all(result.job_id == job_id for result in results)
         assert [(status.request_id, status.state) for status in statuses] == [(f"f{i}", "done") for i in range(3, 6)]
-        server._on_fetch(b"slow-reader", Fetch("f6", job_id), {})  # read: the next fetch sends it again
+        fetch(server, b"slow-reader", "f6", job_id)  # read: the next fetch sends it again
         assert [type(reply) for reply in read_all()] == [Result]
 
 
