@@ -55,6 +55,9 @@ class EngineActor:
     def run(self, inputs: JobInputs) -> tuple[str, dict[str, Any]]:
         """Run one job; returns its terminal event (kind, data). Progress and previews wait for `poll_events`."""
         outcome: list[tuple[str, dict[str, Any]]] = []
+        # The slot runs one job at a time and each once: a cancel that came after its job had ended is dropped here,
+        # and one that came before this job's run started is kept.
+        self._cancelled.intersection_update({inputs.job_id})
 
         def emit(kind: str, data: dict[str, Any]) -> None:
             if kind in TERMINAL_KINDS:

@@ -73,3 +73,21 @@ def test_the_actor_loads_and_runs_every_job_on_one_thread_of_its_own(tmp_path, m
     assert outcomes == [("done", {"job": "a" * 32}), ("done", {"job": "b" * 32})]
     assert len({*loaded_on, *ran_on}) == 1
     assert loaded_on[0] is not threading.current_thread() and loaded_on[0].is_alive()
+
+
+def test_a_cancel_that_comes_after_its_job_ended_is_not_kept_for_ever(tmp_path, monkeypatch, reference_frames):
+    monkeypatch.setattr(ray_actor, "load_preset", recording_load([]))
+    seen = []
+
+    def fake_job(pipeline, cache, inputs, emit, cancel, preview_every):
+        seen.append(cancel())
+        emit("done", {})
+
+    monkeypatch.setattr(ray_actor, "run_engine_job", fake_job)
+    actor = ray_actor.EngineActor("tiny", {}, "cpu", None, str(tmp_path / "cache"), 0)
+    first, second = "a" * 32, "b" * 32
+    actor.run(JobInputs(first, None, reference_frames, 8.0))
+    actor.cancel(first)  # too late: the job has ended
+    actor.cancel(second)  # before its run starts: it must still count
+    actor.run(JobInputs(second, None, reference_frames, 8.0))
+    assert seen == [False, True] and actor._cancelled == set()
