@@ -5,7 +5,9 @@ messages and heartbeats for seconds. Mapping the file instead would move the rea
 disk error kills the process (SIGBUS). So one reader thread reads, and the socket thread sends what it has read.
 """
 
-from concurrent.futures import Future, ThreadPoolExecutor
+import queue
+import threading
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from .results_store import ResultsStore, StoredResult
@@ -22,16 +24,19 @@ class ResultLoad:
 
 
 class ResultLoads:
-    """Reads stored results on one thread; the socket thread takes the finished reads, oldest first."""
+    """Reads stored results on one daemon thread (a read that hangs on a dead disk must not keep the process from
+    exiting); the socket thread takes the finished reads, oldest first."""
 
     def __init__(self, results: ResultsStore) -> None:
         self.results = results
-        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="motionclone-result-reader")
-        self._waiting: list[ResultLoad] = []
+        self._requests: queue.Queue[ResultLoad | None] = queue.Queue()
+        self._waiting: list[ResultLoad] = []  # the socket thread's alone
+        threading.Thread(target=self._read, name="motionclone-result-reader", daemon=True).start()
 
     def start(self, identity: bytes, request_id: str, job_id: str) -> None:
-        future = self._reader.submit(self.results.load, job_id)
-        self._waiting.append(ResultLoad(identity, request_id, job_id, future))
+        load = ResultLoad(identity, request_id, job_id, Future())
+        self._waiting.append(load)
+        self._requests.put(load)
 
     def pending(self, identity: bytes, job_id: str) -> int:
         """Reads of `job_id` for `identity` not yet taken: each becomes a copy in the send queue."""
@@ -44,6 +49,17 @@ class ResultLoads:
             finished.append(self._waiting.pop(0))
         return finished
 
-    def stop(self) -> None:
-        self._reader.shutdown(wait=False, cancel_futures=True)
-        self._waiting.clear()
+    def stop(self) -> list[ResultLoad]:
+        """End the reader; returns the fetches still waiting, which get no result."""
+        self._requests.put(None)
+        waiting, self._waiting = self._waiting, []
+        return waiting
+
+    def _read(self) -> None:
+        while (load := self._requests.get()) is not None:
+            if not load.future.set_running_or_notify_cancel():
+                continue
+            try:
+                load.future.set_result(self.results.load(load.job_id))
+            except BaseException as error:  # handed to the socket thread, which answers the fetch with it
+                load.future.set_exception(error)

@@ -76,6 +76,10 @@ class ResultsStore:
         except (ValueError, KeyError, TypeError, EOFError) as error:  # JSONDecodeError is a ValueError
             self.delete(job_id)  # its bytes are wrong: every fetch would fail the same way until it expired
             raise DamagedResult(f"The stored result of job {job_id} could not be read ({error})") from error
+        except FileNotFoundError as error:  # acknowledged or expired while it was read
+            if not self.has(job_id):
+                return None
+            raise DamagedResult(f"The stored result of job {job_id} could not be read now ({error})") from error
         except OSError as error:  # the disk, or too many open files: perhaps passing, so the result stays
             raise DamagedResult(f"The stored result of job {job_id} could not be read now ({error})") from error
 

@@ -6,6 +6,7 @@ pool of Ray actors with `--workers ray`) only touches the engine. Every bad inpu
 naming the field and the limit; nothing a client sends can stop the loop.
 """
 
+import contextlib
 import itertools
 import logging
 import os
@@ -61,7 +62,7 @@ from .in_flight import SendsInFlight
 from .jobs import Job, JobQueue, job_bytes
 from .listener import Listener, open_listener
 from .parent import ParentWatch
-from .result_loads import ResultLoads
+from .result_loads import ResultLoad, ResultLoads
 from .results_store import DamagedResult, ResultsStore
 from .state_file import remove_state_file, state_record, write_state_file
 from .torch_thread import run_in_passing_thread
@@ -301,7 +302,17 @@ class Server:
             self._send(job.identity, Error(codes.SHUTTING_DOWN, "The server is shutting down.", job_id=job.job_id))
         self.worker.stop()
         self._send_worker_events()  # the cancelled running job, or a result that finished just now
-        self.result_loads.stop()  # fetches still being read: fetched again after the restart
+        self._send_loaded_results()
+        for load in self.result_loads.stop():  # still being read: the client hears why no result comes
+            self._send(
+                load.identity,
+                Error(
+                    codes.SHUTTING_DOWN,
+                    "The server is shutting down.",
+                    request_id=load.request_id,
+                    job_id=load.job_id,
+                ),
+            )
         self.listener.close(linger_ms=SHUTDOWN_LINGER_MS)
 
     # ---- receiving -----------------------------------------------------------------------------------------------
@@ -511,27 +522,31 @@ class Server:
         """Send the results that `fetch` requests have had read, in the order they came."""
         for load in self.result_loads.take_finished():
             try:
-                stored = load.future.result()
-            except DamagedResult as error:
-                log.error("%s", error)
-                hint = "Generate again; the server's disk may be failing, its log has the details."
-                self._send(
-                    load.identity,
-                    Error(codes.JOB_FAILED, f"{error}.", hint=hint, request_id=load.request_id, job_id=load.job_id),
-                )
-                continue
+                self._send_loaded(load)
             except Exception as error:  # a bug, or memory running out: that fetch fails, the server keeps serving
-                log.exception("job %s: its stored result could not be read", load.job_id)
-                failed = f"The stored result could not be read ({type(error).__name__}: {error})."
-                self._send(
-                    load.identity,
-                    Error(codes.JOB_FAILED, failed, request_id=load.request_id, job_id=load.job_id),
-                )
-                continue
-            if stored is None:  # acknowledged or expired while it was read
-                self._send_unknown_job(load.identity, load.request_id, load.job_id)
-                continue
-            self._send_result(load.identity, stored.job_id, stored.frames, stored.fps, stored.metadata)
+                log.exception("job %s: its stored result could not be read or sent", load.job_id)
+                failed = f"The stored result could not be read or sent ({type(error).__name__}: {error})."
+                with contextlib.suppress(Exception):
+                    self._send(
+                        load.identity,
+                        Error(codes.JOB_FAILED, failed, request_id=load.request_id, job_id=load.job_id),
+                    )
+
+    def _send_loaded(self, load: ResultLoad) -> None:
+        try:
+            stored = load.future.result()
+        except DamagedResult as error:
+            log.error("%s", error)
+            hint = "Generate again; the server's disk may be failing, its log has the details."
+            self._send(
+                load.identity,
+                Error(codes.JOB_FAILED, f"{error}.", hint=hint, request_id=load.request_id, job_id=load.job_id),
+            )
+            return
+        if stored is None:  # acknowledged or expired while it was read
+            self._send_unknown_job(load.identity, load.request_id, load.job_id)
+            return
+        self._send_result(load.identity, stored.job_id, stored.frames, stored.fps, stored.metadata)
 
     def _on_ack(self, identity: bytes, message: Ack, payloads: dict[str, memoryview]) -> None:
         if not self.results.delete(message.job_id):

@@ -173,13 +173,19 @@ def fetch(server: Server, identity: bytes, request_id: str, job_id: str) -> None
     server._send_loaded_results()
 
 
-def test_a_stored_result_the_disk_damaged_is_named_when_fetched_and_deleted(tmp_path):
+def reading_server(tmp_path) -> tuple[Server, list]:
+    """A bare server with a results store and its reader; returns it and the list of messages it sends."""
     server = bare_server()
     server.results = ResultsStore(tmp_path / "results", retention_s=60)
     server.jobs, server.sends_in_flight = {}, SendsInFlight()
     server.result_loads = ResultLoads(server.results)
     messages = []
     server._send = lambda identity, message, *payload, **options: messages.append(message)
+    return server, messages
+
+
+def test_a_stored_result_the_disk_damaged_is_named_when_fetched_and_deleted(tmp_path):
+    server, messages = reading_server(tmp_path)
     job_id = "cd" * 16
     frames = tmp_path / "results" / job_id / "frames.npy"
     for kept in (40, 0):  # a failing disk; a power cut before the bytes reached it
@@ -210,10 +216,7 @@ def test_a_stored_result_the_disk_cannot_read_now_is_kept_for_the_next_fetch(tmp
 
 def test_a_fetched_result_is_read_off_the_socket_thread_which_goes_on_serving_meanwhile(tmp_path, monkeypatch):
     """Reading hundreds of MB from a slow disk on the socket thread held every connection's heartbeats."""
-    server = bare_server()
-    server.results = ResultsStore(tmp_path / "results", retention_s=60)
-    server.jobs, server.sends_in_flight = {}, SendsInFlight()
-    server.result_loads = ResultLoads(server.results)
+    server, _ = reading_server(tmp_path)
     sent = []
     server._send_result = lambda identity, job_id, frames, fps, metadata: sent.append((identity, job_id, frames.shape))
     job_id = "cd" * 16
@@ -229,6 +232,59 @@ def test_a_fetched_result_is_read_off_the_socket_thread_which_goes_on_serving_me
     server.result_loads._waiting[0].future.result(timeout=10)
     server._send_loaded_results()
     assert sent == [(b"client", job_id, (2, 8, 8, 3))]
+
+
+def test_reads_on_their_way_count_against_the_two_copies_a_connection_may_have_in_flight(tmp_path):
+    server, messages = reading_server(tmp_path)
+    job_id = "cd" * 16
+    server.results.save(job_id, np.zeros((2, 8, 8, 3), np.uint8), 8.0, {})
+    for index in range(3):  # faster than the reader: none of them has been read and sent yet
+        server._on_fetch(b"client", Fetch(f"f{index}", job_id), {})
+    assert server.result_loads.pending(b"client", job_id) == 2
+    assert [(type(m), m.request_id, m.state) for m in messages] == [(JobStatus, "f2", "done")]
+
+
+def test_a_result_that_cannot_be_sent_fails_its_fetch_and_the_next_one_is_still_sent_and_a_shutdown_answers_the_rest(
+    tmp_path, monkeypatch
+):
+    server, messages = reading_server(tmp_path)
+    first, second, third = "a1" * 16, "b2" * 16, "c3" * 16
+    for job_id in (first, second, third):
+        server.results.save(job_id, np.zeros((2, 8, 8, 3), np.uint8), 8.0, {})
+    sent = []
+
+    def send_result(identity, job_id, frames, fps, metadata):
+        if job_id == first:
+            raise MemoryError
+        sent.append(job_id)
+
+    server._send_result = send_result
+    fetch(server, b"client", "f1", first)  # MemoryError left the server loop before, and the server stopped
+    fetch(server, b"client", "f2", second)
+    [failed] = messages
+    assert (failed.code, failed.request_id, failed.job_id) == (codes.JOB_FAILED, "f1", first) and sent == [second]
+
+    read = server.results.load
+    monkeypatch.setattr(server.results, "load", lambda job_id: time.sleep(1) or read(job_id))  # a slow disk
+    server._on_fetch(b"client", Fetch("f3", third), {})
+    server.queue, server.worker_events = [], queue.Queue()
+    server.worker, server.listener = SimpleNamespace(stop=lambda: None), SimpleNamespace(close=lambda **options: None)
+    messages.clear()
+    server._shutdown()  # the read is still on its way: the fetch hears why no result comes
+    assert [(m.code, m.request_id, m.job_id) for m in messages] == [(codes.SHUTTING_DOWN, "f3", third)]
+
+
+def test_a_result_acknowledged_while_it_is_read_is_no_result_rather_than_a_disk_error(tmp_path, monkeypatch):
+    store = ResultsStore(tmp_path, retention_s=60)
+    job_id = "cd" * 16
+    store.save(job_id, np.zeros((2, 8, 8, 3), np.uint8), 8.0, {})
+
+    def acknowledged_meanwhile(path, **options):
+        store.delete(job_id)
+        raise FileNotFoundError(2, "No such file or directory", str(path))
+
+    monkeypatch.setattr(np, "load", acknowledged_meanwhile)
+    assert store.load(job_id) is None
 
 
 def test_a_deleted_result_is_gone_even_when_its_frames_cannot_be_removed(tmp_path, monkeypatch):
@@ -469,7 +525,8 @@ def test_the_last_messages_before_a_shutdown_reach_a_client_that_reads_them_a_mo
         server = bare_server()
         server.socket, server.sends_in_flight, server.jobs = router, SendsInFlight(), {}
         server.listener = Listener(server_context, router, None, f"tcp://127.0.0.1:{port}")
-        server.worker, server.result_loads = SimpleNamespace(stop=lambda: None), SimpleNamespace(stop=lambda: None)
+        server.worker = SimpleNamespace(stop=lambda: None)
+        server.result_loads = SimpleNamespace(take_finished=lambda: [], stop=lambda: [])
         server.worker_events = queue.Queue()
         job = queued_job()
         server.queue = [job]
