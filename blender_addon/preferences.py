@@ -159,13 +159,16 @@ def user_folder(name: str) -> Path:
         return folder
 
 
+def usable_output_dir(context: bpy.types.Context) -> str:
+    """The Output folder preference, or "" when it is unset, or relative to a .blend that is not saved yet."""
+    output_dir = get_preferences(context).output_dir
+    return "" if output_dir.startswith("//") and not bpy.data.filepath else output_dir
+
+
 def results_outlive_addon(context: bpy.types.Context) -> bool:
     """False when results would go to the add-on's user folder (no Output folder set, the .blend not saved), which
     Blender deletes when the add-on is uninstalled."""
-    preferences = get_preferences(context)
-    if preferences.output_dir and not (preferences.output_dir.startswith("//") and not bpy.data.filepath):
-        return True
-    return bool(bpy.data.filepath)
+    return bool(usable_output_dir(context) or bpy.data.filepath)
 
 
 def output_root(context: bpy.types.Context) -> Path:
@@ -173,12 +176,11 @@ def output_root(context: bpy.types.Context) -> Path:
 
     A preference relative to the .blend (`//...`) needs a saved file: before that, Blender would resolve it against
     its own working folder, so the user folder is used instead."""
-    preferences = get_preferences(context)
-    if not results_outlive_addon(context):
-        return user_folder("results")
-    if preferences.output_dir and not (preferences.output_dir.startswith("//") and not bpy.data.filepath):
-        return Path(bpy.path.abspath(preferences.output_dir))
-    return Path(bpy.path.abspath("//motionclone"))
+    if output_dir := usable_output_dir(context):
+        return Path(bpy.path.abspath(output_dir))
+    if bpy.data.filepath:
+        return Path(bpy.path.abspath("//motionclone"))
+    return user_folder("results")
 
 
 def local_settings(context: bpy.types.Context) -> local_backend.LocalSettings:

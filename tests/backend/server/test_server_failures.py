@@ -479,11 +479,12 @@ def test_every_tokenizer_call_of_the_pipeline_holds_its_tokenizer_lock():
 
 
 @contextlib.contextmanager
-def slow_reader() -> Iterator[tuple[Server, Callable[[], list]]]:
+def slow_reader(server_context: zmq.Context | None = None) -> Iterator[tuple[Server, Callable[[], list]]]:
     """A bare server on a real ROUTER socket, and a client "slow-reader" that takes one message off the wire and
-    then leaves the rest in the server's send queue until the returned function reads everything."""
+    then leaves the rest in the server's send queue until the returned function reads everything. The server's
+    socket is made in `server_context` when given (a test that ends that context), else in the shared one."""
     context = zmq.Context.instance()
-    router = context.socket(zmq.ROUTER)
+    router = (server_context or context).socket(zmq.ROUTER)
     client = context.socket(zmq.DEALER)
     try:
         port = router.bind_to_random_port("tcp://127.0.0.1")
@@ -505,56 +506,41 @@ def slow_reader() -> Iterator[tuple[Server, Callable[[], list]]]:
         yield server, read_all
     finally:
         client.close(linger=0)
-        router.close(linger=0)
+        if not router.closed:
+            router.close(linger=0)
 
 
 def test_the_last_messages_before_a_shutdown_reach_a_client_that_reads_them_a_moment_later():
     """`shutting_down` for a queued job, sent behind a large message the client has not read yet: closing the socket
     at once dropped both."""
-    server_context, client_context = zmq.Context(), zmq.Context()
-    router = server_context.socket(zmq.ROUTER)
-    client = client_context.socket(zmq.DEALER)
+    server_context = zmq.Context()  # the shutdown ends it
     try:
-        port = router.bind_to_random_port("tcp://127.0.0.1")
-        client.setsockopt(zmq.ROUTING_ID, b"client")
-        client.setsockopt(zmq.RCVHWM, 1)
-        client.setsockopt(zmq.RCVBUF, 64 * 1024)
-        client.connect(f"tcp://127.0.0.1:{port}")
-        client.send(b"hello")
-        assert router.poll(5000) and router.recv_multipart()[0] == b"client"
-        server = bare_server()
-        server.socket, server.sends_in_flight, server.jobs = router, SendsInFlight(), {}
-        server.listener = Listener(server_context, router, None, f"tcp://127.0.0.1:{port}")
-        server.worker = SimpleNamespace(stop=lambda: None)
-        server.result_loads = SimpleNamespace(take_finished=lambda: [], stop=lambda: [])
-        server.worker_events = queue.Queue()
-        job = queued_job()
-        server.queue = [job]
-        large = np.zeros(8 << 20, np.uint8)  # more than the socket buffers hold
-        server._send(b"client", Echo("e1", ArraySpec(large.shape)), large.data)
-        failed = []
+        with slow_reader(server_context) as (server, read_all):
+            server.listener = Listener(server_context, server.socket, None, "tcp://127.0.0.1")
+            server.worker = SimpleNamespace(stop=lambda: None)
+            server.result_loads = SimpleNamespace(take_finished=lambda: [], stop=lambda: [])
+            server.worker_events = queue.Queue()
+            job = replace(queued_job(), identity=b"slow-reader")
+            server.queue = [job]
+            large = np.zeros(8 << 20, np.uint8)  # more than the socket buffers hold
+            server._send(b"slow-reader", Echo("e1", ArraySpec(large.shape)), large.data)
+            failed = []
 
-        def shut_down():
-            try:
-                server._shutdown()
-            except BaseException as error:
-                failed.append(error)
+            def shut_down():
+                try:
+                    server._shutdown()
+                except BaseException as error:
+                    failed.append(error)
 
-        shutdown = threading.Thread(target=shut_down)
-        shutdown.start()
-        time.sleep(0.3)  # the client comes to read a moment later
-        replies = []
-        while client.poll(2000):
-            replies.append(decode([frame.buffer for frame in client.recv_multipart(copy=False)], Limits())[0])
-        shutdown.join(10)
-        assert not shutdown.is_alive() and failed == [] and router.closed
-        assert [type(reply) for reply in replies] == [Echo, Error]
-        assert (replies[1].code, replies[1].job_id) == (codes.SHUTTING_DOWN, job.job_id)
+            shutdown = threading.Thread(target=shut_down)
+            shutdown.start()
+            time.sleep(0.3)  # the client comes to read a moment later
+            replies = read_all()
+            shutdown.join(10)
+            assert not shutdown.is_alive() and failed == [] and server.socket.closed
+            assert [type(reply) for reply in replies] == [Echo, Error]
+            assert (replies[1].code, replies[1].job_id) == (codes.SHUTTING_DOWN, job.job_id)
     finally:
-        client.close(linger=0)
-        client_context.term()
-        if not router.closed:
-            router.close(linger=0)
         if not server_context.closed:
             server_context.term()
 

@@ -103,6 +103,18 @@ class Interrupted(Exception):
     """Stands for the training process being stopped."""
 
 
+def assert_a_stopped_run_resumes_to_the_weights_of_one_run(train, tmp_path, stop_at_step: int) -> None:
+    """`train(work_dir, stop_at_step=None)` -> (losses, state dict): stopped once and run again in one work folder,
+    it ends with the losses and weights, bit for bit, of a run that was not stopped."""
+    one_run_losses, one_run = train(tmp_path / "one-run")
+    with pytest.raises(Interrupted):
+        train(tmp_path / "stopped", stop_at_step=stop_at_step)
+    resumed_losses, resumed = train(tmp_path / "stopped")
+    assert resumed_losses == one_run_losses
+    for name, tensor in one_run.items():
+        assert torch.equal(resumed[name], tensor), name
+
+
 def stop_after_calls(module: torch.nn.Module, calls_allowed: int) -> None:
     """Raise `Interrupted` when `module` is called once more than `calls_allowed` times (once per training step)."""
     calls = []
@@ -133,13 +145,8 @@ def test_an_interrupted_stage_resumed_from_its_checkpoint_ends_with_the_same_wei
         losses = train_image_model(unet2d, text_encoder, tokenizer, latents, settings, work_dir)
         return losses, {**unet2d.state_dict(), **text_encoder.state_dict()}
 
-    one_run_losses, one_run = train(tmp_path / "one-run")
-    with pytest.raises(Interrupted):
-        train(tmp_path / "stopped", stop_at_step=6)  # stopped during step 7, after the checkpoint at step 4
-    resumed_losses, resumed = train(tmp_path / "stopped")
-    assert resumed_losses == one_run_losses
-    for name, tensor in one_run.items():
-        assert torch.equal(resumed[name], tensor), name
+    # stopped during step 7, after the checkpoint at step 4
+    assert_a_stopped_run_resumes_to_the_weights_of_one_run(train, tmp_path, stop_at_step=6)
 
 
 def test_motion_stage_trains_only_the_motion_modules(clips, tokenizer, tmp_path):
@@ -330,10 +337,5 @@ def test_an_interrupted_vae_stage_resumed_ends_with_the_same_weights_as_one_run(
         losses = train_vae(vae, frames, masks, settings, work_dir)
         return losses, vae.state_dict()
 
-    one_run_losses, one_run = train(tmp_path / "one-run")
-    with pytest.raises(Interrupted):
-        train(tmp_path / "stopped", stop_at_step=4)  # stopped during step 5, after the checkpoint at step 3
-    resumed_losses, resumed = train(tmp_path / "stopped")
-    assert resumed_losses == one_run_losses
-    for name, tensor in one_run.items():
-        assert torch.equal(resumed[name], tensor), name
+    # stopped during step 5, after the checkpoint at step 3
+    assert_a_stopped_run_resumes_to_the_weights_of_one_run(train, tmp_path, stop_at_step=4)
