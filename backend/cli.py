@@ -19,6 +19,7 @@ from typing import Any
 
 from ..protocol.endpoints import DEFAULT_ENDPOINT
 from ..protocol.errors import BackendUnavailable, JobCancelledError, JobFailed
+from .argument_types import at_least
 from .errors import (
     JobCancelled,
     ModelNotFoundError,
@@ -223,17 +224,7 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
 
 def seconds(minimum: float) -> Callable[[str], float]:
     """An argparse type: a finite number of seconds, at least `minimum`."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not minimum <= value < math.inf:
-            raise argparse.ArgumentTypeError(f"must be a number of seconds, at least {minimum:g}, got {text!r}")
-        return value
-
-    return parse
+    return at_least(minimum, float, unit="seconds")
 
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:

@@ -18,6 +18,7 @@ def test_the_training_script_names_a_bad_value_and_its_limit_before_any_work(tmp
         ("--seed", "-1", "argument --seed: must be at least 0, got -1"),
         ("--clips", "0", "argument --clips: must be at least 1, got 0"),
         ("--motion-lr", "-0.1", "argument --motion-lr: must be at least 0, got -0.1"),
+        ("--vae-lr", "inf", "argument --vae-lr: must be at least 0, got inf"),
         ("--threads", "0", "argument --threads: must be at least 1, got 0"),
         ("--image-steps", "many", "argument --image-steps: must be an integer, got 'many'"),
         ("--device", "gpu", "argument --device: must be cpu, cuda or cuda:N, got 'gpu'"),
