@@ -98,7 +98,8 @@ def tensor_digest(tensor: torch.Tensor) -> str:
 
 
 class RepresentationCache:
-    """Representations by key: a small in-memory LRU in front of an optional folder of safetensors files."""
+    """Representations by key: a small in-memory LRU (host memory, so a GPU's memory is free between jobs) in front
+    of an optional folder of safetensors files. `get` returns tensors on the CPU."""
 
     def __init__(self, directory: str | Path | None = None, memory_items: int = 8) -> None:
         self.directory = Path(directory) if directory is not None else None
@@ -126,7 +127,7 @@ class RepresentationCache:
         return None
 
     def put(self, key: str, representation: MotionRepresentation) -> None:
-        self._remember(key, representation)
+        self._remember(key, representation.to("cpu"))
         if self.directory is not None:
             store_in_cache(lambda: representation.save(self._path(key)), "motion representation")
 

@@ -81,3 +81,21 @@ def test_reading_an_inverted_reference_counts_as_a_use_for_the_purge(tmp_path):
     assert InversionCache(tmp_path / "inversion").get("key") is not None  # another process reads it from disk
     RepresentationCache(tmp_path).purge_unused(3600)
     assert path.is_file()
+
+
+def test_the_memory_cache_keeps_representations_in_host_memory_not_on_the_gpu():
+    """A worker's GPU keeps no cached representations between jobs: `put` remembers a CPU copy."""
+    from motionclone.backend.engine.representation import MotionRepresentation
+
+    moved_to = []
+
+    class OnAnAccelerator(MotionRepresentation):  # this machine has no GPU: record where `put` moves it instead
+        def to(self, device):
+            moved_to.append(str(device))
+            return super().to(device)
+
+    extracted = OnAnAccelerator({"m": torch.ones(2, 1, 2, 1)}, {"m": torch.zeros(2, 1, 2, 1, dtype=torch.uint8)}, {})
+    cache = RepresentationCache()
+    cache.put("key", extracted)
+    assert moved_to == ["cpu"]
+    assert cache.get("key").values["m"].device.type == "cpu"
