@@ -1,11 +1,13 @@
 """Finished results on disk, so they survive a disconnect or a server restart until acknowledged. No bpy.
 
-Layout: <results_dir>/<job_id>/frames.npy (uint8, no pickle) and result.json (fps, metadata, finish time).
-Each result is written into a temporary folder and renamed into place, so a crash of the server never leaves half a
-result; one whose files cannot be parsed (cut short by a power cut, a failing disk) is named as such when fetched, and
-deleted.
+Layout: <results_dir>/<job_id>/frames.npy (uint8, no pickle) and result.json (fps, metadata, finish time, the
+frames' SHA-256). Each result is written into a temporary folder and renamed into place, so a crash of the server
+never leaves half a result; one whose files cannot be parsed or whose frames do not match their checksum (cut short or
+zeroed by a power cut, a failing disk) is named as such when fetched, and deleted. The server reads and writes them on
+its disk thread (disk_thread.py).
 """
 
+import hashlib
 import json
 import re
 import shutil
@@ -32,6 +34,11 @@ class StoredResult:
     metadata: dict[str, Any]
 
 
+def frames_digest(frames: np.ndarray) -> str:
+    """SHA-256 of the frames' bytes (hashlib releases the GIL for them)."""
+    return hashlib.sha256(np.ascontiguousarray(frames).data).hexdigest()
+
+
 class ResultsStore:
     """Results by job id in a folder, with a retention time."""
 
@@ -45,11 +52,17 @@ class ResultsStore:
         shutil.rmtree(temporary, ignore_errors=True)
         try:
             temporary.mkdir()
-            # Not fsynced: this runs on the server's socket thread, and forcing hundreds of MB to a slow disk would
-            # hold every connection's heartbeats for seconds. A power cut can leave a renamed result short, which
-            # `load` names as damaged, or (on some file systems) with zeroed blocks, which it cannot tell.
-            np.save(temporary / "frames.npy", np.ascontiguousarray(frames), allow_pickle=False)
-            record = {"fps": fps, "metadata": metadata, "finished_at": time.time()}
+            # Not fsynced: the client gets its result once it is stored, and forcing hundreds of MB to a slow disk
+            # would keep it waiting seconds more. What a power cut leaves (a result cut short, or zeroed blocks on
+            # some file systems) `load` finds by the checksum.
+            frames = np.ascontiguousarray(frames)
+            np.save(temporary / "frames.npy", frames, allow_pickle=False)
+            record = {
+                "fps": fps,
+                "metadata": metadata,
+                "finished_at": time.time(),
+                "frames_sha256": frames_digest(frames),
+            }
             (temporary / "result.json").write_text(json.dumps(record, default=str), encoding="utf-8")
             temporary.rename(self.directory / job_id)
         except BaseException:  # a full disk, say: leave no half-written folder behind
@@ -72,6 +85,10 @@ class ResultsStore:
         try:
             record = json.loads((folder / "result.json").read_text(encoding="utf-8"))
             frames = np.load(folder / "frames.npy", allow_pickle=False)
+            if (
+                "frames_sha256" in record and frames_digest(frames) != record["frames_sha256"]
+            ):  # older results have none
+                raise ValueError("its frames do not match their checksum")
             return StoredResult(job_id, frames, float(record["fps"]), record["metadata"])
         except (ValueError, KeyError, TypeError, EOFError) as error:  # JSONDecodeError is a ValueError
             self.delete(job_id)  # its bytes are wrong: every fetch would fail the same way until it expired

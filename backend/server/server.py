@@ -58,11 +58,13 @@ from ..models.registry import NATIVE_SIZES
 from ..video_io import check_frame_sampling, check_frame_step
 from .conditions import condition_from_submit, fit_condition
 from .config import ServerConfig
+from .disk_thread import DiskThread
 from .in_flight import SendsInFlight
 from .jobs import Job, JobQueue, job_bytes
 from .listener import Listener, open_listener
 from .parent import ParentWatch
 from .result_loads import ResultLoad, ResultLoads
+from .result_saves import ResultSave, ResultSaves
 from .results_store import DamagedResult, ResultsStore
 from .state_file import remove_state_file, state_record, write_state_file
 from .torch_thread import run_in_passing_thread
@@ -85,6 +87,8 @@ PARENT_CHECK_S = 1.0
 # How long the last messages (shutting_down, cancelled, a result finished just now) may take to leave at shutdown:
 # a socket closed at once drops whatever is still queued.
 SHUTDOWN_LINGER_MS = 2000
+# How long a shutdown waits for finished results to be stored before it sends them unstored.
+SHUTDOWN_SAVE_S = 30.0
 
 
 def _params_from_request(values: dict[str, Any], preset: str) -> MotionCloneParams:
@@ -204,7 +208,9 @@ class Server:
             raise
         self.results = ResultsStore(config.results_dir, config.retention_s)
         self.sends_in_flight = SendsInFlight()
-        self.result_loads = ResultLoads(self.results)
+        self.disk = DiskThread()
+        self.result_loads = ResultLoads(self.results, self.disk)
+        self.result_saves = ResultSaves(self.results, self.disk)
         self.queue = JobQueue()
         self.jobs: dict[str, Job] = {}
         self.worker_events: queue.Queue[WorkerEvent] = queue.Queue()
@@ -267,6 +273,7 @@ class Server:
                 if dict(poller.poll(POLL_MS)).get(self.socket):
                     self._receive_all()
                 self._send_worker_events()
+                self._send_saved_results()
                 self._send_loaded_results()
                 self._start_next_job()
                 self._housekeeping()
@@ -302,6 +309,8 @@ class Server:
             self._send(job.identity, Error(codes.SHUTTING_DOWN, "The server is shutting down.", job_id=job.job_id))
         self.worker.stop()
         self._send_worker_events()  # the cancelled running job, or a result that finished just now
+        for save in self.result_saves.take_all(SHUTDOWN_SAVE_S):  # stored if the disk allows: fetched after a restart
+            self._send_saved_or_fail(save)
         self._send_loaded_results()
         for load in self.result_loads.stop():  # still being read: the client hears why no result comes
             self._send(
@@ -313,6 +322,7 @@ class Server:
                     job_id=load.job_id,
                 ),
             )
+        self.disk.stop()
         self.listener.close(linger_ms=SHUTDOWN_LINGER_MS)
 
     # ---- receiving -----------------------------------------------------------------------------------------------
@@ -501,7 +511,7 @@ class Server:
 
     def _on_fetch(self, identity: bytes, message: Fetch, payloads: dict[str, memoryview]) -> None:
         job = self.jobs.get(message.job_id)
-        if job is not None and job.state in stages.ACTIVE_STATES:
+        if job is not None:  # queued, running, or done and its result being stored: the result comes as the job's
             if job.identity != identity:  # the connection that followed it would wait for messages that never come
                 self._send(job.identity, taken_over(job.job_id))
             job.identity = identity  # progress and the result now go to this connection
@@ -651,13 +661,9 @@ class Server:
             data["metadata"]["job"] = {**self._job_record(job), "completed": self._completed}
             if job.reference_sampling is not None:
                 record_client_sampling(data["metadata"], job.reference_sampling)
-            # On disk first: if the client is gone, the result waits for a Fetch, also across restarts.
-            try:
-                self.results.save(job.job_id, data["frames"], data["fps"], data["metadata"])
-            except OSError as error:  # a full disk: the connected client still gets the frames
-                log.error("job %s: its result could not be stored (%s); it is sent, not kept", job.job_id, error)
-            self._send_result(job.identity, job.job_id, data["frames"], data["fps"], data["metadata"])
-            self._forget(job)
+            # On disk first, then sent (`_send_saved_results`): if the client is gone, the result waits for a Fetch,
+            # also across restarts. The job is kept meanwhile, so that a fetch redirects the result.
+            self.result_saves.start(job, data["frames"], data["fps"], data["metadata"])
         elif event.kind == "cancelled":
             job.state = stages.CANCELLED
             self._send(job.identity, Cancelled(job.job_id, data["reason"]))
@@ -666,6 +672,30 @@ class Server:
             job.state = stages.FAILED
             self._send(job.identity, Error(job_id=job.job_id, **data))
             self._forget(job)
+
+    def _send_saved_results(self) -> None:
+        """Send the results of finished jobs that have been stored, in the order the jobs finished."""
+        for save in self.result_saves.take_finished():
+            self._send_saved_or_fail(save)
+
+    def _send_saved_or_fail(self, save: ResultSave) -> None:
+        try:
+            self._send_saved(save)
+        except Exception as error:  # a bug, or memory running out: that job fails, the server keeps serving
+            log.exception("job %s: could not store or send its result", save.job.job_id)
+            self._end_job_with_error(save.job, error)
+
+    def _send_saved(self, save: ResultSave) -> None:
+        job = save.job
+        if not save.future.done():  # a shutdown that could not wait longer for the disk
+            log.error("job %s: its result is still being stored at shutdown; it is sent, perhaps not kept", job.job_id)
+        elif isinstance(save.future.exception(), OSError):  # a full disk: the connected client still gets the frames
+            error = save.future.exception()
+            log.error("job %s: its result could not be stored (%s); it is sent, not kept", job.job_id, error)
+        elif save.future.exception() is not None:
+            raise save.future.exception()
+        self._send_result(job.identity, job.job_id, save.frames, save.fps, save.metadata)
+        self._forget(job)
 
     def _job_record(self, job: Job) -> dict[str, Any]:
         """Server-side facts about a job, added to its result metadata."""

@@ -27,12 +27,14 @@ from motionclone.backend.server import engine_job as engine_job_module
 from motionclone.backend.server import server as server_module
 from motionclone.backend.server import worker as worker_module
 from motionclone.backend.server.config import ServerConfig
+from motionclone.backend.server.disk_thread import DiskThread
 from motionclone.backend.server.engine_job import JobInputs, run_engine_job
 from motionclone.backend.server.in_flight import SendsInFlight
 from motionclone.backend.server.jobs import Job, JobQueue
 from motionclone.backend.server.listener import Listener
 from motionclone.backend.server.ray_pool import RayPoolError
 from motionclone.backend.server.result_loads import ResultLoads
+from motionclone.backend.server.result_saves import ResultSaves
 from motionclone.backend.server.results_store import DamagedResult, ResultsStore
 from motionclone.backend.server.server import Server
 from motionclone.backend.server.worker import Worker, WorkerEvent
@@ -118,10 +120,25 @@ def queued_job() -> Job:
     return Job(b"client", params, np.zeros((2, 8, 8, 3), dtype=np.uint8), 8.0, "tiny")
 
 
-def test_a_result_the_disk_cannot_take_still_reaches_its_client_and_leaves_no_partial_folder(tmp_path, monkeypatch):
+def storing_server(tmp_path) -> Server:
+    """A bare server with a results store, its disk thread, and a queue of worker events."""
     server = bare_server()
     server.results = ResultsStore(tmp_path / "results", retention_s=60)
+    server.result_saves = ResultSaves(server.results, DiskThread())
     server.worker_events, server.jobs, server._completed = queue.Queue(), {}, 0
+    return server
+
+
+def pass_on_worker_events(server: Server) -> None:
+    """The loop's turns that pass on the worker's events and, once their results are stored, send them."""
+    server._send_worker_events()
+    for save in list(server.result_saves._waiting):
+        save.future.exception(timeout=30)  # done, whether stored or refused
+    server._send_saved_results()
+
+
+def test_a_result_the_disk_cannot_take_still_reaches_its_client_and_leaves_no_partial_folder(tmp_path, monkeypatch):
+    server = storing_server(tmp_path)
     sent = []
     server._send_result = lambda identity, job_id, frames, fps, metadata: sent.append((identity, job_id))
 
@@ -132,7 +149,7 @@ def test_a_result_the_disk_cannot_take_still_reaches_its_client_and_leaves_no_pa
     job = queued_job()
     server.jobs[job.job_id] = job
     server.worker_events.put(done_event(job, np.zeros((2, 64, 64, 3), dtype=np.uint8)))
-    server._send_worker_events()  # raised OSError out of the server loop before
+    pass_on_worker_events(server)  # raised OSError out of the server loop before
     assert sent == [(b"client", job.job_id)] and job.job_id not in server.jobs
     assert list((tmp_path / "results").iterdir()) == []  # no half-written `.partial` folder
 
@@ -140,9 +157,7 @@ def test_a_result_the_disk_cannot_take_still_reaches_its_client_and_leaves_no_pa
 def test_an_outcome_the_server_cannot_send_fails_that_job_and_the_next_one_still_arrives(tmp_path):
     """Memory running out while a result is sent, say: that job's client hears it failed (its result is stored, so
     the hint says to fetch it), and the server loop goes on to the next event instead of ending."""
-    server = bare_server()
-    server.results = ResultsStore(tmp_path / "results", retention_s=60)
-    server.worker_events, server.jobs, server._completed = queue.Queue(), {}, 0
+    server = storing_server(tmp_path)
     sent, messages = [], []
     server._send = lambda identity, message, *payload, **options: messages.append(message)
 
@@ -157,12 +172,54 @@ def test_an_outcome_the_server_cannot_send_fails_that_job_and_the_next_one_still
     for job in (first, second):
         server.jobs[job.job_id] = job
         server.worker_events.put(done_event(job, np.zeros((2, 64, 64, 3), dtype=np.uint8)))
-    server._send_worker_events()  # MemoryError left the server loop before, and the server stopped
+    pass_on_worker_events(server)  # MemoryError left the server loop before, and the server stopped
     assert sent == ["refused", second.job_id] and not server.jobs
     [failed] = messages
     assert isinstance(failed, Error) and (failed.code, failed.job_id) == (codes.JOB_FAILED, first.job_id)
     assert "could not pass on its outcome (MemoryError" in failed.message
     assert failed.hint == f"Its result is stored: fetch job {first.job_id} to get it."
+
+
+def test_a_finished_result_is_stored_off_the_socket_thread_and_a_fetch_meanwhile_gets_it_sent_its_way(
+    tmp_path, monkeypatch
+):
+    """Writing hundreds of MB on the socket thread to a slow disk held every connection's heartbeats. The result is
+    sent once stored; a client that reconnected meanwhile (a fetch from another connection) gets it."""
+    server = storing_server(tmp_path)
+    sent, messages = [], []
+    server._send = lambda identity, message, *payload, **options: messages.append((identity, message))
+    server._send_result = lambda identity, job_id, frames, fps, metadata: sent.append((identity, job_id))
+    disk_done = threading.Event()
+    save = server.results.save
+    monkeypatch.setattr(server.results, "save", lambda *args: disk_done.wait(10) and save(*args))
+    job = queued_job()
+    server.jobs[job.job_id] = job
+    server.worker_events.put(done_event(job, np.zeros((2, 64, 64, 3), dtype=np.uint8)))
+    started = time.monotonic()
+    server._send_worker_events()
+    server._send_saved_results()  # the loop's next turn: nothing stored yet, nothing sent, no wait
+    assert time.monotonic() - started < 5 and sent == []
+    server.sends_in_flight, server.result_loads = SendsInFlight(), ResultLoads(server.results, DiskThread())
+    server.queue, server.worker = JobQueue(), SimpleNamespace(running=0)
+    server._on_fetch(b"new-connection", Fetch("f1", job.job_id), {})  # was "unknown job" while being stored
+    [(old, taken), (new, status)] = messages
+    assert (old, taken.code) == (b"client", codes.TAKEN_OVER)
+    assert (new, type(status), status.state) == (b"new-connection", JobStatus, "done")
+    disk_done.set()
+    server.result_saves._waiting[0].future.result(timeout=10)
+    server._send_saved_results()
+    assert sent == [(b"new-connection", job.job_id)] and server.results.has(job.job_id) and not server.jobs
+
+
+def test_a_shutdown_waits_for_results_being_stored_so_that_they_can_be_fetched_after_a_restart(tmp_path, monkeypatch):
+    server = storing_server(tmp_path)
+    save = server.results.save
+    monkeypatch.setattr(server.results, "save", lambda *args: time.sleep(0.5) or save(*args))
+    job = queued_job()
+    server.result_saves.start(job, np.ones((2, 8, 8, 3), np.uint8), 8.0, {})
+    [taken] = server.result_saves.take_all(timeout_s=30)
+    assert taken.future.done() and taken.job is job
+    assert ResultsStore(tmp_path / "results", retention_s=60).load(job.job_id).frames.sum() == 2 * 8 * 8 * 3
 
 
 def fetch(server: Server, identity: bytes, request_id: str, job_id: str) -> None:
@@ -177,8 +234,9 @@ def reading_server(tmp_path) -> tuple[Server, list]:
     """A bare server with a results store and its reader; returns it and the list of messages it sends."""
     server = bare_server()
     server.results = ResultsStore(tmp_path / "results", retention_s=60)
-    server.jobs, server.sends_in_flight = {}, SendsInFlight()
-    server.result_loads = ResultLoads(server.results)
+    server.jobs, server.sends_in_flight, server.disk = {}, SendsInFlight(), DiskThread()
+    server.result_loads = ResultLoads(server.results, server.disk)
+    server.result_saves = ResultSaves(server.results, server.disk)
     messages = []
     server._send = lambda identity, message, *payload, **options: messages.append(message)
     return server, messages
@@ -188,9 +246,14 @@ def test_a_stored_result_the_disk_damaged_is_named_when_fetched_and_deleted(tmp_
     server, messages = reading_server(tmp_path)
     job_id = "cd" * 16
     frames = tmp_path / "results" / job_id / "frames.npy"
-    for kept in (40, 0):  # a failing disk; a power cut before the bytes reached it
-        server.results.save(job_id, np.zeros((2, 8, 8, 3), np.uint8), 8.0, {})
-        frames.write_bytes(frames.read_bytes()[:kept])
+    stored = np.full((2, 8, 8, 3), 200, np.uint8)
+    whole = 128 + stored.nbytes  # the .npy header, then the frames
+    for damage in ("cut", "emptied", "zeroed"):  # a failing disk; a power cut before the bytes, or a block, reached it
+        server.results.save(job_id, stored, 8.0, {})
+        kept = {"cut": 40, "emptied": 0, "zeroed": whole}[damage]
+        written = frames.read_bytes()
+        assert len(written) == whole
+        frames.write_bytes(written[:kept] if damage != "zeroed" else written[:-64] + bytes(64))
         messages.clear()
         fetch(server, b"client", "f1", job_id)  # raised out of the handler as a bad message before
         [error] = messages
@@ -519,6 +582,8 @@ def test_the_last_messages_before_a_shutdown_reach_a_client_that_reads_them_a_mo
             server.listener = Listener(server_context, server.socket, None, "tcp://127.0.0.1")
             server.worker = SimpleNamespace(stop=lambda: None)
             server.result_loads = SimpleNamespace(take_finished=lambda: [], stop=lambda: [])
+            server.result_saves = SimpleNamespace(take_all=lambda timeout_s: [])
+            server.disk = SimpleNamespace(stop=lambda: None)
             server.worker_events = queue.Queue()
             job = replace(queued_job(), identity=b"slow-reader")
             server.queue = [job]
@@ -558,7 +623,7 @@ def test_a_connection_that_fetches_faster_than_it_reads_holds_at_most_two_copies
         server.results = ResultsStore(tmp_path / "results", retention_s=60)
         job_id = "ab" * 16
         server.results.save(job_id, np.zeros((32, 512, 512, 3), np.uint8), 24.0, {})  # 24 MB, over any socket buffer
-        server.result_loads = ResultLoads(server.results)
+        server.result_loads = ResultLoads(server.results, DiskThread())
         send_six_times(lambda index: fetch(server, b"slow-reader", f"f{index}", job_id))
         replies = read_all()
         results = [reply for reply in replies if isinstance(reply, Result)]
