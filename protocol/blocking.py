@@ -99,10 +99,14 @@ class BlockingCalls:
         while True:
             event = self._wait_event(deadline)
             if event is None:
-                job = f"job {job_id}" if job_id else f"request {request_id} (not accepted yet)"
+                if job_id is None:
+                    raise TimeoutError(
+                        f"request {request_id} got no answer within {timeout:g} s, neither accepted nor refused; the "
+                        "server may not have it: check it with `motionclone status` before you submit it again"
+                    )
                 raise TimeoutError(
-                    f"{job} did not finish within {timeout:g} s; it keeps running on the server: cancel or fetch it "
-                    "by job id"
+                    f"job {job_id} did not finish within {timeout:g} s; it keeps running on the server: cancel or "
+                    "fetch it by job id"
                 )
             # A "disconnected" queued after the Accepted happened while the job ran; before it, the request's own
             # "error" event reports the lost submit.

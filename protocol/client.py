@@ -42,7 +42,7 @@ from .blocking import BlockingCalls
 from .codec import Buffer, Limits, encode
 from .connection import POLL_INTERVAL, Connection, Settings, Shared
 from .endpoints import endpoint_problem
-from .errors import BACKEND_UNAVAILABLE, BackendUnavailable
+from .errors import BACKEND_UNAVAILABLE, BackendUnavailable, ProtocolError
 from .events import EVENT_KINDS, Command, Event, echo_bytes, new_id
 from .keys import curve_client_keys
 from .messages import Ack, ArraySpec, Cancel, Echo, Error, Fetch, Status, Submit, Welcome
@@ -320,8 +320,9 @@ class Client(BlockingCalls):
         # Encode here, not on the I/O thread, so that unpackable params raise in the caller's thread.
         try:
             parts = encode(message, frames, None if condition is None else condition.images)
-        except (TypeError, ValueError, OverflowError) as error:
+        except (TypeError, ValueError, OverflowError, ProtocolError) as error:
             raise ValueError(f"`params` must hold numbers, strings, lists and maps only: {error}") from error
+        self._check_header_size(parts[0], "params")
         self._check_size(parts, f"a reference of shape {list(frames.shape)}", "frames")
         self._enqueue(Command(message, parts))
         return message.request_id
@@ -404,6 +405,17 @@ class Client(BlockingCalls):
         if info is not None and isinstance(info.limits.get("max_message_bytes"), int):
             limit = min(limit, info.limits["max_message_bytes"])
         return limit
+
+    def _check_header_size(self, header: Buffer, name: str) -> None:
+        """Refuse a header over the connected server's `max_header_bytes` (or this client's own): the server could
+        not read the request id of one, so no answer would name the request."""
+        limit = self._limits.max_header_bytes
+        info = self.server_info
+        if info is not None and isinstance(info.limits.get("max_header_bytes"), int):
+            limit = min(limit, info.limits["max_header_bytes"])
+        size = memoryview(header).nbytes
+        if size > limit:
+            raise ValueError(f"`{name}`: the request's header is {size} bytes; the limit is {limit}")
 
     def _check_size(self, parts: list[Buffer], what: str, name: str) -> None:
         """Refuse a message over `max_message_bytes()`."""

@@ -23,6 +23,11 @@ Buffer = bytes | bytearray | memoryview
 # Binary fields holding frames (count, height, width, 3): their shapes are held to the frame and size limits.
 VIDEO_FIELDS = ("reference", "condition", "frames")
 MAX_BINARY_PARTS = max(len(cls.BINARY_FIELDS) for cls in MESSAGE_TYPES.values())
+# A job's last message: one its client cannot read still ends the job there (named by `ProtocolError.job_id`).
+JOB_ENDING_TYPES = ("result", "cancelled", "error")
+# At any depth of a header: the most items of a list, and the most entries of a map.
+MAX_HEADER_LIST_ITEMS = 4096
+MAX_HEADER_MAP_ENTRIES = 1024
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,9 @@ def encode(message: Message, *payloads: Buffer | None) -> list[Buffer]:
 
     `payloads` holds one buffer per binary field that is declared (not None); None entries are skipped, so
     `encode(message, None)` is a message without a raw part.
+
+    Raises `ProtocolError` for a header that `decode` would refuse before it could read the request id (binary
+    values, keys that are not strings, too many items), so that the sender learns why in its own thread.
     """
     header: dict[str, Any] = {"v": PROTOCOL_VERSION, "type": message.TYPE}
     for item in fields(message):
@@ -59,6 +67,7 @@ def encode(message: Message, *payloads: Buffer | None) -> list[Buffer]:
         if value is None and item.default is None:
             continue  # left out: the peer fills in the default, and older peers never see a field they do not know
         header[item.name] = _plain(value)
+    _check_plain(header)
     parts: list[Buffer] = [msgpack.packb(header, use_bin_type=True)]
     declared = _declared_parts(message)
     given = [payload for payload in payloads if payload is not None]
@@ -131,8 +140,12 @@ def decode(
         payloads = [memoryview(frame).cast("B") for frame in frames[1:]]
         return message, _check_payloads(message, payloads, limits)
     except ProtocolError as error:
-        # A field or a part refused still names the request (a client waiting for its Submit's answer gets it).
+        # A field or a part refused still names the request and the job (a client waiting for its Submit's answer,
+        # or for a job's result, gets it).
         error.request_id = error.request_id or request_id
+        job_id = header.get("job_id")
+        if message_type in JOB_ENDING_TYPES and isinstance(job_id, str):
+            error.job_id = job_id
         raise
 
 
@@ -145,11 +158,15 @@ def _unpack(raw_header: bytes, limits: Limits) -> dict[str, Any]:
             max_str_len=limits.max_header_bytes,
             max_bin_len=0,
             max_ext_len=0,
-            max_array_len=4096,
-            max_map_len=1024,
+            max_array_len=MAX_HEADER_LIST_ITEMS,
+            max_map_len=MAX_HEADER_MAP_ENTRIES,
         )
     except Exception as error:  # msgpack raises several unrelated types for malformed input
-        raise ProtocolError(BAD_MESSAGE, f"the header is not valid msgpack ({type(error).__name__})") from error
+        raise ProtocolError(
+            BAD_MESSAGE,
+            "the header is not valid msgpack, or holds binary data or more list items or map entries than "
+            f"{MAX_HEADER_LIST_ITEMS} and {MAX_HEADER_MAP_ENTRIES} ({type(error).__name__}: {error})",
+        ) from error
     if not isinstance(header, dict):
         raise ProtocolError(BAD_MESSAGE, f"the header must be a map, got {type(header).__name__}")
     _check_plain(header)
@@ -157,16 +174,24 @@ def _unpack(raw_header: bytes, limits: Limits) -> dict[str, Any]:
 
 
 def _check_plain(header: dict[str, Any]) -> None:
-    """Only strings as keys, and no binary or extension values at any depth: binary data travels as parts. (msgpack's
-    length limits of 0 still let an empty bin or ext through.)"""
+    """Only strings as keys, no binary or extension values, and no more items than `decode` reads, at any depth:
+    binary data travels as parts. (msgpack's length limits of 0 still let an empty bin or ext through.)"""
     pending: list[Any] = [header]
     while pending:
         value = pending.pop()
         if isinstance(value, dict):
             if not all(isinstance(key, str) for key in value):
                 raise ProtocolError(BAD_MESSAGE, "header map keys must be strings")
+            if len(value) > MAX_HEADER_MAP_ENTRIES:
+                raise ProtocolError(
+                    BAD_MESSAGE, f"a header map has {len(value)} entries, more than {MAX_HEADER_MAP_ENTRIES}"
+                )
             pending.extend(value.values())
-        elif isinstance(value, list):
+        elif isinstance(value, list | tuple):  # a tuple is packed as a list
+            if len(value) > MAX_HEADER_LIST_ITEMS:
+                raise ProtocolError(
+                    BAD_MESSAGE, f"a header list has {len(value)} items, more than {MAX_HEADER_LIST_ITEMS}"
+                )
             pending.extend(value)
         elif isinstance(value, bytes | bytearray | msgpack.ExtType | msgpack.Timestamp):
             raise ProtocolError(

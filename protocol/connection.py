@@ -15,7 +15,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from . import stages
 from .codec import Buffer, Limits, decode, encode
-from .errors import BACKEND_UNAVAILABLE, BAD_MESSAGE, CLIENT_ERROR, ProtocolError
+from .errors import BACKEND_UNAVAILABLE, BAD_MESSAGE, CLIENT_ERROR, INVALID_FIELD, ProtocolError
 from .events import Command, Event, new_id
 from .messages import (
     Accepted,
@@ -52,6 +52,11 @@ SHUTDOWN_LINGER_MS = 500
 MIN_UNACKNOWLEDGED_S = 20.0
 JOB_SILENCE_MIN_S = 60.0
 JOB_SILENCE_FACTOR = 10
+# While a job is followed or a submit waits for its answer, a message as large as the server takes may be on its way
+# on the job connection, and ZeroMQ hands over whole messages only: nothing is heard there until all of it has come (a
+# 192 MiB result takes minutes on a slow link). The silence allowed then is what the largest message takes at this
+# speed (512 MiB: 34 minutes); a broken connection is still found by the kernel first, where it can (above).
+MIN_LINK_BYTES_PER_S = 256 * 1024
 # The heartbeat's connection receives only Pongs.
 HEARTBEAT_MAX_MESSAGE_BYTES = 65536
 
@@ -132,6 +137,9 @@ class Connection:
         self._outbox: list[Command] = []
         self._pending_submits: set[str] = set()
         self._cancel_requested: set[str] = set()
+        # Cancels and Acks sent, by request id -> job id: their replies do not end a job.
+        self._side_requests: dict[str, str] = {}
+        self._closing = False  # the thread is on its way out: Submits are no longer sent
         self._unreachable_told = False  # "unreachable" was emitted since the last Welcome
 
     def run(self) -> None:
@@ -144,6 +152,8 @@ class Connection:
                         time.sleep(QUIET_YIELD)
                     waiting_since = time.monotonic()
                     with self.shared.quiet:
+                        if self.shared.stop.is_set():  # closed while it was kept quiet: no other round
+                            break
                         self._resume_after(time.monotonic() - waiting_since)
                         self._run_once()
                 except Exception as error:  # the thread must outlive its own bugs, or callers would wait forever
@@ -260,8 +270,9 @@ class Connection:
         self._backoff = min(self._backoff * 2, self._max_backoff)
 
     def _shut_down(self) -> None:
-        """The I/O thread's way out: send what callers queued last (say an Ack right before close), close the socket,
-        and tell anyone still waiting."""
+        """The I/O thread's way out: send what callers queued last (say an Ack right before close) but a Submit, close
+        the socket, and tell anyone still waiting."""
+        self._closing = True
         if self._socket is not None and self.shared.is_connected():
             self._take_commands()
             self._close_socket(linger_ms=SHUTDOWN_LINGER_MS)
@@ -277,6 +288,7 @@ class Connection:
             self.shared.connected = False
             self.shared.server_info = None
         attempted = self._socket is not None
+        self._side_requests.clear()  # their replies would come on this connection: a new one sends its cancels anew
         if self._socket is not None:
             self._socket.disable_monitor()
             self._socket.close(linger=linger_ms)
@@ -296,23 +308,29 @@ class Connection:
     def _fail_unaccepted_submits(self, reason: str) -> None:
         # Sent ones are not resent: the server may have queued the job already, and a resend would run it twice.
         # Waiting ones fail too, so that a caller learns that no backend is there instead of waiting on.
-        failed = dict.fromkeys(sorted(self._pending_submits), "it was not resent (so that it cannot run twice)")
+        sent = (
+            "it was sent but is not sent again, so that it cannot run twice",
+            "The backend may have queued it without this client learning its job id: look at its queue "
+            "(`motionclone status`) before you submit it again.",
+        )
+        never_sent = ("it was never sent", "Submit it again once the backend is connected.")
+        failed = dict.fromkeys(sorted(self._pending_submits), sent)
         for command in self._outbox:
             if isinstance(command.message, Submit):
-                failed[command.message.request_id] = "it was never sent"
+                failed[command.message.request_id] = never_sent
         self._pending_submits.clear()
         self._outbox = [command for command in self._outbox if not isinstance(command.message, Submit)]
-        for request_id, what in failed.items():
+        for request_id, (what, hint) in failed.items():
             self._emit_error(
                 BACKEND_UNAVAILABLE,
                 f"{reason} before the backend at {self._endpoint} accepted the job; {what}",
-                hint="Submit it again once the backend is connected.",
+                hint=hint,
                 request_id=request_id,
             )
 
     def _keep_alive(self) -> None:
         now = time.monotonic()
-        job_silence_limit = max(JOB_SILENCE_MIN_S, JOB_SILENCE_FACTOR * self._dead_after)
+        job_silence_limit = self._job_silence_limit()
         if now - self._last_heard > self._dead_after:
             self._drop_connection(f"no answer from the backend for {self._dead_after:g} s")
         elif not self.shared.is_connected() and now - self._attempt_started > self._dead_after:
@@ -329,6 +347,19 @@ class Connection:
                 with contextlib.suppress(zmq.Again):
                     self._heartbeat.send_multipart(encode(Ping(request_id=new_id())), flags=zmq.NOBLOCK)
             self._next_ping = now + self._heartbeat_interval
+
+    def _job_silence_limit(self) -> float:
+        """How long the job connection may stay silent (see MIN_LINK_BYTES_PER_S)."""
+        limit = max(JOB_SILENCE_MIN_S, JOB_SILENCE_FACTOR * self._dead_after)
+        with self.shared.lock:
+            transfer_possible = bool(self.shared.active_jobs or self._pending_submits)
+            info = self.shared.server_info
+        if transfer_possible:
+            largest = self._limits.max_message_bytes
+            if info is not None and isinstance(info.limits.get("max_message_bytes"), int):
+                largest = min(largest, info.limits["max_message_bytes"])
+            limit = max(limit, largest / MIN_LINK_BYTES_PER_S)
+        return limit
 
     def _take_commands(self) -> None:
         while True:
@@ -348,7 +379,10 @@ class Connection:
             self._cancel_requested.add(message.job_id)
         with self.shared.lock:
             connected = self.shared.connected
-        if connected:
+        if isinstance(message, Submit) and self._closing:
+            # Its job would run with no one told its id: it fails as never sent, and can be submitted again.
+            self._outbox.append(command)
+        elif connected:
             self._send_command(command)
         elif isinstance(message, Submit | Ack):
             self._outbox.append(command)
@@ -356,6 +390,8 @@ class Connection:
     def _send_command(self, command: Command) -> None:
         if isinstance(command.message, Submit):
             self._pending_submits.add(command.message.request_id)
+        elif isinstance(command.message, Cancel | Ack):
+            self._side_requests[command.message.request_id] = command.message.job_id
         parts = command.parts if command.parts is not None else encode(command.message)
         if not self._send_parts(parts) and isinstance(command.message, Submit):
             self._pending_submits.discard(command.message.request_id)
@@ -399,13 +435,21 @@ class Connection:
             try:
                 message, payloads = decode([frame.buffer for frame in frames], self._limits)
             except ProtocolError as error:
-                # Its request, when the header could be read: whoever waits for the answer gets this instead.
+                # Its request or its job, when the header could be read: whoever waits for the answer or the job's
+                # end gets this instead. A job whose last message cannot be read ends here: fetched again after a
+                # reconnect, the same message would come again.
                 self._pending_submits.discard(error.request_id)
+                if error.job_id is not None:
+                    self._unfollow(error.job_id)
                 self._emit_error(
                     error.code,
                     f"the backend sent a message this client cannot read: {error.message}",
+                    hint="The backend may be newer than this client: update the client (or the add-on)."
+                    if error.code == INVALID_FIELD
+                    else "",
                     field=error.field,
                     request_id=error.request_id,
+                    job_id=error.job_id,
                 )
                 continue
             # One copy out of the zmq frame, so the frame's memory goes back to zmq now.
@@ -433,9 +477,15 @@ class Connection:
         elif isinstance(message, Error):
             if message.request_id is not None:
                 self._pending_submits.discard(message.request_id)
-            if message.job_id is not None:
+            if self._side_requests.pop(message.request_id, None) is not None:
+                # It answers a Cancel or an Ack: that request found nothing to act on, the job's own end still comes
+                # (a result being stored, say); a cancel answered so is not repeated.
+                self._cancel_requested.discard(message.job_id)
+            elif message.job_id is not None:
                 self._unfollow(message.job_id)
         elif isinstance(message, JobStatus):
+            if self._side_requests.pop(message.request_id, None) is not None:
+                self._cancel_requested.discard(message.job_id)
             if message.state in (stages.FAILED, stages.CANCELLED):  # finished without a Result
                 self._unfollow(message.job_id)
         elif isinstance(message, _CLIENT_MESSAGES):
@@ -463,7 +513,7 @@ class Connection:
         for job_id in followed:
             self._send(Fetch(request_id=new_id(), job_id=job_id))
         for job_id in sorted(self._cancel_requested):
-            self._send(Cancel(request_id=new_id(), job_id=job_id))
+            self._send_command(Command(Cancel(request_id=new_id(), job_id=job_id)))
         waiting, self._outbox = self._outbox, []
         for command in waiting:
             self._send_command(command)
@@ -472,6 +522,8 @@ class Connection:
         with self.shared.lock:
             self.shared.active_jobs.discard(job_id)
         self._cancel_requested.discard(job_id)
+        # A cancel has no direct reply when it works (the job ends with "cancelled"): forget its request here.
+        self._side_requests = {request: job for request, job in self._side_requests.items() if job != job_id}
 
     def _emit(self, event: Event) -> None:
         self.shared.events.put(event)
@@ -483,6 +535,7 @@ class Connection:
         hint: str = "",
         field: str | None = None,
         request_id: str | None = None,
+        job_id: str | None = None,
     ) -> None:
-        message = Error(code=code, message=text, hint=hint, field=field, request_id=request_id)
-        self._emit(Event("error", message=message, request_id=request_id))
+        message = Error(code=code, message=text, hint=hint, field=field, request_id=request_id, job_id=job_id)
+        self._emit(Event("error", message=message, request_id=request_id, job_id=job_id))

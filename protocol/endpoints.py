@@ -43,4 +43,6 @@ def endpoint_problem(endpoint: object) -> str | None:
         return shape + "; the port must be a number from 1 to 65535"
     if parts.hostname in (None, "", "*") or not port or parts.path or parts.query or parts.fragment:
         return shape
+    if "@" in parts.netloc:  # ZeroMQ would refuse it on every attempt, and the client would retry for ever
+        return shape + "; ZeroMQ endpoints take no user name or password"
     return None

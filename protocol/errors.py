@@ -44,12 +44,20 @@ ERROR_CODES = (
 class ProtocolError(Exception):
     """A message broke the protocol. `field` names the offending header field when there is one."""
 
-    def __init__(self, code: str, message: str, field: str | None = None, request_id: str | None = None) -> None:
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        field: str | None = None,
+        request_id: str | None = None,
+        job_id: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.field = field
         self.message = message
         self.request_id = request_id  # the offending message's, when it could be read
+        self.job_id = job_id  # likewise: a client that cannot read a job's message ends that job with the error
 
 
 class BackendUnavailable(Exception):

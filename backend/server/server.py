@@ -498,6 +498,9 @@ class Server:
 
     def _on_cancel(self, identity: bytes, message: Cancel, payloads: dict[str, memoryview]) -> None:
         job = self.jobs.get(message.job_id)
+        if job is not None and job.state == stages.DONE:  # finished, its result being stored: it comes all the same
+            self._send(identity, JobStatus(message.request_id, job.job_id, stages.DONE))
+            return
         if job is None or job.state not in stages.ACTIVE_STATES:
             self._send_unknown_job(identity, message.request_id, message.job_id)
             return

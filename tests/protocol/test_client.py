@@ -305,7 +305,8 @@ def test_a_client_reaches_a_server_on_ipv6_loopback(make_client: Callable[..., C
 
 
 def test_endpoints_a_client_cannot_connect_to_are_refused_naming_the_form(make_client: Callable[..., Client]) -> None:
-    for endpoint in ("localhost:5555", "tcp://localhost", "tcp://gpu-box:99999", "tcp://[::1:5555", "tcp://*:5555"):
+    refused = ("localhost:5555", "tcp://localhost", "tcp://gpu-box:99999", "tcp://[::1:5555", "tcp://*:5555")
+    for endpoint in (*refused, "tcp://artist@gpu-box:5555", "tcp://artist:secret@gpu-box:5555"):
         with pytest.raises(ValueError, match=r"`endpoint` must look like 'tcp://HOST:PORT' \(IPv6"):
             Client(endpoint)
     for endpoint in ("tcp://gpu-box:5555", "tcp://[::1]:5555", "ipc:///tmp/motionclone.sock"):
@@ -564,6 +565,29 @@ def test_a_job_connection_that_falls_silent_ends_although_the_heartbeat_is_answe
         server.stop()
 
     assert 2.0 < silent_for < 4.0  # not after dead_after (1 s): the heartbeat's Pings were answered meanwhile
+
+
+def test_a_result_that_takes_longer_than_the_idle_silence_limit_on_a_slow_link_still_arrives(
+    make_client: Callable[..., Client], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing is heard on the job connection while a large message comes: with a job followed, that silence may last
+    as long as the largest message takes at MIN_LINK_BYTES_PER_S. Cut at the idle limit, the client fetched the
+    result again and again, and each time it was cut at the same point."""
+    monkeypatch.setattr(connection, "JOB_SILENCE_MIN_S", 1.5)
+    monkeypatch.setattr(connection, "JOB_SILENCE_FACTOR", 1)
+    monkeypatch.setattr(connection, "MIN_LINK_BYTES_PER_S", Limits().max_message_bytes / 8.0)  # 8 s for the largest
+    stored = make_frames((16, 256, 256, 3))  # 3 MiB: 3 s at 1 MB/s
+    server = FakeServer(results={"j1": stored})
+    link = SlowLink(server.port, bytes_per_second=1_000_000)
+    try:
+        client = make_client(link.endpoint).start()
+        client.wait_connected(3.0)
+        result = client.fetch_result("j1", timeout=15.0)
+        np.testing.assert_array_equal(result.frames(), stored)
+        assert len(server.received_of(Fetch)) == 1
+    finally:
+        link.close()
+        server.stop()
 
 
 # ---- losing and regaining the server ---------------------------------------------------------------------------------
@@ -932,3 +956,127 @@ def test_the_message_limit_is_the_clients_own_or_the_servers_when_that_is_lower(
             client.submit(make_frames((8, 64, 64, 3)), {"prompt": "a fox"})  # 98,304 bytes of frames
     finally:
         strict.stop()
+
+
+# ---- replies that are not a job's end, messages that cannot be read, requests that could not be read -------------
+class StoringServer(FakeServer):
+    """Every job finishes at once and its result is still being written to disk: a fetch or a cancel of it is
+    answered `job_status` `done`, or (`cancel_reply="unknown_job"`) a cancel with `unknown_job`, as a server answers a
+    cancel that comes after the job's end."""
+
+    cancel_reply = "job_status"
+
+    def _answer_submit(self, identity: bytes, message: Submit, payload: memoryview | None) -> None:
+        self._send(identity, Accepted(request_id=message.request_id, job_id="j1", queue_position=0))
+
+    def _answer(self, identity: bytes, message: Message, payload: memoryview | None) -> None:
+        if isinstance(message, Cancel) and self.cancel_reply == "unknown_job":
+            error = Error(UNKNOWN_JOB, "No job", request_id=message.request_id, job_id=message.job_id)
+            self._send(identity, error)
+        elif isinstance(message, Cancel | Fetch):
+            self._send(identity, JobStatus(request_id=message.request_id, job_id=message.job_id, state="done"))
+        else:
+            super()._answer(identity, message, payload)
+
+
+@pytest.mark.parametrize("cancel_reply", ["job_status", "unknown_job"])
+def test_the_reply_to_a_cancel_does_not_end_the_job_whose_result_is_still_to_come(
+    make_client: Callable[..., Client], cancel_reply: str
+) -> None:
+    """After the reply, the job is still followed: a reconnect fetches it again, and its result is taken."""
+    server = StoringServer()
+    server.cancel_reply = cancel_reply
+    try:
+        client = make_client(server.endpoint).start()
+        client.wait_connected(3.0)
+        client.submit(make_frames(), {})
+        wait_for_event(client, "accepted")
+        client.cancel("j1")
+        wait_for_event(client, "error" if cancel_reply == "unknown_job" else "job_status")
+        time.sleep(0.1)  # the I/O thread is done with the reply
+        assert client.active_jobs == frozenset({"j1"})
+        assert len(server.received_of(Cancel)) == 1  # answered: not repeated
+    finally:
+        server.stop()
+
+
+class NewerServer(FakeServer):
+    """Sends results with a field this client does not know."""
+
+    def _send_result(self, identity: bytes, job_id: str, frames: np.ndarray) -> None:
+        header = {
+            "v": 1,
+            "type": "result",
+            "job_id": job_id,
+            "frames": {"shape": list(frames.shape), "dtype": "uint8"},
+            "fps": 8.0,
+            "metadata": {},
+            "duration_s": 1.0,
+        }
+        self.socket.send_multipart([identity, msgpack.packb(header), np.ascontiguousarray(frames).tobytes()])
+
+
+def test_a_result_the_client_cannot_read_ends_its_job_with_an_error_naming_it(
+    make_client: Callable[..., Client],
+) -> None:
+    """Not a wait until the time-out and a job fetched again on every reconnect, to be unreadable again."""
+    server = NewerServer()
+    try:
+        client = make_client(server.endpoint).start()
+        client.wait_connected(3.0)
+        started = time.monotonic()
+        with pytest.raises(JobFailed, match="cannot read") as failed:
+            client.run_job(make_frames(), {}, timeout=10.0)
+        assert time.monotonic() - started < 5.0 and "newer than this client" in failed.value.hint
+        assert client.active_jobs == frozenset()
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    ("params", "why"),
+    [
+        ({"prompt": b"a fox"}, "binary data travels as a part"),
+        ({"lora": {1: 0.5}}, "keys must be strings"),
+        ({"weights": list(range(5000))}, "5000 items, more than 4096"),
+        ({"prompt": "a fox " * 12000}, "header is"),
+    ],
+)
+def test_params_the_server_could_not_read_are_refused_in_the_callers_thread(
+    server: FakeServer, make_client: Callable[..., Client], params: dict, why: str
+) -> None:
+    """The server answers a header it cannot read with an error that names no request: `run_job` waited forever."""
+    client = make_client(server.endpoint).start()
+    client.wait_connected(3.0)
+    with pytest.raises(ValueError, match="`params`") as refused:
+        client.submit(make_frames(), params)
+    assert why in str(refused.value)
+    assert server.received_of(Submit) == []
+
+
+def test_a_submit_queued_when_the_client_closes_is_not_sent_and_fails_as_never_sent(
+    server: FakeServer, make_client: Callable[..., Client]
+) -> None:
+    """Sent on the way out, its job would run with no one told its id, while the error said to submit it again."""
+    client = make_client(server.endpoint).start()
+    client.wait_connected(3.0)
+    closing = threading.Thread(target=client.close)
+    with client.quiet():  # the I/O thread waits: the submit is still queued when the close begins
+        request_id = client.submit(make_frames(), {"mode": "hang"})
+        closing.start()
+        wait_until(client._shared.stop.is_set)
+    closing.join(5.0)
+    time.sleep(0.3)
+    assert server.received_of(Submit) == []
+    [error] = [event for event in client.poll_events() if event.kind == "error"]
+    assert error.request_id == request_id and "it was never sent" in error.message.message
+
+
+def test_a_request_with_no_answer_is_not_said_to_be_running(
+    server: FakeServer, make_client: Callable[..., Client]
+) -> None:
+    client = make_client(server.endpoint).start()
+    client.wait_connected(3.0)
+    with pytest.raises(TimeoutError, match="neither accepted nor refused") as timed_out:
+        client.run_job(make_frames(), {"mode": "silent"}, timeout=0.5)
+    assert "keeps running" not in str(timed_out.value)

@@ -41,7 +41,18 @@ from motionclone.backend.server.worker import Worker, WorkerEvent
 from motionclone.protocol import errors as codes
 from motionclone.protocol.codec import Limits, decode
 from motionclone.protocol.errors import ProtocolError
-from motionclone.protocol.messages import Accepted, ArraySpec, Echo, Error, Fetch, JobStatus, Queued, Result, Submit
+from motionclone.protocol.messages import (
+    Accepted,
+    ArraySpec,
+    Cancel,
+    Echo,
+    Error,
+    Fetch,
+    JobStatus,
+    Queued,
+    Result,
+    Submit,
+)
 
 
 def bare_server(limits: Limits | None = None) -> Server:
@@ -202,9 +213,11 @@ def test_a_finished_result_is_stored_off_the_socket_thread_and_a_fetch_meanwhile
     server.sends_in_flight, server.result_loads = SendsInFlight(), ResultLoads(server.results, DiskThread())
     server.queue, server.worker = JobQueue(), SimpleNamespace(running=0)
     server._on_fetch(b"new-connection", Fetch("f1", job.job_id), {})  # was "unknown job" while being stored
-    [(old, taken), (new, status)] = messages
+    server._on_cancel(b"new-connection", Cancel("c1", job.job_id), {})  # too late: the result comes all the same
+    [(old, taken), (new, status), (_, cancel_reply)] = messages
     assert (old, taken.code) == (b"client", codes.TAKEN_OVER)
     assert (new, type(status), status.state) == (b"new-connection", JobStatus, "done")
+    assert (type(cancel_reply), cancel_reply.request_id, cancel_reply.state) == (JobStatus, "c1", "done")
     disk_done.set()
     server.result_saves._waiting[0].future.result(timeout=10)
     server._send_saved_results()
