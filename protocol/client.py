@@ -340,8 +340,9 @@ class Client(BlockingCalls):
 
     def fetch(self, job_id: str) -> str:
         """Ask for a job by id: a finished job's "result" comes again; a running one is re-attached to this client
-        (a "job_status" event, then its progress). The job is followed from now on, across reconnects. Without a
-        connection the Fetch goes out on the next one, under a new request id: match its replies by job id.
+        (a "job_status" event, then its progress), and so is one whose result the server is still storing (a
+        "job_status" event with state "done", then the "result"). The job is followed from now on, across reconnects.
+        Without a connection the Fetch goes out on the next one, under a new request id: match its replies by job id.
 
         Args:
             job_id: the job id.

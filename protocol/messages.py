@@ -99,8 +99,9 @@ class Cancel(Message):
 
 @dataclass(frozen=True)
 class Fetch(Message):
-    """Ask for a job by id: a finished job's Result is sent again; a queued or running job is re-attached to this
-    connection (its progress comes here from now on) and JobStatus is the reply."""
+    """Ask for a job by id: a finished job's Result is sent again; a queued or running job, or one whose result is
+    still being written to disk, is re-attached to this connection (its progress and result come here from now on)
+    and JobStatus is the reply (state "done" for the last, its Result following)."""
 
     TYPE: ClassVar[str] = "fetch"
     request_id: str
