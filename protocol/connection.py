@@ -393,13 +393,19 @@ class Connection:
         elif isinstance(command.message, Cancel | Ack):
             self._side_requests[command.message.request_id] = command.message.job_id
         parts = command.parts if command.parts is not None else encode(command.message)
-        if not self._send_parts(parts) and isinstance(command.message, Submit):
-            self._pending_submits.discard(command.message.request_id)
-            self._emit_error(
-                BACKEND_UNAVAILABLE,
-                f"the send queue to {self._endpoint} is full; the job was not sent",
-                request_id=command.message.request_id,
-            )
+        if self._send_parts(parts):
+            return
+        # Whoever waits for the answer learns that none will come (a Fetch or Cancel goes out again on the next
+        # connection all the same).
+        what = "the job" if isinstance(command.message, Submit) else f"the {command.message.TYPE}"
+        self._pending_submits.discard(command.message.request_id)
+        self._side_requests.pop(command.message.request_id, None)
+        self._emit_error(
+            BACKEND_UNAVAILABLE,
+            f"the send queue to {self._endpoint} is full; {what} was not sent",
+            hint="Try again in a moment; if it keeps happening, the connection to the backend is too slow.",
+            request_id=command.message.request_id,
+        )
 
     def _send(self, message: Message) -> None:
         self._send_parts(encode(message))

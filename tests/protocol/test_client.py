@@ -1080,3 +1080,20 @@ def test_a_request_with_no_answer_is_not_said_to_be_running(
     with pytest.raises(TimeoutError, match="neither accepted nor refused") as timed_out:
         client.run_job(make_frames(), {"mode": "silent"}, timeout=0.5)
     assert "keeps running" not in str(timed_out.value)
+
+
+def test_a_fetch_the_full_send_queue_refused_fails_its_wait_instead_of_leaving_it_waiting(
+    server: FakeServer, make_client: Callable[..., Client], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = make_client(server.endpoint).start()
+    client.wait_connected(3.0)
+    real_send = connection.Connection._send_parts
+
+    def queue_full_for_fetches(self: connection.Connection, parts: list) -> bool:
+        if decode(parts, Limits())[0].TYPE == "fetch":
+            return False  # as zmq.Again at the high-water mark
+        return real_send(self, parts)
+
+    monkeypatch.setattr(connection.Connection, "_send_parts", queue_full_for_fetches)
+    with pytest.raises(BackendUnavailable, match="the fetch was not sent"):
+        client.fetch_result("j1", timeout=5.0)
