@@ -709,8 +709,10 @@ def command_evaluate(args: argparse.Namespace) -> int:
     metrics = report["metrics"]
     fidelity = metrics["motion_fidelity"]
     tracks = fidelity["tracks"]
+    # A degenerate score is a number by the formula, not a measure of the result: say so next to it.
+    status = "" if fidelity["status"] == "measured" else f" [{fidelity['status']}: {fidelity['reason']}]"
     print(
-        f"Motion fidelity {report['motion_fidelity']:.4f} (symmetric; released-code variant "
+        f"Motion fidelity {report['motion_fidelity']:.4f}{status} (symmetric; released-code variant "
         f"{report['motion_fidelity_released']:.4f}) with {fidelity['tracker']['name']}, grid {args.grid}x{args.grid}, "
         f"{fidelity['frames']} frames at {fidelity['resolution']['width']}x{fidelity['resolution']['height']}, "
         f"region {args.region}: {tracks['reference']['used']} reference / {tracks['result']['used']} result tracks"

@@ -43,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -71,6 +72,7 @@ from motionclone.backend.evaluation.benchmark_references import (
     reference_names,
     select_references,
 )
+from motionclone.backend.evaluation.evaluate import recorded_sampling
 from motionclone.backend.evaluation.motion_fidelity import (
     DEFAULT_EPSILON,
     DEFAULT_MOVING_FRACTION,
@@ -309,23 +311,45 @@ def run_one(
     write_result_folder(output.frames, output.metadata, result_dir, fps=params.fps)
     started = time.perf_counter()
     report = evaluate(cached.frames_dir, result_dir, prompt=params.prompt, out_dir=result_dir / "evaluation")
-    metrics = report["metrics"]
     return {
         "weight": params.motion_guidance_weight,
         "seed": params.seed,
         "seconds": round(seconds, 2),
         "evaluation_seconds": round(time.perf_counter() - started, 2),
+        **evaluation_record(report),
+        "result_dir": str(result_dir),
+    }
+
+
+def evaluation_record(report: dict[str, Any]) -> dict[str, Any]:
+    """What a run keeps of its evaluation. The MF status travels with the value: a degenerate 0 (a reference with
+    nothing to compare) is left out of the means, where a result without usable tracks is a measured 0."""
+    metrics = report["metrics"]
+    fidelity = metrics["motion_fidelity"]
+    return {
         "motion_fidelity": report["motion_fidelity"],
+        "motion_fidelity_status": fidelity["status"],
+        "motion_fidelity_reason": fidelity.get("reason"),
         "motion_fidelity_released": report["motion_fidelity_released"],
         "colour_adherence": metrics["colour_adherence"]["value"],
         "colour_status": metrics["colour_adherence"]["status"],
         "class_adherence": metrics["class_adherence"]["value"],
         "class_status": metrics["class_adherence"]["status"],
-        "tracks": metrics["motion_fidelity"]["tracks"],
+        "tracks": fidelity["tracks"],
         "warnings": report["warnings"],
-        "result_dir": str(result_dir),
-        "_tracker": metrics["motion_fidelity"]["tracker"],
+        "_tracker": fidelity["tracker"],
     }
+
+
+def measured(run: dict[str, Any]) -> bool:
+    """Whether a run's MF counts in the means: not when it is degenerate."""
+    return run["motion_fidelity_status"] == "measured"
+
+
+def describe_mf(run: dict[str, Any]) -> str:
+    """A run's MF for the progress lines, with its status when it is not measured."""
+    value = f"{run['motion_fidelity']:.3f}"
+    return value if measured(run) else f"{value} ({run['motion_fidelity_status']}, left out of the means)"
 
 
 def mean(values: list[float | None]) -> float | None:
@@ -338,14 +362,15 @@ def summarise_reference(runs: list[dict[str, Any]], weights: tuple[float, float]
     """Means over seeds per weight, and the gain of guided over unguided motion fidelity."""
     by_weight = [[r for r in runs if r["weight"] == w] for w in weights]
     unguided, guided = by_weight
-    mf_unguided = mean([r["motion_fidelity"] for r in unguided])
-    mf_guided = mean([r["motion_fidelity"] for r in guided])
+    mf_unguided = mean([r["motion_fidelity"] for r in unguided if measured(r)])
+    mf_guided = mean([r["motion_fidelity"] for r in guided if measured(r)])
     gain = mf_guided - mf_unguided if mf_guided is not None and mf_unguided is not None else None
     return {
         "mf_unguided": mf_unguided,
         "mf_guided": mf_guided,
         "gain": gain,
         "guided_wins": gain is not None and gain > 0,
+        "degenerate_runs": sum(not measured(r) for r in runs),
         "colour_unguided": mean([r["colour_adherence"] for r in unguided]),
         "colour_guided": mean([r["colour_adherence"] for r in guided]),
         "class_unguided": mean([r["class_adherence"] for r in unguided]),
@@ -393,6 +418,10 @@ def summarise(entries: list[dict[str, Any]], total_seconds: float) -> dict[str, 
         "mean_colour_guided": colour,
         "mean_colour_unguided": mean([e["summary"]["colour_unguided"] for e in entries]),
         "mean_class_guided": mean([e["summary"]["class_guided"] for e in entries]),
+        "degenerate_runs": runs_where(entries, lambda run: not measured(run)),
+        "results_without_tracks": runs_where(
+            entries, lambda run: measured(run) and run["tracks"]["result"]["none_used_because"] is not None
+        ),
         "generations": len(seconds),
         "mean_seconds_per_generation": mean(seconds),
         "min_seconds_per_generation": min(seconds) if seconds else None,
@@ -401,6 +430,21 @@ def summarise(entries: list[dict[str, Any]], total_seconds: float) -> dict[str, 
         "targets": targets,
         "all_targets_passed": all(t["passed"] for t in targets),
     }
+
+
+def runs_where(entries: list[dict[str, Any]], keep: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+    """The runs `keep` picks, named by reference, weight and seed, with why their MF is what it is."""
+    return [
+        {
+            "reference": entry["name"],
+            "weight": run["weight"],
+            "seed": run["seed"],
+            "reason": run["motion_fidelity_reason"] or run["tracks"]["result"]["none_used_because"],
+        }
+        for entry in entries
+        for run in entry["runs"]
+        if keep(run)
+    ]
 
 
 def machine() -> dict[str, Any]:
@@ -464,7 +508,7 @@ def run_benchmark(settings: BenchSettings) -> dict[str, Any]:
                 runs.append(run)
                 print(
                     f"[{count}/{total}] {reference.reference.name} w={weight:g} seed={seed}: {run['seconds']:.1f} s, "
-                    f"MF {run['motion_fidelity']:.3f}, colour {fmt(run['colour_adherence'], 2)}, "
+                    f"MF {describe_mf(run)}, colour {fmt(run['colour_adherence'], 2)}, "
                     f"class {fmt(run['class_adherence'], 2)}",
                     flush=True,
                 )
@@ -608,6 +652,16 @@ def markdown(report: dict[str, Any]) -> str:
         f"- {summary['generations']} generations, {fmt(seconds, 1)} s each on average "
         f"({fmt(summary['min_seconds_per_generation'], 1)}-{fmt(summary['max_seconds_per_generation'], 1)} s); "
         f"whole run {summary['total_seconds']:.0f} s",
+        *listed_runs(
+            summary["degenerate_runs"],
+            "Degenerate MF, left out of the means (the reference gives nothing to compare; the reference's gain is "
+            "n/a and counts as no win):",
+        ),
+        *listed_runs(
+            summary["results_without_tracks"],
+            "MF 0 because no result track took part, counted in the means (the result does not move like the "
+            "reference):",
+        ),
         "",
         "## Targets",
         "",
@@ -624,6 +678,15 @@ def markdown(report: dict[str, Any]) -> str:
             "the full set, so these results are indicative only.",
         ]
     return "\n".join(lines) + "\n"
+
+
+def listed_runs(runs: list[dict[str, Any]], heading: str) -> list[str]:
+    """Markdown lines naming each run under a heading; none when there are no runs."""
+    if not runs:
+        return []
+    return ["", heading, ""] + [
+        f"- {run['reference']}, weight {run['weight']:g}, seed {run['seed']}: {run['reason']}" for run in runs
+    ]
 
 
 # ---- fidelity.png ----------------------------------------------------------------------------------------------------
@@ -643,9 +706,9 @@ def picture(cached: list[CachedReference], entries: list[dict[str, Any]], settin
     seed = settings.seeds[0]
     for row, (reference, entry) in enumerate(zip(cached, entries, strict=True)):
         top = label + row * row_height
-        results = [_result_frames(entry, weight, seed) for weight in settings.weights]
-        count, height, width_px = results[0].shape[:3]
-        sampled = sample_reference(reference.frames_dir, count, height, width_px, "squash").frames
+        result_dirs = [Path(_run(entry, weight, seed)["result_dir"]) for weight in settings.weights]
+        results = [load_result(result_dir).frames for result_dir in result_dirs]
+        sampled = scored_reference_frames(reference.frames_dir, result_dirs[0])
         s = entry["summary"]
         caption = (
             f'{entry["name"]}: "{entry["prompt"]}"   MF unguided {fmt(s["mf_unguided"])}, guided '
@@ -661,9 +724,17 @@ def picture(cached: list[CachedReference], entries: list[dict[str, Any]], settin
     return np.asarray(image)
 
 
-def _result_frames(entry: dict[str, Any], weight: float, seed: int) -> np.ndarray:
-    run = next(r for r in entry["runs"] if r["weight"] == weight and r["seed"] == seed)
-    return load_result(run["result_dir"]).frames
+def scored_reference_frames(reference: Path, result_dir: Path) -> np.ndarray:
+    """The reference frames the result was scored against: sampled and resized with the rule its result.json
+    records, as `evaluate` does."""
+    result = load_result(result_dir)
+    resize_mode, frame_sampling, frame_step = recorded_sampling(result.parameters, result_dir)
+    count, height, width = result.frames.shape[:3]
+    return sample_reference(reference, count, height, width, resize_mode, frame_sampling, frame_step).frames
+
+
+def _run(entry: dict[str, Any], weight: float, seed: int) -> dict[str, Any]:
+    return next(r for r in entry["runs"] if r["weight"] == weight and r["seed"] == seed)
 
 
 # ---- main ------------------------------------------------------------------------------------------------------------

@@ -18,13 +18,15 @@ import json
 import math
 import os
 import platform
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+from PIL import Image
 
+from ..atomic_files import temporary_sibling
 from ..devices import unusable_device
 from ..errors import ParameterError, VideoInputError
 from ..video_io import (
@@ -48,10 +50,11 @@ from .motion_fidelity import (
     DEFAULT_REGION,
     DEFAULT_STILL_STEP,
     REGIONS,
+    check_settings,
     motion_fidelity,
     select_tracks,
 )
-from .report import draw_tracks_image, metrics_json, write_metrics
+from .report import metrics_json, render_tracks_image
 from .tracks import (
     DEFAULT_GRID,
     TrackerSettings,
@@ -71,6 +74,8 @@ SAMPLING_RULES = {
     "interval": "np.arange(num_frames) * (total_frames // num_frames)",
     "step": "np.arange(num_frames) * frame_step",
 }
+# Lucas-Kanade settings that have a flag of their own, so that a warning names what was typed.
+LUCAS_KANADE_FLAGS = {"window": "--window", "levels": "--levels", "fb_threshold": "--fb-threshold"}
 ALL_FRAMES_RULE = "all frames (every frame_step-th with the step rule): the reference is shorter than the rule needs"
 DEFINITIONS = {
     "symmetric": "DMT paper text: ½ [mean over result tracks of max over reference tracks of sim + mean over "
@@ -147,23 +152,43 @@ def load_result(result: str | os.PathLike[str]) -> ResultVideo:
         VideoInputError: nothing readable at that path.
     """
     path = Path(result).expanduser()
+    source = result_frames_source(path)
+    if not path.is_dir():
+        metadata = _read_metadata(path.with_name("result.json")) if path.name == "result.mp4" else None
+        return ResultVideo(read_clip(path).frames, metadata, str(path))
+    metadata = _result_json_of(path)
+    if not source.is_dir():
+        return ResultVideo(read_clip(source).frames, metadata, str(source))
+    kind = "PNG sequence" if source == path / "frames" else "image sequence"
+    return ResultVideo(read_clip(source).frames, metadata, f"{source} ({kind})", source)
+
+
+def result_frames_source(path: Path) -> Path:
+    """Where `load_result` reads a result's frames from, found without decoding anything: the result folder's
+    frames/ when it holds images, else its result.mp4, else the folder's own images; or the video file itself.
+
+    Raises:
+        VideoInputError: nothing readable at that path.
+    """
     if not path.exists():
         raise VideoInputError(f"result {path} does not exist: pass a result folder or a video file")
-    if path.is_dir():
-        metadata = _result_json_of(path)
-        frames_dir, video = path / "frames", path / "result.mp4"
-        if frames_dir.is_dir() and any(p.suffix.lower() in IMAGE_EXTENSIONS for p in frames_dir.iterdir()):
-            return ResultVideo(read_clip(frames_dir).frames, metadata, f"{frames_dir} (PNG sequence)", frames_dir)
-        if video.is_file():
-            return ResultVideo(read_clip(video).frames, metadata, str(video))
-        if any(p.suffix.lower() in IMAGE_EXTENSIONS for p in path.iterdir()):
-            return ResultVideo(read_clip(path).frames, metadata, f"{path} (image sequence)", path)
-        raise VideoInputError(
-            f"result folder {path} holds neither frames/ nor result.mp4: pass the folder `motionclone generate` "
-            "wrote, or the video file itself"
-        )
-    metadata = _read_metadata(path.with_name("result.json")) if path.name == "result.mp4" else None
-    return ResultVideo(read_clip(path).frames, metadata, str(path))
+    if not path.is_dir():
+        return path
+    frames_dir, video = path / "frames", path / "result.mp4"
+    if frames_dir.is_dir() and _holds_images(frames_dir):
+        return frames_dir
+    if video.is_file():
+        return video
+    if _holds_images(path):
+        return path
+    raise VideoInputError(
+        f"result folder {path} holds neither frames/ nor result.mp4: pass the folder `motionclone generate` "
+        "wrote, or the video file itself"
+    )
+
+
+def _holds_images(folder: Path) -> bool:
+    return any(p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.iterdir())
 
 
 def _result_json_of(folder: Path) -> dict[str, Any] | None:
@@ -241,8 +266,8 @@ def index_warnings(metadata: dict[str, Any] | None, sampled: SampledReference) -
     recorded = metadata.get("reference_frames") if isinstance(metadata, dict) else None
     if not isinstance(recorded, dict) or not isinstance(recorded.get("indices"), list):
         return []
-    if recorded.get("sampled_by") == "client":  # the client sent only the frames it picked from its own clip
-        return []
+    # Also for a job sent with `motionclone submit` (sampled_by "client"): it recorded the indices its own sampling
+    # rule took from the clip it was given, the rule evaluate applies to the reference given here.
     if recorded["indices"] == sampled.indices.tolist():
         return []
     return [
@@ -348,17 +373,15 @@ def evaluate(
     if box is not None and not all(math.isfinite(float(value)) for value in box):
         raise ParameterError("box", f"must be four finite pixel coordinates x0 y0 x1 y1, got {list(box)}")
     check_overrides(subject_colour, subject_class)  # cheap checks first, before any video is decoded
+    check_settings(moving_fraction, epsilon, still_step_px)
     warnings: list[str] = check_device(device, needed=clip_model is not None or cotracker is not None)
+    warnings.extend(unused_tracker_warnings(tracker, cotracker))
     out = None if out_dir is None else Path(out_dir).expanduser()
-    if out is not None and out.exists() and not out.is_dir():
-        raise ParameterError("out", f"{out} is a file: give a folder for metrics.json and tracks.png")
+    if out is not None:
+        check_out_dir(out, reference, result)
     tracker = tracker or TrackerSettings()
     with collected_video_warnings() as read_warnings:  # a video cut short: said in the report, not on its own
         loaded = load_result(result)
-    if out is not None and loaded.image_folder is not None and out.resolve() == loaded.image_folder.resolve():
-        raise ParameterError(
-            "out", f"{out} holds the result's frames: tracks.png there would become a frame; give another folder"
-        )
     frames = loaded.frames
     num_frames, height, width = frames.shape[:3]
     if num_frames < 2:
@@ -422,10 +445,7 @@ def evaluate(
         "chunk_rows": DEFAULT_CHUNK,
         "warnings": scores["warnings"],
     }
-    # Without reference tracks the score is 0 by the formula, but it says nothing about the result's motion.
-    status = {"status": "measured"}
-    if len(scores["reference_indices"]) == 0:
-        status = {"status": "degenerate", "reason": "the reference has no tracks that take part: nothing to compare"}
+    status = fidelity_status(scores)
     regions = find_subject(frames)
     metrics: dict[str, Any] = {
         "motion_fidelity": {
@@ -486,19 +506,106 @@ def evaluate(
             f"{tracker_description['name']} · grid {grid}x{grid} · {scores['frames']} frames at {width}x{height} · "
             f"region {region}"
         )
-        draw_tracks_image(
+        image = render_tracks_image(
             sampled.frames,
             frames,
             reference_tracks,
             result_tracks,
             scores["reference_indices"],
             scores["result_indices"],
-            out / TRACKS_IMAGE,
             caption=caption,
             min_length=still_step_px,  # the steps MF counts as motion are the ones drawn in colour
         )
-        write_metrics(text, out / METRICS_FILE)
+        write_outputs(out, text, image)
     return report
+
+
+def check_out_dir(out: Path, reference: str | os.PathLike[str] | np.ndarray, result: str | os.PathLike[str]) -> None:
+    """Refuse an output folder that is a file, or a folder of frames where tracks.png would later be read as a frame:
+    the result's frames (also its result folder's frames/ when the result is given as R/result.mp4), or a reference
+    given as a folder of images. Reads no video.
+
+    Raises:
+        ParameterError: named "out".
+        VideoInputError: the result does not exist.
+    """
+    if out.exists() and not out.is_dir():
+        raise ParameterError("out", f"{out} is a file: give a folder for metrics.json and tracks.png")
+    target = out.resolve()
+    if target in _result_frame_folders(Path(result).expanduser()):
+        raise ParameterError(
+            "out",
+            f"{out} holds the result's frames: tracks.png there would become a frame; give another folder "
+            "(the default is the result folder's evaluation/)",
+        )
+    if not isinstance(reference, np.ndarray):
+        reference_path = Path(os.fspath(reference)).expanduser()
+        if reference_path.is_dir() and target == reference_path.resolve():
+            raise ParameterError(
+                "out",
+                f"{out} is the reference's folder of frames: tracks.png there would become a reference frame; "
+                "give another folder",
+            )
+
+
+def _result_frame_folders(path: Path) -> set[Path]:
+    """The folders holding a result's frames: the one it is read from, and its result folder's frames/ (which
+    `load_result` prefers the next time, also when the result is given as R/result.mp4)."""
+    source = result_frames_source(path)
+    folders = {source.resolve()} if source.is_dir() else set()
+    result_folder = path if path.is_dir() else path.parent if path.name == "result.mp4" else None
+    if result_folder is not None:
+        folders.add((result_folder / "frames").resolve())
+    return folders
+
+
+def unused_tracker_warnings(tracker: TrackerSettings | None, cotracker: str | os.PathLike[str] | None) -> list[str]:
+    """A warning when Lucas-Kanade settings other than the defaults come with CoTracker, which has none of them."""
+    if cotracker is None or tracker is None:
+        return []
+    default = TrackerSettings()
+    changed = [
+        f"{LUCAS_KANADE_FLAGS.get(setting.name, setting.name)} {getattr(tracker, setting.name)}"
+        for setting in fields(TrackerSettings)
+        if getattr(tracker, setting.name) != getattr(default, setting.name)
+    ]
+    if not changed:
+        return []
+    return [
+        f"{', '.join(changed)}: Lucas-Kanade settings, not used with --cotracker (CoTracker tracks the points); "
+        "leave them out, or drop --cotracker to track with Lucas-Kanade"
+    ]
+
+
+def fidelity_status(scores: dict[str, Any]) -> dict[str, str]:
+    """The motion-fidelity status: "measured", or "degenerate" with the reason when the reference has no track that
+    takes part, where the score is 0 by the formula but says nothing about the result's motion. A result without
+    usable tracks is measured: it does not move like the reference, and its counts say why (`none_used_because`)."""
+    cause = scores["tracks"]["reference"]["none_used_because"]
+    if cause is None:
+        return {"status": "measured"}
+    reason = f"the reference has no tracks that take part ({cause}): nothing to compare"
+    return {"status": "degenerate", "reason": reason}
+
+
+def write_outputs(out: Path, text: str, image: Image.Image) -> None:
+    """tracks.png and metrics.json, each written under a temporary name before either replaces its file, metrics.json
+    last: a failed write leaves the earlier pair, never a new picture beside old numbers."""
+    out.mkdir(parents=True, exist_ok=True)
+    image_path, metrics_path = out / TRACKS_IMAGE, out / METRICS_FILE
+    image_temporary, metrics_temporary = temporary_sibling(image_path), temporary_sibling(metrics_path)
+    try:
+        image.save(image_temporary, format="PNG")
+        metrics_temporary.write_text(text)
+        os.replace(image_temporary, image_path)
+        try:
+            os.replace(metrics_temporary, metrics_path)
+        except OSError:
+            metrics_path.unlink(missing_ok=True)  # no metrics.json rather than one that does not match tracks.png
+            raise
+    finally:
+        image_temporary.unlink(missing_ok=True)
+        metrics_temporary.unlink(missing_ok=True)
 
 
 def _tracker(settings: TrackerSettings, cotracker: str | os.PathLike[str] | None, device: str) -> Any:

@@ -27,7 +27,9 @@ Which tracks take part (`region`):
 - "box": every valid track; the grid itself was restricted to a box before tracking (see evaluate.py).
 
 A clip scores 1 against itself only when each track used moves in every step: a still step scores 0 even against
-itself.
+itself. A clip with no track that takes part makes its half of the symmetric MF 0, and so the score: the counts say
+why (`none_used_because`): no track followed through all frames (a cut, a flash frame, noise), or none of those
+moves.
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ DEFAULT_STILL_STEP = 0.1  # pixels: shorter steps are tracker jitter, u = 0
 MIN_MOVING_STEPS = 0.5  # a moving track moves in at least half of its steps
 DEFAULT_CHUNK = 512  # result tracks per block of the similarity matrix
 MIN_TRACKS = 10  # fewer tracks than this on a side earns a warning in metrics.json
+# Why a clip has no track that takes part (metrics.json's tracks.*.none_used_because).
+NO_TRACK_FOLLOWED = "no track followed through all frames"
+NO_TRACK_MOVES = "no track followed through all frames moves"
 
 
 def unit_displacements(
@@ -155,12 +160,7 @@ def motion_fidelity(
         {"symmetric": float, "released": float, "frames": T, "tracks": {...}, "region": {...}, "warnings": [...],
         "reference_indices": array, "result_indices": array} where the index arrays select the tracks used.
     """
-    if not (isinstance(moving_fraction, int | float) and 0 <= moving_fraction < 1):
-        raise ParameterError("moving_fraction", f"must be a number in [0, 1), got {moving_fraction!r}")
-    if not (isinstance(still_step_px, int | float) and 0 <= still_step_px < 10):
-        raise ParameterError("still_step_px", f"must be a number of pixels in [0, 10), got {still_step_px!r}")
-    if not (isinstance(epsilon, int | float) and 0 < epsilon < 1):
-        raise ParameterError("epsilon", f"must be a positive number of pixels below 1, got {epsilon!r}")
+    check_settings(moving_fraction, epsilon, still_step_px)
     num_frames = min(reference.num_frames, result.num_frames)
     if num_frames < 2:
         raise ParameterError("frames", f"motion fidelity needs at least 2 frames in both clips, got {num_frames}")
@@ -169,16 +169,11 @@ def motion_fidelity(
     used_reference = select_tracks(reference, region, threshold_px, still_step_px)
     used_result = select_tracks(result, region, threshold_px, still_step_px)
 
-    warnings: list[str] = []
-    for side, used, tracks in (("reference", used_reference, reference), ("result", used_result, result)):
-        if len(used) == 0:
-            what = "moving tracks" if region == "moving" else "tracks valid in every frame"
-            warnings.append(f"the {side} has no {what}: its half of the symmetric MF is 0 and the score is 0")
-        elif len(used) < MIN_TRACKS:
-            warnings.append(
-                f"only {len(used)} of {len(tracks.grid_index)} {side} tracks take part (fewer than {MIN_TRACKS}): "
-                "the score rests on very few points"
-            )
+    warnings = [
+        warning
+        for side, used, tracks in (("reference", used_reference, reference), ("result", used_result, result))
+        if (warning := _track_warning(side, tracks, used, threshold_px)) is not None
+    ]
 
     symmetric = released = 0.0
     result_to_reference = reference_to_result = 0.0
@@ -224,9 +219,56 @@ def motion_fidelity(
     }
 
 
-def _counts(tracks: Tracks, used: np.ndarray) -> dict[str, int]:
+def check_settings(
+    moving_fraction: float = DEFAULT_MOVING_FRACTION,
+    epsilon: float = DEFAULT_EPSILON,
+    still_step_px: float = DEFAULT_STILL_STEP,
+) -> None:
+    """Refuse settings out of range; cheap, so callers run it before decoding any video."""
+    if not (isinstance(moving_fraction, int | float) and 0 <= moving_fraction < 1):
+        raise ParameterError("moving_fraction", f"must be a number in [0, 1), got {moving_fraction!r}")
+    if not (isinstance(still_step_px, int | float) and 0 <= still_step_px < 10):
+        raise ParameterError("still_step_px", f"must be a number of pixels in [0, 10), got {still_step_px!r}")
+    if not (isinstance(epsilon, int | float) and 0 < epsilon < 1):
+        raise ParameterError("epsilon", f"must be a positive number of pixels below 1, got {epsilon!r}")
+
+
+def none_used_cause(tracks: Tracks, used: np.ndarray) -> str | None:
+    """Why no track of a clip takes part (NO_TRACK_FOLLOWED or NO_TRACK_MOVES); None when some do."""
+    if len(used):
+        return None
+    return NO_TRACK_MOVES if tracks.fully_valid().any() else NO_TRACK_FOLLOWED
+
+
+def _track_warning(side: str, tracks: Tracks, used: np.ndarray, threshold_px: float) -> str | None:
+    """What to say about a clip whose tracks are missing or few, by cause: a clip the tracker cannot follow (a flash
+    frame, noise) is another problem than one that stands still."""
+    cause = none_used_cause(tracks, used)
+    if cause == NO_TRACK_FOLLOWED:
+        return (
+            f"no {side} track could be followed through all {tracks.num_frames} frames (the tracker lost each of the "
+            f"{len(tracks.grid_index)} grid points at some frame): the {side}'s half of the symmetric MF is 0 and the "
+            f"score is 0; check the {side} for a cut, a flash frame or noise"
+        )
+    if cause == NO_TRACK_MOVES:
+        valid = int(tracks.fully_valid().sum())
+        return (
+            f"the {side} has no moving tracks: none of its {valid} tracks followed through all frames gets further "
+            f"than {threshold_px:.2f} px from its start while moving in half its steps; the {side}'s half of the "
+            "symmetric MF is 0 and the score is 0"
+        )
+    if len(used) < MIN_TRACKS:
+        return (
+            f"only {len(used)} of {len(tracks.grid_index)} {side} tracks take part (fewer than {MIN_TRACKS}): "
+            "the score rests on very few points"
+        )
+    return None
+
+
+def _counts(tracks: Tracks, used: np.ndarray) -> dict[str, Any]:
     return {
         "grid_points": len(tracks.grid_index),
         "valid_all_frames": int(tracks.fully_valid().sum()),
         "used": len(used),
+        "none_used_because": none_used_cause(tracks, used),
     }

@@ -5,14 +5,12 @@ from __future__ import annotations
 import colorsys
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ..atomic_files import write_atomically
 from .tracks import Tracks
 
 MIN_TILE = 256  # the shorter side of every frame tile in tracks.png, in pixels (small frames are upscaled)
@@ -30,12 +28,6 @@ def metrics_json(metrics: dict[str, Any]) -> str:
     return json.dumps(metrics, indent=2, default=_plain, allow_nan=False) + "\n"
 
 
-def write_metrics(metrics: dict[str, Any] | str, path: str | os.PathLike[str]) -> Path:
-    """Write metrics (or their `metrics_json`) atomically."""
-    text = metrics if isinstance(metrics, str) else metrics_json(metrics)
-    return write_atomically(Path(path), lambda temporary: temporary.write_text(text))
-
-
 def direction_colour(displacement: np.ndarray, min_length: float) -> tuple[int, int, int]:
     """An RGB colour for a direction in image coordinates: hue follows the angle (right = red, down = yellow-green,
     left = cyan, up = violet); displacements shorter than `min_length` are light grey."""
@@ -47,17 +39,16 @@ def direction_colour(displacement: np.ndarray, min_length: float) -> tuple[int, 
     return round(red * 255), round(green * 255), round(blue * 255)
 
 
-def draw_tracks_image(
+def render_tracks_image(
     reference_frames: np.ndarray,
     result_frames: np.ndarray,
     reference_tracks: Tracks,
     result_tracks: Tracks,
     reference_used: np.ndarray,
     result_used: np.ndarray,
-    path: str | os.PathLike[str],
     caption: str = "",
     min_length: float = 1.0,
-) -> Path:
+) -> Image.Image:
     """Reference frames (top row) and result frames (bottom row) with the tracks used drawn as polylines.
 
     Each tile shows the frame and, for every drawn track, its path from frame 0 up to that frame plus a dot at its
@@ -71,12 +62,11 @@ def draw_tracks_image(
         result_tracks: tracks of the result.
         reference_used: indices of the reference tracks to draw.
         result_used: indices of the result tracks to draw.
-        path: the PNG to write.
         caption: a line of text for the header.
         min_length: segments shorter than this (pixels) are drawn grey.
 
     Returns:
-        The written path.
+        The picture, for the caller to write (evaluate writes it together with metrics.json).
     """
     num_frames = min(len(reference_frames), len(result_frames), reference_tracks.num_frames, result_tracks.num_frames)
     picks = np.unique(np.linspace(0, num_frames - 1, COLUMNS).round().astype(int))
@@ -127,7 +117,7 @@ def draw_tracks_image(
     for column in range(1, len(picks)):
         draw.line([(column * tile_w, HEADER), (column * tile_w, canvas.height)], fill=(24, 24, 24), width=2)
 
-    return write_atomically(Path(path), lambda temporary: canvas.save(temporary, format="PNG"))
+    return canvas
 
 
 def _spread(starts: np.ndarray, indices: np.ndarray, most: int) -> np.ndarray:

@@ -76,6 +76,7 @@ def test_quick_run_on_tiny_writes_every_output(tmp_path: Path, capsys: pytest.Ca
         assert [(r["weight"], r["seed"]) for r in entry["runs"]] == [(0.0, 2025), (4000.0, 2025)]
         for run in entry["runs"]:
             assert 0.0 <= run["motion_fidelity"] <= 1.0
+            assert run["motion_fidelity_status"] in ("measured", "degenerate")
             assert run["seconds"] > 0
             assert run["colour_status"] == "measured" and run["class_status"] == "measured"
             assert (Path(run["result_dir"]) / "evaluation" / "metrics.json").is_file()
@@ -170,6 +171,90 @@ def test_set_of_the_size_is_refused(key: str, tmp_path: Path, capsys: pytest.Cap
     assert raised.value.code == 2
     error = capsys.readouterr().err
     assert f"--set {key} is not allowed" in error and "--frames" in error
+
+
+def evaluation_report(value: float, status: str, result_cause: str | None = None) -> dict:
+    """The parts of an `evaluate` report the benchmark reads."""
+    reason = {"reason": "the reference has no tracks that take part (...): nothing to compare"}
+    fidelity = {
+        "status": status,
+        **(reason if status == "degenerate" else {}),
+        "tracks": {"reference": {"none_used_because": None}, "result": {"none_used_because": result_cause}},
+        "tracker": {"name": "opencv-lk-pyramidal"},
+    }
+    measured = {"value": 1.0, "status": "measured"}
+    return {
+        "motion_fidelity": value,
+        "motion_fidelity_released": value,
+        "metrics": {"motion_fidelity": fidelity, "colour_adherence": measured, "class_adherence": measured},
+        "warnings": [],
+    }
+
+
+def bench_run(weight: float, report: dict) -> dict:
+    return {"weight": weight, "seed": 2025, "seconds": 1.0, **bench.evaluation_record(report)}
+
+
+def test_degenerate_runs_are_listed_not_averaged_and_results_without_tracks_count_as_0() -> None:
+    weights = (0.0, 4000.0)
+    still_reference = [bench_run(w, evaluation_report(0.0, "degenerate")) for w in weights]
+    lost = "no track followed through all frames"
+    flashing = [
+        bench_run(0.0, evaluation_report(0.4, "measured")),
+        bench_run(4000.0, evaluation_report(0.0, "measured", lost)),
+    ]
+    entries = [
+        {"name": name, "prompt": "p", "source": "procedural", "motion": "m", "reference_caption": "c",
+         "figure_height_fraction": None, "runs": runs, "summary": bench.summarise_reference(runs, weights)}
+        for name, runs in (("still_reference", still_reference), ("flashing", flashing))
+    ]  # fmt: skip
+    assert still_reference[0]["motion_fidelity_status"] == "degenerate"
+    degenerate = entries[0]["summary"]
+    assert degenerate["mf_unguided"] is None and degenerate["gain"] is None and degenerate["degenerate_runs"] == 2
+    flashed = entries[1]["summary"]
+    assert flashed["mf_guided"] == 0.0 and flashed["gain"] == pytest.approx(-0.4)  # a real failure: counted
+
+    summary = bench.summarise(entries, 1.0)
+    assert summary["mean_mf_unguided"] == pytest.approx(0.4) and summary["mean_gain"] == pytest.approx(-0.4)
+    assert [(r["reference"], r["weight"]) for r in summary["degenerate_runs"]] == [
+        ("still_reference", 0.0),
+        ("still_reference", 4000.0),
+    ]
+    assert summary["results_without_tracks"] == [
+        {"reference": "flashing", "weight": 4000.0, "seed": 2025, "reason": lost}
+    ]
+    report = {
+        "created": "now",
+        "settings": {"weights": {"unguided": 0.0, "guided": 4000.0}, "seeds": [2025], "preset": "tiny",
+                     "config": "blocks", "steps": 2, "guidance_steps": 1, "num_frames": 8, "width": 64,
+                     "height": 64, "device": "cpu"},
+        "machine": {"processor": "x86_64", "cpu_count": 2, "torch": "2"},
+        "model": {"description": {}},
+        "references": entries,
+        "summary": summary,
+    }  # fmt: skip
+    markdown = bench.markdown(report)
+    assert "Degenerate MF, left out of the means" in markdown
+    assert "- still_reference, weight 0, seed 2025: the reference has no tracks that take part" in markdown
+    assert "- still_reference, weight 4000, seed 2025:" in markdown
+    assert "MF 0 because no result track took part, counted in the means" in markdown
+    assert f"- flashing, weight 4000, seed 2025: {lost}" in markdown
+    assert "(degenerate, left out of the means)" in bench.describe_mf(still_reference[0])
+
+
+def test_the_picture_shows_the_reference_frames_the_result_was_scored_against(tmp_path: Path) -> None:
+    from motionclone.backend.results import write_result_folder
+
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    for index in range(20):  # each frame's grey level names it
+        Image.fromarray(np.full((16, 24, 3), index * 10, dtype=np.uint8)).save(reference / f"{index:04d}.png")
+    frames = np.zeros((8, 16, 16, 3), dtype=np.uint8)
+    metadata = {"parameters": {"num_frames": 8, "height": 16, "width": 16, "frame_sampling": "step", "frame_step": 2}}
+    write_result_folder(frames, metadata, tmp_path / "result", fps=8)
+    shown = bench.scored_reference_frames(reference, tmp_path / "result")
+    assert shown.shape == (8, 16, 16, 3)
+    np.testing.assert_array_equal(shown[:, 8, 8, 0] // 10, np.arange(0, 16, 2))  # every 2nd frame, as scored
 
 
 # ---- the reference set -----------------------------------------------------------------------------------------------

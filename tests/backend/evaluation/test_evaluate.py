@@ -1,6 +1,7 @@
 """`evaluate` and `motionclone evaluate`: reference sampling, result folders and bare videos, files and exit codes."""
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -135,10 +136,12 @@ def test_evaluate_warns_when_the_reference_gives_other_frames_than_result_json_r
     (warning,) = recut["warnings"]
     assert "result.json says the result was made from reference frames [0, 3, 6, 9, 12, 15, …] (16 frames)" in warning
     assert "this reference (40 frames) gives [0, 2, 5, 7, 10, 13, …] (16 frames)" in warning
-    # A client that sampled its own clip sent only the frames it picked: its indices are of a clip we do not have.
+    # `motionclone submit` sampled the clip it was given with the same rule: its recorded indices are compared too.
     metadata["reference_frames"] = {**recorded, "sampled_by": "client"}
     write_result_folder(clips["reference"][clips["indices"]], metadata, tmp_path / "client", fps=8)
-    assert evaluate(clips["reference"][:40], tmp_path / "client")["warnings"] == []
+    assert evaluate(clips["reference_path"], tmp_path / "client")["warnings"] == []
+    (client_warning,) = evaluate(clips["reference"][:40], tmp_path / "client")["warnings"]
+    assert client_warning == warning
 
 
 def test_motion_fidelity_against_a_still_reference_is_degenerate_not_measured(clips):
@@ -350,3 +353,139 @@ def test_an_evaluation_that_cannot_be_written_leaves_the_earlier_one_whole_and_n
         with pytest.raises(ValueError, match="nan"):
             evaluate(clips["reference_path"], clips["result_dir"], out_dir=out, grid=16)
     assert {path.name: path.read_bytes() for path in out.iterdir()} == earlier  # no .partial, nothing changed
+
+
+def test_a_result_no_track_can_follow_scores_0_measured_and_says_why_apart_from_a_still_one(clips, tmp_path):
+    flash = clips["reference"][clips["indices"]].copy()
+    flash[8] = 255  # one white frame: every track fails its forward-backward check there
+    metadata = {"parameters": {"num_frames": 16, "height": SIZE, "width": SIZE}}
+    write_result_folder(flash, metadata, tmp_path / "flash", fps=8)
+    report = evaluate(clips["reference_path"], tmp_path / "flash")
+    fidelity = report["metrics"]["motion_fidelity"]
+    # A result that cannot be followed does not move like the reference: a measured 0, not a degenerate one.
+    assert report["motion_fidelity"] == 0.0 and fidelity["status"] == "measured"
+    result_tracks = fidelity["tracks"]["result"]
+    assert result_tracks["valid_all_frames"] == 0 and result_tracks["used"] == 0
+    assert result_tracks["none_used_because"] == "no track followed through all frames"
+    assert fidelity["tracks"]["reference"]["none_used_because"] is None
+    assert any("no result track could be followed through all 16 frames" in w for w in report["warnings"])
+    assert not any("result has no moving tracks" in w for w in report["warnings"])
+
+    still = np.repeat(clips["reference"][:1], 16, axis=0)
+    write_result_folder(still, metadata, tmp_path / "still", fps=8)
+    report = evaluate(clips["reference_path"], tmp_path / "still")
+    result_tracks = report["metrics"]["motion_fidelity"]["tracks"]["result"]
+    assert report["motion_fidelity"] == 0.0 and report["metrics"]["motion_fidelity"]["status"] == "measured"
+    assert result_tracks["valid_all_frames"] > 0
+    assert result_tracks["none_used_because"] == "no track followed through all frames moves"
+    assert any("the result has no moving tracks" in w for w in report["warnings"])
+    assert not any("could be followed" in w for w in report["warnings"])
+
+
+def test_cli_prints_the_status_of_a_degenerate_motion_fidelity_next_to_its_value(clips, tmp_path, capsys):
+    still = write_mp4(np.repeat(clips["reference"][:1], 48, axis=0), tmp_path / "still.mp4")
+    args = ["evaluate", "--result", str(clips["result_dir"]), "--out", str(tmp_path / "e"), "--grid", "16"]
+    assert main([*args, "--reference", str(still)]) == 0
+    printed = capsys.readouterr().out
+    assert (
+        "Motion fidelity 0.0000 [degenerate: the reference has no tracks that take part (no track followed through "
+        "all frames moves): nothing to compare] (symmetric;" in printed
+    )
+    metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert metrics["motion_fidelity"] == 0.0 and metrics["metrics"]["motion_fidelity"]["status"] == "degenerate"
+    assert main([*args, "--reference", str(clips["reference_path"])]) == 0
+    assert re.search(r"Motion fidelity \d\.\d{4} \(symmetric;", capsys.readouterr().out)  # measured: the value alone
+
+
+def test_cli_refuses_an_out_in_the_result_folders_frames_or_the_reference_folder_before_any_work(
+    clips, tmp_path, capsys
+):
+    frames = clips["result_dir"] / "frames"
+    before = sorted(path.name for path in frames.iterdir())
+    video = clips["result_dir"] / "result.mp4"  # read from its video, the folder's frames/ is still the result's
+    assert (
+        main(["evaluate", "--reference", str(clips["reference_path"]), "--result", str(video), "--out", str(frames)])
+        == 2
+    )
+    error = capsys.readouterr().err
+    assert "`--out`" in error and "holds the result's frames" in error and "give another folder" in error
+    assert sorted(path.name for path in frames.iterdir()) == before
+
+    reference_dir = tmp_path / "reference"
+    reference_dir.mkdir()
+    for index, frame in enumerate(clips["reference"]):
+        Image.fromarray(frame).save(reference_dir / f"{index:04d}.png")
+    names = sorted(path.name for path in reference_dir.iterdir())
+    args = ["evaluate", "--reference", str(reference_dir), "--result", str(clips["result_dir"])]
+    assert main([*args, "--out", str(reference_dir)]) == 2
+    error = capsys.readouterr().err
+    assert "`--out`" in error and "is the reference's folder of frames" in error and "give another folder" in error
+    assert sorted(path.name for path in reference_dir.iterdir()) == names
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("still_step_px", -1.0, "`still_step_px` must be a number of pixels in [0, 10)"),
+        ("moving_fraction", 5.0, "`moving_fraction` must be a number in [0, 1)"),
+        ("epsilon", 0.0, "`epsilon` must be a positive number of pixels below 1"),
+    ],
+)
+def test_motion_fidelity_settings_are_checked_before_any_video_is_decoded(clips, monkeypatch, setting, value, message):
+    import sys
+
+    evaluate_module = sys.modules["motionclone.backend.evaluation.evaluate"]
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("a video was decoded before the settings were checked")
+
+    for reader in ("read_clip", "probe_clip", "prepare_reference"):
+        monkeypatch.setattr(evaluate_module, reader, no_decoding)
+    with pytest.raises(ParameterError) as raised:
+        evaluate(clips["reference_path"], clips["result_dir"], **{setting: value})
+    assert message in str(raised.value)
+
+
+def test_cli_names_the_flag_of_a_bad_still_step_before_reading_the_videos(tmp_path, capsys):
+    missing = tmp_path / "missing"  # neither clip exists: the settings are refused first
+    args = ["evaluate", "--reference", str(missing / "reference.mp4"), "--result", str(missing)]
+    assert main([*args, "--still-step", "-1"]) == 2
+    assert "`--still-step` must be a number of pixels in [0, 10)" in capsys.readouterr().err
+
+
+def test_metrics_that_cannot_be_written_leave_the_earlier_tracks_png_too(clips, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    evaluate(clips["reference_path"], clips["result_dir"], out_dir=out)
+    earlier = {path.name: path.read_bytes() for path in out.iterdir()}
+    write_text = Path.write_text
+
+    def full_disk_for_metrics(path, *args, **kwargs):
+        if "metrics.json" in path.name:
+            raise OSError(28, "No space left on device")
+        return write_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full_disk_for_metrics)
+    with pytest.raises(OSError, match="No space left"):
+        evaluate(clips["reference_path"], clips["result_dir"], out_dir=out, grid=16)  # another picture than before
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == earlier
+
+
+def test_lucas_kanade_settings_with_cotracker_are_named_as_unused(clips, tmp_path, monkeypatch, capsys):
+    import sys
+
+    from motionclone.backend.evaluation.tracks import track_points
+
+    evaluate_module = sys.modules["motionclone.backend.evaluation.evaluate"]
+    # Stand-in for CoTracker (not installed here): any tracker will do, the warning is about the flags.
+    monkeypatch.setattr(
+        evaluate_module, "track_points_cotracker", lambda frames, points, *rest: track_points(frames, points)
+    )
+    monkeypatch.setattr(evaluate_module, "describe_cotracker", lambda checkpoint: {"name": "cotracker"})
+    args = ["evaluate", "--reference", str(clips["reference_path"]), "--result", str(clips["result_dir"])]
+    args += ["--out", str(tmp_path / "e"), "--grid", "16", "--cotracker", str(tmp_path / "cotracker.pth")]
+    assert main([*args, "--window", "21", "--fb-threshold", "2"]) == 0
+    error = capsys.readouterr().err
+    assert "warning: --window 21, --fb-threshold 2.0: Lucas-Kanade settings, not used with --cotracker" in error
+    assert "drop --cotracker" in error
+    assert main(args) == 0  # the defaults: nothing to say
+    assert "Lucas-Kanade settings" not in capsys.readouterr().err

@@ -144,3 +144,25 @@ def test_bad_region_is_a_parameter_error():
     tracks = tracks_from([line((1.0, 0.0))])
     with pytest.raises(ParameterError, match="`region`"):
         motion_fidelity(tracks, tracks, (64, 64), region="foreground")
+
+
+def test_no_usable_tracks_are_told_apart_by_cause():
+    moving = tracks_from([line((1.0, 0.0), num_frames=6), line((0.0, 1.0), num_frames=6)])
+    lost = tracks_from([line((1.0, 0.0), num_frames=6), line((0.0, 1.0), num_frames=6)])
+    lost.valid[:, 3:] = False  # e.g. a flash frame: the tracker loses every point
+    scores = motion_fidelity(moving, lost, (64, 64))
+    assert scores["symmetric"] == 0.0
+    assert scores["tracks"]["result"] == {
+        "grid_points": 2, "valid_all_frames": 0, "used": 0, "none_used_because": "no track followed through all frames"
+    }  # fmt: skip
+    assert scores["tracks"]["reference"]["none_used_because"] is None
+    (warning,) = [w for w in scores["warnings"] if "result" in w]
+    assert warning.startswith("no result track could be followed through all 6 frames")
+    assert "check the result for a cut, a flash frame or noise" in warning
+
+    still = tracks_from([[(10.0, 10.0)] * 6, [(20.0, 20.0)] * 6])
+    scores = motion_fidelity(moving, still, (64, 64))
+    assert scores["tracks"]["result"]["none_used_because"] == "no track followed through all frames moves"
+    assert any(w.startswith("the result has no moving tracks: none of its 2 tracks") for w in scores["warnings"])
+    with_all = motion_fidelity(moving, lost, (64, 64), region="all")  # region all: lost tracks are the only cause
+    assert with_all["tracks"]["result"]["none_used_because"] == "no track followed through all frames"
