@@ -1,5 +1,5 @@
-"""One daemon thread for the server's result files: the reads that `fetch` asks for and the writes of finished
-results. No bpy.
+"""A daemon thread for the server's result files: the server has one that reads what `fetch` asks for and one that
+writes finished results. No bpy.
 
 A result is up to hundreds of MB: read or written on the socket thread to a slow disk, it would hold every
 connection's messages and heartbeats for seconds. Mapping the file instead would move the reads into ZeroMQ's I/O
@@ -24,7 +24,7 @@ class HasFuture(Protocol):
 class DiskThread:
     """Runs submitted work one item at a time, in the order it came, on a daemon thread."""
 
-    def __init__(self, name: str = "motionclone-results-disk") -> None:
+    def __init__(self, name: str) -> None:
         self._requests: queue.Queue[tuple[Future, Callable[[], object]] | None] = queue.Queue()
         threading.Thread(target=self._run, name=name, daemon=True).start()
 
@@ -40,13 +40,19 @@ class DiskThread:
 
     def _run(self) -> None:
         while (request := self._requests.get()) is not None:
-            future, work = request
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(work())
-            except BaseException as error:  # handed to the socket thread, which answers with it
-                future.set_exception(error)
+            self._do(*request)
+            # Nothing of it stays referenced here while the thread waits for the next item: a save's work holds the
+            # job's result and reference video, hundreds of MB on an idle server.
+            del request
+
+    @staticmethod
+    def _do(future: Future, work: Callable[[], object]) -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(work())
+        except BaseException as error:  # handed to the socket thread, which answers with it
+            future.set_exception(error)
 
 
 W = TypeVar("W", bound=HasFuture)

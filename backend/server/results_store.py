@@ -7,6 +7,7 @@ zeroed by a power cut, a failing disk) is named as such when fetched, and delete
 its disk thread (disk_thread.py).
 """
 
+import contextlib
 import hashlib
 import json
 import re
@@ -114,18 +115,24 @@ class ResultsStore:
         now = time.time() if now is None else now
         expired = []
         for folder in self.directory.iterdir():
-            if PARTIAL_PATTERN.match(folder.name) and folder.is_dir():
-                if now - folder.stat().st_mtime > self.retention_s:
-                    shutil.rmtree(folder, ignore_errors=True)
-                continue
-            if not (folder.is_dir() and JOB_ID_PATTERN.match(folder.name)):
-                continue
-            record_path = folder / "result.json"
-            if not record_path.is_file():  # a delete cut short: frames without a record
-                if now - folder.stat().st_mtime > self.retention_s:
-                    shutil.rmtree(folder, ignore_errors=True)
-                continue
-            if now - record_path.stat().st_mtime > self.retention_s:
-                shutil.rmtree(folder, ignore_errors=True)
-                expired.append(folder.name)
+            with contextlib.suppress(FileNotFoundError):  # renamed or deleted meanwhile (the writer, an ack)
+                self._purge_if_expired(folder, now, expired)
         return expired
+
+    def _purge_if_expired(self, folder: Path, now: float, expired: list[str]) -> None:
+        """Delete `folder` when it is a result past the retention time (its id goes to `expired`), or what a crash
+        or a cut-short delete left that long ago."""
+        if PARTIAL_PATTERN.match(folder.name) and folder.is_dir():
+            if now - folder.stat().st_mtime > self.retention_s:
+                shutil.rmtree(folder, ignore_errors=True)
+            return
+        if not (folder.is_dir() and JOB_ID_PATTERN.match(folder.name)):
+            return
+        record_path = folder / "result.json"
+        if not record_path.is_file():  # a delete cut short: frames without a record
+            if now - folder.stat().st_mtime > self.retention_s:
+                shutil.rmtree(folder, ignore_errors=True)
+            return
+        if now - record_path.stat().st_mtime > self.retention_s:
+            shutil.rmtree(folder, ignore_errors=True)
+            expired.append(folder.name)

@@ -87,8 +87,10 @@ PARENT_CHECK_S = 1.0
 # How long the last messages (shutting_down, cancelled, a result finished just now) may take to leave at shutdown:
 # a socket closed at once drops whatever is still queued.
 SHUTDOWN_LINGER_MS = 2000
-# How long a shutdown waits for finished results to be stored before it sends them unstored.
-SHUTDOWN_SAVE_S = 30.0
+# How long a finished result may take to be stored before it is sent unstored (a disk that hangs), and how long a
+# shutdown waits for the results still being stored (below the add-on's grace time before it ends the process).
+SAVE_DEADLINE_S = 120.0
+SHUTDOWN_SAVE_S = 5.0
 
 
 def _params_from_request(values: dict[str, Any], preset: str) -> MotionCloneParams:
@@ -208,9 +210,10 @@ class Server:
             raise
         self.results = ResultsStore(config.results_dir, config.retention_s)
         self.sends_in_flight = SendsInFlight()
-        self.disk = DiskThread()
-        self.result_loads = ResultLoads(self.results, self.disk)
-        self.result_saves = ResultSaves(self.results, self.disk)
+        # Reads and writes on threads of their own: a read that hangs on a bad sector must not hold every save.
+        self.reader, self.writer = DiskThread("motionclone-result-reader"), DiskThread("motionclone-result-writer")
+        self.result_loads = ResultLoads(self.results, self.reader)
+        self.result_saves = ResultSaves(self.results, self.writer)
         self.queue = JobQueue()
         self.jobs: dict[str, Job] = {}
         self.worker_events: queue.Queue[WorkerEvent] = queue.Queue()
@@ -307,6 +310,7 @@ class Server:
     def _shutdown(self) -> None:
         for job in self.queue:
             self._send(job.identity, Error(codes.SHUTTING_DOWN, "The server is shutting down.", job_id=job.job_id))
+        self._send_saved_results()  # stored already: sent now, not after the running job has stopped
         self.worker.stop()
         self._send_worker_events()  # the cancelled running job, or a result that finished just now
         for save in self.result_saves.take_all(SHUTDOWN_SAVE_S):  # stored if the disk allows: fetched after a restart
@@ -322,7 +326,8 @@ class Server:
                     job_id=load.job_id,
                 ),
             )
-        self.disk.stop()
+        self.reader.stop()
+        self.writer.stop()
         self.listener.close(linger_ms=SHUTDOWN_LINGER_MS)
 
     # ---- receiving -----------------------------------------------------------------------------------------------
@@ -678,7 +683,7 @@ class Server:
 
     def _send_saved_results(self) -> None:
         """Send the results of finished jobs that have been stored, in the order the jobs finished."""
-        for save in self.result_saves.take_finished():
+        for save in self.result_saves.take_finished_or_overdue(SAVE_DEADLINE_S):
             self._send_saved_or_fail(save)
 
     def _send_saved_or_fail(self, save: ResultSave) -> None:
@@ -690,8 +695,8 @@ class Server:
 
     def _send_saved(self, save: ResultSave) -> None:
         job = save.job
-        if not save.future.done():  # a shutdown that could not wait longer for the disk
-            log.error("job %s: its result is still being stored at shutdown; it is sent, perhaps not kept", job.job_id)
+        if not save.future.done():  # a disk that hangs, or a shutdown that could not wait longer for it
+            log.error("job %s: its result is still being stored; it is sent, perhaps not kept", job.job_id)
         elif isinstance(save.future.exception(), OSError):  # a full disk: the connected client still gets the frames
             error = save.future.exception()
             log.error("job %s: its result could not be stored (%s); it is sent, not kept", job.job_id, error)

@@ -3,6 +3,7 @@ job, a result the disk cannot take, a worker thread that a job breaks, and a cli
 reads."""
 
 import contextlib
+import functools
 import gc
 import multiprocessing
 import os
@@ -135,7 +136,7 @@ def storing_server(tmp_path) -> Server:
     """A bare server with a results store, its disk thread, and a queue of worker events."""
     server = bare_server()
     server.results = ResultsStore(tmp_path / "results", retention_s=60)
-    server.result_saves = ResultSaves(server.results, DiskThread())
+    server.result_saves = ResultSaves(server.results, DiskThread("test-writer"))
     server.worker_events, server.jobs, server._completed = queue.Queue(), {}, 0
     return server
 
@@ -210,7 +211,10 @@ def test_a_finished_result_is_stored_off_the_socket_thread_and_a_fetch_meanwhile
     server._send_worker_events()
     server._send_saved_results()  # the loop's next turn: nothing stored yet, nothing sent, no wait
     assert time.monotonic() - started < 5 and sent == []
-    server.sends_in_flight, server.result_loads = SendsInFlight(), ResultLoads(server.results, DiskThread())
+    server.sends_in_flight, server.result_loads = (
+        SendsInFlight(),
+        ResultLoads(server.results, DiskThread("test-reader")),
+    )
     server.queue, server.worker = JobQueue(), SimpleNamespace(running=0)
     server._on_fetch(b"new-connection", Fetch("f1", job.job_id), {})  # was "unknown job" while being stored
     server._on_cancel(b"new-connection", Cancel("c1", job.job_id), {})  # too late: the result comes all the same
@@ -226,13 +230,59 @@ def test_a_finished_result_is_stored_off_the_socket_thread_and_a_fetch_meanwhile
 
 def test_a_shutdown_waits_for_results_being_stored_so_that_they_can_be_fetched_after_a_restart(tmp_path, monkeypatch):
     server = storing_server(tmp_path)
+    server.queue, server.reader, server.writer = JobQueue(), DiskThread("test-reader"), server.result_saves.disk
+    server.worker, server.listener = SimpleNamespace(stop=lambda: None), SimpleNamespace(close=lambda **options: None)
+    server.result_loads = ResultLoads(server.results, server.reader)
+    sent = []
+    server._send = lambda identity, message, *payload, **options: sent.append(message)
+    server._send_result = lambda identity, job_id, frames, fps, metadata: sent.append((job_id, frames.sum()))
     save = server.results.save
     monkeypatch.setattr(server.results, "save", lambda *args: time.sleep(0.5) or save(*args))
     job = queued_job()
-    server.result_saves.start(job, np.ones((2, 8, 8, 3), np.uint8), 8.0, {})
-    [taken] = server.result_saves.take_all(timeout_s=30)
-    assert taken.future.done() and taken.job is job
+    server.jobs[job.job_id] = job
+    server.worker_events.put(done_event(job, np.ones((2, 8, 8, 3), np.uint8)))
+    server._shutdown()  # the job finished as the server stopped: its result is being stored
+    assert sent == [(job.job_id, 2 * 8 * 8 * 3)] and not server.jobs
     assert ResultsStore(tmp_path / "results", retention_s=60).load(job.job_id).frames.sum() == 2 * 8 * 8 * 3
+
+
+def test_a_result_whose_save_hangs_is_sent_unstored_after_the_deadline_and_the_job_ends(tmp_path, monkeypatch):
+    """A disk that hangs kept the job in the server's memory, its client told "done, the result follows", for good."""
+    server = storing_server(tmp_path)
+    sent = []
+    server._send_result = lambda identity, job_id, frames, fps, metadata: sent.append(job_id)
+    disk_back = threading.Event()
+    monkeypatch.setattr(server.results, "save", lambda *args: disk_back.wait(30))
+    monkeypatch.setattr(server_module, "SAVE_DEADLINE_S", 0.3)
+    job = queued_job()
+    server.jobs[job.job_id] = job
+    server.worker_events.put(done_event(job, np.zeros((2, 8, 8, 3), np.uint8)))
+    server._send_worker_events()
+    server._send_saved_results()
+    assert sent == [] and job.job_id in server.jobs  # within the deadline: waiting for the disk
+    time.sleep(0.5)
+    server._send_saved_results()
+    disk_back.set()
+    assert sent == [job.job_id] and not server.jobs
+
+
+def test_the_disk_thread_keeps_no_finished_work_in_memory():
+    """A save's work holds the job's result and its reference: hundreds of MB on an idle server."""
+    import weakref
+
+    class Frames:
+        pass
+
+    frames = Frames()
+    gone = weakref.ref(frames)
+    disk = DiskThread("test-disk")
+    disk.submit(functools.partial(id, frames)).result(timeout=10)  # the work holds the frames, as a save's does
+    del frames
+    deadline = time.monotonic() + 5
+    while gone() is not None and time.monotonic() < deadline:
+        gc.collect()
+        time.sleep(0.05)
+    assert gone() is None
 
 
 def fetch(server: Server, identity: bytes, request_id: str, job_id: str) -> None:
@@ -247,9 +297,10 @@ def reading_server(tmp_path) -> tuple[Server, list]:
     """A bare server with a results store and its reader; returns it and the list of messages it sends."""
     server = bare_server()
     server.results = ResultsStore(tmp_path / "results", retention_s=60)
-    server.jobs, server.sends_in_flight, server.disk = {}, SendsInFlight(), DiskThread()
-    server.result_loads = ResultLoads(server.results, server.disk)
-    server.result_saves = ResultSaves(server.results, server.disk)
+    server.jobs, server.sends_in_flight = {}, SendsInFlight()
+    server.reader, server.writer = DiskThread("test-reader"), DiskThread("test-writer")
+    server.result_loads = ResultLoads(server.results, server.reader)
+    server.result_saves = ResultSaves(server.results, server.writer)
     messages = []
     server._send = lambda identity, message, *payload, **options: messages.append(message)
     return server, messages
@@ -595,8 +646,8 @@ def test_the_last_messages_before_a_shutdown_reach_a_client_that_reads_them_a_mo
             server.listener = Listener(server_context, server.socket, None, "tcp://127.0.0.1")
             server.worker = SimpleNamespace(stop=lambda: None)
             server.result_loads = SimpleNamespace(take_finished=lambda: [], stop=lambda: [])
-            server.result_saves = SimpleNamespace(take_all=lambda timeout_s: [])
-            server.disk = SimpleNamespace(stop=lambda: None)
+            server.result_saves = SimpleNamespace(take_all=lambda timeout_s: [], take_finished_or_overdue=lambda s: [])
+            server.reader = server.writer = SimpleNamespace(stop=lambda: None)
             server.worker_events = queue.Queue()
             job = replace(queued_job(), identity=b"slow-reader")
             server.queue = [job]
@@ -636,7 +687,7 @@ def test_a_connection_that_fetches_faster_than_it_reads_holds_at_most_two_copies
         server.results = ResultsStore(tmp_path / "results", retention_s=60)
         job_id = "ab" * 16
         server.results.save(job_id, np.zeros((32, 512, 512, 3), np.uint8), 24.0, {})  # 24 MB, over any socket buffer
-        server.result_loads = ResultLoads(server.results, DiskThread())
+        server.result_loads = ResultLoads(server.results, DiskThread("test-reader"))
         send_six_times(lambda index: fetch(server, b"slow-reader", f"f{index}", job_id))
         replies = read_all()
         results = [reply for reply in replies if isinstance(reply, Result)]
