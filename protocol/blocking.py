@@ -186,6 +186,8 @@ class BlockingCalls:
                 return event.message
             if isinstance(event.message, Error):
                 message = event.message
+                if message.code == BACKEND_UNAVAILABLE:  # the request was not sent (a full send queue)
+                    raise BackendUnavailable(f"{message.message}. {message.hint}".strip())
                 raise JobFailed(message.code, message.message, message.hint, message.field)
 
     def measure_round_trip(self, data: bytes | memoryview | np.ndarray, timeout: float) -> float:

@@ -11,7 +11,8 @@ Connection life (the zguide's lazy pirate):
     start -> new socket, Hello -> Welcome: Event("connected", message=Welcome)
     a Ping every heartbeat_interval, on the job socket and on a heartbeat socket of its own (whose Pong does not wait
         behind a large reference or result on a slow link); any message from the server counts as a sign of life
-    nothing heard for dead_after (or nothing on the job socket for 10 x dead_after, at least 60 s) ->
+    nothing heard for dead_after (or nothing on the job socket for 10 x dead_after, at least 60 s, or while a large
+        reference or result may be on its way what it takes at 256 KiB/s: connection.MIN_LINK_BYTES_PER_S) ->
         Event("disconnected") once, close the socket with linger=0, wait a back-off that
         doubles from heartbeat_interval up to max_backoff, then a new socket and Hello again
     no Welcome within dead_after of an attempt, and none since the last one -> Event("unreachable") once, then the
@@ -121,7 +122,8 @@ class Client(BlockingCalls):
             heartbeat_interval: seconds between Pings; also the first reconnect back-off.
             dead_after: seconds without any message from the server before the connection counts as dead. Must be
                 more than heartbeat_interval. One message may take longer to arrive: the heartbeat has a connection of
-                its own, and the job connection is given 10 x dead_after (at least 60 s) without a message.
+                its own, and the job connection is given 10 x dead_after (at least 60 s) without a message, or, while
+                a large reference or result may be on its way, what it takes at 256 KiB/s.
             max_backoff: the longest wait between reconnect attempts, in seconds.
             limits: what this client accepts from the server (sizes checked before anything is allocated).
             context: the zmq context to use; None (default) makes one, which `close()` terminates.

@@ -52,10 +52,11 @@ SHUTDOWN_LINGER_MS = 500
 MIN_UNACKNOWLEDGED_S = 20.0
 JOB_SILENCE_MIN_S = 60.0
 JOB_SILENCE_FACTOR = 10
-# While a job is followed or a submit waits for its answer, a message as large as the server takes may be on its way
-# on the job connection, and ZeroMQ hands over whole messages only: nothing is heard there until all of it has come (a
-# 192 MiB result takes minutes on a slow link). The silence allowed then is what the largest message takes at this
-# speed (512 MiB: 34 minutes); a broken connection is still found by the kernel first, where it can (above).
+# While a job is followed or a submit waits for its answer, a large message may be on its way on the job connection,
+# and ZeroMQ hands over whole messages only: nothing is heard there until all of it has come (a 192 MiB result takes
+# minutes on a slow link). The silence allowed then is what the largest of them takes at this speed: a submit's own
+# bytes, a job's result from the size it asked for, or the server's largest message when that is unknown (a job
+# fetched by id: 512 MiB, 34 minutes). A broken connection is still found by the kernel first, where it can (above).
 MIN_LINK_BYTES_PER_S = 256 * 1024
 # The heartbeat's connection receives only Pongs.
 HEARTBEAT_MAX_MESSAGE_BYTES = 65536
@@ -65,6 +66,15 @@ _MAX_RECEIVE_BATCH = 100
 
 # Messages only a client sends. Any other type the codec knows is passed on as an event named after its TYPE.
 _CLIENT_MESSAGES = (Hello, Submit, Cancel, Fetch, Ack, Ping, Status)
+
+
+def expected_result_bytes(submit: Submit) -> int | None:
+    """The bytes of the frames a submitted job's result will hold (uint8 RGB), when its params give the size."""
+    sizes = [submit.params.get(name) for name in ("num_frames", "height", "width")]
+    if not all(type(size) is int and size > 0 for size in sizes):
+        return None  # the preset's own size, unknown here
+    num_frames, height, width = sizes
+    return num_frames * height * width * 3
 
 
 @dataclass
@@ -135,7 +145,10 @@ class Connection:
         self._reconnect_at = 0.0
         self._backoff = self._heartbeat_interval
         self._outbox: list[Command] = []
-        self._pending_submits: set[str] = set()
+        # Submits sent and not yet answered, by request id: the bytes they sent and their result's (None: unknown).
+        self._pending_submits: dict[str, tuple[int, int | None]] = {}
+        # The bytes of the result each followed job will send (None: unknown), for the silence limit.
+        self._result_bytes: dict[str, int | None] = {}
         self._cancel_requested: set[str] = set()
         # Cancels and Acks sent, by request id -> job id: their replies do not end a job.
         self._side_requests: dict[str, str] = {}
@@ -352,14 +365,14 @@ class Connection:
         """How long the job connection may stay silent (see MIN_LINK_BYTES_PER_S)."""
         limit = max(JOB_SILENCE_MIN_S, JOB_SILENCE_FACTOR * self._dead_after)
         with self.shared.lock:
-            transfer_possible = bool(self.shared.active_jobs or self._pending_submits)
+            followed = list(self.shared.active_jobs)
             info = self.shared.server_info
-        if transfer_possible:
-            largest = self._limits.max_message_bytes
-            if info is not None and isinstance(info.limits.get("max_message_bytes"), int):
-                largest = min(largest, info.limits["max_message_bytes"])
-            limit = max(limit, largest / MIN_LINK_BYTES_PER_S)
-        return limit
+        largest_possible = self._limits.max_message_bytes
+        if info is not None and isinstance(info.limits.get("max_message_bytes"), int):
+            largest_possible = min(largest_possible, info.limits["max_message_bytes"])
+        on_their_way = [sent for sent, _ in self._pending_submits.values()]
+        on_their_way += [self._result_bytes.get(job_id) or largest_possible for job_id in followed]
+        return max([limit] + [size / MIN_LINK_BYTES_PER_S for size in on_their_way])
 
     def _take_commands(self) -> None:
         while True:
@@ -388,23 +401,29 @@ class Connection:
             self._outbox.append(command)
 
     def _send_command(self, command: Command) -> None:
+        parts = command.parts if command.parts is not None else encode(command.message)
         if isinstance(command.message, Submit):
-            self._pending_submits.add(command.message.request_id)
+            sent = sum(memoryview(part).nbytes for part in parts)
+            self._pending_submits[command.message.request_id] = (sent, expected_result_bytes(command.message))
         elif isinstance(command.message, Cancel | Ack):
             self._side_requests[command.message.request_id] = command.message.job_id
-        parts = command.parts if command.parts is not None else encode(command.message)
         if self._send_parts(parts):
             return
         # Whoever waits for the answer learns that none will come (a Fetch or Cancel goes out again on the next
         # connection all the same).
         what = "the job" if isinstance(command.message, Submit) else f"the {command.message.TYPE}"
-        self._pending_submits.discard(command.message.request_id)
+        self._pending_submits.pop(command.message.request_id, None)
         self._side_requests.pop(command.message.request_id, None)
+        job_id = None
+        if isinstance(command.message, Fetch):  # nothing comes for it now: not followed until fetched again
+            job_id = command.message.job_id
+            self._unfollow(job_id)
         self._emit_error(
             BACKEND_UNAVAILABLE,
             f"the send queue to {self._endpoint} is full; {what} was not sent",
             hint="Try again in a moment; if it keeps happening, the connection to the backend is too slow.",
             request_id=command.message.request_id,
+            job_id=job_id,
         )
 
     def _send(self, message: Message) -> None:
@@ -444,8 +463,9 @@ class Connection:
                 # Its request or its job, when the header could be read: whoever waits for the answer or the job's
                 # end gets this instead. A job whose last message cannot be read ends here: fetched again after a
                 # reconnect, the same message would come again.
-                self._pending_submits.discard(error.request_id)
-                if error.job_id is not None:
+                self._pending_submits.pop(error.request_id, None)
+                answers_cancel_or_ack = self._side_requests.pop(error.request_id, None) is not None
+                if error.job_id is not None and not answers_cancel_or_ack:
                     self._unfollow(error.job_id)
                 self._emit_error(
                     error.code,
@@ -475,14 +495,15 @@ class Connection:
             self._on_welcome(message)
             return
         if isinstance(message, Accepted):
-            self._pending_submits.discard(message.request_id)
+            _, result_bytes = self._pending_submits.pop(message.request_id, (0, None))
+            self._result_bytes[message.job_id] = result_bytes
             with self.shared.lock:
                 self.shared.active_jobs.add(message.job_id)
         elif isinstance(message, Result | Cancelled):
             self._unfollow(message.job_id)
         elif isinstance(message, Error):
             if message.request_id is not None:
-                self._pending_submits.discard(message.request_id)
+                self._pending_submits.pop(message.request_id, None)
             if self._side_requests.pop(message.request_id, None) is not None:
                 # It answers a Cancel or an Ack: that request found nothing to act on, the job's own end still comes
                 # (a result being stored, say); a cancel answered so is not repeated.
@@ -528,6 +549,7 @@ class Connection:
         with self.shared.lock:
             self.shared.active_jobs.discard(job_id)
         self._cancel_requested.discard(job_id)
+        self._result_bytes.pop(job_id, None)
         # A cancel has no direct reply when it works (the job ends with "cancelled"): forget its request here.
         self._side_requests = {request: job for request, job in self._side_requests.items() if job != job_id}
 

@@ -567,6 +567,25 @@ def test_a_job_connection_that_falls_silent_ends_although_the_heartbeat_is_answe
     assert 2.0 < silent_for < 4.0  # not after dead_after (1 s): the heartbeat's Pings were answered meanwhile
 
 
+def test_a_job_connection_silent_while_only_small_messages_can_come_ends_at_the_idle_limit(
+    make_client: Callable[..., Client], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A submit of 96 KiB waiting for its answer, with a result of 96 KiB to come: not minutes of allowance for a
+    message as large as the server takes."""
+    monkeypatch.setattr(connection, "JOB_SILENCE_MIN_S", 2.5)
+    monkeypatch.setattr(connection, "JOB_SILENCE_FACTOR", 1)
+    server = ServerDeafOnTheJobConnection()
+    try:
+        client = make_client(server.endpoint).start()
+        client.wait_connected(timeout=3.0)
+        connected_at = time.monotonic()
+        client.submit(make_frames(), {"num_frames": 8, "height": 64, "width": 64})
+        wait_for_event(client, "disconnected", timeout=6.0)
+        assert 2.0 < time.monotonic() - connected_at < 4.0
+    finally:
+        server.stop()
+
+
 def test_a_result_that_takes_longer_than_the_idle_silence_limit_on_a_slow_link_still_arrives(
     make_client: Callable[..., Client], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -983,7 +1002,8 @@ class StoringServer(FakeServer):
 def test_the_reply_to_a_cancel_does_not_end_the_job_whose_result_is_still_to_come(
     make_client: Callable[..., Client], cancel_reply: str
 ) -> None:
-    """After the reply, the job is still followed: a reconnect fetches it again, and its result is taken."""
+    """After the reply, the job is still followed, and the answered cancel is done: a reconnect fetches the job
+    again and does not cancel it again."""
     server = StoringServer()
     server.cancel_reply = cancel_reply
     try:
@@ -995,7 +1015,40 @@ def test_the_reply_to_a_cancel_does_not_end_the_job_whose_result_is_still_to_com
         wait_for_event(client, "error" if cancel_reply == "unknown_job" else "job_status")
         time.sleep(0.1)  # the I/O thread is done with the reply
         assert client.active_jobs == frozenset({"j1"})
-        assert len(server.received_of(Cancel)) == 1  # answered: not repeated
+        port = server.port
+        server.stop()  # a restart: the client connects again and fetches what it follows
+        server = StoringServer(port)
+        wait_until(lambda: server.received_of(Fetch) != [], timeout=10.0)
+        assert [fetch.job_id for fetch in server.received_of(Fetch)] == ["j1"]
+        assert server.received_of(Cancel) == []
+    finally:
+        server.stop()
+
+
+class UnreadableCancelReplies(StoringServer):
+    """Answers a cancel with an `unknown_job` error carrying a field this client does not know."""
+
+    def _answer(self, identity: bytes, message: Message, payload: memoryview | None) -> None:
+        if not isinstance(message, Cancel):
+            super()._answer(identity, message, payload)
+            return
+        header = {"v": 1, "type": "error", "code": UNKNOWN_JOB, "message": "No job", "hint": "", "field": None}
+        header |= {"request_id": message.request_id, "job_id": message.job_id, "retry_after_s": 1.0}
+        self.socket.send_multipart([identity, msgpack.packb(header)])
+
+
+def test_an_unreadable_reply_to_a_cancel_does_not_end_the_job_either(make_client: Callable[..., Client]) -> None:
+    server = UnreadableCancelReplies()
+    try:
+        client = make_client(server.endpoint).start()
+        client.wait_connected(3.0)
+        client.submit(make_frames(), {})
+        wait_for_event(client, "accepted")
+        client.cancel("j1")
+        error, _ = wait_for_event(client, "error")
+        assert "cannot read" in error.message.message
+        time.sleep(0.1)
+        assert client.active_jobs == frozenset({"j1"})
     finally:
         server.stop()
 
@@ -1097,3 +1150,21 @@ def test_a_fetch_the_full_send_queue_refused_fails_its_wait_instead_of_leaving_i
     monkeypatch.setattr(connection.Connection, "_send_parts", queue_full_for_fetches)
     with pytest.raises(BackendUnavailable, match="the fetch was not sent"):
         client.fetch_result("j1", timeout=5.0)
+    time.sleep(0.1)
+    assert client.active_jobs == frozenset()  # nothing comes for it: not followed, with the long silence limit
+
+
+def test_a_status_request_the_full_send_queue_refused_says_the_backend_is_unavailable(
+    server: FakeServer, make_client: Callable[..., Client], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not a JobFailed, which callers read as the server refusing the request."""
+    client = make_client(server.endpoint).start()
+    client.wait_connected(3.0)
+    real_send = connection.Connection._send_parts
+
+    def queue_full_for_status(self: connection.Connection, parts: list) -> bool:
+        return False if decode(parts, Limits())[0].TYPE == "status" else real_send(self, parts)
+
+    monkeypatch.setattr(connection.Connection, "_send_parts", queue_full_for_status)
+    with pytest.raises(BackendUnavailable, match="the status was not sent"):
+        client.server_status(timeout=5.0)
