@@ -24,11 +24,21 @@ def _on_load_post(*_args) -> None:
     # This file's jobs are this file's again (a result of one missing from it, started after its last save, is
     # recovered into it, as after undo).
     session.get_session().open_file(bpy.data.filepath)
-    # Jobs saved in the file that were still running: ask the backend for them again.
+    refetch_jobs()
+
+
+def refetch_jobs() -> None:
+    """Ask the backend again for the open file's jobs that were still running (saved in the file, or left by the
+    add-on before it was disabled, reloaded or updated)."""
     try:
         session.refetch_active_jobs(bpy.context)
     except RuntimeError as error:  # no usable connection settings; the panel shows the state
         session.get_session().connection.message = str(error)
+
+
+def _refetch_after_register() -> None:
+    # One shot, once Blender's data is reachable: a re-enabled add-on has a new session that follows nothing yet.
+    refetch_jobs()
 
 
 @bpy.app.handlers.persistent
@@ -61,6 +71,9 @@ def register() -> None:
             for cls in module.classes:
                 bpy.utils.register_class(cls)
     bpy.app.timers.register(_timer, first_interval=0.1, persistent=True)
+    # Persistent: Blender 4.2 crashes on exit after a file load has dropped a pending timer that is not. A file loaded
+    # first has its jobs followed already (`_on_load_post`); following them once more costs a status reply each.
+    bpy.app.timers.register(_refetch_after_register, first_interval=0.2, persistent=True)
     bpy.app.handlers.load_pre.append(_on_load_pre)
     bpy.app.handlers.load_post.append(_on_load_post)
     bpy.app.handlers.save_pre.append(operators.stop_renders)
@@ -88,8 +101,9 @@ def unregister() -> None:
     for handlers in (bpy.app.handlers.undo_post, bpy.app.handlers.redo_post):
         if _on_undo_redo in handlers:
             handlers.remove(_on_undo_redo)
-    if bpy.app.timers.is_registered(_timer):
-        bpy.app.timers.unregister(_timer)
+    for timer in (_timer, _refetch_after_register):
+        if bpy.app.timers.is_registered(timer):
+            bpy.app.timers.unregister(timer)
     session.close_session()
     for module in reversed(_modules):
         if hasattr(module, "unregister"):

@@ -7,6 +7,7 @@ code that changes Blender data from backend events; network I/O stays on the pro
 import json
 import time
 import traceback
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +46,9 @@ def pump() -> float:
                 apply_event(context, session, event)
             except Exception as error:  # any failure of one event must leave the pump running
                 report_event_failure(session, event, error)
-        # Placing a result pushes an undo step, which must not hold a reference render's temporary settings: its
-        # frames are written meanwhile, and it is placed once the render is over.
-        if not operators.rendering:
+        # Placing a result pushes an undo step, which must not hold a reference render's temporary settings, nor the
+        # middle of what the artist is doing: its frames are written meanwhile, and it is placed once that is over.
+        if not operators.rendering and not artist_busy(open_windows(context)):
             place_written_results(context, session)
         # After the events: whatever the backend sent before it exited is applied before its exit is.
         session.watch_local(context)
@@ -56,6 +57,22 @@ def pump() -> float:
         traceback.print_exc()
         return PUMP_INTERVAL_IDLE
     return PUMP_INTERVAL_ACTIVE if busy else PUMP_INTERVAL_IDLE
+
+
+def open_windows(context: bpy.types.Context) -> list[Any]:
+    """The windows of the window manager (none in background mode)."""
+    return list(getattr(context.window_manager, "windows", ()))
+
+
+def artist_busy(windows: Iterable[Any]) -> bool:
+    """Whether a modal operator runs in any window (a strip or object dragged with G, a transform, a file browser)
+    or the animation plays: an undo step pushed now would capture a state half-way through."""
+    for window in windows:
+        if hasattr(window, "modal_operators") and len(window.modal_operators) > 0:
+            return True
+        if window.screen is not None and window.screen.is_animation_playing:
+            return True
+    return False
 
 
 def report_event_failure(session: Session, event: Any, error: Exception) -> None:
@@ -146,6 +163,10 @@ def apply_event(context: bpy.types.Context, session: Session, event: Any) -> Non
     if job is None and (filepath := session.other_file_of(event.request_id, event.job_id)):
         wait_for_other_file(session, event, filepath)
         return
+    if job is None and session.of_closed_unsaved_file(event.request_id, event.job_id):
+        if kind == "result":
+            keep_unsaved_file_result(context, session, event)
+        return
     if job is None:
         if kind == "result":
             recover_result(context, session, event)  # its job was undone or removed: the result is still kept
@@ -208,6 +229,37 @@ def wait_for_other_file(session: Session, event: Any, filepath: str) -> None:
             f"A job of {Path(filepath).name} finished; its result waits on the backend: open that file to add it."
         )
         tag_redraw()
+
+
+def keep_unsaved_file_result(context: bpy.types.Context, session: Session, event: Any) -> None:
+    """A result of a job of an unsaved file that was closed: no file is its own, so its frames only go to disk where
+    unsaved files' results go; `place_written_results` says where, and changes nothing in the open file."""
+    parameters = event.message.metadata.get("parameters", {})
+    seed = event.message.metadata.get("seed", parameters.get("seed", 0))
+    base_name = f"{result_files.safe_name(str(parameters.get('prompt', '')))}-{seed}"
+    root = preferences.unsaved_output_root(context)
+    session.result_writes.append(ResultWrite(event, event.request_id or "", root, base_name, recovered=True))
+
+
+def report_unsaved_file_result(session: Session, write: ResultWrite) -> None:
+    """Say where the frames of a closed unsaved file's result are (the status bar and the panel), and let the
+    backend forget it: no file will ask for it again."""
+    session.forget_closed_unsaved(write.request_id, write.job_id)
+    if write.error is not None:
+        message = (
+            f"A result of a job from an unsaved file that was closed could not be stored: {write.error}. The backend "
+            f"keeps it for a while: fetch it with `motionclone fetch {write.job_id} --out FOLDER`."
+        )
+    else:
+        message = (
+            f"A job from an unsaved file that was closed finished: its {len(list(write.folder.glob('*.png')))} "
+            f"frames are in {write.folder}, not added to this file. Add them from there (Add > Image/Sequence in "
+            "the sequencer) if you want them here."
+        )
+        acknowledge(session, write.job_id)
+    session.connection.message = message
+    session.endings.append((time.monotonic(), f"MotionClone: {message}"))
+    print(f"MotionClone: {message}")
 
 
 def mark_result_undone(job: Any, folder: str) -> None:
@@ -348,6 +400,10 @@ def place_written_results(context: bpy.types.Context, session: Session, acknowle
         (written if write.done else pending).append(write)
     session.result_writes = pending
     for write in written:
+        unsaved = session.of_closed_unsaved_file(write.request_id, write.job_id)
+        if unsaved and find_job(write.request_id, write.job_id) is None:
+            report_unsaved_file_result(session, write)  # its job's file is gone: not placed into this one
+            continue
         if filepath := session.other_file_of(write.request_id, write.job_id):
             # Its file was closed while the frames were written: the result is not placed in this one, nor
             # acknowledged, so that the job fetches it again when its file is open.
@@ -375,6 +431,7 @@ def place_result(session: Session, job: Any, event: Any, folder: Path, acknowled
     """Add the strip of the frames in `folder`, mark the job done, and acknowledge (unless told not to)."""
     result = event.message
     scene = scene_of(job)
+    takes_over = sequencer.first_strip_takes_over_render(scene)
     files = sorted(path.name for path in folder.glob("*.png"))
     strip = sequencer.add_result_strip(
         scene,
@@ -399,7 +456,10 @@ def place_result(session: Session, job: Any, event: Any, folder: Path, acknowled
     job.state = "DONE"
     job.progress = 1.0
     job.message = f"Added strip '{strip.name}' on channel {strip.channel}"
-    job.notes = "\n".join(str(warning) for warning in result.metadata.get("warnings", []))
+    notes = [str(warning) for warning in result.metadata.get("warnings", [])]
+    if takes_over:  # the artist's settings stay; they are told how the render changed and how to change it back
+        notes.append(sequencer.render_takeover_note(scene))
+    job.notes = "\n".join(notes)
     push_undo("MotionClone result")
     if acknowledge_result:
         acknowledge(session, event.job_id)

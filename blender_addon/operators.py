@@ -224,6 +224,11 @@ class MOTIONCLONE_OT_cancel(bpy.types.Operator):
             job.state = "CANCELLED"
             job.message = "Cancelled before the local backend was ready"
             return {"FINISHED"}
+        if not job.job_id and not session.tracks_request(job):
+            # No answer can come to this session: there is nothing here to cancel it with, so it ends now.
+            job.state, job.message = "FAILED", session.lost_job_message(job)
+            self.report({"WARNING"}, job.message)
+            return {"FINISHED"}
         if not job.job_id:
             self.report({"WARNING"}, "The backend has not accepted this job yet; try again in a moment")
             return {"CANCELLED"}
@@ -519,11 +524,12 @@ class MOTIONCLONE_OT_remove_job(bpy.types.Operator):
 
     bl_idname = "motionclone.remove_job"
     bl_label = "Remove Job"
+    bl_options = frozenset({"REGISTER", "UNDO"})
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
         message = "A job still running cannot be removed: cancel it first"
-        return job_polls(cls, context, lambda job: job.state not in ACTIVE_STATES, message)
+        return job_polls(cls, context, removable, message)
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         settings = context.scene.motionclone
@@ -533,6 +539,14 @@ class MOTIONCLONE_OT_remove_job(bpy.types.Operator):
 
 
 RESULT_BEING_SAVED = "The job has finished and its result is being saved"
+
+
+def removable(job: Any) -> bool:
+    """Over, or sent without an answer that could still reach this session (the add-on was reloaded since): such a
+    job can never end by itself."""
+    if job.state not in ACTIVE_STATES:
+        return True
+    return job.state == "SUBMITTED" and not job.job_id and not get_session().tracks_request(job)
 
 
 def result_being_saved(job: Any) -> bool:

@@ -176,10 +176,19 @@ def output_root(context: bpy.types.Context) -> Path:
 
     A preference relative to the .blend (`//...`) needs a saved file: before that, Blender would resolve it against
     its own working folder, so the user folder is used instead."""
-    if output_dir := usable_output_dir(context):
+    if not bpy.data.filepath:
+        return unsaved_output_root(context)
+    if output_dir := get_preferences(context).output_dir:
         return Path(bpy.path.abspath(output_dir))
-    if bpy.data.filepath:
-        return Path(bpy.path.abspath("//motionclone"))
+    return Path(bpy.path.abspath("//motionclone"))
+
+
+def unsaved_output_root(context: bpy.types.Context) -> Path:
+    """Where results of an unsaved .blend go, also once another file is open: the Output folder preference unless
+    it is relative to the .blend, else the add-on's user folder."""
+    output_dir = get_preferences(context).output_dir
+    if output_dir and not output_dir.startswith("//"):
+        return Path(bpy.path.abspath(output_dir))
     return user_folder("results")
 
 

@@ -249,7 +249,8 @@ def render_camera_frames(
     Raises:
         ValueError: no frames, a non-positive size, an unknown engine, or no camera.
         RenderCancelled: ``cancel()`` returned True.
-        RuntimeError: Blender did not render or write a frame.
+        RuntimeError: Blender did not render or write a frame, or does not offer the engine (Cycles with its add-on
+            disabled).
     """
     with CameraRender(scene, frames, width, height, engine, workdir, camera, all_view_layers, motion_blur) as render:
         return render.render_all(cancel)
@@ -409,9 +410,23 @@ def _set_engine(render: bpy.types.RenderSettings, engine: str) -> None:
         render.engine = identifier
     except TypeError:
         if engine != "EEVEE":
-            raise
+            raise RuntimeError(_engine_missing(engine)) from None
         # The identifier guessed at import was refused: EEVEE has the other of its two names here.
-        render.engine = "BLENDER_EEVEE" if identifier == "BLENDER_EEVEE_NEXT" else "BLENDER_EEVEE_NEXT"
+        try:
+            render.engine = "BLENDER_EEVEE" if identifier == "BLENDER_EEVEE_NEXT" else "BLENDER_EEVEE_NEXT"
+        except TypeError:
+            raise RuntimeError(_engine_missing(engine)) from None
+
+
+def _engine_missing(engine: str) -> str:
+    """What to do when Blender refuses an engine (Cycles is an add-on, which may be disabled)."""
+    if engine == "CYCLES":
+        return (
+            "The Cycles engine is not available: enable the Cycles add-on in Preferences > Add-ons, or pick Workbench "
+            "or EEVEE as the engine."
+        )
+    name = "Workbench" if engine == "WORKBENCH" else engine
+    return f"This Blender does not offer the {name} engine: pick another engine."
 
 
 def _render_still(scene: bpy.types.Scene, frame: int, path: Path) -> Path:

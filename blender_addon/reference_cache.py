@@ -9,7 +9,7 @@ say whether anything a render sees has changed:
 - The scene's own settings: a change of the scene itself is reported only as "the scene changed", also when the
   artist edits this add-on's prompt. So scene updates are not counted; instead the key holds the values of the
   settings a render reads (render, shading, engine and colour-management settings, the view layers and which
-  collections they render), compared when Generate is pressed.
+  collections they render, camera markers, gravity and the rigid body world), compared when Generate is pressed.
 
 An edit that is reported but alters nothing costs at most one render too many, never a stale reference.
 """
@@ -98,7 +98,24 @@ def scene_settings(scene: bpy.types.Scene) -> tuple:
         groups.append(scene.cycles)
     layers = tuple((layer.name, rna_values(layer), _collections(layer.layer_collection)) for layer in scene.view_layers)
     ids = tuple(getattr(item, "name", None) for item in (scene.camera, scene.world))
-    return tuple(rna_values(group) for group in groups), layers, ids
+    return tuple(rna_values(group) for group in groups), layers, ids, _camera_markers(scene), _physics(scene)
+
+
+def _camera_markers(scene: bpy.types.Scene) -> tuple:
+    # A marker bound to a camera switches the render to that camera from its frame on.
+    bound = ((marker.frame, marker.camera.name) for marker in scene.timeline_markers if marker.camera is not None)
+    return tuple(sorted(bound))
+
+
+def _physics(scene: bpy.types.Scene) -> tuple:
+    """The scene's gravity and rigid body world: they move simulated objects in every frame."""
+    world = scene.rigidbody_world
+    if world is None:
+        return tuple(scene.gravity), scene.use_gravity, None
+    # Not the point cache's status (how many frames it holds), which simulating the frames changes.
+    cache = (world.point_cache.frame_start, world.point_cache.frame_end)
+    rigid_body = (rna_values(world, depth=0), cache, rna_values(world.effector_weights, depth=0))
+    return tuple(scene.gravity), scene.use_gravity, rigid_body
 
 
 def _collections(layer_collection: Any) -> tuple:

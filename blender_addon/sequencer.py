@@ -161,6 +161,22 @@ def add_result_strip(
     return strip
 
 
+def first_strip_takes_over_render(scene: bpy.types.Scene) -> bool:
+    """Whether a strip added now is the first of a scene that renders its camera: Blender renders the sequencer
+    instead once it has a strip (with Post Processing > Sequencer on, as it is by default)."""
+    editor = scene.sequence_editor
+    empty = editor is None or len(compat.strips(editor)) == 0
+    return empty and scene.camera is not None and scene.render.use_sequencer
+
+
+def render_takeover_note(scene: bpy.types.Scene) -> str:
+    """What a job's notes say when its strip made `first_strip_takes_over_render` come true."""
+    return (
+        f"Scene '{scene.name}' now renders its sequencer (this strip) instead of its camera. To render the camera "
+        "again, switch off Output Properties > Post Processing > Sequencer, or remove the strip."
+    )
+
+
 def relative_to_blend(folder: Path) -> str:
     """`folder` as a strip directory: relative to the saved .blend ("//...") when it is on the same drive, so the
     project can move as a whole; absolute otherwise. Ends with a separator, as Blender writes directories."""

@@ -18,15 +18,7 @@ import numpy as np
 from . import local_backend, preferences
 from ._protocol import client as protocol_client
 from ._protocol import keys
-from .job_records import (
-    HELD_PREFIX,
-    all_jobs,
-    fail_unaccepted_jobs,
-    find_job,
-    follow_active_jobs,
-    held_jobs,
-    tag_redraw,
-)
+from .job_records import HELD_PREFIX, all_jobs, find_job, follow_active_jobs, held_jobs, tag_redraw
 from .model_fit import ModelDefaults
 from .properties import ACTIVE_STATES
 
@@ -44,6 +36,18 @@ SUBMITTED_FIELDS = (
     "params_json",
     "condition_json",
 )
+# Why a job sent but never accepted is failed: this session has no request of it whose answer could still come (the
+# file was saved before the answer and opened again, or the add-on was disabled, reloaded or updated meanwhile).
+UNTRACKED_JOB = (
+    "The backend had not accepted this job when the add-on lost track of it (the file was saved before the answer "
+    "came, or the add-on was reloaded): it may or may not have reached the backend, and its result cannot come here. "
+    "Generate again, and Remove this entry."
+)
+UNSENT_HELD_JOB = (
+    "This job was waiting for the local backend and was never sent (the file was saved and opened again, or the "
+    "add-on was reloaded, meanwhile): Generate again."
+)
+SETTINGS_CHANGED = "The backend settings changed before the backend accepted this job: Generate again."
 
 
 @dataclass
@@ -106,6 +110,9 @@ class Session:
         # Request and job ids of running jobs of saved files that were closed: their results stay on the backend
         # until that file is opened again, instead of landing in whichever file is open.
         self.other_file_jobs: dict[str, str] = {}  # id -> the .blend file it belongs to
+        # Request and job ids of running jobs of an unsaved file that was closed: no file can take their results, so
+        # they are only stored (`preferences.unsaved_output_root`), never placed into whichever file is open.
+        self.closed_unsaved_jobs: set[str] = set()
         self.result_writes: list[Any] = []  # `ResultWrite`s whose frames are going to disk
         # Request id -> job id ("" until accepted) of every job this session sent: a file saved before the answer
         # came has a job without a job id, which it learns here when opened again (or is told it was never accepted).
@@ -149,14 +156,44 @@ class Session:
 
     def leave_file(self, filepath: str) -> None:
         """The open file is about to be replaced: remember its running jobs as another file's. An unsaved file's jobs
-        have nowhere to go back to, so their results are still placed in the next file (recovered)."""
-        if not filepath:
-            return
+        have no file to go back to: their results are kept on disk, not placed into the next file."""
         for job in all_jobs():
             if job.state in ACTIVE_STATES:
                 for key in (job.request_id, job.job_id):
-                    if key:
+                    if key and filepath:
                         self.other_file_jobs[key] = filepath
+                    elif key:
+                        self.closed_unsaved_jobs.add(key)
+
+    def of_closed_unsaved_file(self, request_id: str | None, job_id: str | None) -> bool:
+        """Whether a job (by either id) belongs to an unsaved file that was closed."""
+        return any(key and key in self.closed_unsaved_jobs for key in (request_id, job_id))
+
+    def forget_closed_unsaved(self, request_id: str | None, job_id: str | None) -> None:
+        self.closed_unsaved_jobs -= {request_id, job_id}
+
+    def tracks_request(self, job: Any) -> bool:
+        """Whether an answer to `job`'s request can still come to this session: sent by its client and not answered,
+        or held for the local backend."""
+        waiting = any(item.request_id == job.request_id for item in self.held)
+        return waiting or self.sent.get(job.request_id) == ""
+
+    def lost_job_message(self, job: Any) -> str:
+        """Why a job this session has no request of (`tracks_request`) can never be accepted here."""
+        return UNSENT_HELD_JOB if job.request_id.startswith(HELD_PREFIX) else UNTRACKED_JOB
+
+    def settle_submitted_jobs(self, lost_message: str) -> None:
+        """Jobs sent and not accepted yet, in the open file: take the job id the backend answered meanwhile (another
+        file was open), and fail with `lost_message` those whose answer cannot come here any more, instead of leaving
+        them "Sent" for ever (held ones are left to `refetch_active_jobs` and the local backend)."""
+        for job in all_jobs():
+            if job.state != "SUBMITTED" or job.job_id or job.request_id.startswith(HELD_PREFIX):
+                continue
+            if self.sent.get(job.request_id):
+                job.job_id, job.state = self.sent[job.request_id], "QUEUED"
+            elif job.request_id not in self.sent:
+                job.state = "FAILED"
+                job.message = lost_message
 
     def request_status(self) -> None:
         """Ask the backend how busy it is; the answer comes to the pump as a "server_status" event."""
@@ -203,9 +240,10 @@ class Session:
         self.client = client.start()
         self.settings_key = settings_key
         self.connection = Connection("connecting", f"Connecting to {endpoint} ...")
-        if reconfigured:
-            fail_unaccepted_jobs("The backend settings changed before the backend accepted this job: Generate again.")
-            follow_active_jobs(self.client)
+        # A new client has none of the requests an earlier one (or the add-on before a reload) sent: it asks for
+        # every running job of the open file, and jobs whose acceptance can only reach an earlier client end here.
+        self.settle_submitted_jobs(SETTINGS_CHANGED if reconfigured else UNTRACKED_JOB)
+        follow_active_jobs(self.client)
         return self.client
 
     def close(self) -> None:
@@ -290,10 +328,7 @@ class Session:
     def connect_local(self, context: bpy.types.Context) -> None:
         """The local backend is ready: point the client at it, follow the jobs it accepted before (their results
         wait in its results folder) and send the held ones."""
-        had_client = self.client is not None
-        client = self.ensure_client(context)  # a new endpoint: the old client's followed jobs move along
-        if not had_client:
-            follow_active_jobs(client)
+        client = self.ensure_client(context)  # a new client follows the running jobs (`ensure_client`)
         held, self.held = self.held, []
         for item in held:
             job = find_job(item.request_id, None)
@@ -354,31 +389,29 @@ def close_session() -> None:
 
 
 def refetch_active_jobs(context: bpy.types.Context) -> int:
-    """Ask the backend again for every job of the open file that was still running (after loading a file)."""
+    """Ask the backend again for every job of the open file that was still running (after loading a file, after
+    undo, and once the add-on is registered). Returns how many are followed."""
     session = get_session()
-    waiting = {item.request_id for item in session.held}
-    for job in held_jobs():
-        if job.request_id in session.held_sent:  # the state from before it was sent (undo, revert): it was sent
-            job.request_id = session.held_sent[job.request_id]
-        elif job.request_id not in waiting:  # saved while it waited for the local backend: its frames are gone
-            job.state = "FAILED"
-            job.message = (
-                "This job waited for the local backend when the file was saved and was never sent: Generate again."
-            )
-    for job in all_jobs():
-        if job.state != "SUBMITTED" or job.job_id or job.request_id in waiting:
-            continue
-        if session.sent.get(job.request_id):  # accepted while another file was open
-            job.job_id, job.state = session.sent[job.request_id], "QUEUED"
-        elif job.request_id not in session.sent:  # sent by an earlier Blender: its answer went there
-            job.state = "FAILED"
-            job.message = (
-                "The backend had not accepted this job when the file was saved, so it cannot be followed: "
-                "Generate again."
-            )
+    settle_held_jobs(session)
+    session.settle_submitted_jobs(UNTRACKED_JOB)
     if not any(job.state in ACTIVE_STATES and job.job_id for job in all_jobs()):
         return 0
+    client = session.client
     session.prepare(context)  # a local backend that is starting follows them once it is ready
     if session.client is None:
         return 0
+    if session.client is not client:  # a new client followed them already
+        return sum(1 for job in all_jobs() if job.state in ACTIVE_STATES and job.job_id)
     return follow_active_jobs(session.client)
+
+
+def settle_held_jobs(session: Session) -> None:
+    """Held jobs of the open file: sent since (undo or revert brought back their state before), still waiting, or
+    lost with the session that held them."""
+    waiting = {item.request_id for item in session.held}
+    for job in held_jobs():
+        if job.request_id in session.held_sent:
+            job.request_id = session.held_sent[job.request_id]
+        elif job.request_id not in waiting:
+            job.state = "FAILED"
+            job.message = UNSENT_HELD_JOB

@@ -446,6 +446,34 @@ def test_render_rejects_an_unknown_engine(scene: bpy.types.Scene, tmp_path: Path
         reference.render_camera_frames(scene, [1], WIDTH, HEIGHT, "OPENGL", workdir=tmp_path)
 
 
+@pytest.fixture
+def cycles_disabled():
+    """The Cycles add-on switched off, as an artist may have it; on again afterwards."""
+    import addon_utils
+
+    addon_utils.disable("cycles", default_set=True)
+    try:
+        yield
+    finally:
+        addon_utils.enable("cycles", default_set=True)
+
+
+def test_cycles_with_its_add_on_disabled_says_what_to_do_and_keeps_the_settings(
+    scene: bpy.types.Scene, tmp_path: Path, cycles_disabled: None
+) -> None:
+    build_animated_scene(scene)
+    before = settings_snapshot(scene)
+
+    with pytest.raises(RuntimeError) as raised:
+        reference.render_camera_frames(scene, [1], WIDTH, HEIGHT, "CYCLES", workdir=tmp_path)
+
+    assert str(raised.value) == (
+        "The Cycles engine is not available: enable the Cycles add-on in Preferences > Add-ons, or pick Workbench "
+        "or EEVEE as the engine."
+    )
+    assert settings_snapshot(scene) == before
+
+
 # ---- reading strips ------------------------------------------------------------------------------------------------
 def flat_frames(values: list[int], height: int = 6, width: int = 10) -> list[np.ndarray]:
     frames = []

@@ -82,3 +82,30 @@ def test_reuse_can_be_switched_off_and_an_undo_renders_again(addon, renders):
         handler(scene, None)
     reference_of(scene)
     assert len(renders) == 9
+
+
+SCENE_LEVEL_CHANGES = {
+    "camera marker moved": lambda scene: setattr(scene.timeline_markers["cut"], "frame", 3),  # frame 4 switches too
+    "gravity": lambda scene: setattr(scene, "gravity", (0.0, 0.0, -3.0)),
+    "rigid body speed": lambda scene: setattr(scene.rigidbody_world, "time_scale", 0.5),
+    "rigid body cache range": lambda scene: setattr(scene.rigidbody_world.point_cache, "frame_end", 100),
+}
+
+
+@pytest.mark.parametrize("change", SCENE_LEVEL_CHANGES)
+def test_a_moved_camera_marker_gravity_or_rigid_body_world_renders_again(addon, renders, change):
+    """Scene-level settings Blender reports only as a scene update: which camera renders a frame, and physics."""
+    scene = animated_scene(frames=8)
+    configure_job(scene)
+    second = bpy.data.objects.new("Second camera", bpy.data.cameras.new("Second camera"))
+    scene.collection.objects.link(second)
+    scene.timeline_markers.new("cut", frame=6).camera = second  # frame 8 renders from the second camera
+    bpy.ops.rigidbody.world_add()
+    reference_of(scene)
+    renders.clear()
+    reference_of(scene)
+    assert renders == []  # nothing changed: reused
+
+    SCENE_LEVEL_CHANGES[change](scene)
+    reference_of(scene)
+    assert len(renders) == 3
