@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
+from itertools import pairwise
 from pathlib import Path
 from typing import NamedTuple
 
@@ -47,6 +48,15 @@ COMPLETE_SHARE = 0.8
 NO_TIMESTAMP = -(2**63)  # ffmpeg's AV_NOPTS_VALUE, as its packet listings print a missing time
 
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
+# Pillow modes whose convert("RGB") keeps the picture as it looks (alpha aside); others are scaled here or refused.
+_RGB_MODES = frozenset({"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"})
+_FLOAT_TOLERANCE = 1e-3  # float frames from a VAE decode or a render may overshoot [0, 1] by rounding error
+# ffmpeg pixel formats with an alpha plane, which decoding to rgb24 drops.
+_ALPHA_PIXEL_FORMAT = re.compile(r"^(yuva|gbrap|ya\d|rgba|bgra|argb|abgr)")
+_ALPHA_ADVICE = (
+    "the alpha channel is dropped, so transparent areas show the colour stored under them (black in a Blender "
+    "render with Film > Transparent). Render without Film > Transparent, or over a background, to avoid it"
+)
 
 
 @dataclass
@@ -508,7 +518,7 @@ def _decode_video(path: Path, keep: set[int] | None, describe: bool = True) -> D
     kept: list[np.ndarray] = []
     total = 0
     if path.stat().st_size == 0:
-        raise VideoInputError(f"video {path} is an empty file (0 bytes): export or copy the reference again")
+        raise VideoInputError(f"{path} is an empty file (0 bytes): export or copy the video or image again")
     try:
         # A generator: metadata, then frames. Without passthrough ffmpeg outputs at a constant rate and repeats frames
         # to fill it (every frame twice in a 70 ms GIF, more in a phone's variable-rate video), which would read
@@ -529,16 +539,22 @@ def _decode_video(path: Path, keep: set[int] | None, describe: bool = True) -> D
         last_line = text.strip().splitlines()[-1:] or [type(exc).__name__]
         # ffmpeg asked for a video stream that the file does not have says so only in its stream list.
         no_video = "Stream #" in text and "Video:" not in text
-        what = "holds no video stream (audio only?)" if no_video else f"could not be decoded ({last_line[0]})"
+        if no_video:
+            raise VideoInputError(
+                f"video {path} holds no video stream (audio only?): check that it is a video file that plays, "
+                "or re-export it as H.264 mp4 or as a PNG sequence"
+            ) from exc
+        # Conditions and references both come here, so the file may be meant as an image or as a video.
         raise VideoInputError(
-            f"video {path} {what}: check that it is a video file that plays, "
-            "or re-export it as H.264 mp4 or as a PNG sequence"
+            f"{path} could not be read as a video or an image ({last_line[0]}): check that the file plays or opens, "
+            "or re-export it as H.264 mp4, PNG images or a PNG sequence"
         ) from exc
     file_fps = meta.get("fps") or 0.0
     fps = float(file_fps) if math.isfinite(file_fps) and file_fps > 0 else DEFAULT_FPS
     if not describe:
         return DecodedVideo(kept, total, fps, 1.0)
     _warn_if_cut_short(path, total, meta.get("duration") or 0.0, fps)
+    _warn_if_alpha_dropped(path, str(meta.get("codec") or ""), str(meta.get("pix_fmt") or ""))
     return DecodedVideo(kept, total, fps, _pixel_aspect(path))
 
 
@@ -559,6 +575,14 @@ def _warn_if_cut_short(path: Path, total: int, duration: float, fps: float) -> N
             VideoInputWarning,
             stacklevel=4,
         )
+
+
+def _warn_if_alpha_dropped(path: Path, codec: str, pixel_format: str) -> None:
+    """Warn when a video's frames carry alpha: decoding to RGB drops it (ffmpeg does not composite), which the user
+    would otherwise only notice as a black background in the motion. ffmpeg decodes every GIF to bgra, transparent
+    or not, so GIFs are left out rather than warned about each time."""
+    if codec.rstrip(",") != "gif" and _ALPHA_PIXEL_FORMAT.match(pixel_format):  # imageio reads "gif,"
+        warnings.warn(f"video {path} has an alpha channel ({pixel_format}): {_ALPHA_ADVICE}", VideoInputWarning, 4)
 
 
 def _packet_span(path: Path) -> float | None:
@@ -674,35 +698,116 @@ def _check_one_sequence(folder: Path, files: list[Path]) -> None:
                 f"folder {folder} holds the numbered frames {sequences[0][0].replace('#', '…')}{sequences[0][1]} and "
                 f"other images ({listed}), which would be read as frames too: move them out of the folder"
             )
+        _warn_of_gaps(folder, sequences[0], patterns[sequences[0]])
 
 
-def _load_image(path: Path) -> np.ndarray:
-    """Load one image file as (H, W, 3) uint8 RGB."""
+def _warn_of_gaps(folder: Path, pattern: tuple[str, str], members: list[Path]) -> None:
+    """Warn when a sequence's frame numbers skip some (a render stopped half way, frames deleted): the files are
+    read as consecutive frames, so the motion would jump. A constant step (every 2nd frame rendered) is no gap."""
+    numbered = _frame_numbers(members)
+    if numbered is None:
+        return
+    numbers, width = numbered
+    steps = [b - a for a, b in pairwise(numbers)]
+    step = math.gcd(*steps)
+    gaps = [(a + step, b - step) for a, b in pairwise(numbers) if b - a > step]
+    if not gaps:
+        return
+    count = sum((last - first) // step + 1 for first, last in gaps)
+    shown = [f"{a:0{width}d}" if a == b else f"{a:0{width}d}-{b:0{width}d}" for a, b in gaps[:3]]
+    listed = ", ".join(shown) + (f" and {len(gaps) - 3} more runs" if len(gaps) > 3 else "")
+    every = f" numbered every {step}" if step > 1 else ""
+    warnings.warn(
+        f"folder {folder}: the frames {pattern[0].replace('#', '…')}{pattern[1]}{every} miss {count} "
+        f"number{'' if count == 1 else 's'} ({listed}); the files are read as consecutive frames, so the motion "
+        "jumps there. Render or copy the missing frames, or ignore this if they were left out on purpose",
+        VideoInputWarning,
+        stacklevel=5,
+    )
+
+
+def _frame_numbers(members: list[Path]) -> tuple[list[int], int] | None:
+    """The sorted frame numbers of one sequence (the one digit run that differs between its names) and the width
+    they are padded to; None when no run or several runs differ (shot1_take1, shot2_take3: no clear order)."""
+    runs = [re.findall(r"\d+", path.stem) for path in members]
+    varying = [i for i in range(len(runs[0])) if len({int(run[i]) for run in runs}) > 1]
+    if len(varying) != 1:
+        return None
+    digits = [run[varying[0]] for run in runs]
+    return sorted({int(d) for d in digits}), min(len(d) for d in digits)
+
+
+def _load_image(path: Path) -> tuple[np.ndarray, bool]:
+    """Load one image file as (H, W, 3) uint8 RGB, and whether it had transparent pixels (their alpha is dropped)."""
     try:
         with Image.open(path) as image:
             image.load()
             # Honour the EXIF orientation of phone photos, as ffmpeg honours a video's rotation.
             image = ImageOps.exif_transpose(image)
-            if image.mode in _SIXTEEN_BIT_MODES:
-                # Pillow opens 16-bit grayscale PNG/TIFF in these modes; convert("RGB") would clip, not scale.
-                gray = np.asarray(image, dtype=np.float64)
-                array = np.round(np.clip(gray, 0, 65535) * (255 / 65535)).astype(np.uint8)
-                return np.repeat(array[..., None], 3, axis=-1)
-            # Grayscale, palette, RGBA (alpha dropped), CMYK, ... all become plain RGB.
-            return np.asarray(image.convert("RGB"))
+            return _image_to_rgb(image, path), _has_transparent_pixels(image)
+    except VideoInputError:
+        raise
     except Exception as exc:  # Pillow raises OSError, ValueError, SyntaxError, DecompressionBombError, ...
         raise VideoInputError(
             f"could not read image {path} ({exc}): check that the file is a valid image, or re-export it as PNG"
         ) from exc
 
 
+def _image_to_rgb(image: Image.Image, path: Path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of an opened image, scaling 16-bit and float images rather than clipping them."""
+    if image.mode in _SIXTEEN_BIT_MODES:
+        return _gray_to_rgb(_scaled_sixteen_bit(np.asarray(image, dtype=np.float64), path, image.mode))
+    if image.mode == "F":
+        return _gray_to_rgb(_scaled_float(np.asarray(image, dtype=np.float64), path))
+    if image.mode not in _RGB_MODES:
+        raise VideoInputError(
+            f"image {path} is in Pillow mode {image.mode}, which cannot be converted to RGB faithfully: "
+            "re-export it as an 8-bit or 16-bit RGB PNG"
+        )
+    # Grayscale, palette, RGBA (alpha dropped), CMYK, ... all become plain RGB.
+    return np.asarray(image.convert("RGB"))
+
+
+def _scaled_sixteen_bit(gray: np.ndarray, path: Path, mode: str) -> np.ndarray:
+    """0-65535 grayscale to 0-255; convert("RGB") would clip at 255 instead of scaling."""
+    if gray.size and (gray.min() < 0 or gray.max() > 65535):  # mode "I" holds 32-bit values
+        raise VideoInputError(
+            f"image {path} (Pillow mode {mode}) holds values from {gray.min():g} to {gray.max():g}, outside 16 bits: "
+            "re-export it as an 8-bit or 16-bit PNG"
+        )
+    return np.round(gray * (255 / 65535)).astype(np.uint8)
+
+
+def _scaled_float(gray: np.ndarray, path: Path) -> np.ndarray:
+    """0-1 float grayscale (a 32-bit float TIFF) to 0-255; convert("RGB") would read 0-1 as almost black."""
+    low, high = (float(gray.min()), float(gray.max())) if gray.size else (0.0, 0.0)
+    if not (math.isfinite(low) and math.isfinite(high)) or low < -_FLOAT_TOLERANCE or high > 1 + _FLOAT_TOLERANCE:
+        raise VideoInputError(
+            f"image {path} is a float image (Pillow mode F) with values from {low:g} to {high:g}, outside 0-1 "
+            "(HDR or linear data?): re-export it as an 8-bit or 16-bit PNG with the view transform applied"
+        )
+    return np.round(np.clip(gray, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _gray_to_rgb(gray: np.ndarray) -> np.ndarray:
+    return np.repeat(gray[..., None], 3, axis=-1)
+
+
+def _has_transparent_pixels(image: Image.Image) -> bool:
+    """Whether any pixel is less than opaque; an alpha channel that is opaque everywhere loses nothing."""
+    if image.mode not in _RGB_MODES or not image.has_transparency_data:
+        return False
+    return image.convert("RGBA").getchannel("A").getextrema()[0] < 255
+
+
 def _load_images(files: Sequence[Path]) -> np.ndarray:
-    """Load image files into (F, H, W, 3) uint8, refusing frames of different sizes."""
-    first = _load_image(files[0])
+    """Load image files into (F, H, W, 3) uint8, refusing frames of different sizes and warning once when any had
+    transparent pixels."""
+    first, transparent = _load_image(files[0])
     frames = np.empty((len(files), *first.shape), dtype=np.uint8)
     frames[0] = first
     for i, path in enumerate(files[1:], start=1):
-        image = _load_image(path)
+        image, alpha = _load_image(path)
         if image.shape != first.shape:
             raise VideoInputError(
                 f"image {path} is {image.shape[1]}x{image.shape[0]} but {files[0].name} is "
@@ -710,6 +815,11 @@ def _load_images(files: Sequence[Path]) -> np.ndarray:
                 "re-export them at one resolution or remove the odd file"
             )
         frames[i] = image
+        transparent = transparent or alpha
+    if transparent:
+        # Named by folder, not file, so the counting read and the sampled read give one message.
+        what = f"image {files[0]} has" if len(files) == 1 else f"the images in folder {files[0].parent} have"
+        warnings.warn(f"{what} transparent pixels: {_ALPHA_ADVICE}", VideoInputWarning, stacklevel=3)
     return frames
 
 
@@ -747,8 +857,7 @@ def _to_rgb_uint8(array: object, fail: Callable[[str], Exception]) -> np.ndarray
         low, high = float(np.min(array)), float(np.max(array))
         if not (math.isfinite(low) and math.isfinite(high)):
             raise fail("holds NaN or infinite values: clean the frames before passing them")
-        tolerance = 1e-3  # float frames from a VAE decode may overshoot [0, 1] by rounding error
-        if low < -tolerance or high > 1 + tolerance:
+        if low < -_FLOAT_TOLERANCE or high > 1 + _FLOAT_TOLERANCE:
             raise fail(
                 f"is {array.dtype} with values from {low:g} to {high:g}; float frames must lie in [0, 1]: "
                 "divide 0-255 values by 255, or convert to uint8"

@@ -134,7 +134,9 @@ def test_a_gif_gives_each_of_its_frames_once_at_its_own_rate(tmp_path: Path) -> 
     # ffmpeg's default constant-rate output doubles every frame of a 70 ms GIF (20 frames, each twice).
     images = [Image.fromarray(np.full((32, 32, 3), 20 * i, dtype=np.uint8)) for i in range(10)]
     images[0].save(tmp_path / "clip.gif", save_all=True, append_images=images[1:], duration=70, loop=0)
-    clip = read_clip(tmp_path / "clip.gif")
+    with collected_video_warnings() as messages:
+        clip = read_clip(tmp_path / "clip.gif")
+    assert messages == []  # ffmpeg decodes every GIF to bgra: no alpha warning for an opaque one
     assert clip.frames.shape == (10, 32, 32, 3)
     np.testing.assert_allclose(clip.frames[:, 0, 0, 0], 20 * np.arange(10), atol=2)
     assert clip.fps == pytest.approx(1 / 0.07, abs=0.01)
@@ -196,7 +198,8 @@ def test_folder_is_read_in_natural_order(tmp_path: Path) -> None:
     for number in (10, 2, 1):
         save_png(tmp_path / f"frame{number}.png", np.full((8, 8, 3), number * 10, dtype=np.uint8))
     (tmp_path / "notes.txt").write_text("not an image")
-    clip = read_clip(tmp_path)
+    with pytest.warns(VideoInputWarning, match=r"miss 7 numbers \(3-9\)"):
+        clip = read_clip(tmp_path)
     assert clip.frames[:, 0, 0, 0].tolist() == [10, 20, 100]
     assert clip.fps == 8.0
 
@@ -207,7 +210,8 @@ def test_grayscale_and_rgba_image_files_become_rgb(tmp_path: Path) -> None:
     rgba[..., 0], rgba[..., 3] = 200, 0  # fully transparent red: alpha is dropped, the colour is kept
     Image.fromarray(gray, mode="L").save(tmp_path / "0001.png")
     Image.fromarray(rgba, mode="RGBA").save(tmp_path / "0002.png")
-    frames = read_clip(tmp_path).frames
+    with pytest.warns(VideoInputWarning, match="transparent pixels"):
+        frames = read_clip(tmp_path).frames
     assert frames.shape == (2, 8, 8, 3)
     assert np.array_equal(frames[0], np.repeat(gray[..., None], 3, axis=-1))
     assert np.array_equal(frames[1], rgba[..., :3])
@@ -216,6 +220,55 @@ def test_grayscale_and_rgba_image_files_become_rgb(tmp_path: Path) -> None:
 def test_sixteen_bit_grayscale_png_is_scaled_not_clipped(tmp_path: Path) -> None:
     Image.fromarray(np.full((4, 4), 65535, dtype=np.uint16)).save(tmp_path / "0001.png")
     assert read_clip(tmp_path).frames.min() == 255
+
+
+def test_a_float_tiff_is_scaled_from_0_1_not_read_as_black(tmp_path: Path) -> None:
+    gray = np.array([[0.0, 0.25], [0.5, 1.0]], dtype=np.float32)
+    Image.fromarray(gray, mode="F").save(tmp_path / "0001.tif")
+    frames = read_clip(tmp_path / "0001.tif").frames
+    assert frames[0, ..., 0].tolist() == [[0, 64], [128, 255]]
+    assert np.array_equal(frames[..., 0], frames[..., 2])
+
+
+def test_a_float_tiff_outside_0_1_is_refused_with_its_range(tmp_path: Path) -> None:
+    Image.fromarray(np.full((2, 2), 4.0, dtype=np.float32), mode="F").save(tmp_path / "hdr.tif")
+    with pytest.raises(VideoInputError, match=r"hdr.tif is a float image \(Pillow mode F\) with values from 4 to 4"):
+        read_clip(tmp_path / "hdr.tif")
+
+
+def test_an_image_mode_without_a_faithful_rgb_conversion_is_refused(tmp_path: Path) -> None:
+    Image.new("LAB", (2, 2)).save(tmp_path / "lab.tif")
+    with pytest.raises(VideoInputError, match=r"lab.tif is in Pillow mode LAB, which cannot be converted"):
+        read_clip(tmp_path / "lab.tif")
+
+
+def test_transparent_frames_warn_once_that_alpha_is_dropped_and_keep_the_stored_colour(tmp_path: Path) -> None:
+    rgba = np.zeros((3, 8, 8, 4), dtype=np.uint8)
+    rgba[..., 3] = 255
+    rgba[:, :4, :, 3] = 0  # a Blender render with Film > Transparent stores black under its transparent background
+    for i, frame in enumerate(rgba):
+        Image.fromarray(frame, mode="RGBA").save(tmp_path / f"{i:04d}.png")
+    with collected_video_warnings() as messages:
+        frames = read_clip(tmp_path).frames
+    assert np.array_equal(frames, rgba[..., :3])
+    assert len(messages) == 1
+    assert "transparent pixels: the alpha channel is dropped" in messages[0]
+    assert "Film > Transparent" in messages[0]
+
+
+def test_an_opaque_alpha_channel_gives_no_warning(tmp_path: Path) -> None:
+    for i in range(2):
+        Image.new("RGBA", (4, 4), (10, 20, 30, 255)).save(tmp_path / f"{i:04d}.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_clip(tmp_path)
+
+
+def test_a_video_with_an_alpha_channel_warns_that_it_is_dropped(tmp_path: Path) -> None:
+    video = tmp_path / "alpha.mov"
+    ffmpeg("-f", "lavfi", "-i", "color=c=red@0.5:s=16x16:d=0.25,format=rgba", "-c:v", "png", str(video))
+    with pytest.warns(VideoInputWarning, match=r"alpha.mov has an alpha channel \(rgba.*Film > Transparent"):
+        read_clip(video)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -279,9 +332,18 @@ def test_missing_file_names_the_path(tmp_path: Path) -> None:
 def test_corrupt_video_names_the_path(tmp_path: Path) -> None:
     fake = tmp_path / "fake.mp4"
     fake.write_text("this is not a video\n" * 20)
-    with pytest.raises(VideoInputError, match="could not be decoded") as info:
+    with pytest.raises(VideoInputError, match="could not be read as a video or an image") as info:
         read_clip(fake)
     assert str(fake) in str(info.value)
+
+
+def test_an_unreadable_condition_image_is_not_called_a_video(tmp_path: Path) -> None:
+    """--condition files are read with read_clip too: an image format that is not in IMAGE_EXTENSIONS goes to ffmpeg."""
+    broken = tmp_path / "pose.exr"
+    broken.write_bytes(b"not an image\n" * 20)
+    with pytest.raises(VideoInputError) as info:
+        read_clip(broken)
+    assert str(info.value).startswith(f"{broken} could not be read as a video or an image")
 
 
 def test_an_empty_file_and_a_file_without_video_say_so(tmp_path: Path) -> None:
@@ -298,6 +360,32 @@ def test_an_empty_file_and_a_file_without_video_say_so(tmp_path: Path) -> None:
     subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", *sine, str(audio)], check=True, capture_output=True)
     with pytest.raises(VideoInputError, match=r"audio.mp4 holds no video stream"):
         read_clip(audio)
+
+
+@pytest.mark.parametrize(
+    ("numbers", "message"),
+    [
+        ([*range(1, 5), *range(6, 11), *range(20, 29)], r"miss 10 numbers \(0005, 0011-0019\)"),
+        ([2, 4, 8, 10], r"numbered every 2 miss 1 number \(0006\)"),
+        ([1, 3, 5, 7, 9, 11, 13, 14], r"miss 6 numbers \(0002, 0004, 0006 and 3 more runs\)"),
+    ],
+)
+def test_a_sequence_with_missing_numbers_is_read_with_a_warning_naming_them(
+    tmp_path: Path, numbers: list[int], message: str
+) -> None:
+    for number in numbers:
+        save_png(tmp_path / f"shot2_{number:04d}.png", np.zeros((4, 4, 3), dtype=np.uint8))
+    with pytest.warns(VideoInputWarning, match=message):
+        assert read_clip(tmp_path).frames.shape[0] == len(numbers)
+
+
+@pytest.mark.parametrize("numbers", [range(1, 6), range(2, 12, 2), range(0, 50, 10)])
+def test_a_sequence_with_a_constant_step_gives_no_gap_warning(tmp_path: Path, numbers: range) -> None:
+    for number in numbers:
+        save_png(tmp_path / f"render_v2_{number:04d}.png", np.zeros((4, 4, 3), dtype=np.uint8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        prepare_reference(tmp_path, 2, 4, 4)
 
 
 def test_a_one_frame_clip_is_refused_with_what_motion_needs(tmp_path: Path) -> None:
