@@ -5,15 +5,19 @@ Exit codes: 0 success, 2 invalid arguments or parameters, 3 model not found, 4 u
 """
 
 import argparse
+import contextlib
 import dataclasses
 import difflib
 import json
 import logging
 import math
+import re
+import signal
 import sys
+import threading
 import time
 import warnings
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +42,9 @@ EXIT_BACKEND = 5
 EXIT_INTERRUPTED = 130
 
 MAX_PORT = 65535
+JOB_ID = re.compile(r"[0-9a-f]{32}")  # a uuid4().hex, as the server makes them
+HEADER_ALLOWANCE = 1 << 20  # bytes a Submit's header and framing may add to its frames
+MAX_FPS = 240.0  # the highest `fps` validate_params takes
 
 # CLI flag -> MotionCloneParams field, for the flags that have their own short names.
 PARAMETER_FLAGS = {
@@ -172,12 +179,17 @@ def add_submit_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_fetch_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("job_id", help="the job id `submit` printed (32 hex characters)")
+    parser.add_argument("job_id", help="the job id `submit` printed (32 lowercase hex characters)")
     parser.add_argument("--out", type=Path, required=True, help="result folder to write")
     parser.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     parser.add_argument(
         "--wait", type=seconds(0.0), help="seconds to wait for a job still running (default: until it ends)"
     )
+    add_server_arguments(parser)
+
+
+def add_cancel_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("job_id", help="the job id `submit` printed (32 lowercase hex characters)")
     add_server_arguments(parser)
 
 
@@ -436,10 +448,24 @@ def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, flag)
         if value is not None:
             overrides[field_name] = value
-    overrides.update(parse_assignments(args.set))
+    assignments = parse_assignments(args.set)
+    overrides.update(assignments)
     if args.frame_step is not None:
+        check_step_not_set_twice(assignments)
         overrides.update(step_overrides(args, overrides))
     return overrides
+
+
+def check_step_not_set_twice(assignments: dict[str, Any]) -> None:
+    """--frame-step sets frame_sampling and frame_step together; a --set of either would leave one of them
+    contradicting the frame count and fps derived from the other, so the pair is refused rather than guessed."""
+    both = sorted({"frame_step", "frame_sampling"} & set(assignments))
+    if both:
+        raise ParameterError(
+            "--frame-step",
+            f"cannot be combined with --set {both[0]}=...: --frame-step N sets frame_sampling=step and frame_step=N; "
+            "keep one of the two",
+        )
 
 
 def parse_assignments(assignments: list[str]) -> dict[str, Any]:
@@ -462,8 +488,6 @@ def parse_assignments(assignments: list[str]) -> dict[str, Any]:
 
 def step_overrides(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[str, Any]:
     """The parameters of `--frame-step N`: every Nth frame, the clip's frame count and rate unless given."""
-    from ..protocol.windows import sampled_count
-    from .engine.parameters import MAX_WINDOWED_FRAMES
     from .video_io import check_frame_step, probe_clip
 
     step = args.frame_step
@@ -472,9 +496,47 @@ def step_overrides(args: argparse.Namespace, overrides: dict[str, Any]) -> dict[
     if "num_frames" in overrides and "fps" in overrides:
         return chosen
     total, source_fps = probe_clip(args.reference)
-    chosen.setdefault("num_frames", overrides.get("num_frames", min(sampled_count(total, step), MAX_WINDOWED_FRAMES)))
-    chosen.setdefault("fps", overrides.get("fps", source_fps / step))
+    if "num_frames" not in overrides:
+        chosen["num_frames"] = stepped_frame_count(total, step)
+    if "fps" not in overrides:
+        chosen["fps"] = stepped_fps(source_fps, step)
     return chosen
+
+
+def stepped_frame_count(total: int, step: int) -> int:
+    """The frames `--frame-step` takes from a clip of `total` frames, refused (naming --frame-step, not --frames,
+    which the user did not type) below 2, and capped, with a warning, at the longest windowed clip."""
+    from ..protocol.windows import sampled_count
+    from .engine.parameters import MAX_WINDOWED_FRAMES
+
+    count = sampled_count(total, step)
+    if count < 2:
+        raise ParameterError(
+            "frame_step",
+            f"{step} takes {count} frame of the reference's {total}; a video needs at least 2: use a step of at most "
+            f"{max(1, total - 1)}, or a longer reference",
+        )
+    if count > MAX_WINDOWED_FRAMES:
+        print(
+            f"warning: --frame-step {step} takes {count} frames of the reference's {total}; only the first "
+            f"{MAX_WINDOWED_FRAMES} are used: raise --frame-step to span the whole clip, or set --frames to choose "
+            "how many",
+            file=sys.stderr,
+        )
+    return min(count, MAX_WINDOWED_FRAMES)
+
+
+def stepped_fps(source_fps: float, step: int) -> float:
+    """The clip's rate / `step`, refused (naming --frame-step, not --fps, which the user did not type) above what
+    result.mp4 takes."""
+    fps = source_fps / step
+    if not 0 < fps <= MAX_FPS:
+        raise ParameterError(
+            "frame_step",
+            f"{step} of the reference's {source_fps:g} fps gives {fps:g} fps, and result.mp4 takes at most "
+            f"{MAX_FPS:g}: use a larger --frame-step, or set the rate with --fps",
+        )
+    return fps
 
 
 def resolve_preset(args: argparse.Namespace) -> tuple[str, str]:
@@ -816,6 +878,7 @@ def endpoint_from_args(args: argparse.Namespace) -> str:
     """The endpoint of `--port` or `--bind` (never both), else the default one."""
     if args.port is None:
         if args.bind is not None:
+            check_bind_endpoint(args.bind)
             check_endpoint_port("--bind", args.bind)
         return args.bind or DEFAULT_ENDPOINT
     if args.bind is not None:
@@ -828,6 +891,20 @@ def endpoint_from_args(args: argparse.Namespace) -> str:
         raise ParameterError("--port", f"must be 0 to {MAX_PORT}, got {args.port} (0: a free port the system picks)")
     # ZeroMQ's spelling of "any free port" is *; the real port is read back from the bound socket.
     return f"tcp://127.0.0.1:{args.port or '*'}"
+
+
+def check_bind_endpoint(endpoint: str) -> None:
+    """`--bind`: tcp://HOST:PORT (PORT a number or *), ipc://PATH or inproc://NAME; anything else would reach the
+    encryption check or ZeroMQ, whose errors do not say what an endpoint looks like."""
+    scheme, _, rest = endpoint.partition("://")
+    host, _, port = rest.rpartition(":")
+    if (scheme in ("ipc", "inproc") and rest) or (scheme == "tcp" and host and (port == "*" or port.isdigit())):
+        return
+    raise ParameterError(
+        "--bind",
+        f"must be a ZeroMQ endpoint such as tcp://127.0.0.1:5555, tcp://0.0.0.0:5555 (every interface, with --keys), "
+        f"tcp://[::1]:5555 or ipc:///tmp/motionclone.sock, got {endpoint!r}; or use --port N for tcp://127.0.0.1:N",
+    )
 
 
 def check_endpoint_port(flag: str, endpoint: str) -> None:
@@ -989,6 +1066,7 @@ def command_fetch(args: argparse.Namespace) -> int:
     from ..protocol.errors import JobFailed
     from .results import check_result_folder
 
+    checked_job_id(args.job_id)
     check_result_folder(args.out, args.overwrite)
     with open_client(args, server_keys(args)) as client:
         client.wait_connected(args.timeout)
@@ -1010,6 +1088,70 @@ def command_fetch(args: argparse.Namespace) -> int:
             ) from error
         store_result(client, event, args.out, args.overwrite, args)
     return 0
+
+
+def checked_job_id(job_id: str) -> str:
+    """`job_id` when it has the form of a job id: anything else is a typo the server need not be asked about."""
+    if not JOB_ID.fullmatch(job_id):
+        raise ParameterError(
+            "job_id",
+            f'must be the 32 lowercase hex characters that `motionclone submit` printed after "Job", got {job_id!r}',
+        )
+    return job_id
+
+
+def command_cancel(args: argparse.Namespace) -> int:
+    job_id = checked_job_id(args.job_id)
+    with open_client(args, server_keys(args)) as client:
+        client.wait_connected(args.timeout)
+        outcome = cancel_outcome(client, job_id, args.timeout)
+    if outcome == "finished":
+        print(f"Job {job_id} had already finished: get its result with motionclone fetch {job_id} "
+              f"{server_options(args)} --out FOLDER")  # fmt: skip
+    elif outcome == "cancelled":
+        print(f"Cancelled job {job_id}.")
+    else:
+        print(f"Job {job_id} is cancelled: a queued job is dropped at once, a running one stops before its next step.")
+    return 0
+
+
+def cancel_outcome(client: Any, job_id: str, timeout: float) -> str:
+    """Cancel `job_id`: "cancelled", "finished" (its result is being stored), or "requested" (queued or running).
+
+    The server answers a Cancel only for a finished or unknown job; a queued or running one is stopped and its
+    "cancelled" goes to the connection that follows it. A Status request sent right after the Cancel is answered
+    after it, so its answer coming first means the job was queued or running.
+
+    Raises:
+        JobFailed: the server does not have the job queued or running.
+        TimeoutError: no answer within `timeout`.
+    """
+    from ..protocol.errors import UNKNOWN_JOB
+
+    request_id = client.cancel(job_id)
+    probe_id = client.status()
+    deadline = time.monotonic() + timeout
+    while (event := client.next_event(max(0.0, deadline - time.monotonic()))) is not None:
+        if event.kind == "disconnected":
+            raise BackendUnavailable(f"lost the connection to the server while cancelling job {job_id}")
+        if event.kind == "cancelled" and event.job_id == job_id:
+            return "cancelled"
+        if event.request_id == probe_id:
+            return "requested"
+        if event.request_id != request_id:
+            continue
+        if event.kind == "job_status":
+            return "finished"
+        if event.kind == "error":
+            message = event.message
+            if message.code == UNKNOWN_JOB:
+                raise JobFailed(
+                    UNKNOWN_JOB,
+                    f"the server has no queued or running job {job_id}: it has ended (a finished result waits for "
+                    "`motionclone fetch`), it was never submitted to this server, or the server has restarted since",
+                )
+            raise JobFailed(message.code, message.message, message.hint, message.field)
+    raise TimeoutError(f"the server did not answer the cancel of job {job_id} within {timeout:g} s")
 
 
 def command_submit(args: argparse.Namespace) -> int:
@@ -1052,6 +1194,7 @@ def command_submit(args: argparse.Namespace) -> int:
             overrides=overrides,
         )
         validate_params(params)  # before the reference is read and sent
+        check_message_size(client, params, args)
         clip = prepare_reference(
             args.reference,
             params.num_frames,
@@ -1072,14 +1215,15 @@ def command_submit(args: argparse.Namespace) -> int:
             "indices": [int(i) for i in clip.indices],
         }
         try:
-            event = client.run_job(
-                clip.frames,
-                sent.to_dict(),
-                fps=clip.fps,
-                on_event=show,
-                condition=condition,
-                reference_sampling=sampling,
-            )
+            with terminate_as_interrupt():
+                event = client.run_job(
+                    clip.frames,
+                    sent.to_dict(),
+                    fps=clip.fps,
+                    on_event=show,
+                    condition=condition,
+                    reference_sampling=sampling,
+                )
         except BackendUnavailable as error:
             if error.job_id is None:
                 raise
@@ -1089,11 +1233,8 @@ def command_submit(args: argparse.Namespace) -> int:
                 error.job_id,
             ) from error
         except KeyboardInterrupt:
-            if accepted:  # Ctrl+C stops the job, not only this command: it would hold the server's queue
-                try:
-                    cancel_on_server(client, accepted[0])
-                except Exception as error:  # the connection is gone, say: the interrupt still ends the command
-                    print(f"Could not ask the server to cancel job {accepted[0]}: {error}", file=sys.stderr)
+            # Ctrl+C stops the job, not only this command: it would hold the server's queue.
+            stop_interrupted_job(client, accepted[0] if accepted else None)
             raise
         finally:
             bar.close()
@@ -1113,6 +1254,69 @@ def check_before_connecting(params: Any, overrides: dict[str, Any], config_given
     except ParameterError as error:
         if config_given or error.name in overrides:
             raise
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM (a `kill`, a stopping service) raises KeyboardInterrupt, as Ctrl+C does, so the
+    job is cancelled on the server rather than left running there."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def stop_interrupted_job(client: Any, job_id: str | None, wait_s: float = 5.0) -> None:
+    """Cancel the job of an interrupted `submit`. Before the server accepted it (during the upload, say), wait up to
+    `wait_s` for the acceptance, which names the job."""
+    try:
+        if job_id is None:
+            job_id = accepted_job(client, wait_s)
+        if job_id is not None:
+            cancel_on_server(client, job_id, wait_s)
+    except Exception as error:  # the connection is gone, say: the interrupt still ends the command
+        print(f"Could not ask the server to cancel job {job_id}: {error}", file=sys.stderr)
+
+
+def accepted_job(client: Any, wait_s: float) -> str | None:
+    """The id of the job this client submitted, once the server accepts it within `wait_s`; None when the server
+    refused it or did not answer (said on stderr). The CLI submits one job per client, so its "accepted" is ours."""
+    deadline = time.monotonic() + wait_s
+    while (event := client.next_event(max(0.0, deadline - time.monotonic()))) is not None:
+        if event.kind == "accepted":
+            print(f"Job {event.job_id} accepted as this command was interrupted; cancelling it.", file=sys.stderr)
+            return event.job_id
+        if event.kind == "error" and event.request_id is not None:
+            return None  # the server refused the job: nothing runs there
+    print(
+        f"The server did not answer within {wait_s:g} s: the job may have reached it and be queued or running. "
+        "`motionclone status` shows its queue; a job you cannot name runs to its end and its result expires unfetched.",
+        file=sys.stderr,
+    )
+    return None
+
+
+def check_message_size(client: Any, params: Any, args: argparse.Namespace) -> None:
+    """Refuse, before the reference is decoded, a reference larger than the server takes in one message."""
+    limit = client.max_message_bytes()
+    size = params.num_frames * params.height * params.width * 3
+    if args.condition:
+        size += len(args.condition_frames.split(",")) * params.height * params.width * 3
+    # The request's header (its parameters) takes up to some kilobytes of the same message.
+    if size + HEADER_ALLOWANCE > limit:
+        raise ParameterError(
+            "--frames/--width/--height",
+            f"{params.num_frames} frames of {params.width} x {params.height} make a {size / 2**20:.0f} MiB "
+            f"request; the server takes at most {limit / 2**20:.0f} MiB in one: lower --frames, --width or --height",
+        )
 
 
 def cancel_on_server(client: Any, job_id: str, wait_s: float = 5.0) -> None:
@@ -1168,15 +1372,42 @@ def mistyped_option(parser: argparse.ArgumentParser, command: str, words: list[s
     subcommands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
     actions = subcommands.choices[command]._actions
     known = [option for action in actions for option in action.option_strings if option.startswith("--")]
-    for word in words:
-        typed = word.split("=", 1)[0]
+    for typed in option_words(actions, words):
         # argparse also takes any unambiguous prefix of an option (`--guid` for `--guidance-steps`).
-        if not typed.startswith("--") or typed == "--" or any(option.startswith(typed) for option in known):
+        if any(option.startswith(typed) for option in known):
             continue
         nearest = difflib.get_close_matches(typed, known, n=1, cutoff=0.7)
         hint = f": did you mean {nearest[0]}?" if nearest else f"; `motionclone {command} --help` lists them"
         return f"motionclone {command}: error: it has no option {typed}{hint}"
     return None
+
+
+def option_words(actions: list[argparse.Action], words: list[str]) -> Iterator[str]:
+    """The `--name` of each word that argparse reads as an option: the words after an option that takes values are
+    its values (`--negative-prompt "--no text"`), whatever they start with."""
+    values_left = 0
+    for word in words:
+        if word == "--":  # everything after it is positional
+            return
+        if values_left:
+            values_left -= 1
+            continue
+        if not word.startswith("--"):
+            continue
+        typed, assigned, _ = word.partition("=")
+        yield typed
+        action = option_action(actions, typed)
+        if action is not None and not assigned:
+            values_left = action.nargs if isinstance(action.nargs, int) else 1 if action.nargs is None else 0
+
+
+def option_action(actions: list[argparse.Action], typed: str) -> argparse.Action | None:
+    """The action of option `typed`, or of the one option it is a prefix of (as argparse matches), else None."""
+    exact = [action for action in actions if typed in action.option_strings]
+    if exact:
+        return exact[0]
+    matching = [action for action in actions if any(option.startswith(typed) for option in action.option_strings)]
+    return matching[0] if len(matching) == 1 else None
 
 
 def _show_warning(show_other: Callable[..., None]) -> Callable[..., None]:
@@ -1197,7 +1428,15 @@ def _show_warning(show_other: Callable[..., None]) -> Callable[..., None]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return run(sys.argv[1:] if argv is None else argv)
+    except KeyboardInterrupt:  # during start-up, while the command's arguments import torch and diffusers
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def run(argv: list[str]) -> int:
+    """Parse `argv` and run its command, mapping errors to exit codes."""
     # The command is the first word (the top level has no options but --help); build only its arguments.
     command = argv[0] if argv and argv[0] in COMMANDS else None
     parser = build_parser([command] if command else ())
@@ -1210,6 +1449,7 @@ def main(argv: list[str] | None = None) -> int:
         "serve": command_serve,
         "submit": command_submit,
         "fetch": command_fetch,
+        "cancel": command_cancel,
         "status": command_status,
         "keygen": command_keygen,
         "evaluate": command_evaluate,
@@ -1257,6 +1497,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "serve": ("run the backend server", add_serve_arguments),
     "submit": ("send a job to a running server and write its result", add_submit_arguments),
     "fetch": ("get a job's result from a server by job id and write it", add_fetch_arguments),
+    "cancel": ("stop a job on a server by job id (queued or running)", add_cancel_arguments),
     "status": ("show what a server runs: version, device, model presets, limits", add_server_arguments),
     "evaluate": (
         "score a result against its reference: motion fidelity, subject adherence, CLIP metrics",

@@ -11,6 +11,7 @@ from .engine import MotionCloneOutput, MotionCloneParams, MotionClonePipeline, R
 from .engine.sparsectrl import SparseCondition
 from .models import load_preset
 from .results import write_result_folder
+from .video_io import probe_clip, sample_frame_indices
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -55,6 +56,7 @@ def run_generate_job(
     cancel: Callable[[], bool] | None = None,
 ) -> tuple[MotionCloneOutput, dict[str, Path]]:
     """Load the models, generate, write the outputs; returns the output and the written paths."""
+    check_reference(job.reference, job.params)
     bundle = load_preset(
         job.preset, device=job.device, dtype=DTYPES[job.dtype] if job.dtype else None, **job.preset_options
     )
@@ -72,3 +74,14 @@ def run_generate_job(
         output.frames, output.metadata, job.out_dir, fps=job.params.fps, overwrite=job.overwrite
     )
     return output, paths
+
+
+def check_reference(reference: Any, params: MotionCloneParams) -> None:
+    """Decode the reference once and check it holds the frames `params` sample, before the model loads (seconds to
+    minutes with SD-1.5), so that a reference that does not decode or is too short is reported at once.
+
+    Raises:
+        VideoInputError: the reference cannot be read, or has too few frames.
+    """
+    total, _ = probe_clip(reference)
+    sample_frame_indices(total, params.num_frames, params.frame_sampling, params.frame_step)
