@@ -238,12 +238,24 @@ def write_keyframe(folder):
     return path
 
 
+def write_reference(folder):
+    """A two-frame reference folder: the CLI checks the reference before it loads the model."""
+    from PIL import Image
+
+    frames = folder / "reference"
+    frames.mkdir()
+    for index in range(2):
+        Image.new("RGB", (64, 64), (30, 30 + 100 * index, 200)).save(frames / f"frame_{index:04d}.png")
+    return frames
+
+
 def test_cli_sd15_condition_with_a_missing_sparsectrl_file_exits_3_with_the_hint(tmp_path, capsys):
     keyframe = write_keyframe(tmp_path)
     missing = tmp_path / "v3_sd15_sparsectrl_rgb.ckpt"
     code = main(
         [
-            *("generate", "--preset", "sd15-animatediff-v3", "--device", "cpu", "--reference", str(keyframe)),
+            *("generate", "--preset", "sd15-animatediff-v3", "--device", "cpu"),
+            *("--reference", str(write_reference(tmp_path))),
             *("--prompt", "p", "--frames", "2", "--width", "64", "--height", "64", "--condition", str(keyframe)),
             *("--sparsectrl-model", str(missing), "--local-files-only", "--out", str(tmp_path / "out")),
         ]
@@ -257,7 +269,8 @@ def test_cli_blocks_preset_refuses_sparsectrl_by_name(tmp_path, capsys):
     keyframe = write_keyframe(tmp_path)
     code = main(
         [
-            *("generate", "--preset", "blocks", "--device", "cpu", "--reference", str(keyframe), "--prompt", "p"),
+            *("generate", "--preset", "blocks", "--device", "cpu", "--prompt", "p"),
+            *("--reference", str(write_reference(tmp_path))),
             *("--frames", "2", "--condition", str(keyframe), "--out", str(tmp_path / "out")),
         ]
     )
