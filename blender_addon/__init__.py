@@ -13,6 +13,7 @@ from . import event_pump, operators, panels, preferences, presets, properties, r
 
 _modules = (properties, preferences, operators, presets, panels, reference_cache)
 RESULT_WRITE_WAIT_S = 60.0  # how long Blender closing waits for a result's frames to reach the disk
+_loaded_since_register = False  # a file was loaded after `register`: its jobs are followed already
 
 
 def _timer() -> float:
@@ -23,6 +24,8 @@ def _timer() -> float:
 def _on_load_post(*_args) -> None:
     # This file's jobs are this file's again (a result of one missing from it, started after its last save, is
     # recovered into it, as after undo).
+    global _loaded_since_register
+    _loaded_since_register = True
     session.get_session().open_file(bpy.data.filepath)
     refetch_jobs()
 
@@ -37,8 +40,10 @@ def refetch_jobs() -> None:
 
 
 def _refetch_after_register() -> None:
-    # One shot, once Blender's data is reachable: a re-enabled add-on has a new session that follows nothing yet.
-    refetch_jobs()
+    # One shot, once Blender's data is reachable: a re-enabled add-on has a new session that follows nothing yet. A
+    # file loaded since has had its jobs followed (`_on_load_post`); asking again could send a finished result twice.
+    if not _loaded_since_register:
+        refetch_jobs()
 
 
 @bpy.app.handlers.persistent
@@ -71,8 +76,9 @@ def register() -> None:
             for cls in module.classes:
                 bpy.utils.register_class(cls)
     bpy.app.timers.register(_timer, first_interval=0.1, persistent=True)
-    # Persistent: Blender 4.2 crashes on exit after a file load has dropped a pending timer that is not. A file loaded
-    # first has its jobs followed already (`_on_load_post`); following them once more costs a status reply each.
+    # Persistent: Blender 4.2 crashes on exit after a file load has dropped a pending timer that is not.
+    global _loaded_since_register
+    _loaded_since_register = False
     bpy.app.timers.register(_refetch_after_register, first_interval=0.2, persistent=True)
     bpy.app.handlers.load_pre.append(_on_load_pre)
     bpy.app.handlers.load_post.append(_on_load_post)

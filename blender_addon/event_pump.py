@@ -59,20 +59,38 @@ def pump() -> float:
     return PUMP_INTERVAL_ACTIVE if busy else PUMP_INTERVAL_IDLE
 
 
+# How long a result waits for a modal operator or a playback to end (`artist_busy`), and when each began.
+BUSY_WAIT_LIMIT_S = 30.0
+_busy_since: dict[tuple[str, int], float] = {}
+
+
 def open_windows(context: bpy.types.Context) -> list[Any]:
     """The windows of the window manager (none in background mode)."""
     return list(getattr(context.window_manager, "windows", ()))
 
 
-def artist_busy(windows: Iterable[Any]) -> bool:
+def artist_busy(windows: Iterable[Any], now: float | None = None) -> bool:
     """Whether a modal operator runs in any window (a strip or object dragged with G, a transform, a file browser)
-    or the animation plays: an undo step pushed now would capture a state half-way through."""
+    or the animation plays: an undo step pushed now would capture a state half-way through. What has gone on for
+    BUSY_WAIT_LIMIT_S is not waited for any more: some add-ons keep a modal operator running for good (an on-screen
+    key display, an asset bar), and a looping playback may run for minutes."""
+    now = time.monotonic() if now is None else now
+    seen = set()
     for window in windows:
-        if hasattr(window, "modal_operators") and len(window.modal_operators) > 0:
-            return True
+        for operator in getattr(window, "modal_operators", ()):  # Blender 4.2 and 5.x have it; feature-tested
+            seen.add(("operator", _identity(operator)))
         if window.screen is not None and window.screen.is_animation_playing:
-            return True
-    return False
+            seen.add(("playback", _identity(window.screen)))
+    for gone in set(_busy_since) - seen:
+        del _busy_since[gone]
+    for key in seen:
+        _busy_since.setdefault(key, now)
+    return any(now - since < BUSY_WAIT_LIMIT_S for since in _busy_since.values())
+
+
+def _identity(item: Any) -> int:
+    # Blender's Python wrappers are made anew on each access; the data behind them stays where it is.
+    return item.as_pointer() if hasattr(item, "as_pointer") else id(item)
 
 
 def report_event_failure(session: Session, event: Any, error: Exception) -> None:
@@ -164,6 +182,8 @@ def apply_event(context: bpy.types.Context, session: Session, event: Any) -> Non
         wait_for_other_file(session, event, filepath)
         return
     if job is None and session.of_closed_unsaved_file(event.request_id, event.job_id):
+        if kind == "accepted" and event.job_id:  # its result will name only the job id
+            session.closed_unsaved_jobs.add(event.job_id)
         if kind == "result":
             keep_unsaved_file_result(context, session, event)
         return

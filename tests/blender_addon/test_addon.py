@@ -1561,3 +1561,34 @@ def test_a_result_written_while_another_file_opens_after_an_unsaved_one_is_kept_
     finally:
         operators.rendering.remove(stand_in)
     assert_kept_on_disk_only(tmp_path, user_results)
+
+
+def test_results_wait_for_a_tool_or_playback_at_most_the_wait_limit():
+    """Some add-ons keep a modal operator running for good (an on-screen key display): results must not wait for
+    it for ever, nor for a playback that loops for minutes. A new tool is waited for again."""
+    from blender_addon import event_pump
+
+    limit = event_pump.BUSY_WAIT_LIMIT_S
+    idle = SimpleNamespace(is_animation_playing=False)
+    key_display = SimpleNamespace(modal_operators=[SimpleNamespace(bl_idname="WM_OT_screencast_keys")], screen=idle)
+    assert event_pump.artist_busy([key_display], now=1000.0)
+    assert not event_pump.artist_busy([key_display], now=1000.0 + limit + 1)
+    drag = SimpleNamespace(bl_idname="TRANSFORM_OT_seq_slide")
+    key_display.modal_operators.append(drag)
+    assert event_pump.artist_busy([key_display], now=1000.0 + limit + 2)
+    looping = SimpleNamespace(modal_operators=[], screen=SimpleNamespace(is_animation_playing=True))
+    assert event_pump.artist_busy([looping], now=2000.0)
+    assert not event_pump.artist_busy([looping], now=2000.0 + limit + 1)
+
+
+def test_a_job_of_a_closed_unsaved_file_accepted_after_it_closed_is_known_by_its_job_id_too(addon):
+    """Its result names only the job id: without it, the result was recovered into the file opened next."""
+    from blender_addon import event_pump, session
+
+    current = session.get_session()
+    current.closed_unsaved_jobs.add("request-1")
+    accepted = SimpleNamespace(
+        kind="accepted", request_id="request-1", job_id="job-1", message=SimpleNamespace(queue_position=0)
+    )
+    event_pump.apply_event(bpy.context, current, accepted)
+    assert current.of_closed_unsaved_file(None, "job-1")
