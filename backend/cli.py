@@ -43,7 +43,7 @@ EXIT_INTERRUPTED = 130
 
 MAX_PORT = 65535
 JOB_ID = re.compile(r"[0-9a-f]{32}")  # a uuid4().hex, as the server makes them
-HEADER_ALLOWANCE = 1 << 20  # bytes a Submit's header and framing may add to its frames
+HEADER_ALLOWANCE = 64 << 10  # bytes a Submit's header may add to its frames (the protocol's header limit)
 MAX_FPS = 240.0  # the highest `fps` validate_params takes
 
 # CLI flag -> MotionCloneParams field, for the flags that have their own short names.

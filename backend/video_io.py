@@ -582,7 +582,11 @@ def _warn_if_alpha_dropped(path: Path, codec: str, pixel_format: str) -> None:
     would otherwise only notice as a black background in the motion. ffmpeg decodes every GIF to bgra, transparent
     or not, so GIFs are left out rather than warned about each time."""
     if codec.rstrip(",") != "gif" and _ALPHA_PIXEL_FORMAT.match(pixel_format):  # imageio reads "gif,"
-        warnings.warn(f"video {path} has an alpha channel ({pixel_format}): {_ALPHA_ADVICE}", VideoInputWarning, 4)
+        warnings.warn(
+            f"video {path} has an alpha channel ({pixel_format}); if it holds transparency, {_ALPHA_ADVICE}",
+            VideoInputWarning,
+            4,
+        )
 
 
 def _packet_span(path: Path) -> float | None:
