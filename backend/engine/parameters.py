@@ -133,7 +133,7 @@ CONFIG_PRESETS.update(
             "cool_down_steps": 0,
             "semantic_guidance_blocks": ("up_blocks.1",),
             "semantic_block_weights": (500.0,),
-            "inversion_prompt": "Busy urban street",
+            "inversion_prompt": "Busy urban street, many buildings on both sides, crossings",
             "semantic_object_pair": ("street", "city-state"),
         },
         "inversion-walk": {

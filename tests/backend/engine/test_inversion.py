@@ -362,3 +362,15 @@ def test_old_configs_are_presets_and_survive_the_wire() -> None:
     assert (walk["num_inference_steps"], walk["guidance_steps"], walk["cool_down_steps"]) == (200, 120, 10)
     assert walk["semantic_example_threshold"] == 0.2
     assert InvertedLatents({0: torch.zeros(1)}).timesteps == [0]
+
+
+def test_old_configs_invert_with_the_official_prompts() -> None:
+    # The inversion prompt drives both the inversion and the reference stream: a shortened one is another run.
+    official = {
+        "inversion-astronaut": "Astronaut, walking, on the Mars surface",
+        "inversion-fox": "Fox, moves its head, in the wild",
+        "inversion-street": "Busy urban street, many buildings on both sides, crossings",
+        "inversion-walk": "Astronaut, walks, in the dreamy world",
+        "inversion-wolf": "Wolf, turns its head, in the wild",
+    }
+    assert {name: CONFIG_PRESETS[name]["inversion_prompt"] for name in official} == official
