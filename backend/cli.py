@@ -581,7 +581,8 @@ def condition_from_args(args: argparse.Namespace, params: Any) -> Any:
     for path in paths:
         if not Path(path).expanduser().exists():
             raise VideoInputError(f"--condition {path} does not exist: check the path of the condition image")
-    images = resize_frames(np.stack([read_clip(path).frames[0] for path in paths]), params.height, params.width)
+    first_frames = np.stack([read_clip(path).frames[0] for path in paths])
+    images = resize_frames(first_frames, params.height, params.width, sampling="image")  # as the official code
     return SparseCondition(args.condition_type or getattr(args, "sparsectrl", None) or "rgb", images, frames)
 
 

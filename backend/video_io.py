@@ -6,7 +6,8 @@ Everything here works on uint8 RGB frames shaped (F, H, W, 3):
     sample_frame_indices the official MotionClone rule: np.linspace(0, total - 1, n, dtype=int) (or the old
                          inversion code's every (total // n)-th frame)
     resize_frames        "squash" (official bilinear, align_corners=True), "crop" or "pad" (these two keep the
-                         shape a video shows, also when its pixels are not square)
+                         shape a video shows, also when its pixels are not square); sampling="image" resamples
+                         condition images as the official code does (PIL's antialiased bilinear)
     prepare_reference    read + sample + resize, holding only the sampled frames in memory
     write_mp4            H.264 / yuv420p via the ffmpeg binary that imageio-ffmpeg ships, written atomically
     write_png_sequence   0001.png, 0002.png, ... with Pillow, each file written atomically
@@ -39,6 +40,7 @@ from .errors import ParameterError, VideoInputError, VideoInputWarning
 
 DEFAULT_FPS = 8.0  # AnimateDiff's native rate; used when a source carries no frame rate
 RESIZE_MODES = ("squash", "crop", "pad")
+RESIZE_SAMPLINGS = ("video", "image")  # how resize_frames resamples: see its docstring
 MAX_FRAME_STEP = 1000  # the largest `frame_step` a job takes
 FRAME_SAMPLING_RULES = ("linspace", "interval", "step")
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})
@@ -273,7 +275,12 @@ def collected_video_warnings() -> Iterator[list[str]]:
 
 
 def resize_frames(
-    frames: np.ndarray, height: int, width: int, mode: str = "squash", pixel_aspect: float = 1.0
+    frames: np.ndarray,
+    height: int,
+    width: int,
+    mode: str = "squash",
+    pixel_aspect: float = 1.0,
+    sampling: str = "video",
 ) -> np.ndarray:
     """Resize frames to exactly (height, width).
 
@@ -287,6 +294,10 @@ def resize_frames(
         pixel_aspect: width over height of one source pixel (Clip.pixel_aspect). "crop" and "pad" keep the aspect
             ratio the video is shown at, W * pixel_aspect : H; "squash" fills the whole frame whatever the pixels'
             shape, as the official code does.
+        sampling: "video" resamples like the official code's reference videos (bilinear with align_corners=True on
+            uint8, no averaging when it shrinks); "image" like its SparseCtrl condition images (torchvision's
+            Resize on a PIL image, that is PIL's bilinear filter, which averages over each output pixel's whole
+            footprint when it shrinks).
 
     Returns:
         (F, height, width, 3) uint8 frames (a new array).
@@ -297,11 +308,14 @@ def resize_frames(
     _check_size(height, width)
     _check_resize_mode(mode)
     _check_pixel_aspect(pixel_aspect)
+    if sampling not in RESIZE_SAMPLINGS:
+        raise ParameterError("sampling", f"must be one of {', '.join(RESIZE_SAMPLINGS)}, got {sampling!r}")
+    resample = _bilinear if sampling == "video" else _pil_bilinear
     frames = _to_rgb_uint8(frames, _frames_parameter_error)
     src_h, src_w = frames.shape[1:3]
 
     if mode == "squash":
-        return _bilinear(frames, height, width)
+        return resample(frames, height, width)
 
     shown_w = src_w * pixel_aspect  # the source's width as shown, in units of its pixel height
     if mode == "crop":
@@ -312,7 +326,7 @@ def resize_frames(
         else:  # source is taller (or equal): trim top and bottom
             crop_h, crop_w = min(src_h, max(1, round(shown_w * height / width))), src_w
         top, left = (src_h - crop_h) // 2, (src_w - crop_w) // 2
-        return _bilinear(frames[:, top : top + crop_h, left : left + crop_w], height, width)
+        return resample(frames[:, top : top + crop_h, left : left + crop_w], height, width)
 
     # mode == "pad": scale to fit inside the target, then centre on black.
     scale = min(height / src_h, width / shown_w)
@@ -320,7 +334,7 @@ def resize_frames(
     fit_w = min(width, max(1, round(shown_w * scale)))
     out = np.zeros((frames.shape[0], height, width, 3), dtype=np.uint8)
     top, left = (height - fit_h) // 2, (width - fit_w) // 2
-    out[:, top : top + fit_h, left : left + fit_w] = _bilinear(frames, fit_h, fit_w)
+    out[:, top : top + fit_h, left : left + fit_w] = resample(frames, fit_h, fit_w)
     return out
 
 
@@ -342,6 +356,13 @@ def _bilinear(frames: np.ndarray, height: int, width: int) -> np.ndarray:
     tensor = torch.from_numpy(frames).permute(0, 3, 1, 2)
     resized = F.interpolate(tensor, size=(height, width), mode="bilinear", align_corners=True)
     return resized.permute(0, 2, 3, 1).contiguous().numpy()
+
+
+def _pil_bilinear(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    """PIL's bilinear resize, frame by frame: what torchvision's Resize does to the official code's PIL condition
+    images (antialiased: a shrunk line keeps its share of every pixel it covers instead of dropping out)."""
+    size = (width, height)  # PIL takes (width, height)
+    return np.stack([np.asarray(Image.fromarray(frame).resize(size, Image.Resampling.BILINEAR)) for frame in frames])
 
 
 # ----------------------------------------------------------------------------------------------------------------------

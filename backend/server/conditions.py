@@ -44,6 +44,7 @@ def fit_condition(condition: SparseCondition, params: MotionCloneParams) -> Spar
     """The condition resized to the generation's size (images may come at any size, like the reference)."""
     if condition.images.shape[1:3] == (params.height, params.width):
         return condition
-    # The reference's resize mode, so a keyframe rendered like the reference lines up with it.
-    images = resize_frames(condition.images, params.height, params.width, params.resize_mode)
+    # The reference's resize mode, so a keyframe rendered like the reference lines up with it; resampled as the
+    # official code resamples its condition images.
+    images = resize_frames(condition.images, params.height, params.width, params.resize_mode, sampling="image")
     return SparseCondition(condition.kind, images, condition.frames)

@@ -107,6 +107,24 @@ def test_generate_with_a_sparsectrl_condition_records_it(reference_video, tmp_pa
     assert "(set with --condition-frames)" in result.stderr
 
 
+def test_condition_images_are_shrunk_as_the_official_code_shrinks_them(tmp_path):
+    # PIL's antialiased bilinear (the official code's torchvision Resize on a PIL image): fine detail averages out.
+    import argparse
+    from types import SimpleNamespace
+
+    import numpy as np
+    from PIL import Image
+
+    from motionclone.backend.cli import condition_from_args
+
+    board = (np.indices((64, 64)).sum(axis=0) % 2 * 255).astype(np.uint8)
+    Image.fromarray(board).convert("RGB").save(tmp_path / "board.png")
+    args = argparse.Namespace(condition=[str(tmp_path / "board.png")], condition_frames="0", condition_type="rgb")
+    condition = condition_from_args(args, SimpleNamespace(height=32, width=32))
+    assert condition.images.shape == (1, 32, 32, 3)
+    assert np.abs(condition.images.astype(int) - 128).max() <= 8
+
+
 def test_bad_parameter_exits_2_and_names_it(reference_video, tmp_path):
     result = run_cli(
         "generate",

@@ -618,6 +618,31 @@ def test_unknown_resize_mode_names_the_parameter_and_lists_modes() -> None:
     assert all(mode in message for mode in RESIZE_MODES)
 
 
+def checkerboard(size: int) -> np.ndarray:
+    """One frame of one-pixel black and white squares, (1, size, size, 3)."""
+    cells = (np.indices((size, size)).sum(axis=0) % 2 * 255).astype(np.uint8)
+    return np.repeat(cells[None, :, :, None], 3, axis=3)
+
+
+@pytest.mark.parametrize("mode", RESIZE_MODES)
+def test_image_sampling_averages_what_it_shrinks_and_video_sampling_picks_pixels(mode: str) -> None:
+    # The official code shrinks condition images with PIL's antialiased bilinear filter (through torchvision's
+    # Resize) and reference videos with align_corners bilinear on uint8: fine detail turns an even grey in one and
+    # a pattern of light and dark in the other.
+    board = checkerboard(64)
+    image = resize_frames(board, 32, 32, mode, sampling="image")
+    video = resize_frames(board, 32, 32, mode, sampling="video")
+    assert image.shape == video.shape == (1, 32, 32, 3)
+    assert np.abs(image.astype(int) - 128).max() <= 8 and image.std() < 2
+    assert video.std() > 30  # each output pixel mixes only the few source pixels nearest its sample point
+
+
+def test_unknown_sampling_names_the_parameter() -> None:
+    with pytest.raises(ParameterError) as info:
+        resize_frames(checkerboard(8), 4, 4, sampling="nearest")
+    assert info.value.name == "sampling" and "video, image" in str(info.value)
+
+
 @pytest.mark.parametrize(("height", "width", "name"), [(0, 32, "height"), (32, -8, "width")])
 def test_non_positive_sizes_name_the_parameter(height: int, width: int, name: str) -> None:
     with pytest.raises(ParameterError) as info:

@@ -8,6 +8,7 @@ import pytest
 from motionclone.backend.engine import MotionCloneParams, MotionClonePipeline
 from motionclone.backend.engine.sparsectrl import SparseCondition
 from motionclone.backend.models import load_preset
+from motionclone.backend.server.conditions import fit_condition
 from motionclone.backend.server.config import ServerConfig
 from motionclone.backend.server.server import Server
 from motionclone.backend.video_io import resize_frames
@@ -56,7 +57,7 @@ def test_a_conditioned_job_equals_the_engine_run_with_the_same_condition(client,
     event = client.run_job(reference_frames, params, condition=Condition("rgb", images, (0, 7)), timeout=300)
     client.ack(event.job_id)
     assert event.message.metadata["condition"]["frames"] == [0, 7]
-    resized = resize_frames(images, 64, 64)
+    resized = resize_frames(images, 64, 64, sampling="image")
     direct = rgb_pipeline(
         reference_frames, MotionCloneParams.from_dict(params), condition=SparseCondition("rgb", resized, (0, 7))
     )
@@ -81,6 +82,17 @@ def test_bad_conditions_name_the_field_and_the_server_keeps_serving(client, refe
     assert "8 frames" in str(caught.value) or field != "condition_frames"
     event = client.run_job(reference_frames, job_params(num_inference_steps=2, guidance_steps=1), timeout=300)
     client.ack(event.job_id)
+
+
+def test_condition_images_are_shrunk_as_the_official_code_shrinks_them():
+    # PIL's antialiased bilinear (torchvision's Resize on a PIL image), in the reference's resize mode.
+    board = (np.indices((64, 64)).sum(axis=0) % 2 * 255).astype(np.uint8)
+    images = np.repeat(board[None, :, :, None], 3, axis=3)
+    for mode in ("squash", "pad"):
+        params = MotionCloneParams.from_dict(job_params(resize_mode=mode, height=32, width=32))
+        fitted = fit_condition(SparseCondition("rgb", images, (0,)), params).images
+        assert fitted.shape == (1, 32, 32, 3)
+        assert np.abs(fitted.astype(int) - 128).max() <= 8
 
 
 def test_condition_images_must_match_their_frame_count(client):
