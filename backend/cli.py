@@ -1490,6 +1490,25 @@ def run(argv: list[str]) -> int:
     except OSError as error:  # writing the result (a full disk, say): an earlier result there is left as it was
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BACKEND
+    except Exception as error:
+        if not is_out_of_memory(error):
+            raise  # a bug: its traceback says where
+        print(f"error: {out_of_memory_message(error)}", file=sys.stderr)
+        return EXIT_BACKEND
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether `error` is torch's out-of-memory error (torch is imported only by the commands that use it)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(error, torch.OutOfMemoryError)
+
+
+def out_of_memory_message(error: BaseException) -> str:
+    first_line = (str(error).splitlines() or ["no details"])[0]
+    return (
+        f"The GPU ran out of memory: {first_line}. Lower --width, --height or --frames (or the windows' "
+        "--set context_length), or give --dtype float16."
+    )
 
 
 # Subcommand -> (help, the function that adds its arguments), in the order `motionclone --help` lists them.

@@ -125,6 +125,29 @@ def test_condition_images_are_shrunk_as_the_official_code_shrinks_them(tmp_path)
     assert np.abs(condition.images.astype(int) - 128).max() <= 8
 
 
+def test_running_out_of_memory_exits_5_with_what_to_lower_and_a_bug_keeps_its_traceback(monkeypatch, capsys):
+    import torch
+
+    from motionclone.backend import cli
+
+    def out_of_memory(args):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore details")
+
+    monkeypatch.setattr(cli, "command_generate", out_of_memory)
+    argv = ["generate", "--reference", "clip.mp4", "--prompt", "a fox", "--out", "out"]
+    assert cli.run(argv) == 5
+    error = capsys.readouterr().err
+    assert "The GPU ran out of memory: CUDA out of memory. Tried to allocate 2.00 GiB." in error
+    assert "--dtype float16" in error and "more details" not in error
+
+    def bug(args):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(cli, "command_generate", bug)
+    with pytest.raises(RuntimeError, match="a bug"):
+        cli.run(argv)
+
+
 def test_bad_parameter_exits_2_and_names_it(reference_video, tmp_path):
     result = run_cli(
         "generate",
