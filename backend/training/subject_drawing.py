@@ -113,7 +113,7 @@ def _car(c: Canvas, pose: Pose, colour: np.ndarray) -> np.ndarray:
     rear = x - f * 0.06 * length  # the cabin sits towards the rear, the bonnet is in front
 
     def trapezoid(bottom_y: float, top_y: float, bottom_half: float, top_half: float) -> list[tuple[float, float]]:
-        lean = 0.03 * length * f  # the windscreen slopes more than the rear window
+        lean = 0.03 * length * f  # the cabin leans forward: the rear window slopes more than the windscreen
         return [
             (rear - bottom_half, bottom_y),
             (rear + bottom_half, bottom_y),

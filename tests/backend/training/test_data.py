@@ -146,14 +146,15 @@ def test_caption_names_subject_colour_background_motion_and_camera() -> None:
         words = caption_for(spec).split()
         assert spec.subject in words and spec.colour in words
         assert any(spec.background in word for word in words)  # "grass" or "grassy", "snow" or "snowy", ...
-        if spec.motion in ("line", "zigzag", "bounce", "walk"):
+        if spec.motion in ("line", "arc", "zigzag", "bounce", "walk"):
             assert ("right" if spec.direction > 0 else "left") in words
         if spec.motion == "depth":
             assert ("closer" if spec.direction > 0 else "away") in words
         if spec.camera == "static":
             assert "camera" not in words
         else:
-            assert "camera" in words and spec.camera.split("_")[1] in words
+            kind, way = spec.camera.split("_")  # pan_left -> "camera pans left"
+            assert f"camera {kind}s {way}" in caption_for(spec), caption_for(spec)
 
 
 def test_caption_examples() -> None:
@@ -208,6 +209,17 @@ def test_moving_subjects_move_and_still_subjects_stay() -> None:
         np.testing.assert_array_equal(clip.centres, np.repeat(clip.centres[:1], FRAMES, axis=0))
         assert (clip.masks == clip.masks[0]).all()
         assert (clip.frames == clip.frames[0]).all()
+
+
+def test_subjects_move_the_way_their_caption_says() -> None:
+    # The drawn subject (its mask), not the path it was drawn from: a sign flipped in drawing or path shows here.
+    pairs = [("line", "car"), ("arc", "ball"), ("zigzag", "cube"), ("bounce", "ball"), ("walk", "figure")]
+    for motion, subject in pairs:
+        for direction in (1.0, -1.0):
+            spec = make_spec(subject=subject, motion=motion, direction=direction, start=(0.5, 0.7), speed=0.5)
+            masks = render_clip(spec, SIZE, FRAMES).masks
+            first, last = (np.nonzero(mask)[1].mean() for mask in (masks[0], masks[-1]))
+            assert np.sign(last - first) == direction, (motion, caption_for(spec), first, last)
 
 
 def test_depth_motion_changes_the_subject_size() -> None:
