@@ -159,9 +159,9 @@ def preserved_render_settings(scene: bpy.types.Scene) -> Iterator[None]:
 
     Covers the render engine, resolution, percentage, pixel aspect, output path and file-extension flag, film
     transparency, border, compositing, sequencer, stamp and multiview switches, the output image settings (media
-    type, file format, colour mode, colour depth, compression, colour management), the current frame and subframe,
-    the frame range and step, and the scene camera. The restore runs in ``finally``, so it also happens on
-    exceptions and KeyboardInterrupt.
+    type, file format, colour mode, colour depth, compression, colour management), the FFmpeg output settings, the
+    current frame and subframe, the frame range and step, and the scene camera. The restore runs in ``finally``, so
+    it also happens on exceptions and KeyboardInterrupt.
 
     Args:
         scene (`bpy.types.Scene`): the scene whose settings are kept.
@@ -183,10 +183,14 @@ def preserved_render_settings(scene: bpy.types.Scene) -> Iterator[None]:
     }
     saved_scene = {name: getattr(scene, name) for name in _SCENE_SETTINGS}
     saved_frame = (scene.frame_current, scene.frame_subframe)
+    saved_ffmpeg = _writable_values(render.ffmpeg)
     try:
         yield
     finally:
         failures = _restore(render, saved_render) + _restore(image_settings, saved_image)
+        # After file_format: setting it back to FFMPEG (4.x) resets a video output without audio to the H.264
+        # preset (container, quality, speed, keyframe interval), so the user's own are put back over it.
+        failures += _restore(render.ffmpeg, saved_ffmpeg)
         for (group, name), value in saved_override.items():
             failures += _restore(getattr(image_settings, group), {name: value})
         failures += _restore(scene, saved_scene)
@@ -194,6 +198,17 @@ def preserved_render_settings(scene: bpy.types.Scene) -> Iterator[None]:
         scene.frame_set(saved_frame[0], subframe=saved_frame[1])
         if failures:
             raise RuntimeError(f"Could not restore render settings of scene '{scene.name}': {'; '.join(failures)}")
+
+
+def _writable_values(struct: Any) -> dict[str, Any]:
+    """The writable plain properties of an RNA struct, in its own order (a container before its codec)."""
+    values = {}
+    for prop in struct.bl_rna.properties:
+        if prop.identifier == "rna_type" or prop.is_readonly or prop.type in {"POINTER", "COLLECTION"}:
+            continue
+        value = getattr(struct, prop.identifier)
+        values[prop.identifier] = tuple(value) if getattr(prop, "is_array", False) else value
+    return values
 
 
 def _restore(owner: Any, saved: dict[str, Any]) -> list[str]:

@@ -105,6 +105,10 @@ def set_unusual_user_settings(scene: bpy.types.Scene) -> None:
     compat.set_media_type(image_settings, "VIDEO")  # 5.x: FFMPEG is only valid for the VIDEO media type
     image_settings.file_format = "FFMPEG"
     image_settings.color_mode = "RGB"
+    # Not Blender's H.264 preset, which switching the format back to FFMPEG applies on 4.x.
+    ffmpeg = render.ffmpeg
+    ffmpeg.format, ffmpeg.audio_codec = "MPEG4", "NONE"
+    ffmpeg.constant_rate_factor, ffmpeg.ffmpeg_preset, ffmpeg.gopsize = "HIGH", "BEST", 7
     # The output's own look, which following the scene's for the render and back would overwrite.
     image_settings.color_management = "OVERRIDE"  # both Blenders tested have it (3.5+)
     image_settings.view_settings.view_transform = "Standard"
