@@ -19,9 +19,17 @@ from .session import get_session
 MAX_SEED = 2**31 - 1
 
 
+def timeline_scene(scene: bpy.types.Scene, settings: Any) -> bpy.types.Scene:
+    """The scene whose timeline a job's frames are counted in: for a sequencer-strip reference, the scene the Video
+    Sequencer shows, whose strip the job reads (on 5.x possibly another scene, with its own range and frame rate);
+    otherwise `scene`."""
+    return compat.sequencer_scene(bpy.context) if settings.source == "STRIP" else scene
+
+
 def frame_range(scene: bpy.types.Scene, settings: Any) -> tuple[int, int]:
     if settings.use_scene_range:
-        return scene.frame_start, scene.frame_end
+        timeline = timeline_scene(scene, settings)
+        return timeline.frame_start, timeline.frame_end
     return settings.frame_start, settings.frame_end
 
 
@@ -30,9 +38,9 @@ def scene_fps(scene: bpy.types.Scene) -> float:
 
 
 def job_fps(scene: bpy.types.Scene, settings: Any) -> float:
-    """The result's frame rate: the scene's, or with every Nth frame taken, the scene's divided by N."""
+    """The result's frame rate: the timeline's, or with every Nth frame taken, the timeline's divided by N."""
     step = settings.frame_step if settings.frame_mode == "STEP" else 1
-    return scene_fps(scene) / step
+    return scene_fps(timeline_scene(scene, settings)) / step
 
 
 def request_params(
@@ -244,7 +252,8 @@ def frame_summary(scene: bpy.types.Scene, settings: Any) -> list[tuple[str, str]
             count = len(frame_plan.step_frames(*frame_range(scene, settings), settings.frame_step))
         except ValueError as error:
             return [(str(error), "ERROR")]
-        lines.append((frame_plan.step_text(count, settings.frame_step, scene_fps(scene)), "TIME"))
+        fps = scene_fps(timeline_scene(scene, settings))
+        lines.append((frame_plan.step_text(count, settings.frame_step, fps), "TIME"))
     try:
         check_windows(settings, count)
     except ValueError as error:

@@ -648,6 +648,41 @@ def test_a_strip_source_is_looked_up_in_the_scene_the_sequencer_shows(scene: bpy
         bpy.data.scenes.remove(cut)
 
 
+def test_a_strip_in_another_scene_is_sampled_over_that_scenes_range_and_rate(
+    scene: bpy.types.Scene, tmp_path: Path
+) -> None:
+    """5.x: the strip's timeline is the sequencer scene's: its range (with "scene range" on) and frame rate, not
+    those of the scene being edited, whose range may not reach the strip at all."""
+    workspace = bpy.context.workspace
+    settings = SimpleNamespace(
+        source="STRIP", reference_strip="ref", use_scene_range=True, frame_mode="SPREAD", num_frames=4, frame_step=1
+    )
+    if not hasattr(workspace, "sequencer_scene"):
+        assert jobs.timeline_scene(scene, settings) == scene  # 4.x: one scene for both
+        return
+    scene.frame_start, scene.frame_end = 1, 250
+    scene.render.fps, scene.render.fps_base = 24, 1.0
+    cut = bpy.data.scenes.new("Edit")
+    cut.frame_start, cut.frame_end = 1001, 1004
+    cut.render.fps, cut.render.fps_base = 30, 1.0
+    names = [f"f{k}.png" for k in range(4)]
+    for name, picture in zip(names, flat_frames([20, 80, 140, 200]), strict=True):
+        png.write_png(tmp_path / name, picture)
+    add_image_strip(cut, tmp_path, names, frame_start=1001)
+    previous = workspace.sequencer_scene
+    workspace.sequencer_scene = cut
+    try:
+        frames = jobs.sampled_frames(scene, settings)
+        assert frames == [1001, 1002, 1003, 1004] and jobs.job_fps(scene, settings) == 30.0
+        pixels = jobs.reference_frames(scene, settings, frames, 10, 6)
+        assert [int(picture[3, 3, 0]) for picture in pixels] == [20, 80, 140, 200]
+        camera = SimpleNamespace(**{**vars(settings), "source": "CAMERA"})
+        assert jobs.sampled_frames(scene, camera) == reference.sample_frames(1, 250, 4)
+    finally:
+        workspace.sequencer_scene = previous
+        bpy.data.scenes.remove(cut)
+
+
 def test_pictures_far_larger_than_the_job_are_averaged_down_in_whole_blocks() -> None:
     pictures = np.random.default_rng(0).integers(0, 256, (2, 66, 97, 3)).astype(np.uint8)
     small = reference.shrink_to(pictures, 20, 10)  # factor min(97 // 20, 66 // 10) = 4
