@@ -57,7 +57,7 @@ def _on_undo_redo(*_args) -> None:
     # Undo can set a job that had finished back to running (the file state before its result); ask the backend,
     # which answers with the job's real state, or that it no longer has it.
     if session.get_session().client is not None:
-        session.refetch_active_jobs(bpy.context)
+        refetch_jobs()  # connection settings that stopped working since are shown, not raised on every Ctrl+Z
 
 
 def _on_exit() -> None:

@@ -400,6 +400,26 @@ def test_undoing_a_result_leaves_the_job_done_with_its_frames_and_says_how_to_re
     assert len(results) == 1 and len(list(Path(folder).parent.iterdir())) == 1
 
 
+def test_undo_with_connection_settings_that_stopped_working_shows_why_instead_of_raising(addon, monkeypatch):
+    """Ctrl+Z asks the backend about running jobs; when the preferences changed since (a key file that cannot be
+    read, online access turned off), the panel says so rather than every undo printing a traceback."""
+    import blender_addon
+    from blender_addon import session
+
+    settings = configure_job(animated_scene(frames=8))
+    job = settings.jobs.add()
+    job.state, job.job_id = "RUNNING", "a" * 32
+    current = session.get_session()
+    monkeypatch.setattr(current, "client", object())
+
+    def unusable(context):
+        raise RuntimeError("Cannot read the server key file: check it in the preferences.")
+
+    monkeypatch.setattr(current, "prepare", unusable)
+    blender_addon._on_undo_redo()
+    assert current.connection.message == "Cannot read the server key file: check it in the preferences."
+
+
 def test_two_seeds_in_one_click_then_use_their_settings_and_show_their_strip(addon, backend):
     addon.endpoint = backend.endpoint
     scene = animated_scene(frames=8)
