@@ -64,8 +64,10 @@ def _own_line_sets(scene: bpy.types.Scene) -> Iterator[None]:
     # The artist's line sets stay as they are, only out of this render; ours is added, then removed with its style.
     style = bpy.data.linestyles.new(LINE_SET)
     style.color = (0.0, 0.0, 0.0)
-    added = []
+    added: list[tuple[Any, Any, int]] = []
     with ExitStack() as stack:
+        # Registered first, so it runs last: ours go also when setting up a later view layer fails.
+        stack.callback(_remove_line_sets, added, style)
         for layer in scene.view_layers:
             settings = layer.freestyle_settings
             stack.enter_context(_kept(layer, ("use_freestyle",)))
@@ -84,13 +86,14 @@ def _own_line_sets(scene: bpy.types.Scene) -> Iterator[None]:
             if made_with_it is not None and made_with_it != style and made_with_it.users == 0:
                 bpy.data.linestyles.remove(made_with_it)
             added.append((settings, line_set, active_index))
-        try:
-            yield
-        finally:
-            for settings, line_set, active_index in added:
-                settings.linesets.remove(line_set)
-                settings.linesets.active_index = active_index
-            bpy.data.linestyles.remove(style)
+        yield
+
+
+def _remove_line_sets(added: list[tuple[Any, Any, int]], style: Any) -> None:
+    for settings, line_set, active_index in added:
+        settings.linesets.remove(line_set)
+        settings.linesets.active_index = active_index
+    bpy.data.linestyles.remove(style)
 
 
 @contextmanager

@@ -87,6 +87,22 @@ def test_line_art_settings_come_back_after_a_failed_render(demo, monkeypatch):
     assert freestyle_snapshot(demo) == before
 
 
+def test_line_art_setup_failing_on_a_later_view_layer_leaves_no_line_set_of_ours(demo, monkeypatch):
+    demo.view_layers.new("Second layer")
+    before = freestyle_snapshot(demo)
+    kept = line_art._kept
+
+    def fails_on_the_second_layer(owner, names):
+        if getattr(owner, "name", None) == "Second layer":  # the first layer has its line set of ours by then
+            raise RuntimeError("setup failed")
+        return kept(owner, names)
+
+    monkeypatch.setattr(line_art, "_kept", fails_on_the_second_layer)
+    with pytest.raises(RuntimeError, match="setup failed"):
+        line_art.render_line_art(demo, 8, 64, 64)
+    assert freestyle_snapshot(demo) == before
+
+
 def test_the_condition_stands_on_the_sampled_frame_nearest_to_the_scene_frame():
     sampled = [1, 4, 8, 11, 15]
     assert [condition.output_frame(sampled, frame) for frame in (1, 5, 6, 7, 15)] == [0, 1, 1, 2, 4]
