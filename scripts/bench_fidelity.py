@@ -187,7 +187,8 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
         raise ValueError(f"--config must be one of {', '.join(sorted(CONFIG_PRESETS))}, got {args.config!r}")
     config_weight = MotionCloneParams.from_config(args.config, prompt="-").motion_guidance_weight
     weights = tuple(args.weights) if args.weights else (0.0, float(config_weight))
-    if weight_label(weights[0]) == weight_label(weights[1]):  # the label names each run's result folder
+    # The label names each run's result folder; -0 and 0 get two labels but are one weight.
+    if weights[0] == weights[1] or weight_label(weights[0]) == weight_label(weights[1]):
         raise ValueError(
             f"--weights must be two different weights, got {weights[0]:g} twice: both runs would write the same "
             "result folders and the summary would count each run as guided and unguided"

@@ -154,7 +154,8 @@ def test_set_changes_a_parameter_in_both_runs_but_not_the_benchmarks_own(tmp_pat
 
 def test_the_same_weight_twice_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # Both runs would share one result folder, and the summary would count each run as guided and unguided.
-    for weights in (["2", "2"], ["2", "2.0000001"]):  # the second pair has the same folder name, w2
+    # ["2", "2.0000001"] share the folder name w2; ["0", "-0"] are one weight under two names.
+    for weights in (["2", "2"], ["2", "2.0000001"], ["0", "-0"]):
         with pytest.raises(SystemExit) as raised:
             bench.main(["--weights", *weights, "--out", str(tmp_path)])
         assert raised.value.code == 2
