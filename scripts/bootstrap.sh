@@ -15,8 +15,9 @@ if [ -z "${TORCH_SPEC:-}" ] && [ -f "$torch_spec_file" ]; then
     TORCH_SPEC="$(cat "$torch_spec_file")"
 fi
 torch_spec="${TORCH_SPEC:-torch==2.13.0}"
-want="$( (cat "$root/pyproject.toml" "$root/scripts/bootstrap.sh" "$root/scripts/venv_helpers.sh" \
-    "$root/scripts/find_python311.sh"; echo "$torch_spec") | sha256sum | cut -d' ' -f1)"
+source "$root/scripts/venv_helpers.sh"
+want="$(echo "$torch_spec" | setup_hash "$root" "$root/pyproject.toml" "$root/scripts/bootstrap.sh" \
+    "$root/scripts/venv_helpers.sh" "$root/scripts/find_python311.sh")"
 
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/python" ]; then
     exit 0
@@ -24,10 +25,11 @@ fi
 
 # The backend alone runs on 3.11-3.13, but this environment also holds bpy 5.0.1 (CPython 3.11 only, numpy 1).
 source "$root/scripts/find_python311.sh"
-source "$root/scripts/venv_helpers.sh"
 
 echo "Setting up $venv (first run only; a few minutes) ..." >&2
 make_venv "$venv"
+# Kept now, not only after a complete setup: a run stopped by a missing system library must not lose it.
+if [ -n "${TORCH_SPEC:-}" ]; then echo "$TORCH_SPEC" > "$torch_spec_file"; fi
 "$venv/bin/python" -m pip install --quiet --upgrade pip
 # torch first and pinned. On Linux, PyPI's torch is the CUDA build (GBs of CUDA libraries); a CPU-only machine can
 # take the CPU build with TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" (split into
@@ -35,8 +37,10 @@ make_venv "$venv"
 # shellcheck disable=SC2086
 "$venv/bin/python" -m pip install --quiet $torch_spec
 # The ray extra too, so the Ray worker pool's tests (tests/backend/server/test_ray_workers.py) run here and in CI.
-"$venv/bin/python" -m pip install --quiet -e "$root[dev,ray]"
+if ! "$venv/bin/python" -m pip install --quiet -e "$root[dev,ray]"; then
+    explain_bpy_platform
+    exit 1
+fi
 check_bpy "$venv"
-if [ -n "${TORCH_SPEC:-}" ]; then echo "$TORCH_SPEC" > "$torch_spec_file"; fi
 echo "$want" > "$stamp"
 echo "Environment ready." >&2

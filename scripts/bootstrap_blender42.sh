@@ -11,8 +11,8 @@ stamp="$venv/.motionclone-install-stamp"
 # extension built here bundles what the backend runs; without .venv, the newest.
 source "$root/scripts/venv_helpers.sh"
 wire="$(wire_requirements "$root/.venv")"
-want="$( (cat "$root/scripts/bootstrap_blender42.sh" "$root/scripts/find_python311.sh" "$root/scripts/venv_helpers.sh"
-    echo "$wire") | sha256sum | cut -d' ' -f1)"
+want="$(echo "$wire" | setup_hash "$root" "$root/scripts/bootstrap_blender42.sh" "$root/scripts/find_python311.sh" \
+    "$root/scripts/venv_helpers.sh")"
 
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/python" ]; then
     exit 0

@@ -18,7 +18,7 @@ here in a loop. Then it writes into --out (default demo-output/):
 
 Sizes: the default runs the preset at its native size with its config: for the built-in `blocks` model 16 frames
 at 64 x 64 with the `blocks` config (40 steps, 20 guided), a few minutes at most on a 2-core CPU; --small (8 frames
-at 64 x 64, 2 steps, 1 guided) is for CI; --official (16 frames at 512 x 512, the official config's 300 or 100
+at 64 x 64, 2 steps, 1 guided) is a quick check; --official (16 frames at 512 x 512, the official config's 300 or 100
 steps) is for real weights on a GPU. The `blocks` model knows only its training world (coloured balls, cubes,
 figures and cars on grass, snow, desert, night, water or a grey blockout floor), so the default prompts stay in it.
 The random `tiny` model (--preset tiny: 16 frames at 128 x 128, 8 steps) draws noise; it shows that every step works.
@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prompt", help="what the new video shows (default: one that suits the scene)")
     parser.add_argument("--seed", type=int, default=2025, help="seed (default 2025)")
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--small", action="store_true", help="8 frames at 64x64, 2 steps: a quick check (CI)")
+    size.add_argument("--small", action="store_true", help="8 frames at 64x64, 2 steps: a quick check")
     size.add_argument("--official", action="store_true", help="16 frames at 512x512, the official step counts")
     parser.add_argument("--server", help="use the backend running at this endpoint instead of starting one")
     parser.add_argument(

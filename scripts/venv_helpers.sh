@@ -37,3 +37,28 @@ wire_requirements() {
     "$dir/bin/python" -c 'from importlib.metadata import version
 print(" ".join(name + "==" + version(name) for name in ("pyzmq", "msgpack")))'
 }
+
+# setup_hash ROOT FILE...: a SHA-256 (hex) of the files, what stdin adds, and ROOT itself, for a setup stamp. The
+# editable install records the checkout's absolute path, so a moved or copied checkout must count as a change.
+# sha256sum where there is one (Linux), otherwise macOS's shasum.
+setup_hash() {
+    local root="$1"
+    shift
+    local digest=(sha256sum)
+    if ! command -v sha256sum >/dev/null 2>&1; then digest=(shasum -a 256); fi
+    (cat "$@" -; echo "$root") | "${digest[@]}" | cut -d' ' -f1
+}
+
+# explain_bpy_platform: after a failed install, say so when this machine is one PyPI has no bpy 5.0.1 wheel for.
+explain_bpy_platform() {
+    local machine
+    machine="$(uname -s) $(uname -m)"
+    case "$machine" in
+        "Linux x86_64" | "Darwin arm64" | MINGW* | MSYS* | CYGWIN*) ;;
+        *)
+            echo "The setup needs bpy 5.0.1 (Blender as a Python module, for the demo and the add-on tests), which" \
+                "PyPI has for Linux x86_64, macOS on Apple silicon and Windows x64 only; this machine is $machine." \
+                "The backend alone runs without it: pip install -e . in a Python 3.11-3.13 environment." >&2
+            ;;
+    esac
+}

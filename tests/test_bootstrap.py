@@ -63,3 +63,36 @@ def test_the_blender_42_environment_takes_the_backends_wire_library_versions(tmp
     assert pinned.stdout.split() == [f"pyzmq=={version('pyzmq')}", f"msgpack=={version('msgpack')}"]
     newest = bash(f"{helpers}; wire_requirements {tmp_path / 'no-venv'}")
     assert newest.stdout.split() == ["pyzmq>=26", "msgpack>=1.0"]
+
+
+def test_the_setup_stamp_changes_with_the_checkouts_place_and_needs_no_sha256sum(tmp_path):
+    # The editable install records the checkout's absolute path: a moved or copied checkout must set up again.
+    (tmp_path / "file").write_text("pyproject")
+    stamp = f'source {SCRIPTS}/venv_helpers.sh; echo torch | setup_hash "$ROOT" {tmp_path}/file'
+    here, there = (bash(stamp, ROOT=root) for root in ("/repo", "/moved/repo"))
+    assert here.returncode == there.returncode == 0, here.stderr + there.stderr
+    assert len(here.stdout.strip()) == 64 and here.stdout != there.stdout
+    assert bash(stamp, ROOT="/repo").stdout == here.stdout
+    # macOS has shasum but, before 15, no sha256sum: the same digest from a PATH without it.
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    for tool in ("cat", "cut", "shasum", "perl"):
+        (tools / tool).symlink_to(f"/usr/bin/{tool}")
+    without = subprocess.run(
+        ["/bin/bash", "-c", f"set -euo pipefail; {stamp}"],
+        capture_output=True,
+        text=True,
+        env={"PATH": str(tools), "ROOT": "/repo"},
+    )
+    assert without.returncode == 0 and without.stdout == here.stdout, without.stderr
+
+
+def test_a_failed_install_on_a_machine_without_a_bpy_wheel_says_which_machines_have_one(tmp_path):
+    for machine, named in (("Linux aarch64", True), ("Darwin x86_64", True), ("Linux x86_64", False)):
+        system, arch = machine.split()
+        fake_python(tmp_path / machine / "uname", f'case "$1" in -s) echo {system};; -m) echo {arch};; esac')
+        result = bash(
+            f"source {SCRIPTS}/venv_helpers.sh; explain_bpy_platform", PATH=f"{tmp_path / machine}:/usr/bin:/bin"
+        )
+        assert result.returncode == 0
+        assert ("this machine is " + machine in result.stderr) == named, result.stderr
