@@ -33,6 +33,7 @@ from .errors import (
     ResultNotStored,
     VideoInputError,
     VideoInputWarning,
+    out_of_memory_summary,
 )
 
 EXIT_PARAMETERS = 2
@@ -1504,10 +1505,9 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 
 def out_of_memory_message(error: BaseException) -> str:
-    first_line = (str(error).splitlines() or ["no details"])[0]
     return (
-        f"The GPU ran out of memory: {first_line}. Lower --width, --height or --frames (or the windows' "
-        "--set context_length), or give --dtype float16."
+        f"{out_of_memory_summary(error)}. Lower --width, --height or --frames (or the windows' --set "
+        "context_length), or give --dtype float16."
     )
 
 

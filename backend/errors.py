@@ -46,3 +46,8 @@ class ResultNotStored(MotionCloneError):
 
 class JobCancelled(MotionCloneError):
     """The cancel check returned True; the engine stopped between two steps."""
+
+
+def out_of_memory_summary(error: BaseException) -> str:
+    """ "The GPU ran out of memory: " and the first line of torch's message (the rest is allocator advice)."""
+    return f"The GPU ran out of memory: {(str(error).splitlines() or ['no details'])[0]}"

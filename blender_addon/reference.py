@@ -30,7 +30,7 @@ import bpy
 import numpy as np
 
 from . import compat
-from .reference_cache import own_changes
+from .reference_cache import own_changes, rna_values
 
 SIZE_MULTIPLE = 8  # the backend's VAE works on 8x8 pixel blocks
 
@@ -183,7 +183,7 @@ def preserved_render_settings(scene: bpy.types.Scene) -> Iterator[None]:
     }
     saved_scene = {name: getattr(scene, name) for name in _SCENE_SETTINGS}
     saved_frame = (scene.frame_current, scene.frame_subframe)
-    saved_ffmpeg = _writable_values(render.ffmpeg)
+    saved_ffmpeg = dict(rna_values(render.ffmpeg, depth=0))  # plain values only, in RNA order (format first)
     try:
         yield
     finally:
@@ -198,17 +198,6 @@ def preserved_render_settings(scene: bpy.types.Scene) -> Iterator[None]:
         scene.frame_set(saved_frame[0], subframe=saved_frame[1])
         if failures:
             raise RuntimeError(f"Could not restore render settings of scene '{scene.name}': {'; '.join(failures)}")
-
-
-def _writable_values(struct: Any) -> dict[str, Any]:
-    """The writable plain properties of an RNA struct, in its own order (a container before its codec)."""
-    values = {}
-    for prop in struct.bl_rna.properties:
-        if prop.identifier == "rna_type" or prop.is_readonly or prop.type in {"POINTER", "COLLECTION"}:
-            continue
-        value = getattr(struct, prop.identifier)
-        values[prop.identifier] = tuple(value) if getattr(prop, "is_array", False) else value
-    return values
 
 
 def _restore(owner: Any, saved: dict[str, Any]) -> list[str]:

@@ -18,7 +18,7 @@ import torch
 from ...protocol import errors as codes
 from ..engine import MotionCloneParams, MotionClonePipeline, RepresentationCache
 from ..engine.sparsectrl import SparseCondition
-from ..errors import JobCancelled, ParameterError, VideoInputError
+from ..errors import JobCancelled, ParameterError, VideoInputError, out_of_memory_summary
 from .preview import latents_preview_png
 
 if TYPE_CHECKING:
@@ -97,7 +97,7 @@ def run_engine_job(
         log.warning("job %s ran out of memory: %s", inputs.job_id, str(error))  # a str: a kept record holds no tensors
         engine_failure = failure(
             codes.OUT_OF_MEMORY,
-            f"The GPU ran out of memory: {(str(error).splitlines() or ['no details'])[0]}",
+            out_of_memory_summary(error),
             hint="Lower the resolution or the frame count, or run the backend with --dtype float16.",
         )
     except Exception as error:  # a failing job must never take the server (or the actor) down
