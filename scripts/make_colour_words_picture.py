@@ -21,7 +21,8 @@ from PIL import Image, ImageDraw
 from transformers import CLIPTextModel
 
 from motionclone.backend.errors import ModelNotFoundError
-from motionclone.backend.models.blocks import BLOCKS_MODEL_DIR, verify_manifest
+from motionclone.backend.models.blocks import BLOCKS_MODEL_DIR
+from motionclone.backend.models.manifest import verify_manifest
 from motionclone.backend.training.checks import (
     COLOUR_WORDS_CAPTION,
     COLOUR_WORDS_CFG_SCALE,

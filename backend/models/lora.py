@@ -27,8 +27,8 @@ import torch
 from safetensors import safe_open
 
 from ..errors import ParameterError
-from .blocks import file_sha256
 from .bundle import ModelBundle
+from .manifest import file_sha256
 from .weights_file import error_summary, read_state_dict
 
 LORA_FLAG = "--lora"

@@ -24,7 +24,7 @@ import torch
 from diffusers import AutoencoderKL, MotionAdapter, UNet2DConditionModel
 from transformers import CLIPTextModel
 
-from ..models.blocks import MANIFEST_NAME, file_sha256, verify_manifest
+from ..models.manifest import MANIFEST_NAME, file_sha256, verify_manifest
 from .checks import CheckResult, check_colour_words, check_motion_coherence
 from .data import caption_words
 from .export import TRAINING_INFO_NAME, export_model

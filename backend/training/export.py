@@ -14,8 +14,8 @@ import torch
 from diffusers import AutoencoderKL, MotionAdapter, UNet2DConditionModel
 from transformers import CLIPTextModel
 
-from ..models.blocks import write_manifest
 from ..models.bundle import official_ddim_scheduler
+from ..models.manifest import write_manifest
 from .word_tokenizer import save_word_tokenizer
 
 TRAINING_INFO_NAME = "training.json"

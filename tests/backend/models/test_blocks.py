@@ -8,7 +8,8 @@ import pytest
 from motionclone.backend.engine import MotionCloneParams, MotionClonePipeline
 from motionclone.backend.errors import ModelNotFoundError
 from motionclone.backend.models import load_preset
-from motionclone.backend.models.blocks import BLOCKS_MODEL_DIR, MANIFEST_NAME, load_blocks_bundle, verify_manifest
+from motionclone.backend.models.blocks import BLOCKS_MODEL_DIR, load_blocks_bundle
+from motionclone.backend.models.manifest import MANIFEST_NAME, verify_manifest
 from motionclone.backend.models.registry import NATIVE_SIZES, default_preset
 from motionclone.backend.training.data import clip_at
 

@@ -11,7 +11,8 @@ import torch
 from safetensors.torch import load_file
 
 from motionclone.backend.errors import ModelNotFoundError
-from motionclone.backend.models.blocks import BLOCKS_MODEL_DIR, MANIFEST_NAME, file_sha256, load_blocks_bundle
+from motionclone.backend.models.blocks import BLOCKS_MODEL_DIR, load_blocks_bundle
+from motionclone.backend.models.manifest import MANIFEST_NAME, file_sha256
 from motionclone.backend.training import continuation
 from motionclone.backend.training.checks import CheckResult
 from motionclone.backend.training.stages import StageSettings
