@@ -242,7 +242,7 @@ def seconds(minimum: float) -> Callable[[str], float]:
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     """What `motionclone evaluate` compares, and how."""
-    from .evaluation.adherence import COLOURS, SUBJECTS
+    from .evaluation.adherence import COLOURS, DEFAULT_SUBJECT_REGION, SUBJECT_REGIONS, SUBJECTS
     from .evaluation.motion_fidelity import DEFAULT_MOVING_FRACTION, DEFAULT_REGION, DEFAULT_STILL_STEP, REGIONS
     from .evaluation.tracks import DEFAULT_GRID, TrackerSettings
 
@@ -301,6 +301,14 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cotracker", help="local CoTracker checkpoint; needs the `cotracker` package installed")
     parser.add_argument("--subject-colour", help=f"expected colour, overriding the prompt: {', '.join(COLOURS)}")
     parser.add_argument("--subject-class", help=f"expected subject, overriding the prompt: {', '.join(SUBJECTS)}")
+    parser.add_argument(
+        "--subject-region",
+        choices=SUBJECT_REGIONS,
+        default=DEFAULT_SUBJECT_REGION,
+        help="where colour and class are read. network (default): the region the subject-mask network marks; "
+        "moving: the region that differs from the clip's per-pixel median (misses a subject under a moving camera "
+        "or one that stays put)",
+    )
     parser.add_argument("--device", default="cpu", help="torch device for CLIP and CoTracker (default cpu)")
 
 
@@ -736,6 +744,7 @@ EVALUATE_FLAGS = {
     "box": "--box",
     "subject_colour": "--subject-colour",
     "subject_class": "--subject-class",
+    "subject_region": "--subject-region",
     "device": "--device",
     "out": "--out",
 }
@@ -764,6 +773,7 @@ def command_evaluate(args: argparse.Namespace) -> int:
             clip_model=args.clip_model,
             subject_colour=args.subject_colour,
             subject_class=args.subject_class,
+            subject_region=args.subject_region,
             device=args.device,
         )
     except ParameterError as error:  # name the flag that was typed, not the function's argument

@@ -8,8 +8,9 @@ Usage: python scripts/bench_fidelity.py [--preset blocks] [--config blocks] [--w
 For every reference of the fixed set (`motionclone.backend.evaluation.benchmark_references`: six procedural clips the
 blocks model never saw, and two Workbench renders of the demo blockout), generates with the reference's prompt at
 motion guidance weight W0 (default 0: unguided) and W1 (default: the config's weight), with the same seeds, and
-scores each result against the reference with `motionclone evaluate` (symmetric motion fidelity, subject colour and
-class adherence). The model is loaded once. Writes into --out (default bench-output/):
+scores each result against the reference with `motionclone evaluate` (symmetric motion fidelity, subject colour
+and class adherence in the subject-mask network's region). The model is loaded once. Writes into --out (default
+bench-output/):
 
     fidelity.json   every number, with the settings, the model, the evaluation settings and the machine
     fidelity.md     a table per reference (MF unguided, MF guided, gain, colour and class adherence) and the
@@ -79,6 +80,7 @@ from motionclone.backend.evaluation.motion_fidelity import (
     DEFAULT_REGION,
     DEFAULT_STILL_STEP,
 )
+from motionclone.backend.evaluation.subject_mask import network_region_settings
 from motionclone.backend.evaluation.tracks import DEFAULT_GRID
 from motionclone.backend.generate import default_device
 from motionclone.backend.models import load_preset
@@ -556,6 +558,7 @@ def run_benchmark(settings: BenchSettings) -> dict[str, Any]:
             "still_step_px": DEFAULT_STILL_STEP,
             "motion_fidelity": "symmetric (evaluate's `motion_fidelity`); gain = guided − unguided, means over seeds",
             "tracker": tracker,
+            "subject_region": network_region_settings(),  # where colour and class adherence are read
         },
         "machine": machine(),
         "references": entries,

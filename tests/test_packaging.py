@@ -4,6 +4,8 @@ import importlib
 import tomllib
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
@@ -39,11 +41,12 @@ def test_protocol_declares_only_blender_safe_dependencies():
                     assert top in allowed or top in sys.stdlib_module_names, f"{source.name} imports {name}"
 
 
-def test_the_built_in_model_ships_as_package_data():
+@pytest.mark.parametrize("model", ["blocks_model", "subject_mask"])
+def test_the_built_in_models_ship_as_package_data(model):
     """Every file of the model folder is package data of a listed package (its folders are listed as packages, or
     setuptools warns on every install that it ships them only by accident)."""
     setuptools = PYPROJECT["tool"]["setuptools"]
-    model_dir = ROOT / "backend" / "models" / "blocks_model"
+    model_dir = ROOT / "backend" / "models" / model
     files = {p for p in model_dir.rglob("*") if p.is_file()}
     covered = set()
     for package, patterns in setuptools["package-data"].items():

@@ -91,7 +91,8 @@ class SubjectPlacement:
 def reference_subject_path(frames: np.ndarray, height: int, width: int) -> list[tuple[int, int]] | None:
     """Centre of the reference's moving subject in every frame, in cells of a (height, width) latent grid.
 
-    The subject is found as the colour measure of `motionclone evaluate` finds it (`find_subject`). A frame where none
+    The subject is the moving region (`find_subject`, the region `motionclone evaluate --subject-region moving` reads
+    colour from): a reference is an animation of a still set, so what moves is the subject. A frame where none
     is found takes the previous frame's centre (frames before the first find take the first found centre). Returns
     None when no frame has a moving subject.
     """

@@ -1,10 +1,13 @@
 """Subject colour and subject class adherence: heuristics for the built-in `blocks` model only. No bpy.
 
 The blocks model draws one subject (ball, cube, figure or car) in a named colour over a simple scene, from prompts
-such as "a red ball bouncing on grass under a blue sky". Both scores look at the moving region of the result:
+such as "a red ball bouncing on grass under a blue sky". Both scores look at the subject region of each frame:
 
-- the subject is the largest connected region that differs from the per-pixel temporal median of the clip (the
-  background, as long as the subject covers each pixel in fewer than half the frames);
+- the region: `motionclone evaluate` takes the largest connected region that the subject-mask network marks
+  (subject_mask.py, trained on the blocks generator's exact masks; it sees a subject that stays put or moves with the
+  camera). This module's own finder, `find_subject`, takes the largest connected region that differs from the
+  clip's per-pixel temporal median (the moving region; right only while the camera stands still and the subject
+  covers each pixel in fewer than half the frames); subject placement and `--subject-region moving` use it;
 - colour: the region's mean colour per frame, named by the nearest palette colour in CIE Lab (grey, white and black
   by chroma and lightness first); the score is the fraction of frames named as the prompt's colour;
 - class: the region's bounding box per frame: wide (aspect > 1.4) is a car, tall (aspect < 0.7) a figure, otherwise
@@ -12,7 +15,7 @@ such as "a red ball bouncing on grass under a blue sky". Both scores look at the
   score is the fraction of frames classified as the prompt's subject.
 
 A frame in which no region is found counts as a miss. These are not general measures of prompt adherence: real
-footage, camera motion or several moving things break their assumptions. Use CLIP text alignment for those.
+footage or several subjects break their assumptions. Use CLIP text alignment for those.
 """
 
 from __future__ import annotations
@@ -52,12 +55,16 @@ WIDE_ASPECT = 1.4
 TALL_ASPECT = 0.7
 CUBE_FILL = 0.89  # halfway between a disc's π/4 and a square's 1
 
-NOTE = "heuristic for the built-in blocks model only (one coloured subject moving over a still scene)"
+# Where `motionclone evaluate` reads the subject: the subject-mask network's region, or the moving region.
+SUBJECT_REGIONS = ("network", "moving")
+DEFAULT_SUBJECT_REGION = "network"
+
+NOTE = "heuristic for the built-in blocks model only (one coloured subject in a simple scene)"
 
 
 @dataclass
 class SubjectRegion:
-    """The moving subject in one frame.
+    """The subject's region in one frame.
 
     Attributes:
         bbox: (x, y, width, height) of the region's bounding box in pixels.
@@ -135,28 +142,36 @@ def find_subject(
     if not isinstance(frames, np.ndarray) or frames.ndim != 4 or frames.shape[-1] != 3:
         raise ParameterError("frames", f"must be (T, H, W, 3) RGB frames, got {getattr(frames, 'shape', None)}")
     background = np.median(frames, axis=0).astype(np.int16)
-    height, width = frames.shape[1:3]
-    min_area = max(4, int(min_area_fraction * height * width))
     kernel = np.ones((3, 3), dtype=np.uint8)
     regions: list[SubjectRegion | None] = []
     for frame in frames:
         foreground = (np.abs(frame.astype(np.int16) - background).max(axis=-1) > threshold).astype(np.uint8)
         foreground = cv2.morphologyEx(foreground, cv2.MORPH_OPEN, kernel)
-        count, labels, stats, _ = cv2.connectedComponentsWithStats(foreground, connectivity=8)
-        if count < 2:
-            regions.append(None)
-            continue
-        largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-        x, y, w, h, area = (int(v) for v in stats[largest])
-        if area < min_area:
-            regions.append(None)
-            continue
-        mask = (labels == largest).astype(np.uint8)
-        inner = cv2.erode(mask, kernel)
-        colour_mask = inner if inner.sum() >= min_area // 2 else mask
-        mean = frame[colour_mask.astype(bool)].astype(np.float64).mean(axis=0)
-        regions.append(SubjectRegion((x, y, w, h), area, (float(mean[0]), float(mean[1]), float(mean[2]))))
+        regions.append(largest_region(frame, foreground, min_area_fraction))
     return regions
+
+
+def largest_region(
+    frame: np.ndarray, mask: np.ndarray, min_area_fraction: float = MIN_AREA_FRACTION
+) -> SubjectRegion | None:
+    """The largest 8-connected region of `mask` in `frame`, or None when it covers less than `min_area_fraction`.
+
+    Its colour is the mean over the region less one pixel of its edge (where enough is left), so that pixels blended
+    with the background do not shift it.
+    """
+    min_area = max(4, int(min_area_fraction * mask.shape[0] * mask.shape[1]))
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if count < 2:
+        return None
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    x, y, w, h, area = (int(v) for v in stats[largest])
+    if area < min_area:
+        return None
+    region = (labels == largest).astype(np.uint8)
+    inner = cv2.erode(region, np.ones((3, 3), dtype=np.uint8))
+    colour_mask = inner if inner.sum() >= min_area // 2 else region
+    mean = frame[colour_mask.astype(bool)].astype(np.float64).mean(axis=0)
+    return SubjectRegion((x, y, w, h), area, (float(mean[0]), float(mean[1]), float(mean[2])))
 
 
 def colour_adherence(
@@ -164,23 +179,25 @@ def colour_adherence(
     prompt: str | None = None,
     colour: str | None = None,
     regions: list[SubjectRegion | None] | None = None,
+    region_settings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Fraction of frames whose moving region is named as the prompt's subject colour.
+    """Fraction of frames whose subject region is named as the prompt's subject colour.
 
     Args:
         frames: (T, H, W, 3) uint8 result frames.
         prompt: the result's prompt; its subject colour is used unless `colour` is given.
         colour: the expected colour (overrides the prompt), one of COLOURS.
-        regions: `find_subject(frames)`, if already computed.
+        regions: the subject region of each frame; default `find_subject(frames)`, the moving region.
+        region_settings: how `regions` were found, for the report; needed with `regions`.
 
     Returns:
         A metric entry: value, status, reason (when not measured), expected colour, per-frame names and settings.
     """
     expected, source = _expected(colour, "subject_colour", COLOURS, parse_prompt(prompt)[0])
     method = {
-        "method": "mean colour of the moving region per frame, nearest named colour in CIE Lab",
+        "method": "mean colour of the subject region per frame, nearest named colour in CIE Lab",
         "note": NOTE,
-        "settings": _region_settings()
+        "settings": _region_settings(regions, region_settings)
         | {
             "achromatic_chroma": ACHROMATIC_CHROMA,
             "white_lightness": WHITE_LIGHTNESS,
@@ -191,7 +208,7 @@ def colour_adherence(
     }
     if expected is None:
         return _not_measured(_no_expected(prompt, "colour", COLOURS, "--subject-colour"), method)
-    regions = find_subject(frames) if regions is None else regions
+    regions = _regions(frames, regions, region_settings)
     named = [None if region is None else name_colour(region.mean_rgb) for region in regions]
     return {
         "value": _fraction(named, expected),
@@ -211,28 +228,30 @@ def class_adherence(
     prompt: str | None = None,
     subject: str | None = None,
     regions: list[SubjectRegion | None] | None = None,
+    region_settings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Fraction of frames whose moving region's shape is classified as the prompt's subject.
+    """Fraction of frames whose subject region's shape is classified as the prompt's subject.
 
     Args:
         frames: (T, H, W, 3) uint8 result frames.
         prompt: the result's prompt; its subject word is used unless `subject` is given.
         subject: the expected subject (overrides the prompt), one of SUBJECTS.
-        regions: `find_subject(frames)`, if already computed.
+        regions: the subject region of each frame; default `find_subject(frames)`, the moving region.
+        region_settings: how `regions` were found, for the report; needed with `regions`.
 
     Returns:
         A metric entry: value, status, reason (when not measured), expected class, per-frame classes and settings.
     """
     expected, source = _expected(subject, "subject_class", SUBJECTS, parse_prompt(prompt)[1])
     method = {
-        "method": "bounding box of the moving region per frame: aspect ratio and fill ratio",
+        "method": "bounding box of the subject region per frame: aspect ratio and fill ratio",
         "note": NOTE,
-        "settings": _region_settings()
+        "settings": _region_settings(regions, region_settings)
         | {"wide_aspect_car": WIDE_ASPECT, "tall_aspect_figure": TALL_ASPECT, "cube_min_fill": CUBE_FILL},
     }
     if expected is None:
         return _not_measured(_no_expected(prompt, "subject", SUBJECTS, "--subject-class"), method)
-    regions = find_subject(frames) if regions is None else regions
+    regions = _regions(frames, regions, region_settings)
     classes = [None if region is None else classify_shape(region) for region in regions]
     return {
         "value": _fraction(classes, expected),
@@ -298,8 +317,32 @@ def _not_measured(reason: str, method: dict[str, Any]) -> dict[str, Any]:
     return {"value": None, "status": "not measured", "reason": reason, **method}
 
 
-def _region_settings() -> dict[str, Any]:
+def _region_settings(
+    regions: list[SubjectRegion | None] | None, region_settings: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The settings of the region finder, checking that given regions come with them."""
+    if region_settings is not None:
+        return region_settings
+    if regions is not None:
+        raise ParameterError("region_settings", "must say how the given `regions` were found (for the report)")
+    return moving_region_settings()
+
+
+def _regions(
+    frames: np.ndarray, regions: list[SubjectRegion | None] | None, region_settings: dict[str, Any] | None
+) -> list[SubjectRegion | None]:
+    """The given regions, or the moving region when neither regions nor another finder's settings are given."""
+    if regions is not None:
+        return regions
+    if region_settings is not None:
+        raise ParameterError("regions", "must be given with `region_settings` (the regions that they describe)")
+    return find_subject(frames)
+
+
+def moving_region_settings() -> dict[str, Any]:
+    """How `find_subject` finds the region, for metrics.json."""
     return {
+        "subject_region": "moving",
         "region": "largest connected region differing from the per-pixel temporal median by > threshold",
         "difference_threshold": DIFFERENCE_THRESHOLD,
         "min_area_fraction": MIN_AREA_FRACTION,

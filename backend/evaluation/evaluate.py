@@ -41,7 +41,18 @@ from ..video_io import (
     resize_frames,
     sample_frame_indices,
 )
-from .adherence import check_overrides, class_adherence, colour_adherence, find_subject, override_warnings
+from .adherence import (
+    DEFAULT_SUBJECT_REGION,
+    SUBJECT_REGIONS,
+    SubjectRegion,
+    check_overrides,
+    class_adherence,
+    colour_adherence,
+    find_subject,
+    moving_region_settings,
+    override_warnings,
+    parse_prompt,
+)
 from .clip_metrics import clip_scores
 from .motion_fidelity import (
     DEFAULT_CHUNK,
@@ -332,6 +343,7 @@ def evaluate(
     clip_model: str | os.PathLike[str] | None = None,
     subject_colour: str | None = None,
     subject_class: str | None = None,
+    subject_region: str = DEFAULT_SUBJECT_REGION,
     device: str = "cpu",
     epsilon: float = DEFAULT_EPSILON,
     still_step_px: float = DEFAULT_STILL_STEP,
@@ -353,6 +365,8 @@ def evaluate(
         clip_model: a local CLIP folder (transformers layout); without it the CLIP metrics are "not measured".
         subject_colour: expected subject colour, overriding the prompt.
         subject_class: expected subject class, overriding the prompt.
+        subject_region: where colour and class are read: "network" (default; the subject-mask network's region) or
+            "moving" (the region that differs from the clip's per-pixel median; wrong when the camera moves).
         device: torch device for CLIP and CoTracker.
         epsilon: ε of the unit displacements, in pixels.
         still_step_px: steps shorter than this (pixels) count as no motion in MF; 0 for the bare formula.
@@ -372,7 +386,13 @@ def evaluate(
         raise ParameterError("box", f"only applies with region 'box' (region is {region!r})")
     if box is not None and not all(math.isfinite(float(value)) for value in box):
         raise ParameterError("box", f"must be four finite pixel coordinates x0 y0 x1 y1, got {list(box)}")
+    if subject_region not in SUBJECT_REGIONS:
+        raise ParameterError("subject_region", f"must be one of {', '.join(SUBJECT_REGIONS)}, got {subject_region!r}")
     check_overrides(subject_colour, subject_class)  # cheap checks first, before any video is decoded
+    if subject_region == "network":
+        from .subject_mask import load_subject_mask_net
+
+        load_subject_mask_net()  # a damaged network folder is said before the tracking, not after
     check_settings(moving_fraction, epsilon, still_step_px)
     warnings: list[str] = check_device(device, needed=clip_model is not None or cotracker is not None)
     warnings.extend(unused_tracker_warnings(tracker, cotracker))
@@ -446,7 +466,9 @@ def evaluate(
         "warnings": scores["warnings"],
     }
     status = fidelity_status(scores)
-    regions = find_subject(frames)
+    # Regions only where a colour or class is to be scored (an SD-1.5 prompt names neither).
+    scored = subject_colour or subject_class or any(parse_prompt(prompt))
+    regions, found_by = subject_regions(frames if scored else None, subject_region)
     metrics: dict[str, Any] = {
         "motion_fidelity": {
             "value": scores["symmetric"],
@@ -467,8 +489,8 @@ def evaluate(
             "definition": DEFINITIONS["released"],
             **common,
         },
-        "colour_adherence": colour_adherence(frames, prompt, subject_colour, regions),
-        "class_adherence": class_adherence(frames, prompt, subject_class, regions),
+        "colour_adherence": colour_adherence(frames, prompt, subject_colour, regions, found_by),
+        "class_adherence": class_adherence(frames, prompt, subject_class, regions, found_by),
         **clip_scores(frames, prompt, clip_model, device=device),
     }
     report: dict[str, Any] = {
@@ -518,6 +540,18 @@ def evaluate(
         )
         write_outputs(out, text, image)
     return report
+
+
+def subject_regions(
+    frames: np.ndarray | None, subject_region: str
+) -> tuple[list[SubjectRegion | None] | None, dict[str, Any]]:
+    """The subject region of every frame (None without frames) and how it is found: by the subject-mask network or as
+    the moving region."""
+    if subject_region == "moving":
+        return (None if frames is None else find_subject(frames)), moving_region_settings()
+    from .subject_mask import network_region_settings, segment_subject  # torch: loaded only when used
+
+    return (None if frames is None else segment_subject(frames)), network_region_settings()
 
 
 def check_out_dir(out: Path, reference: str | os.PathLike[str] | np.ndarray, result: str | os.PathLike[str]) -> None:

@@ -67,7 +67,9 @@ __all__ = [
     "generate_clips",
     "load_dataset",
     "render_clip",
+    "render_scene",
     "sample_clip_spec",
+    "spec_at",
     "spec_from_json",
     "spec_to_json",
     "write_dataset",
@@ -95,21 +97,13 @@ MIN_SIZE = 8  # pixels a side: the smallest frame the subjects can be drawn in
 
 def render_clip(spec: ClipSpec, size: int = 128, frames: int = 16) -> RenderedClip:
     """Render a spec as frames (uint8, F x size x size x 3), subject masks and subject centres."""
-    validate_spec(spec)
-    if size < MIN_SIZE or frames < 1:
-        raise ValueError(f"need size >= {MIN_SIZE} and frames >= 1, got size={size}, frames={frames}")
-    t = np.linspace(0.0, 1.0, frames)  # a single frame is the clip's start
-    ox, oy, zoom = camera_path(spec.camera, spec.speed, t)
-    backdrop = render_backdrop(spec, ox, oy, zoom, size)
+    images, (t, ox, oy, zoom) = _scene_views(spec, size, frames)
     path = subject_path(spec, t, scene_horizon(spec.seed))
     colour = np.array(COLOURS[spec.colour], dtype=np.float32) / 255.0
     outline = max(1.0, size / 128.0) if spec.background == "blockout" else 0.0
-    static_view = view(backdrop, size, 0.0, 0.0, 1.0) if spec.camera == "static" else None
-    images = np.empty((frames, size, size, 3), dtype=np.float32)
     masks = np.empty((frames, size, size), dtype=bool)
     centres = np.empty((frames, 2), dtype=np.float32)
     for f in range(frames):
-        images[f] = static_view if static_view is not None else view(backdrop, size, ox[f], oy[f], zoom[f])
         z = float(zoom[f])
         pose = Pose(
             x=(0.5 + (path.x[f] - 0.5 - ox[f]) * z) * size,
@@ -121,13 +115,43 @@ def render_clip(spec: ClipSpec, size: int = 128, frames: int = 16) -> RenderedCl
             facing=1.0 if spec.direction > 0 else -1.0,
         )
         masks[f], centres[f] = draw_subject(images[f], spec.subject, pose, colour, outline)
-    pixels = np.clip(images * 255.0 + 0.5, 0.0, 255.0).astype(np.uint8)
-    return RenderedClip(pixels, masks, centres, caption_for(spec), spec)
+    return RenderedClip(_to_bytes(images), masks, centres, caption_for(spec), spec)
+
+
+def render_scene(spec: ClipSpec, size: int = 128, frames: int = 16) -> np.ndarray:
+    """The spec's clip without its subject (nor its shadow): the scene under the camera move alone, uint8."""
+    return _to_bytes(_scene_views(spec, size, frames)[0])
+
+
+def _scene_views(
+    spec: ClipSpec, size: int, frames: int
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """Each frame's view of the background (float32, 0-1) and the clip's times and camera path (t, ox, oy, zoom)."""
+    validate_spec(spec)
+    if size < MIN_SIZE or frames < 1:
+        raise ValueError(f"need size >= {MIN_SIZE} and frames >= 1, got size={size}, frames={frames}")
+    t = np.linspace(0.0, 1.0, frames)  # a single frame is the clip's start
+    ox, oy, zoom = camera_path(spec.camera, spec.speed, t)
+    backdrop = render_backdrop(spec, ox, oy, zoom, size)
+    static_view = view(backdrop, size, 0.0, 0.0, 1.0) if spec.camera == "static" else None
+    images = np.empty((frames, size, size, 3), dtype=np.float32)
+    for f in range(frames):
+        images[f] = static_view if static_view is not None else view(backdrop, size, ox[f], oy[f], zoom[f])
+    return images, (t, ox, oy, zoom)
+
+
+def _to_bytes(images: np.ndarray) -> np.ndarray:
+    return np.clip(images * 255.0 + 0.5, 0.0, 255.0).astype(np.uint8)
+
+
+def spec_at(seed: int, index: int) -> ClipSpec:
+    """The spec of clip number index of the data set with this seed: depends only on (seed, index)."""
+    return sample_clip_spec(np.random.default_rng([seed, index]))
 
 
 def clip_at(seed: int, index: int, size: int = 128, frames: int = 16) -> RenderedClip:
     """Clip number index of the data set with this seed: depends only on (seed, index)."""
-    return render_clip(sample_clip_spec(np.random.default_rng([seed, index])), size, frames)
+    return render_clip(spec_at(seed, index), size, frames)
 
 
 def generate_clips(seed: int, count: int, size: int = 128, frames: int = 16) -> Iterator[RenderedClip]:

@@ -126,3 +126,14 @@ def test_frames_without_a_moving_subject_count_as_misses():
     frames = np.repeat(subject_clip("disc", RED)[:1], 8, axis=0)  # nothing moves
     scores = colour_adherence(frames, "a red ball")
     assert scores["frames_with_subject"] == 0 and scores["value"] == 0.0
+
+
+def test_given_regions_come_with_the_settings_of_their_finder():
+    frames = subject_clip("disc", RED)
+    with pytest.raises(ParameterError, match="`region_settings`"):
+        colour_adherence(frames, "a red ball", regions=find_subject(frames))
+    with pytest.raises(ParameterError, match="`regions`"):
+        class_adherence(frames, "a red ball", region_settings={"subject_region": "network"})
+    given = colour_adherence(frames, "a red ball", None, find_subject(frames), {"subject_region": "given"})
+    assert given["settings"]["subject_region"] == "given" and given["value"] >= 0.9
+    assert colour_adherence(frames, "a red ball")["settings"]["subject_region"] == "moving"

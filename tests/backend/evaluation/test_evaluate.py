@@ -14,6 +14,8 @@ from PIL import Image
 from motionclone.backend.cli import main
 from motionclone.backend.errors import ParameterError
 from motionclone.backend.evaluation import evaluate, sample_reference
+from motionclone.backend.evaluation.subject_mask import SUBJECT_MASK_DIR
+from motionclone.backend.models.manifest import MANIFEST_NAME, file_sha256
 from motionclone.backend.results import write_result_folder
 from motionclone.backend.video_io import resize_frames, write_mp4
 
@@ -53,6 +55,23 @@ def clips(tmp_path_factory):
     result_dir = root / "result"
     write_result_folder(reference[indices], metadata, result_dir, fps=8)
     return {"reference": reference, "reference_path": reference_path, "result_dir": result_dir, "indices": indices}
+
+
+def test_colour_and_class_read_the_networks_region_unless_the_moving_region_is_asked_for(clips, tmp_path):
+    default = evaluate(clips["reference_path"], clips["result_dir"])["metrics"]
+    manifest_sha256 = file_sha256(SUBJECT_MASK_DIR / MANIFEST_NAME)
+    for name in ("colour_adherence", "class_adherence"):
+        settings = default[name]["settings"]
+        assert settings["subject_region"] == "network" and settings["network"] == "backend/models/subject_mask"
+        assert settings["network_manifest_sha256"] == manifest_sha256 and settings["network_training"]["held_out_iou"]
+    out = tmp_path / "moving"
+    args = ["evaluate", "--reference", str(clips["reference_path"]), "--result", str(clips["result_dir"])]
+    assert main([*args, "--out", str(out), "--subject-region", "moving"]) == 0
+    moving = json.loads((out / "metrics.json").read_text())["metrics"]
+    for name in ("colour_adherence", "class_adherence"):
+        assert moving[name]["settings"]["subject_region"] == "moving" and "network" not in moving[name]["settings"]
+    with pytest.raises(ParameterError, match="`subject_region`"):
+        evaluate(clips["reference_path"], clips["result_dir"], subject_region="box")
 
 
 def test_sample_reference_follows_the_official_rule_and_resize_mode():
