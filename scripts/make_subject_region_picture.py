@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw
 from motionclone.backend.comparison import write_png
 from motionclone.backend.evaluation import load_result
 from motionclone.backend.evaluation.adherence import SubjectRegion, class_adherence, colour_adherence, name_colour
-from motionclone.backend.evaluation.evaluate import subject_regions
+from motionclone.backend.evaluation.evaluate import subject_region_finder
 
 ROOT = Path(__file__).resolve().parents[1]
 SCALE = 2  # the blocks model's 64 x 64 frames, drawn at 128 x 128
@@ -59,7 +59,8 @@ def main() -> None:
         prompt = loaded.parameters.get("prompt")
         picks = np.round(np.linspace(0, len(loaded.frames) - 1, args.frames)).astype(int)
         for name, box_colour in BOX_COLOURS.items():
-            regions, found_by = subject_regions(loaded.frames, name)
+            find_regions, found_by = subject_region_finder(name)
+            regions = find_regions(loaded.frames)
             colour = colour_adherence(loaded.frames, prompt, None, regions, found_by)["value"]
             shape = class_adherence(loaded.frames, prompt, None, regions, found_by)["value"]
             print(f"{folder}: {name} region: colour {_score(colour)}, class {_score(shape)} ({prompt})")

@@ -14,10 +14,12 @@ Steps:
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -389,10 +391,7 @@ def evaluate(
     if subject_region not in SUBJECT_REGIONS:
         raise ParameterError("subject_region", f"must be one of {', '.join(SUBJECT_REGIONS)}, got {subject_region!r}")
     check_overrides(subject_colour, subject_class)  # cheap checks first, before any video is decoded
-    if subject_region == "network":
-        from .subject_mask import load_subject_mask_net
-
-        load_subject_mask_net()  # a damaged network folder is said before the tracking, not after
+    find_regions, found_by = subject_region_finder(subject_region)  # a damaged network is said before any tracking
     check_settings(moving_fraction, epsilon, still_step_px)
     warnings: list[str] = check_device(device, needed=clip_model is not None or cotracker is not None)
     warnings.extend(unused_tracker_warnings(tracker, cotracker))
@@ -468,7 +467,7 @@ def evaluate(
     status = fidelity_status(scores)
     # Regions only where a colour or class is to be scored (an SD-1.5 prompt names neither).
     scored = subject_colour or subject_class or any(parse_prompt(prompt))
-    regions, found_by = subject_regions(frames if scored else None, subject_region)
+    regions = find_regions(frames) if scored else None
     metrics: dict[str, Any] = {
         "motion_fidelity": {
             "value": scores["symmetric"],
@@ -542,16 +541,17 @@ def evaluate(
     return report
 
 
-def subject_regions(
-    frames: np.ndarray | None, subject_region: str
-) -> tuple[list[SubjectRegion | None] | None, dict[str, Any]]:
-    """The subject region of every frame (None without frames) and how it is found: by the subject-mask network or as
-    the moving region."""
-    if subject_region == "moving":
-        return (None if frames is None else find_subject(frames)), moving_region_settings()
-    from .subject_mask import network_region_settings, segment_subject  # torch: loaded only when used
+RegionFinder = Callable[[np.ndarray], list[SubjectRegion | None]]
 
-    return (None if frames is None else segment_subject(frames)), network_region_settings()
+
+def subject_region_finder(subject_region: str) -> tuple[RegionFinder, dict[str, Any]]:
+    """How colour and class find the subject: a function of the frames, and its settings for metrics.json. For the
+    network, its files are checked and it is loaded here, once."""
+    if subject_region == "moving":
+        return find_subject, moving_region_settings()
+    from .subject_mask import load_subject_mask_net, network_region_settings, segment_subject  # torch: only when used
+
+    return functools.partial(segment_subject, net=load_subject_mask_net()), network_region_settings()
 
 
 def check_out_dir(out: Path, reference: str | os.PathLike[str] | np.ndarray, result: str | os.PathLike[str]) -> None:
