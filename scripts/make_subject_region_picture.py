@@ -53,13 +53,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images" / "subject_regions.png")
     args = parser.parse_args()
 
+    finders = {name: subject_region_finder(name) for name in BOX_COLOURS}  # the network is checked and loaded once
     rows: list[tuple[str, Image.Image]] = []
     for folder in args.results:
         loaded = load_result(folder)
         prompt = loaded.parameters.get("prompt")
         picks = np.round(np.linspace(0, len(loaded.frames) - 1, args.frames)).astype(int)
         for name, box_colour in BOX_COLOURS.items():
-            find_regions, found_by = subject_region_finder(name)
+            find_regions, found_by = finders[name]
             regions = find_regions(loaded.frames)
             colour = colour_adherence(loaded.frames, prompt, None, regions, found_by)["value"]
             shape = class_adherence(loaded.frames, prompt, None, regions, found_by)["value"]
