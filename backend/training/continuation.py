@@ -4,10 +4,11 @@ The motion stage is the one that keeps improving with more steps (docs/training.
 further than a 2-core CPU. This starts from the folder's weights instead of training every stage again: the VAE,
 text encoder and tokenizer are kept as they are, and the training clips are made and encoded with that VAE. Then
 the inflated UNet trains `plan.motion.steps` more steps with a fresh optimizer (warm-up and cosine decay again: a warm
-restart): the motion modules, and the image UNet too at `plan.motion.spatial_learning_rate` (0 keeps it as it is).
-After it, the cross-attention stage trains `plan.colour.steps` steps, as at the end of a full run (it follows the
-motion stage there too, because that stage moves the image UNet's weights). Either count may be 0, not both. The
-other stages' settings of `plan` do not apply.
+restart): the motion modules, and the image UNet too at `plan.motion.spatial_learning_rate` (0 keeps it as it is),
+after `plan.motion_low_res.steps` on pooled latents when that part has steps. After it, the cross-attention stage
+trains `plan.colour.steps` steps, as at the end of a full run (it follows the motion stage there too, because that
+stage moves the image UNet's weights). Any of the counts may be 0, not all. The other stages' settings of `plan`
+do not apply.
 
 The checkpoints in the work folder are named by what each stage starts from (`stages.stage_checkpoint`), so a run
 resumes only from its own source and settings, and a normal run's files in the same folder are neither used nor
@@ -36,7 +37,7 @@ from .stages import (
     extract_motion_adapter,
     latent_subject_masks,
     train_cross_attention,
-    train_motion_modules,
+    train_motion_coarse_to_fine,
 )
 from .train import TrainingPlan, gate, load_or_make_dataset, save_array_atomically, training_info
 from .word_tokenizer import load_word_tokenizer
@@ -61,8 +62,8 @@ def continue_training(plan: TrainingPlan, source: Path) -> Path:
         ModelNotFoundError: `source` is not a complete model folder (its SHA-256 manifest does not match).
         TrainingCheckFailed: a stage's check fails (unless `plan.run_checks` is off).
     """
-    if plan.motion.steps <= 0 and plan.colour.steps <= 0:
-        raise ValueError("Nothing to train: the motion and cross-attention stages both have 0 steps.")
+    if plan.motion.steps <= 0 and plan.motion_low_res.steps <= 0 and plan.colour.steps <= 0:
+        raise ValueError("Nothing to train: the motion and cross-attention stages all have 0 steps.")
     started = time.perf_counter()
     verify_manifest(source)
     plan.work_dir.mkdir(parents=True, exist_ok=True)
@@ -86,16 +87,11 @@ def continue_training(plan: TrainingPlan, source: Path) -> Path:
     )
     checks: list[CheckResult] = []
     losses: dict[str, list[float]] = {}
-    if plan.motion.steps > 0:
-        unet, losses["motion"] = train_motion_modules(
-            unet2d,
-            motion_adapter,
-            text_encoder,
-            tokenizer,
-            clips,
-            plan.motion,
-            plan.work_dir,
+    if plan.motion.steps > 0 or plan.motion_low_res.steps > 0:
+        unet, motion_losses = train_motion_coarse_to_fine(
+            unet2d, motion_adapter, text_encoder, tokenizer, clips, plan.motion_low_res, plan.motion, plan.work_dir
         )
+        losses.update(motion_losses)
         checks.append(gate(check_motion_coherence(unet, text_encoder, tokenizer, vae, captions), plan))
         extract_motion_adapter(unet, motion_adapter)
         extract_image_unet(unet, unet2d)
@@ -106,7 +102,7 @@ def continue_training(plan: TrainingPlan, source: Path) -> Path:
     info = training_info(plan, checks, losses, time.perf_counter() - started)
     for stage in SKIPPED_STAGES:
         del info["recipe"][stage]  # not run: the source's record below says how those were trained
-    for stage in ("motion", "colour"):
+    for stage in ("motion_low_res", "motion", "colour"):
         if stage not in losses:
             del info["recipe"][stage]
     info["stages_trained"] = list(losses)

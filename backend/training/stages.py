@@ -54,18 +54,22 @@ class StageSettings:
     subject_weight: float = 0.0  # extra weight of the subject's latent positions in the denoising loss ...
     subject_weight_from: int = 0  # ... from this step on (a curriculum: first the scenes, then the subjects)
     spatial_learning_rate: float = 0.0  # motion stage only: the image UNet's own weights (0: frozen, AnimateDiff)
+    latent_pool: int = 1  # motion stage only: train on latents average-pooled by this factor (2: a quarter of them)
 
     def step_recipe(self) -> dict[str, object]:
         """The settings that decide what a step computes. Not the step count (raise it and the stage goes on), the
         learning rates (changeable for the rest of a stage) or the device (a run stopped on one may go on on
         another)."""
-        return {
+        recipe: dict[str, object] = {
             "batch_size": self.batch_size,
             "seed": self.seed,
             "subject_weight": self.subject_weight,
             "subject_weight_from": self.subject_weight_from,
             "trains_spatial_weights": self.spatial_learning_rate > 0,
         }
+        if self.latent_pool != 1:  # left out at full resolution, so that those checkpoints keep their names
+            recipe["latent_pool"] = self.latent_pool
+        return recipe
 
 
 @dataclass
@@ -435,6 +439,20 @@ def spatial_parameters(unet: UNetMotionModel) -> list[torch.nn.Parameter]:
     return [parameter for name, parameter in unet.named_parameters() if "motion_modules" not in name]
 
 
+def pooled_clips(clips: EncodedClips, factor: int) -> EncodedClips:
+    """The clips at 1/`factor` of the latent side: each latent the mean of `factor` x `factor` of them, a subject
+    position wherever one of those was. The same content, coarser: a quarter of the positions for a factor of 2."""
+    if factor == 1:
+        return clips
+    n, f, c, h, w = clips.latents.shape
+    blocks = clips.latents.astype(np.float32).reshape(n, f, c, h // factor, factor, w // factor, factor)
+    latents = blocks.mean(axis=(4, 6)).astype(np.float16)
+    masks = clips.subject_masks
+    if masks is not None:
+        masks = masks.reshape(n, f, h // factor, factor, w // factor, factor).any(axis=(3, 5))
+    return EncodedClips(latents, clips.captions, clips.scaling_factor, masks)
+
+
 def train_motion_modules(
     unet2d: UNet2DConditionModel,
     motion_adapter: MotionAdapter,
@@ -446,8 +464,11 @@ def train_motion_modules(
 ) -> tuple[UNetMotionModel, list[float]]:
     """Inflate the trained 2-D UNet with `motion_adapter` and train it on whole clips: the motion modules, and the
     image UNet's own weights too when `settings.spatial_learning_rate` is above 0 (`extract_image_unet` copies them
-    back). The text encoder stays frozen."""
+    back). The text encoder stays frozen. With `settings.latent_pool` above 1 the clips are pooled first
+    (`pooled_clips`): the motion modules, which attend along time at each position whatever the resolution, learn
+    from several times as many clips in the same time."""
     device = settings.device
+    clips = pooled_clips(clips, settings.latent_pool)
     unet = build_motion_unet(unet2d, motion_adapter).to(device).train()
     unet.requires_grad_(False)
     text_encoder.to(device).eval().requires_grad_(False)
@@ -480,8 +501,38 @@ def train_motion_modules(
         prediction = unet(x_t, t, embeddings).sample
         return denoising_loss(prediction, epsilon, subject, settings.subject_weight, min_snr_weights(scheduler, t))
 
-    losses = run_stage("4/5 motion modules", settings, checkpoint, loss_for_step, parameters)
+    name = "4/5 motion modules" + (f" at 1/{settings.latent_pool} resolution" if settings.latent_pool > 1 else "")
+    losses = run_stage(name, settings, checkpoint, loss_for_step, parameters)
     unet.eval()
+    return unet, losses
+
+
+def train_motion_coarse_to_fine(
+    unet2d: UNet2DConditionModel,
+    motion_adapter: MotionAdapter,
+    text_encoder: CLIPTextModel,
+    tokenizer: CLIPTokenizer,
+    clips: EncodedClips,
+    coarse: StageSettings,
+    fine: StageSettings,
+    work_dir: Path,
+) -> tuple[UNetMotionModel, dict[str, list[float]]]:
+    """The motion stage in two parts: `coarse` on pooled latents first (when it has steps), its weights handed back
+    to `unet2d` and `motion_adapter`, then `fine` at the model's own resolution, where the motion modules learn the
+    positions they will run at. Returns the last part's inflated UNet and the losses of each part that ran
+    (`motion_low_res`, `motion`)."""
+    losses: dict[str, list[float]] = {}
+    unet = None
+    if coarse.steps > 0:
+        unet, losses["motion_low_res"] = train_motion_modules(
+            unet2d, motion_adapter, text_encoder, tokenizer, clips, coarse, work_dir
+        )
+        extract_motion_adapter(unet, motion_adapter)
+        extract_image_unet(unet, unet2d)
+    if fine.steps > 0 or unet is None:
+        unet, losses["motion"] = train_motion_modules(
+            unet2d, motion_adapter, text_encoder, tokenizer, clips, fine, work_dir
+        )
     return unet, losses
 
 

@@ -45,13 +45,15 @@ from .stages import (
     latent_subject_masks,
     train_cross_attention,
     train_image_model,
-    train_motion_modules,
+    train_motion_coarse_to_fine,
     train_vae,
 )
 from .text_pretraining import check_text_encoder, pretrain_text_encoder
 from .word_tokenizer import load_word_tokenizer, save_word_tokenizer
 
 logger = logging.getLogger(__name__)
+
+LOW_RES_POOL = 2  # the motion stage's low-resolution part: 16 x 16 latents instead of 32 x 32
 
 
 class TrainingCheckFailed(RuntimeError):
@@ -78,6 +80,11 @@ class TrainingPlan:
             steps=1100, batch_size=2, learning_rate=4e-4, subject_weight=4.0, spatial_learning_rate=1e-4
         )
     )
+    motion_low_res: StageSettings = field(  # off by default; 2 makes each clip about 4 times cheaper
+        default_factory=lambda: StageSettings(
+            steps=0, batch_size=8, learning_rate=4e-4, subject_weight=4.0, latent_pool=LOW_RES_POOL
+        )
+    )
     colour: StageSettings = field(
         default_factory=lambda: StageSettings(steps=500, batch_size=32, learning_rate=5e-4, subject_weight=9.0)
     )
@@ -86,7 +93,7 @@ class TrainingPlan:
     run_checks: bool = True
 
     def __post_init__(self) -> None:
-        for stage in (self.vae, self.text, self.image, self.motion, self.colour):
+        for stage in (self.vae, self.text, self.image, self.motion_low_res, self.motion, self.colour):
             stage.device = self.device
             stage.seed = self.seed
 
@@ -123,14 +130,14 @@ def train_blocks_model(plan: TrainingPlan) -> Path:
     )
 
     motion_adapter = build_motion_adapter()
-    unet, motion_losses = train_motion_modules(
-        unet2d, motion_adapter, text_encoder, tokenizer, clips, plan.motion, plan.work_dir
+    unet, motion_losses = train_motion_coarse_to_fine(
+        unet2d, motion_adapter, text_encoder, tokenizer, clips, plan.motion_low_res, plan.motion, plan.work_dir
     )
     checks.append(gate(check_motion_coherence(unet, text_encoder, tokenizer, vae, captions), plan))
     extract_motion_adapter(unet, motion_adapter)
     extract_image_unet(unet, unet2d)
 
-    losses = {"vae": vae_losses, "text": text_losses, "image": image_losses, "motion": motion_losses}
+    losses = {"vae": vae_losses, "text": text_losses, "image": image_losses, **motion_losses}
     if plan.colour.steps > 0:
         losses["colour"] = train_cross_attention(unet2d, text_encoder, tokenizer, clips, plan.colour, plan.work_dir)
         checks.append(gate(check_colour_words(unet2d, text_encoder, tokenizer, vae), plan))

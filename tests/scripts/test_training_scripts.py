@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.script_modules import load_script
+
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
 
@@ -21,12 +23,29 @@ def test_the_training_script_names_a_bad_value_and_its_limit_before_any_work(tmp
         ("--vae-lr", "inf", "argument --vae-lr: must be at least 0, got inf"),
         ("--threads", "0", "argument --threads: must be at least 1, got 0"),
         ("--image-steps", "many", "argument --image-steps: must be an integer, got 'many'"),
+        ("--motion-low-res-steps", "-1", "argument --motion-low-res-steps: must be at least 0, got -1"),
         ("--device", "gpu", "argument --device: must be cpu, cuda or cuda:N, got 'gpu'"),
     ):
         completed = run_script("train_blocks_model.py", *base, flag, value)
         assert completed.returncode == 2 and says in completed.stderr, completed.stderr
         assert "Traceback" not in completed.stderr
     assert not work.exists()
+
+
+def test_the_training_script_hands_the_low_resolution_motion_flags_to_its_plan(tmp_path, monkeypatch):
+    script = load_script("train_blocks_model")
+    plans = []
+    monkeypatch.setattr(script, "train_blocks_model", lambda plan: plans.append(plan) or tmp_path / "out")
+    flags = ["--motion-low-res-steps", "1400", "--motion-low-res-batch", "6", "--motion-steps", "850"]
+    monkeypatch.setattr(sys, "argv", ["train", "--work-dir", str(tmp_path), "--out", str(tmp_path / "out"), *flags])
+
+    assert script.main() == 0
+
+    [plan] = plans
+    low_res, motion = plan.motion_low_res, plan.motion
+    assert (low_res.steps, low_res.batch_size, low_res.latent_pool, low_res.spatial_learning_rate) == (1400, 6, 2, 0)
+    assert low_res.learning_rate == motion.learning_rate and low_res.subject_weight == motion.subject_weight
+    assert (motion.steps, motion.latent_pool) == (850, 1) and motion.spatial_learning_rate > 0
 
 
 def test_the_data_set_script_names_a_bad_size(tmp_path):

@@ -157,6 +157,20 @@ def test_the_cross_attention_stage_alone_trains_only_the_image_unets_text_keys_a
     assert len(list((tmp_path / "work").glob("stage5_*"))) == 2
 
 
+def test_a_continuation_with_low_resolution_motion_steps_trains_both_parts_and_records_them(
+    tmp_path, cheap_motion_check
+):
+    plan = plan_for(tmp_path, steps=1)
+    plan.motion_low_res = StageSettings(steps=1, batch_size=1, learning_rate=1e-3, latent_pool=2)
+    folder = continuation.continue_training(plan, BLOCKS_MODEL_DIR)
+
+    assert len(cheap_motion_check) == 1 and not same_weights(folder, BLOCKS_MODEL_DIR, "motion_adapter")
+    info = json.loads((folder / "training.json").read_text())
+    assert info["stages_trained"] == ["motion_low_res", "motion"]
+    assert info["recipe"]["motion_low_res"]["latent_pool"] == 2 and info["recipe"]["motion"]["latent_pool"] == 1
+    assert len(list((tmp_path / "work").glob("stage4_motion-*.pt"))) == 2
+
+
 def test_a_continuation_with_nothing_to_train_is_refused_before_any_work(tmp_path, cheap_motion_check):
     with pytest.raises(ValueError, match="Nothing to train"):
         continuation.continue_training(plan_for(tmp_path, steps=0, colour_steps=0), BLOCKS_MODEL_DIR)
@@ -169,5 +183,5 @@ def test_the_training_script_refuses_a_continuation_with_nothing_to_train(tmp_pa
     command += ["--out", str(tmp_path / "out"), "--motion-steps", "0", "--colour-steps", "0"]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert completed.returncode == 2
-    assert "--motion-steps and --colour-steps are both 0" in completed.stderr
+    assert "--motion-steps, --motion-low-res-steps and --colour-steps are all 0" in completed.stderr
     assert not (tmp_path / "w").exists()

@@ -18,9 +18,11 @@ from motionclone.backend.training.stages import (
     extract_motion_adapter,
     frames_to_tensor,
     min_snr_weights,
+    pooled_clips,
     tokenize,
     train_cross_attention,
     train_image_model,
+    train_motion_coarse_to_fine,
     train_motion_modules,
     train_vae,
 )
@@ -187,6 +189,101 @@ def test_motion_stage_with_a_spatial_rate_also_trains_the_image_unet_and_hands_i
     extract_image_unet(unet, unet2d)
     for name, tensor in unet2d.state_dict().items():
         assert torch.equal(tensor, state[name]), name
+
+
+def test_pooled_clips_average_each_block_of_latents_and_mark_a_subject_where_any_position_was() -> None:
+    latents = np.arange(2 * 16, dtype=np.float16).reshape(2, 1, 1, 4, 4)
+    masks = np.zeros((2, 1, 4, 4), bool)
+    masks[0, 0, 1, 2] = True
+    clips = EncodedClips(latents, ["a red ball", "a blue cube"], 0.5, masks)
+
+    pooled = pooled_clips(clips, 2)
+
+    assert pooled.latents.dtype == np.float16 and pooled.latents.shape == (2, 1, 1, 2, 2)
+    assert pooled.latents[0, 0, 0].tolist() == [[2.5, 4.5], [10.5, 12.5]]  # (0 + 1 + 4 + 5) / 4, ...
+    assert pooled.subject_masks[0, 0].tolist() == [[False, True], [False, False]]
+    assert not pooled.subject_masks[1].any()
+    assert pooled.captions == clips.captions and pooled.scaling_factor == 0.5
+    assert pooled_clips(clips, 1) is clips
+
+
+def test_motion_stage_with_a_latent_pool_trains_on_pooled_clips_in_a_checkpoint_of_its_own(
+    clips, tokenizer, tmp_path, monkeypatch
+):
+    _, _, captions = clips
+    latents = structured_latents(len(captions), 4, 16)
+    shapes = []
+    real_noised = stages.noised
+
+    def noised(scheduler, z0, generator):
+        shapes.append(tuple(z0.shape))
+        return real_noised(scheduler, z0, generator)
+
+    monkeypatch.setattr(stages, "noised", noised)
+
+    def train(pool: int):
+        unet2d, motion_adapter, _, text_encoder = build_tiny_components(seed=2)
+        before = {name: tensor.clone() for name, tensor in motion_adapter.state_dict().items()}
+        settings = StageSettings(steps=3, batch_size=2, learning_rate=3e-3, latent_pool=pool)
+        encoded = EncodedClips(latents, captions, 1.0)
+        unet, _ = train_motion_modules(unet2d, motion_adapter, text_encoder, tokenizer, encoded, settings, tmp_path)
+        extract_motion_adapter(unet, motion_adapter)
+        return any(not torch.equal(before[name], tensor) for name, tensor in motion_adapter.state_dict().items())
+
+    assert train(pool=2)
+    assert set(shapes) == {(2, 4, 4, 8, 8)}  # (clips, channels, frames, side / 2, side / 2)
+    shapes.clear()
+    assert train(pool=1)
+    assert set(shapes) == {(2, 4, 4, 16, 16)}
+    assert len(list(tmp_path.glob("stage4_motion-*.pt"))) == 2  # neither resumed from the other
+    # Full-resolution checkpoints are named as before the pooled part existed, so their runs still resume.
+    assert set(StageSettings(steps=1, batch_size=2, learning_rate=1e-3).step_recipe()) == {
+        "batch_size",
+        "seed",
+        "subject_weight",
+        "subject_weight_from",
+        "trains_spatial_weights",
+    }
+
+
+def test_the_coarse_to_fine_motion_stage_starts_its_full_resolution_part_from_the_pooled_parts_weights(
+    clips, tokenizer, tmp_path, monkeypatch
+):
+    _, _, captions = clips
+    unet2d, motion_adapter, _, text_encoder = build_tiny_components(seed=5)
+    initial = {name: tensor.clone() for name, tensor in motion_adapter.state_dict().items()}
+    starts, results = [], []
+    real_train = stages.train_motion_modules
+
+    def train(unet2d, motion_adapter, *args):
+        starts.append((args[-2].latent_pool, {n: t.clone() for n, t in motion_adapter.state_dict().items()}))
+        unet, losses = real_train(unet2d, motion_adapter, *args)
+        results.append({name: tensor.clone() for name, tensor in unet.state_dict().items()})
+        return unet, losses
+
+    monkeypatch.setattr(stages, "train_motion_modules", train)
+    coarse = StageSettings(steps=3, batch_size=2, learning_rate=3e-3, latent_pool=2)
+    fine = StageSettings(steps=2, batch_size=2, learning_rate=3e-3)
+    encoded = EncodedClips(structured_latents(len(captions), 4, 16), captions, 1.0)
+
+    unet, losses = train_motion_coarse_to_fine(
+        unet2d, motion_adapter, text_encoder, tokenizer, encoded, coarse, fine, tmp_path
+    )
+
+    assert list(losses) == ["motion_low_res", "motion"] and [len(v) for v in losses.values()] == [3, 2]
+    assert [pool for pool, _ in starts] == [2, 1]
+    fine_start = starts[1][1]
+    assert any(not torch.equal(fine_start[name], initial[name]) for name in initial)
+    for name, tensor in fine_start.items():  # exactly what the pooled part trained
+        assert torch.equal(tensor, results[0][name]), name
+    for name, tensor in unet.state_dict().items():  # the UNet handed back is the full-resolution part's
+        assert torch.equal(tensor, results[1][name]), name
+
+    starts.clear()
+    _, losses = train_motion_coarse_to_fine(
+        unet2d, motion_adapter, text_encoder, tokenizer, encoded, coarse, StageSettings(0, 2, 3e-3), tmp_path
+    )
+    assert list(losses) == ["motion_low_res"] and [pool for pool, _ in starts] == [2]
 
 
 def test_cross_attention_stage_trains_only_the_text_keys_and_values_and_lowers_the_loss(clips, tokenizer, tmp_path):
