@@ -447,9 +447,7 @@ def pooled_clips(clips: EncodedClips, factor: int) -> EncodedClips:
     n, f, c, h, w = clips.latents.shape
     blocks = clips.latents.astype(np.float32).reshape(n, f, c, h // factor, factor, w // factor, factor)
     latents = blocks.mean(axis=(4, 6)).astype(np.float16)
-    masks = clips.subject_masks
-    if masks is not None:
-        masks = masks.reshape(n, f, h // factor, factor, w // factor, factor).any(axis=(3, 5))
+    masks = None if clips.subject_masks is None else latent_subject_masks(clips.subject_masks, factor)
     return EncodedClips(latents, clips.captions, clips.scaling_factor, masks)
 
 
