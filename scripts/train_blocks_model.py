@@ -10,6 +10,10 @@ backend/training/checks.py); a failed check stops the run with the numbers it me
 2 x 2 (16 x 16 positions instead of 32 x 32, about a quarter of the time per clip, the image UNet frozen), then runs
 its --motion-steps at full resolution.
 
+--unet-channels and --unet-layers-per-block shape a new model's UNet and motion modules (default: 32 64 96 128
+and 2, the shipped model's); a UNet 16 channels wide at the full latent resolution with one layer per block
+(--unet-channels 16 64 96 128 --unet-layers-per-block 1) takes about half the time per motion-stage step.
+
 --init-from MODEL_DIR continues a trained model (for example the shipped one) instead: --motion-low-res-steps and
 --motion-steps more motion-stage steps on the same clips, then --colour-steps steps of the cross-attention stage,
 with its VAE, text encoder and tokenizer kept (the --vae-*, --text-* and --image-* settings do not apply;
@@ -28,6 +32,7 @@ import torch
 
 from motionclone.backend.devices import unusable_device
 from motionclone.backend.errors import ModelNotFoundError
+from motionclone.backend.training.architecture import check_unet_shape
 from motionclone.backend.training.arguments import COUNT, RATE, SEED, STEPS
 from motionclone.backend.training.continuation import continue_training
 from motionclone.backend.training.stages import CheckpointUnreadable, StageSettings
@@ -48,6 +53,19 @@ def main() -> int:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--data-seed", type=SEED, default=defaults.data_seed, help="seed of the procedural clips")
     parser.add_argument("--clips", type=COUNT, default=defaults.clips, help="number of training clips")
+    parser.add_argument(
+        "--unet-channels",
+        type=COUNT,
+        nargs=4,
+        metavar=("FULL", "HALF", "QUARTER", "EIGHTH"),
+        help="the UNet's width at each of its four resolutions, multiples of 8 "
+        f"(default: {' '.join(map(str, defaults.unet_channels))})",
+    )
+    parser.add_argument(
+        "--unet-layers-per-block",
+        type=COUNT,
+        help=f"ResNet blocks (each with a motion module) per down block (default: {defaults.unet_layers_per_block})",
+    )
     parser.add_argument("--seed", type=SEED, default=defaults.seed, help="seed of initialisation and batches")
     for stage in STAGES:
         settings: StageSettings = getattr(defaults, stage)
@@ -79,6 +97,18 @@ def main() -> int:
         parser.error(f"--out must be another folder than --init-from ({args.init_from}): the source is read from")
     if args.init_from and args.motion_steps <= 0 and args.motion_low_res_steps <= 0 and args.colour_steps <= 0:
         parser.error("--motion-steps, --motion-low-res-steps and --colour-steps are all 0: there is nothing to train")
+    shape = {}  # the UNet's shape where the flags give it; the plan's defaults otherwise
+    if args.unet_channels is not None:
+        shape["unet_channels"] = tuple(args.unet_channels)
+    if args.unet_layers_per_block is not None:
+        shape["unet_layers_per_block"] = args.unet_layers_per_block
+    if args.init_from and shape:
+        flags = " and ".join("--" + name.replace("_", "-") for name in shape)
+        parser.error(f"{flags}: only a new model takes a shape; --init-from continues {args.init_from} with its own")
+    try:
+        check_unet_shape(shape.get("unet_channels", defaults.unet_channels), defaults.unet_layers_per_block)
+    except ValueError as error:  # the only value the flags' types let through unchecked: a UNet width
+        parser.error(f"argument --unet-channels: {error}")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
@@ -98,6 +128,7 @@ def main() -> int:
         out_dir=args.out,
         data_seed=args.data_seed,
         clips=args.clips,
+        **shape,
         vae=stage("vae"),
         text=stage("text"),
         image=stage("image"),

@@ -14,6 +14,8 @@ loads through the same code:
 The UNet is narrow (32-128 channels) and has no attention over the 1,024 positions of the full latent resolution: on a
 CPU that attention alone costs as much as the rest of the network (2.7 s against 1.6 s per training step of 32
 frames, measured side by side), and the blocks that carry a trajectory or the prompt work at 16 x 16 and 8 x 8.
+`build_image_unet` and `build_motion_adapter` take other widths and block depths for a new model (the training
+script's --unet-channels and --unet-layers-per-block); a trained folder's configs say which it has.
 """
 
 from diffusers import AutoencoderKL, MotionAdapter, UNet2DConditionModel
@@ -23,6 +25,8 @@ FRAME_SIZE = 64  # native width and height in pixels
 NUM_FRAMES = 16  # native clip length
 VAE_BLOCK_OUT_CHANNELS = (32, 64)  # two blocks: one down-sampling step, scale factor 2
 UNET_BLOCK_OUT_CHANNELS = (32, 64, 96, 128)
+UNET_LAYERS_PER_BLOCK = 2  # SD-1.5's; the up blocks have one more
+CHANNEL_MULTIPLE = 8  # GroupNorm's 8 groups, and whole heads for every block's attention
 UNET_ATTENTION_HEADS = (1, 2, 4, 4)  # diffusers' `attention_head_dim` is SD-1.5's head count per block
 UNET_DOWN_BLOCKS = ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D")
 UNET_UP_BLOCKS = ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D")
@@ -64,14 +68,17 @@ def build_text_encoder(vocab_size: int) -> CLIPTextModel:
     )
 
 
-def build_image_unet() -> UNet2DConditionModel:
-    """The 2-D UNet in SD-1.5's block layout."""
+def build_image_unet(
+    block_out_channels: tuple[int, ...] = UNET_BLOCK_OUT_CHANNELS, layers_per_block: int = UNET_LAYERS_PER_BLOCK
+) -> UNet2DConditionModel:
+    """The 2-D UNet in SD-1.5's block layout, `block_out_channels` wide from the full latent resolution down."""
+    check_unet_shape(block_out_channels, layers_per_block)
     return UNet2DConditionModel(
         sample_size=FRAME_SIZE // 2,
         in_channels=4,
         out_channels=4,
-        block_out_channels=UNET_BLOCK_OUT_CHANNELS,
-        layers_per_block=2,
+        block_out_channels=block_out_channels,
+        layers_per_block=layers_per_block,
         down_block_types=UNET_DOWN_BLOCKS,
         up_block_types=UNET_UP_BLOCKS,
         cross_attention_dim=TEXT_WIDTH,
@@ -80,13 +87,29 @@ def build_image_unet() -> UNet2DConditionModel:
     )
 
 
-def build_motion_adapter() -> MotionAdapter:
-    """AnimateDiff v3-style motion modules for `build_image_unet`'s channels (zero-initialised outputs)."""
+def build_motion_adapter(
+    block_out_channels: tuple[int, ...] = UNET_BLOCK_OUT_CHANNELS, layers_per_block: int = UNET_LAYERS_PER_BLOCK
+) -> MotionAdapter:
+    """AnimateDiff v3-style motion modules (zero-initialised outputs) for the UNet `build_image_unet` makes with the
+    same arguments: one module after each of its ResNet blocks."""
+    check_unet_shape(block_out_channels, layers_per_block)
     return MotionAdapter(
-        block_out_channels=UNET_BLOCK_OUT_CHANNELS,
-        motion_layers_per_block=2,
+        block_out_channels=block_out_channels,
+        motion_layers_per_block=layers_per_block,
         motion_norm_num_groups=8,
         motion_num_attention_heads=MOTION_HEADS,
         motion_max_seq_length=MAX_FRAMES,
         use_motion_mid_block=False,
     )
+
+
+def check_unet_shape(block_out_channels: tuple[int, ...], layers_per_block: int) -> None:
+    """Refuse a UNet shape the SD-1.5 layout cannot take, naming the value and its limit."""
+    blocks = len(UNET_DOWN_BLOCKS)
+    if len(block_out_channels) != blocks:
+        raise ValueError(f"the UNet needs {blocks} widths, one per block, got {len(block_out_channels)}")
+    if any(width < CHANNEL_MULTIPLE or width % CHANNEL_MULTIPLE for width in block_out_channels):
+        widths = " ".join(map(str, block_out_channels))
+        raise ValueError(f"the UNet's widths must be positive multiples of {CHANNEL_MULTIPLE}, got {widths}")
+    if layers_per_block < 1:
+        raise ValueError(f"the UNet's layers per block must be at least 1, got {layers_per_block}")

@@ -43,6 +43,7 @@ from .train import TrainingPlan, gate, load_or_make_dataset, save_array_atomical
 from .word_tokenizer import load_word_tokenizer
 
 SKIPPED_STAGES = ("vae", "text", "image")
+SOURCE_SHAPE = ("unet_channels", "unet_layers_per_block")  # the UNet keeps the shape it was trained with
 
 
 VAE_WEIGHTS = "vae/diffusion_pytorch_model.safetensors"
@@ -102,6 +103,8 @@ def continue_training(plan: TrainingPlan, source: Path) -> Path:
     info = training_info(plan, checks, losses, time.perf_counter() - started)
     for stage in SKIPPED_STAGES:
         del info["recipe"][stage]  # not run: the source's record below says how those were trained
+    for name in SOURCE_SHAPE:
+        del info["recipe"][name]  # the plan's default, not the shape of the model this run continued
     for stage in ("motion_low_res", "motion", "colour"):
         if stage not in losses:
             del info["recipe"][stage]

@@ -19,10 +19,13 @@ from ..atomic_files import write_atomically
 from .architecture import (
     FRAME_SIZE,
     NUM_FRAMES,
+    UNET_BLOCK_OUT_CHANNELS,
+    UNET_LAYERS_PER_BLOCK,
     build_image_unet,
     build_motion_adapter,
     build_text_encoder,
     build_vae,
+    check_unet_shape,
 )
 from .checks import (
     CheckResult,
@@ -68,6 +71,8 @@ class TrainingPlan:
     out_dir: Path
     data_seed: int = 1
     clips: int = 3000
+    unet_channels: tuple[int, ...] = UNET_BLOCK_OUT_CHANNELS  # the UNet's and motion modules' widths, per block
+    unet_layers_per_block: int = UNET_LAYERS_PER_BLOCK
     vae: StageSettings = field(default_factory=lambda: StageSettings(steps=500, batch_size=16, learning_rate=1e-3))
     text: StageSettings = field(default_factory=lambda: StageSettings(steps=1500, batch_size=128, learning_rate=2e-3))
     image: StageSettings = field(
@@ -93,6 +98,7 @@ class TrainingPlan:
     run_checks: bool = True
 
     def __post_init__(self) -> None:
+        check_unet_shape(self.unet_channels, self.unet_layers_per_block)  # before any work, not after the VAE
         for stage in (self.vae, self.text, self.image, self.motion_low_res, self.motion, self.colour):
             stage.device = self.device
             stage.seed = self.seed
@@ -123,13 +129,13 @@ def train_blocks_model(plan: TrainingPlan) -> Path:
     text_losses, probe = pretrain_text_encoder(text_encoder, tokenizer, captions, plan.text, plan.work_dir)
     checks.append(gate(check_text_encoder(text_encoder, tokenizer, captions[::-1], probe), plan))
 
-    unet2d = build_image_unet()
+    unet2d = build_image_unet(plan.unet_channels, plan.unet_layers_per_block)
     image_losses = train_image_model(unet2d, text_encoder, tokenizer, clips, plan.image, plan.work_dir)
     checks.append(
         gate(check_text_conditioning(unet2d, text_encoder, tokenizer, vae, latents, captions, scaling_factor), plan)
     )
 
-    motion_adapter = build_motion_adapter()
+    motion_adapter = build_motion_adapter(plan.unet_channels, plan.unet_layers_per_block)
     unet, motion_losses = train_motion_coarse_to_fine(
         unet2d, motion_adapter, text_encoder, tokenizer, clips, plan.motion_low_res, plan.motion, plan.work_dir
     )

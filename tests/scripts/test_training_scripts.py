@@ -32,20 +32,56 @@ def test_the_training_script_names_a_bad_value_and_its_limit_before_any_work(tmp
     assert not work.exists()
 
 
-def test_the_training_script_hands_the_low_resolution_motion_flags_to_its_plan(tmp_path, monkeypatch):
+def plan_from_flags(tmp_path, monkeypatch, *flags: str):
+    """The plan the training script hands to its training for `flags` (the training itself replaced)."""
     script = load_script("train_blocks_model")
     plans = []
     monkeypatch.setattr(script, "train_blocks_model", lambda plan: plans.append(plan) or tmp_path / "out")
-    flags = ["--motion-low-res-steps", "1400", "--motion-low-res-batch", "6", "--motion-steps", "850"]
     monkeypatch.setattr(sys, "argv", ["train", "--work-dir", str(tmp_path), "--out", str(tmp_path / "out"), *flags])
-
     assert script.main() == 0
-
     [plan] = plans
+    return plan
+
+
+def test_the_training_script_hands_the_low_resolution_motion_flags_to_its_plan(tmp_path, monkeypatch):
+    flags = ["--motion-low-res-steps", "1400", "--motion-low-res-batch", "6", "--motion-steps", "850"]
+
+    plan = plan_from_flags(tmp_path, monkeypatch, *flags)
+
     low_res, motion = plan.motion_low_res, plan.motion
     assert (low_res.steps, low_res.batch_size, low_res.latent_pool, low_res.spatial_learning_rate) == (1400, 6, 2, 0)
     assert low_res.learning_rate == motion.learning_rate and low_res.subject_weight == motion.subject_weight
     assert (motion.steps, motion.latent_pool) == (850, 1) and motion.spatial_learning_rate > 0
+
+
+def test_the_training_script_names_a_bad_unet_shape_before_any_work(tmp_path):
+    work = tmp_path / "work"
+    base = ["--work-dir", str(work), "--out", str(tmp_path / "out")]
+    for flags, says in (
+        (
+            ["--unet-channels", "12", "64", "96", "128"],
+            "argument --unet-channels: the UNet's widths must be positive multiples of 8, got 12 64 96 128",
+        ),
+        (["--unet-channels", "16", "64", "96"], "argument --unet-channels: expected 4 arguments"),
+        (["--unet-layers-per-block", "0"], "argument --unet-layers-per-block: must be at least 1, got 0"),
+        (
+            ["--init-from", str(tmp_path), "--unet-layers-per-block", "1"],
+            f"--unet-layers-per-block: only a new model takes a shape; --init-from continues {tmp_path} with its own",
+        ),
+    ):
+        completed = run_script("train_blocks_model.py", *base, *flags)
+        assert completed.returncode == 2 and says in completed.stderr, completed.stderr
+        assert "Traceback" not in completed.stderr
+    assert not work.exists()
+
+
+def test_the_training_script_hands_the_unet_shape_to_its_plan(tmp_path, monkeypatch):
+    shape = ["--unet-channels", "16", "64", "96", "128", "--unet-layers-per-block", "1"]
+
+    default, lean = plan_from_flags(tmp_path, monkeypatch), plan_from_flags(tmp_path, monkeypatch, *shape)
+
+    assert (default.unet_channels, default.unet_layers_per_block) == ((32, 64, 96, 128), 2)
+    assert (lean.unet_channels, lean.unet_layers_per_block) == ((16, 64, 96, 128), 1)
 
 
 def test_the_data_set_script_names_a_bad_size(tmp_path):

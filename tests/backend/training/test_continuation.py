@@ -80,6 +80,7 @@ def test_continuing_trains_only_the_motion_modules_resumes_and_records_its_sourc
     assert info["continued_from"]["training"] == json.loads((BLOCKS_MODEL_DIR / "training.json").read_text())
     assert info["stages_trained"] == ["motion"] and info["recipe"]["motion"]["steps"] == 2
     assert not {"vae", "text", "image"} & set(info["recipe"])  # stages not run are not recorded as this run's
+    assert not {"unet_channels", "unet_layers_per_block"} & set(info["recipe"])  # the source's shape, not the plan's
     bundle = load_blocks_bundle(folder=folder)  # a complete model folder with a manifest that matches
     assert bundle.description["manifest_sha256"] == file_sha256(folder / MANIFEST_NAME)
 
