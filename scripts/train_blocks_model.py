@@ -10,9 +10,9 @@ backend/training/checks.py); a failed check stops the run with the numbers it me
 2 x 2 (16 x 16 positions instead of 32 x 32, about a quarter of the time per clip, the image UNet frozen), then runs
 its --motion-steps at full resolution.
 
---unet-channels and --unet-layers-per-block shape a new model's UNet and motion modules (default: 32 64 96 128
-and 2, the shipped model's); a UNet 16 channels wide at the full latent resolution with one layer per block
-(--unet-channels 16 64 96 128 --unet-layers-per-block 1) takes about half the time per motion-stage step.
+--unet-channels and --unet-layers-per-block shape a new model's UNet and motion modules (default: 16 64 96 128
+and 2, the shipped model's; 32 64 96 128, SD-1.5's doubling of widths, takes about a third more time per
+motion-stage step, and one layer per block about a third less).
 
 --init-from MODEL_DIR continues a trained model (for example the shipped one) instead: --motion-low-res-steps and
 --motion-steps more motion-stage steps on the same clips, then --colour-steps steps of the cross-attention stage,

@@ -77,12 +77,12 @@ class TrainingPlan:
     text: StageSettings = field(default_factory=lambda: StageSettings(steps=1500, batch_size=128, learning_rate=2e-3))
     image: StageSettings = field(
         default_factory=lambda: StageSettings(
-            steps=900, batch_size=32, learning_rate=5e-4, subject_weight=4.0, subject_weight_from=300
+            steps=1400, batch_size=32, learning_rate=5e-4, subject_weight=4.0, subject_weight_from=300
         )
     )
     motion: StageSettings = field(
         default_factory=lambda: StageSettings(
-            steps=1100, batch_size=2, learning_rate=4e-4, subject_weight=4.0, spatial_learning_rate=1e-4
+            steps=4000, batch_size=2, learning_rate=4e-4, subject_weight=4.0, spatial_learning_rate=1e-4
         )
     )
     motion_low_res: StageSettings = field(  # off by default; 2 makes each clip about 4 times cheaper
@@ -91,7 +91,7 @@ class TrainingPlan:
         )
     )
     colour: StageSettings = field(
-        default_factory=lambda: StageSettings(steps=500, batch_size=32, learning_rate=5e-4, subject_weight=9.0)
+        default_factory=lambda: StageSettings(steps=500, batch_size=32, learning_rate=2e-3, subject_weight=20.0)
     )
     device: str = "cpu"
     seed: int = 0

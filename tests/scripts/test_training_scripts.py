@@ -1,9 +1,12 @@
 """The training scripts refuse bad values when they start, naming the flag and its limit, before any work."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+from motionclone.backend.models.blocks import BLOCKS_MODEL_DIR
+from motionclone.backend.training.train import training_info
 from tests.script_modules import load_script
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
@@ -76,12 +79,21 @@ def test_the_training_script_names_a_bad_unet_shape_before_any_work(tmp_path):
 
 
 def test_the_training_script_hands_the_unet_shape_to_its_plan(tmp_path, monkeypatch):
-    shape = ["--unet-channels", "16", "64", "96", "128", "--unet-layers-per-block", "1"]
+    shape = ["--unet-channels", "32", "64", "96", "128", "--unet-layers-per-block", "1"]
 
-    default, lean = plan_from_flags(tmp_path, monkeypatch), plan_from_flags(tmp_path, monkeypatch, *shape)
+    default, wide = plan_from_flags(tmp_path, monkeypatch), plan_from_flags(tmp_path, monkeypatch, *shape)
 
-    assert (default.unet_channels, default.unet_layers_per_block) == ((32, 64, 96, 128), 2)
-    assert (lean.unet_channels, lean.unet_layers_per_block) == ((16, 64, 96, 128), 1)
+    assert (default.unet_channels, default.unet_layers_per_block) == ((16, 64, 96, 128), 2)
+    assert (wide.unet_channels, wide.unet_layers_per_block) == ((32, 64, 96, 128), 1)
+
+
+def test_the_training_script_without_flags_trains_the_shipped_models_recipe(tmp_path, monkeypatch):
+    """The documented command, with no recipe flags, is the recipe the shipped model records having been made with."""
+    plan = plan_from_flags(tmp_path, monkeypatch)
+
+    shipped = json.loads((BLOCKS_MODEL_DIR / "training.json").read_text())["recipe"]
+    recorded = json.loads(json.dumps(training_info(plan, [], {}, 0.0)["recipe"]))  # as the export writes it
+    assert recorded == shipped
 
 
 def test_the_data_set_script_names_a_bad_size(tmp_path):

@@ -24,7 +24,7 @@ def test_a_run_builds_and_exports_the_unet_shape_its_plan_names(tmp_path, monkey
         work_dir=tmp_path / "work",
         out_dir=tmp_path / "out",
         clips=3,
-        unet_channels=(16, 64, 96, 128),
+        unet_channels=(8, 32, 48, 64),  # not the default shape, so only the plan can have chosen it
         unet_layers_per_block=1,
         vae=one_step(2),
         text=one_step(2),
@@ -37,13 +37,13 @@ def test_a_run_builds_and_exports_the_unet_shape_its_plan_names(tmp_path, monkey
 
     unet = json.loads((folder / "unet" / "config.json").read_text())
     adapter = json.loads((folder / "motion_adapter" / "config.json").read_text())
-    assert (unet["block_out_channels"], unet["layers_per_block"]) == ([16, 64, 96, 128], 1)
-    assert (adapter["block_out_channels"], adapter["motion_layers_per_block"]) == ([16, 64, 96, 128], 1)
+    assert (unet["block_out_channels"], unet["layers_per_block"]) == ([8, 32, 48, 64], 1)
+    assert (adapter["block_out_channels"], adapter["motion_layers_per_block"]) == ([8, 32, 48, 64], 1)
     recipe = json.loads((folder / "training.json").read_text())["recipe"]
-    assert (recipe["unet_channels"], recipe["unet_layers_per_block"]) == ([16, 64, 96, 128], 1)
+    assert (recipe["unet_channels"], recipe["unet_layers_per_block"]) == ([8, 32, 48, 64], 1)
     bundle = load_blocks_bundle(folder=folder)  # the preset's loading code takes the narrower model
     assert [len(block.motion_modules) for block in bundle.unet.up_blocks] == [2, 2, 2, 2]
-    assert bundle.unet.down_blocks[0].resnets[0].conv1.out_channels == 16
+    assert bundle.unet.down_blocks[0].resnets[0].conv1.out_channels == 8
 
 
 def test_the_motion_modules_follow_the_unet_shape():
